@@ -1,0 +1,64 @@
+// swift-tools-version: 6.0
+// Lethe: an embeddable, event-sourced engine for the lifecycle of personal data.
+import PackageDescription
+
+let package = Package(
+    name: "Lethe",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "LetheJournal", targets: ["LetheJournal"]),
+        .library(name: "LetheEvents", targets: ["LetheEvents"]),
+        .executable(name: "lethe", targets: ["LetheCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries from the system (apt: libsqlite3-dev, liblz4-dev); nothing vendored.
+        .systemLibrary(
+            name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(
+            name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]),
+        // Durable, compressed, encrypted, hash-chained storage of opaque event payloads.
+        .target(
+            name: "LetheJournal",
+            dependencies: [
+                "CSQLite", "CLZ4",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The contract's events: NDJSON in and out, envelope validation, payload coding.
+        .target(name: "LetheEvents", dependencies: ["LetheJournal"]),
+        // The `lethe` command.
+        .executableTarget(
+            name: "LetheCLI",
+            dependencies: [
+                "LetheJournal", "LetheEvents",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        // Workload generator: realistic NDJSON histories (Foundation only).
+        .executableTarget(name: "lethe-gen", path: "Tools/LetheGen"),
+        // Benchmarks: append, read, size and memory figures for the README.
+        .executableTarget(
+            name: "lethe-bench", dependencies: ["LetheJournal", "LetheEvents"],
+            path: "Tools/LetheBench"),
+        // Appends forever and acknowledges each commit; the crash test kills it mid-write.
+        .executableTarget(
+            name: "lethe-crash-writer", dependencies: ["LetheJournal", "LetheEvents"],
+            path: "Tools/CrashWriter"),
+        .testTarget(
+            name: "LetheTests", dependencies: ["LetheJournal", "LetheEvents"]),
+    ]
+)
+
+// One place for the settings every target shares (swift-log's pattern).
+for target in package.targets where target.type != .system {
+    var settings = target.swiftSettings ?? []
+    settings.append(.swiftLanguageMode(.v6))
+    settings.append(.enableUpcomingFeature("ExistentialAny"))
+    target.swiftSettings = settings
+}

@@ -1,0 +1,128 @@
+/// Appends little-endian integers, LEB128 varints and length-prefixed bytes to a byte array.
+package struct BinaryWriter {
+    package var bytes: [UInt8]
+
+    package init(capacity: Int = 256) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+    }
+
+    package mutating func u8(_ v: UInt8) { bytes.append(v) }
+
+    package mutating func u32(_ v: UInt32) {
+        withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    package mutating func u64(_ v: UInt64) {
+        withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    /// Unsigned LEB128: 1 byte below 128, at most 10.
+    package mutating func varint(_ v: UInt64) {
+        var v = v
+        while v >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+
+    package mutating func varint(_ v: Int) {
+        precondition(v >= 0, "varint of a negative length")
+        varint(UInt64(v))
+    }
+
+    /// Signed values, zig-zag encoded so that small negatives stay short.
+    package mutating func zigzag(_ v: Int64) {
+        varint(UInt64(bitPattern: (v << 1) ^ (v >> 63)))
+    }
+
+    package mutating func raw<C: Collection>(_ data: C) where C.Element == UInt8 { bytes.append(contentsOf: data) }
+
+    /// A varint length, then the bytes.
+    package mutating func lengthPrefixed<C: Collection>(_ data: C) where C.Element == UInt8 {
+        varint(data.count)
+        bytes.append(contentsOf: data)
+    }
+
+    package mutating func string(_ s: String) { lengthPrefixed(s.utf8) }
+}
+
+/// Reads what `BinaryWriter` wrote; every read is bounds-checked and throws `BinaryReader.Truncated`.
+package struct BinaryReader {
+    package struct Truncated: Error {}
+    package struct Malformed: Error { package let what: String }
+
+    package let bytes: [UInt8]
+    package private(set) var offset: Int
+
+    package init(_ bytes: [UInt8], offset: Int = 0) {
+        self.bytes = bytes
+        self.offset = offset
+    }
+
+    package var isAtEnd: Bool { offset == bytes.count }
+    package var remaining: Int { bytes.count - offset }
+
+    package mutating func u8() throws -> UInt8 {
+        guard offset < bytes.count else { throw Truncated() }
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+
+    package mutating func u32() throws -> UInt32 {
+        guard remaining >= 4 else { throw Truncated() }
+        var v: UInt32 = 0
+        for i in 0..<4 { v |= UInt32(bytes[offset + i]) << (8 * i) }
+        offset += 4
+        return v
+    }
+
+    package mutating func u64() throws -> UInt64 {
+        guard remaining >= 8 else { throw Truncated() }
+        var v: UInt64 = 0
+        for i in 0..<8 { v |= UInt64(bytes[offset + i]) << (8 * i) }
+        offset += 8
+        return v
+    }
+
+    package mutating func varint() throws -> UInt64 {
+        var result: UInt64 = 0
+        var shift: UInt64 = 0
+        while true {
+            let byte = try u8()
+            guard shift < 64 else { throw Malformed(what: "varint longer than 10 bytes") }
+            result |= UInt64(byte & 0x7F) << shift
+            if byte < 0x80 { return result }
+            shift += 7
+        }
+    }
+
+    /// A varint that must fit an `Int` and not exceed `limit` (a length or a count).
+    package mutating func count(limit: Int) throws -> Int {
+        let v = try varint()
+        guard v <= UInt64(limit) else { throw Malformed(what: "count \(v) above limit \(limit)") }
+        return Int(v)
+    }
+
+    package mutating func zigzag() throws -> Int64 {
+        let v = try varint()
+        return Int64(bitPattern: v >> 1) ^ -Int64(bitPattern: v & 1)
+    }
+
+    package mutating func bytes(_ n: Int) throws -> ArraySlice<UInt8> {
+        guard n >= 0, remaining >= n else { throw Truncated() }
+        defer { offset += n }
+        return bytes[offset..<offset + n]
+    }
+
+    package mutating func lengthPrefixed() throws -> ArraySlice<UInt8> {
+        try bytes(try count(limit: remaining))
+    }
+
+    package mutating func string() throws -> String {
+        let slice = try lengthPrefixed()
+        guard let s = String(validating: slice, as: UTF8.self) else { throw Malformed(what: "string is not UTF-8") }
+        return s
+    }
+}

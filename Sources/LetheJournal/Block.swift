@@ -1,0 +1,183 @@
+/// What the chain knows of an event: everything but its payload.
+public struct EventHeader: Hashable, Sendable {
+    /// Global position in the journal, from 1, without gaps.
+    public var seq: Int64
+    /// Position in the account's own history, from 1, without gaps.
+    public var version: Int64
+    public var account: String
+    public var type: String
+    public var at: Timestamp
+    /// The caller's event id, if it gave one (idempotency key).
+    public var id: String?
+
+    public init(seq: Int64, version: Int64, account: String, type: String, at: Timestamp, id: String?) {
+        self.seq = seq
+        self.version = version
+        self.account = account
+        self.type = type
+        self.at = at
+        self.id = id
+    }
+}
+
+/// An event as stored: its header, the writer id of its nonce, and its sealed payload or, once
+/// purged, only the digest the chain needs.
+package struct SealedEvent: Equatable {
+    package enum Body: Equatable {
+        case sealed([UInt8])
+        case purged(digest: [UInt8])
+    }
+
+    package var header: EventHeader
+    package var writer: UInt32
+    package var body: Body
+
+    package var digest: [UInt8] {
+        switch body {
+        case .sealed(let bytes): return Sealing.digest(writer: writer, sealed: bytes)
+        case .purged(let digest): return digest
+        }
+    }
+}
+
+/// A sealed block: consecutive events, stored column by column and compressed as one LZ4 frame.
+///
+/// Layout of the frame's content (all integers little-endian or LEB128 varints):
+/// ```
+/// "LTHB" format:u8=1 first_seq:u64 count:varint
+/// accounts: n:varint, n × string        types: n:varint, n × string
+/// count × account index   count × type index   count × version   count × zigzag(at - previous at)
+/// count × writer:u32   count × id (string, empty = none)   count × state:u8 (0 sealed, 1 purged)
+/// count × payload length   payload bytes, concatenated   32-byte digest per purged event
+/// previous link (32)   last link (32)
+/// ```
+/// Strings are a varint length and UTF-8. Columns keep like with like, which LZ4 compresses well;
+/// sealed payloads are ciphertext and stay as they are.
+package struct Block: Equatable {
+    package static let magic: [UInt8] = Array("LTHB".utf8)
+    package static let format: UInt8 = 1
+
+    package var events: [SealedEvent]
+    /// The chain link before the first event, and after the last.
+    package var previousLink: [UInt8]
+    package var lastLink: [UInt8]
+
+    package var firstSeq: Int64 { events.first!.header.seq }
+    package var lastSeq: Int64 { events.last!.header.seq }
+
+    package func encode() -> [UInt8] {
+        precondition(!events.isEmpty, "an empty block")
+        precondition(previousLink.count == Chain.linkBytes && lastLink.count == Chain.linkBytes)
+        for (i, e) in events.enumerated() {
+            precondition(e.header.seq == firstSeq + Int64(i), "block events are not consecutive")
+        }
+        var accounts: [String: Int] = [:], accountNames: [String] = []
+        var types: [String: Int] = [:], typeNames: [String] = []
+        for e in events {
+            if accounts[e.header.account] == nil {
+                accounts[e.header.account] = accountNames.count
+                accountNames.append(e.header.account)
+            }
+            if types[e.header.type] == nil {
+                types[e.header.type] = typeNames.count
+                typeNames.append(e.header.type)
+            }
+        }
+        var w = BinaryWriter(capacity: events.count * 96)
+        w.raw(Block.magic)
+        w.u8(Block.format)
+        w.u64(UInt64(firstSeq))
+        w.varint(events.count)
+        w.varint(accountNames.count)
+        for a in accountNames { w.string(a) }
+        w.varint(typeNames.count)
+        for t in typeNames { w.string(t) }
+        for e in events { w.varint(accounts[e.header.account]!) }
+        for e in events { w.varint(types[e.header.type]!) }
+        for e in events { w.varint(UInt64(e.header.version)) }
+        var previousAt: Int64 = 0
+        for e in events {
+            w.zigzag(e.header.at.nanoseconds &- previousAt)
+            previousAt = e.header.at.nanoseconds
+        }
+        for e in events { w.u32(e.writer) }
+        for e in events { w.string(e.header.id ?? "") }
+        for e in events {
+            if case .purged = e.body { w.u8(1) } else { w.u8(0) }
+        }
+        for e in events {
+            if case .sealed(let bytes) = e.body { w.varint(bytes.count) } else { w.varint(0) }
+        }
+        for e in events {
+            if case .sealed(let bytes) = e.body { w.raw(bytes) }
+        }
+        for e in events {
+            if case .purged(let digest) = e.body {
+                precondition(digest.count == 32)
+                w.raw(digest)
+            }
+        }
+        w.raw(previousLink)
+        w.raw(lastLink)
+        return w.bytes
+    }
+
+    /// Decodes and checks the content's own invariants; `where` names the block in errors.
+    package static func decode(_ bytes: [UInt8], where place: String) throws -> Block {
+        func corrupt(_ why: String) -> JournalError { JournalError(.corrupt, "\(place): \(why)") }
+        var r = BinaryReader(bytes)
+        do {
+            guard Array(try r.bytes(4)) == magic else { throw corrupt("not a Lethe block (bad magic)") }
+            let format = try r.u8()
+            guard format == Block.format else { throw corrupt("unknown block format \(format)") }
+            let firstSeq = Int64(bitPattern: try r.u64())
+            let count = try r.count(limit: Journal.maxBlockEvents)
+            guard count > 0, firstSeq > 0 else { throw corrupt("empty block or bad first sequence") }
+            let accountNames = try (0..<(try r.count(limit: count))).map { _ in try r.string() }
+            let typeNames = try (0..<(try r.count(limit: count))).map { _ in try r.string() }
+            guard !accountNames.isEmpty, !typeNames.isEmpty else { throw corrupt("no account or type table") }
+            let accountIdx = try (0..<count).map { _ in try r.count(limit: accountNames.count - 1) }
+            let typeIdx = try (0..<count).map { _ in try r.count(limit: typeNames.count - 1) }
+            let versions = try (0..<count).map { _ in Int64(bitPattern: try r.varint()) }
+            var at: Int64 = 0
+            let times = try (0..<count).map { _ -> Int64 in
+                at = at &+ (try r.zigzag())
+                return at
+            }
+            let writers = try (0..<count).map { _ in try r.u32() }
+            let ids = try (0..<count).map { _ in try r.string() }
+            let states = try (0..<count).map { _ in try r.u8() }
+            let lengths = try (0..<count).map { _ in try r.count(limit: Journal.maxPayloadBytes + 64) }
+            var events: [SealedEvent] = []
+            events.reserveCapacity(count)
+            for i in 0..<count {
+                guard versions[i] > 0 else { throw corrupt("event \(firstSeq + Int64(i)) has version \(versions[i])") }
+                let header = EventHeader(
+                    seq: firstSeq + Int64(i), version: versions[i], account: accountNames[accountIdx[i]],
+                    type: typeNames[typeIdx[i]], at: Timestamp(nanoseconds: times[i]), id: ids[i].isEmpty ? nil : ids[i])
+                switch states[i] {
+                case 0:
+                    events.append(SealedEvent(header: header, writer: writers[i], body: .sealed(Array(try r.bytes(lengths[i])))))
+                case 1:
+                    guard lengths[i] == 0 else { throw corrupt("purged event \(header.seq) has a payload") }
+                    events.append(SealedEvent(header: header, writer: writers[i], body: .purged(digest: [])))
+                default:
+                    throw corrupt("event \(header.seq) has unknown state \(states[i])")
+                }
+            }
+            for i in events.indices {
+                if case .purged = events[i].body { events[i].body = .purged(digest: Array(try r.bytes(32))) }
+            }
+            let previousLink = Array(try r.bytes(32))
+            let lastLink = Array(try r.bytes(32))
+            guard r.isAtEnd else { throw corrupt("\(r.remaining) unexpected bytes at the end") }
+            return Block(events: events, previousLink: previousLink, lastLink: lastLink)
+        } catch let e as JournalError {
+            throw e
+        } catch is BinaryReader.Truncated {
+            throw corrupt("content is truncated")
+        } catch let e as BinaryReader.Malformed {
+            throw corrupt(e.what)
+        }
+    }
+}

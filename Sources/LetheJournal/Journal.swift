@@ -1,0 +1,486 @@
+import Crypto
+import Foundation
+import Logging
+import Synchronization
+
+/// An event to append: who, what, when, and its payload in plaintext (the journal seals it).
+public struct NewEvent: Sendable {
+    /// The caller's unique id; appending an id that is already in the journal is a no-op.
+    public var id: String?
+    public var account: String
+    public var type: String
+    public var at: Timestamp
+    /// The personal data, already encoded by the caller; sealed under the account's key.
+    public var payload: [UInt8]
+    /// The account's version before this event (0: the account must be new); nil: any.
+    public var expectedVersion: Int64?
+
+    public init(id: String? = nil, account: String, type: String, at: Timestamp, payload: [UInt8], expectedVersion: Int64? = nil) {
+        self.id = id
+        self.account = account
+        self.type = type
+        self.at = at
+        self.payload = payload
+        self.expectedVersion = expectedVersion
+    }
+}
+
+/// What became of one event of an append.
+public enum AppendOutcome: Sendable {
+    case appended(EventHeader)
+    /// An event with the same id was already recorded, at `seq`; nothing was written.
+    case duplicate(seq: Int64)
+    /// Refused; nothing of it was written. The other events of the batch are not affected.
+    case rejected(JournalError)
+}
+
+/// An event read back: its header and its payload, unless that is gone.
+public struct StoredEvent: Sendable {
+    public enum Payload: Sendable, Equatable {
+        case plaintext([UInt8])
+        /// Physically removed from the journal by a purge; only its digest remains.
+        case purged
+        /// Still in the journal, but its account's key was destroyed: unreadable for good.
+        case shredded
+    }
+
+    public var header: EventHeader
+    public var payload: Payload
+}
+
+/// The append-only, tamper-evident store of personal-data events: one SQLite file in WAL mode.
+///
+/// Events get a global sequence number and a per-account version. Their payloads are sealed with
+/// AES-GCM under per-account keys (kept in a separate `KeyStore` file) and chained with SHA-256;
+/// they wait in a small unsealed tail until `blockEvents` have gathered, then move, in one
+/// transaction, into a block compressed as a standard LZ4 frame. See the README for the format.
+///
+/// One writer at a time: appends are serialised by a lock in the process and by SQLite's write
+/// lock across processes (a writer that finds another process moved the head reloads its state).
+/// Reads open their own connection and see a consistent snapshot.
+public final class Journal: Sendable {
+    public enum Synchronous: Sendable {
+        /// fsync on every commit: an append that returned survives power loss. The default.
+        case full
+        /// No fsync per commit in WAL mode: survives a process crash, not a power loss.
+        case normal
+
+        var pragma: String { self == .full ? "FULL" : "NORMAL" }
+    }
+
+    public struct Options: Sendable {
+        /// Events per sealed block.
+        public var blockEvents: Int = 2048
+        public var synchronous: Synchronous = .full
+        public var entropy: Entropy = .system
+        public var logger: Logger = Logger(label: "lethe.journal")
+
+        public init() {}
+    }
+
+    public static let formatVersion: Int64 = 1
+    public static let maxPayloadBytes = 16 << 20
+    public static let maxBlockEvents = 1 << 16
+    static let maxAccountBytes = 256
+    static let maxTypeBytes = 128
+    static let maxIDBytes = 256
+
+    public let path: String
+    public let keysPath: String
+    let options: Options
+    let master: MasterKeySource
+    private let writer: Mutex<Writer>
+
+    /// Opens the journal at `path` (creating it when missing) and its key store at `keysPath`
+    /// (default `path + ".keys"`).
+    public init(path: String, keysPath: String? = nil, master: MasterKeySource? = nil, options: Options = Options()) throws {
+        precondition((1...Journal.maxBlockEvents).contains(options.blockEvents), "blockEvents out of range")
+        self.path = path
+        self.keysPath = keysPath ?? path + ".keys"
+        self.options = options
+        self.master = master ?? MasterKeySource(keysPath: self.keysPath)
+        let db = try Journal.openDatabase(path: path, options: options)
+        let keys = try KeyStore(path: self.keysPath, master: self.master, entropy: options.entropy, synchronous: options.synchronous)
+        writer = Mutex(try Writer(db: db, keys: keys, options: options))
+    }
+
+    static func openDatabase(path: String, options: Options) throws -> SQLiteDatabase {
+        do {
+            let db = try SQLiteDatabase(path: path)
+            try db.execute("""
+                PRAGMA journal_mode=WAL; PRAGMA synchronous=\(options.synchronous.pragma);
+                PRAGMA secure_delete=ON; PRAGMA cache_size=-65536;
+                """)
+            try db.transaction {
+                try db.execute("""
+                    CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
+                    CREATE TABLE IF NOT EXISTS accounts(
+                        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                        version INTEGER NOT NULL, last_at INTEGER NOT NULL);
+                    CREATE TABLE IF NOT EXISTS blocks(
+                        id INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL UNIQUE,
+                        last_seq INTEGER NOT NULL, frame BLOB NOT NULL);
+                    CREATE TABLE IF NOT EXISTS account_blocks(
+                        account_id INTEGER NOT NULL, block_id INTEGER NOT NULL,
+                        PRIMARY KEY(account_id, block_id)) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS tail(
+                        seq INTEGER PRIMARY KEY, account TEXT NOT NULL, version INTEGER NOT NULL,
+                        type TEXT NOT NULL, at INTEGER NOT NULL, event_id TEXT, writer INTEGER NOT NULL,
+                        payload BLOB, digest BLOB, link BLOB NOT NULL);
+                    CREATE TABLE IF NOT EXISTS event_ids(id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+                    """)
+                if try db.scalarInt("SELECT count(*) FROM meta") == 0 {
+                    let id = options.entropy.bytes(16)
+                    let insert = try db.statement("INSERT INTO meta(key, value) VALUES(?, ?)")
+                    try insert.bind(1, "format").bind(2, Journal.formatVersion).run()
+                    insert.reset()
+                    try insert.bind(1, "journal_id").bind(2, id).run()
+                    insert.reset()
+                    try insert.bind(1, "head_seq").bind(2, Int64(0)).run()
+                    insert.reset()
+                    try insert.bind(1, "head_link").bind(2, Chain.genesis(journalID: id)).run()
+                }
+            }
+            let format = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
+            guard format == Journal.formatVersion else {
+                throw JournalError(.notAJournal, "\(path) has journal format \(format.map(String.init) ?? "none"); this build reads format \(Journal.formatVersion)")
+            }
+            return db
+        } catch let e as JournalError {
+            throw e
+        } catch let e as SQLiteError where e.code == 26 {  // SQLITE_NOTADB
+            throw JournalError(.notAJournal, "\(path) is not a Lethe journal (not an SQLite database)")
+        } catch {
+            throw JournalError.storage("cannot open journal \(path)", error)
+        }
+    }
+
+    /// Appends `events` in order, in one transaction. Each gets an outcome; rejected ones leave no
+    /// trace and do not stop the others. Throws only when nothing could be written at all.
+    ///
+    /// - Complexity: O(n) in the batch, independent of the journal's size.
+    public func append(_ events: [NewEvent]) throws -> [AppendOutcome] {
+        try writer.withLock { try $0.append(events) }
+    }
+
+    /// Appends one event; a rejection is thrown.
+    @discardableResult
+    public func append(_ event: NewEvent) throws -> EventHeader {
+        switch try append([event])[0] {
+        case .appended(let header): return header
+        case .duplicate(let seq): return try header(seq: seq)
+        case .rejected(let error): throw error
+        }
+    }
+
+    /// The last sequence number, 0 when empty.
+    public var headSeq: Int64 { writer.withLock { $0.headSeq } }
+
+    /// The account's current version, 0 when it has no events.
+    public func version(of account: String) throws -> Int64 {
+        try writer.withLock { try $0.accountRow(account)?.version ?? 0 }
+    }
+
+    /// Destroys the account's data key: its sealed payloads become unreadable everywhere,
+    /// backups included.
+    public func destroyKey(of account: String, at time: Timestamp) throws {
+        try writer.withLock { try $0.keys.destroyKey(account, at: time) }
+    }
+
+    func header(seq: Int64) throws -> EventHeader {
+        var found: EventHeader?
+        try read { try $0.scan(from: seq, through: seq) { found = $0.header } }
+        guard let found else { throw JournalError(.invalidEvent, "no event \(seq)") }
+        return found
+    }
+
+    /// Runs `body` with a reader on its own connection, inside one read snapshot.
+    public func read<T>(_ body: (JournalReader) throws -> T) throws -> T {
+        let reader = try JournalReader(journal: self)
+        return try reader.snapshot { try body(reader) }
+    }
+}
+
+/// The writer's state: the connection, the key store, the head of the chain and the unsealed tail.
+///
+/// Lives inside the journal's mutex, so it is never touched by two threads at once.
+final class Writer {
+    struct AccountRow {
+        var id: Int64
+        var version: Int64
+        var lastAt: Int64
+    }
+
+    let db: SQLiteDatabase
+    let keys: KeyStore
+    let options: Options
+    /// This session's nonce prefix: random, so nonces differ from every earlier session's.
+    let writerID: UInt32
+    private(set) var headSeq: Int64 = 0
+    private var headLink: [UInt8] = []
+    /// The chain link after the last sealed block: the link before the first tail event.
+    private var sealedLink: [UInt8] = []
+    private var tail: [SealedEvent] = []
+    private var tailLinks: [[UInt8]] = []
+    private var nextAccountID: Int64 = 1
+    private var nextBlockID: Int64 = 1
+    /// Known accounts; a cache of the `accounts` table, cleared when it outgrows `accountCacheLimit`.
+    private var accounts: [String: AccountRow] = [:]
+    private let accountCacheLimit = 200_000
+
+    typealias Options = Journal.Options
+
+    init(db: SQLiteDatabase, keys: KeyStore, options: Options) throws {
+        self.db = db
+        self.keys = keys
+        self.options = options
+        var w = BinaryReader(options.entropy.bytes(4))
+        writerID = try! w.u32()
+        try reload()
+    }
+
+    /// Reads the head, the tail and the id counters from disk.
+    private func reload() throws {
+        do {
+            headSeq = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0
+            let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
+            headLink = try s.step() ? s.blob(0) : []
+            nextAccountID = (try db.scalarInt("SELECT max(id) FROM accounts") ?? 0) + 1
+            nextBlockID = (try db.scalarInt("SELECT max(id) FROM blocks") ?? 0) + 1
+            let lastBlockSeq = try db.scalarInt("SELECT max(last_seq) FROM blocks") ?? 0
+            sealedLink = try JournalReader.lastSealedLink(db)
+            (tail, tailLinks) = try JournalReader.tailRows(db)
+            accounts.removeAll()
+            let tailEnd = tail.last?.header.seq ?? lastBlockSeq
+            guard headLink.count == Chain.linkBytes, tailEnd == headSeq,
+                  tail.first.map({ $0.header.seq == lastBlockSeq + 1 }) ?? true
+            else {
+                throw JournalError(.corrupt, "journal head (event \(headSeq)) does not match its stored events (last \(tailEnd)); run `lethe verify`")
+            }
+        } catch {
+            throw JournalError.storage("cannot read the journal's head", error)
+        }
+    }
+
+    func accountRow(_ name: String) throws -> AccountRow? {
+        if let row = accounts[name] { return row }
+        let s = try db.statement("SELECT id, version, last_at FROM accounts WHERE name = ?")
+        s.bind(1, name)
+        guard try s.step() else { return nil }
+        let row = AccountRow(id: s.int(0), version: s.int(1), lastAt: s.int(2))
+        remember(name, row)
+        return row
+    }
+
+    private func remember(_ name: String, _ row: AccountRow) {
+        if accounts.count >= accountCacheLimit { accounts.removeAll(keepingCapacity: true) }
+        accounts[name] = row
+    }
+
+    private func existingSeq(id: String) throws -> Int64? {
+        let s = try db.statement("SELECT seq FROM event_ids WHERE id = ?")
+        s.bind(1, id)
+        return try s.step() ? s.int(0) : nil
+    }
+
+    private func check(_ e: NewEvent) -> JournalError? {
+        func bad(_ field: String, _ why: String) -> JournalError { JournalError(.invalidEvent, "field \(field): \(why)") }
+        if e.account.isEmpty || e.account.utf8.count > Journal.maxAccountBytes { return bad("account", "must be 1 to \(Journal.maxAccountBytes) bytes") }
+        if e.type.isEmpty || e.type.utf8.count > Journal.maxTypeBytes { return bad("type", "must be 1 to \(Journal.maxTypeBytes) bytes") }
+        if let id = e.id, id.isEmpty || id.utf8.count > Journal.maxIDBytes { return bad("id", "must be 1 to \(Journal.maxIDBytes) bytes") }
+        if e.payload.count > Journal.maxPayloadBytes { return bad("data", "payload above \(Journal.maxPayloadBytes) bytes") }
+        return nil
+    }
+
+    func append(_ batch: [NewEvent]) throws -> [AppendOutcome] {
+        guard !batch.isEmpty else { return [] }
+        do {
+            return try db.transaction {
+                // Another process may have appended since this writer last looked.
+                if try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") != headSeq { try reload() }
+                return try appendInTransaction(batch)
+            }
+        } catch {
+            // The transaction rolled back: forget whatever this batch cached.
+            try? reload()
+            throw JournalError.storage("append failed; nothing of the batch was written", error)
+        }
+    }
+
+    private func appendInTransaction(_ batch: [NewEvent]) throws -> [AppendOutcome] {
+        // Accounts of this batch, staged until the commit, with their keys.
+        var staged: [String: AccountRow] = [:]
+        var keyFor: [String: SymmetricKey] = [:]
+        var newAccounts: [String] = []
+        var needKeys: [String] = []
+        var seenIDs: [String: Int64] = [:]
+        var outcomes: [AppendOutcome] = []
+        outcomes.reserveCapacity(batch.count)
+        // First pass: decide each event's fate, and its seq, version and account id.
+        var accepted: [(index: Int, header: EventHeader)] = []
+        var seq = headSeq
+        for (index, e) in batch.enumerated() {
+            if let error = check(e) {
+                outcomes.append(.rejected(error))
+                continue
+            }
+            if let id = e.id, let existing = try seenIDs[id] ?? existingSeq(id: id) {
+                outcomes.append(.duplicate(seq: existing))
+                continue
+            }
+            var row: AccountRow
+            var isNew = false
+            if let s = staged[e.account] {
+                row = s
+            } else {
+                switch try keys.lookup(e.account) {
+                case .destroyed:
+                    outcomes.append(.rejected(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events")))
+                    continue
+                case .key(let key): keyFor[e.account] = key
+                case .none: break
+                }
+                if let known = try accountRow(e.account) {
+                    row = known
+                } else {
+                    row = AccountRow(id: nextAccountID + Int64(newAccounts.count), version: 0, lastAt: .min)
+                    isNew = true
+                }
+            }
+            if let expected = e.expectedVersion, expected != row.version {
+                outcomes.append(.rejected(JournalError(
+                    .versionConflict, "account \(e.account) is at version \(row.version), not the expected \(expected)")))
+                continue
+            }
+            if e.at.nanoseconds < row.lastAt {
+                outcomes.append(.rejected(JournalError(
+                    .timeOrder, "field at: \(e.at) is older than account \(e.account)'s latest event (\(Timestamp(nanoseconds: row.lastAt)))")))
+                continue
+            }
+            if isNew { newAccounts.append(e.account) }
+            if staged[e.account] == nil && keyFor[e.account] == nil { needKeys.append(e.account) }
+            seq += 1
+            row.version += 1
+            row.lastAt = e.at.nanoseconds
+            staged[e.account] = row
+            if let id = e.id { seenIDs[id] = seq }
+            let header = EventHeader(seq: seq, version: row.version, account: e.account, type: e.type, at: e.at, id: e.id)
+            accepted.append((index, header))
+            outcomes.append(.appended(header))
+        }
+        // New keys are committed to the key store before the journal commits: a crash in between
+        // leaves an unused key, never an event without one.
+        for (account, key) in zip(needKeys, try keys.createKeys(for: needKeys, at: batch[0].at)) {
+            keyFor[account] = key
+        }
+        // Second pass: seal, digest and chain each accepted event.
+        var sealed: [SealedEvent] = []
+        var links: [[UInt8]] = []
+        sealed.reserveCapacity(accepted.count)
+        links.reserveCapacity(accepted.count)
+        var link = headLink
+        for a in accepted {
+            let e = batch[a.index]
+            let body = Sealing.seal(e.payload, key: keyFor[e.account]!, writer: writerID, seq: a.header.seq, account: e.account)
+            let event = SealedEvent(header: a.header, writer: writerID, body: .sealed(body))
+            link = Chain.link(previous: link, header: a.header, digest: event.digest)
+            sealed.append(event)
+            links.append(link)
+        }
+        try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
+        return outcomes
+    }
+
+    /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.
+    private func write(sealed: [SealedEvent], links: [[UInt8]], staged: [String: AccountRow], newAccounts: [String]) throws {
+        guard !sealed.isEmpty else { return }
+        let upsert = try db.statement("""
+            INSERT INTO accounts(id, name, version, last_at) VALUES(?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET version = excluded.version, last_at = excluded.last_at
+            """)
+        for (name, row) in staged {
+            upsert.reset()
+            try upsert.bind(1, row.id).bind(2, name).bind(3, row.version).bind(4, row.lastAt).run()
+        }
+        let insertID = try db.statement("INSERT INTO event_ids(id, seq) VALUES(?, ?)")
+        for e in sealed {
+            guard let id = e.header.id else { continue }
+            insertID.reset()
+            try insertID.bind(1, id).bind(2, e.header.seq).run()
+        }
+
+        var pending = tail + sealed
+        var pendingLinks = tailLinks + links
+        var blockID = nextBlockID
+        var newSealedLink = sealedLink
+        let blockSize = options.blockEvents
+        if pending.count >= blockSize {
+            try db.statement("DELETE FROM tail").run()
+            var previous = sealedLink
+            var start = 0
+            let insertBlock = try db.statement("INSERT INTO blocks(id, first_seq, last_seq, frame) VALUES(?, ?, ?, ?)")
+            let insertIndex = try db.statement("INSERT INTO account_blocks(account_id, block_id) VALUES(?, ?)")
+            while pending.count - start >= blockSize {
+                let events = Array(pending[start..<start + blockSize])
+                let block = Block(events: events, previousLink: previous, lastLink: pendingLinks[start + blockSize - 1])
+                let content = block.encode()
+                #if DEBUG
+                // Assert what is about to be written: it decodes to the same block.
+                assert(try! Block.decode(content, where: "new block") == block, "block does not round-trip")
+                #endif
+                let frame = try LZ4.compressFrame(content)
+                insertBlock.reset()
+                try insertBlock.bind(1, blockID).bind(2, block.firstSeq).bind(3, block.lastSeq).bind(4, frame).run()
+                var indexed = Set<Int64>()
+                for e in events {
+                    let id = try staged[e.header.account]?.id ?? accountRow(e.header.account)!.id
+                    if indexed.insert(id).inserted {
+                        insertIndex.reset()
+                        try insertIndex.bind(1, id).bind(2, blockID).run()
+                    }
+                }
+                previous = block.lastLink
+                blockID += 1
+                start += blockSize
+            }
+            newSealedLink = previous
+            pending.removeFirst(start)
+            pendingLinks.removeFirst(start)
+            try insertTail(pending, pendingLinks)
+        } else {
+            try insertTail(sealed, links)
+        }
+        let head = sealed.last!.header.seq
+        let meta = try db.statement("UPDATE meta SET value = ? WHERE key = ?")
+        try meta.bind(1, head).bind(2, "head_seq").run()
+        meta.reset()
+        try meta.bind(1, links.last!).bind(2, "head_link").run()
+
+        // Committed by the caller's transaction; only now do the caches move (a throw above leaves them).
+        headSeq = head
+        headLink = links.last!
+        tail = pending
+        tailLinks = pendingLinks
+        nextBlockID = blockID
+        sealedLink = newSealedLink
+        nextAccountID += Int64(newAccounts.count)
+        for (name, row) in staged { remember(name, row) }
+    }
+
+    private func insertTail(_ events: [SealedEvent], _ links: [[UInt8]]) throws {
+        let insert = try db.statement("""
+            INSERT INTO tail(seq, account, version, type, at, event_id, writer, payload, digest, link)
+            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for (e, link) in zip(events, links) {
+            insert.reset()
+            insert.bind(1, e.header.seq).bind(2, e.header.account).bind(3, e.header.version).bind(4, e.header.type)
+                .bind(5, e.header.at.nanoseconds).bind(6, e.header.id).bind(7, Int64(e.writer))
+            switch e.body {
+            case .sealed(let bytes): insert.bind(8, bytes).bind(9, nil as [UInt8]?)
+            case .purged(let digest): insert.bind(8, nil as [UInt8]?).bind(9, digest)
+            }
+            try insert.bind(10, link).run()
+        }
+    }
+}

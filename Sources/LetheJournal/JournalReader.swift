@@ -1,0 +1,263 @@
+import Foundation
+
+/// Reads a journal on a connection of its own: whole-journal scans, one account's events, and
+/// verification. Created by `Journal.read`, used inside one read snapshot, on one thread.
+public final class JournalReader {
+    let db: SQLiteDatabase
+    let journal: Journal
+    private var keyStore: KeyStore?
+
+    init(journal: Journal) throws {
+        self.journal = journal
+        do {
+            db = try SQLiteDatabase(path: journal.path, readOnly: true)
+        } catch {
+            throw JournalError.storage("cannot open journal \(journal.path) for reading", error)
+        }
+    }
+
+    func snapshot<T>(_ body: () throws -> T) throws -> T {
+        do {
+            try db.execute("BEGIN")
+            // The snapshot starts at the first read.
+            _ = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'")
+        } catch {
+            throw JournalError.storage("cannot read journal \(journal.path)", error)
+        }
+        defer { try? db.execute("COMMIT") }
+        return try body()
+    }
+
+    /// The last sequence number in this snapshot.
+    public func headSeq() throws -> Int64 {
+        try wrap { try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0 }
+    }
+
+    private func wrap<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw JournalError.storage("cannot read journal \(journal.path)", error) }
+    }
+
+    // MARK: Raw events
+
+    static func blockPlace(id: Int64, first: Int64, last: Int64) -> String { "block \(id) (events \(first)–\(last))" }
+
+    static func decodeFrame(_ frame: [UInt8], id: Int64, first: Int64, last: Int64) throws -> Block {
+        let place = blockPlace(id: id, first: first, last: last)
+        let content: [UInt8]
+        do {
+            content = try LZ4.decompressFrame(frame, limit: Journal.maxBlockEvents * (Journal.maxPayloadBytes / 64))
+        } catch {
+            throw JournalError(.corrupt, "\(place): \(error)")
+        }
+        let block = try Block.decode(content, where: place)
+        // Assert what was read: the row's columns and the frame agree.
+        guard block.firstSeq == first, block.lastSeq == last else {
+            throw JournalError(.corrupt, "\(place): holds events \(block.firstSeq)–\(block.lastSeq) (moved or reordered)")
+        }
+        return block
+    }
+
+    static func tailRows(_ db: SQLiteDatabase) throws -> ([SealedEvent], [[UInt8]]) {
+        let s = try db.statement("""
+            SELECT seq, account, version, type, at, event_id, writer, payload, digest, link FROM tail ORDER BY seq
+            """)
+        var events: [SealedEvent] = []
+        var links: [[UInt8]] = []
+        while try s.step() {
+            let header = EventHeader(
+                seq: s.int(0), version: s.int(2), account: s.text(1) ?? "", type: s.text(3) ?? "",
+                at: Timestamp(nanoseconds: s.int(4)), id: s.text(5))
+            let body: SealedEvent.Body = s.isNull(7) ? .purged(digest: s.blob(8)) : .sealed(s.blob(7))
+            events.append(SealedEvent(header: header, writer: UInt32(truncatingIfNeeded: s.int(6)), body: body))
+            links.append(s.blob(9))
+        }
+        return (events, links)
+    }
+
+    static func genesis(_ db: SQLiteDatabase) throws -> [UInt8] {
+        let s = try db.statement("SELECT value FROM meta WHERE key='journal_id'")
+        guard try s.step() else { throw JournalError(.corrupt, "journal has no id") }
+        return Chain.genesis(journalID: s.blob(0))
+    }
+
+    /// The link after the last sealed block, or the genesis link when no block is sealed yet.
+    static func lastSealedLink(_ db: SQLiteDatabase) throws -> [UInt8] {
+        let s = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq DESC LIMIT 1")
+        guard try s.step() else { return try genesis(db) }
+        return try decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2)).lastLink
+    }
+
+    /// Calls `body` with every stored event from `from` through `through`, in order; one block in memory at a time.
+    func scan(from: Int64 = 1, through: Int64 = .max, _ body: (SealedEvent) throws -> Void) throws {
+        let blocks = try wrap {
+            try db.statement("""
+                SELECT id, first_seq, last_seq, frame FROM blocks
+                WHERE last_seq >= ? AND first_seq <= ? ORDER BY first_seq
+                """)
+        }
+        blocks.bind(1, from).bind(2, through)
+        while try wrap({ try blocks.step() }) {
+            let block = try JournalReader.decodeFrame(blocks.blob(3), id: blocks.int(0), first: blocks.int(1), last: blocks.int(2))
+            for e in block.events where e.header.seq >= from && e.header.seq <= through { try body(e) }
+        }
+        for e in try wrap({ try JournalReader.tailRows(db).0 }) where e.header.seq >= from && e.header.seq <= through {
+            try body(e)
+        }
+    }
+
+    /// Calls `body` with the account's stored events, in order.
+    ///
+    /// - Complexity: proportional to the blocks that hold the account's events (an index lookup),
+    ///   not to the journal.
+    func scan(account: String, _ body: (SealedEvent) throws -> Void) throws {
+        let s = try wrap {
+            try db.statement("""
+                SELECT b.id, b.first_seq, b.last_seq, b.frame FROM accounts a
+                JOIN account_blocks ab ON ab.account_id = a.id JOIN blocks b ON b.id = ab.block_id
+                WHERE a.name = ? ORDER BY b.first_seq
+                """)
+        }
+        s.bind(1, account)
+        while try wrap({ try s.step() }) {
+            let block = try JournalReader.decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2))
+            for e in block.events where e.header.account == account { try body(e) }
+        }
+        for e in try wrap({ try JournalReader.tailRows(db).0 }) where e.header.account == account { try body(e) }
+    }
+
+    // MARK: Decrypted events
+
+    private func open(_ e: SealedEvent) throws -> StoredEvent {
+        switch e.body {
+        case .purged:
+            return StoredEvent(header: e.header, payload: .purged)
+        case .sealed(let bytes):
+            if keyStore == nil {
+                keyStore = try KeyStore(
+                    path: journal.keysPath, master: journal.master, entropy: journal.options.entropy,
+                    synchronous: journal.options.synchronous)
+            }
+            switch try keyStore!.lookup(e.header.account) {
+            case .key(let key):
+                let plain = try Sealing.open(bytes, key: key, writer: e.writer, seq: e.header.seq, account: e.header.account)
+                return StoredEvent(header: e.header, payload: .plaintext(plain))
+            case .destroyed:
+                return StoredEvent(header: e.header, payload: .shredded)
+            case .none:
+                throw JournalError(.keys, "event \(e.header.seq): the key store \(journal.keysPath) has no key for its account (wrong key store?)")
+            }
+        }
+    }
+
+    /// Every event from `from` on, decrypted, in journal order.
+    public func events(from: Int64 = 1, _ body: (StoredEvent) throws -> Void) throws {
+        try scan(from: from) { try body(try open($0)) }
+    }
+
+    /// One account's events, decrypted, in order.
+    public func events(account: String, _ body: (StoredEvent) throws -> Void) throws {
+        try scan(account: account) { try body(try open($0)) }
+    }
+
+    // MARK: Verification
+
+    public struct VerifyReport: Sendable {
+        public var events: Int64 = 0
+        public var blocks: Int64 = 0
+        public var tailEvents: Int64 = 0
+        public var purgedEvents: Int64 = 0
+        public var accounts: Int64 = 0
+        public var storedBytes: Int64 = 0
+        /// The chain's last link, hex: publish it to pin the journal's history.
+        public var headLink: String = ""
+    }
+
+    /// Checks every block's frame and content, the sequence, every account's version and time
+    /// order, and the hash chain from genesis to the head. Throws `.corrupt` naming the first
+    /// damaged block or event.
+    ///
+    /// - Complexity: one pass over the journal; memory proportional to the number of accounts.
+    public func verify(progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+        var report = VerifyReport()
+        let head = try headSeq()
+        var link = try wrap { try JournalReader.genesis(db) }
+        var expectedSeq: Int64 = 1
+        var accounts: [String: (version: Int64, at: Int64)] = [:]
+
+        func check(_ e: SealedEvent, place: String) throws {
+            let h = e.header
+            let previous = accounts[h.account] ?? (0, .min)
+            guard h.version == previous.version + 1 else {
+                throw JournalError(.corrupt, "\(place): event \(h.seq) has version \(h.version) of account \(h.account), expected \(previous.version + 1) (events removed or reordered)")
+            }
+            guard h.at.nanoseconds >= previous.at else {
+                throw JournalError(.corrupt, "\(place): event \(h.seq) goes back in time for its account (reordered)")
+            }
+            if case .purged(let digest) = e.body {
+                guard digest.count == 32 else { throw JournalError(.corrupt, "\(place): event \(h.seq) has a damaged digest") }
+                report.purgedEvents += 1
+            }
+            accounts[h.account] = (h.version, h.at.nanoseconds)
+            link = Chain.link(previous: link, header: h, digest: e.digest)
+        }
+
+        let blocks = try wrap { try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq") }
+        while try wrap({ try blocks.step() }) {
+            let (id, first, last) = (blocks.int(0), blocks.int(1), blocks.int(2))
+            let place = JournalReader.blockPlace(id: id, first: first, last: last)
+            guard first == expectedSeq else {
+                throw JournalError(.corrupt, "\(place): expected the block to start at event \(expectedSeq) (events removed or reordered)")
+            }
+            let frame = blocks.blob(3)
+            report.storedBytes += Int64(frame.count)
+            let block = try JournalReader.decodeFrame(frame, id: id, first: first, last: last)
+            guard block.previousLink == link else {
+                throw JournalError(.corrupt, "\(place): does not continue the hash chain of the block before it")
+            }
+            for e in block.events { try check(e, place: place) }
+            guard link == block.lastLink else {
+                throw JournalError(.corrupt, "\(place): hash chain broken inside the block (contents altered)")
+            }
+            report.blocks += 1
+            report.events += Int64(block.events.count)
+            expectedSeq = last + 1
+            progress?(report.events, head)
+        }
+        let (tail, tailLinks) = try wrap { try JournalReader.tailRows(db) }
+        for (e, stored) in zip(tail, tailLinks) {
+            let place = "unsealed event \(e.header.seq)"
+            guard e.header.seq == expectedSeq else {
+                throw JournalError(.corrupt, "\(place): expected event \(expectedSeq) (events removed or reordered)")
+            }
+            try check(e, place: place)
+            guard link == stored else { throw JournalError(.corrupt, "\(place): hash chain broken (contents altered)") }
+            if case .sealed(let bytes) = e.body { report.storedBytes += Int64(bytes.count) }
+            report.tailEvents += 1
+            report.events += 1
+            expectedSeq += 1
+        }
+        guard expectedSeq - 1 == head else {
+            throw JournalError(.corrupt, "the journal ends at event \(expectedSeq - 1) but its head says \(head) (events removed or truncated)")
+        }
+        let headLink = try wrap {
+            let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
+            return try s.step() ? s.blob(0) : []
+        }
+        guard headLink == link else { throw JournalError(.corrupt, "the chain's head link does not match the events (altered)") }
+        // The account table the writer relies on must agree with the events.
+        let rows = try wrap { try db.statement("SELECT name, version FROM accounts") }
+        while try wrap({ try rows.step() }) {
+            let name = rows.text(0) ?? ""
+            guard accounts[name]?.version == rows.int(1) else {
+                throw JournalError(.corrupt, "account table: \(name) is at version \(rows.int(1)) but its events end at \(accounts[name]?.version ?? 0)")
+            }
+            report.accounts += 1
+        }
+        guard report.accounts == accounts.count else {
+            throw JournalError(.corrupt, "account table: \(accounts.count) accounts have events but \(report.accounts) are listed")
+        }
+        report.headLink = Hex.encode(link)
+        progress?(report.events, head)
+        return report
+    }
+}

@@ -1,0 +1,169 @@
+import CSQLite
+import Foundation
+
+// `SQLITE_TRANSIENT` is a macro Swift does not import.
+private let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// An error from SQLite, with the statement that failed and SQLite's own message.
+///
+/// Bound values are never part of the message, so personal data cannot leak into logs.
+package struct SQLiteError: Error, CustomStringConvertible {
+    package var code: Int32
+    package var message: String
+    package var sql: String?
+
+    package var description: String {
+        "SQLite error \(code): \(message)" + (sql.map { " (in: \($0.prefix(80)))" } ?? "")
+    }
+}
+
+/// One SQLite connection. It owns its `sqlite3*` handle and closes it on deinit.
+///
+/// Not thread-safe by itself: every owner serialises access (the journal holds it under a lock).
+package final class SQLiteDatabase {
+    package let path: String
+    private(set) var handle: OpaquePointer?
+    private var cache: [String: SQLiteStatement] = [:]
+
+    /// Opens (and creates, unless `readOnly`) the database at `path`.
+    package init(path: String, readOnly: Bool = false) throws {
+        self.path = path
+        var db: OpaquePointer?
+        let flags = readOnly
+            ? SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX
+            : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
+        guard rc == SQLITE_OK, let db else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
+            sqlite3_close_v2(db)
+            throw SQLiteError(code: rc, message: "\(message): \(path)", sql: nil)
+        }
+        handle = db
+        sqlite3_extended_result_codes(db, 1)
+        sqlite3_busy_timeout(db, 10_000)
+        _ = lethe_sqlite3_enable_defensive(db)
+    }
+
+    deinit { close() }
+
+    package func close() {
+        cache.removeAll()
+        if let handle { sqlite3_close_v2(handle) }
+        handle = nil
+    }
+
+    package func error(_ rc: Int32, sql: String? = nil) -> SQLiteError {
+        SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(handle)), sql: sql)
+    }
+
+    /// Runs one or more statements that take no parameters.
+    package func execute(_ sql: String) throws {
+        let rc = sqlite3_exec(handle, sql, nil, nil, nil)
+        guard rc == SQLITE_OK else { throw error(rc, sql: sql) }
+    }
+
+    /// A prepared statement, cached by its text; reset before it is handed out.
+    package func statement(_ sql: String) throws -> SQLiteStatement {
+        if let cached = cache[sql] {
+            cached.reset()
+            return cached
+        }
+        var stmt: OpaquePointer?
+        let rc = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
+        guard rc == SQLITE_OK, let stmt else { throw error(rc, sql: sql) }
+        let statement = SQLiteStatement(db: self, stmt: stmt, sql: sql)
+        cache[sql] = statement
+        return statement
+    }
+
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction: committed if it returns, rolled back if it throws.
+    package func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// The first column of the first row of a query, as an integer.
+    package func scalarInt(_ sql: String) throws -> Int64? {
+        let s = try statement(sql)
+        return try s.step() ? (s.isNull(0) ? nil : s.int(0)) : nil
+    }
+
+    package var changes: Int { Int(sqlite3_changes(handle)) }
+}
+
+/// A prepared statement. Columns and parameters are 0-based for columns, 1-based for binds (as SQLite).
+package final class SQLiteStatement {
+    private unowned let db: SQLiteDatabase
+    private let stmt: OpaquePointer
+    let sql: String
+
+    init(db: SQLiteDatabase, stmt: OpaquePointer, sql: String) {
+        self.db = db
+        self.stmt = stmt
+        self.sql = sql
+    }
+
+    deinit { sqlite3_finalize(stmt) }
+
+    package func reset() {
+        sqlite3_reset(stmt)
+        sqlite3_clear_bindings(stmt)
+    }
+
+    @discardableResult
+    package func bind(_ index: Int32, _ value: Int64) -> SQLiteStatement {
+        sqlite3_bind_int64(stmt, index, value)
+        return self
+    }
+
+    @discardableResult
+    package func bind(_ index: Int32, _ value: String?) -> SQLiteStatement {
+        if let value { sqlite3_bind_text(stmt, index, value, -1, sqliteTransient) } else { sqlite3_bind_null(stmt, index) }
+        return self
+    }
+
+    @discardableResult
+    package func bind(_ index: Int32, _ value: [UInt8]?) -> SQLiteStatement {
+        guard let value else {
+            sqlite3_bind_null(stmt, index)
+            return self
+        }
+        value.withUnsafeBytes { raw in
+            // A zero-length blob must still be a blob, not NULL.
+            _ = sqlite3_bind_blob(stmt, index, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(raw.count), sqliteTransient)
+        }
+        return self
+    }
+
+    /// Advances to the next row; false when done.
+    package func step() throws -> Bool {
+        let rc = sqlite3_step(stmt)
+        if rc == SQLITE_ROW { return true }
+        if rc == SQLITE_DONE { return false }
+        throw db.error(rc, sql: sql)
+    }
+
+    /// Runs a statement that returns no rows.
+    package func run() throws {
+        while try step() {}
+    }
+
+    package func isNull(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_NULL }
+    package func int(_ column: Int32) -> Int64 { sqlite3_column_int64(stmt, column) }
+    package func text(_ column: Int32) -> String? {
+        guard let p = sqlite3_column_text(stmt, column) else { return nil }
+        return String(cString: p)
+    }
+    package func blob(_ column: Int32) -> [UInt8] {
+        let count = Int(sqlite3_column_bytes(stmt, column))
+        guard count > 0, let p = sqlite3_column_blob(stmt, column) else { return [] }
+        return [UInt8](UnsafeRawBufferPointer(start: p, count: count))
+    }
+}

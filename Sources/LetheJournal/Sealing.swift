@@ -1,0 +1,120 @@
+import Crypto
+
+/// Seals one event's plaintext payload under its account's data key: compress (when that helps),
+/// then AES-256-GCM.
+///
+/// The nonce is the 4-byte writer id (random per journal session) followed by the 8-byte sequence
+/// number, so it is never stored per event and never repeats under one key, even when a restored
+/// backup hands out the same sequence numbers again (the new session has a new writer id). The
+/// additional data binds the ciphertext to its sequence number and account: a sealed payload moved
+/// to another event does not open.
+package enum Sealing {
+    static let tagBytes = 16
+    private static let raw: UInt8 = 0
+    private static let lz4: UInt8 = 1
+    /// Payloads below this size are not worth an LZ4 attempt.
+    private static let compressAbove = 96
+
+    static func nonce(writer: UInt32, seq: Int64) -> AES.GCM.Nonce {
+        var w = BinaryWriter(capacity: 12)
+        w.u32(writer)
+        w.u64(UInt64(seq))
+        return try! AES.GCM.Nonce(data: w.bytes)  // exactly 12 bytes: cannot fail
+    }
+
+    static func additionalData(seq: Int64, account: String) -> [UInt8] {
+        var w = BinaryWriter(capacity: 8 + account.utf8.count)
+        w.u64(UInt64(seq))
+        w.raw(account.utf8)
+        return w.bytes
+    }
+
+    /// `ciphertext || tag` of the framed (and possibly compressed) payload.
+    package static func seal(_ payload: [UInt8], key: SymmetricKey, writer: UInt32, seq: Int64, account: String) -> [UInt8] {
+        var framed = BinaryWriter(capacity: payload.count + 8)
+        if payload.count > compressAbove, let packed = LZ4.compressBlock(payload[...]) {
+            framed.u8(lz4)
+            framed.varint(payload.count)
+            framed.raw(packed)
+        } else {
+            framed.u8(raw)
+            framed.raw(payload)
+        }
+        // AES-GCM with a well-formed key and nonce cannot fail.
+        let box = try! AES.GCM.seal(
+            framed.bytes, using: key, nonce: nonce(writer: writer, seq: seq),
+            authenticating: additionalData(seq: seq, account: account))
+        var out = [UInt8]()
+        out.reserveCapacity(box.ciphertext.count + tagBytes)
+        out.append(contentsOf: box.ciphertext)
+        out.append(contentsOf: box.tag)
+        return out
+    }
+
+    /// The plaintext payload; throws `.corrupt` when authentication or decompression fails.
+    package static func open(_ sealed: [UInt8], key: SymmetricKey, writer: UInt32, seq: Int64, account: String) throws -> [UInt8] {
+        guard sealed.count >= tagBytes + 1 else { throw JournalError(.corrupt, "event \(seq): sealed payload too short") }
+        let framed: [UInt8]
+        do {
+            let box = try AES.GCM.SealedBox(
+                nonce: nonce(writer: writer, seq: seq), ciphertext: sealed.dropLast(tagBytes), tag: sealed.suffix(tagBytes))
+            framed = Array(try AES.GCM.open(box, using: key, authenticating: additionalData(seq: seq, account: account)))
+        } catch {
+            throw JournalError(.corrupt, "event \(seq): payload does not authenticate under its account key")
+        }
+        var r = BinaryReader(framed)
+        do {
+            switch try r.u8() {
+            case raw:
+                return Array(framed[1...])
+            case lz4:
+                let size = try r.count(limit: Journal.maxPayloadBytes)
+                return try LZ4.decompressBlock(framed[r.offset...], size: size)
+            case let other:
+                throw JournalError(.corrupt, "event \(seq): unknown payload framing \(other)")
+            }
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError(.corrupt, "event \(seq): damaged payload framing")
+        }
+    }
+
+    /// What the hash chain covers for a payload: the ciphertext and the writer id of its nonce, never the plaintext.
+    package static func digest(writer: UInt32, sealed: [UInt8]) -> [UInt8] {
+        var h = SHA256()
+        withUnsafeBytes(of: writer.littleEndian) { h.update(bufferPointer: $0) }
+        h.update(data: sealed)
+        return Array(h.finalize())
+    }
+}
+
+/// The tamper-evident chain: `link(n) = SHA-256(link(n-1) || header(n))`.
+///
+/// The header holds the sequence number, the account's version, the time, the account id, the
+/// type, the caller's event id and the digest of the sealed payload, so a purge can drop the
+/// payload, keep its digest, and leave the chain intact.
+package enum Chain {
+    package static let linkBytes = 32
+
+    /// The link before the first event: depends on the journal's id, so two journals never share a chain.
+    package static func genesis(journalID: [UInt8]) -> [UInt8] {
+        var h = SHA256()
+        h.update(data: Array("lethe chain v1".utf8))
+        h.update(data: journalID)
+        return Array(h.finalize())
+    }
+
+    package static func link(previous: [UInt8], header: EventHeader, digest: [UInt8]) -> [UInt8] {
+        var w = BinaryWriter(capacity: 160)
+        w.raw(previous)
+        w.u64(UInt64(header.seq))
+        w.u64(UInt64(header.version))
+        w.u64(UInt64(bitPattern: header.at.nanoseconds))
+        w.string(header.account)
+        w.string(header.type)
+        w.string(header.id ?? "")
+        w.raw(digest)
+        return Array(SHA256.hash(data: w.bytes))
+    }
+}

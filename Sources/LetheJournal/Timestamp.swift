@@ -1,0 +1,135 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
+/// A point in time: nanoseconds since 1970-01-01T00:00:00Z, UTC.
+///
+/// Events carry their time as RFC 3339 in UTC (`Z`) with optional fractional seconds (up to nine
+/// digits are kept exactly); the journal stores the integer.
+public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var nanoseconds: Int64
+
+    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+
+    public init(seconds: Int64) { self.nanoseconds = seconds * 1_000_000_000 }
+
+    public static func < (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds < b.nanoseconds }
+
+    public func adding(seconds: Int64) -> Timestamp { Timestamp(nanoseconds: nanoseconds + seconds * 1_000_000_000) }
+
+    /// Years accepted: those whose nanoseconds fit in 64 bits with room to add retention windows.
+    static let years = 1900...2200
+
+    /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z`; nil for anything else (offsets other than `Z` included).
+    public init?(rfc3339 text: some StringProtocol) {
+        var utf8 = Array(text.utf8)
+        guard utf8.count >= 20, utf8.last == UInt8(ascii: "Z") || utf8.last == UInt8(ascii: "z") else { return nil }
+        utf8.removeLast()
+        func digits(_ range: Range<Int>) -> Int? {
+            var v = 0
+            for i in range {
+                let c = utf8[i]
+                guard c >= 48, c <= 57 else { return nil }
+                v = v * 10 + Int(c - 48)
+            }
+            return v
+        }
+        func char(_ i: Int, _ c: Character) -> Bool { utf8[i] == c.asciiValue! }
+        let tOK = char(10, "T") || char(10, "t")
+        guard char(4, "-"), char(7, "-"), tOK, char(13, ":"), char(16, ":"),
+              let year = digits(0..<4), let month = digits(5..<7), let day = digits(8..<10),
+              let hour = digits(11..<13), let minute = digits(14..<16), let second = digits(17..<19)
+        else { return nil }
+        guard Timestamp.years.contains(year), (1...12).contains(month), hour < 24, minute < 60, second < 60,
+              day >= 1, day <= Timestamp.daysIn(month: month, year: year)
+        else { return nil }
+        var nanos: Int64 = 0
+        if utf8.count > 19 {
+            guard char(19, "."), utf8.count > 20, utf8.count - 20 <= 9, let fraction = digits(20..<utf8.count) else { return nil }
+            var scaled = Int64(fraction)
+            for _ in 0..<(9 - (utf8.count - 20)) { scaled *= 10 }
+            nanos = scaled
+        }
+        let days = Int64(Timestamp.daysFromCivil(year: year, month: month, day: day))
+        let secs = days * 86_400 + Int64(hour * 3600 + minute * 60 + second)
+        self.nanoseconds = secs * 1_000_000_000 + nanos
+    }
+
+    /// RFC 3339 in UTC; fractional seconds only when non-zero, without trailing zeros.
+    public var rfc3339: String {
+        let secs = nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds - 999_999_999) / 1_000_000_000
+        let nanos = nanoseconds - secs * 1_000_000_000
+        let days = secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400
+        let rem = Int(secs - days * 86_400)
+        let (y, m, d) = Timestamp.civilFromDays(Int(days))
+        var out = ""
+        out.reserveCapacity(30)
+        func pad(_ v: Int, _ width: Int) {
+            let s = String(v)
+            if s.count < width { out += String(repeating: "0", count: width - s.count) }
+            out += s
+        }
+        pad(y, 4); out += "-"; pad(m, 2); out += "-"; pad(d, 2); out += "T"
+        pad(rem / 3600, 2); out += ":"; pad(rem / 60 % 60, 2); out += ":"; pad(rem % 60, 2)
+        if nanos != 0 {
+            var frac = String(nanos)
+            frac = String(repeating: "0", count: 9 - frac.count) + frac
+            while frac.hasSuffix("0") { frac.removeLast() }
+            out += "." + frac
+        }
+        out += "Z"
+        return out
+    }
+
+    public var description: String { rfc3339 }
+
+    static func isLeap(_ y: Int) -> Bool { (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 }
+
+    static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2: return isLeap(year) ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
+    }
+
+    // Howard Hinnant's days-from-civil algorithm (proleptic Gregorian calendar).
+    static func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let mp = (month + 9) % 12
+        let doy = (153 * mp + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
+    }
+
+    static func civilFromDays(_ z0: Int) -> (Int, Int, Int) {
+        let z = z0 + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
+    }
+}
+
+/// Where "now" comes from; tests and `--now` inject a fixed one.
+public struct Clock: Sendable {
+    public let now: @Sendable () -> Timestamp
+
+    public init(now: @escaping @Sendable () -> Timestamp) { self.now = now }
+
+    public static let system = Clock {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Timestamp(nanoseconds: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec))
+    }
+
+    public static func fixed(_ t: Timestamp) -> Clock { Clock { t } }
+}

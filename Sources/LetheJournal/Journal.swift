@@ -73,6 +73,8 @@ public final class Journal: Sendable {
         public var blockEvents: Int = 2048
         public var synchronous: Synchronous = .full
         public var entropy: Entropy = .system
+        /// Time for the engine's own records (key creation); events carry their own times.
+        public var clock: Clock = .system
         public var logger: Logger = Logger(label: "lethe.journal")
 
         public init() {}
@@ -370,7 +372,7 @@ final class Writer {
         }
         // New keys are committed to the key store before the journal commits: a crash in between
         // leaves an unused key, never an event without one.
-        for (account, key) in zip(needKeys, try keys.createKeys(for: needKeys, at: batch[0].at)) {
+        for (account, key) in zip(needKeys, try keys.createKeys(for: needKeys, at: options.clock.now())) {
             keyFor[account] = key
         }
         // Second pass: seal, digest and chain each accepted event.

@@ -1,0 +1,202 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+import LetheEvents
+import LetheJournal
+
+/// The options every command takes (CLI.md).
+struct JournalOptions: ParsableArguments {
+    @Option(name: .long, help: "The journal file (SQLite).")
+    var journal: String
+
+    @Option(name: .long, help: "The key store (default: the journal's path + \".keys\").")
+    var keys: String?
+
+    @Option(name: .long, help: "The time to use as now, RFC 3339 in UTC (default: the system clock).")
+    var now: String?
+
+    func validate() throws {
+        if let now, Timestamp(rfc3339: now) == nil {
+            throw ValidationError("--now must be RFC 3339 in UTC, like 2026-03-01T00:00:00Z")
+        }
+    }
+
+    var clock: Clock { now.flatMap { Timestamp(rfc3339: $0) }.map(Clock.fixed) ?? .system }
+
+    func open(mustExist: Bool = true) throws -> Journal {
+        if mustExist && access(journal, F_OK) != 0 {
+            throw JournalError(.storage, "no journal at \(journal)")
+        }
+        var options = Journal.Options()
+        options.clock = clock
+        return try Journal(path: journal, keysPath: keys, options: options)
+    }
+}
+
+/// Progress on stderr, only when stderr is a terminal, at most a few times a second.
+struct Progress {
+    let label: String
+    let enabled = isatty(2) == 1
+    private var last: Int64 = 0
+
+    init(_ label: String) { self.label = label }
+
+    mutating func update(_ done: Int64, of total: Int64, unit: String) {
+        guard enabled else { return }
+        let now = Clock.system.now().nanoseconds
+        guard now - last > 200_000_000 || done == total else { return }
+        last = now
+        let pct = total > 0 ? " (\(done * 100 / total)%)" : ""
+        writeStderr("\r\(label): \(done) of \(total) \(unit)\(pct)\u{1B}[K")
+    }
+
+    func finish() {
+        if enabled { writeStderr("\r\u{1B}[K") }
+    }
+}
+
+/// Writes all of `bytes` to a file descriptor (unbuffered, so no shared `FILE*` is involved).
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+        if n <= 0 {
+            if errno == EINTR { continue }
+            return
+        }
+        offset += n
+    }
+}
+
+func writeStderr(_ text: String) { writeAll(2, Array(text.utf8)) }
+
+func writeStdout(_ text: String) { writeAll(1, Array(text.utf8)) }
+
+/// Buffered standard output.
+struct Output {
+    var buffer: [UInt8] = []
+
+    mutating func write(_ bytes: [UInt8]) {
+        buffer.append(contentsOf: bytes)
+        if buffer.count >= 1 << 20 { flush() }
+    }
+
+    mutating func flush() {
+        writeAll(1, buffer)
+        buffer.removeAll(keepingCapacity: true)
+    }
+}
+
+/// Runs a command body, turning the engine's errors into a one-line reason on stderr and exit 1.
+func guarded(_ command: String, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as JournalError {
+        writeStderr("lethe \(command): \(e.description)\n")
+        throw ExitCode(1)
+    }
+}
+
+@main
+struct Lethe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lethe",
+        abstract: "The lifecycle of personal data: an event-sourced, encrypted, tamper-evident journal.",
+        subcommands: [Import.self, Export.self, Verify.self])
+}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Append NDJSON events (EVENTS.md); valid lines are kept, each rejected line is reported.")
+
+    @OptionGroup var options: JournalOptions
+
+    @Argument(help: "The NDJSON file, or - for standard input.")
+    var file: String
+
+    func run() throws {
+        try guarded("import") {
+            let fd: Int32 = file == "-" ? 0 : Glibc.open(file, O_RDONLY)
+            guard fd >= 0 else { throw JournalError(.storage, "cannot open \(file): \(String(cString: strerror(errno)))") }
+            defer { if fd != 0 { close(fd) } }
+            var st = stat()
+            let total = fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG ? Int64(st.st_size) : 0
+            let journal = try options.open(mustExist: false)
+            var reader = LineReader(fd: fd)
+            var progress = Progress("import")
+            let source = file == "-" ? "stdin" : file
+            let summary = try Importer(journal: journal).run(
+                &reader,
+                onRejection: { r in
+                    progress.finish()
+                    writeStderr("lethe import: \(source): \(r)\n")
+                },
+                progress: { progress.update($0, of: total, unit: "bytes") })
+            progress.finish()
+            writeStdout("imported \(summary.imported), duplicates \(summary.duplicates), rejected \(summary.rejected) (of \(summary.lines) lines)\n")
+            if summary.rejected > 0 { throw ExitCode(1) }
+        }
+    }
+}
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write events as NDJSON in journal order, with \"seq\"; purged payloads appear as \"redacted\":true.")
+
+    @OptionGroup var options: JournalOptions
+
+    @Option(help: "Only this account's events.")
+    var account: String?
+
+    func run() throws {
+        try guarded("export") {
+            let journal = try options.open()
+            let exporter = Exporter()
+            var out = Output()
+            var progress = Progress("export")
+            try journal.read { reader in
+                let head = try reader.headSeq()
+                var count: Int64 = 0
+                let emit = { (e: StoredEvent) throws in
+                    var w = JSONWriter()
+                    try exporter.line(e, into: &w)
+                    w.bytes.append(0x0A)
+                    out.write(w.bytes)
+                    count += 1
+                    if count % 4096 == 0 { progress.update(e.header.seq, of: head, unit: "events") }
+                }
+                if let account {
+                    try reader.events(account: account, emit)
+                } else {
+                    try reader.events(emit)
+                }
+            }
+            out.flush()
+            progress.finish()
+        }
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check every block, the sequence, each account's history and the hash chain.")
+
+    @OptionGroup var options: JournalOptions
+
+    func run() throws {
+        try guarded("verify") {
+            let journal = try options.open()
+            var progress = Progress("verify")
+            let report = try journal.read { try $0.verify { progress.update($0, of: $1, unit: "events") } }
+            progress.finish()
+            writeStdout("""
+                ok: \(report.events) events (\(report.blocks) sealed blocks, \(report.tailEvents) unsealed, \
+                \(report.purgedEvents) purged) of \(report.accounts) accounts; chain head \(report.headLink)
+
+                """)
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import LetheJournal
+
+/// One event in the contract's interchange shape: `{"id","type","account","at","data"}`.
+public struct Envelope: Sendable, Equatable {
+    public var id: String?
+    public var type: EventType
+    public var account: String
+    public var at: Timestamp
+    public var data: JSONObject
+
+    public init(id: String? = nil, type: EventType, account: String, at: Timestamp, data: JSONObject) {
+        self.id = id
+        self.type = type
+        self.account = account
+        self.at = at
+        self.data = data
+    }
+}
+
+/// Why an event was refused: the field at fault (if one is) and the reason, never the value.
+public struct Rejection: Error, Sendable, Equatable, CustomStringConvertible {
+    public var field: String?
+    public var reason: String
+
+    public init(field: String? = nil, _ reason: String) {
+        self.field = field
+        self.reason = reason
+    }
+
+    public var description: String { field.map { "field \($0): \(reason)" } ?? reason }
+}
+
+/// Checks the envelope of an incoming event: its shape, JSON types, id, account, time and type,
+/// and that no full card number is anywhere in it. The per-type rules for `data` build on this.
+public enum EnvelopeValidator {
+    static let topLevelFields: Set<String> = ["id", "type", "account", "at", "data", "seq"]
+
+    /// `[A-Za-z0-9_.:-]{1,64}`
+    public static func isValidAccount(_ s: String) -> Bool {
+        let u = s.utf8
+        guard (1...64).contains(u.count) else { return false }
+        return u.allSatisfy { c in
+            (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || (c >= 0x30 && c <= 0x39)
+                || c == 0x5F || c == 0x2E || c == 0x3A || c == 0x2D
+        }
+    }
+
+    /// A type name safe to repeat in a message: letters only, not too long.
+    static func printable(_ s: String) -> String {
+        s.utf8.count <= 64 && s.utf8.allSatisfy { ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) } ? "\"\(s)\"" : "(not shown)"
+    }
+
+    /// Parses and checks one NDJSON line.
+    public static func parse(line: [UInt8]) -> Result<Envelope, Rejection> {
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(line)
+        } catch {
+            return .failure(Rejection(error.description))
+        }
+        return validate(value)
+    }
+
+    public static func validate(_ value: JSONValue) -> Result<Envelope, Rejection> {
+        guard case .object(let o) = value else { return .failure(Rejection("an event must be a JSON object, not \(value.typeName)")) }
+        for k in o.keys where !topLevelFields.contains(k) {
+            return .failure(Rejection(field: topLevelFields.contains(k) ? k : nil, "unknown field \(printable(k)) in the event"))
+        }
+        var id: String?
+        if let v = o["id"] {
+            guard case .string(let s) = v else { return .failure(Rejection(field: "id", "must be a string, not \(v.typeName)")) }
+            guard (1...256).contains(s.utf8.count) else { return .failure(Rejection(field: "id", "must be 1 to 256 characters")) }
+            guard !CardNumbers.contains(s) else { return .failure(Rejection(field: "id", "holds what looks like a full card number")) }
+            id = s
+        }
+        guard let typeValue = o["type"] else { return .failure(Rejection(field: "type", "missing")) }
+        guard case .string(let typeName) = typeValue else { return .failure(Rejection(field: "type", "must be a string, not \(typeValue.typeName)")) }
+        guard let type = EventType(rawValue: typeName) else { return .failure(Rejection(field: "type", "unknown type \(printable(typeName))")) }
+        guard !type.isEngineOnly else { return .failure(Rejection(field: "type", "\(typeName) is written by the engine only")) }
+        guard let accountValue = o["account"] else { return .failure(Rejection(field: "account", "missing")) }
+        guard case .string(let account) = accountValue else { return .failure(Rejection(field: "account", "must be a string, not \(accountValue.typeName)")) }
+        guard isValidAccount(account) else { return .failure(Rejection(field: "account", "must match [A-Za-z0-9_.:-]{1,64}")) }
+        guard !CardNumbers.contains(account) else { return .failure(Rejection(field: "account", "holds what looks like a full card number")) }
+        guard let atValue = o["at"] else { return .failure(Rejection(field: "at", "missing")) }
+        guard case .string(let atText) = atValue else { return .failure(Rejection(field: "at", "must be a string, not \(atValue.typeName)")) }
+        guard let at = Timestamp(rfc3339: atText) else {
+            return .failure(Rejection(field: "at", "must be RFC 3339 in UTC, like 2026-01-05T10:00:00Z"))
+        }
+        guard let dataValue = o["data"] else { return .failure(Rejection(field: "data", "missing")) }
+        guard case .object(let data) = dataValue else { return .failure(Rejection(field: "data", "must be an object, not \(dataValue.typeName)")) }
+        if let path = CardNumbers.firstPath(in: dataValue, path: "data") {
+            return .failure(Rejection(field: path, "holds what looks like a full card number; only the last 4 digits may be stored"))
+        }
+        return .success(Envelope(id: id, type: type, account: account, at: at, data: data))
+    }
+}

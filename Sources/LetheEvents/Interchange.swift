@@ -1,0 +1,186 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+import LetheJournal
+
+/// Reads a file descriptor line by line in large chunks; memory stays bounded by the longest line.
+public struct LineReader {
+    /// Lines longer than this are refused whole (and skipped), so one bad line cannot exhaust memory.
+    public static let maxLineBytes = 16 << 20
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var eof = false
+    private var skippingLongLine = false
+    public private(set) var lineNumber = 0
+    public private(set) var bytesRead: Int64 = 0
+
+    public init(fd: Int32) { self.fd = fd }
+
+    public enum Line {
+        case text([UInt8])
+        case tooLong
+    }
+
+    /// The next line (without its `\n` or `\r\n`), or nil at the end.
+    public mutating func next() throws -> Line? {
+        while true {
+            if let nl = buffer[start...].firstIndex(of: 0x0A) {
+                var line = Array(buffer[start..<nl])
+                start = nl + 1
+                lineNumber += 1
+                if skippingLongLine {
+                    skippingLongLine = false
+                    return .tooLong
+                }
+                if line.last == 0x0D { line.removeLast() }
+                return .text(line)
+            }
+            if eof {
+                guard start < buffer.count || skippingLongLine else { return nil }
+                var line = Array(buffer[start...])
+                start = buffer.count
+                lineNumber += 1
+                if skippingLongLine {
+                    skippingLongLine = false
+                    return .tooLong
+                }
+                if line.last == 0x0D { line.removeLast() }
+                return .text(line)
+            }
+            if buffer.count - start > LineReader.maxLineBytes {
+                skippingLongLine = true
+                start = buffer.count
+            }
+            buffer.removeSubrange(0..<start)
+            start = 0
+            let chunk = 1 << 20
+            let old = buffer.count
+            buffer.append(contentsOf: repeatElement(0, count: chunk))
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + old, chunk) }
+            guard n >= 0 else {
+                throw JournalError(.storage, "cannot read the input: \(String(cString: strerror(errno)))")
+            }
+            buffer.removeSubrange((old + n)...)
+            bytesRead += Int64(n)
+            if n == 0 { eof = true }
+        }
+    }
+}
+
+/// Imports NDJSON events into a journal: each line checked, valid lines appended in batches, and
+/// every rejected line reported with its number and reason.
+public struct Importer {
+    public struct Summary: Sendable, Equatable {
+        public var lines = 0
+        public var imported = 0
+        public var duplicates = 0
+        public var rejected = 0
+    }
+
+    public struct LineRejection: Sendable, Equatable, CustomStringConvertible {
+        public var line: Int
+        public var reason: String
+        public var description: String { "line \(line): \(reason)" }
+    }
+
+    public let journal: Journal
+    public var codec: PayloadCodec = .standard
+    public var batchSize = 8192
+
+    public init(journal: Journal) { self.journal = journal }
+
+    /// Reads `reader` to its end. Rejections are reported in line order; `progress` gets the bytes read.
+    public func run(
+        _ reader: inout LineReader, onRejection: (LineRejection) -> Void, progress: ((Int64) -> Void)? = nil
+    ) throws -> Summary {
+        var summary = Summary()
+        var batch: [NewEvent] = []
+        var batchLines: [Int] = []
+        var rejections: [LineRejection] = []
+        batch.reserveCapacity(batchSize)
+
+        func flush() throws {
+            let outcomes = batch.isEmpty ? [] : try journal.append(batch)
+            for (line, outcome) in zip(batchLines, outcomes) {
+                switch outcome {
+                case .appended: summary.imported += 1
+                case .duplicate: summary.duplicates += 1
+                case .rejected(let error): rejections.append(LineRejection(line: line, reason: error.message))
+                }
+            }
+            rejections.sort { $0.line < $1.line }
+            for r in rejections { onRejection(r) }
+            summary.rejected += rejections.count
+            batch.removeAll(keepingCapacity: true)
+            batchLines.removeAll(keepingCapacity: true)
+            rejections.removeAll(keepingCapacity: true)
+            progress?(reader.bytesRead)
+        }
+
+        while let line = try reader.next() {
+            let number = reader.lineNumber
+            guard case .text(let bytes) = line else {
+                summary.lines += 1
+                rejections.append(LineRejection(line: number, reason: "line longer than \(LineReader.maxLineBytes) bytes"))
+                continue
+            }
+            if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank lines carry nothing
+            summary.lines += 1
+            switch EnvelopeValidator.parse(line: bytes) {
+            case .failure(let rejection):
+                rejections.append(LineRejection(line: number, reason: rejection.description))
+            case .success(let e):
+                batch.append(NewEvent(
+                    id: e.id, account: e.account, type: e.type.rawValue, at: e.at,
+                    payload: codec.encode(type: e.type.rawValue, data: e.data)))
+                batchLines.append(number)
+            }
+            if batch.count >= batchSize { try flush() }
+        }
+        try flush()
+        return summary
+    }
+}
+
+/// Writes events in the contract's NDJSON shape plus `"seq"`; purged payloads as `"redacted":true`.
+public struct Exporter {
+    public var codec: PayloadCodec = .standard
+
+    public init() {}
+
+    /// One line, without its newline.
+    public func line(_ event: StoredEvent, into w: inout JSONWriter) throws {
+        let h = event.header
+        w.bytes.append(UInt8(ascii: "{"))
+        w.key("seq", first: true)
+        w.write(.int(h.seq))
+        if let id = h.id {
+            w.key("id")
+            w.write(string: id)
+        }
+        w.key("type")
+        w.write(string: h.type)
+        w.key("account")
+        w.write(string: h.account)
+        w.key("at")
+        w.write(string: h.at.rfc3339)
+        switch event.payload {
+        case .plaintext(let bytes):
+            let data: JSONObject
+            do {
+                data = try codec.decode(type: h.type, payload: bytes)
+            } catch {
+                throw JournalError(.corrupt, "event \(h.seq): \(error)")
+            }
+            w.key("data")
+            w.write(data)
+        case .purged, .shredded:
+            w.key("redacted")
+            w.write(.bool(true))
+        }
+        w.bytes.append(UInt8(ascii: "}"))
+    }
+}

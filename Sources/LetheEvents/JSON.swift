@@ -1,0 +1,368 @@
+/// A JSON value as the contract's events carry it. Objects keep their field order; integers that
+/// fit 64 bits stay exact.
+public enum JSONValue: Sendable, Equatable {
+    case null
+    case bool(Bool)
+    case int(Int64)
+    case double(Double)
+    case string(String)
+    case array([JSONValue])
+    case object(JSONObject)
+
+    public var string: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    public var object: JSONObject? {
+        if case .object(let o) = self { return o }
+        return nil
+    }
+
+    /// The JSON type's name, for error messages.
+    public var typeName: String {
+        switch self {
+        case .null: "null"
+        case .bool: "boolean"
+        case .int, .double: "number"
+        case .string: "string"
+        case .array: "array"
+        case .object: "object"
+        }
+    }
+}
+
+/// A JSON object with its fields in their original order (keys are unique).
+public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral {
+    public struct Field: Sendable, Equatable {
+        public var key: String
+        public var value: JSONValue
+    }
+
+    public var fields: [Field]
+
+    public init(_ fields: [Field] = []) { self.fields = fields }
+
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        fields = elements.map { Field(key: $0.0, value: $0.1) }
+    }
+
+    public subscript(key: String) -> JSONValue? {
+        get { fields.first { $0.key == key }?.value }
+        set {
+            if let i = fields.firstIndex(where: { $0.key == key }) {
+                if let newValue { fields[i].value = newValue } else { fields.remove(at: i) }
+            } else if let newValue {
+                fields.append(Field(key: key, value: newValue))
+            }
+        }
+    }
+
+    public var keys: [String] { fields.map(\.key) }
+    public var isEmpty: Bool { fields.isEmpty }
+}
+
+/// A JSON syntax error: what was wrong and at which byte of the line.
+public struct JSONSyntaxError: Error, Sendable, CustomStringConvertible {
+    public var reason: String
+    public var offset: Int
+    public var description: String { "malformed JSON at byte \(offset + 1): \(reason)" }
+}
+
+/// A strict RFC 8259 parser over UTF-8 bytes: one value, nesting at most `maxDepth`, no duplicate keys.
+public struct JSONParser {
+    public static let maxDepth = 64
+
+    private let bytes: UnsafeBufferPointer<UInt8>
+    private var i = 0
+
+    private init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+
+    public static func parse(_ data: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
+        let result: Result<JSONValue, JSONSyntaxError> = data.withUnsafeBytes { raw in
+            var p = JSONParser(raw.bindMemory(to: UInt8.self))
+            return Result { () throws(JSONSyntaxError) -> JSONValue in
+                p.skipSpace()
+                let v = try p.value(depth: 0)
+                p.skipSpace()
+                guard p.i == p.bytes.count else { throw p.fail("unexpected bytes after the value") }
+                return v
+            }
+        }
+        return try result.get()
+    }
+
+    public static func parse(_ text: String) throws(JSONSyntaxError) -> JSONValue { try parse(Array(text.utf8)) }
+
+    private func fail(_ reason: String) -> JSONSyntaxError { JSONSyntaxError(reason: reason, offset: i) }
+
+    private mutating func skipSpace() {
+        while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x0A || bytes[i] == 0x0D || bytes[i] == 0x09 { i += 1 }
+    }
+
+    private mutating func literal(_ word: StaticString, _ v: JSONValue) throws(JSONSyntaxError) -> JSONValue {
+        let n = word.utf8CodeUnitCount
+        guard i + n <= bytes.count else { throw fail("truncated literal") }
+        for k in 0..<n where bytes[i + k] != word.utf8Start[k] { throw fail("invalid literal") }
+        i += n
+        return v
+    }
+
+    private mutating func value(depth: Int) throws(JSONSyntaxError) -> JSONValue {
+        guard i < bytes.count else { throw fail("unexpected end of line") }
+        switch bytes[i] {
+        case UInt8(ascii: "{"):
+            guard depth < JSONParser.maxDepth else { throw fail("nested deeper than \(JSONParser.maxDepth)") }
+            i += 1
+            var fields: [JSONObject.Field] = []
+            skipSpace()
+            if i < bytes.count, bytes[i] == UInt8(ascii: "}") {
+                i += 1
+                return .object(JSONObject(fields))
+            }
+            while true {
+                skipSpace()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a field name") }
+                let key = try string()
+                skipSpace()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
+                i += 1
+                skipSpace()
+                let v = try value(depth: depth + 1)
+                if fields.contains(where: { $0.key == key }) { throw fail("duplicate field name") }
+                fields.append(JSONObject.Field(key: key, value: v))
+                skipSpace()
+                guard i < bytes.count else { throw fail("unterminated object") }
+                if bytes[i] == UInt8(ascii: ",") {
+                    i += 1
+                } else if bytes[i] == UInt8(ascii: "}") {
+                    i += 1
+                    return .object(JSONObject(fields))
+                } else {
+                    throw fail("expected ',' or '}'")
+                }
+            }
+        case UInt8(ascii: "["):
+            guard depth < JSONParser.maxDepth else { throw fail("nested deeper than \(JSONParser.maxDepth)") }
+            i += 1
+            var items: [JSONValue] = []
+            skipSpace()
+            if i < bytes.count, bytes[i] == UInt8(ascii: "]") {
+                i += 1
+                return .array(items)
+            }
+            while true {
+                skipSpace()
+                items.append(try value(depth: depth + 1))
+                skipSpace()
+                guard i < bytes.count else { throw fail("unterminated array") }
+                if bytes[i] == UInt8(ascii: ",") {
+                    i += 1
+                } else if bytes[i] == UInt8(ascii: "]") {
+                    i += 1
+                    return .array(items)
+                } else {
+                    throw fail("expected ',' or ']'")
+                }
+            }
+        case UInt8(ascii: "\""):
+            return .string(try string())
+        case UInt8(ascii: "t"): return try literal("true", .bool(true))
+        case UInt8(ascii: "f"): return try literal("false", .bool(false))
+        case UInt8(ascii: "n"): return try literal("null", .null)
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return try number()
+        default:
+            throw fail("unexpected character")
+        }
+    }
+
+    private mutating func number() throws(JSONSyntaxError) -> JSONValue {
+        let start = i
+        var isInteger = true
+        if bytes[i] == UInt8(ascii: "-") { i += 1 }
+        func digits(_ p: inout JSONParser) -> Int {
+            let s = p.i
+            while p.i < p.bytes.count, p.bytes[p.i] >= 48, p.bytes[p.i] <= 57 { p.i += 1 }
+            return p.i - s
+        }
+        let intStart = i
+        let n = digits(&self)
+        guard n > 0 else { throw fail("invalid number") }
+        if n > 1 && bytes[intStart] == UInt8(ascii: "0") { throw fail("leading zero in number") }
+        if i < bytes.count, bytes[i] == UInt8(ascii: ".") {
+            i += 1
+            isInteger = false
+            guard digits(&self) > 0 else { throw fail("invalid number") }
+        }
+        if i < bytes.count, bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E") {
+            i += 1
+            isInteger = false
+            if i < bytes.count, bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-") { i += 1 }
+            guard digits(&self) > 0 else { throw fail("invalid number") }
+        }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
+        if isInteger, let v = Int64(text) { return .int(v) }
+        guard let d = Double(text), d.isFinite else { throw fail("number out of range") }
+        return .double(d)
+    }
+
+    private mutating func hex4() throws(JSONSyntaxError) -> UInt32 {
+        guard i + 4 <= bytes.count else { throw fail("truncated \\u escape") }
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            let c = bytes[i]
+            let d: UInt32
+            switch c {
+            case 48...57: d = UInt32(c - 48)
+            case 97...102: d = UInt32(c - 87)
+            case 65...70: d = UInt32(c - 55)
+            default: throw fail("invalid \\u escape")
+            }
+            v = v << 4 | d
+            i += 1
+        }
+        return v
+    }
+
+    private mutating func string() throws(JSONSyntaxError) -> String {
+        i += 1  // opening quote
+        let start = i
+        // Fast path: no escapes.
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == UInt8(ascii: "\"") {
+                let slice = UnsafeBufferPointer(rebasing: bytes[start..<i])
+                i += 1
+                guard let s = String(validating: slice, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
+                return s
+            }
+            if c == UInt8(ascii: "\\") { break }
+            if c < 0x20 { throw fail("control character in string") }
+            i += 1
+        }
+        var out = [UInt8](UnsafeBufferPointer(rebasing: bytes[start..<i]))
+        while i < bytes.count {
+            let c = bytes[i]
+            switch c {
+            case UInt8(ascii: "\""):
+                i += 1
+                guard let s = String(validating: out, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
+                return s
+            case UInt8(ascii: "\\"):
+                i += 1
+                guard i < bytes.count else { throw fail("unterminated string") }
+                let e = bytes[i]
+                i += 1
+                switch e {
+                case UInt8(ascii: "\""): out.append(0x22)
+                case UInt8(ascii: "\\"): out.append(0x5C)
+                case UInt8(ascii: "/"): out.append(0x2F)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0C)
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "u"):
+                    var scalar = try hex4()
+                    if (0xD800..<0xDC00).contains(scalar) {
+                        guard i + 2 <= bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") else {
+                            throw fail("unpaired surrogate in \\u escape")
+                        }
+                        i += 2
+                        let low = try hex4()
+                        guard (0xDC00..<0xE000).contains(low) else { throw fail("unpaired surrogate in \\u escape") }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    } else if (0xDC00..<0xE000).contains(scalar) {
+                        throw fail("unpaired surrogate in \\u escape")
+                    }
+                    out.append(contentsOf: String(Character(Unicode.Scalar(scalar)!)).utf8)
+                default:
+                    throw fail("invalid escape")
+                }
+            default:
+                if c < 0x20 { throw fail("control character in string") }
+                out.append(c)
+                i += 1
+            }
+        }
+        throw fail("unterminated string")
+    }
+}
+
+/// Compact JSON output (no spaces), appended to a byte buffer.
+public struct JSONWriter {
+    public var bytes: [UInt8] = []
+
+    public init() {}
+
+    public mutating func write(_ v: JSONValue) {
+        switch v {
+        case .null: bytes.append(contentsOf: "null".utf8)
+        case .bool(let b): bytes.append(contentsOf: (b ? "true" : "false").utf8)
+        case .int(let n): bytes.append(contentsOf: String(n).utf8)
+        case .double(let d):
+            if d == d.rounded(), abs(d) < 1e15 {
+                bytes.append(contentsOf: String(Int64(d)).utf8)
+                bytes.append(contentsOf: ".0".utf8)
+            } else {
+                bytes.append(contentsOf: "\(d)".utf8)
+            }
+        case .string(let s): write(string: s)
+        case .array(let items):
+            bytes.append(UInt8(ascii: "["))
+            for (k, item) in items.enumerated() {
+                if k > 0 { bytes.append(UInt8(ascii: ",")) }
+                write(item)
+            }
+            bytes.append(UInt8(ascii: "]"))
+        case .object(let o): write(o)
+        }
+    }
+
+    public mutating func write(_ o: JSONObject) {
+        bytes.append(UInt8(ascii: "{"))
+        for (k, f) in o.fields.enumerated() {
+            if k > 0 { bytes.append(UInt8(ascii: ",")) }
+            write(string: f.key)
+            bytes.append(UInt8(ascii: ":"))
+            write(f.value)
+        }
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    private static let hex = Array("0123456789abcdef".utf8)
+
+    public mutating func write(string s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for c in s.utf8 {
+            switch c {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [0x5C, 0x22])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [0x5C, 0x5C])
+            case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            case 0..<0x20:
+                bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, JSONWriter.hex[Int(c >> 4)], JSONWriter.hex[Int(c & 15)]])
+            default: bytes.append(c)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// Writes `"key":` (with a leading comma unless `first`).
+    public mutating func key(_ k: String, first: Bool = false) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        write(string: k)
+        bytes.append(UInt8(ascii: ":"))
+    }
+}
+
+extension JSONValue {
+    /// Compact JSON text.
+    public var jsonText: String {
+        var w = JSONWriter()
+        w.write(self)
+        return String(decoding: w.bytes, as: UTF8.self)
+    }
+}

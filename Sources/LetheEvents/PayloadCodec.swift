@@ -1,0 +1,143 @@
+import LetheJournal
+
+/// The compact binary coding of an event's `data`, as sealed into the journal, and the upcasters
+/// that bring older schema versions of a type up to the current one.
+///
+/// Layout: `format:u8 (=1)  schema-version:varint  value`, where a value is a tag byte and its
+/// body: 0 null, 1 false, 2 true, 3 integer (zig-zag varint), 4 double (8 bytes), 5 string
+/// (varint length, UTF-8), 6 array (count, values), 7 object (count, then per field a key
+/// reference and a value). A key reference is `k > 0` for entry `k - 1` of `PayloadCodec.keys`
+/// (append-only: never reorder it) or `0` followed by the key as a string.
+public struct PayloadCodec: Sendable {
+    public static let format: UInt8 = 1
+
+    /// Field names of the contract, coded as one byte each. Append only.
+    static let keys: [String] = [
+        "name", "email", "company", "line1", "line2", "city", "region", "postcode", "country",
+        "transaction", "amount_minor", "currency", "card_last4", "processor", "ticket", "from_email",
+        "body", "subject", "path", "visitor", "referrer", "survey", "answers", "actor", "ip", "reason",
+        "item", "kind", "label", "content", "channel", "purpose", "recipient", "basis", "categories",
+        "topic", "version", "case", "rule", "category",
+    ]
+    static let keyIndex: [String: Int] = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, $0) })
+
+    /// Brings `data` of `type` from schema `version` to `version + 1`.
+    public typealias Upcaster = @Sendable (_ data: JSONObject) throws -> JSONObject
+
+    /// Current schema version per type; types not listed are at version 1.
+    public var currentVersions: [String: Int]
+    /// Upcasters by type and the version they start from.
+    public var upcasters: [String: [Int: Upcaster]]
+
+    public init(currentVersions: [String: Int] = [:], upcasters: [String: [Int: Upcaster]] = [:]) {
+        self.currentVersions = currentVersions
+        self.upcasters = upcasters
+    }
+
+    /// The codec for the contract's types as this build knows them.
+    public static let standard = PayloadCodec(
+        currentVersions: Dictionary(uniqueKeysWithValues: EventType.allCases.map { ($0.rawValue, $0.schemaVersion) }))
+
+    public func currentVersion(of type: String) -> Int { currentVersions[type] ?? 1 }
+
+    public struct DecodingError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public func encode(type: String, data: JSONObject) -> [UInt8] {
+        var w = BinaryWriter(capacity: 64)
+        w.u8(PayloadCodec.format)
+        w.varint(currentVersion(of: type))
+        PayloadCodec.write(.object(data), to: &w)
+        return w.bytes
+    }
+
+    /// Decodes a payload and upcasts it to the type's current schema version.
+    public func decode(type: String, payload: [UInt8]) throws -> JSONObject {
+        var r = BinaryReader(payload)
+        do {
+            let format = try r.u8()
+            guard format == PayloadCodec.format else { throw DecodingError(description: "unknown payload format \(format)") }
+            var version = try r.count(limit: 1 << 20)
+            guard case .object(var data) = try PayloadCodec.read(&r, depth: 0) else {
+                throw DecodingError(description: "payload is not an object")
+            }
+            guard r.isAtEnd else { throw DecodingError(description: "bytes after the payload") }
+            let current = currentVersion(of: type)
+            guard version <= current else {
+                throw DecodingError(description: "\(type) payload has schema version \(version); this build knows up to \(current)")
+            }
+            while version < current {
+                guard let up = upcasters[type]?[version] else {
+                    throw DecodingError(description: "no upcaster for \(type) from schema version \(version)")
+                }
+                data = try up(data)
+                version += 1
+            }
+            return data
+        } catch let e as DecodingError {
+            throw e
+        } catch {
+            throw DecodingError(description: "damaged payload")
+        }
+    }
+
+    static func write(_ v: JSONValue, to w: inout BinaryWriter) {
+        switch v {
+        case .null: w.u8(0)
+        case .bool(let b): w.u8(b ? 2 : 1)
+        case .int(let n):
+            w.u8(3)
+            w.zigzag(n)
+        case .double(let d):
+            w.u8(4)
+            w.u64(d.bitPattern)
+        case .string(let s):
+            w.u8(5)
+            w.string(s)
+        case .array(let items):
+            w.u8(6)
+            w.varint(items.count)
+            for item in items { write(item, to: &w) }
+        case .object(let o):
+            w.u8(7)
+            w.varint(o.fields.count)
+            for f in o.fields {
+                if let k = keyIndex[f.key] {
+                    w.varint(k + 1)
+                } else {
+                    w.varint(0)
+                    w.string(f.key)
+                }
+                write(f.value, to: &w)
+            }
+        }
+    }
+
+    static func read(_ r: inout BinaryReader, depth: Int) throws -> JSONValue {
+        guard depth <= JSONParser.maxDepth else { throw DecodingError(description: "payload nested too deep") }
+        switch try r.u8() {
+        case 0: return .null
+        case 1: return .bool(false)
+        case 2: return .bool(true)
+        case 3: return .int(try r.zigzag())
+        case 4: return .double(Double(bitPattern: try r.u64()))
+        case 5: return .string(try r.string())
+        case 6:
+            let n = try r.count(limit: r.remaining)
+            return .array(try (0..<n).map { _ in try read(&r, depth: depth + 1) })
+        case 7:
+            let n = try r.count(limit: r.remaining)
+            var fields: [JSONObject.Field] = []
+            fields.reserveCapacity(n)
+            for _ in 0..<n {
+                let k = try r.count(limit: keys.count)
+                let key = k == 0 ? try r.string() : keys[k - 1]
+                fields.append(JSONObject.Field(key: key, value: try read(&r, depth: depth + 1)))
+            }
+            return .object(JSONObject(fields))
+        case let tag:
+            throw DecodingError(description: "unknown value tag \(tag)")
+        }
+    }
+}

@@ -51,7 +51,8 @@ let package = Package(
             name: "lethe-crash-writer", dependencies: ["LetheJournal", "LetheEvents"],
             path: "Tools/CrashWriter"),
         .testTarget(
-            name: "LetheTests", dependencies: ["LetheJournal", "LetheEvents"]),
+            name: "LetheTests",
+            dependencies: ["LetheJournal", "LetheEvents", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )
 

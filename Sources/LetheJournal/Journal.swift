@@ -198,7 +198,9 @@ public final class Journal: Sendable {
 
     /// Runs `body` with a reader on its own connection, inside one read snapshot.
     public func read<T>(_ body: (JournalReader) throws -> T) throws -> T {
-        let reader = try JournalReader(journal: self)
+        let reader = try JournalReader(path: path) { [keysPath, master, options] in
+            try KeyStore(path: keysPath, master: master, entropy: options.entropy, synchronous: options.synchronous)
+        }
         return try reader.snapshot { try body(reader) }
     }
 }

@@ -4,16 +4,29 @@ import Foundation
 /// verification. Created by `Journal.read`, used inside one read snapshot, on one thread.
 public final class JournalReader {
     let db: SQLiteDatabase
-    let journal: Journal
+    let path: String
+    /// Opens the key store on first need; nil for a reader that only checks structure.
+    private let openKeys: (() throws -> KeyStore)?
     private var keyStore: KeyStore?
 
-    init(journal: Journal) throws {
-        self.journal = journal
+    init(path: String, openKeys: (() throws -> KeyStore)?) throws {
+        self.path = path
+        self.openKeys = openKeys
         do {
-            db = try SQLiteDatabase(path: journal.path, readOnly: true)
+            guard FileManager.default.fileExists(atPath: path) else { throw JournalError(.storage, "no journal at \(path)") }
+            db = try SQLiteDatabase(path: path, readOnly: true)
+            _ = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
+        } catch let e as SQLiteError where e.code == 26 {
+            throw JournalError(.notAJournal, "\(path) is not a Lethe journal (not an SQLite database)")
         } catch {
-            throw JournalError.storage("cannot open journal \(journal.path) for reading", error)
+            throw JournalError.storage("cannot open journal \(path) for reading", error)
         }
+    }
+
+    /// Checks a journal without opening it for writing and without keys: works on a damaged one.
+    public static func verify(path: String, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+        let reader = try JournalReader(path: path, openKeys: nil)
+        return try reader.snapshot { try reader.verify(progress: progress) }
     }
 
     func snapshot<T>(_ body: () throws -> T) throws -> T {
@@ -22,7 +35,7 @@ public final class JournalReader {
             // The snapshot starts at the first read.
             _ = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'")
         } catch {
-            throw JournalError.storage("cannot read journal \(journal.path)", error)
+            throw JournalError.storage("cannot read journal \(path)", error)
         }
         defer { try? db.execute("COMMIT") }
         return try body()
@@ -34,7 +47,7 @@ public final class JournalReader {
     }
 
     private func wrap<T>(_ body: () throws -> T) throws -> T {
-        do { return try body() } catch { throw JournalError.storage("cannot read journal \(journal.path)", error) }
+        do { return try body() } catch { throw JournalError.storage("cannot read journal \(path)", error) }
     }
 
     // MARK: Raw events
@@ -133,9 +146,8 @@ public final class JournalReader {
             return StoredEvent(header: e.header, payload: .purged)
         case .sealed(let bytes):
             if keyStore == nil {
-                keyStore = try KeyStore(
-                    path: journal.keysPath, master: journal.master, entropy: journal.options.entropy,
-                    synchronous: journal.options.synchronous)
+                guard let openKeys else { throw JournalError(.keys, "this reader has no key store") }
+                keyStore = try openKeys()
             }
             switch try keyStore!.lookup(e.header.account) {
             case .key(let key):
@@ -144,7 +156,7 @@ public final class JournalReader {
             case .destroyed:
                 return StoredEvent(header: e.header, payload: .shredded)
             case .none:
-                throw JournalError(.keys, "event \(e.header.seq): the key store \(journal.keysPath) has no key for its account (wrong key store?)")
+                throw JournalError(.keys, "event \(e.header.seq): the key store \(keyStore!.path) has no key for its account (wrong key store?)")
             }
         }
     }

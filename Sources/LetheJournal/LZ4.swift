@@ -6,10 +6,13 @@ package enum LZ4 {
         package let description: String
     }
 
-    /// Compresses `input` into one LZ4 frame with a content checksum and the content size in its header.
+    /// Compresses `input` into one LZ4 frame with block and content checksums and the content size in its header.
     package static func compressFrame(_ input: [UInt8]) throws -> [UInt8] {
         var prefs = LZ4F_preferences_t()
         prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled
+        // Block checksums cover the compressed bytes themselves: a flipped bit in a match offset that
+        // happens to decode to the same content is still reported.
+        prefs.frameInfo.blockChecksumFlag = LZ4F_blockChecksumEnabled
         prefs.frameInfo.blockSizeID = LZ4F_max256KB
         prefs.frameInfo.contentSize = UInt64(input.count)
         prefs.compressionLevel = 0

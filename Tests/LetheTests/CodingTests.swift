@@ -1,0 +1,159 @@
+import LetheEvents
+import LetheJournal
+import Testing
+
+@Suite struct JSONTests {
+    @Test func roundTripsValuesAndFieldOrder() throws {
+        let text = #"{"b":1,"a":[true,false,null,-5,2.5,"x\"y\\z\n\u00e9\ud83d\ude00"],"c":{"d":{}}}"#
+        let v = try JSONParser.parse(text)
+        #expect(v.object?.keys == ["b", "a", "c"])
+        #expect(try JSONParser.parse(v.jsonText) == v)
+        #expect(v.object?["a"] == .array([true, false, nil, -5, .double(2.5), .string("x\"y\\z\né😀")]))
+    }
+
+    @Test(arguments: [
+        "", "{", "{\"a\":1,}", "{\"a\":1 \"b\":2}", "[1,]", "01", "1.", "-", "\"abc", "tru", "{\"a\":1}x",
+        "\"\\ud800\"", "\"\\x\"", "\"a\u{01}b\"", "{\"a\":1,\"a\":2}", "nul",
+    ])
+    func rejectsMalformed(_ text: String) {
+        #expect(throws: JSONSyntaxError.self) { try JSONParser.parse(text) }
+    }
+
+    @Test func limitsNesting() {
+        let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
+        #expect(throws: JSONSyntaxError.self) { try JSONParser.parse(deep) }
+        let fine = String(repeating: "[", count: 50) + String(repeating: "]", count: 50)
+        #expect(throws: Never.self) { try JSONParser.parse(fine) }
+    }
+
+    @Test func rejectsInvalidUTF8() {
+        #expect(throws: JSONSyntaxError.self) { try JSONParser.parse([0x22, 0xFF, 0x22]) }
+    }
+}
+
+@Suite struct TimestampTests {
+    @Test func parsesAndFormats() throws {
+        let t = try #require(Timestamp(rfc3339: "2026-01-05T10:00:00Z"))
+        #expect(t.nanoseconds == 1_767_607_200 * 1_000_000_000)
+        #expect(t.rfc3339 == "2026-01-05T10:00:00Z")
+        #expect(Timestamp(rfc3339: "2026-01-05T10:00:00.250Z")?.rfc3339 == "2026-01-05T10:00:00.25Z")
+        #expect(Timestamp(rfc3339: "2024-02-29T23:59:59.123456789Z")?.rfc3339 == "2024-02-29T23:59:59.123456789Z")
+        #expect(Timestamp(rfc3339: "1969-12-31T23:59:59.5Z")?.rfc3339 == "1969-12-31T23:59:59.5Z")
+    }
+
+    @Test(arguments: [
+        "2026-01-05T10:00:00", "2026-01-05T10:00:00+01:00", "2026-01-05 10:00:00Z", "2026-13-05T10:00:00Z",
+        "2025-02-29T10:00:00Z", "2026-01-05T24:00:00Z", "2026-01-05T10:00:00.Z", "2026-01-05T10:00:00.1234567890Z",
+        "26-01-05T10:00:00Z", "yesterday",
+    ])
+    func rejects(_ s: String) {
+        #expect(Timestamp(rfc3339: s) == nil)
+    }
+
+    @Test func roundTripsEveryThirdDayOfThreeCenturies() {
+        var t = Timestamp(rfc3339: "1900-01-01T00:00:00Z")!
+        let end = Timestamp(rfc3339: "2200-12-31T23:59:59Z")!
+        var n = 0
+        while t < end {
+            #expect(Timestamp(rfc3339: t.rfc3339) == t)
+            t = t.adding(seconds: 3 * 86_400 + 7)
+            n += 1
+        }
+        #expect(n > 36_000)
+        #expect(Timestamp(rfc3339: "2201-01-01T00:00:00Z") == nil)
+    }
+}
+
+@Suite struct CardNumberTests {
+    @Test(arguments: [
+        "4111111111111111", "card 4111 1111 1111 1111 please", "4111-1111-1111-1111", "5500005555555559",
+        "378282246310005", "6011 0009 9013 9424", "x4111111111111111y",
+    ])
+    func findsCardNumbers(_ s: String) {
+        #expect(CardNumbers.contains(s))
+    }
+
+    @Test(arguments: [
+        "4111111111111112", "411111111111", "41111111111111110000", "4111  1111 1111 1111", "call 555-1234",
+        "2026-01-05T10:00:00Z", "4242", "ticket 12345678",
+    ])
+    func ignoresOtherDigits(_ s: String) {
+        #expect(!CardNumbers.contains(s))
+    }
+
+    @Test func namesThePathInNestedData() throws {
+        let v = try JSONParser.parse(#"{"answers":{"list":["ok","pay with 4111 1111 1111 1111"]}}"#)
+        #expect(CardNumbers.firstPath(in: v, path: "data") == "data.answers.list[1]")
+        #expect(CardNumbers.firstPath(in: .int(4_111_111_111_111_111), path: "data.n") == "data.n")
+    }
+}
+
+@Suite struct PayloadCodecTests {
+    @Test func roundTrips() throws {
+        let data = try #require(JSONParser.parse(#"{"name":"Ada","x-custom":[1,2.5,null,{"nested":true}],"amount_minor":-42}"#).object)
+        let bytes = PayloadCodec.standard.encode(type: "AccountSignedUp", data: data)
+        #expect(try PayloadCodec.standard.decode(type: "AccountSignedUp", payload: bytes) == data)
+        // Known field names cost one byte: the coding is smaller than the JSON.
+        #expect(bytes.count < JSONValue.object(data).jsonText.utf8.count)
+    }
+
+    @Test func upcastsOlderSchemaVersions() throws {
+        // Version 1 of a type wrote `last4`; version 2 renames it, version 3 adds a default.
+        let v1 = PayloadCodec(currentVersions: ["Payment": 1])
+        let old = v1.encode(type: "Payment", data: ["last4": "4242"])
+        let v3 = PayloadCodec(
+            currentVersions: ["Payment": 3],
+            upcasters: ["Payment": [
+                1: { d in var d = d; d["card_last4"] = d["last4"]; d["last4"] = nil; return d },
+                2: { d in var d = d; d["currency"] = "USD"; return d },
+            ]])
+        #expect(try v3.decode(type: "Payment", payload: old) == ["card_last4": "4242", "currency": "USD"])
+        // A payload newer than the build is refused, not misread.
+        let newer = v3.encode(type: "Payment", data: ["card_last4": "4242"])
+        #expect(throws: PayloadCodec.DecodingError.self) { try v1.decode(type: "Payment", payload: newer) }
+    }
+
+    @Test func refusesDamage() {
+        let bytes = PayloadCodec.standard.encode(type: "PageViewed", data: ["path": "/x"])
+        for cut in 0..<bytes.count {
+            #expect(throws: PayloadCodec.DecodingError.self) { try PayloadCodec.standard.decode(type: "PageViewed", payload: Array(bytes[..<cut])) }
+        }
+    }
+}
+
+@Suite struct EnvelopeTests {
+    func reason(_ line: String) -> String? {
+        if case .failure(let r) = EnvelopeValidator.parse(line: Array(line.utf8)) { return r.description }
+        return nil
+    }
+
+    @Test func acceptsTheContractExample() throws {
+        let line = #"{"id":"evt_0001","type":"AccountSignedUp","account":"acc_42","at":"2026-01-05T10:00:00Z","data":{"name":"Ada Lovelace","company":"Analytical Engines Ltd","email":"ada@example.com"}}"#
+        let e = try EnvelopeValidator.parse(line: Array(line.utf8)).get()
+        #expect(e.id == "evt_0001" && e.type == .accountSignedUp && e.account == "acc_42")
+        #expect(e.at == ts("2026-01-05T10:00:00Z"))
+        #expect(e.data["email"] == "ada@example.com")
+    }
+
+    @Test func namesTheFieldAtFault() {
+        let base = #""type":"PageViewed","account":"acc_1","at":"2026-01-05T10:00:00Z","data":{"path":"/"}"#
+        #expect(reason("[1]") == "an event must be a JSON object, not array")
+        #expect(reason("{\(base),\"extra\":1}")?.contains("unknown field") == true)
+        #expect(reason(#"{"account":"acc_1","at":"2026-01-05T10:00:00Z","data":{}}"#) == "field type: missing")
+        #expect(reason(#"{"type":"Nope","account":"acc_1","at":"2026-01-05T10:00:00Z","data":{}}"#) == "field type: unknown type \"Nope\"")
+        #expect(reason(#"{"type":"AccountPurged","account":"acc_1","at":"2026-01-05T10:00:00Z","data":{}}"#)?.contains("engine only") == true)
+        #expect(reason(#"{"type":"PageViewed","account":"acc 1","at":"2026-01-05T10:00:00Z","data":{}}"#)?.hasPrefix("field account") == true)
+        #expect(reason(#"{"type":"PageViewed","account":1,"at":"2026-01-05T10:00:00Z","data":{}}"#) == "field account: must be a string, not number")
+        #expect(reason(#"{"type":"PageViewed","account":"a","at":"2026-01-05T10:00:00+02:00","data":{}}"#)?.hasPrefix("field at") == true)
+        #expect(reason(#"{"type":"PageViewed","account":"a","at":"2026-01-05T10:00:00Z","data":[]}"#) == "field data: must be an object, not array")
+        #expect(reason(#"{"type":"PageViewed","account":"a","at":"2026-01-05T10:00:00Z"}"#) == "field data: missing")
+        #expect(reason(#"{"id":7,"type":"PageViewed","account":"a","at":"2026-01-05T10:00:00Z","data":{}}"#) == "field id: must be a string, not number")
+    }
+
+    @Test func refusesCardNumbersWithoutEchoingThem() throws {
+        let line = #"{"type":"SupportMessageReceived","account":"a","at":"2026-01-05T10:00:00Z","data":{"ticket":"t","from_email":"a@b.c","body":"use 4111 1111 1111 1111"}}"#
+        let r = try #require(reason(line))
+        #expect(r.hasPrefix("field data.body:"))
+        #expect(!r.contains("4111") && !r.contains("1111"))
+    }
+}

@@ -1,0 +1,171 @@
+import Crypto
+import Foundation
+import LetheEvents
+import LetheJournal
+import Testing
+
+@Suite struct JournalTests {
+    @Test func appendsAndReadsBackAcrossBlocksAndTail() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 8)
+        var expected: [(String, String)] = []
+        for i in 0..<21 {
+            let account = "acc_\(i % 3)"
+            let path = "/page/\(i)"
+            try j.append(event(account, at: "2026-01-01T00:00:\(String(format: "%02d", i))Z", id: "e\(i)", data: ["path": .string(path), "visitor": "v"]))
+            expected.append((account, path))
+        }
+        let events = try allEvents(j)
+        #expect(events.map(\.header.seq) == Array(1...21))
+        #expect(events.map(\.header.account) == expected.map(\.0))
+        #expect(try events.map { try data($0)["path"]?.string } == expected.map(\.1))
+        // Per-account versions count from 1 without gaps.
+        #expect(events.filter { $0.header.account == "acc_1" }.map(\.header.version) == Array(1...7))
+        // 21 events with 8 per block: two sealed blocks and 5 in the tail.
+        let report = try j.read { try $0.verify() }
+        #expect(report.blocks == 2 && report.tailEvents == 5 && report.events == 21 && report.accounts == 3)
+    }
+
+    @Test func oneAccountsEventsComeFromItsOwnBlocks() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 4)
+        var batch: [NewEvent] = []
+        for i in 0..<40 { batch.append(event(i % 10 == 0 ? "rare" : "busy_\(i % 4)", at: "2026-01-01T00:00:\(String(format: "%02d", i))Z")) }
+        _ = try j.append(batch)
+        var seqs: [Int64] = []
+        try j.read { try $0.events(account: "rare") { seqs.append($0.header.seq) } }
+        #expect(seqs == [1, 11, 21, 31])
+        var none = 0
+        try j.read { try $0.events(account: "nobody") { _ in none += 1 } }
+        #expect(none == 0)
+    }
+
+    @Test func survivesReopenAndKeepsTheChainGoing() throws {
+        let dir = TempDir()
+        do {
+            let j = try openJournal(dir, blockEvents: 4, seed: 1)
+            for i in 0..<6 { try j.append(event("a", at: "2026-01-01T00:00:0\(i)Z")) }
+        }
+        let j = try openJournal(dir, blockEvents: 4, seed: 2)
+        #expect(j.headSeq == 6)
+        #expect(try j.version(of: "a") == 6)
+        for i in 0..<6 { try j.append(event("a", at: "2026-01-01T00:01:0\(i)Z")) }
+        let report = try j.read { try $0.verify() }
+        #expect(report.events == 12 && report.blocks == 3)
+        #expect(try allEvents(j).count == 12)
+    }
+
+    @Test func optimisticConcurrencyRefusesAStaleVersion() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir)
+        try j.append(event("a", at: "2026-01-01T00:00:00Z", expected: 0))
+        try j.append(event("a", at: "2026-01-01T00:00:01Z", expected: 1))
+        #expect {
+            try j.append(event("a", at: "2026-01-01T00:00:02Z", expected: 1))
+        } throws: { ($0 as? JournalError)?.code == .versionConflict }
+        #expect {
+            try j.append(event("b", at: "2026-01-01T00:00:02Z", expected: 3))
+        } throws: { ($0 as? JournalError)?.code == .versionConflict }
+        // A conflict in a batch rejects that event only.
+        let outcomes = try j.append([
+            event("a", at: "2026-01-01T00:00:03Z", expected: 2),
+            event("a", at: "2026-01-01T00:00:04Z", expected: 2),
+            event("a", at: "2026-01-01T00:00:05Z", expected: 3),
+        ])
+        #expect(outcomes.map(kind) == ["appended", "rejected", "appended"])
+        #expect(try j.version(of: "a") == 4 && j.version(of: "b") == 0)
+        #expect(try j.read { try $0.verify() }.events == 4)
+    }
+
+    @Test func anEventIdMakesARepeatANoOp() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir)
+        let first = try j.append(event("a", at: "2026-01-01T00:00:00Z", id: "x1"))
+        let again = try j.append(event("a", at: "2026-01-01T00:00:09Z", id: "x1", data: ["path": "/other"]))
+        #expect(first == again)
+        let outcomes = try j.append([event("b", at: "2026-01-01T00:00:00Z", id: "x2"), event("b", at: "2026-01-01T00:00:01Z", id: "x2")])
+        #expect(outcomes.map(kind) == ["appended", "duplicate"])
+        #expect(j.headSeq == 2)
+        #expect(try data(allEvents(j)[0])["path"] == "/pricing")
+    }
+
+    @Test func timeNeverGoesBackwardsWithinAnAccount() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir)
+        try j.append(event("a", at: "2026-01-02T00:00:00Z"))
+        try j.append(event("a", at: "2026-01-02T00:00:00Z"))  // equal is fine
+        #expect { try j.append(event("a", at: "2026-01-01T23:59:59.999Z")) } throws: { ($0 as? JournalError)?.code == .timeOrder }
+        try j.append(event("b", at: "2026-01-01T00:00:00Z"))  // other accounts have their own clocks
+        #expect(j.headSeq == 3)
+    }
+
+    @Test func aDestroyedKeyMakesPayloadsUnreadableAndTheAccountClosed() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 4)
+        for i in 0..<6 { try j.append(event(i % 2 == 0 ? "gone" : "kept", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/secret-\(i)")])) }
+        try j.destroyKey(of: "gone", at: ts("2026-02-01T00:00:00Z"))
+        let events = try allEvents(j)
+        #expect(events.filter { $0.header.account == "gone" }.allSatisfy { $0.payload == .shredded })
+        #expect(events.filter { $0.header.account == "kept" }.allSatisfy { if case .plaintext = $0.payload { true } else { false } })
+        #expect { try j.append(event("gone", at: "2026-03-01T00:00:00Z")) } throws: { ($0 as? JournalError)?.code == .accountShredded }
+        #expect(try j.read { try $0.verify() }.events == 6)
+    }
+
+    @Test func theWrongMasterKeyIsRefusedAtOpen() throws {
+        let dir = TempDir()
+        _ = try openJournal(dir).append(event("a", at: "2026-01-01T00:00:00Z"))
+        let path = dir.path("j.lethe")
+        let wrong = MasterKeySource(keysPath: path + ".keys", environment: [MasterKeySource.environmentVariable: String(repeating: "cd", count: 32)])
+        #expect { try Journal(path: path, master: wrong) } throws: { ($0 as? JournalError)?.code == .keys }
+        let missing = MasterKeySource(keysPath: path + ".keys", environment: [:])
+        #expect { try Journal(path: path, master: missing) } throws: { ($0 as? JournalError)?.message.contains("no master key") == true }
+    }
+
+    @Test func createsAPrivateMasterKeyFileOnFirstUse() throws {
+        let dir = TempDir()
+        let path = dir.path("j.lethe")
+        let j = try Journal(path: path, master: MasterKeySource(keysPath: path + ".keys", environment: [:]))
+        try j.append(event("a", at: "2026-01-01T00:00:00Z"))
+        let attrs = try FileManager.default.attributesOfItem(atPath: path + ".keys.master")
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        let again = try Journal(path: path, master: MasterKeySource(keysPath: path + ".keys", environment: [:]))
+        #expect(try data(allEvents(again)[0])["path"] == "/pricing")
+    }
+
+    @Test func nothingPersonalIsStoredInPlainText() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 4)
+        for i in 0..<10 {
+            try j.append(event("acc_\(i)", .supportMessageReceived, at: "2026-01-01T00:00:0\(i)Z",
+                               data: ["ticket": "t", "from_email": .string("person\(i)@example.org"), "body": "Please help with my invoice"]))
+        }
+        for file in [j.path, j.keysPath] {
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+            #expect(bytes.range(of: Data("example.org".utf8)) == nil)
+            #expect(bytes.range(of: Data("invoice".utf8)) == nil)
+        }
+    }
+
+    @Test func theSameSequenceNeverSharesANonceAcrossSessions() throws {
+        // Two sessions with different randomness seal the same seq under the same key differently.
+        let dir = TempDir()
+        let j1 = try openJournal(dir, name: "a.lethe", seed: 1)
+        let j2 = try openJournal(dir, name: "a2.lethe", seed: 2)
+        #expect(j1.path != j2.path)
+        let key = [UInt8](repeating: 7, count: 32)
+        let a = Sealing.seal([1, 2, 3], key: .init(data: key), writer: 1, seq: 1, account: "a")
+        let b = Sealing.seal([1, 2, 3], key: .init(data: key), writer: 2, seq: 1, account: "a")
+        #expect(a != b)
+        #expect(try Sealing.open(a, key: .init(data: key), writer: 1, seq: 1, account: "a") == [1, 2, 3])
+        #expect(throws: JournalError.self) { try Sealing.open(a, key: .init(data: key), writer: 1, seq: 2, account: "a") }
+        #expect(throws: JournalError.self) { try Sealing.open(a, key: .init(data: key), writer: 1, seq: 1, account: "b") }
+    }
+}
+
+func kind(_ o: AppendOutcome) -> String {
+    switch o {
+    case .appended: "appended"
+    case .duplicate: "duplicate"
+    case .rejected: "rejected"
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import LetheEvents
+import LetheJournal
+import Testing
+
+/// A fresh directory per test, removed afterwards.
+final class TempDir {
+    let url: URL
+
+    init() {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("lethe-test-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: url) }
+
+    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+}
+
+/// A master key for tests, passed through the environment the way an operator would.
+let testMasterKey = String(repeating: "ab", count: 32)
+
+func testMaster(_ keysPath: String) -> MasterKeySource {
+    MasterKeySource(keysPath: keysPath, environment: [MasterKeySource.environmentVariable: testMasterKey])
+}
+
+/// A journal with deterministic randomness and the test master key.
+func openJournal(_ dir: TempDir, name: String = "j.lethe", blockEvents: Int = 8, seed: UInt64 = 1) throws -> Journal {
+    var options = Journal.Options()
+    options.blockEvents = blockEvents
+    options.entropy = .seeded(seed)
+    options.synchronous = .normal
+    options.clock = .fixed(ts("2026-06-01T00:00:00Z"))
+    let path = dir.path(name)
+    return try Journal(path: path, master: testMaster(path + ".keys"), options: options)
+}
+
+func ts(_ s: String) -> Timestamp { Timestamp(rfc3339: s)! }
+
+let codec = PayloadCodec.standard
+
+func event(_ account: String, _ type: EventType = .pageViewed, at: String, id: String? = nil,
+           data: JSONObject = ["path": "/pricing", "visitor": "v1"], expected: Int64? = nil) -> NewEvent {
+    NewEvent(id: id, account: account, type: type.rawValue, at: ts(at), payload: codec.encode(type: type.rawValue, data: data),
+             expectedVersion: expected)
+}
+
+/// All events of the journal, decrypted, in order.
+func allEvents(_ j: Journal) throws -> [StoredEvent] {
+    var out: [StoredEvent] = []
+    try j.read { try $0.events { out.append($0) } }
+    return out
+}
+
+func data(_ e: StoredEvent) throws -> JSONObject {
+    guard case .plaintext(let p) = e.payload else { throw Rejection("no payload") }
+    return try codec.decode(type: e.header.type, payload: p)
+}
+
+/// Runs SQL on a journal file behind the engine's back (to simulate tampering).
+func tamper(_ path: String, _ sql: String) throws {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+    p.arguments = [path, sql]
+    try p.run()
+    p.waitUntilExit()
+    #expect(p.terminationStatus == 0, "sqlite3 failed on \(sql)")
+}
+
+/// The directory that holds the built products (the test bundle's own directory).
+var productsDirectory: URL {
+    URL(fileURLWithPath: try! FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")).deletingLastPathComponent()
+}
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a built executable of this package with `args`, feeding `stdin`.
+@discardableResult
+func run(_ product: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = productsDirectory.appendingPathComponent(product)
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    env[MasterKeySource.environmentVariable] = testMasterKey
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let out = Pipe(), err = Pipe(), input = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = input
+    try p.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try input.fileHandleForWriting.close()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return CommandResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+}
+
+/// The package's Fixtures/ folder.
+var fixturesDirectory: URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures")
+}

@@ -652,7 +652,7 @@ enum Vocab {
     static let countryWeights = Weighted([30, 12, 8, 10, 5, 6, 6, 6, 5, 7, 2, 2])
 
     static let line2s = ["Suite 200", "Apt 4B", "Floor 3", "Unit 12", "c/o Accounts Payable", "Building C", "2nd floor, rear"]
-    static let processors = ["spark", "spark", "spark", "spark", "spark", "ledgerly"]
+    static let processors = ["spark"] // the default processor registry's payment processor
 
     static let paths = [
         "/", "/pricing", "/features", "/features/backups", "/features/email", "/features/dns",
@@ -805,7 +805,7 @@ enum Activity: Int {
 
 /// Tick mixes by status (weights indexed by Activity.rawValue).
 enum Mixes {
-    static let active = Weighted([30, 14, 8, 4.5, 1.2, 6, 1.2, 0.5, 1.0, 1.0, 0.5, 0.25])
+    static let active = Weighted([30, 14, 8, 4.5, 1.2, 6, 0.5, 0.12, 1.0, 1.0, 0.5, 0.25])
     static let cancelled = Weighted([30, 8, 0, 1.5, 0, 6, 0.5, 0, 0.5, 0, 1.0, 0.1])
 }
 
@@ -854,6 +854,8 @@ final class Account {
     var status = Status.active
     var lastAt: Int64
     var finished = false
+    /// While cancelled: when the cancellation-30d rule purges the account. Nothing may follow.
+    var purgeAt = Int64.max
 
     // Identity and billing.
     var first = 0, last = 0, company = -1
@@ -951,7 +953,7 @@ final class Generator {
     // Time constants in milliseconds.
     static let minute = 60_000.0, hour = 3_600_000.0, day = 86_400_000.0, month = 30.44 * 86_400_000.0
     /// Average events per activity tick (bursts and follow-ups); calibrated empirically.
-    static let eventsPerTick = 1.62
+    static let eventsPerTick = 1.60
     static let maxLiveItems = 40
     static let trashWindow: Int64 = 14 * 86_400_000
 
@@ -1014,6 +1016,9 @@ final class Generator {
         return Profile(rng: r, signupAt: signup, weight: weight, paying: paying)
     }
 
+    /// Mean time to cancellation of an active account.
+    static let meanTimeToCancel = 800 * day
+
     /// Sets the tick rate so that the expected number of good events is close to --events,
     /// and fills the schedule with every account's signup time.
     func calibrate() {
@@ -1022,9 +1027,12 @@ final class Generator {
         entries.reserveCapacity(options.accounts)
         for i in 0..<options.accounts {
             let p = profile(i)
-            let life = Double(end - p.signupAt)
+            // Expected active time before the span ends or the account cancels for good
+            // (35% of cancellations are reactivated, see cancel()).
+            let m = Generator.meanTimeToCancel / 0.65
+            let life = m * -expm1(-Double(end - p.signupAt) / m)
             weightedLife += p.weight * life
-            fixed += 1 // signup
+            fixed += 1 + Generator.eventsPerTick // signup, and the early first tick after it
             if p.paying { fixed += 1 + life / Generator.month } // address + monthly payments
             fixed += Double(notices.filter { $0.at >= p.signupAt }.count)
             entries.append(.init(at: p.signupAt, account: Int32(i)))
@@ -1068,7 +1076,7 @@ final class Generator {
         if a.paying || r.chance(0.1) {
             plan(a, later(t, Generator.minute + r.exp(mean: 8 * Generator.minute), &r), .billingSetup, essential: true)
         }
-        plan(a, later(t, r.exp(mean: 800 * Generator.day), &r), .cancel, essential: true)
+        plan(a, later(t, r.exp(mean: Generator.meanTimeToCancel), &r), .cancel, essential: true)
         if r.chance(0.015) { plan(a, later(t, r.unit() * Double(end - t), &r), .erase, essential: true) }
         if r.chance(0.03) { plan(a, later(t, r.unit() * Double(end - t), &r), .placeHold, essential: true) }
         planNotice(a, from: 0, after: t, &r)
@@ -1116,7 +1124,7 @@ final class Generator {
             if a.status == .erased {
                 a.agenda.removeAll(); a.live.removeAll(); a.trash.removeAll()
                 schedule.popTop()
-            } else if next < end {
+            } else if next < min(end, a.purgeAt) {
                 schedule.replaceTop(.init(at: next, account: top.account))
             } else {
                 a.finished = true
@@ -1375,7 +1383,7 @@ final class Generator {
     func writeBody(_ a: Account, _ r: inout SplitMix64, subject: Int, followUp: Bool, card: [UInt8]? = nil) {
         out.byte(Ch.quote)
         out.text(r.pick(Vocab.greetings))
-        out.byte(Ch.space)
+        out.raw("\\n") // an escaped line break after the greeting
         if let card {
             out.raw("My card is ")
             for d in card { out.byte(d) }
@@ -1609,6 +1617,7 @@ final class Generator {
             out.key("migrating"); out.raw(r.chance(0.4) ? "true" : "false")
         case 1:
             out.key("nps"); out.int(Vocab.npsScores.pick(&r))
+            out.key("channel"); out.raw(r.chance(0.7) ? "\"in-app\"" : "\"email\"")
             if r.chance(0.6) { out.key("comment"); out.string(r.pick(Vocab.npsComments)) }
         case 2:
             out.key("backups"); out.int(r.range(1, 5))
@@ -1703,27 +1712,32 @@ final class Generator {
         finish(a, t)
     }
 
+    /// Cancelling starts the contract's cancellation-30d rule: unless reactivated within 30 days
+    /// the engine purges the account, so the account emits nothing from then on.
     func cancel(_ a: Account, _ t: Int64, _ r: inout SplitMix64) {
         a.status = .cancelled
         a.nextPayment = .max
+        a.purgeAt = t + 30 * Civil.msPerDay - Civil.msPerSecond
         begin(.accountCancelled, a, t)
         if r.chance(0.7) { out.key("reason"); out.string(r.pick(Vocab.cancelReasons)) }
         finish(a, t)
         if r.chance(0.4) { plan(a, later(t, Generator.hour + r.exp(mean: Generator.day), &r), .exitSurvey) }
         let fate = r.unit()
-        if fate < 0.35 {
-            plan(a, later(t, 2 * Generator.day + r.exp(mean: 40 * Generator.day), &r), .reactivate, essential: true)
-        } else if fate < 0.65 {
-            plan(a, later(t, Generator.day + r.exp(mean: 25 * Generator.day), &r), .erase, essential: true)
+        if fate < 0.35 { // comes back before the purge (a later draw is simply dropped)
+            let at = later(t, Generator.day + r.exp(mean: 7 * Generator.day), &r)
+            if at < a.purgeAt { plan(a, at, .reactivate, essential: true) }
+        } else if fate < 0.65 { // asks for erasure right away
+            plan(a, later(t, 12 * Generator.hour + r.exp(mean: 6 * Generator.day), &r), .erase, essential: true)
         }
     }
 
     func reactivate(_ a: Account, _ t: Int64, _ r: inout SplitMix64) {
         a.status = .active
+        a.purgeAt = .max
         begin(.accountReactivated, a, t)
         finish(a, t)
         if a.paying && a.billingSet { a.nextPayment = later(t, Generator.minute + r.exp(mean: 20 * Generator.minute), &r) }
-        plan(a, later(t, r.exp(mean: 800 * Generator.day), &r), .cancel, essential: true)
+        plan(a, later(t, r.exp(mean: Generator.meanTimeToCancel), &r), .cancel, essential: true)
     }
 
     func erase(_ a: Account, _ t: Int64, _ r: inout SplitMix64) {
@@ -1743,7 +1757,7 @@ final class Generator {
         var fallback: Account?
         for attempt in 0..<64 {
             guard let a = accounts[r.below(accounts.count)] else { continue }
-            if a.status == .erased { fallback = fallback ?? a; continue }
+            if a.status == .erased || now >= a.purgeAt { fallback = fallback ?? a; continue }
             if !wantHistory || a.lastAt - a.signupAt > 2000 || attempt > 48 { return a }
             fallback = a
         }
@@ -1919,22 +1933,24 @@ final class Generator {
                 envelope("ItemPurged", at: t)
                 out.beginObject()
                 out.key("item")
-                if let item = a?.trash.last?.item ?? a?.live.last { writeItemID(item) } else { out.raw("\"site_000001\"") }
+                writeItemID(a?.trash.last?.item ?? a?.live.last ?? Item(id: itemCounter + 1 + r.below(50), kind: r.below(4)))
+                out.key("rule"); out.raw("\"trash-30d\"")
                 out.endObject()
             case 1:
                 envelope("AccountPurged", at: t)
-                out.beginObject(); out.endObject()
+                out.beginObject()
+                out.key("rule"); out.raw(r.chance(0.5) ? "\"cancellation-30d\"" : "\"erasure-request\"")
+                out.endObject()
             case 2:
                 envelope("RecordsExpired", at: t)
                 out.beginObject()
-                out.key("categories"); writeCategories(["support", "usage"])
-                out.key("before"); out.timestamp(t - Int64(90 * Generator.day) / 1000 * 1000)
+                out.key("category"); out.raw("\"PageViewed\"")
+                out.key("rule"); out.raw("\"page-views-90d\"")
                 out.endObject()
             default:
                 envelope("ProcessorErasureRequested", at: t)
                 out.beginObject()
                 out.key("processor"); out.raw("\"spark\"")
-                out.key("reference"); out.raw("\"per_"); out.base36(r.next(), width: 10); out.byte(Ch.quote)
                 out.endObject()
             }
             out.byte(Ch.rbrace)

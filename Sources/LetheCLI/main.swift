@@ -125,11 +125,10 @@ struct Import: ParsableCommand {
             var st = stat()
             let total = fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG ? Int64(st.st_size) : 0
             let journal = try options.open(mustExist: false)
-            var reader = LineReader(fd: fd)
             var progress = Progress("import")
             let source = file == "-" ? "stdin" : file
             let summary = try Importer(journal: journal).run(
-                &reader,
+                LineReader(fd: fd),
                 onRejection: { r in
                     progress.finish()
                     writeStderr("lethe import: \(source): \(r)\n")

@@ -3,10 +3,13 @@ import Glibc
 #else
 import Darwin
 #endif
+import Dispatch
+import Foundation
 import LetheJournal
+import Synchronization
 
 /// Reads a file descriptor line by line in large chunks; memory stays bounded by the longest line.
-public struct LineReader {
+public struct LineReader: Sendable {
     /// Lines longer than this are refused whole (and skipped), so one bad line cannot exhaust memory.
     public static let maxLineBytes = 16 << 20
     private let fd: Int32
@@ -78,6 +81,8 @@ public struct Importer {
         public var imported = 0
         public var duplicates = 0
         public var rejected = 0
+
+        public init() {}
     }
 
     public struct LineRejection: Sendable, Equatable, CustomStringConvertible {
@@ -88,61 +93,148 @@ public struct Importer {
 
     public let journal: Journal
     public var codec: PayloadCodec = .standard
-    public var batchSize = 8192
+    public var batchSize = 16384
 
     public init(journal: Journal) { self.journal = journal }
 
     /// Reads `reader` to its end. Rejections are reported in line order; `progress` gets the bytes read.
+    ///
+    /// Two threads share the work: one reads, parses, checks and encodes lines a batch ahead, the
+    /// calling thread appends batches to the journal. At most two parsed batches wait between them.
     public func run(
-        _ reader: inout LineReader, onRejection: (LineRejection) -> Void, progress: ((Int64) -> Void)? = nil
+        _ reader: consuming LineReader, onRejection: (LineRejection) -> Void, progress: ((Int64) -> Void)? = nil
     ) throws -> Summary {
-        var summary = Summary()
-        var batch: [NewEvent] = []
-        var batchLines: [Int] = []
-        var rejections: [LineRejection] = []
-        batch.reserveCapacity(batchSize)
+        let queue = BatchQueue(capacity: 2)
+        let parser = Thread { [codec, batchSize, reader] in
+            var reader = reader
+            Importer.parse(&reader, codec: codec, batchSize: batchSize, into: queue)
+        }
+        parser.stackSize = 4 << 20
+        parser.start()
 
-        func flush() throws {
-            let outcomes = batch.isEmpty ? [] : try journal.append(batch)
-            for (line, outcome) in zip(batchLines, outcomes) {
-                switch outcome {
-                case .appended: summary.imported += 1
-                case .duplicate: summary.duplicates += 1
-                case .rejected(let error): rejections.append(LineRejection(line: line, reason: error.message))
+        var summary = Summary()
+        var failure: (any Error)?
+        while let batch = queue.pop() {
+            if let error = batch.readError { failure = failure ?? error }
+            guard failure == nil else { continue }  // drain until the parser stops
+            var rejections = batch.rejections
+            do {
+                let outcomes = batch.events.isEmpty ? [] : try journal.append(batch.events)
+                for (line, outcome) in zip(batch.lines, outcomes) {
+                    switch outcome {
+                    case .appended: summary.imported += 1
+                    case .duplicate: summary.duplicates += 1
+                    case .rejected(let error): rejections.append(LineRejection(line: line, reason: error.message))
+                    }
                 }
+            } catch {
+                failure = error
+                queue.cancel()
+                continue
             }
             rejections.sort { $0.line < $1.line }
             for r in rejections { onRejection(r) }
             summary.rejected += rejections.count
-            batch.removeAll(keepingCapacity: true)
-            batchLines.removeAll(keepingCapacity: true)
-            rejections.removeAll(keepingCapacity: true)
-            progress?(reader.bytesRead)
+            summary.lines += batch.lineCount
+            progress?(batch.bytesRead)
         }
-
-        while let line = try reader.next() {
-            let number = reader.lineNumber
-            guard case .text(let bytes) = line else {
-                summary.lines += 1
-                rejections.append(LineRejection(line: number, reason: "line longer than \(LineReader.maxLineBytes) bytes"))
-                continue
-            }
-            if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank lines carry nothing
-            summary.lines += 1
-            switch EnvelopeValidator.parse(line: bytes) {
-            case .failure(let rejection):
-                rejections.append(LineRejection(line: number, reason: rejection.description))
-            case .success(let e):
-                batch.append(NewEvent(
-                    id: e.id, account: e.account, type: e.type.rawValue, at: e.at,
-                    payload: codec.encode(type: e.type.rawValue, data: e.data)))
-                batchLines.append(number)
-            }
-            if batch.count >= batchSize { try flush() }
-        }
-        try flush()
+        if let failure { throw failure }
         return summary
     }
+
+    /// The parsing side: fills batches of checked, encoded events and hands them over.
+    static func parse(_ reader: inout LineReader, codec: PayloadCodec, batchSize: Int, into queue: BatchQueue) {
+        var batch = ParsedBatch()
+        do {
+            while let line = try reader.next(), !queue.isCancelled {
+                let number = reader.lineNumber
+                guard case .text(let bytes) = line else {
+                    batch.lineCount += 1
+                    batch.rejections.append(LineRejection(line: number, reason: "line longer than \(LineReader.maxLineBytes) bytes"))
+                    continue
+                }
+                if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank lines carry nothing
+                batch.lineCount += 1
+                switch EnvelopeValidator.parse(line: bytes) {
+                case .failure(let rejection):
+                    batch.rejections.append(LineRejection(line: number, reason: rejection.description))
+                case .success(let e):
+                    batch.events.append(NewEvent(
+                        id: e.id, account: e.account, type: e.type.rawValue, at: e.at,
+                        payload: codec.encode(type: e.type.rawValue, data: e.data)))
+                    batch.lines.append(number)
+                }
+                if batch.events.count >= batchSize {
+                    batch.bytesRead = reader.bytesRead
+                    queue.push(batch)
+                    batch = ParsedBatch()
+                }
+            }
+        } catch {
+            batch.readError = error as? JournalError ?? JournalError(.storage, "cannot read the input", underlying: error)
+        }
+        batch.bytesRead = reader.bytesRead
+        queue.push(batch)
+        queue.finish()
+    }
+}
+
+/// Lines parsed ahead of the journal: events ready to append, and the lines already refused.
+struct ParsedBatch: Sendable {
+    var events: [NewEvent] = []
+    var lines: [Int] = []
+    var rejections: [Importer.LineRejection] = []
+    var lineCount = 0
+    var bytesRead: Int64 = 0
+    var readError: JournalError?
+}
+
+/// A bounded hand-over between the parsing thread and the appending thread.
+final class BatchQueue: Sendable {
+    private struct State {
+        var items: [ParsedBatch] = []
+        var finished = false
+        var cancelled = false
+    }
+
+    private let state = Mutex(State())
+    private let free: DispatchSemaphore
+    private let ready = DispatchSemaphore(value: 0)
+
+    init(capacity: Int) { free = DispatchSemaphore(value: capacity) }
+
+    /// Waits for room, then hands `batch` over (dropped once cancelled).
+    func push(_ batch: ParsedBatch) {
+        free.wait()
+        state.withLock { if !$0.cancelled { $0.items.append(batch) } }
+        ready.signal()
+    }
+
+    func finish() {
+        state.withLock { $0.finished = true }
+        ready.signal()
+    }
+
+    /// The next batch, or nil once the producer finished and everything was taken.
+    func pop() -> ParsedBatch? {
+        while true {
+            ready.wait()
+            let (item, done): (ParsedBatch?, Bool) = state.withLock { s in
+                if !s.items.isEmpty { return (s.items.removeFirst(), false) }
+                return (nil, s.finished)
+            }
+            if let item {
+                free.signal()
+                return item
+            }
+            if done { return nil }
+            free.signal()  // a push dropped after cancellation
+        }
+    }
+
+    func cancel() { state.withLock { $0.cancelled = true } }
+
+    var isCancelled: Bool { state.withLock { $0.cancelled } }
 }
 
 /// Writes events in the contract's NDJSON shape plus `"seq"`; purged payloads as `"redacted":true`.

@@ -225,6 +225,18 @@ public struct JSONParser {
         return v
     }
 
+    /// A string from UTF-8 bytes, refusing invalid UTF-8 (ASCII, the common case, needs no validation).
+    private func makeString(_ bytes: UnsafeBufferPointer<UInt8>) throws(JSONSyntaxError) -> String {
+        var ascii = true
+        for b in bytes where b >= 0x80 {
+            ascii = false
+            break
+        }
+        if ascii { return String(decoding: bytes, as: UTF8.self) }
+        guard let s = String(validating: bytes, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
+        return s
+    }
+
     private mutating func string() throws(JSONSyntaxError) -> String {
         i += 1  // opening quote
         let start = i
@@ -234,8 +246,7 @@ public struct JSONParser {
             if c == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<i])
                 i += 1
-                guard let s = String(validating: slice, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
-                return s
+                return try makeString(slice)
             }
             if c == UInt8(ascii: "\\") { break }
             if c < 0x20 { throw fail("control character in string") }
@@ -247,8 +258,8 @@ public struct JSONParser {
             switch c {
             case UInt8(ascii: "\""):
                 i += 1
-                guard let s = String(validating: out, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
-                return s
+                let made = out.withUnsafeBufferPointer { buffer in Result { () throws(JSONSyntaxError) in try makeString(buffer) } }
+                return try made.get()
             case UInt8(ascii: "\\"):
                 i += 1
                 guard i < bytes.count else { throw fail("unterminated string") }

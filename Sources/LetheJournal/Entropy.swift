@@ -9,7 +9,12 @@ public struct Entropy: Sendable {
     /// `SystemRandomNumberGenerator`: getrandom(2) on Linux, cryptographically secure.
     public static let system = Entropy { count in
         var g = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &g) }
+        var out = [UInt8]()
+        out.reserveCapacity(count + 8)
+        while out.count < count {
+            withUnsafeBytes(of: g.next()) { out.append(contentsOf: $0) }
+        }
+        return Array(out.prefix(count))
     }
 
     /// Deterministic bytes from a seed (SplitMix64). For tests only: never for real keys.

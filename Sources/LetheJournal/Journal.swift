@@ -1,4 +1,5 @@
 import Crypto
+import Dispatch
 import Foundation
 import Logging
 import Synchronization
@@ -111,7 +112,7 @@ public final class Journal: Sendable {
             let db = try SQLiteDatabase(path: path)
             try db.execute("""
                 PRAGMA journal_mode=WAL; PRAGMA synchronous=\(options.synchronous.pragma);
-                PRAGMA secure_delete=ON; PRAGMA cache_size=-65536;
+                PRAGMA secure_delete=ON; PRAGMA cache_size=-16384;
                 """)
             try db.transaction {
                 try db.execute("""
@@ -203,6 +204,15 @@ public final class Journal: Sendable {
         }
         return try reader.snapshot { try body(reader) }
     }
+}
+
+/// Output slots for the parallel sealing pass.
+///
+/// `@unchecked Sendable` is safe: each worker writes only the indices congruent to its own part
+/// number, the buffers outlive `concurrentPerform`, and nothing reads them until it returns.
+private struct DisjointSlots: @unchecked Sendable {
+    let events: UnsafeMutableBufferPointer<SealedEvent>
+    let digests: UnsafeMutableBufferPointer<[UInt8]>
 }
 
 /// The writer's state: the connection, the key store, the head of the chain and the unsealed tail.
@@ -317,7 +327,8 @@ final class Writer {
         var keyFor: [String: SymmetricKey] = [:]
         var newAccounts: [String] = []
         var needKeys: [String] = []
-        var seenIDs: [String: Int64] = [:]
+        let claimID = try db.statement("INSERT INTO event_ids(id, seq) VALUES(?, ?) ON CONFLICT(id) DO NOTHING")
+        let unclaimID = try db.statement("DELETE FROM event_ids WHERE id = ?")
         var outcomes: [AppendOutcome] = []
         outcomes.reserveCapacity(batch.count)
         // First pass: decide each event's fate, and its seq, version and account id.
@@ -328,9 +339,19 @@ final class Writer {
                 outcomes.append(.rejected(error))
                 continue
             }
-            if let id = e.id, let existing = try seenIDs[id] ?? existingSeq(id: id) {
-                outcomes.append(.duplicate(seq: existing))
-                continue
+            // Claim the id with the seq the event will get: one statement both checks and records
+            // it. The claim is withdrawn below should the event be refused.
+            if let id = e.id {
+                claimID.reset()
+                try claimID.bind(1, id).bind(2, seq + 1).run()
+                if db.changes == 0 {
+                    outcomes.append(.duplicate(seq: try existingSeq(id: id)!))
+                    continue
+                }
+            }
+            func refuse(_ error: JournalError) throws {
+                outcomes.append(.rejected(error))
+                if let id = e.id { unclaimID.reset(); try unclaimID.bind(1, id).run() }
             }
             var row: AccountRow
             var isNew = false
@@ -339,7 +360,7 @@ final class Writer {
             } else {
                 switch try keys.lookup(e.account) {
                 case .destroyed:
-                    outcomes.append(.rejected(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events")))
+                    try refuse(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
                     continue
                 case .key(let key): keyFor[e.account] = key
                 case .none: break
@@ -352,13 +373,13 @@ final class Writer {
                 }
             }
             if let expected = e.expectedVersion, expected != row.version {
-                outcomes.append(.rejected(JournalError(
-                    .versionConflict, "account \(e.account) is at version \(row.version), not the expected \(expected)")))
+                try refuse(JournalError(
+                    .versionConflict, "account \(e.account) is at version \(row.version), not the expected \(expected)"))
                 continue
             }
             if e.at.nanoseconds < row.lastAt {
-                outcomes.append(.rejected(JournalError(
-                    .timeOrder, "field at: \(e.at) is older than account \(e.account)'s latest event (\(Timestamp(nanoseconds: row.lastAt)))")))
+                try refuse(JournalError(
+                    .timeOrder, "field at: \(e.at) is older than account \(e.account)'s latest event (\(Timestamp(nanoseconds: row.lastAt)))"))
                 continue
             }
             if isNew { newAccounts.append(e.account) }
@@ -367,7 +388,6 @@ final class Writer {
             row.version += 1
             row.lastAt = e.at.nanoseconds
             staged[e.account] = row
-            if let id = e.id { seenIDs[id] = seq }
             let header = EventHeader(seq: seq, version: row.version, account: e.account, type: e.type, at: e.at, id: e.id)
             accepted.append((index, header))
             outcomes.append(.appended(header))
@@ -377,18 +397,34 @@ final class Writer {
         for (account, key) in zip(needKeys, try keys.createKeys(for: needKeys, at: options.clock.now())) {
             keyFor[account] = key
         }
-        // Second pass: seal, digest and chain each accepted event.
-        var sealed: [SealedEvent] = []
+        // Second pass: seal and digest each accepted event (independent, so large batches use
+        // every core), then chain them in order.
+        var sealed = [SealedEvent](
+            repeating: SealedEvent(header: EventHeader(seq: 0, version: 0, account: "", type: "", at: Timestamp(nanoseconds: 0), id: nil), writer: 0, body: .sealed([])),
+            count: accepted.count)
+        var digests = [[UInt8]](repeating: [], count: accepted.count)
+        let writer = writerID
+        let parts = accepted.count >= 512 ? 2 : 1
+        let (jobs, keys) = (accepted, keyFor)
+        sealed.withUnsafeMutableBufferPointer { out in
+            digests.withUnsafeMutableBufferPointer { dig in
+                let slots = DisjointSlots(events: out, digests: dig)
+                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                    for k in stride(from: part, to: jobs.count, by: parts) {
+                        let a = jobs[k]
+                        let e = batch[a.index]
+                        let body = Sealing.seal(e.payload, key: keys[e.account]!, writer: writer, seq: a.header.seq, account: e.account)
+                        slots.digests[k] = Sealing.digest(writer: writer, sealed: body)
+                        slots.events[k] = SealedEvent(header: a.header, writer: writer, body: .sealed(body))
+                    }
+                }
+            }
+        }
         var links: [[UInt8]] = []
-        sealed.reserveCapacity(accepted.count)
         links.reserveCapacity(accepted.count)
         var link = headLink
-        for a in accepted {
-            let e = batch[a.index]
-            let body = Sealing.seal(e.payload, key: keyFor[e.account]!, writer: writerID, seq: a.header.seq, account: e.account)
-            let event = SealedEvent(header: a.header, writer: writerID, body: .sealed(body))
-            link = Chain.link(previous: link, header: a.header, digest: event.digest)
-            sealed.append(event)
+        for (event, digest) in zip(sealed, digests) {
+            link = Chain.link(previous: link, header: event.header, digest: digest)
             links.append(link)
         }
         try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
@@ -406,19 +442,15 @@ final class Writer {
             upsert.reset()
             try upsert.bind(1, row.id).bind(2, name).bind(3, row.version).bind(4, row.lastAt).run()
         }
-        let insertID = try db.statement("INSERT INTO event_ids(id, seq) VALUES(?, ?)")
-        for e in sealed {
-            guard let id = e.header.id else { continue }
-            insertID.reset()
-            try insertID.bind(1, id).bind(2, e.header.seq).run()
-        }
 
-        var pending = tail + sealed
-        var pendingLinks = tailLinks + links
         var blockID = nextBlockID
         var newSealedLink = sealedLink
         let blockSize = options.blockEvents
-        if pending.count >= blockSize {
+        var newTail: [SealedEvent]?
+        var newTailLinks: [[UInt8]] = []
+        if tail.count + sealed.count >= blockSize {
+            var pending = tail + sealed
+            var pendingLinks = tailLinks + links
             try db.statement("DELETE FROM tail").run()
             var previous = sealedLink
             var start = 0
@@ -451,6 +483,7 @@ final class Writer {
             pending.removeFirst(start)
             pendingLinks.removeFirst(start)
             try insertTail(pending, pendingLinks)
+            (newTail, newTailLinks) = (pending, pendingLinks)
         } else {
             try insertTail(sealed, links)
         }
@@ -460,11 +493,16 @@ final class Writer {
         meta.reset()
         try meta.bind(1, links.last!).bind(2, "head_link").run()
 
-        // Committed by the caller's transaction; only now do the caches move (a throw above leaves them).
+        // The caches move now; should the caller's COMMIT fail, `append` reloads them from disk.
         headSeq = head
         headLink = links.last!
-        tail = pending
-        tailLinks = pendingLinks
+        if let newTail {
+            tail = newTail
+            tailLinks = newTailLinks
+        } else {
+            tail.append(contentsOf: sealed)
+            tailLinks.append(contentsOf: links)
+        }
         nextBlockID = blockID
         sealedLink = newSealedLink
         nextAccountID += Int64(newAccounts.count)

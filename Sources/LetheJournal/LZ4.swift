@@ -43,6 +43,8 @@ package enum LZ4 {
         if LZ4F_isError(hint) != 0 {
             throw Failure(description: "not an LZ4 frame: \(String(cString: LZ4F_getErrorName(hint)))")
         }
+        // Lethe always writes the content size; a frame without one is truncated or foreign.
+        guard consumed > 0, info.contentSize > 0 else { throw Failure(description: "truncated LZ4 frame header") }
         guard info.contentSize <= UInt64(limit) else {
             throw Failure(description: "LZ4 frame declares \(info.contentSize) bytes, above the \(limit)-byte limit")
         }

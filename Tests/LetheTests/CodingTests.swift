@@ -1,5 +1,5 @@
 import LetheEvents
-import LetheJournal
+@testable import LetheJournal
 import Testing
 
 @Suite struct JSONTests {
@@ -155,5 +155,18 @@ import Testing
         let r = try #require(reason(line))
         #expect(r.hasPrefix("field data.body:"))
         #expect(!r.contains("4111") && !r.contains("1111"))
+    }
+}
+
+@Suite struct LZ4Tests {
+    @Test func everyTruncationOfAFrameIsRefused() throws {
+        let content = Array((0..<5000).map { UInt8(truncatingIfNeeded: $0 * 7 % 13) })
+        let frame = try LZ4.compressFrame(content)
+        #expect(try LZ4.decompressFrame(frame, limit: 1 << 20) == content)
+        for cut in 0..<frame.count {
+            #expect(throws: LZ4.Failure.self, "cut at \(cut)") { try LZ4.decompressFrame(Array(frame[..<cut]), limit: 1 << 20) }
+        }
+        #expect(throws: LZ4.Failure.self) { try LZ4.decompressFrame(frame + [0], limit: 1 << 20) }
+        #expect(throws: LZ4.Failure.self) { try LZ4.decompressFrame(frame, limit: 100) }
     }
 }

@@ -1,1 +1,133 @@
-// placeholder
+// Benchmarks for the README: batched import, single appends, full read, bytes per event and peak
+// memory, on an NDJSON file in the contract's shape (make one with lethe-gen).
+//
+// Usage: lethe-bench FILE [--single N] [--block-events N] [--keep DIR]
+// Run it on a release build: swift run -c release lethe-bench FILE
+import Foundation
+import LetheEvents
+import LetheJournal
+
+func seconds(_ body: () throws -> Void) rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+/// Peak and current resident memory of this process, in MiB (Linux /proc).
+func memoryMiB() -> (peak: Double, now: Double) {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
+    func field(_ name: String) -> Double {
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return 0 }
+        return Double(line.split(separator: " ").dropFirst().first.map(String.init) ?? "0").map { $0 / 1024 } ?? 0
+    }
+    return (field("VmHWM:"), field("VmRSS:"))
+}
+
+func fileSize(_ path: String) -> Int64 {
+    ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int64) ?? 0
+}
+
+func fmt(_ v: Double, _ digits: Int = 0) -> String { String(format: "%.\(digits)f", v) }
+
+let args = Array(CommandLine.arguments.dropFirst())
+func option(_ name: String) -> String? {
+    guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
+    return args[i + 1]
+}
+let singles = Int(option("--single") ?? "20000")!
+let blockEvents = Int(option("--block-events") ?? "0")!
+let keep = option("--keep")
+guard let file = args.first, !file.hasPrefix("--") else {
+    print("usage: lethe-bench FILE [--single N] [--block-events N] [--keep DIR]")
+    exit(2)
+}
+
+let dir = keep ?? NSTemporaryDirectory() + "lethe-bench-\(getpid())"
+try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+defer { if keep == nil { try? FileManager.default.removeItem(atPath: dir) } }
+let master = String(repeating: "5a", count: 32)
+func open(_ name: String, _ configure: (inout Journal.Options) -> Void = { _ in }) throws -> Journal {
+    var options = Journal.Options()
+    if blockEvents > 0 { options.blockEvents = blockEvents }
+    configure(&options)
+    let path = dir + "/" + name
+    return try Journal(path: path, master: MasterKeySource(keysPath: path + ".keys", environment: [MasterKeySource.environmentVariable: master]), options: options)
+}
+
+let inputBytes = fileSize(file)
+print("input: \(file), \(inputBytes) bytes")
+
+// 1. Parse, validate and encode only: the front half of an import.
+var lines = 0
+let parseTime = try seconds {
+    let fd = Glibc.open(file, O_RDONLY)
+    defer { close(fd) }
+    var reader = LineReader(fd: fd)
+    while let line = try reader.next() {
+        guard case .text(let bytes) = line, case .success(let e) = EnvelopeValidator.parse(line: bytes) else { continue }
+        _ = PayloadCodec.standard.encode(type: e.type.rawValue, data: e.data)
+        lines += 1
+    }
+}
+print("parse+validate+encode: \(lines) events in \(fmt(parseTime, 2)) s = \(fmt(Double(lines) / parseTime)) events/s")
+
+// 2. Batched import, with memory sampled as the journal grows.
+let journal = try open("bench.lethe")
+var summary = Importer.Summary()
+var samples: [String] = []
+let importTime = try seconds {
+    let fd = Glibc.open(file, O_RDONLY)
+    defer { close(fd) }
+    var nextSample: Int64 = inputBytes / 4
+    summary = try Importer(journal: journal).run(LineReader(fd: fd), onRejection: { _ in }) { read in
+        if read >= nextSample {
+            samples.append("\(fmt(memoryMiB().now)) MiB at \(read * 100 / max(inputBytes, 1))%")
+            nextSample += inputBytes / 4
+        }
+    }
+}
+let imported = Double(summary.imported)
+print("import (batched): \(summary.imported) events in \(fmt(importTime, 2)) s = \(fmt(imported / importTime)) events/s; rejected \(summary.rejected)")
+print("resident memory during import: \(samples.joined(separator: ", ")); peak \(fmt(memoryMiB().peak)) MiB")
+
+// Size: checkpoint the WAL so the database file holds everything.
+_ = try journal.read { try $0.headSeq() }
+let checkpoint = Process()
+checkpoint.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+checkpoint.arguments = [journal.path, "PRAGMA wal_checkpoint(TRUNCATE);"]
+checkpoint.standardOutput = FileHandle.nullDevice
+try? checkpoint.run()
+checkpoint.waitUntilExit()
+let stored = fileSize(journal.path) + fileSize(journal.path + "-wal")
+print("size: journal \(stored) bytes = \(fmt(Double(stored) / imported, 1)) bytes/event (NDJSON \(fmt(Double(inputBytes) / imported, 1)) bytes/event, ratio \(fmt(Double(inputBytes) / Double(stored), 2))x); key store \(fileSize(journal.keysPath)) bytes")
+
+// 3. Full read: every event decrypted and its data decoded, in journal order.
+var readCount = 0
+let readTime = try seconds {
+    try journal.read { reader in
+        try reader.events { e in
+            if case .plaintext(let p) = e.payload { _ = try PayloadCodec.standard.decode(type: e.header.type, payload: p) }
+            readCount += 1
+        }
+    }
+}
+print("full read (decrypt + decode): \(readCount) events in \(fmt(readTime, 2)) s = \(fmt(Double(readCount) / readTime)) events/s")
+
+// 4. Verify.
+let verifyTime = try seconds { _ = try JournalReader.verify(path: journal.path) }
+print("verify: \(fmt(Double(readCount) / verifyTime)) events/s")
+
+// 5. Single appends, one transaction each, on a journal that already holds the import.
+for (n, sync) in [Journal.Synchronous.full, .normal].enumerated() {
+    let single = try open("bench.lethe") { $0.synchronous = sync }
+    let base = Timestamp(rfc3339: "203\(n)-01-01T00:00:00Z")!
+    let payload = PayloadCodec.standard.encode(type: "PageViewed", data: ["path": "/pricing", "visitor": "v_bench"])
+    let t = try seconds {
+        for i in 0..<singles {
+            try single.append(NewEvent(id: "single-\(sync)-\(i)", account: "bench_\(i % 1000)", type: "PageViewed",
+                                       at: base.adding(seconds: Int64(i)), payload: payload))
+        }
+    }
+    print("single appends (synchronous=\(sync)): \(singles) in \(fmt(t, 2)) s = \(fmt(Double(singles) / t)) events/s")
+}
+print("peak resident memory: \(fmt(memoryMiB().peak)) MiB")

@@ -1,0 +1,122 @@
+import Foundation
+import LetheEvents
+@testable import LetheJournal
+import Testing
+
+/// Runs the built `lethe` binary the way scripts and investigators do.
+@Suite struct CLITests {
+    let fixture = fixturesDirectory.appendingPathComponent("small.ndjson").path
+
+    @Test func importReportsEachRejectedLineAndKeepsTheRest() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let input = """
+            {"id":"e1","type":"AccountSignedUp","account":"acc_1","at":"2026-01-05T10:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
+            {"id":"e2","type":"PaymentRecorded","account":"acc_1","at":"2026-01-05T10:01:00Z","data":{"transaction":"t1","amount_minor":500,"currency":"EUR","card_last4":"4242","note":"card 5500 0055 5555 5559"}}
+            not json at all
+            {"id":"e3","type":"PageViewed","account":"acc_1","at":"2026-01-05T10:02:00Z","data":{"path":"/pricing","visitor":"v1"}}
+            {"id":"e4","type":"PageViewed","account":"acc_1","at":"2026-01-04T10:02:00Z","data":{"path":"/old","visitor":"v1"}}
+            {"id":"e1","type":"AccountSignedUp","account":"acc_1","at":"2026-01-05T10:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
+            {"id":"e5","type":"AccountPurged","account":"acc_1","at":"2026-01-06T10:00:00Z","data":{"rule":"x"}}
+
+            {"id":"e6","type":"ItemCreated","account":"acc_2","at":"2026-01-01T00:00:00Z","data":{"item":"i1","kind":"site"}}
+            """
+        let r = try run("lethe", ["import", "-", "--journal", journal], stdin: input)
+        #expect(r.status != 0)
+        #expect(r.stdout == "imported 3, duplicates 1, rejected 4 (of 8 lines)\n")
+        let lines = r.stderr.split(separator: "\n").map(String.init)
+        #expect(lines.count == 4)
+        #expect(lines[0] == "lethe import: stdin: line 2: field data.note: holds what looks like a full card number; only the last 4 digits may be stored")
+        #expect(lines[1].hasPrefix("lethe import: stdin: line 3: malformed JSON"))
+        #expect(lines[2].hasPrefix("lethe import: stdin: line 5: field at:"))
+        #expect(lines[3] == "lethe import: stdin: line 7: field type: AccountPurged is written by the engine only")
+        #expect(!r.stderr.contains("5500") && !r.stderr.contains("5559"))
+
+        let export = try run("lethe", ["export", "--journal", journal])
+        #expect(export.status == 0)
+        let ids = try export.stdout.split(separator: "\n").map { line in
+            try JSONParser.parse(String(line)).object?["id"]?.string
+        }
+        #expect(ids == ["e1", "e3", "e6"])
+        let first = try JSONParser.parse(String(export.stdout.split(separator: "\n")[0])).object
+        #expect(first?.keys == ["seq", "id", "type", "account", "at", "data"])
+        #expect(first?["seq"] == 1 && first?["data"]?.object?["email"] == "ada@example.com")
+
+        // Importing the same file again records nothing new.
+        let again = try run("lethe", ["import", "-", "--journal", journal], stdin: input)
+        #expect(again.stdout == "imported 0, duplicates 4, rejected 4 (of 8 lines)\n")
+    }
+
+    @Test func exportsOneAccountAndRoundTripsTheFixture() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let imported = try run("lethe", ["import", fixture, "--journal", journal])
+        let good = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n").compactMap { line -> JSONObject? in
+            guard case .success(let e) = EnvelopeValidator.parse(line: Array(line.utf8)) else { return nil }
+            return ["id": e.id.map(JSONValue.string) ?? .null, "account": .string(e.account), "data": .object(e.data)]
+        }
+        #expect(imported.stdout.hasPrefix("imported "))
+        let exported = try run("lethe", ["export", "--journal", journal])
+        let lines = try exported.stdout.split(separator: "\n").map { try JSONParser.parse(String($0)).object! }
+        // Every line the fixture holds that passed the checks comes back with the same data.
+        let byID = Dictionary(uniqueKeysWithValues: lines.map { ($0["id"]!.string!, $0) })
+        var matched = 0
+        for g in good {
+            guard let id = g["id"]?.string, let back = byID[id] else { continue }
+            #expect(back["data"] == g["data"] && back["account"] == g["account"])
+            matched += 1
+        }
+        #expect(matched == lines.count && matched > 100)
+        let account = lines[0]["account"]!.string!
+        let one = try run("lethe", ["export", "--journal", journal, "--account", account])
+        let mine = try one.stdout.split(separator: "\n").map { try JSONParser.parse(String($0)).object! }
+        #expect(mine.map { $0["id"] } == lines.filter { $0["account"]?.string == account }.map { $0["id"] })
+    }
+
+    @Test func verifyPassesThenNamesTheDamagedBlock() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        _ = try run("lethe", ["import", fixture, "--journal", journal])
+        let ok = try run("lethe", ["verify", "--journal", journal])
+        #expect(ok.status == 0 && ok.stdout.hasPrefix("ok: "))
+        // Flip one byte in the middle of the first block, as a disk or an intruder might.
+        let db = try SQLiteDatabase(path: journal)
+        let read = try db.statement("SELECT frame FROM blocks WHERE id = 1")
+        #expect(try read.step())
+        var frame = read.blob(0)
+        frame[frame.count / 2] ^= 0x01
+        try db.statement("UPDATE blocks SET frame = ? WHERE id = 1").bind(1, frame).run()
+        db.close()
+        let bad = try run("lethe", ["verify", "--journal", journal])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.hasPrefix("lethe verify: block 1 (events 1–"), "\(bad.stderr)")
+    }
+
+    @Test func aBlockDecodesWithTheStandardTools() throws {
+        // An investigator extracts a block with sqlite3 and decodes it with `lz4 -d`.
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        _ = try run("lethe", ["import", fixture, "--journal", journal])
+        let frame = dir.path("block1.lz4")
+        try tamper(journal, "SELECT writefile('\(frame)', frame) FROM blocks WHERE id = 1")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/lz4")
+        p.arguments = ["-d", "-f", frame, dir.path("block1.bin")]
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let content = try Data(contentsOf: URL(fileURLWithPath: dir.path("block1.bin")))
+        #expect(content.prefix(4) == Data("LTHB".utf8))
+        #expect(content.range(of: Data("AccountSignedUp".utf8)) != nil)
+    }
+
+    @Test func badArgumentsFailCleanly() throws {
+        let dir = TempDir()
+        let missing = try run("lethe", ["verify", "--journal", dir.path("nope.lethe")])
+        #expect(missing.status != 0 && missing.stderr == "lethe verify: no journal at \(dir.path("nope.lethe"))\n")
+        let now = try run("lethe", ["export", "--journal", dir.path("x"), "--now", "tomorrow"])
+        #expect(now.status != 0 && now.stderr.contains("--now must be RFC 3339"))
+        let file = try run("lethe", ["import", dir.path("none.ndjson"), "--journal", dir.path("x")])
+        #expect(file.status != 0 && file.stderr.hasPrefix("lethe import: cannot open"))
+    }
+}

@@ -5,7 +5,8 @@ import LetheJournal
 ///
 /// Layout: `format:u8 (=1)  schema-version:varint  value`, where a value is a tag byte and its
 /// body: 0 null, 1 false, 2 true, 3 integer (zig-zag varint), 4 double (8 bytes), 5 string
-/// (varint length, UTF-8), 6 array (count, values), 7 object (count, then per field a key
+/// (varint length, UTF-8), 0x80 + n a string of n < 128 bytes (UTF-8 follows), 6 array
+/// (count, values), 7 object (count, then per field a key
 /// reference and a value). A key reference is `k > 0` for entry `k - 1` of `PayloadCodec.keys`
 /// (append-only: never reorder it) or `0` followed by the key as a string.
 public struct PayloadCodec: Sendable {
@@ -93,8 +94,14 @@ public struct PayloadCodec: Sendable {
             w.u8(4)
             w.u64(d.bitPattern)
         case .string(let s):
-            w.u8(5)
-            w.string(s)
+            let n = s.utf8.count
+            if n < 128 {
+                w.u8(0x80 | UInt8(n))  // short strings: tag and length in one byte
+                w.raw(s.utf8)
+            } else {
+                w.u8(5)
+                w.string(s)
+            }
         case .array(let items):
             w.u8(6)
             w.varint(items.count)
@@ -136,6 +143,10 @@ public struct PayloadCodec: Sendable {
                 fields.append(JSONObject.Field(key: key, value: try read(&r, depth: depth + 1)))
             }
             return .object(JSONObject(fields))
+        case let tag where tag >= 0x80:
+            let bytes = try r.bytes(Int(tag & 0x7F))
+            guard let s = String(validating: bytes, as: UTF8.self) else { throw DecodingError(description: "string is not UTF-8") }
+            return .string(s)
         case let tag:
             throw DecodingError(description: "unknown value tag \(tag)")
         }

@@ -71,35 +71,33 @@ let parseTime = try seconds {
 }
 print("parse+validate+encode: \(lines) events in \(fmt(parseTime, 2)) s = \(fmt(Double(lines) / parseTime)) events/s")
 
-// 2. Batched import, with memory sampled as the journal grows.
-let journal = try open("bench.lethe")
-var summary = Importer.Summary()
-var samples: [String] = []
-let importTime = try seconds {
-    let fd = Glibc.open(file, O_RDONLY)
-    defer { close(fd) }
-    var nextSample: Int64 = inputBytes / 4
-    summary = try Importer(journal: journal).run(LineReader(fd: fd), onRejection: { _ in }) { read in
-        if read >= nextSample {
-            samples.append("\(fmt(memoryMiB().now)) MiB at \(read * 100 / max(inputBytes, 1))%")
-            nextSample += inputBytes / 4
+// 2. Batched import, with memory sampled as the journal grows. The journal is closed afterwards,
+// which checkpoints the WAL into the database file, so the file size is everything stored.
+func batchedImport() throws -> (Importer.Summary, Double, [String]) {
+    let journal = try open("bench.lethe")
+    var summary = Importer.Summary()
+    var samples: [String] = []
+    let time = try seconds {
+        let fd = Glibc.open(file, O_RDONLY)
+        defer { close(fd) }
+        var nextSample: Int64 = inputBytes / 4
+        summary = try Importer(journal: journal).run(LineReader(fd: fd), onRejection: { _ in }) { read in
+            if read >= nextSample {
+                samples.append("\(fmt(memoryMiB().now)) MiB at \(read * 100 / max(inputBytes, 1))%")
+                nextSample += inputBytes / 4
+            }
         }
     }
+    return (summary, time, samples)
 }
+let (summary, importTime, samples) = try batchedImport()
 let imported = Double(summary.imported)
 print("import (batched): \(summary.imported) events in \(fmt(importTime, 2)) s = \(fmt(imported / importTime)) events/s; rejected \(summary.rejected)")
 print("resident memory during import: \(samples.joined(separator: ", ")); peak \(fmt(memoryMiB().peak)) MiB")
-
-// Size: checkpoint the WAL so the database file holds everything.
-_ = try journal.read { try $0.headSeq() }
-let checkpoint = Process()
-checkpoint.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-checkpoint.arguments = [journal.path, "PRAGMA wal_checkpoint(TRUNCATE);"]
-checkpoint.standardOutput = FileHandle.nullDevice
-try? checkpoint.run()
-checkpoint.waitUntilExit()
-let stored = fileSize(journal.path) + fileSize(journal.path + "-wal")
-print("size: journal \(stored) bytes = \(fmt(Double(stored) / imported, 1)) bytes/event (NDJSON \(fmt(Double(inputBytes) / imported, 1)) bytes/event, ratio \(fmt(Double(inputBytes) / Double(stored), 2))x); key store \(fileSize(journal.keysPath)) bytes")
+let journalPath = dir + "/bench.lethe"
+let stored = fileSize(journalPath) + fileSize(journalPath + "-wal")
+print("size: journal \(stored) bytes = \(fmt(Double(stored) / imported, 1)) bytes/event (NDJSON \(fmt(Double(inputBytes) / imported, 1)) bytes/event, ratio \(fmt(Double(inputBytes) / Double(stored), 2))x); key store \(fileSize(journalPath + ".keys")) bytes")
+let journal = try open("bench.lethe")
 
 // 3. Full read: every event decrypted and its data decoded, in journal order.
 var readCount = 0

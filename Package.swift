@@ -40,8 +40,8 @@ let package = Package(
                 "LetheJournal", "LetheEvents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        // Workload generator: realistic NDJSON histories (Foundation only).
-        .executableTarget(name: "lethe-gen", path: "Tools/LetheGen"),
+        // Workload generator: realistic NDJSON histories.
+        .executableTarget(name: "lethe-gen", dependencies: ["LetheJournal"], path: "Tools/LetheGen"),
         // Benchmarks: append, read, size and memory figures for the README.
         .executableTarget(
             name: "lethe-bench", dependencies: ["LetheJournal", "LetheEvents"],

@@ -27,31 +27,26 @@ public struct LineReader: Sendable {
         case tooLong
     }
 
+    /// Hands out `buffer[start..<end]` as the next line (or the end of a line that was too long).
+    private mutating func take(upTo end: Int, resumeAt next: Int) -> Line {
+        var line = Array(buffer[start..<end])
+        start = next
+        lineNumber += 1
+        if skippingLongLine {
+            skippingLongLine = false
+            return .tooLong
+        }
+        if line.last == 0x0D { line.removeLast() }
+        return .text(line)
+    }
+
     /// The next line (without its `\n` or `\r\n`), or nil at the end.
     public mutating func next() throws -> Line? {
         while true {
-            if let nl = buffer[start...].firstIndex(of: 0x0A) {
-                var line = Array(buffer[start..<nl])
-                start = nl + 1
-                lineNumber += 1
-                if skippingLongLine {
-                    skippingLongLine = false
-                    return .tooLong
-                }
-                if line.last == 0x0D { line.removeLast() }
-                return .text(line)
-            }
+            if let nl = buffer[start...].firstIndex(of: 0x0A) { return take(upTo: nl, resumeAt: nl + 1) }
             if eof {
                 guard start < buffer.count || skippingLongLine else { return nil }
-                var line = Array(buffer[start...])
-                start = buffer.count
-                lineNumber += 1
-                if skippingLongLine {
-                    skippingLongLine = false
-                    return .tooLong
-                }
-                if line.last == 0x0D { line.removeLast() }
-                return .text(line)
+                return take(upTo: buffer.count, resumeAt: buffer.count)
             }
             if buffer.count - start > LineReader.maxLineBytes {
                 skippingLongLine = true

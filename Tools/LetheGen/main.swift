@@ -23,6 +23,7 @@
 // 203.0.113.0/24, 10.0.0.0/8, 2001:db8::/32): the data can never reach anyone.
 
 import Foundation
+import LetheJournal
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -215,26 +216,14 @@ enum Civil {
     static let msPerSecond: Int64 = 1000
     static let msPerDay: Int64 = 86_400_000
 
-    /// Days since 1970-01-01 (Howard Hinnant's algorithm).
-    static func days(year y0: Int, month m: Int, day d: Int) -> Int {
-        let y = m <= 2 ? y0 - 1 : y0
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
+    /// Days since 1970-01-01: the engine's own calendar arithmetic.
+    static func days(year: Int, month: Int, day: Int) -> Int {
+        Timestamp.daysFromCivil(year: year, month: month, day: day)
     }
 
-    static func date(fromDays z0: Int) -> (year: Int, month: Int, day: Int) {
-        let z = z0 + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
+    static func date(fromDays z: Int) -> (year: Int, month: Int, day: Int) {
+        let (y, m, d) = Timestamp.civilFromDays(z)
+        return (y, m, d)
     }
 
     /// Breaks epoch milliseconds into UTC fields.

@@ -189,11 +189,18 @@ struct Verify: ParsableCommand {
         try guarded("verify") {
             // No writer and no keys: verification reads only what is stored, so it works on a damaged journal.
             var progress = Progress("verify")
-            let report = try JournalReader.verify(path: options.journal) { progress.update($0, of: $1, unit: "events") }
+            // The master key, when there is one, also authenticates the chain head.
+            let keys = options.keys ?? options.journal + ".keys"
+            let source = MasterKeySource(keysPath: keys)
+            let haveMaster = source.environment[MasterKeySource.environmentVariable] != nil || access(source.keyFile, R_OK) == 0
+            let report = try JournalReader.verify(path: options.journal, master: haveMaster ? source : nil) {
+                progress.update($0, of: $1, unit: "events")
+            }
             progress.finish()
             writeStdout("""
                 ok: \(report.events) events (\(report.blocks) sealed blocks, \(report.tailEvents) unsealed, \
-                \(report.purgedEvents) purged) of \(report.accounts) accounts; chain head \(report.headLink)
+                \(report.purgedEvents) purged) of \(report.accounts) accounts; chain head \(report.headLink) \
+                \(report.anchored ? "(authenticated by the master key)" : "(not authenticated: no master key given)")
 
                 """)
         }

@@ -105,6 +105,7 @@ public struct Importer {
             Importer.parse(&reader, codec: codec, batchSize: batchSize, into: queue)
         }
         parser.stackSize = 4 << 20
+        parser.name = "lethe-parse"
         parser.start()
 
         var summary = Summary()

@@ -230,6 +230,8 @@ final class Writer {
     let options: Options
     /// This session's nonce prefix: random, so nonces differ from every earlier session's.
     let writerID: UInt32
+    /// Authenticates the chain head (see `Anchor`).
+    private let anchorKey: SymmetricKey
     private(set) var headSeq: Int64 = 0
     private var headLink: [UInt8] = []
     /// The chain link after the last sealed block: the link before the first tail event.
@@ -250,7 +252,11 @@ final class Writer {
         self.options = options
         var w = BinaryReader(options.entropy.bytes(4))
         writerID = try! w.u32()
+        anchorKey = keys.anchorKey(journalID: try JournalReader.journalID(db))
         try reload()
+        options.logger.debug("journal opened", metadata: [
+            "path": "\(db.path)", "head_seq": "\(headSeq)", "unsealed": "\(tail.count)", "writer": "\(writerID)",
+        ])
     }
 
     /// Reads the head, the tail and the id counters from disk.
@@ -270,6 +276,14 @@ final class Writer {
                   tail.first.map({ $0.header.seq == lastBlockSeq + 1 }) ?? true
             else {
                 throw JournalError(.corrupt, "journal head (event \(headSeq)) does not match its stored events (last \(tailEnd)); run `lethe verify`")
+            }
+            // Never write on top of a head that the master key did not sign.
+            if headSeq > 0 {
+                let s = try db.statement("SELECT value FROM meta WHERE key='head_mac'")
+                let mac = try s.step() ? s.blob(0) : []
+                guard mac == Anchor.mac(key: anchorKey, headSeq: headSeq, headLink: headLink) else {
+                    throw JournalError(.corrupt, "the journal's head is not authenticated by this master key (rewritten, or another master key); run `lethe verify`")
+                }
             }
         } catch {
             throw JournalError.storage("cannot read the journal's head", error)
@@ -311,7 +325,10 @@ final class Writer {
         do {
             return try db.transaction {
                 // Another process may have appended since this writer last looked.
-                if try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") != headSeq { try reload() }
+                if try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") != headSeq {
+                    options.logger.debug("journal head moved under this writer; reloading", metadata: ["head_seq": "\(headSeq)"])
+                    try reload()
+                }
                 return try appendInTransaction(batch)
             }
         } catch {
@@ -394,6 +411,7 @@ final class Writer {
         }
         // New keys are committed to the key store before the journal commits: a crash in between
         // leaves an unused key, never an event without one.
+        if !needKeys.isEmpty { options.logger.trace("creating account keys", metadata: ["count": "\(needKeys.count)"]) }
         for (account, key) in zip(needKeys, try keys.createKeys(for: needKeys, at: options.clock.now())) {
             keyFor[account] = key
         }
@@ -480,6 +498,7 @@ final class Writer {
                 start += blockSize
             }
             newSealedLink = previous
+            options.logger.trace("sealed blocks", metadata: ["blocks": "\(blockID - nextBlockID)", "last_seq": "\(pending[start - 1].header.seq)"])
             pending.removeFirst(start)
             pendingLinks.removeFirst(start)
             try insertTail(pending, pendingLinks)
@@ -492,6 +511,8 @@ final class Writer {
         try meta.bind(1, head).bind(2, "head_seq").run()
         meta.reset()
         try meta.bind(1, links.last!).bind(2, "head_link").run()
+        try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES('head_mac', ?)")
+            .bind(1, Anchor.mac(key: anchorKey, headSeq: head, headLink: links.last!)).run()
 
         // The caches move now; should the caller's COMMIT fail, `append` reloads them from disk.
         headSeq = head

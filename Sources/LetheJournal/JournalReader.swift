@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// Reads a journal on a connection of its own: whole-journal scans, one account's events, and
@@ -23,10 +24,12 @@ public final class JournalReader {
         }
     }
 
-    /// Checks a journal without opening it for writing and without keys: works on a damaged one.
-    public static func verify(path: String, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+    /// Checks a journal without opening it for writing and without the key store: works on a
+    /// damaged one. With a master key, the chain head's MAC is checked too (`report.anchored`).
+    public static func verify(path: String, master: MasterKeySource? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
         let reader = try JournalReader(path: path, openKeys: nil)
-        return try reader.snapshot { try reader.verify(progress: progress) }
+        let key = try master.map { try $0.load(create: false, entropy: .system) }
+        return try reader.snapshot { try reader.verify(master: key, progress: progress) }
     }
 
     func snapshot<T>(_ body: () throws -> T) throws -> T {
@@ -87,11 +90,13 @@ public final class JournalReader {
         return (events, links)
     }
 
-    static func genesis(_ db: SQLiteDatabase) throws -> [UInt8] {
+    static func journalID(_ db: SQLiteDatabase) throws -> [UInt8] {
         let s = try db.statement("SELECT value FROM meta WHERE key='journal_id'")
         guard try s.step() else { throw JournalError(.corrupt, "journal has no id") }
-        return Chain.genesis(journalID: s.blob(0))
+        return s.blob(0)
     }
+
+    static func genesis(_ db: SQLiteDatabase) throws -> [UInt8] { Chain.genesis(journalID: try journalID(db)) }
 
     /// The link after the last sealed block, or the genesis link when no block is sealed yet.
     static func lastSealedLink(_ db: SQLiteDatabase) throws -> [UInt8] {
@@ -182,6 +187,8 @@ public final class JournalReader {
         public var storedBytes: Int64 = 0
         /// The chain's last link, hex: publish it to pin the journal's history.
         public var headLink: String = ""
+        /// Whether the head's MAC was checked against the master key (and matched).
+        public var anchored = false
     }
 
     /// Checks every block's frame and content, the sequence, every account's version and time
@@ -189,7 +196,7 @@ public final class JournalReader {
     /// damaged block or event.
     ///
     /// - Complexity: one pass over the journal; memory proportional to the number of accounts.
-    public func verify(progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+    public func verify(master: SymmetricKey? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
         var report = VerifyReport()
         let head = try headSeq()
         var link = try wrap { try JournalReader.genesis(db) }
@@ -256,6 +263,19 @@ public final class JournalReader {
             return try s.step() ? s.blob(0) : []
         }
         guard headLink == link else { throw JournalError(.corrupt, "the chain's head link does not match the events (altered)") }
+        if let master {
+            report.anchored = true  // an empty journal has nothing to authenticate
+        }
+        if let master, head > 0 {
+            let key = Anchor.key(master: master, journalID: try wrap { try JournalReader.journalID(db) })
+            let mac = try wrap {
+                let s = try db.statement("SELECT value FROM meta WHERE key='head_mac'")
+                return try s.step() ? s.blob(0) : []
+            }
+            guard mac == Anchor.mac(key: key, headSeq: head, headLink: link) else {
+                throw JournalError(.corrupt, "the chain head is not authenticated by the master key: the journal was rewritten (or another master key was given)")
+            }
+        }
         // The account table the writer relies on must agree with the events.
         let rows = try wrap { try db.statement("SELECT name, version FROM accounts") }
         while try wrap({ try rows.step() }) {

@@ -15,7 +15,7 @@ public struct MasterKeySource: Sendable {
     }
 
     /// The master key, creating the key file when neither it nor the variable exists and `create` is true.
-    func load(create: Bool, entropy: Entropy) throws -> SymmetricKey {
+    package func load(create: Bool, entropy: Entropy) throws -> SymmetricKey {
         if let text = environment[Self.environmentVariable] {
             guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count == 32 else {
                 throw JournalError(.keys, "\(Self.environmentVariable) must be 64 hexadecimal digits (a 256-bit key)")
@@ -54,6 +54,7 @@ package final class KeyStore {
     package let path: String
     private let db: SQLiteDatabase
     private let wrappingKey: SymmetricKey
+    private let master: SymmetricKey
     private let entropy: Entropy
     /// Unwrapped keys, so that a busy account costs one unwrap. Bounded: cleared when full.
     private var cache: [String: SymmetricKey] = [:]
@@ -83,6 +84,7 @@ package final class KeyStore {
         }
         let hasKeys = existed && ((try? db.scalarInt("SELECT count(*) FROM keys")) ?? 0) > 0
         let master = try master.load(create: !hasKeys, entropy: entropy)
+        self.master = master
         let salt: [UInt8]
         do {
             let s = try db.statement("SELECT value FROM meta WHERE key='salt'")
@@ -105,6 +107,9 @@ package final class KeyStore {
             }
         }
     }
+
+    /// The key that authenticates the chain head of the journal with this id.
+    package func anchorKey(journalID: [UInt8]) -> SymmetricKey { Anchor.key(master: master, journalID: journalID) }
 
     private func unwrap(_ wrapped: [UInt8], account: String) throws -> SymmetricKey {
         do {

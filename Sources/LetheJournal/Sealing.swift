@@ -118,3 +118,22 @@ package enum Chain {
         return Array(SHA256.hash(data: w.bytes))
     }
 }
+
+/// The anchor: an HMAC-SHA256 of the chain's head under a key derived from the master key.
+///
+/// The chain alone shows that history was not altered *unless* someone rewrote it all
+/// consistently, which anyone with write access to the file could do. The anchor closes that:
+/// without the master key the head's MAC cannot be recomputed, so a rewritten chain is detected.
+package enum Anchor {
+    package static func key(master: SymmetricKey, journalID: [UInt8]) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: master, salt: journalID, info: Array("lethe chain anchor v1".utf8), outputByteCount: 32)
+    }
+
+    package static func mac(key: SymmetricKey, headSeq: Int64, headLink: [UInt8]) -> [UInt8] {
+        var w = BinaryWriter(capacity: 40)
+        w.u64(UInt64(headSeq))
+        w.raw(headLink)
+        return Array(HMAC<SHA256>.authenticationCode(for: w.bytes, using: key))
+    }
+}

@@ -147,3 +147,48 @@ import Testing
         #expect { try JournalReader.verify(path: path) } throws: { ($0 as? JournalError)?.code == .notAJournal }
     }
 }
+
+/// A forger with write access to the journal but without the master key.
+@Suite struct AnchorTests {
+    @Test func aConsistentlyRewrittenChainIsCaughtByTheMasterKey() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 4)
+        for i in 0..<6 { try j.append(event("acc_1", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/p\(i)"), "visitor": "v"])) }
+        let path = j.path
+        // Swap the payloads of the two unsealed events and recompute their links and the head,
+        // exactly as verify would: the chain is consistent again.
+        let db = try SQLiteDatabase(path: path)
+        let (tail, _) = try JournalReader.tailRows(db)
+        #expect(tail.count == 2)
+        var forged = tail
+        forged[0].body = tail[1].body
+        forged[1].body = tail[0].body
+        let sealedLink = try JournalReader.lastSealedLink(db)
+        let l0 = Chain.link(previous: sealedLink, header: forged[0].header, digest: forged[0].digest)
+        let l1 = Chain.link(previous: l0, header: forged[1].header, digest: forged[1].digest)
+        for (e, link) in zip(forged, [l0, l1]) {
+            guard case .sealed(let bytes) = e.body else { Issue.record("unsealed event without payload"); return }
+            try db.statement("UPDATE tail SET payload = ?, link = ? WHERE seq = ?").bind(1, bytes).bind(2, link).bind(3, e.header.seq).run()
+        }
+        try db.statement("UPDATE meta SET value = ? WHERE key = 'head_link'").bind(1, l1).run()
+        db.close()
+
+        // Without the master key the forgery passes: the chain alone cannot tell.
+        #expect(try JournalReader.verify(path: path).anchored == false)
+        // With it, the head's MAC gives it away, and the engine refuses to write on top of it.
+        #expect {
+            try JournalReader.verify(path: path, master: testMaster(path + ".keys"))
+        } throws: { ($0 as? JournalError)?.message.hasPrefix("the chain head is not authenticated") == true }
+        #expect { try openJournal(dir, blockEvents: 4) } throws: { ($0 as? JournalError)?.code == .corrupt }
+    }
+
+    @Test func anHonestJournalIsAuthenticated() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 4)
+        #expect(try JournalReader.verify(path: j.path, master: testMaster(j.keysPath)).anchored)
+        for i in 0..<9 { try j.append(event("acc_\(i % 2)", at: "2026-01-01T00:00:0\(i)Z")) }
+        #expect(try JournalReader.verify(path: j.path, master: testMaster(j.keysPath)).anchored)
+        let other = MasterKeySource(keysPath: j.keysPath, environment: [MasterKeySource.environmentVariable: String(repeating: "0f", count: 32)])
+        #expect(throws: JournalError.self) { try JournalReader.verify(path: j.path, master: other) }
+    }
+}

@@ -85,14 +85,15 @@ package enum Sealing {
         var h = SHA256()
         withUnsafeBytes(of: writer.littleEndian) { h.update(bufferPointer: $0) }
         h.update(data: sealed)
-        return Array(h.finalize())
+        return h.finalize().withUnsafeBytes { Array($0) }
     }
 }
 
 /// The tamper-evident chain: `link(n) = SHA-256(link(n-1) || header(n))`.
 ///
-/// The header holds the sequence number, the account's version, the time, the account id, the
-/// type, the caller's event id and the digest of the sealed payload, so a purge can drop the
+/// The header holds the sequence number, the account's version and the time (u64 each,
+/// little-endian), the account id, the type and the caller's event id (each a u32 length and
+/// UTF-8), and the digest of the sealed payload, so a purge can drop the
 /// payload, keep its digest, and leave the chain intact.
 package enum Chain {
     package static let linkBytes = 32
@@ -106,16 +107,24 @@ package enum Chain {
     }
 
     package static func link(previous: [UInt8], header: EventHeader, digest: [UInt8]) -> [UInt8] {
-        var w = BinaryWriter(capacity: 160)
-        w.raw(previous)
-        w.u64(UInt64(header.seq))
-        w.u64(UInt64(header.version))
-        w.u64(UInt64(bitPattern: header.at.nanoseconds))
-        w.string(header.account)
-        w.string(header.type)
-        w.string(header.id ?? "")
-        w.raw(digest)
-        return Array(SHA256.hash(data: w.bytes))
+        // Fed to the hash field by field (no intermediate buffer): this runs once per event.
+        var h = SHA256()
+        h.update(data: previous)
+        withUnsafeBytes(of: UInt64(header.seq).littleEndian) { h.update(bufferPointer: $0) }
+        withUnsafeBytes(of: UInt64(header.version).littleEndian) { h.update(bufferPointer: $0) }
+        withUnsafeBytes(of: UInt64(bitPattern: header.at.nanoseconds).littleEndian) { h.update(bufferPointer: $0) }
+        func string(_ s: String) {
+            var s = s
+            s.withUTF8 { utf8 in
+                withUnsafeBytes(of: UInt32(utf8.count).littleEndian) { h.update(bufferPointer: $0) }
+                h.update(bufferPointer: UnsafeRawBufferPointer(utf8))
+            }
+        }
+        string(header.account)
+        string(header.type)
+        string(header.id ?? "")
+        h.update(data: digest)
+        return h.finalize().withUnsafeBytes { Array($0) }
     }
 }
 

@@ -254,7 +254,9 @@ public struct Exporter {
         w.key("account")
         w.write(string: h.account)
         w.key("at")
-        w.write(string: h.at.rfc3339)
+        w.bytes.append(UInt8(ascii: "\""))
+        h.at.write(rfc3339To: &w.bytes)
+        w.bytes.append(UInt8(ascii: "\""))
         switch event.payload {
         case .plaintext(let bytes):
             let data: JSONObject

@@ -346,6 +346,17 @@ public struct JSONWriter {
 
     public mutating func write(string s: String) {
         bytes.append(UInt8(ascii: "\""))
+        // Most strings need no escaping: copy them whole.
+        var s = s
+        let plain = s.withUTF8 { utf8 -> Bool in
+            for c in utf8 where c < 0x20 || c == 0x22 || c == 0x5C { return false }
+            bytes.append(contentsOf: utf8)
+            return true
+        }
+        if plain {
+            bytes.append(UInt8(ascii: "\""))
+            return
+        }
         for c in s.utf8 {
             switch c {
             case UInt8(ascii: "\""): bytes.append(contentsOf: [0x5C, 0x22])

@@ -22,8 +22,8 @@ public struct EventHeader: Hashable, Sendable {
 
 /// An event as stored: its header, the writer id of its nonce, and its sealed payload or, once
 /// purged, only the digest the chain needs.
-package struct SealedEvent: Equatable {
-    package enum Body: Equatable {
+package struct SealedEvent: Equatable, Sendable {
+    package enum Body: Equatable, Sendable {
         case sealed([UInt8])
         case purged(digest: [UInt8])
     }

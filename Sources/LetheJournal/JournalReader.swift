@@ -1,5 +1,14 @@
 import Crypto
+import Dispatch
 import Foundation
+
+/// Output slots for parallel decryption.
+///
+/// `@unchecked Sendable` is safe: each worker writes only the indices congruent to its own part
+/// number, and nothing reads the buffer until `concurrentPerform` returns.
+private struct ResultSlots: @unchecked Sendable {
+    let results: UnsafeMutableBufferPointer<Result<StoredEvent, JournalError>>
+}
 
 /// Reads a journal on a connection of its own: whole-journal scans, one account's events, and
 /// verification. Created by `Journal.read`, used inside one read snapshot, on one thread.
@@ -107,6 +116,13 @@ public final class JournalReader {
 
     /// Calls `body` with every stored event from `from` through `through`, in order; one block in memory at a time.
     func scan(from: Int64 = 1, through: Int64 = .max, _ body: (SealedEvent) throws -> Void) throws {
+        try scanGroups(from: from, through: through) { group in
+            for e in group { try body(e) }
+        }
+    }
+
+    /// Like `scan`, a block (or the tail) at a time.
+    func scanGroups(from: Int64 = 1, through: Int64 = .max, _ body: ([SealedEvent]) throws -> Void) throws {
         let blocks = try wrap {
             try db.statement("""
                 SELECT id, first_seq, last_seq, frame FROM blocks
@@ -116,11 +132,9 @@ public final class JournalReader {
         blocks.bind(1, from).bind(2, through)
         while try wrap({ try blocks.step() }) {
             let block = try JournalReader.decodeFrame(blocks.blob(3), id: blocks.int(0), first: blocks.int(1), last: blocks.int(2))
-            for e in block.events where e.header.seq >= from && e.header.seq <= through { try body(e) }
+            try body(block.events.filter { $0.header.seq >= from && $0.header.seq <= through })
         }
-        for e in try wrap({ try JournalReader.tailRows(db).0 }) where e.header.seq >= from && e.header.seq <= through {
-            try body(e)
-        }
+        try body(try wrap { try JournalReader.tailRows(db).0 }.filter { $0.header.seq >= from && $0.header.seq <= through })
     }
 
     /// Calls `body` with the account's stored events, in order.
@@ -145,30 +159,73 @@ public final class JournalReader {
 
     // MARK: Decrypted events
 
+    private func lookup(_ account: String) throws -> KeyStore.Lookup {
+        if keyStore == nil {
+            guard let openKeys else { throw JournalError(.keys, "this reader has no key store") }
+            keyStore = try openKeys()
+        }
+        return try keyStore!.lookup(account)
+    }
+
     private func open(_ e: SealedEvent) throws -> StoredEvent {
+        guard case .sealed = e.body else { return try JournalReader.open(e, key: .none, keysPath: "").get() }
+        return try JournalReader.open(e, key: lookup(e.header.account), keysPath: keyStore?.path ?? "").get()
+    }
+
+    static func open(_ e: SealedEvent, key: KeyStore.Lookup, keysPath: String) -> Result<StoredEvent, JournalError> {
         switch e.body {
         case .purged:
-            return StoredEvent(header: e.header, payload: .purged)
+            return .success(StoredEvent(header: e.header, payload: .purged))
         case .sealed(let bytes):
-            if keyStore == nil {
-                guard let openKeys else { throw JournalError(.keys, "this reader has no key store") }
-                keyStore = try openKeys()
-            }
-            switch try keyStore!.lookup(e.header.account) {
+            switch key {
             case .key(let key):
-                let plain = try Sealing.open(bytes, key: key, writer: e.writer, seq: e.header.seq, account: e.header.account)
-                return StoredEvent(header: e.header, payload: .plaintext(plain))
+                return Result { () throws(JournalError) in
+                    do {
+                        let plain = try Sealing.open(bytes, key: key, writer: e.writer, seq: e.header.seq, account: e.header.account)
+                        return StoredEvent(header: e.header, payload: .plaintext(plain))
+                    } catch let error as JournalError {
+                        throw error
+                    } catch {
+                        throw JournalError(.corrupt, "event \(e.header.seq): \(error)")
+                    }
+                }
             case .destroyed:
-                return StoredEvent(header: e.header, payload: .shredded)
+                return .success(StoredEvent(header: e.header, payload: .shredded))
             case .none:
-                throw JournalError(.keys, "event \(e.header.seq): the key store \(keyStore!.path) has no key for its account (wrong key store?)")
+                return .failure(JournalError(.keys, "event \(e.header.seq): the key store \(keysPath) has no key for its account (wrong key store?)"))
             }
         }
     }
 
+    /// Opens a group of events, on every core when the group is large; results in order.
+    private func openAll(_ events: [SealedEvent]) throws -> [StoredEvent] {
+        // Keys first, on this thread: the key store's connection is not shared.
+        var keys: [String: KeyStore.Lookup] = [:]
+        for e in events {
+            if case .sealed = e.body, keys[e.header.account] == nil { keys[e.header.account] = try lookup(e.header.account) }
+        }
+        let keysPath = keyStore?.path ?? ""
+        var results = [Result<StoredEvent, JournalError>](repeating: .failure(JournalError(.corrupt, "not opened")), count: events.count)
+        let parts = events.count >= 256 ? 2 : 1
+        let frozen = keys
+        results.withUnsafeMutableBufferPointer { buffer in
+            let slots = ResultSlots(results: buffer)
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                for k in stride(from: part, to: events.count, by: parts) {
+                    slots.results[k] = JournalReader.open(events[k], key: frozen[events[k].header.account] ?? .none, keysPath: keysPath)
+                }
+            }
+        }
+        return try results.map { try $0.get() }
+    }
+
     /// Every event from `from` on, decrypted, in journal order.
+    ///
+    /// A block's payloads are decrypted on every core before `body` sees them, one by one, in order.
     public func events(from: Int64 = 1, _ body: (StoredEvent) throws -> Void) throws {
-        try scan(from: from) { try body(try open($0)) }
+        try scanGroups(from: from) { group in
+            for e in try openAll(group) { try body(e) }
+        }
     }
 
     /// One account's events, decrypted, in order.

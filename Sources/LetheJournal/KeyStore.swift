@@ -60,7 +60,7 @@ package final class KeyStore {
     private var cache: [String: SymmetricKey] = [:]
     private let cacheLimit = 100_000
 
-    package enum Lookup {
+    package enum Lookup: Sendable {
         case key(SymmetricKey)
         case destroyed
         case none

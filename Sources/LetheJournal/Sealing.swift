@@ -56,8 +56,12 @@ package enum Sealing {
         guard sealed.count >= tagBytes + 1 else { throw JournalError(.corrupt, "event \(seq): sealed payload too short") }
         let framed: [UInt8]
         do {
-            let box = try AES.GCM.SealedBox(
-                nonce: nonce(writer: writer, seq: seq), ciphertext: sealed.dropLast(tagBytes), tag: sealed.suffix(tagBytes))
+            // nonce ‖ ciphertext ‖ tag in one buffer: the cheapest way into swift-crypto.
+            var combined = BinaryWriter(capacity: 12 + sealed.count)
+            combined.u32(writer)
+            combined.u64(UInt64(seq))
+            combined.raw(sealed)
+            let box = try AES.GCM.SealedBox(combined: combined.bytes)
             framed = Array(try AES.GCM.open(box, using: key, authenticating: additionalData(seq: seq, account: account)))
         } catch {
             throw JournalError(.corrupt, "event \(seq): payload does not authenticate under its account key")

@@ -59,28 +59,40 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// RFC 3339 in UTC; fractional seconds only when non-zero, without trailing zeros.
     public var rfc3339: String {
+        var out: [UInt8] = []
+        write(rfc3339To: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends the RFC 3339 form to `out`, digit by digit (this runs once per exported event).
+    public func write(rfc3339To out: inout [UInt8]) {
         let secs = nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds - 999_999_999) / 1_000_000_000
-        let nanos = nanoseconds - secs * 1_000_000_000
+        var nanos = Int(nanoseconds - secs * 1_000_000_000)
         let days = secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400
         let rem = Int(secs - days * 86_400)
         let (y, m, d) = Timestamp.civilFromDays(Int(days))
-        var out = ""
-        out.reserveCapacity(30)
-        func pad(_ v: Int, _ width: Int) {
-            let s = String(v)
-            if s.count < width { out += String(repeating: "0", count: width - s.count) }
-            out += s
+        func digits(_ v: Int, _ width: Int) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            var v = v
+            while divisor > 0 {
+                out.append(UInt8(48 + v / divisor % 10))
+                v %= divisor * 10
+                divisor /= 10
+            }
         }
-        pad(y, 4); out += "-"; pad(m, 2); out += "-"; pad(d, 2); out += "T"
-        pad(rem / 3600, 2); out += ":"; pad(rem / 60 % 60, 2); out += ":"; pad(rem % 60, 2)
+        digits(y, 4); out.append(45); digits(m, 2); out.append(45); digits(d, 2); out.append(84)
+        digits(rem / 3600, 2); out.append(58); digits(rem / 60 % 60, 2); out.append(58); digits(rem % 60, 2)
         if nanos != 0 {
-            var frac = String(nanos)
-            frac = String(repeating: "0", count: 9 - frac.count) + frac
-            while frac.hasSuffix("0") { frac.removeLast() }
-            out += "." + frac
+            var width = 9
+            while nanos % 10 == 0 {
+                nanos /= 10
+                width -= 1
+            }
+            out.append(46)
+            digits(nanos, width)
         }
-        out += "Z"
-        return out
+        out.append(90)
     }
 
     public var description: String { rfc3339 }

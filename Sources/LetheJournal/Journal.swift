@@ -261,6 +261,8 @@ final class Writer {
 
     /// Reads the head, the tail and the id counters from disk.
     private func reload() throws {
+        // Statements left on a row would hold this snapshot open after the reload.
+        defer { db.resetAll() }
         do {
             headSeq = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0
             let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
@@ -293,6 +295,7 @@ final class Writer {
     func accountRow(_ name: String) throws -> AccountRow? {
         if let row = accounts[name] { return row }
         let s = try db.statement("SELECT id, version, last_at FROM accounts WHERE name = ?")
+        defer { s.reset() }
         s.bind(1, name)
         guard try s.step() else { return nil }
         let row = AccountRow(id: s.int(0), version: s.int(1), lastAt: s.int(2))
@@ -307,6 +310,7 @@ final class Writer {
 
     private func existingSeq(id: String) throws -> Int64? {
         let s = try db.statement("SELECT seq FROM event_ids WHERE id = ?")
+        defer { s.reset() }
         s.bind(1, id)
         return try s.step() ? s.int(0) : nil
     }
@@ -413,6 +417,8 @@ final class Writer {
         // leaves an unused key, never an event without one.
         if !needKeys.isEmpty { options.logger.trace("creating account keys", metadata: ["count": "\(needKeys.count)"]) }
         for (account, key) in zip(needKeys, try keys.createKeys(for: needKeys, at: options.clock.now())) {
+            // nil: another process erased the account between the lookup and now.
+            guard let key else { throw JournalError(.accountShredded, "account \(account) was erased while this batch was being written; retry it") }
             keyFor[account] = key
         }
         // Second pass: seal and digest each accepted event (independent, so large batches use

@@ -88,6 +88,7 @@ package final class KeyStore {
         let salt: [UInt8]
         do {
             let s = try db.statement("SELECT value FROM meta WHERE key='salt'")
+            defer { s.reset() }
             if try s.step() {
                 salt = s.blob(0)
             } else {
@@ -102,6 +103,7 @@ package final class KeyStore {
         // Prove the master key opens this store now, not at the first read of an old account.
         do {
             let s = try db.statement("SELECT account, wrapped FROM keys WHERE wrapped IS NOT NULL LIMIT 1")
+            defer { s.reset() }
             if try s.step(), let account = s.text(0) {
                 _ = try unwrap(s.blob(1), account: account)
             }
@@ -123,16 +125,20 @@ package final class KeyStore {
     /// The account's data key, if it has one that was not destroyed.
     package func lookup(_ account: String) throws -> Lookup {
         if let key = cache[account] { return .key(key) }
-        let s: SQLiteStatement
+        let wrapped: [UInt8]?
         do {
-            s = try db.statement("SELECT wrapped FROM keys WHERE account = ?")
+            let s = try db.statement("SELECT wrapped FROM keys WHERE account = ?")
+            // Reset at once: a statement left on its row would pin a stale snapshot, and keys
+            // created by another process since would stay invisible.
+            defer { s.reset() }
             s.bind(1, account)
             guard try s.step() else { return .none }
+            wrapped = s.isNull(0) ? nil : s.blob(0)
         } catch {
             throw JournalError(.keys, "cannot read key store \(path)", underlying: error)
         }
-        if s.isNull(0) { return .destroyed }
-        let key = try unwrap(s.blob(0), account: account)
+        guard let wrapped else { return .destroyed }
+        let key = try unwrap(wrapped, account: account)
         remember(account, key)
         return .key(key)
     }
@@ -142,12 +148,13 @@ package final class KeyStore {
         cache[account] = key
     }
 
-    /// Creates and durably stores keys for `accounts` (which must have none), in one transaction.
-    package func createKeys(for accounts: [String], at time: Timestamp) throws -> [SymmetricKey] {
+    /// Creates and durably stores keys for `accounts`, in one transaction. An account that got a
+    /// key meanwhile (another process) keeps that one; one whose key was destroyed gets nil.
+    package func createKeys(for accounts: [String], at time: Timestamp) throws -> [SymmetricKey?] {
         guard !accounts.isEmpty else { return [] }
         do {
-            return try db.transaction {
-                let insert = try db.statement("INSERT INTO keys(account, wrapped, created) VALUES(?, ?, ?)")
+            let created: [SymmetricKey?] = try db.transaction {
+                let insert = try db.statement("INSERT INTO keys(account, wrapped, created) VALUES(?, ?, ?) ON CONFLICT(account) DO NOTHING")
                 return try accounts.map { account in
                     let key = SymmetricKey(data: entropy.bytes(32))
                     let nonce = try AES.GCM.Nonce(data: entropy.bytes(12))
@@ -156,10 +163,18 @@ package final class KeyStore {
                         authenticating: Array(account.utf8))
                     insert.reset()
                     try insert.bind(1, account).bind(2, Array(wrapped.combined!)).bind(3, time.nanoseconds).run()
+                    guard db.changes == 1 else { return nil }
                     remember(account, key)
                     return key
                 }
             }
+            return try zip(accounts, created).map { account, key in
+                if let key { return key }
+                if case .key(let existing) = try lookup(account) { return existing }
+                return nil
+            }
+        } catch let e as JournalError {
+            throw e
         } catch {
             throw JournalError(.keys, "cannot store new account keys in \(path)", underlying: error)
         }

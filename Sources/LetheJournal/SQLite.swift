@@ -77,21 +77,35 @@ package final class SQLiteDatabase {
     }
 
     /// Runs `body` in one `BEGIN IMMEDIATE` transaction: committed if it returns, rolled back if it throws.
+    ///
+    /// Every cached statement is reset on both sides: a statement left mid-row would keep a read
+    /// snapshot open, and a writer whose snapshot is older than another connection's commit
+    /// cannot start a write (SQLITE_BUSY_SNAPSHOT).
     package func transaction<T>(_ body: () throws -> T) throws -> T {
+        resetAll()
         try execute("BEGIN IMMEDIATE")
+        defer { resetAll() }
         do {
             let result = try body()
+            resetAll()
             try execute("COMMIT")
             return result
         } catch {
+            resetAll()
             try? execute("ROLLBACK")
             throw error
         }
     }
 
+    /// Resets every cached statement, ending any read it left open.
+    package func resetAll() {
+        for statement in cache.values { statement.reset() }
+    }
+
     /// The first column of the first row of a query, as an integer.
     package func scalarInt(_ sql: String) throws -> Int64? {
         let s = try statement(sql)
+        defer { s.reset() }
         return try s.step() ? (s.isNull(0) ? nil : s.int(0)) : nil
     }
 

@@ -111,6 +111,20 @@ import Testing
         #expect(content.range(of: Data("AccountSignedUp".utf8)) != nil)
     }
 
+    @Test func anotherKeyStoreCannotReadTheJournal() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let keys = dir.path("elsewhere.keys")
+        _ = try run("lethe", ["import", fixture, "--journal", journal, "--keys", keys])
+        #expect(FileManager.default.fileExists(atPath: keys) && !FileManager.default.fileExists(atPath: journal + ".keys"))
+        let good = try run("lethe", ["export", "--journal", journal, "--keys", keys])
+        #expect(good.status == 0 && good.stdout.split(separator: "\n").count == 3012)
+        // The default key store (empty, new) holds none of these accounts' keys.
+        let wrong = try run("lethe", ["export", "--journal", journal])
+        #expect(wrong.status != 0)
+        #expect(wrong.stderr.hasPrefix("lethe export: event 1: the key store \(journal).keys has no key for its account"), "\(wrong.stderr)")
+    }
+
     @Test func badArgumentsFailCleanly() throws {
         let dir = TempDir()
         let missing = try run("lethe", ["verify", "--journal", dir.path("nope.lethe")])

@@ -169,3 +169,27 @@ func kind(_ o: AppendOutcome) -> String {
     case .rejected: "rejected"
     }
 }
+
+@Suite struct SharedJournalTests {
+    @Test func twoWritersOnOneFileTakeTurnsWithoutLosingOrForkingAnything() throws {
+        // Two engines on the same files, as two processes would be: each notices the other's appends.
+        let dir = TempDir()
+        let a = try openJournal(dir, blockEvents: 5, seed: 1)
+        let b = try openJournal(dir, blockEvents: 5, seed: 2)
+        var rng = SplitMix(seed: 9)
+        var expectedVersion: [String: Int64] = [:]
+        for i in 0..<120 {
+            let writer = rng.next() % 2 == 0 ? a : b
+            let account = "acc_\(rng.next() % 4)"
+            let at = String(format: "2026-01-01T00:%02d:%02dZ", i / 60, i % 60)
+            let header = try writer.append(event(account, at: at, id: "e\(i)", expected: expectedVersion[account] ?? 0))
+            expectedVersion[account, default: 0] += 1
+            #expect(header.seq == Int64(i + 1) && header.version == expectedVersion[account])
+        }
+        // A stale expectation from either side is refused.
+        #expect { try a.append(event("acc_0", at: "2026-01-01T01:00:00Z", expected: 0)) } throws: { ($0 as? JournalError)?.code == .versionConflict }
+        let report = try JournalReader.verify(path: a.path, master: testMaster(a.keysPath))
+        #expect(report.events == 120 && report.anchored)
+        #expect(try allEvents(b).map(\.header.id) == (0..<120).map { "e\($0)" })
+    }
+}

@@ -125,6 +125,17 @@ import Testing
         #expect(wrong.stderr.hasPrefix("lethe export: event 1: the key store \(journal).keys has no key for its account"), "\(wrong.stderr)")
     }
 
+    @Test func progressShowsOnATerminalOnly() throws {
+        let dir = TempDir()
+        let lethe = productsDirectory.appendingPathComponent("lethe").path
+        let journal = dir.path("j.lethe")
+        // script(1) gives the command a terminal; through a pipe there is no progress.
+        let tty = try run("/usr/bin/script", ["-qec", "\(lethe) import \(fixture) --journal \(journal)", "/dev/null"])
+        #expect(tty.stdout.contains("\rimport: ") && tty.stdout.contains("bytes (100%)"), "\(tty.stdout)")
+        let piped = try run("lethe", ["verify", "--journal", journal])
+        #expect(!piped.stderr.contains("verify: ") && !piped.stdout.contains("\r"))
+    }
+
     @Test func badArgumentsFailCleanly() throws {
         let dir = TempDir()
         let missing = try run("lethe", ["verify", "--journal", dir.path("nope.lethe")])

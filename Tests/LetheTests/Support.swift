@@ -78,11 +78,11 @@ struct CommandResult {
     var stderr: String
 }
 
-/// Runs a built executable of this package with `args`, feeding `stdin`.
+/// Runs a built executable of this package (or, given an absolute path, any program) with `args`, feeding `stdin`.
 @discardableResult
 func run(_ product: String, _ args: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> CommandResult {
     let p = Process()
-    p.executableURL = productsDirectory.appendingPathComponent(product)
+    p.executableURL = product.hasPrefix("/") ? URL(fileURLWithPath: product) : productsDirectory.appendingPathComponent(product)
     p.arguments = args
     var env = ProcessInfo.processInfo.environment
     env[MasterKeySource.environmentVariable] = testMasterKey

@@ -30,8 +30,9 @@ public struct Rejection: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String { field.map { "field \($0): \(reason)" } ?? reason }
 }
 
-/// Checks the envelope of an incoming event: its shape, JSON types, id, account, time and type,
-/// and that no full card number is anywhere in it. The per-type rules for `data` build on this.
+/// Checks an incoming event on its own: its shape, JSON types, id, account, time and type, that
+/// no full card number is anywhere in it, and its `data` against its type's schema (`DataSchema`).
+/// Rules that need the account's history are not checked here.
 public enum EnvelopeValidator {
     static let topLevelFields: Set<String> = ["id", "type", "account", "at", "data", "seq"]
 
@@ -45,9 +46,12 @@ public enum EnvelopeValidator {
         }
     }
 
-    /// A type name safe to repeat in a message: letters only, not too long.
-    static func printable(_ s: String) -> String {
-        s.utf8.count <= 64 && s.utf8.allSatisfy { ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) } ? "\"\(s)\"" : "(not shown)"
+    /// A name safe to repeat in a message (letters, and the `extra` characters; short), else "(not shown)".
+    static func printable(_ s: String, allowing extra: String = "") -> String {
+        let ok = s.utf8.count <= 64 && s.utf8.allSatisfy {
+            ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || extra.utf8.contains($0)
+        }
+        return ok ? "\"\(s)\"" : "(not shown)"
     }
 
     /// Parses and checks one NDJSON line.
@@ -91,6 +95,7 @@ public enum EnvelopeValidator {
         if let path = CardNumbers.firstPath(in: dataValue, path: "data") {
             return .failure(Rejection(field: path, "holds what looks like a full card number; only the last 4 digits may be stored"))
         }
+        if let problem = DataSchema.check(type, data) { return .failure(problem) }
         return .success(Envelope(id: id, type: type, account: account, at: at, data: data))
     }
 }

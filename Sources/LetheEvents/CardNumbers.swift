@@ -7,27 +7,29 @@
 public enum CardNumbers {
     /// Whether `text` holds a full card number anywhere.
     public static func contains(_ text: String) -> Bool {
-        // Most strings hold fewer than 13 digits in all: one cheap pass rules them out.
-        var total = 0
-        for c in text.utf8 where c >= 48 && c <= 57 { total += 1 }
-        guard total >= 13 else { return false }
-        var utf8 = text.utf8.makeIterator()
-        var digits: [UInt8] = []
-        digits.reserveCapacity(24)
-        var pendingSeparator = false
-        while let c = utf8.next() {
-            if c >= 48 && c <= 57 {
-                digits.append(c - 48)
-                pendingSeparator = false
-            } else if (c == 0x20 || c == 0x2D) && !digits.isEmpty && !pendingSeparator {
-                pendingSeparator = true
-            } else {
-                if isCard(digits) { return true }
-                digits.removeAll(keepingCapacity: true)
-                pendingSeparator = false
+        var text = text
+        return text.withUTF8 { utf8 in
+            // Most strings hold fewer than 13 digits in all: one cheap pass rules them out.
+            var total = 0
+            for c in utf8 where c &- 48 < 10 { total += 1 }
+            guard total >= 13 else { return false }
+            var digits: [UInt8] = []
+            digits.reserveCapacity(24)
+            var pendingSeparator = false
+            for c in utf8 {
+                if c &- 48 < 10 {
+                    digits.append(c - 48)
+                    pendingSeparator = false
+                } else if (c == 0x20 || c == 0x2D) && !digits.isEmpty && !pendingSeparator {
+                    pendingSeparator = true
+                } else {
+                    if isCard(digits) { return true }
+                    digits.removeAll(keepingCapacity: true)
+                    pendingSeparator = false
+                }
             }
+            return isCard(digits)
         }
-        return isCard(digits)
     }
 
     static func isCard(_ digits: [UInt8]) -> Bool {

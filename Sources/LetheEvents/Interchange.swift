@@ -94,15 +94,16 @@ public struct Importer {
 
     /// Reads `reader` to its end. Rejections are reported in line order; `progress` gets the bytes read.
     ///
-    /// Two threads share the work: one reads, parses, checks and encodes lines a batch ahead, the
-    /// calling thread appends batches to the journal. At most two parsed batches wait between them.
+    /// Two threads share the work: one reads, parses, checks, encodes and seals lines a batch
+    /// ahead (`Journal.prepare`), the calling thread appends batches to the journal. At most two
+    /// prepared batches wait between them.
     public func run(
         _ reader: consuming LineReader, onRejection: (LineRejection) -> Void, progress: ((Int64) -> Void)? = nil
     ) throws -> Summary {
         let queue = BatchQueue(capacity: 2)
-        let parser = Thread { [codec, batchSize, reader] in
+        let parser = Thread { [codec, batchSize, reader, journal] in
             var reader = reader
-            Importer.parse(&reader, codec: codec, batchSize: batchSize, into: queue)
+            Importer.parse(&reader, codec: codec, batchSize: batchSize, journal: journal, into: queue)
         }
         parser.stackSize = 4 << 20
         parser.name = "lethe-parse"
@@ -111,11 +112,11 @@ public struct Importer {
         var summary = Summary()
         var failure: (any Error)?
         while let batch = queue.pop() {
-            if let error = batch.readError { failure = failure ?? error }
+            if let error = batch.error { failure = failure ?? error }
             guard failure == nil else { continue }  // drain until the parser stops
             var rejections = batch.rejections
             do {
-                let outcomes = batch.events.isEmpty ? [] : try journal.append(batch.events)
+                let outcomes = batch.prepared.count == 0 ? [] : try journal.append(batch.prepared)
                 for (line, outcome) in zip(batch.lines, outcomes) {
                     switch outcome {
                     case .appended: summary.imported += 1
@@ -138,9 +139,18 @@ public struct Importer {
         return summary
     }
 
-    /// The parsing side: fills batches of checked, encoded events and hands them over.
-    static func parse(_ reader: inout LineReader, codec: PayloadCodec, batchSize: Int, into queue: BatchQueue) {
+    /// The parsing side: fills batches of checked, encoded and sealed events and hands them over.
+    static func parse(_ reader: inout LineReader, codec: PayloadCodec, batchSize: Int, journal: Journal, into queue: BatchQueue) {
         var batch = ParsedBatch()
+        var events: [NewEvent] = []
+        /// Seals the batch (while the journal appends the previous one) and hands it over.
+        func handOver() throws {
+            batch.bytesRead = reader.bytesRead
+            batch.prepared = try journal.prepare(events)
+            queue.push(batch)
+            batch = ParsedBatch()
+            events.removeAll(keepingCapacity: true)
+        }
         do {
             while let line = try reader.next(), !queue.isCancelled {
                 let number = reader.lineNumber
@@ -155,34 +165,32 @@ public struct Importer {
                 case .failure(let rejection):
                     batch.rejections.append(LineRejection(line: number, reason: rejection.description))
                 case .success(let e):
-                    batch.events.append(NewEvent(
+                    events.append(NewEvent(
                         id: e.id, account: e.account, type: e.type.rawValue, at: e.at,
                         payload: codec.encode(type: e.type.rawValue, data: e.data)))
                     batch.lines.append(number)
                 }
-                if batch.events.count >= batchSize {
-                    batch.bytesRead = reader.bytesRead
-                    queue.push(batch)
-                    batch = ParsedBatch()
-                }
+                if events.count >= batchSize { try handOver() }
             }
+            try handOver()
         } catch {
-            batch.readError = error as? JournalError ?? JournalError(.storage, "cannot read the input", underlying: error)
+            batch.error = error as? JournalError ?? JournalError(.storage, "cannot read the input", underlying: error)
+            queue.push(batch)
         }
-        batch.bytesRead = reader.bytesRead
-        queue.push(batch)
         queue.finish()
     }
 }
 
-/// Lines parsed ahead of the journal: events ready to append, and the lines already refused.
+/// Lines parsed and sealed ahead of the journal: events ready to append, and the lines already refused.
 struct ParsedBatch: Sendable {
-    var events: [NewEvent] = []
+    var prepared = PreparedBatch.empty
+    /// The line number of each prepared event.
     var lines: [Int] = []
     var rejections: [Importer.LineRejection] = []
     var lineCount = 0
     var bytesRead: Int64 = 0
-    var readError: JournalError?
+    /// Reading or sealing failed: the import stops.
+    var error: JournalError?
 }
 
 /// A bounded hand-over between the parsing thread and the appending thread.

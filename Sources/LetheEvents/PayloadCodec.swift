@@ -97,7 +97,7 @@ public struct PayloadCodec: Sendable {
             let n = s.utf8.count
             if n < 128 {
                 w.u8(0x80 | UInt8(n))  // short strings: tag and length in one byte
-                w.raw(s.utf8)
+                w.utf8(s)
             } else {
                 w.u8(5)
                 w.string(s)

@@ -45,7 +45,19 @@ package struct BinaryWriter {
         bytes.append(contentsOf: data)
     }
 
-    package mutating func string(_ s: String) { lengthPrefixed(s.utf8) }
+    package mutating func string(_ s: String) {
+        var s = s
+        s.withUTF8 { utf8 in
+            varint(utf8.count)
+            bytes.append(contentsOf: utf8)
+        }
+    }
+
+    /// The UTF-8 bytes of `s`, without a length.
+    package mutating func utf8(_ s: String) {
+        var s = s
+        s.withUTF8 { bytes.append(contentsOf: $0) }
+    }
 }
 
 /// Reads what `BinaryWriter` wrote; every read is bounds-checked and throws `BinaryReader.Truncated`.

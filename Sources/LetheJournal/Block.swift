@@ -20,8 +20,8 @@ public struct EventHeader: Hashable, Sendable {
     }
 }
 
-/// An event as stored: its header, the writer id of its nonce, and its sealed payload or, once
-/// purged, only the digest the chain needs.
+/// An event as stored: its header, its nonce, and its sealed payload or, once purged, only the
+/// digest the chain needs.
 package struct SealedEvent: Equatable, Sendable {
     package enum Body: Equatable, Sendable {
         case sealed([UInt8])
@@ -29,12 +29,12 @@ package struct SealedEvent: Equatable, Sendable {
     }
 
     package var header: EventHeader
-    package var writer: UInt32
+    package var nonce: NonceID
     package var body: Body
 
     package var digest: [UInt8] {
         switch body {
-        case .sealed(let bytes): return Sealing.digest(writer: writer, sealed: bytes)
+        case .sealed(let bytes): return Sealing.digest(nonce: nonce, sealed: bytes)
         case .purged(let digest): return digest
         }
     }
@@ -47,7 +47,8 @@ package struct SealedEvent: Equatable, Sendable {
 /// "LTHB" format:u8=1 first_seq:u64 count:varint
 /// accounts: n:varint, n × string        types: n:varint, n × string
 /// count × account index   count × type index   count × version   count × zigzag(at - previous at)
-/// count × writer:u32   count × id (string, empty = none)   count × state:u8 (0 sealed, 1 purged)
+/// count × session:u64   count × zigzag(counter − previous counter)   count × id (string, empty = none)
+/// count × state:u8 (0 sealed, 1 purged)
 /// count × payload length   payload bytes, concatenated   32-byte digest per purged event
 /// previous link (32)   last link (32)
 /// ```
@@ -100,7 +101,12 @@ package struct Block: Equatable {
             w.zigzag(e.header.at.nanoseconds &- previousAt)
             previousAt = e.header.at.nanoseconds
         }
-        for e in events { w.u32(e.writer) }
+        for e in events { w.u64(e.nonce.session) }
+        var previousCounter: Int64 = 0
+        for e in events {
+            w.zigzag(Int64(e.nonce.counter) - previousCounter)
+            previousCounter = Int64(e.nonce.counter)
+        }
         for e in events { w.string(e.header.id ?? "") }
         for e in events {
             if case .purged = e.body { w.u8(1) } else { w.u8(0) }
@@ -144,7 +150,13 @@ package struct Block: Equatable {
                 at = at &+ (try r.zigzag())
                 return at
             }
-            let writers = try (0..<count).map { _ in try r.u32() }
+            let sessions = try (0..<count).map { _ in try r.u64() }
+            var counter: Int64 = 0
+            let counters = try (0..<count).map { _ -> UInt32 in
+                counter += try r.zigzag()
+                guard let c = UInt32(exactly: counter) else { throw corrupt("nonce counter out of range") }
+                return c
+            }
             let ids = try (0..<count).map { _ in try r.string() }
             let states = try (0..<count).map { _ in try r.u8() }
             let lengths = try (0..<count).map { _ in try r.count(limit: Journal.maxPayloadBytes + 64) }
@@ -157,10 +169,10 @@ package struct Block: Equatable {
                     type: typeNames[typeIdx[i]], at: Timestamp(nanoseconds: times[i]), id: ids[i].isEmpty ? nil : ids[i])
                 switch states[i] {
                 case 0:
-                    events.append(SealedEvent(header: header, writer: writers[i], body: .sealed(Array(try r.bytes(lengths[i])))))
+                    events.append(SealedEvent(header: header, nonce: NonceID(session: sessions[i], counter: counters[i]), body: .sealed(Array(try r.bytes(lengths[i])))))
                 case 1:
                     guard lengths[i] == 0 else { throw corrupt("purged event \(header.seq) has a payload") }
-                    events.append(SealedEvent(header: header, writer: writers[i], body: .purged(digest: [])))
+                    events.append(SealedEvent(header: header, nonce: NonceID(session: sessions[i], counter: counters[i]), body: .purged(digest: [])))
                 default:
                     throw corrupt("event \(header.seq) has unknown state \(states[i])")
                 }

@@ -92,6 +92,9 @@ public final class Journal: Sendable {
     public let keysPath: String
     let options: Options
     let master: MasterKeySource
+    /// Keys and nonces: taken by `prepare`, never while waiting for the writer.
+    private let sealer: Mutex<Sealer>
+    /// Decisions, the chain and the file: taken by `append` (which may then take `sealer`, never the reverse).
     private let writer: Mutex<Writer>
 
     /// Opens the journal at `path` (creating it when missing) and its key store at `keysPath`
@@ -104,7 +107,9 @@ public final class Journal: Sendable {
         self.master = master ?? MasterKeySource(keysPath: self.keysPath)
         let db = try Journal.openDatabase(path: path, options: options)
         let keys = try KeyStore(path: self.keysPath, master: self.master, entropy: options.entropy, synchronous: options.synchronous)
-        writer = Mutex(try Writer(db: db, keys: keys, options: options))
+        let anchorKey = keys.anchorKey(journalID: try JournalReader.journalID(db))
+        writer = Mutex(try Writer(db: db, anchorKey: anchorKey, options: options))
+        sealer = Mutex(Sealer(keys: keys, entropy: options.entropy))
     }
 
     static func openDatabase(path: String, options: Options) throws -> SQLiteDatabase {
@@ -128,7 +133,8 @@ public final class Journal: Sendable {
                         PRIMARY KEY(account_id, block_id)) WITHOUT ROWID;
                     CREATE TABLE IF NOT EXISTS tail(
                         seq INTEGER PRIMARY KEY, account TEXT NOT NULL, version INTEGER NOT NULL,
-                        type TEXT NOT NULL, at INTEGER NOT NULL, event_id TEXT, writer INTEGER NOT NULL,
+                        type TEXT NOT NULL, at INTEGER NOT NULL, event_id TEXT,
+                        session INTEGER NOT NULL, counter INTEGER NOT NULL,
                         payload BLOB, digest BLOB, link BLOB NOT NULL);
                     CREATE TABLE IF NOT EXISTS event_ids(id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
                     """)
@@ -163,7 +169,58 @@ public final class Journal: Sendable {
     ///
     /// - Complexity: O(n) in the batch, independent of the journal's size.
     public func append(_ events: [NewEvent]) throws -> [AppendOutcome] {
-        try writer.withLock { try $0.append(events) }
+        try append(prepare(events))
+    }
+
+    /// Appends a batch sealed beforehand by `prepare`.
+    public func append(_ batch: PreparedBatch) throws -> [AppendOutcome] {
+        try writer.withLock { writer in
+            // Accounts whose key was destroyed since `prepare` take nothing (lock order: writer, then sealer).
+            let accounts = Set(batch.items.map(\.account))
+            let shredded = try sealer.withLock { try $0.shredded(among: accounts) }
+            return try writer.append(batch, shredded: shredded)
+        }
+    }
+
+    /// Checks and seals `events` (compression, AES-GCM, digests) without taking the writer's lock:
+    /// a caller can prepare the next batch while the previous one is being appended. Keys for new
+    /// accounts are created (and committed) here, before any event that needs them is written.
+    ///
+    /// - Complexity: O(n) in the batch.
+    public func prepare(_ events: [NewEvent]) throws -> PreparedBatch {
+        var items = events.map { e in
+            PreparedBatch.Item(id: e.id, account: e.account, type: e.type, at: e.at, expectedVersion: e.expectedVersion,
+                               sealed: .failure(JournalError(.invalidEvent, "not sealed")))
+        }
+        var valid: [Int] = []
+        for (k, e) in events.enumerated() {
+            if let error = Journal.check(e) { items[k].sealed = .failure(error) } else { valid.append(k) }
+        }
+        let accounts = Set(valid.map { events[$0].account })
+        let (keys, nonces) = try sealer.withLock { sealer in
+            (try sealer.keys(for: accounts, at: options.clock.now(), logger: options.logger), sealer.reserve(valid.count))
+        }
+        // One thread: callers get parallelism by preparing the next batch while the journal
+        // appends the previous one (as the importer does), not from inside one batch.
+        let results = valid.indices.map { k -> Result<PreparedBatch.Sealed, JournalError> in
+            let e = events[valid[k]]
+            guard case .key(let key) = keys[e.account] else {
+                return .failure(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
+            }
+            let body = Sealing.seal(e.payload, key: key, nonce: nonces[k], account: e.account)
+            return .success(PreparedBatch.Sealed(nonce: nonces[k], body: body, digest: Sealing.digest(nonce: nonces[k], sealed: body)))
+        }
+        for (k, index) in valid.enumerated() { items[index].sealed = results[k] }
+        return PreparedBatch(items: items)
+    }
+
+    static func check(_ e: NewEvent) -> JournalError? {
+        func bad(_ field: String, _ why: String) -> JournalError { JournalError(.invalidEvent, "field \(field): \(why)") }
+        if e.account.isEmpty || e.account.utf8.count > Journal.maxAccountBytes { return bad("account", "must be 1 to \(Journal.maxAccountBytes) bytes") }
+        if e.type.isEmpty || e.type.utf8.count > Journal.maxTypeBytes { return bad("type", "must be 1 to \(Journal.maxTypeBytes) bytes") }
+        if let id = e.id, id.isEmpty || id.utf8.count > Journal.maxIDBytes { return bad("id", "must be 1 to \(Journal.maxIDBytes) bytes") }
+        if e.payload.count > Journal.maxPayloadBytes { return bad("data", "payload above \(Journal.maxPayloadBytes) bytes") }
+        return nil
     }
 
     /// Appends one event; a rejection is thrown.
@@ -187,7 +244,7 @@ public final class Journal: Sendable {
     /// Destroys the account's data key: its sealed payloads become unreadable everywhere,
     /// backups included.
     public func destroyKey(of account: String, at time: Timestamp) throws {
-        try writer.withLock { try $0.keys.destroyKey(account, at: time) }
+        try sealer.withLock { try $0.keys.destroyKey(account, at: time) }
     }
 
     func header(seq: Int64) throws -> EventHeader {
@@ -206,13 +263,81 @@ public final class Journal: Sendable {
     }
 }
 
-/// Output slots for the parallel sealing pass.
-///
-/// `@unchecked Sendable` is safe: each worker writes only the indices congruent to its own part
-/// number, the buffers outlive `concurrentPerform`, and nothing reads them until it returns.
-private struct DisjointSlots: @unchecked Sendable {
-    let events: UnsafeMutableBufferPointer<SealedEvent>
-    let digests: UnsafeMutableBufferPointer<[UInt8]>
+/// Events checked and sealed by `Journal.prepare`, waiting for `Journal.append`. The plaintext
+/// is gone: only ciphertext, nonces and digests are kept.
+public struct PreparedBatch: Sendable {
+    struct Sealed: Sendable {
+        var nonce: NonceID
+        var body: [UInt8]
+        var digest: [UInt8]
+    }
+
+    struct Item: Sendable {
+        var id: String?
+        var account: String
+        var type: String
+        var at: Timestamp
+        var expectedVersion: Int64?
+        /// The sealed payload, or why the event was refused before it reached the writer.
+        var sealed: Result<Sealed, JournalError>
+    }
+
+    var items: [Item]
+
+    public var count: Int { items.count }
+
+    public static let empty = PreparedBatch(items: [])
+}
+
+/// The key store and this process's nonce session. Lives inside the journal's `sealer` mutex.
+final class Sealer {
+    let keys: KeyStore
+    private let entropy: Entropy
+    private var session: UInt64
+    private var nextCounter: UInt64 = 0
+
+    init(keys: KeyStore, entropy: Entropy) {
+        self.keys = keys
+        self.entropy = entropy
+        session = Sealer.newSession(entropy)
+    }
+
+    private static func newSession(_ entropy: Entropy) -> UInt64 {
+        var r = BinaryReader(entropy.bytes(8))
+        return try! r.u64()  // exactly 8 bytes
+    }
+
+    /// `n` fresh nonces; a session that would run out of counters takes a new random id first.
+    func reserve(_ n: Int) -> [NonceID] {
+        if nextCounter + UInt64(n) > UInt64(UInt32.max) {
+            session = Sealer.newSession(entropy)
+            nextCounter = 0
+        }
+        defer { nextCounter += UInt64(n) }
+        return (0..<n).map { NonceID(session: session, counter: UInt32(nextCounter + UInt64($0))) }
+    }
+
+    /// Each account's key, creating (and committing) keys for accounts that have none yet.
+    func keys(for accounts: Set<String>, at time: Timestamp, logger: Logger) throws -> [String: KeyStore.Lookup] {
+        var found: [String: KeyStore.Lookup] = [:]
+        var missing: [String] = []
+        for account in accounts {
+            let lookup = try keys.lookup(account)
+            if case .none = lookup { missing.append(account) } else { found[account] = lookup }
+        }
+        if !missing.isEmpty {
+            logger.trace("creating account keys", metadata: ["count": "\(missing.count)"])
+            for (account, key) in zip(missing, try keys.createKeys(for: missing, at: time)) {
+                found[account] = key.map { .key($0) } ?? .destroyed
+            }
+        }
+        return found
+    }
+
+    /// The accounts among `accounts` whose key was destroyed.
+    func shredded(among accounts: Set<String>) throws -> Set<String> {
+        try Set(accounts.filter { if case .destroyed = try keys.lookup($0) { true } else { false } })
+    }
 }
 
 /// The writer's state: the connection, the key store, the head of the chain and the unsealed tail.
@@ -226,10 +351,7 @@ final class Writer {
     }
 
     let db: SQLiteDatabase
-    let keys: KeyStore
     let options: Options
-    /// This session's nonce prefix: random, so nonces differ from every earlier session's.
-    let writerID: UInt32
     /// Authenticates the chain head (see `Anchor`).
     private let anchorKey: SymmetricKey
     private(set) var headSeq: Int64 = 0
@@ -246,16 +368,13 @@ final class Writer {
 
     typealias Options = Journal.Options
 
-    init(db: SQLiteDatabase, keys: KeyStore, options: Options) throws {
+    init(db: SQLiteDatabase, anchorKey: SymmetricKey, options: Options) throws {
         self.db = db
-        self.keys = keys
         self.options = options
-        var w = BinaryReader(options.entropy.bytes(4))
-        writerID = try! w.u32()
-        anchorKey = keys.anchorKey(journalID: try JournalReader.journalID(db))
+        self.anchorKey = anchorKey
         try reload()
         options.logger.debug("journal opened", metadata: [
-            "path": "\(db.path)", "head_seq": "\(headSeq)", "unsealed": "\(tail.count)", "writer": "\(writerID)",
+            "path": "\(db.path)", "head_seq": "\(headSeq)", "unsealed": "\(tail.count)",
         ])
     }
 
@@ -315,17 +434,8 @@ final class Writer {
         return try s.step() ? s.int(0) : nil
     }
 
-    private func check(_ e: NewEvent) -> JournalError? {
-        func bad(_ field: String, _ why: String) -> JournalError { JournalError(.invalidEvent, "field \(field): \(why)") }
-        if e.account.isEmpty || e.account.utf8.count > Journal.maxAccountBytes { return bad("account", "must be 1 to \(Journal.maxAccountBytes) bytes") }
-        if e.type.isEmpty || e.type.utf8.count > Journal.maxTypeBytes { return bad("type", "must be 1 to \(Journal.maxTypeBytes) bytes") }
-        if let id = e.id, id.isEmpty || id.utf8.count > Journal.maxIDBytes { return bad("id", "must be 1 to \(Journal.maxIDBytes) bytes") }
-        if e.payload.count > Journal.maxPayloadBytes { return bad("data", "payload above \(Journal.maxPayloadBytes) bytes") }
-        return nil
-    }
-
-    func append(_ batch: [NewEvent]) throws -> [AppendOutcome] {
-        guard !batch.isEmpty else { return [] }
+    func append(_ batch: PreparedBatch, shredded: Set<String>) throws -> [AppendOutcome] {
+        guard !batch.items.isEmpty else { return [] }
         do {
             return try db.transaction {
                 // Another process may have appended since this writer last looked.
@@ -333,7 +443,7 @@ final class Writer {
                     options.logger.debug("journal head moved under this writer; reloading", metadata: ["head_seq": "\(headSeq)"])
                     try reload()
                 }
-                return try appendInTransaction(batch)
+                return try appendInTransaction(batch.items, shredded: shredded)
             }
         } catch {
             // The transaction rolled back: forget whatever this batch cached.
@@ -342,23 +452,28 @@ final class Writer {
         }
     }
 
-    private func appendInTransaction(_ batch: [NewEvent]) throws -> [AppendOutcome] {
-        // Accounts of this batch, staged until the commit, with their keys.
+    private func appendInTransaction(_ batch: [PreparedBatch.Item], shredded: Set<String>) throws -> [AppendOutcome] {
+        // Accounts of this batch, staged until the commit.
         var staged: [String: AccountRow] = [:]
-        var keyFor: [String: SymmetricKey] = [:]
         var newAccounts: [String] = []
-        var needKeys: [String] = []
         let claimID = try db.statement("INSERT INTO event_ids(id, seq) VALUES(?, ?) ON CONFLICT(id) DO NOTHING")
         let unclaimID = try db.statement("DELETE FROM event_ids WHERE id = ?")
         var outcomes: [AppendOutcome] = []
         outcomes.reserveCapacity(batch.count)
-        // First pass: decide each event's fate, and its seq, version and account id.
-        var accepted: [(index: Int, header: EventHeader)] = []
+        var sealed: [SealedEvent] = []
+        var links: [[UInt8]] = []
+        sealed.reserveCapacity(batch.count)
+        links.reserveCapacity(batch.count)
+        var link = headLink
         var seq = headSeq
-        for (index, e) in batch.enumerated() {
-            if let error = check(e) {
+        for e in batch {
+            let body: PreparedBatch.Sealed
+            switch e.sealed {
+            case .failure(let error):
                 outcomes.append(.rejected(error))
                 continue
+            case .success(let s):
+                body = s
             }
             // Claim the id with the seq the event will get: one statement both checks and records
             // it. The claim is withdrawn below should the event be refused.
@@ -374,24 +489,19 @@ final class Writer {
                 outcomes.append(.rejected(error))
                 if let id = e.id { unclaimID.reset(); try unclaimID.bind(1, id).run() }
             }
+            if shredded.contains(e.account) {
+                try refuse(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
+                continue
+            }
             var row: AccountRow
             var isNew = false
             if let s = staged[e.account] {
                 row = s
+            } else if let known = try accountRow(e.account) {
+                row = known
             } else {
-                switch try keys.lookup(e.account) {
-                case .destroyed:
-                    try refuse(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
-                    continue
-                case .key(let key): keyFor[e.account] = key
-                case .none: break
-                }
-                if let known = try accountRow(e.account) {
-                    row = known
-                } else {
-                    row = AccountRow(id: nextAccountID + Int64(newAccounts.count), version: 0, lastAt: .min)
-                    isNew = true
-                }
+                row = AccountRow(id: nextAccountID + Int64(newAccounts.count), version: 0, lastAt: .min)
+                isNew = true
             }
             if let expected = e.expectedVersion, expected != row.version {
                 try refuse(JournalError(
@@ -404,52 +514,15 @@ final class Writer {
                 continue
             }
             if isNew { newAccounts.append(e.account) }
-            if staged[e.account] == nil && keyFor[e.account] == nil { needKeys.append(e.account) }
             seq += 1
             row.version += 1
             row.lastAt = e.at.nanoseconds
             staged[e.account] = row
             let header = EventHeader(seq: seq, version: row.version, account: e.account, type: e.type, at: e.at, id: e.id)
-            accepted.append((index, header))
-            outcomes.append(.appended(header))
-        }
-        // New keys are committed to the key store before the journal commits: a crash in between
-        // leaves an unused key, never an event without one.
-        if !needKeys.isEmpty { options.logger.trace("creating account keys", metadata: ["count": "\(needKeys.count)"]) }
-        for (account, key) in zip(needKeys, try keys.createKeys(for: needKeys, at: options.clock.now())) {
-            // nil: another process erased the account between the lookup and now.
-            guard let key else { throw JournalError(.accountShredded, "account \(account) was erased while this batch was being written; retry it") }
-            keyFor[account] = key
-        }
-        // Second pass: seal and digest each accepted event (independent, so large batches use
-        // every core), then chain them in order.
-        var sealed = [SealedEvent](
-            repeating: SealedEvent(header: EventHeader(seq: 0, version: 0, account: "", type: "", at: Timestamp(nanoseconds: 0), id: nil), writer: 0, body: .sealed([])),
-            count: accepted.count)
-        var digests = [[UInt8]](repeating: [], count: accepted.count)
-        let writer = writerID
-        let parts = accepted.count >= 512 ? 2 : 1
-        let (jobs, keys) = (accepted, keyFor)
-        sealed.withUnsafeMutableBufferPointer { out in
-            digests.withUnsafeMutableBufferPointer { dig in
-                let slots = DisjointSlots(events: out, digests: dig)
-                DispatchQueue.concurrentPerform(iterations: parts) { part in
-                    for k in stride(from: part, to: jobs.count, by: parts) {
-                        let a = jobs[k]
-                        let e = batch[a.index]
-                        let body = Sealing.seal(e.payload, key: keys[e.account]!, writer: writer, seq: a.header.seq, account: e.account)
-                        slots.digests[k] = Sealing.digest(writer: writer, sealed: body)
-                        slots.events[k] = SealedEvent(header: a.header, writer: writer, body: .sealed(body))
-                    }
-                }
-            }
-        }
-        var links: [[UInt8]] = []
-        links.reserveCapacity(accepted.count)
-        var link = headLink
-        for (event, digest) in zip(sealed, digests) {
-            link = Chain.link(previous: link, header: event.header, digest: digest)
+            link = Chain.link(previous: link, header: header, digest: body.digest)
+            sealed.append(SealedEvent(header: header, nonce: body.nonce, body: .sealed(body.body)))
             links.append(link)
+            outcomes.append(.appended(header))
         }
         try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
         return outcomes
@@ -538,18 +611,19 @@ final class Writer {
 
     private func insertTail(_ events: [SealedEvent], _ links: [[UInt8]]) throws {
         let insert = try db.statement("""
-            INSERT INTO tail(seq, account, version, type, at, event_id, writer, payload, digest, link)
-            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO tail(seq, account, version, type, at, event_id, session, counter, payload, digest, link)
+            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         for (e, link) in zip(events, links) {
             insert.reset()
             insert.bind(1, e.header.seq).bind(2, e.header.account).bind(3, e.header.version).bind(4, e.header.type)
-                .bind(5, e.header.at.nanoseconds).bind(6, e.header.id).bind(7, Int64(e.writer))
+                .bind(5, e.header.at.nanoseconds).bind(6, e.header.id)
+                .bind(7, Int64(bitPattern: e.nonce.session)).bind(8, Int64(e.nonce.counter))
             switch e.body {
-            case .sealed(let bytes): insert.bind(8, bytes).bind(9, nil as [UInt8]?)
-            case .purged(let digest): insert.bind(8, nil as [UInt8]?).bind(9, digest)
+            case .sealed(let bytes): insert.bind(9, bytes).bind(10, nil as [UInt8]?)
+            case .purged(let digest): insert.bind(9, nil as [UInt8]?).bind(10, digest)
             }
-            try insert.bind(10, link).run()
+            try insert.bind(11, link).run()
         }
     }
 }

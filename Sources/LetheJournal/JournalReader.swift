@@ -84,7 +84,7 @@ public final class JournalReader {
 
     static func tailRows(_ db: SQLiteDatabase) throws -> ([SealedEvent], [[UInt8]]) {
         let s = try db.statement("""
-            SELECT seq, account, version, type, at, event_id, writer, payload, digest, link FROM tail ORDER BY seq
+            SELECT seq, account, version, type, at, event_id, session, counter, payload, digest, link FROM tail ORDER BY seq
             """)
         var events: [SealedEvent] = []
         var links: [[UInt8]] = []
@@ -92,9 +92,10 @@ public final class JournalReader {
             let header = EventHeader(
                 seq: s.int(0), version: s.int(2), account: s.text(1) ?? "", type: s.text(3) ?? "",
                 at: Timestamp(nanoseconds: s.int(4)), id: s.text(5))
-            let body: SealedEvent.Body = s.isNull(7) ? .purged(digest: s.blob(8)) : .sealed(s.blob(7))
-            events.append(SealedEvent(header: header, writer: UInt32(truncatingIfNeeded: s.int(6)), body: body))
-            links.append(s.blob(9))
+            let body: SealedEvent.Body = s.isNull(8) ? .purged(digest: s.blob(9)) : .sealed(s.blob(8))
+            let nonce = NonceID(session: UInt64(bitPattern: s.int(6)), counter: UInt32(truncatingIfNeeded: s.int(7)))
+            events.append(SealedEvent(header: header, nonce: nonce, body: body))
+            links.append(s.blob(10))
         }
         return (events, links)
     }
@@ -115,14 +116,14 @@ public final class JournalReader {
     }
 
     /// Calls `body` with every stored event from `from` through `through`, in order; one block in memory at a time.
-    func scan(from: Int64 = 1, through: Int64 = .max, _ body: (SealedEvent) throws -> Void) throws {
+    package func scan(from: Int64 = 1, through: Int64 = .max, _ body: (SealedEvent) throws -> Void) throws {
         try scanGroups(from: from, through: through) { group in
             for e in group { try body(e) }
         }
     }
 
     /// Like `scan`, a block (or the tail) at a time.
-    func scanGroups(from: Int64 = 1, through: Int64 = .max, _ body: ([SealedEvent]) throws -> Void) throws {
+    package func scanGroups(from: Int64 = 1, through: Int64 = .max, _ body: ([SealedEvent]) throws -> Void) throws {
         let blocks = try wrap {
             try db.statement("""
                 SELECT id, first_seq, last_seq, frame FROM blocks
@@ -141,7 +142,7 @@ public final class JournalReader {
     ///
     /// - Complexity: proportional to the blocks that hold the account's events (an index lookup),
     ///   not to the journal.
-    func scan(account: String, _ body: (SealedEvent) throws -> Void) throws {
+    package func scan(account: String, _ body: (SealedEvent) throws -> Void) throws {
         let s = try wrap {
             try db.statement("""
                 SELECT b.id, b.first_seq, b.last_seq, b.frame FROM accounts a
@@ -181,7 +182,7 @@ public final class JournalReader {
             case .key(let key):
                 return Result { () throws(JournalError) in
                     do {
-                        let plain = try Sealing.open(bytes, key: key, writer: e.writer, seq: e.header.seq, account: e.header.account)
+                        let plain = try Sealing.open(bytes, key: key, nonce: e.nonce, account: e.header.account, seq: e.header.seq)
                         return StoredEvent(header: e.header, payload: .plaintext(plain))
                     } catch let error as JournalError {
                         throw error

@@ -1,13 +1,27 @@
 import Crypto
 
-/// Seals one event's plaintext payload under its account's data key: compress (when that helps),
-/// then AES-256-GCM.
+/// Where an event's nonce comes from: the sealing session's random 64-bit id and a 32-bit
+/// counter that the session hands out once per sealed payload.
 ///
-/// The nonce is the 4-byte writer id (random per journal session) followed by the 8-byte sequence
-/// number, so it is never stored per event and never repeats under one key, even when a restored
-/// backup hands out the same sequence numbers again (the new session has a new writer id). The
-/// additional data binds the ciphertext to its sequence number and account: a sealed payload moved
-/// to another event does not open.
+/// Stored with each event (two block columns that compress to almost nothing). Independent of
+/// the sequence number, so payloads can be sealed before the writer decides their place, on any
+/// thread; unique under every key, since sessions are random and a session takes a new id
+/// before its counter would wrap. A restored backup cannot bring a nonce back either: every
+/// session after the restore has a fresh id.
+package struct NonceID: Hashable, Sendable {
+    package var session: UInt64
+    package var counter: UInt32
+
+    package init(session: UInt64, counter: UInt32) {
+        self.session = session
+        self.counter = counter
+    }
+}
+
+/// Seals one event's plaintext payload under its account's data key: compress (when that helps),
+/// then AES-256-GCM with the event's `NonceID`. The additional data is the account id, so a
+/// payload moved to another account does not open; the chain (which covers the ciphertext's
+/// digest) pins it to its event.
 package enum Sealing {
     static let tagBytes = 16
     private static let raw: UInt8 = 0
@@ -15,22 +29,13 @@ package enum Sealing {
     /// Payloads below this size are not worth an LZ4 attempt.
     private static let compressAbove = 96
 
-    static func nonce(writer: UInt32, seq: Int64) -> AES.GCM.Nonce {
-        var w = BinaryWriter(capacity: 12)
-        w.u32(writer)
-        w.u64(UInt64(seq))
-        return try! AES.GCM.Nonce(data: w.bytes)  // exactly 12 bytes: cannot fail
-    }
-
-    static func additionalData(seq: Int64, account: String) -> [UInt8] {
-        var w = BinaryWriter(capacity: 8 + account.utf8.count)
-        w.u64(UInt64(seq))
-        w.raw(account.utf8)
-        return w.bytes
+    static func nonceBytes(_ id: NonceID, into w: inout BinaryWriter) {
+        w.u64(id.session)
+        w.u32(id.counter)
     }
 
     /// `ciphertext || tag` of the framed (and possibly compressed) payload.
-    package static func seal(_ payload: [UInt8], key: SymmetricKey, writer: UInt32, seq: Int64, account: String) -> [UInt8] {
+    package static func seal(_ payload: [UInt8], key: SymmetricKey, nonce id: NonceID, account: String) -> [UInt8] {
         var framed = BinaryWriter(capacity: payload.count + 8)
         if payload.count > compressAbove, let packed = LZ4.compressBlock(payload[...]) {
             framed.u8(lz4)
@@ -40,10 +45,10 @@ package enum Sealing {
             framed.u8(raw)
             framed.raw(payload)
         }
-        // AES-GCM with a well-formed key and nonce cannot fail.
-        let box = try! AES.GCM.seal(
-            framed.bytes, using: key, nonce: nonce(writer: writer, seq: seq),
-            authenticating: additionalData(seq: seq, account: account))
+        var n = BinaryWriter(capacity: 12)
+        nonceBytes(id, into: &n)
+        // AES-GCM with a well-formed key and a 12-byte nonce cannot fail.
+        let box = try! AES.GCM.seal(framed.bytes, using: key, nonce: try! AES.GCM.Nonce(data: n.bytes), authenticating: Array(account.utf8))
         var out = [UInt8]()
         out.reserveCapacity(box.ciphertext.count + tagBytes)
         out.append(contentsOf: box.ciphertext)
@@ -51,18 +56,17 @@ package enum Sealing {
         return out
     }
 
-    /// The plaintext payload; throws `.corrupt` when authentication or decompression fails.
-    package static func open(_ sealed: [UInt8], key: SymmetricKey, writer: UInt32, seq: Int64, account: String) throws -> [UInt8] {
+    /// The plaintext payload; throws `.corrupt` naming event `seq` when authentication or decompression fails.
+    package static func open(_ sealed: [UInt8], key: SymmetricKey, nonce id: NonceID, account: String, seq: Int64) throws -> [UInt8] {
         guard sealed.count >= tagBytes + 1 else { throw JournalError(.corrupt, "event \(seq): sealed payload too short") }
         let framed: [UInt8]
         do {
             // nonce ‖ ciphertext ‖ tag in one buffer: the cheapest way into swift-crypto.
             var combined = BinaryWriter(capacity: 12 + sealed.count)
-            combined.u32(writer)
-            combined.u64(UInt64(seq))
+            nonceBytes(id, into: &combined)
             combined.raw(sealed)
             let box = try AES.GCM.SealedBox(combined: combined.bytes)
-            framed = Array(try AES.GCM.open(box, using: key, authenticating: additionalData(seq: seq, account: account)))
+            framed = Array(try AES.GCM.open(box, using: key, authenticating: Array(account.utf8)))
         } catch {
             throw JournalError(.corrupt, "event \(seq): payload does not authenticate under its account key")
         }
@@ -84,10 +88,11 @@ package enum Sealing {
         }
     }
 
-    /// What the hash chain covers for a payload: the ciphertext and the writer id of its nonce, never the plaintext.
-    package static func digest(writer: UInt32, sealed: [UInt8]) -> [UInt8] {
+    /// What the hash chain covers for a payload: its nonce and its ciphertext, never the plaintext.
+    package static func digest(nonce id: NonceID, sealed: [UInt8]) -> [UInt8] {
         var h = SHA256()
-        withUnsafeBytes(of: writer.littleEndian) { h.update(bufferPointer: $0) }
+        withUnsafeBytes(of: id.session.littleEndian) { h.update(bufferPointer: $0) }
+        withUnsafeBytes(of: id.counter.littleEndian) { h.update(bufferPointer: $0) }
         h.update(data: sealed)
         return h.finalize().withUnsafeBytes { Array($0) }
     }

@@ -23,10 +23,16 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
     static let years = 1900...2200
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z`; nil for anything else (offsets other than `Z` included).
-    public init?(rfc3339 text: some StringProtocol) {
-        var utf8 = Array(text.utf8)
-        guard utf8.count >= 20, utf8.last == UInt8(ascii: "Z") || utf8.last == UInt8(ascii: "z") else { return nil }
-        utf8.removeLast()
+    public init?(rfc3339 text: String) {
+        var text = text
+        guard let t = text.withUTF8({ Timestamp(rfc3339UTF8: $0) }) else { return nil }
+        self = t
+    }
+
+    /// Parses the UTF-8 bytes of `YYYY-MM-DDTHH:MM:SS[.fraction]Z` without copying them.
+    public init?(rfc3339UTF8 bytes: UnsafeBufferPointer<UInt8>) {
+        guard bytes.count >= 20, bytes.last == UInt8(ascii: "Z") || bytes.last == UInt8(ascii: "z") else { return nil }
+        let utf8 = UnsafeBufferPointer(rebasing: bytes[..<(bytes.count - 1)])
         func digits(_ range: Range<Int>) -> Int? {
             var v = 0
             for i in range {

@@ -146,19 +146,37 @@ import Testing
         }
     }
 
-    @Test func theSameSequenceNeverSharesANonceAcrossSessions() throws {
-        // Two sessions with different randomness seal the same seq under the same key differently.
+    @Test func noTwoPayloadsEverShareANonce() throws {
+        // Sessions (reopenings) with their own random ids, batches and single appends, and a
+        // rejected event in between: every stored nonce is distinct.
         let dir = TempDir()
-        let j1 = try openJournal(dir, name: "a.lethe", seed: 1)
-        let j2 = try openJournal(dir, name: "a2.lethe", seed: 2)
-        #expect(j1.path != j2.path)
-        let key = [UInt8](repeating: 7, count: 32)
-        let a = Sealing.seal([1, 2, 3], key: .init(data: key), writer: 1, seq: 1, account: "a")
-        let b = Sealing.seal([1, 2, 3], key: .init(data: key), writer: 2, seq: 1, account: "a")
-        #expect(a != b)
-        #expect(try Sealing.open(a, key: .init(data: key), writer: 1, seq: 1, account: "a") == [1, 2, 3])
-        #expect(throws: JournalError.self) { try Sealing.open(a, key: .init(data: key), writer: 1, seq: 2, account: "a") }
-        #expect(throws: JournalError.self) { try Sealing.open(a, key: .init(data: key), writer: 1, seq: 1, account: "b") }
+        for session in 1...3 as ClosedRange<UInt64> {
+            let j = try openJournal(dir, blockEvents: 4, seed: session)
+            for i in 0..<5 { try j.append(event("a", at: "2026-01-0\(session)T00:00:0\(i)Z")) }
+            _ = try j.append((0..<7).map { event("b\($0 % 2)", at: "2026-01-0\(session)T00:01:0\($0)Z") })
+            _ = try? j.append(event("a", at: "2025-01-01T00:00:00Z"))  // refused: its nonce is simply never used
+        }
+        let j = try openJournal(dir, blockEvents: 4, seed: 4)
+        var nonces: [NonceID] = []
+        try j.read { try $0.scan { nonces.append($0.nonce) } }
+        #expect(nonces.count == 36 && Set(nonces).count == 36)
+        #expect(Set(nonces.map(\.session)).count == 3)
+    }
+
+    @Test func aPayloadOpensOnlyWithItsNonceAccountAndKey() throws {
+        let key = SymmetricKey(data: [UInt8](repeating: 7, count: 32))
+        let nonce = NonceID(session: 1, counter: 1)
+        let a = Sealing.seal([1, 2, 3], key: key, nonce: nonce, account: "a")
+        #expect(a != Sealing.seal([1, 2, 3], key: key, nonce: NonceID(session: 2, counter: 1), account: "a"))
+        #expect(try Sealing.open(a, key: key, nonce: nonce, account: "a", seq: 1) == [1, 2, 3])
+        #expect(throws: JournalError.self) { try Sealing.open(a, key: key, nonce: NonceID(session: 1, counter: 2), account: "a", seq: 1) }
+        #expect(throws: JournalError.self) { try Sealing.open(a, key: key, nonce: nonce, account: "b", seq: 1) }
+        #expect(throws: JournalError.self) { try Sealing.open(a, key: SymmetricKey(data: [UInt8](repeating: 8, count: 32)), nonce: nonce, account: "a", seq: 1) }
+        // Large payloads are compressed before they are encrypted.
+        let big = [UInt8](repeating: 65, count: 4000)
+        let sealedBig = Sealing.seal(big, key: key, nonce: nonce, account: "a")
+        #expect(sealedBig.count < 200)
+        #expect(try Sealing.open(sealedBig, key: key, nonce: nonce, account: "a", seq: 1) == big)
     }
 }
 

@@ -159,18 +159,25 @@ struct Export: ParsableCommand {
             try journal.read { reader in
                 let head = try reader.headSeq()
                 var count: Int64 = 0
-                let emit = { (e: StoredEvent) throws in
-                    var w = JSONWriter()
-                    try exporter.line(e, into: &w)
-                    w.bytes.append(0x0A)
-                    out.write(w.bytes)
-                    count += 1
-                    if count % 4096 == 0 { progress.update(e.header.seq, of: head, unit: "events") }
-                }
                 if let account {
-                    try reader.events(account: account, emit)
+                    try reader.events(account: account) { e in
+                        var w = JSONWriter()
+                        try exporter.line(e, into: &w)
+                        w.bytes.append(0x0A)
+                        out.write(w.bytes)
+                    }
                 } else {
-                    try reader.events(emit)
+                    // Lines are made on every core, a block at a time, and written in order.
+                    try reader.events(transform: { e -> [UInt8] in
+                        var w = JSONWriter()
+                        try exporter.line(e, into: &w)
+                        w.bytes.append(0x0A)
+                        return w.bytes
+                    }) { line in
+                        out.write(line)
+                        count += 1
+                        if count % 4096 == 0 { progress.update(count, of: head, unit: "events") }
+                    }
                 }
             }
             out.flush()

@@ -242,7 +242,7 @@ final class BatchQueue: Sendable {
 }
 
 /// Writes events in the contract's NDJSON shape plus `"seq"`; purged payloads as `"redacted":true`.
-public struct Exporter {
+public struct Exporter: Sendable {
     public var codec: PayloadCodec = .standard
 
     public init() {}

@@ -6,8 +6,8 @@ import Foundation
 ///
 /// `@unchecked Sendable` is safe: each worker writes only the indices congruent to its own part
 /// number, and nothing reads the buffer until `concurrentPerform` returns.
-private struct ResultSlots: @unchecked Sendable {
-    let results: UnsafeMutableBufferPointer<Result<StoredEvent, JournalError>>
+private struct ResultSlots<T>: @unchecked Sendable {
+    let results: UnsafeMutableBufferPointer<Result<T, any Error>>
 }
 
 /// Reads a journal on a connection of its own: whole-journal scans, one account's events, and
@@ -199,21 +199,24 @@ public final class JournalReader {
     }
 
     /// Opens a group of events, on every core when the group is large; results in order.
-    private func openAll(_ events: [SealedEvent]) throws -> [StoredEvent] {
+    /// Opens a group of events and applies `transform` to each, on every core when the group is
+    /// large; results in order. The first failure, in order, is thrown.
+    private func openAll<T: Sendable>(_ events: [SealedEvent], _ transform: @escaping @Sendable (StoredEvent) throws -> T) throws -> [T] {
         // Keys first, on this thread: the key store's connection is not shared.
         var keys: [String: KeyStore.Lookup] = [:]
         for e in events {
             if case .sealed = e.body, keys[e.header.account] == nil { keys[e.header.account] = try lookup(e.header.account) }
         }
         let keysPath = keyStore?.path ?? ""
-        var results = [Result<StoredEvent, JournalError>](repeating: .failure(JournalError(.corrupt, "not opened")), count: events.count)
+        var results = [Result<T, any Error>](repeating: .failure(JournalError(.corrupt, "not opened")), count: events.count)
         let parts = events.count >= 256 ? 2 : 1
         let frozen = keys
         results.withUnsafeMutableBufferPointer { buffer in
             let slots = ResultSlots(results: buffer)
             DispatchQueue.concurrentPerform(iterations: parts) { part in
                 for k in stride(from: part, to: events.count, by: parts) {
-                    slots.results[k] = JournalReader.open(events[k], key: frozen[events[k].header.account] ?? .none, keysPath: keysPath)
+                    let opened = JournalReader.open(events[k], key: frozen[events[k].header.account] ?? .none, keysPath: keysPath)
+                    slots.results[k] = Result { try transform(try opened.get()) }
                 }
             }
         }
@@ -224,8 +227,16 @@ public final class JournalReader {
     ///
     /// A block's payloads are decrypted on every core before `body` sees them, one by one, in order.
     public func events(from: Int64 = 1, _ body: (StoredEvent) throws -> Void) throws {
+        try events(from: from, transform: { $0 }, body)
+    }
+
+    /// Every event from `from` on, decrypted and passed through `transform` (decoding, say) on
+    /// every core a block at a time; `body` gets the results one by one, in journal order.
+    public func events<T: Sendable>(
+        from: Int64 = 1, transform: @escaping @Sendable (StoredEvent) throws -> T, _ body: (T) throws -> Void
+    ) throws {
         try scanGroups(from: from) { group in
-            for e in try openAll(group) { try body(e) }
+            for t in try openAll(group, transform) { try body(t) }
         }
     }
 

@@ -26,6 +26,29 @@ import Testing
         #expect(report.blocks == 2 && report.tailEvents == 5 && report.events == 21 && report.accounts == 3)
     }
 
+    @Test func parallelTransformsArriveInOrderAndFailInOrder() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 300)
+        _ = try j.append((0..<1000).map { event("acc_\($0 % 7)", at: "2026-01-01T00:00:00Z", data: ["path": .string("/\($0)")]) })
+        var paths: [String] = []
+        try j.read { reader in
+            try reader.events(transform: { e in try data(e)["path"]!.string! }) { paths.append($0) }
+        }
+        #expect(paths == (0..<1000).map { "/\($0)" })
+        struct Boom: Error {}
+        var seen: [Int64] = []
+        #expect(throws: Boom.self) {
+            try j.read { reader in
+                try reader.events(transform: { e -> Int64 in
+                    if e.header.seq == 450 || e.header.seq == 700 { throw Boom() }
+                    return e.header.seq
+                }) { seen.append($0) }
+            }
+        }
+        // The block holding the failure is not delivered; everything before it is, in order.
+        #expect(seen == Array(1...300))
+    }
+
     @Test func oneAccountsEventsComeFromItsOwnBlocks() throws {
         let dir = TempDir()
         let j = try openJournal(dir, blockEvents: 4)

@@ -39,12 +39,7 @@ package struct BinaryWriter {
 
     package mutating func raw<C: Collection>(_ data: C) where C.Element == UInt8 { bytes.append(contentsOf: data) }
 
-    /// A varint length, then the bytes.
-    package mutating func lengthPrefixed<C: Collection>(_ data: C) where C.Element == UInt8 {
-        varint(data.count)
-        bytes.append(contentsOf: data)
-    }
-
+    /// A varint length, then the UTF-8 bytes.
     package mutating func string(_ s: String) {
         var s = s
         s.withUTF8 { utf8 in

@@ -107,23 +107,36 @@ let stored = fileSize(journalPath) + fileSize(journalPath + "-wal")
 print("size: journal \(stored) bytes = \(fmt(Double(stored) / imported, 1)) bytes/event (NDJSON \(fmt(Double(inputBytes) / imported, 1)) bytes/event, ratio \(fmt(Double(inputBytes) / Double(stored), 2))x); key store \(fileSize(journalPath + ".keys")) bytes")
 let journal = try open("bench.lethe")
 
-// 3. Full read: every event decrypted and its data decoded, in journal order (median of `repeats`).
-var readCount = 0
-var readTimes: [Double] = []
-for _ in 0..<repeats {
-    readCount = 0
-    readTimes.append(try seconds {
-        try journal.read { reader in
-            // Decrypted and decoded into JSON objects on both cores, delivered in order.
-            try reader.events(transform: { e -> JSONObject? in
-                guard case .plaintext(let p) = e.payload else { return nil }
-                return try PayloadCodec.standard.decode(type: e.header.type, payload: p)
-            }) { _ in readCount += 1 }
-        }
-    })
+// 3. Full read: every event decrypted and its data decoded into JSON objects, in journal order
+// (median of `repeats`), two ways: decoding on the reading thread, and decoding beside the
+// decryption on both cores (`events(transform:)`).
+func fullRead(parallelDecode: Bool) throws -> (Int, Double) {
+    var count = 0
+    var times: [Double] = []
+    for _ in 0..<repeats {
+        count = 0
+        times.append(try seconds {
+            try journal.read { reader in
+                if parallelDecode {
+                    try reader.events(transform: { e -> JSONObject? in
+                        guard case .plaintext(let p) = e.payload else { return nil }
+                        return try PayloadCodec.standard.decode(type: e.header.type, payload: p)
+                    }) { _ in count += 1 }
+                } else {
+                    try reader.events { e in
+                        if case .plaintext(let p) = e.payload { _ = try PayloadCodec.standard.decode(type: e.header.type, payload: p) }
+                        count += 1
+                    }
+                }
+            }
+        })
+    }
+    return (count, times.sorted()[times.count / 2])
 }
-let readTime = readTimes.sorted()[readTimes.count / 2]
-print("full read (decrypt + decode): \(readCount) events, median \(fmt(readTime, 2)) s = \(fmt(Double(readCount) / readTime)) events/s")
+let (readCount, readTime) = try fullRead(parallelDecode: false)
+print("full read (decrypt on both cores, decode on the reader): \(readCount) events, median \(fmt(readTime, 2)) s = \(fmt(Double(readCount) / readTime)) events/s")
+let (_, readTime2) = try fullRead(parallelDecode: true)
+print("full read (decrypt and decode on both cores): \(readCount) events, median \(fmt(readTime2, 2)) s = \(fmt(Double(readCount) / readTime2)) events/s")
 
 // 4. Verify.
 let verifyTime = try seconds { _ = try JournalReader.verify(path: journal.path) }

@@ -73,8 +73,10 @@ struct Options {
     Bad lines cycle through: truncated JSON, unknown type, missing "account",
     illegal account id, "at" not RFC 3339 UTC, "data" not an object, a full
     (Luhn-valid) card number in free text, an event older than the account's
-    latest event, and an engine-only type (ItemPurged, AccountPurged,
-    RecordsExpired, ProcessorErasureRequested).
+    latest event, an engine-only type (ItemPurged, AccountPurged,
+    RecordsExpired, ProcessorErasureRequested), and data that breaks its
+    type's schema (a missing or unknown field, a bad country, currency, IP,
+    e-mail, card_last4 or amount).
 
     A one-line summary (lines, good, bad, accounts) goes to standard error.
     """
@@ -1804,8 +1806,8 @@ final class Generator {
     func writeBadLine() {
         var r = badRng
         defer { badRng = r }
-        let kind = badWritten % 9
-        let variant = badWritten / 9
+        let kind = badWritten % 10
+        let variant = badWritten / 10
         let a = badAccount(&r, wantHistory: kind == 7)
         let t = now
         let neutral = variant % 3
@@ -1915,6 +1917,34 @@ final class Generator {
             older = older / 1000 * 1000
             envelope(neutral == 2 ? "SupportMessageReceived" : "PageViewed", at: older)
             writeNeutralData(a, &r, kind: neutral == 2 ? 2 : 0)
+            out.byte(Ch.rbrace)
+        case 9: // data that breaks its type's schema (EVENTS.md)
+            switch variant % 8 {
+            case 0:
+                envelope("PageViewed", at: t)
+                out.raw("{\"path\":\"/pricing\"}")  // visitor missing
+            case 1:
+                envelope("BillingAddressSet", at: t)
+                out.raw("{\"line1\":\"1 Main St\",\"city\":\"Berlin\",\"country\":\"Germany\"}")
+            case 2:
+                envelope("AccountAccessed", at: t)
+                out.raw("{\"actor\":\"staff_01\",\"ip\":\"300.12.7.1\",\"reason\":\"support\"}")
+            case 3:
+                envelope("PaymentRecorded", at: t)
+                out.raw("{\"transaction\":\"tx_bad\",\"amount_minor\":1999,\"currency\":\"USD\",\"card_last4\":\"42424\"}")
+            case 4:
+                envelope("PaymentRecorded", at: t)
+                out.raw("{\"transaction\":\"tx_bad\",\"amount_minor\":\"19.99\",\"currency\":\"USD\",\"card_last4\":\"4242\"}")
+            case 5:
+                envelope("ProfileUpdated", at: t)
+                out.raw("{\"email\":\"not-an-address\"}")
+            case 6:
+                envelope("PageViewed", at: t)
+                out.raw("{\"path\":\"/pricing\",\"visitor\":\"v_1\",\"utm_source\":\"newsletter\"}")  // unknown field
+            default:
+                envelope("PaymentRecorded", at: t)
+                out.raw("{\"transaction\":\"tx_bad\",\"amount_minor\":500,\"currency\":\"EURO\",\"card_last4\":\"4242\"}")
+            }
             out.byte(Ch.rbrace)
         default: // engine-only type
             switch variant % 4 {

@@ -12,8 +12,8 @@ out=${LETHE_DEMO_DIR:-out}
 rm -rf "$out" && mkdir -p "$out"
 journal="$out/demo.lethe"
 
-echo "== generating a year of history for 2,000 accounts (with 9 bad lines)"
-"$bin/lethe-gen" --accounts 2000 --events 200000 --seed 2026 --bad 9 --output "$out/history.ndjson"
+echo "== generating a year of history for 2,000 accounts (with 10 bad lines, one of each kind)"
+"$bin/lethe-gen" --accounts 2000 --events 200000 --seed 2026 --bad 10 --output "$out/history.ndjson"
 
 echo "== importing (each rejected line is reported; the rest is kept)"
 set +e
@@ -26,9 +26,18 @@ echo "   (import exit status $status: non-zero because lines were rejected)"
 echo "== verifying every block and the hash chain"
 "$bin/lethe" verify --journal "$journal"
 
-echo "== one account's history, decrypted"
+# Reads of personal data are recorded as accesses; the history runs to the end of 2026, so the
+# investigator reads "now" = mid-January 2027.
+now=2027-01-15T09:00:00Z
 account=$(head -1 "$out/history.ndjson" | sed 's/.*"account":"\([^"]*\)".*/\1/')
-"$bin/lethe" export --journal "$journal" --account "$account" | head -5
+echo "== $account as of 1 July 2026 (read by staff_07 for a ticket, recorded as an access)"
+"$bin/lethe" state --journal "$journal" --account "$account" --at 2026-07-01T00:00:00Z \
+    --actor staff_07 --reason "ticket T-4711" --ip 198.51.100.7 --now "$now"
+echo "== the first events of its timeline, decrypted"
+"$bin/lethe" replay --journal "$journal" --account "$account" --until 2026-03-01T00:00:00Z \
+    --actor staff_07 --reason "ticket T-4711" --ip 198.51.100.7 --now "$now" | head -5
+echo "== the two reads above, as the journal recorded them"
+"$bin/lethe" export --journal "$journal" | grep '"AccountAccessed"' | grep '"staff_07"' | grep "$now"
 
 echo "== what is on disk"
 ls -l "$journal" "$journal.keys" "$journal.keys.master" | awk '{print "   " $5 " bytes  " $9}'

@@ -105,7 +105,7 @@ struct Lethe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lethe",
         abstract: "The lifecycle of personal data: an event-sourced, encrypted, tamper-evident journal.",
-        subcommands: [Import.self, Export.self, Verify.self])
+        subcommands: [Import.self, Export.self, Verify.self, State.self, Replay.self])
 }
 
 struct Import: ParsableCommand {
@@ -141,14 +141,122 @@ struct Import: ParsableCommand {
     }
 }
 
+/// Who reads an account's personal data, and why: every such read is recorded as an access.
+struct AccessOptions: ParsableArguments {
+    @Option(help: "Who is reading; recorded with the access (required to read an account's personal data).")
+    var actor: String?
+
+    @Option(help: "Why; recorded with the access (required to read an account's personal data).")
+    var reason: String?
+
+    @Option(help: "The reader's IP address, recorded with the access.")
+    var ip = "127.0.0.1"
+}
+
+/// Reads one account's events and records the read as an `AccountAccessed` event, before anything
+/// is shown: no personal data leaves without its access on record. A purged account has nothing
+/// left to read, so its read is not recorded.
+func readAccount(_ account: String, journal: Journal, access: AccessOptions, clock: Clock) throws -> [StoredEvent] {
+    var events: [StoredEvent] = []
+    try journal.read { try $0.events(account: account) { events.append($0) } }
+    guard !events.isEmpty else { throw JournalError(.invalidEvent, "no account \(account) in \(journal.path)") }
+    let state = try AccountState.fold(events, account: account, until: Timestamp(nanoseconds: .max))
+    if state.status == .purged { return events }
+    guard let actor = access.actor, let reason = access.reason else {
+        throw JournalError(.invalidEvent, "reading \(account)'s personal data is recorded as an access: give --actor and --reason")
+    }
+    let data: JSONObject = ["actor": .string(actor), "ip": .string(access.ip), "reason": .string(reason)]
+    if case .failure(let rejection) = EnvelopeValidator.validate(.object([
+        "type": "AccountAccessed", "account": .string(account), "at": .string(clock.now().rfc3339), "data": .object(data),
+    ])) {
+        throw JournalError(.invalidEvent, "cannot record the access: \(rejection)")
+    }
+    do {
+        try journal.append(NewEvent(
+            account: account, type: EventType.accountAccessed.rawValue, at: clock.now(),
+            payload: PayloadCodec.standard.encode(type: EventType.accountAccessed.rawValue, data: data)))
+    } catch let e as JournalError {
+        throw JournalError(e.code, "cannot record the access, so nothing is shown: \(e.message)")
+    }
+    return events
+}
+
+struct State: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "An account as of a moment (JSON): status, profile, items, open legal holds. The read is recorded as an access.")
+
+    @OptionGroup var options: JournalOptions
+    @OptionGroup var access: AccessOptions
+
+    @Option(help: "The account.")
+    var account: String
+
+    @Option(help: "The moment, RFC 3339 in UTC (default: now).")
+    var at: String?
+
+    func validate() throws {
+        if let at, Timestamp(rfc3339: at) == nil { throw ValidationError("--at must be RFC 3339 in UTC, like 2026-03-01T00:00:00Z") }
+    }
+
+    func run() throws {
+        try guarded("state") {
+            let journal = try options.open()
+            let until = at.flatMap { Timestamp(rfc3339: $0) } ?? options.clock.now()
+            let events = try readAccount(account, journal: journal, access: access, clock: options.clock)
+            var json = try AccountState.fold(events, account: account, until: until).json
+            json["at"] = .string(until.rfc3339)
+            var w = JSONWriter()
+            w.write(json)
+            w.bytes.append(0x0A)
+            writeAll(1, w.bytes)
+        }
+    }
+}
+
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "An account's timeline as NDJSON, every event up to a moment, with its data where not purged. The read is recorded as an access.")
+
+    @OptionGroup var options: JournalOptions
+    @OptionGroup var access: AccessOptions
+
+    @Option(help: "The account.")
+    var account: String
+
+    @Option(help: "The last moment to include, RFC 3339 in UTC (default: everything).")
+    var until: String?
+
+    func validate() throws {
+        if let until, Timestamp(rfc3339: until) == nil { throw ValidationError("--until must be RFC 3339 in UTC, like 2026-03-01T00:00:00Z") }
+    }
+
+    func run() throws {
+        try guarded("replay") {
+            let journal = try options.open()
+            let last = until.flatMap { Timestamp(rfc3339: $0) } ?? Timestamp(nanoseconds: .max)
+            let exporter = Exporter()
+            var out = Output()
+            for e in try readAccount(account, journal: journal, access: access, clock: options.clock) where e.header.at <= last {
+                var w = JSONWriter()
+                try exporter.line(e, into: &w)
+                w.bytes.append(0x0A)
+                out.write(w.bytes)
+            }
+            out.flush()
+        }
+    }
+}
+
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write events as NDJSON in journal order, with \"seq\"; purged payloads appear as \"redacted\":true.")
 
     @OptionGroup var options: JournalOptions
 
-    @Option(help: "Only this account's events.")
+    @Option(help: "Only this account's events (a read of its personal data: recorded as an access).")
     var account: String?
+
+    @OptionGroup var access: AccessOptions
 
     func run() throws {
         try guarded("export") {
@@ -156,11 +264,13 @@ struct Export: ParsableCommand {
             let exporter = Exporter()
             var out = Output()
             var progress = Progress("export")
+            // One account's export is a read of its personal data: recorded first.
+            let accountEvents = try account.map { try readAccount($0, journal: journal, access: access, clock: options.clock) } ?? []
             try journal.read { reader in
                 let head = try reader.headSeq()
                 var count: Int64 = 0
-                if let account {
-                    try reader.events(account: account) { e in
+                if account != nil {
+                    for e in accountEvents {
                         var w = JSONWriter()
                         try exporter.line(e, into: &w)
                         w.bytes.append(0x0A)

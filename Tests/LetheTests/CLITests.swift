@@ -68,9 +68,16 @@ import Testing
         }
         #expect(matched == lines.count && matched > 100)
         let account = lines[0]["account"]!.string!
-        let one = try run("lethe", ["export", "--journal", journal, "--account", account])
+        // The fixture runs to the end of 2026: the read (and its recorded access) happens after that.
+        let one = try run("lethe", ["export", "--journal", journal, "--account", account, "--actor", "staff_9", "--reason", "audit",
+                                    "--now", "2027-06-01T00:00:00Z"])
+        #expect(one.status == 0, "\(one.stderr)")
         let mine = try one.stdout.split(separator: "\n").map { try JSONParser.parse(String($0)).object! }
         #expect(mine.map { $0["id"] } == lines.filter { $0["account"]?.string == account }.map { $0["id"] })
+        // A read "now" of an account whose history runs later cannot be recorded in order, so it is refused.
+        let early = try run("lethe", ["export", "--journal", journal, "--account", account, "--actor", "staff_9", "--reason", "audit",
+                                      "--now", "2026-01-01T00:00:00Z"])
+        #expect(early.status != 0 && early.stdout.isEmpty && early.stderr.contains("cannot record the access, so nothing is shown"))
     }
 
     @Test func verifyPassesThenNamesTheDamagedBlock() throws {
@@ -134,6 +141,61 @@ import Testing
         #expect(tty.stdout.contains("\rimport: ") && tty.stdout.contains("bytes (100%)"), "\(tty.stdout)")
         let piped = try run("lethe", ["verify", "--journal", journal])
         #expect(!piped.stderr.contains("verify: ") && !piped.stdout.contains("\r"))
+    }
+
+    /// A small history with every state transition, in the contract's shape.
+    static let history = """
+        {"id":"h1","type":"AccountSignedUp","account":"acc_1","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
+        {"id":"h2","type":"ItemCreated","account":"acc_1","at":"2026-01-02T00:00:00Z","data":{"item":"i1","kind":"site"}}
+        {"id":"h3","type":"ItemCreated","account":"acc_1","at":"2026-01-03T00:00:00Z","data":{"item":"i2","kind":"database"}}
+        {"id":"h4","type":"ProfileUpdated","account":"acc_1","at":"2026-01-04T00:00:00Z","data":{"company":"Engines Ltd"}}
+        {"id":"h5","type":"ItemDeleted","account":"acc_1","at":"2026-01-05T00:00:00Z","data":{"item":"i1"}}
+        {"id":"h6","type":"LegalHoldPlaced","account":"acc_1","at":"2026-01-06T00:00:00Z","data":{"case":"C-7","reason":"subpoena"}}
+        {"id":"h7","type":"AccountCancelled","account":"acc_1","at":"2026-01-07T00:00:00Z","data":{}}
+        {"id":"h8","type":"ItemRestored","account":"acc_1","at":"2026-01-08T00:00:00Z","data":{"item":"i1"}}
+        {"id":"h9","type":"LegalHoldReleased","account":"acc_1","at":"2026-01-09T00:00:00Z","data":{"case":"C-7"}}
+        {"id":"h10","type":"AccountReactivated","account":"acc_1","at":"2026-01-10T00:00:00Z","data":{}}
+        """
+
+    @Test func stateAtAMomentAndTheAccessItLeaves() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: Self.history).status == 0)
+        let who = ["--actor", "staff_3", "--reason", "ticket T-9", "--ip", "203.0.113.9"]
+        func state(_ at: String) throws -> String {
+            let r = try run("lethe", ["state", "--journal", journal, "--account", "acc_1", "--at", at, "--now", "2026-02-01T00:00:00Z"] + who)
+            #expect(r.status == 0, "\(r.stderr)")
+            return r.stdout
+        }
+        #expect(try state("2026-01-06T12:00:00Z") == #"{"account":"acc_1","status":"active","profile":{"name":"Ada","company":"Engines Ltd","email":"ada@example.com"},"items":[{"item":"i1","kind":"site","state":"trash"},{"item":"i2","kind":"database","state":"live"}],"legal_holds":["C-7"],"at":"2026-01-06T12:00:00Z"}"# + "\n")
+        #expect(try state("2026-01-07T00:00:00Z").contains(#""status":"cancelled""#))
+        #expect(try state("2026-01-31T00:00:00Z") == #"{"account":"acc_1","status":"active","profile":{"name":"Ada","company":"Engines Ltd","email":"ada@example.com"},"items":[{"item":"i1","kind":"site","state":"live"},{"item":"i2","kind":"database","state":"live"}],"legal_holds":[],"at":"2026-01-31T00:00:00Z"}"# + "\n")
+        #expect(try state("2025-12-31T00:00:00Z").contains(#""profile":{"name":null,"company":null,"email":null},"items":[]"#))
+
+        // Each read left an AccountAccessed, with the reader, the reason, the address and the time.
+        let export = try run("lethe", ["export", "--journal", journal])
+        let accesses = export.stdout.split(separator: "\n").filter { $0.contains("AccountAccessed") }
+        #expect(accesses.count == 4)
+        #expect(accesses.first?.contains(#""at":"2026-02-01T00:00:00Z","data":{"actor":"staff_3","ip":"203.0.113.9","reason":"ticket T-9"}"#) == true)
+
+        // Without a reader and a reason there is no read, and nothing is recorded.
+        let anonymous = try run("lethe", ["state", "--journal", journal, "--account", "acc_1"])
+        #expect(anonymous.status != 0 && anonymous.stdout.isEmpty)
+        #expect(anonymous.stderr.contains("give --actor and --reason"))
+        let unknown = try run("lethe", ["state", "--journal", journal, "--account", "acc_404"] + who)
+        #expect(unknown.status != 0 && unknown.stderr.contains("no account acc_404"))
+        #expect(try run("lethe", ["export", "--journal", journal]).stdout.split(separator: "\n").count == 14)
+    }
+
+    @Test func replayShowsTheTimelineUpToAMoment() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: Self.history).status == 0)
+        let r = try run("lethe", ["replay", "--journal", journal, "--account", "acc_1", "--until", "2026-01-05T00:00:00Z",
+                                  "--actor", "staff_3", "--reason", "investigation", "--now", "2026-02-01T00:00:00Z"])
+        #expect(r.status == 0)
+        let ids = try r.stdout.split(separator: "\n").map { try JSONParser.parse(String($0)).object?["id"]?.string }
+        #expect(ids == ["h1", "h2", "h3", "h4", "h5"])
     }
 
     @Test func badArgumentsFailCleanly() throws {

@@ -82,3 +82,41 @@ import Testing
         #expect(["USD", "EUR", "GBP", "JPY", "CHF", "XTS", "XXX", "DEM"].map { DataSchema.currencies.contains($0) } == [true, true, true, true, true, false, false, false])
     }
 }
+
+@Suite struct AccountStateTests {
+    func fold(_ steps: [(EventType, JSONObject)]) -> AccountState {
+        var s = AccountState(account: "a")
+        for (k, (type, data)) in steps.enumerated() { s.apply(type, data: data, at: Timestamp(seconds: Int64(k))) }
+        return s
+    }
+
+    @Test func refusedTransitionsChangeNothing() {
+        let s = fold([
+            (.profileUpdated, ["name": "Before signup"]),  // nothing exists yet
+            (.accountSignedUp, ["name": "Ada", "email": "ada@example.com"]),
+            (.accountSignedUp, ["name": "Impostor", "email": "x@example.com"]),  // second signup
+            (.itemCreated, ["item": "i1", "kind": "site"]),
+            (.itemCreated, ["item": "i1", "kind": "other"]),  // ids are unique
+            (.itemRestored, ["item": "i1"]),  // not in the trash
+            (.itemDeleted, ["item": "i9"]),  // not live
+            (.accountReactivated, [:]),  // not cancelled
+            (.legalHoldReleased, ["case": "C-1"]),  // not open
+            (.legalHoldPlaced, ["case": "C-2", "reason": "r"]),
+            (.supportMessageReceived, ["ticket": "T-1", "from_email": "ada@example.com", "body": "hi"]),
+        ])
+        #expect(s.exists && s.status == .active && s.name == "Ada" && s.email == "ada@example.com" && s.company == nil)
+        #expect(s.items == [AccountState.Item(item: "i1", kind: "site", inTrash: false)])
+        #expect(s.legalHolds == ["C-2"] && s.tickets == ["T-1"])
+    }
+
+    @Test func aPurgeLeavesOnlyTheStatus() {
+        let s = fold([
+            (.accountSignedUp, ["name": "Ada", "email": "ada@example.com"]),
+            (.itemCreated, ["item": "i1", "kind": "site"]),
+            (.accountCancelled, [:]),
+            (.accountPurged, ["rule": "cancellation-30d"]),
+            (.accountReactivated, [:]),
+        ])
+        #expect(s.status == .purged && s.name == nil && s.email == nil && s.items.isEmpty)
+    }
+}

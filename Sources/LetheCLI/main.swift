@@ -32,6 +32,7 @@ struct JournalOptions: ParsableArguments {
         }
         var options = Journal.Options()
         options.clock = clock
+        options.rules = ContractRules()
         return try Journal(path: journal, keysPath: keys, options: options)
     }
 }

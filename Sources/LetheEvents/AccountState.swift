@@ -41,6 +41,17 @@ public struct AccountState: Sendable, Equatable {
 
     public init(account: String) { self.account = account }
 
+    /// Whether `apply` looks at the data of events of `type` (the others only by their type).
+    public static func readsData(_ type: EventType) -> Bool {
+        switch type {
+        case .accountSignedUp, .profileUpdated, .itemCreated, .itemDeleted, .itemRestored, .itemPurged,
+             .legalHoldPlaced, .legalHoldReleased, .supportMessageReceived:
+            true
+        default:
+            false
+        }
+    }
+
     /// Applies one event; `data` is nil when its payload is gone (purged or shredded).
     public mutating func apply(_ type: EventType, data: JSONObject?, at: Timestamp) {
         lastAt = at

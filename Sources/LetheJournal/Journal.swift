@@ -76,6 +76,8 @@ public final class Journal: Sendable {
         public var entropy: Entropy = .system
         /// Time for the engine's own records (key creation); events carry their own times.
         public var clock: Clock = .system
+        /// The domain's rules, checked against each account's history as events are decided.
+        public var rules: (any EventRules)?
         public var logger: Logger = Logger(label: "lethe.journal")
 
         public init() {}
@@ -178,7 +180,9 @@ public final class Journal: Sendable {
             // Accounts whose key was destroyed since `prepare` take nothing (lock order: writer, then sealer).
             let accounts = Set(batch.items.map(\.account))
             let shredded = try sealer.withLock { try $0.shredded(among: accounts) }
-            return try writer.append(batch, shredded: shredded)
+            return try writer.append(batch, shredded: shredded) { account in
+                try self.sealer.withLock { try $0.keys.lookup(account) }
+            }
         }
     }
 
@@ -190,7 +194,8 @@ public final class Journal: Sendable {
     public func prepare(_ events: [NewEvent]) throws -> PreparedBatch {
         var items = events.map { e in
             PreparedBatch.Item(id: e.id, account: e.account, type: e.type, at: e.at, expectedVersion: e.expectedVersion,
-                               sealed: .failure(JournalError(.invalidEvent, "not sealed")))
+                               sealed: .failure(JournalError(.invalidEvent, "not sealed")),
+                               plaintext: options.rules == nil ? nil : e.payload)
         }
         var valid: [Int] = []
         for (k, e) in events.enumerated() {
@@ -256,7 +261,7 @@ public final class Journal: Sendable {
 
     /// Runs `body` with a reader on its own connection, inside one read snapshot.
     public func read<T>(_ body: (JournalReader) throws -> T) throws -> T {
-        let reader = try JournalReader(path: path) { [keysPath, master, options] in
+        let reader = try JournalReader(path: path, keysPath: keysPath) { [keysPath, master, options] in
             try KeyStore(path: keysPath, master: master, entropy: options.entropy, synchronous: options.synchronous)
         }
         return try reader.snapshot { try body(reader) }
@@ -280,6 +285,8 @@ public struct PreparedBatch: Sendable {
         var expectedVersion: Int64?
         /// The sealed payload, or why the event was refused before it reached the writer.
         var sealed: Result<Sealed, JournalError>
+        /// The plaintext, kept only for the journal's rules.
+        var plaintext: [UInt8]?
     }
 
     var items: [Item]
@@ -362,6 +369,10 @@ final class Writer {
     private var tailLinks: [[UInt8]] = []
     private var nextAccountID: Int64 = 1
     private var nextBlockID: Int64 = 1
+    /// The domain's rules, following the accounts this writer has seen.
+    private let rules: (any RulesChecker)?
+    /// Finds keys during an append (to read an account's history for the rules).
+    private var lookupKey: ((String) throws -> KeyStore.Lookup)?
     /// Known accounts; a cache of the `accounts` table, cleared when it outgrows `accountCacheLimit`.
     private var accounts: [String: AccountRow] = [:]
     private let accountCacheLimit = 200_000
@@ -372,6 +383,7 @@ final class Writer {
         self.db = db
         self.options = options
         self.anchorKey = anchorKey
+        rules = options.rules?.makeChecker()
         try reload()
         options.logger.debug("journal opened", metadata: [
             "path": "\(db.path)", "head_seq": "\(headSeq)", "unsealed": "\(tail.count)",
@@ -382,6 +394,7 @@ final class Writer {
     private func reload() throws {
         // Statements left on a row would hold this snapshot open after the reload.
         defer { db.resetAll() }
+        rules?.forget()
         do {
             headSeq = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0
             let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
@@ -434,8 +447,10 @@ final class Writer {
         return try s.step() ? s.int(0) : nil
     }
 
-    func append(_ batch: PreparedBatch, shredded: Set<String>) throws -> [AppendOutcome] {
+    func append(_ batch: PreparedBatch, shredded: Set<String>, lookupKey: @escaping (String) throws -> KeyStore.Lookup) throws -> [AppendOutcome] {
         guard !batch.items.isEmpty else { return [] }
+        self.lookupKey = lookupKey
+        defer { self.lookupKey = nil }
         do {
             return try db.transaction {
                 // Another process may have appended since this writer last looked.
@@ -447,6 +462,7 @@ final class Writer {
             }
         } catch {
             // The transaction rolled back: forget whatever this batch cached.
+            rules?.forget()
             try? reload()
             throw JournalError.storage("append failed; nothing of the batch was written", error)
         }
@@ -513,6 +529,14 @@ final class Writer {
                     .timeOrder, "field at: \(e.at) is older than account \(e.account)'s latest event (\(Timestamp(nanoseconds: row.lastAt)))"))
                 continue
             }
+            // Last, the domain's rules: an event they admit is accepted, so their state stays true.
+            if let rules, let plaintext = e.plaintext {
+                if !rules.follows(e.account) { try rules.load(e.account, history: history(of: e.account)) }
+                if let why = rules.admit(account: e.account, type: e.type, payload: plaintext, at: e.at) {
+                    try refuse(JournalError(.refusedByRules, why))
+                    continue
+                }
+            }
             if isNew { newAccounts.append(e.account) }
             seq += 1
             row.version += 1
@@ -526,6 +550,19 @@ final class Writer {
         }
         try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
         return outcomes
+    }
+
+    /// The account's stored events, decrypted, read on this connection inside the transaction.
+    ///
+    /// - Complexity: nothing for an account the journal has never seen; otherwise the blocks that
+    ///   hold its events, plus the unsealed tail this writer keeps in memory.
+    private func history(of account: String) throws -> [StoredEvent] {
+        guard let lookupKey, try accountRow(account) != nil else { return [] }
+        let reader = JournalReader(db: db, path: db.path, keysPath: "", lookupKey: lookupKey)
+        var sealed: [SealedEvent] = []
+        try reader.scanBlocks(account: account) { sealed.append($0) }
+        sealed += tail.filter { $0.header.account == account }
+        return try sealed.map { try reader.open($0) }
     }
 
     /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.

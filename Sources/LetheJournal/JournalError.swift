@@ -12,6 +12,8 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
         case invalidEvent
         /// The account's data key was destroyed: nothing more can be recorded for it.
         case accountShredded
+        /// The domain's rules (`Journal.Options.rules`) refuse the event after the account's history.
+        case refusedByRules
         /// The journal file is not a Lethe journal, or a newer format.
         case notAJournal
         /// Stored bytes do not match their checksums, hash chain or invariants.

@@ -10,18 +10,46 @@ private struct ResultSlots<T>: @unchecked Sendable {
     let results: UnsafeMutableBufferPointer<Result<T, any Error>>
 }
 
+/// Opens a key store on its first use.
+final class LazyKeyStore {
+    private let open: () throws -> KeyStore
+    private var store: KeyStore?
+
+    init(open: @escaping () throws -> KeyStore) { self.open = open }
+
+    func lookup(_ account: String) throws -> KeyStore.Lookup {
+        if store == nil { store = try open() }
+        return try store!.lookup(account)
+    }
+}
+
 /// Reads a journal on a connection of its own: whole-journal scans, one account's events, and
 /// verification. Created by `Journal.read`, used inside one read snapshot, on one thread.
 public final class JournalReader {
     let db: SQLiteDatabase
     let path: String
-    /// Opens the key store on first need; nil for a reader that only checks structure.
-    private let openKeys: (() throws -> KeyStore)?
-    private var keyStore: KeyStore?
+    /// Finds an account's key; nil for a reader that only checks structure.
+    private let lookupKey: ((String) throws -> KeyStore.Lookup)?
+    private let keysPath: String
 
-    init(path: String, openKeys: (() throws -> KeyStore)?) throws {
+    /// A reader on the writer's own connection, inside its transaction (it sees the batch in progress).
+    init(db: SQLiteDatabase, path: String, keysPath: String, lookupKey: @escaping (String) throws -> KeyStore.Lookup) {
+        self.db = db
         self.path = path
-        self.openKeys = openKeys
+        self.keysPath = keysPath
+        self.lookupKey = lookupKey
+    }
+
+    init(path: String, keysPath: String = "", openKeys: (() throws -> KeyStore)?) throws {
+        self.path = path
+        if let openKeys {
+            // The key store is opened on first need: a reader of structure never touches it.
+            let lazy = LazyKeyStore(open: openKeys)
+            lookupKey = { try lazy.lookup($0) }
+        } else {
+            lookupKey = nil
+        }
+        self.keysPath = keysPath
         do {
             guard FileManager.default.fileExists(atPath: path) else { throw JournalError(.storage, "no journal at \(path)") }
             db = try SQLiteDatabase(path: path, readOnly: true)
@@ -143,6 +171,12 @@ public final class JournalReader {
     /// - Complexity: proportional to the blocks that hold the account's events (an index lookup),
     ///   not to the journal.
     package func scan(account: String, _ body: (SealedEvent) throws -> Void) throws {
+        try scanBlocks(account: account, body)
+        for e in try wrap({ try JournalReader.tailRows(db).0 }) where e.header.account == account { try body(e) }
+    }
+
+    /// The sealed blocks' part of `scan(account:)`.
+    package func scanBlocks(account: String, _ body: (SealedEvent) throws -> Void) throws {
         let s = try wrap {
             try db.statement("""
                 SELECT b.id, b.first_seq, b.last_seq, b.frame FROM accounts a
@@ -155,22 +189,18 @@ public final class JournalReader {
             let block = try JournalReader.decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2))
             for e in block.events where e.header.account == account { try body(e) }
         }
-        for e in try wrap({ try JournalReader.tailRows(db).0 }) where e.header.account == account { try body(e) }
     }
 
     // MARK: Decrypted events
 
     private func lookup(_ account: String) throws -> KeyStore.Lookup {
-        if keyStore == nil {
-            guard let openKeys else { throw JournalError(.keys, "this reader has no key store") }
-            keyStore = try openKeys()
-        }
-        return try keyStore!.lookup(account)
+        guard let lookupKey else { throw JournalError(.keys, "this reader has no key store") }
+        return try lookupKey(account)
     }
 
-    private func open(_ e: SealedEvent) throws -> StoredEvent {
+    package func open(_ e: SealedEvent) throws -> StoredEvent {
         guard case .sealed = e.body else { return try JournalReader.open(e, key: .none, keysPath: "").get() }
-        return try JournalReader.open(e, key: lookup(e.header.account), keysPath: keyStore?.path ?? "").get()
+        return try JournalReader.open(e, key: lookup(e.header.account), keysPath: keysPath).get()
     }
 
     static func open(_ e: SealedEvent, key: KeyStore.Lookup, keysPath: String) -> Result<StoredEvent, JournalError> {
@@ -207,7 +237,7 @@ public final class JournalReader {
         for e in events {
             if case .sealed = e.body, keys[e.header.account] == nil { keys[e.header.account] = try lookup(e.header.account) }
         }
-        let keysPath = keyStore?.path ?? ""
+        let keysPath = self.keysPath
         var results = [Result<T, any Error>](repeating: .failure(JournalError(.corrupt, "not opened")), count: events.count)
         let parts = events.count >= 256 ? 2 : 1
         let frozen = keys

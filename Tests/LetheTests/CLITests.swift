@@ -23,13 +23,14 @@ import Testing
             """
         let r = try run("lethe", ["import", "-", "--journal", journal], stdin: input)
         #expect(r.status != 0)
-        #expect(r.stdout == "imported 3, duplicates 1, rejected 4 (of 8 lines)\n")
+        #expect(r.stdout == "imported 2, duplicates 1, rejected 5 (of 8 lines)\n")
         let lines = r.stderr.split(separator: "\n").map(String.init)
-        #expect(lines.count == 4)
+        #expect(lines.count == 5)
         #expect(lines[0] == "lethe import: stdin: line 2: field data.note: holds what looks like a full card number; only the last 4 digits may be stored")
         #expect(lines[1].hasPrefix("lethe import: stdin: line 3: malformed JSON"))
         #expect(lines[2].hasPrefix("lethe import: stdin: line 5: field at:"))
         #expect(lines[3] == "lethe import: stdin: line 7: field type: AccountPurged is written by the engine only")
+        #expect(lines[4] == "lethe import: stdin: line 9: account acc_2 has not signed up: AccountSignedUp comes first")
         #expect(!r.stderr.contains("5500") && !r.stderr.contains("5559"))
 
         let export = try run("lethe", ["export", "--journal", journal])
@@ -37,14 +38,14 @@ import Testing
         let ids = try export.stdout.split(separator: "\n").map { line in
             try JSONParser.parse(String(line)).object?["id"]?.string
         }
-        #expect(ids == ["e1", "e3", "e6"])
+        #expect(ids == ["e1", "e3"])
         let first = try JSONParser.parse(String(export.stdout.split(separator: "\n")[0])).object
         #expect(first?.keys == ["seq", "id", "type", "account", "at", "data"])
         #expect(first?["seq"] == 1 && first?["data"]?.object?["email"] == "ada@example.com")
 
         // Importing the same file again records nothing new.
         let again = try run("lethe", ["import", "-", "--journal", journal], stdin: input)
-        #expect(again.stdout == "imported 0, duplicates 4, rejected 4 (of 8 lines)\n")
+        #expect(again.stdout == "imported 0, duplicates 3, rejected 5 (of 8 lines)\n")
     }
 
     @Test func exportsOneAccountAndRoundTripsTheFixture() throws {

@@ -1,0 +1,76 @@
+import LetheJournal
+
+/// The contract's rules that need an account's history (EVENTS.md): the signup comes first and
+/// only once, items are created once, deleted only while live and restored only from the trash,
+/// an account is reactivated only while cancelled, and a purged account takes no event at all.
+///
+/// Set as `Journal.Options.rules`; the writer asks at the moment it decides each event, so a
+/// refused event leaves no trace and the state stays exact under concurrent writers.
+public struct ContractRules: EventRules {
+    public var codec: PayloadCodec
+    /// Accounts followed at once; past this the checker starts afresh (and reloads histories).
+    public var accountLimit: Int
+
+    public init(codec: PayloadCodec = .standard, accountLimit: Int = 100_000) {
+        self.codec = codec
+        self.accountLimit = accountLimit
+    }
+
+    public func makeChecker() -> any RulesChecker { Checker(codec: codec, accountLimit: accountLimit) }
+
+    /// Why `type` with `data` may not follow `state`; nil when it may.
+    public static func refusal(_ type: EventType, _ data: JSONObject, after state: AccountState) -> String? {
+        let account = state.account
+        if state.status == .purged { return "account \(account) was purged; it takes no new events" }
+        if type == .accountSignedUp {
+            return state.exists ? "account \(account) has already signed up" : nil
+        }
+        guard state.exists else { return "account \(account) has not signed up: AccountSignedUp comes first" }
+        let item = data["item"]?.string ?? ""
+        switch type {
+        case .itemCreated where state.items.contains { $0.item == item }:
+            return "item \(item) already exists in account \(account)"
+        case .itemDeleted where !state.items.contains { $0.item == item && !$0.inTrash }:
+            return "item \(item) is not live in account \(account)"
+        case .itemRestored where !state.items.contains { $0.item == item && $0.inTrash }:
+            return "item \(item) is not in the trash of account \(account)"
+        case .accountReactivated where state.status != .cancelled:
+            return "account \(account) is not cancelled"
+        default:
+            return nil
+        }
+    }
+
+    final class Checker: RulesChecker {
+        let codec: PayloadCodec
+        let accountLimit: Int
+        var states: [String: AccountState] = [:]
+
+        init(codec: PayloadCodec, accountLimit: Int) {
+            self.codec = codec
+            self.accountLimit = accountLimit
+        }
+
+        func follows(_ account: String) -> Bool { states[account] != nil }
+
+        func load(_ account: String, history: [StoredEvent]) throws {
+            if states.count >= accountLimit { states.removeAll(keepingCapacity: true) }
+            states[account] = try AccountState.fold(history, account: account, until: Timestamp(nanoseconds: .max), codec: codec)
+        }
+
+        func admit(account: String, type: String, payload: [UInt8], at: Timestamp) -> String? {
+            guard let type = EventType(rawValue: type) else { return nil }  // not the contract's
+            var data: JSONObject = [:]
+            if AccountState.readsData(type) {
+                guard let decoded = try? codec.decode(type: type.rawValue, payload: payload) else { return "the payload does not decode" }
+                data = decoded
+            }
+            if states[account] == nil { states[account] = AccountState(account: account) }
+            if let why = ContractRules.refusal(type, data, after: states[account]!) { return why }
+            states[account]!.apply(type, data: data, at: at)  // in place: no copy of the account's items
+            return nil
+        }
+
+        func forget() { states.removeAll() }
+    }
+}

@@ -1,0 +1,19 @@
+/// Rules of a domain that the writer applies to each event at the moment it decides it, with the
+/// account's history at hand (a second signup, an item deleted twice, …). The journal itself
+/// knows no event types; `LetheEvents.ContractRules` are the contract's.
+public protocol EventRules: Sendable {
+    func makeChecker() -> any RulesChecker
+}
+
+/// One writer's view of the rules: a state per account, built from its history and advanced by
+/// each admitted event. Used by one writer, under its lock.
+public protocol RulesChecker: AnyObject {
+    /// Whether the checker already follows `account`; if not, the writer `load`s it first.
+    func follows(_ account: String) -> Bool
+    /// Builds the account's state from its stored events, in order.
+    func load(_ account: String, history: [StoredEvent]) throws
+    /// nil admits the event (and the checker applies it); otherwise the reason it is refused.
+    func admit(account: String, type: String, payload: [UInt8], at: Timestamp) -> String?
+    /// Drops every state: after a rolled-back batch, or when another process moved the journal.
+    func forget()
+}

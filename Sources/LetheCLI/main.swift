@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #else
@@ -106,7 +107,7 @@ struct Lethe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lethe",
         abstract: "The lifecycle of personal data: an event-sourced, encrypted, tamper-evident journal.",
-        subcommands: [Import.self, Export.self, Verify.self, State.self, Replay.self])
+        subcommands: [Import.self, Export.self, Verify.self, State.self, Replay.self, AccessLogCommand.self])
 }
 
 struct Import: ParsableCommand {
@@ -245,6 +246,67 @@ struct Replay: ParsableCommand {
             }
             out.flush()
         }
+    }
+}
+
+struct AccessLogCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "access-log",
+        abstract: "Staff accesses in time order, each judged: authorized when it named a ticket the account had opened by then, or the account had an open legal case.")
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case table, json
+    }
+
+    @OptionGroup var options: JournalOptions
+
+    @Option(help: "Only this account's accesses.")
+    var account: String?
+
+    @Option(help: "table or json.")
+    var format = Format.table
+
+    func run() throws {
+        try guarded("access-log") {
+            let journal = try options.open()
+            var log = AccessLog()
+            try journal.read { reader in
+                if let account {
+                    try reader.events(account: account) { try log.add($0) }
+                } else {
+                    try reader.events { try log.add($0) }
+                }
+            }
+            let entries = log.inTimeOrder
+            var out = Output()
+            switch format {
+            case .json:
+                var w = JSONWriter()
+                w.write(.array(entries.map { .object($0.json) }))
+                w.bytes.append(0x0A)
+                out.write(w.bytes)
+            case .table:
+                let rows = [["at", "account", "actor", "ip", "reason", "ticket", "authorized"]] + entries.map {
+                    [$0.at.rfc3339, $0.account, $0.actor ?? "-", $0.ip ?? "-", $0.reason ?? "-", $0.ticket ?? "-", $0.authorized ? "yes" : "NO"]
+                }
+                let widths = (0..<7).map { c in rows.map { $0[c].count }.max() ?? 0 }
+                for row in rows {
+                    let line = row.enumerated().map { c, cell in cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
+                    out.write(Array((line.joined(separator: "  ").trimmingTrailingSpaces + "\n").utf8))
+                }
+                let refused = entries.filter { !$0.authorized }.count
+                out.write(Array("\(entries.count) accesses, \(refused) not authorized\n".utf8))
+            }
+            out.flush()
+        }
+    }
+}
+
+extension String {
+    var trimmingTrailingSpaces: String {
+        var s = self
+        while s.last == " " { s.removeLast() }
+        return s
     }
 }
 

@@ -199,6 +199,44 @@ import Testing
         #expect(ids == ["h1", "h2", "h3", "h4", "h5"])
     }
 
+    @Test func accessLogJudgesEachAccess() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let input = """
+            {"type":"AccountSignedUp","account":"acc_1","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
+            {"type":"AccountAccessed","account":"acc_1","at":"2026-01-02T00:00:00Z","data":{"actor":"staff_1","ip":"203.0.113.1","reason":"curious"}}
+            {"type":"SupportMessageReceived","account":"acc_1","at":"2026-01-03T00:00:00Z","data":{"ticket":"T-1","from_email":"ada@example.com","body":"help"}}
+            {"type":"AccountAccessed","account":"acc_1","at":"2026-01-03T00:00:00Z","data":{"actor":"staff_2","ip":"2001:db8::2","reason":"support","ticket":"T-1"}}
+            {"type":"AccountAccessed","account":"acc_1","at":"2026-01-04T00:00:00Z","data":{"actor":"staff_3","ip":"203.0.113.3","reason":"support","ticket":"T-2"}}
+            {"type":"LegalHoldPlaced","account":"acc_1","at":"2026-01-05T00:00:00Z","data":{"case":"C-1","reason":"subpoena"}}
+            {"type":"AccountAccessed","account":"acc_1","at":"2026-01-06T00:00:00Z","data":{"actor":"legal_1","ip":"203.0.113.4","reason":"case"}}
+            {"type":"LegalHoldReleased","account":"acc_1","at":"2026-01-07T00:00:00Z","data":{"case":"C-1"}}
+            {"type":"AccountAccessed","account":"acc_1","at":"2026-01-08T00:00:00Z","data":{"actor":"legal_1","ip":"203.0.113.4","reason":"case"}}
+            {"type":"AccountSignedUp","account":"acc_2","at":"2026-01-01T00:00:00Z","data":{"name":"Bob","email":"bob@example.com"}}
+            {"type":"AccountAccessed","account":"acc_2","at":"2026-01-03T12:00:00Z","data":{"actor":"staff_2","ip":"203.0.113.2","reason":"support","ticket":"T-1"}}
+            """
+        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: input).status == 0)
+        let json = try run("lethe", ["access-log", "--journal", journal, "--format", "json"])
+        #expect(json.status == 0)
+        let entries = try JSONParser.parse(json.stdout.trimmingCharacters(in: .newlines))
+        guard case .array(let list) = entries else { Issue.record("not an array"); return }
+        #expect(list.map { $0.object?["authorized"] } == [false, true, false, false, true, false].map { JSONValue.bool($0) })
+        // In time order across accounts: acc_2's access on the 3rd at noon comes fourth.
+        #expect(list.map { $0.object?["account"]?.string } == ["acc_1", "acc_1", "acc_2", "acc_1", "acc_1", "acc_1"])
+        #expect(list[0].object?.keys == ["at", "account", "actor", "ip", "reason", "ticket", "authorized"])
+        #expect(list[0].object?["ticket"] == .null && list[1].object?["ip"] == "2001:db8::2")
+        // A ticket opened by another account does not authorize.
+        #expect(list[2].object?["ticket"] == "T-1" && list[2].object?["authorized"] == false)
+
+        let one = try run("lethe", ["access-log", "--journal", journal, "--account", "acc_2", "--format", "json"])
+        #expect(try JSONParser.parse(one.stdout.trimmingCharacters(in: .newlines)) == .array([list[2]]))
+        let table = try run("lethe", ["access-log", "--journal", journal])
+        let rows = table.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        #expect(rows.first == ["at", "account", "actor", "ip", "reason", "ticket", "authorized"])
+        #expect(rows.dropFirst().first == ["2026-01-02T00:00:00Z", "acc_1", "staff_1", "203.0.113.1", "curious", "-", "NO"])
+        #expect(table.stdout.hasSuffix("6 accesses, 4 not authorized\n"))
+    }
+
     @Test func badArgumentsFailCleanly() throws {
         let dir = TempDir()
         let missing = try run("lethe", ["verify", "--journal", dir.path("nope.lethe")])

@@ -30,15 +30,17 @@ echo "== verifying every block and the hash chain"
 # investigator reads "now" = mid-January 2027.
 now=2027-01-15T09:00:00Z
 account=$(head -1 "$out/history.ndjson" | sed 's/.*"account":"\([^"]*\)".*/\1/')
-echo "== $account as of 1 July 2026 (read by staff_07 for a ticket, recorded as an access)"
+echo "== $account as of 1 July 2026 (read by staff_07 for a compliance review, recorded as an access)"
 "$bin/lethe" state --journal "$journal" --account "$account" --at 2026-07-01T00:00:00Z \
-    --actor staff_07 --reason "ticket T-4711" --ip 198.51.100.7 --now "$now"
+    --actor staff_07 --reason "compliance review" --ip 198.51.100.7 --now "$now"
 echo "== the first events of its timeline, decrypted"
 "$bin/lethe" replay --journal "$journal" --account "$account" --until 2026-03-01T00:00:00Z \
-    --actor staff_07 --reason "ticket T-4711" --ip 198.51.100.7 --now "$now" | head -5
+    --actor staff_07 --reason "compliance review" --ip 198.51.100.7 --now "$now" | head -5
 echo "== the two reads above, as the journal recorded them"
 "$bin/lethe" export --journal "$journal" | grep '"AccountAccessed"' | grep '"staff_07"' | grep "$now"
 
+echo "== staff accesses to $account, judged (authorized: a ticket it had opened, or an open legal case)"
+"$bin/lethe" access-log --journal "$journal" --account "$account" | tail -6
 echo "== what is on disk"
 ls -l "$journal" "$journal.keys" "$journal.keys.master" | awk '{print "   " $5 " bytes  " $9}'
 echo "   NDJSON: $(wc -c < "$out/history.ndjson") bytes"

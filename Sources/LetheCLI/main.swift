@@ -153,6 +153,9 @@ struct AccessOptions: ParsableArguments {
 
     @Option(help: "The reader's IP address, recorded with the access.")
     var ip = "127.0.0.1"
+
+    @Option(help: "The support ticket the read is for, recorded with the access (it makes the access authorized if the account opened it).")
+    var ticket: String?
 }
 
 /// Reads one account's events and records the read as an `AccountAccessed` event, before anything
@@ -167,7 +170,8 @@ func readAccount(_ account: String, journal: Journal, access: AccessOptions, clo
     guard let actor = access.actor, let reason = access.reason else {
         throw JournalError(.invalidEvent, "reading \(account)'s personal data is recorded as an access: give --actor and --reason")
     }
-    let data: JSONObject = ["actor": .string(actor), "ip": .string(access.ip), "reason": .string(reason)]
+    var data: JSONObject = ["actor": .string(actor), "ip": .string(access.ip), "reason": .string(reason)]
+    if let ticket = access.ticket { data["ticket"] = .string(ticket) }
     if case .failure(let rejection) = EnvelopeValidator.validate(.object([
         "type": "AccountAccessed", "account": .string(account), "at": .string(clock.now().rfc3339), "data": .object(data),
     ])) {

@@ -235,6 +235,15 @@ import Testing
         #expect(rows.first == ["at", "account", "actor", "ip", "reason", "ticket", "authorized"])
         #expect(rows.dropFirst().first == ["2026-01-02T00:00:00Z", "acc_1", "staff_1", "203.0.113.1", "curious", "-", "NO"])
         #expect(table.stdout.hasSuffix("6 accesses, 4 not authorized\n"))
+
+        // A read through the CLI for the account's own ticket is an authorized access.
+        let read = try run("lethe", ["state", "--journal", journal, "--account", "acc_1", "--actor", "staff_8", "--reason", "support",
+                                     "--ticket", "T-1", "--now", "2026-02-01T00:00:00Z"])
+        #expect(read.status == 0)
+        let after = try JSONParser.parse(try run("lethe", ["access-log", "--journal", journal, "--account", "acc_1", "--format", "json"])
+            .stdout.trimmingCharacters(in: .newlines))
+        guard case .array(let mine) = after else { Issue.record("not an array"); return }
+        #expect(mine.last?.object?["actor"] == "staff_8" && mine.last?.object?["ticket"] == "T-1" && mine.last?.object?["authorized"] == true)
     }
 
     @Test func badArgumentsFailCleanly() throws {

@@ -153,7 +153,11 @@ print("verify: \(fmt(Double(readCount) / verifyTime)) events/s")
 
 // 5. Single appends, one transaction each, on a journal that already holds the import.
 for (n, sync) in [Journal.Synchronous.full, .normal].enumerated() {
-    let single = try open("bench.lethe") { $0.synchronous = sync }
+    // The journal alone (no contract rules): these synthetic page views have no signup.
+    let single = try open("bench.lethe") {
+        $0.synchronous = sync
+        $0.rules = nil
+    }
     let base = Timestamp(rfc3339: "203\(n)-01-01T00:00:00Z")!
     let payload = PayloadCodec.standard.encode(type: "PageViewed", data: ["path": "/pricing", "visitor": "v_bench"])
     let t = try seconds {

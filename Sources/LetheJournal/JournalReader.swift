@@ -263,9 +263,9 @@ public final class JournalReader {
     /// Every event from `from` on, decrypted and passed through `transform` (decoding, say) on
     /// every core a block at a time; `body` gets the results one by one, in journal order.
     public func events<T: Sendable>(
-        from: Int64 = 1, transform: @escaping @Sendable (StoredEvent) throws -> T, _ body: (T) throws -> Void
+        from: Int64 = 1, through: Int64 = .max, transform: @escaping @Sendable (StoredEvent) throws -> T, _ body: (T) throws -> Void
     ) throws {
-        try scanGroups(from: from) { group in
+        try scanGroups(from: from, through: through) { group in
             for t in try openAll(group, transform) { try body(t) }
         }
     }

@@ -145,10 +145,10 @@ struct Import: ParsableCommand {
 
 /// Who reads an account's personal data, and why: every such read is recorded as an access.
 struct AccessOptions: ParsableArguments {
-    @Option(help: "Who is reading; recorded with the access (required to read an account's personal data).")
+    @Option(help: "Who is reading; recorded with the access (default: the operating-system user).")
     var actor: String?
 
-    @Option(help: "Why; recorded with the access (required to read an account's personal data).")
+    @Option(help: "Why; recorded with the access.")
     var reason: String?
 
     @Option(help: "The reader's IP address, recorded with the access.")
@@ -161,25 +161,32 @@ struct AccessOptions: ParsableArguments {
 /// Reads one account's events and records the read as an `AccountAccessed` event, before anything
 /// is shown: no personal data leaves without its access on record. A purged account has nothing
 /// left to read, so its read is not recorded.
-func readAccount(_ account: String, journal: Journal, access: AccessOptions, clock: Clock) throws -> [StoredEvent] {
+///
+/// Without `--actor`, the access names the operating-system user; without `--reason`, it says
+/// so. An access is never recorded before the account's latest event: when the clock is behind
+/// the account's history, the access takes that event's time, and stderr says so.
+func readAccount(_ account: String, journal: Journal, access: AccessOptions, clock: Clock, command: String) throws -> [StoredEvent] {
     var events: [StoredEvent] = []
     try journal.read { try $0.events(account: account) { events.append($0) } }
-    guard !events.isEmpty else { throw JournalError(.invalidEvent, "no account \(account) in \(journal.path)") }
+    guard let latest = events.last?.header.at else { throw JournalError(.invalidEvent, "no account \(account) in \(journal.path)") }
     let state = try AccountState.fold(events, account: account, until: Timestamp(nanoseconds: .max))
     if state.status == .purged { return events }
-    guard let actor = access.actor, let reason = access.reason else {
-        throw JournalError(.invalidEvent, "reading \(account)'s personal data is recorded as an access: give --actor and --reason")
-    }
-    var data: JSONObject = ["actor": .string(actor), "ip": .string(access.ip), "reason": .string(reason)]
+    let actor = access.actor ?? ProcessInfo.processInfo.environment["USER"] ?? "unknown operator"
+    var data: JSONObject = ["actor": .string(actor), "ip": .string(access.ip), "reason": .string(access.reason ?? "no reason given")]
     if let ticket = access.ticket { data["ticket"] = .string(ticket) }
+    var at = clock.now()
+    if at < latest {
+        writeStderr("lethe \(command): the clock (\(at)) is behind \(account)'s latest event; the access is recorded at \(latest)\n")
+        at = latest
+    }
     if case .failure(let rejection) = EnvelopeValidator.validate(.object([
-        "type": "AccountAccessed", "account": .string(account), "at": .string(clock.now().rfc3339), "data": .object(data),
+        "type": "AccountAccessed", "account": .string(account), "at": .string(at.rfc3339), "data": .object(data),
     ])) {
-        throw JournalError(.invalidEvent, "cannot record the access: \(rejection)")
+        throw JournalError(.invalidEvent, "cannot record the access, so nothing is shown: \(rejection)")
     }
     do {
         try journal.append(NewEvent(
-            account: account, type: EventType.accountAccessed.rawValue, at: clock.now(),
+            account: account, type: EventType.accountAccessed.rawValue, at: at,
             payload: PayloadCodec.standard.encode(type: EventType.accountAccessed.rawValue, data: data)))
     } catch let e as JournalError {
         throw JournalError(e.code, "cannot record the access, so nothing is shown: \(e.message)")
@@ -208,7 +215,7 @@ struct State: ParsableCommand {
         try guarded("state") {
             let journal = try options.open()
             let until = at.flatMap { Timestamp(rfc3339: $0) } ?? options.clock.now()
-            let events = try readAccount(account, journal: journal, access: access, clock: options.clock)
+            let events = try readAccount(account, journal: journal, access: access, clock: options.clock, command: "state")
             var json = try AccountState.fold(events, account: account, until: until).json
             json["at"] = .string(until.rfc3339)
             var w = JSONWriter()
@@ -242,7 +249,7 @@ struct Replay: ParsableCommand {
             let last = until.flatMap { Timestamp(rfc3339: $0) } ?? Timestamp(nanoseconds: .max)
             let exporter = Exporter()
             var out = Output()
-            for e in try readAccount(account, journal: journal, access: access, clock: options.clock) where e.header.at <= last {
+            for e in try readAccount(account, journal: journal, access: access, clock: options.clock, command: "replay") where e.header.at <= last {
                 var w = JSONWriter()
                 try exporter.line(e, into: &w)
                 w.bytes.append(0x0A)
@@ -332,7 +339,7 @@ struct Export: ParsableCommand {
             var out = Output()
             var progress = Progress("export")
             // One account's export is a read of its personal data: recorded first.
-            let accountEvents = try account.map { try readAccount($0, journal: journal, access: access, clock: options.clock) } ?? []
+            let accountEvents = try account.map { try readAccount($0, journal: journal, access: access, clock: options.clock, command: "export") } ?? []
             try journal.read { reader in
                 let head = try reader.headSeq()
                 var count: Int64 = 0

@@ -47,7 +47,8 @@ package struct SealedEvent: Equatable, Sendable {
 /// "LTHB" format:u8=1 first_seq:u64 count:varint
 /// accounts: n:varint, n × string        types: n:varint, n × string
 /// count × account index   count × type index   count × version   count × zigzag(at - previous at)
-/// count × session:u64   count × zigzag(counter − previous counter)   count × id (string, empty = none)
+/// count × fraction digits of at:u8 (0–9, 255 = shortest)   count × session:u64
+/// count × zigzag(counter − previous counter)   count × id (string, empty = none)
 /// count × state:u8 (0 sealed, 1 purged)
 /// count × payload length   payload bytes, concatenated   32-byte digest per purged event
 /// previous link (32)   last link (32)
@@ -101,6 +102,7 @@ package struct Block: Equatable {
             w.zigzag(e.header.at.nanoseconds &- previousAt)
             previousAt = e.header.at.nanoseconds
         }
+        for e in events { w.u8(UInt8(bitPattern: e.header.at.fractionDigits)) }
         for e in events { w.u64(e.nonce.session) }
         var previousCounter: Int64 = 0
         for e in events {
@@ -150,6 +152,7 @@ package struct Block: Equatable {
                 at = at &+ (try r.zigzag())
                 return at
             }
+            let fractionDigits = try (0..<count).map { _ in Int8(bitPattern: try r.u8()) }
             let sessions = try (0..<count).map { _ in try r.u64() }
             var counter: Int64 = 0
             let counters = try (0..<count).map { _ -> UInt32 in
@@ -166,7 +169,8 @@ package struct Block: Equatable {
                 guard versions[i] > 0 else { throw corrupt("event \(firstSeq + Int64(i)) has version \(versions[i])") }
                 let header = EventHeader(
                     seq: firstSeq + Int64(i), version: versions[i], account: accountNames[accountIdx[i]],
-                    type: typeNames[typeIdx[i]], at: Timestamp(nanoseconds: times[i]), id: ids[i].isEmpty ? nil : ids[i])
+                    type: typeNames[typeIdx[i]], at: Timestamp(nanoseconds: times[i], fractionDigits: fractionDigits[i]),
+                    id: ids[i].isEmpty ? nil : ids[i])
                 switch states[i] {
                 case 0:
                     events.append(SealedEvent(header: header, nonce: NonceID(session: sessions[i], counter: counters[i]), body: .sealed(Array(try r.bytes(lengths[i])))))

@@ -135,7 +135,7 @@ public final class Journal: Sendable {
                         PRIMARY KEY(account_id, block_id)) WITHOUT ROWID;
                     CREATE TABLE IF NOT EXISTS tail(
                         seq INTEGER PRIMARY KEY, account TEXT NOT NULL, version INTEGER NOT NULL,
-                        type TEXT NOT NULL, at INTEGER NOT NULL, event_id TEXT,
+                        type TEXT NOT NULL, at INTEGER NOT NULL, at_digits INTEGER NOT NULL, event_id TEXT,
                         session INTEGER NOT NULL, counter INTEGER NOT NULL,
                         payload BLOB, digest BLOB, link BLOB NOT NULL);
                     CREATE TABLE IF NOT EXISTS event_ids(id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
@@ -648,8 +648,8 @@ final class Writer {
 
     private func insertTail(_ events: [SealedEvent], _ links: [[UInt8]]) throws {
         let insert = try db.statement("""
-            INSERT INTO tail(seq, account, version, type, at, event_id, session, counter, payload, digest, link)
-            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO tail(seq, account, version, type, at, event_id, session, counter, payload, digest, link, at_digits)
+            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         for (e, link) in zip(events, links) {
             insert.reset()
@@ -660,7 +660,7 @@ final class Writer {
             case .sealed(let bytes): insert.bind(9, bytes).bind(10, nil as [UInt8]?)
             case .purged(let digest): insert.bind(9, nil as [UInt8]?).bind(10, digest)
             }
-            try insert.bind(11, link).run()
+            try insert.bind(11, link).bind(12, Int64(e.header.at.fractionDigits)).run()
         }
     }
 }

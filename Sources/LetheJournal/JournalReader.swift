@@ -112,14 +112,14 @@ public final class JournalReader {
 
     static func tailRows(_ db: SQLiteDatabase) throws -> ([SealedEvent], [[UInt8]]) {
         let s = try db.statement("""
-            SELECT seq, account, version, type, at, event_id, session, counter, payload, digest, link FROM tail ORDER BY seq
+            SELECT seq, account, version, type, at, event_id, session, counter, payload, digest, link, at_digits FROM tail ORDER BY seq
             """)
         var events: [SealedEvent] = []
         var links: [[UInt8]] = []
         while try s.step() {
             let header = EventHeader(
                 seq: s.int(0), version: s.int(2), account: s.text(1) ?? "", type: s.text(3) ?? "",
-                at: Timestamp(nanoseconds: s.int(4)), id: s.text(5))
+                at: Timestamp(nanoseconds: s.int(4), fractionDigits: Int8(truncatingIfNeeded: s.int(11))), id: s.text(5))
             let body: SealedEvent.Body = s.isNull(8) ? .purged(digest: s.blob(9)) : .sealed(s.blob(8))
             let nonce = NonceID(session: UInt64(bitPattern: s.int(6)), counter: UInt32(truncatingIfNeeded: s.int(7)))
             events.append(SealedEvent(header: header, nonce: nonce, body: body))

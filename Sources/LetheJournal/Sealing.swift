@@ -101,7 +101,7 @@ package enum Sealing {
 /// The tamper-evident chain: `link(n) = SHA-256(link(n-1) || header(n))`.
 ///
 /// The header holds the sequence number, the account's version and the time (u64 each,
-/// little-endian), the account id, the type and the caller's event id (each a u32 length and
+/// little-endian), the time's fractional digit count (one byte), the account id, the type and the caller's event id (each a u32 length and
 /// UTF-8), and the digest of the sealed payload, so a purge can drop the
 /// payload, keep its digest, and leave the chain intact.
 package enum Chain {
@@ -122,6 +122,7 @@ package enum Chain {
         withUnsafeBytes(of: UInt64(header.seq).littleEndian) { h.update(bufferPointer: $0) }
         withUnsafeBytes(of: UInt64(header.version).littleEndian) { h.update(bufferPointer: $0) }
         withUnsafeBytes(of: UInt64(bitPattern: header.at.nanoseconds).littleEndian) { h.update(bufferPointer: $0) }
+        withUnsafeBytes(of: header.at.fractionDigits) { h.update(bufferPointer: $0) }
         func string(_ s: String) {
             var s = s
             s.withUTF8 { utf8 in

@@ -7,17 +7,28 @@ import Darwin
 /// A point in time: nanoseconds since 1970-01-01T00:00:00Z, UTC.
 ///
 /// Events carry their time as RFC 3339 in UTC (`Z`) with optional fractional seconds (up to nine
-/// digits are kept exactly); the journal stores the integer.
+/// digits are kept exactly); the journal stores the integer, and how many fractional digits the
+/// text had, so that an event goes out (`lethe export`) written as it came in.
 public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible {
     public var nanoseconds: Int64
+    /// How many fractional digits the time was written with (0–9), or −1 for the shortest form.
+    /// Display only: equality, hashing and order look at `nanoseconds` alone.
+    public var fractionDigits: Int8
 
-    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+    public init(nanoseconds: Int64, fractionDigits: Int8 = -1) {
+        self.nanoseconds = nanoseconds
+        self.fractionDigits = fractionDigits
+    }
 
-    public init(seconds: Int64) { self.nanoseconds = seconds * 1_000_000_000 }
+    public init(seconds: Int64) { self.init(nanoseconds: seconds * 1_000_000_000) }
 
+    public static func == (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds == b.nanoseconds }
+    public func hash(into h: inout Hasher) { h.combine(nanoseconds) }
     public static func < (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds < b.nanoseconds }
 
-    public func adding(seconds: Int64) -> Timestamp { Timestamp(nanoseconds: nanoseconds + seconds * 1_000_000_000) }
+    public func adding(seconds: Int64) -> Timestamp {
+        Timestamp(nanoseconds: nanoseconds + seconds * 1_000_000_000, fractionDigits: fractionDigits)
+    }
 
     /// Years accepted: those whose nanoseconds fit in 64 bits with room to add retention windows.
     static let years = 1900...2200
@@ -52,18 +63,21 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
               day >= 1, day <= Timestamp.daysIn(month: month, year: year)
         else { return nil }
         var nanos: Int64 = 0
+        var written: Int8 = 0
         if utf8.count > 19 {
             guard char(19, "."), utf8.count > 20, utf8.count - 20 <= 9, let fraction = digits(20..<utf8.count) else { return nil }
             var scaled = Int64(fraction)
             for _ in 0..<(9 - (utf8.count - 20)) { scaled *= 10 }
             nanos = scaled
+            written = Int8(utf8.count - 20)
         }
         let days = Int64(Timestamp.daysFromCivil(year: year, month: month, day: day))
         let secs = days * 86_400 + Int64(hour * 3600 + minute * 60 + second)
-        self.nanoseconds = secs * 1_000_000_000 + nanos
+        self.init(nanoseconds: secs * 1_000_000_000 + nanos, fractionDigits: written)
     }
 
-    /// RFC 3339 in UTC; fractional seconds only when non-zero, without trailing zeros.
+    /// RFC 3339 in UTC: with `fractionDigits` fractional digits when that holds the time exactly,
+    /// otherwise fractional seconds only when non-zero, without trailing zeros.
     public var rfc3339: String {
         var out: [UInt8] = []
         write(rfc3339To: &out)
@@ -89,7 +103,12 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         }
         digits(y, 4); out.append(45); digits(m, 2); out.append(45); digits(d, 2); out.append(84)
         digits(rem / 3600, 2); out.append(58); digits(rem / 60 % 60, 2); out.append(58); digits(rem % 60, 2)
-        if nanos != 0 {
+        var unit = 1
+        if fractionDigits > 0 { for _ in 0..<(9 - Int(fractionDigits)) { unit *= 10 } }
+        if fractionDigits > 0, nanos % unit == 0 {
+            out.append(46)
+            digits(nanos / unit, Int(fractionDigits))
+        } else if nanos != 0 {
             var width = 9
             while nanos % 10 == 0 {
                 nanos /= 10

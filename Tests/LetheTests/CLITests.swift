@@ -39,6 +39,8 @@ import Testing
             try JSONParser.parse(String(line)).object?["id"]?.string
         }
         #expect(ids == ["e1", "e3"])
+        // Times go out exactly as they came in.
+        #expect(export.stdout.contains(#""at":"2026-01-05T10:02:00Z""#))
         let first = try JSONParser.parse(String(export.stdout.split(separator: "\n")[0])).object
         #expect(first?.keys == ["seq", "id", "type", "account", "at", "data"])
         #expect(first?["seq"] == 1 && first?["data"]?.object?["email"] == "ada@example.com")
@@ -54,7 +56,8 @@ import Testing
         let imported = try run("lethe", ["import", fixture, "--journal", journal])
         let good = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n").compactMap { line -> JSONObject? in
             guard case .success(let e) = EnvelopeValidator.parse(line: Array(line.utf8)) else { return nil }
-            return ["id": e.id.map(JSONValue.string) ?? .null, "account": .string(e.account), "data": .object(e.data)]
+            let at = try? JSONParser.parse(String(line)).object?["at"]
+            return ["id": e.id.map(JSONValue.string) ?? .null, "account": .string(e.account), "data": .object(e.data), "at": at ?? .null]
         }
         #expect(imported.stdout.hasPrefix("imported "))
         let exported = try run("lethe", ["export", "--journal", journal])
@@ -64,7 +67,7 @@ import Testing
         var matched = 0
         for g in good {
             guard let id = g["id"]?.string, let back = byID[id] else { continue }
-            #expect(back["data"] == g["data"] && back["account"] == g["account"])
+            #expect(back["data"] == g["data"] && back["account"] == g["account"] && back["at"] == g["at"])
             matched += 1
         }
         #expect(matched == lines.count && matched > 100)

@@ -36,7 +36,13 @@ import Testing
         let t = try #require(Timestamp(rfc3339: "2026-01-05T10:00:00Z"))
         #expect(t.nanoseconds == 1_767_607_200 * 1_000_000_000)
         #expect(t.rfc3339 == "2026-01-05T10:00:00Z")
-        #expect(Timestamp(rfc3339: "2026-01-05T10:00:00.250Z")?.rfc3339 == "2026-01-05T10:00:00.25Z")
+        // Written as it came in: the fractional digits are kept, trailing zeros included.
+        #expect(Timestamp(rfc3339: "2026-01-05T10:00:00.250Z")?.rfc3339 == "2026-01-05T10:00:00.250Z")
+        #expect(Timestamp(rfc3339: "2026-01-05T10:00:00.000Z")?.rfc3339 == "2026-01-05T10:00:00.000Z")
+        #expect(Timestamp(rfc3339: "2026-01-05t10:00:00.5z")?.rfc3339 == "2026-01-05T10:00:00.5Z")
+        // Equality and order look at the instant only; a computed time takes the shortest form.
+        #expect(Timestamp(rfc3339: "2026-01-05T10:00:00.250Z") == Timestamp(rfc3339: "2026-01-05T10:00:00.25Z"))
+        #expect(Timestamp(nanoseconds: 1_767_607_200_250_000_000).rfc3339 == "2026-01-05T10:00:00.25Z")
         #expect(Timestamp(rfc3339: "2024-02-29T23:59:59.123456789Z")?.rfc3339 == "2024-02-29T23:59:59.123456789Z")
         #expect(Timestamp(rfc3339: "1969-12-31T23:59:59.5Z")?.rfc3339 == "1969-12-31T23:59:59.5Z")
     }

@@ -46,6 +46,11 @@ let package = Package(
         .executableTarget(
             name: "lethe-bench", dependencies: ["LetheJournal", "LetheEvents"],
             path: "Tools/LetheBench"),
+        // An account service embedding the engine: typed events, a follower, a reader.
+        .executableTarget(
+            name: "lethe-example-service",
+            dependencies: ["LetheJournal", "LetheEvents", .product(name: "Logging", package: "swift-log")],
+            path: "Examples/AccountService"),
         // Appends forever and acknowledges each commit; the crash test kills it mid-write.
         .executableTarget(
             name: "lethe-crash-writer", dependencies: ["LetheJournal", "LetheEvents"],

@@ -253,6 +253,15 @@ import Testing
         #expect(mine.last?.object?["actor"] == "staff_8" && mine.last?.object?["ticket"] == "T-1" && mine.last?.object?["authorized"] == true)
     }
 
+    @Test func theExampleServiceRuns() throws {
+        let dir = TempDir()
+        let r = try run("lethe-example-service", [dir.path("svc")])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains(#""account":"acc_ada","status":"active""#))
+        #expect(r.stdout.hasSuffix("followed 9 committed events\n"))
+        #expect(r.stderr.contains("refused") && r.stderr.contains("erasure requested"))
+    }
+
     @Test func badArgumentsFailCleanly() throws {
         let dir = TempDir()
         let missing = try run("lethe", ["verify", "--journal", dir.path("nope.lethe")])

@@ -1,0 +1,66 @@
+// An account service embedding Lethe: it records typed events as customers act, a background
+// task follows committed events (here: erasure requests, to hand to support and processors),
+// and a reader answers "what do we hold about this customer?" while the writer goes on.
+//
+// Run: swift run lethe-example-service [DIRECTORY]   (a temporary directory by default)
+import Foundation
+import LetheEvents
+import LetheJournal
+import Logging
+
+let directory = CommandLine.arguments.dropFirst().first ?? NSTemporaryDirectory() + "lethe-example-\(getpid())"
+try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+let logger: Logger = {
+    var logger = Logger(label: "accounts")
+    logger.logLevel = .info
+    return logger
+}()
+
+var options = Journal.Options()
+options.rules = ContractRules()
+options.logger = logger
+let journal = try Journal(path: directory + "/accounts.lethe", options: options)
+
+// Follow committed events from where this service last stopped (0 on a first run).
+let follower = Task {
+    var handled = 0
+    for try await event in journal.subscribe(after: 0, poll: .milliseconds(20)) {
+        if event.header.type == EventType.erasureRequested.rawValue {
+            logger.info("erasure requested", metadata: ["account": "\(event.header.account)", "seq": "\(event.header.seq)"])
+        }
+        handled += 1
+        if handled == 9 { break }
+    }
+    return handled
+}
+
+// Customers act; the service records what the privacy policy says it keeps.
+var clock = Timestamp(rfc3339: "2026-03-01T09:00:00Z")!
+@MainActor func next() -> Timestamp {
+    clock = clock.adding(seconds: 60)
+    return clock
+}
+try journal.record(Events.AccountSignedUp(name: "Ada Lovelace", email: "ada@example.com", company: "Analytical Engines"), account: "acc_ada", at: next(), expectedVersion: 0)
+try journal.record(Events.BillingAddressSet(line1: "12 St James's Square", city: "London", postcode: "SW1Y 4JH", country: "GB"), account: "acc_ada", at: next())
+try journal.record(Events.PaymentRecorded(transaction: "tx_1001", amountMinor: 2900, currency: "GBP", cardLast4: "4242", processor: "spark"), account: "acc_ada", at: next())
+try journal.record(Events.ItemCreated(item: "site_1", kind: "site", label: "engines.example"), account: "acc_ada", at: next())
+try journal.record(Events.SupportMessageReceived(ticket: "T-7", fromEmail: "ada@example.com", body: "Please restore my site."), account: "acc_ada", at: next())
+try journal.record(Events.AccountAccessed(actor: "staff_04", ip: "198.51.100.4", reason: "support", ticket: "T-7"), account: "acc_ada", at: next())
+try journal.record(Events.AccountSignedUp(name: "Charles Babbage", email: "charles@example.com"), account: "acc_charles", at: next(), expectedVersion: 0)
+try journal.record(Events.AccountCancelled(reason: "moving on"), account: "acc_charles", at: next())
+try journal.record(Events.ErasureRequested(channel: "support"), account: "acc_charles", at: next())
+
+// A refused event leaves no trace: the item was never deleted, so it cannot be restored.
+do {
+    try journal.record(Events.ItemRestored(item: "site_1"), account: "acc_ada", at: next())
+} catch let error as JournalError {
+    logger.info("refused", metadata: ["why": "\(error.message)"])
+}
+
+// A reader, on its own connection, while the writer could go on.
+var events: [StoredEvent] = []
+try journal.read { try $0.events(account: "acc_ada") { events.append($0) } }
+let state = try AccountState.fold(events, account: "acc_ada", until: clock)
+print(JSONValue.object(state.json).jsonText)
+
+print("followed \(try await follower.value) committed events")

@@ -107,7 +107,10 @@ struct Lethe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lethe",
         abstract: "The lifecycle of personal data: an event-sourced, encrypted, tamper-evident journal.",
-        subcommands: [Import.self, Export.self, Verify.self, State.self, Replay.self, AccessLogCommand.self])
+        subcommands: [
+            Import.self, Export.self, Verify.self, State.self, Replay.self, AccessLogCommand.self, Disclosures.self,
+            PolicyNotices.self,
+        ])
 }
 
 struct Import: ParsableCommand {
@@ -309,6 +312,54 @@ struct AccessLogCommand: ParsableCommand {
                 out.write(Array("\(entries.count) accesses, \(refused) not authorized\n".utf8))
             }
             out.flush()
+        }
+    }
+}
+
+struct Disclosures: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Every DataShared, flagged where basis consent had no matching consent, or basis merger no prior merger notice (JSON).")
+
+    @OptionGroup var options: JournalOptions
+
+    @Option(help: "Only this account's disclosures.")
+    var account: String?
+
+    func run() throws {
+        try guarded("disclosures") {
+            let journal = try options.open()
+            var log = DisclosureLog()
+            try journal.read { reader in
+                if let account { try reader.events(account: account) { try log.add($0) } } else { try reader.events { try log.add($0) } }
+            }
+            var w = JSONWriter()
+            w.write(.array(log.entries.sorted { ($0.at, $0.seq) < ($1.at, $1.seq) }.map { .object($0.json) }))
+            w.bytes.append(0x0A)
+            writeAll(1, w.bytes)
+        }
+    }
+}
+
+struct PolicyNotices: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy-notices",
+        abstract: "The active accounts not yet sent a NoticeSent (topic policy-change) for a policy version (JSON).")
+
+    @OptionGroup var options: JournalOptions
+
+    @Option(help: "The policy version, as NoticeSent's version field names it.")
+    var version: String
+
+    func run() throws {
+        try guarded("policy-notices") {
+            let journal = try options.open()
+            var report = PolicyNoticeReport(version: version)
+            try journal.read { reader in try reader.events { try report.add($0) } }
+            let pending = report.pending
+            var w = JSONWriter()
+            w.write(.object(["version": .string(version), "pending": .array(pending.map(JSONValue.string)), "count": .int(Int64(pending.count))]))
+            w.bytes.append(0x0A)
+            writeAll(1, w.bytes)
         }
     }
 }

@@ -262,6 +262,39 @@ import Testing
         #expect(r.stderr.contains("refused") && r.stderr.contains("erasure requested"))
     }
 
+    @Test func disclosuresAndPolicyNotices() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let input = """
+            {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"A","email":"a@example.com"}}
+            {"type":"DataShared","account":"a","at":"2026-01-02T00:00:00Z","data":{"recipient":"vms","basis":"consent","categories":["billing"]}}
+            {"type":"ConsentGranted","account":"a","at":"2026-01-03T00:00:00Z","data":{"purpose":"share:vms"}}
+            {"type":"DataShared","account":"a","at":"2026-01-04T00:00:00Z","data":{"recipient":"vms","basis":"consent","categories":["billing"]}}
+            {"type":"DataShared","account":"a","at":"2026-01-05T00:00:00Z","data":{"recipient":"partner","basis":"consent","categories":["profile"]}}
+            {"type":"ConsentRevoked","account":"a","at":"2026-01-06T00:00:00Z","data":{"purpose":"share:vms"}}
+            {"type":"DataShared","account":"a","at":"2026-01-07T00:00:00Z","data":{"recipient":"vms","basis":"consent","categories":["billing"]}}
+            {"type":"DataShared","account":"a","at":"2026-01-08T00:00:00Z","data":{"recipient":"newco","basis":"merger","categories":["profile"]}}
+            {"type":"NoticeSent","account":"a","at":"2026-01-09T00:00:00Z","data":{"topic":"merger"}}
+            {"type":"DataShared","account":"a","at":"2026-01-10T00:00:00Z","data":{"recipient":"newco","basis":"merger","categories":["profile"]}}
+            {"type":"DataShared","account":"a","at":"2026-01-11T00:00:00Z","data":{"recipient":"court","basis":"legal","categories":["support"]}}
+            {"type":"NoticeSent","account":"a","at":"2026-01-12T00:00:00Z","data":{"topic":"policy-change","version":"2026-02"}}
+            {"type":"AccountSignedUp","account":"b","at":"2026-01-01T00:00:00Z","data":{"name":"B","email":"b@example.com"}}
+            {"type":"NoticeSent","account":"b","at":"2026-01-12T00:00:00Z","data":{"topic":"policy-change","version":"2025-06"}}
+            {"type":"AccountSignedUp","account":"c","at":"2026-01-01T00:00:00Z","data":{"name":"C","email":"c@example.com"}}
+            {"type":"AccountCancelled","account":"c","at":"2026-01-02T00:00:00Z","data":{}}
+            {"type":"AccountSignedUp","account":"d","at":"2026-01-01T00:00:00Z","data":{"name":"D","email":"d@example.com"}}
+            """
+        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: input).status == 0)
+        let shares = try JSONParser.parse(try run("lethe", ["disclosures", "--journal", journal]).stdout.trimmingCharacters(in: .newlines))
+        guard case .array(let list) = shares else { Issue.record("not an array"); return }
+        #expect(list.map { $0.object?["without_consent"] } == [true, false, true, true, false, false, false].map { JSONValue.bool($0) })
+        #expect(list.map { $0.object?["without_merger_notice"] } == [false, false, false, false, true, false, false].map { JSONValue.bool($0) })
+        #expect(list.first?.object?.keys == ["at", "account", "recipient", "basis", "categories", "without_consent", "without_merger_notice"])
+
+        let notices = try run("lethe", ["policy-notices", "--journal", journal, "--version", "2026-02"])
+        #expect(notices.stdout == #"{"version":"2026-02","pending":["b","d"],"count":2}"# + "\n")
+    }
+
     @Test func badArgumentsFailCleanly() throws {
         let dir = TempDir()
         let missing = try run("lethe", ["verify", "--journal", dir.path("nope.lethe")])

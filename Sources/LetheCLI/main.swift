@@ -8,6 +8,18 @@ import Darwin
 import LetheEvents
 import LetheJournal
 
+/// `--now`, `--at` and `--until` are RFC 3339 in UTC, parsed by the engine's own parser.
+extension Timestamp: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rfc3339: argument) }
+}
+
+/// The journal's events, or one account's, in journal order.
+func forEachEvent(in journal: Journal, account: String?, _ body: (StoredEvent) throws -> Void) throws {
+    try journal.read { reader in
+        if let account { try reader.events(account: account, body) } else { try reader.events(body) }
+    }
+}
+
 /// The options every command takes (CLI.md).
 struct JournalOptions: ParsableArguments {
     @Option(name: .long, help: "The journal file (SQLite).")
@@ -16,16 +28,10 @@ struct JournalOptions: ParsableArguments {
     @Option(name: .long, help: "The key store (default: the journal's path + \".keys\").")
     var keys: String?
 
-    @Option(name: .long, help: "The time to use as now, RFC 3339 in UTC (default: the system clock).")
-    var now: String?
+    @Option(name: .long, help: "The time to use as now, RFC 3339 in UTC, like 2026-03-01T00:00:00Z (default: the system clock).")
+    var now: Timestamp?
 
-    func validate() throws {
-        if let now, Timestamp(rfc3339: now) == nil {
-            throw ValidationError("--now must be RFC 3339 in UTC, like 2026-03-01T00:00:00Z")
-        }
-    }
-
-    var clock: Clock { now.flatMap { Timestamp(rfc3339: $0) }.map(Clock.fixed) ?? .system }
+    var clock: Clock { now.map(Clock.fixed) ?? .system }
 
     func open(mustExist: Bool = true) throws -> Journal {
         if mustExist && access(journal, F_OK) != 0 {
@@ -208,16 +214,12 @@ struct State: ParsableCommand {
     var account: String
 
     @Option(help: "The moment, RFC 3339 in UTC (default: now).")
-    var at: String?
-
-    func validate() throws {
-        if let at, Timestamp(rfc3339: at) == nil { throw ValidationError("--at must be RFC 3339 in UTC, like 2026-03-01T00:00:00Z") }
-    }
+    var at: Timestamp?
 
     func run() throws {
         try guarded("state") {
             let journal = try options.open()
-            let until = at.flatMap { Timestamp(rfc3339: $0) } ?? options.clock.now()
+            let until = at ?? options.clock.now()
             let events = try readAccount(account, journal: journal, access: access, clock: options.clock, command: "state")
             var json = try AccountState.fold(events, account: account, until: until).json
             json["at"] = .string(until.rfc3339)
@@ -240,16 +242,12 @@ struct Replay: ParsableCommand {
     var account: String
 
     @Option(help: "The last moment to include, RFC 3339 in UTC (default: everything).")
-    var until: String?
-
-    func validate() throws {
-        if let until, Timestamp(rfc3339: until) == nil { throw ValidationError("--until must be RFC 3339 in UTC, like 2026-03-01T00:00:00Z") }
-    }
+    var until: Timestamp?
 
     func run() throws {
         try guarded("replay") {
             let journal = try options.open()
-            let last = until.flatMap { Timestamp(rfc3339: $0) } ?? Timestamp(nanoseconds: .max)
+            let last = until ?? Timestamp(nanoseconds: .max)
             let exporter = Exporter()
             var out = Output()
             for e in try readAccount(account, journal: journal, access: access, clock: options.clock, command: "replay") where e.header.at <= last {
@@ -284,13 +282,7 @@ struct AccessLogCommand: ParsableCommand {
         try guarded("access-log") {
             let journal = try options.open()
             var log = AccessLog()
-            try journal.read { reader in
-                if let account {
-                    try reader.events(account: account) { try log.add($0) }
-                } else {
-                    try reader.events { try log.add($0) }
-                }
-            }
+            try forEachEvent(in: journal, account: account) { try log.add($0) }
             let entries = log.inTimeOrder
             var out = Output()
             switch format {
@@ -329,9 +321,7 @@ struct Disclosures: ParsableCommand {
         try guarded("disclosures") {
             let journal = try options.open()
             var log = DisclosureLog()
-            try journal.read { reader in
-                if let account { try reader.events(account: account) { try log.add($0) } } else { try reader.events { try log.add($0) } }
-            }
+            try forEachEvent(in: journal, account: account) { try log.add($0) }
             var w = JSONWriter()
             w.write(.array(log.entries.sorted { ($0.at, $0.seq) < ($1.at, $1.seq) }.map { .object($0.json) }))
             w.bytes.append(0x0A)
@@ -354,7 +344,7 @@ struct PolicyNotices: ParsableCommand {
         try guarded("policy-notices") {
             let journal = try options.open()
             var report = PolicyNoticeReport(version: version)
-            try journal.read { reader in try reader.events { try report.add($0) } }
+            try forEachEvent(in: journal, account: nil) { try report.add($0) }
             let pending = report.pending
             var w = JSONWriter()
             w.write(.object(["version": .string(version), "pending": .array(pending.map(JSONValue.string)), "count": .int(Int64(pending.count))]))

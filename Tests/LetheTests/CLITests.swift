@@ -300,7 +300,7 @@ import Testing
         let missing = try run("lethe", ["verify", "--journal", dir.path("nope.lethe")])
         #expect(missing.status != 0 && missing.stderr == "lethe verify: no journal at \(dir.path("nope.lethe"))\n")
         let now = try run("lethe", ["export", "--journal", dir.path("x"), "--now", "tomorrow"])
-        #expect(now.status != 0 && now.stderr.contains("--now must be RFC 3339"))
+        #expect(now.status != 0 && now.stderr.contains("'tomorrow' is invalid for '--now"))
         let file = try run("lethe", ["import", dir.path("none.ndjson"), "--journal", dir.path("x")])
         #expect(file.status != 0 && file.stderr.hasPrefix("lethe import: cannot open"))
     }

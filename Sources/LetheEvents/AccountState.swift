@@ -120,7 +120,9 @@ public struct AccountState: Sendable, Equatable {
         for e in events where e.header.at <= until {
             guard let type = EventType(rawValue: e.header.type) else { continue }
             var data: JSONObject?
-            if case .plaintext(let bytes) = e.payload { data = try codec.decode(type: e.header.type, payload: bytes) }
+            if AccountState.readsData(type), case .plaintext(let bytes) = e.payload {
+                data = try codec.decode(type: e.header.type, payload: bytes)
+            }
             state.apply(type, data: data, at: e.header.at)
         }
         return state

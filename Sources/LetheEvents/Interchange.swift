@@ -247,6 +247,14 @@ public struct Exporter: Sendable {
 
     public init() {}
 
+    /// One line, with its newline.
+    public func lineBytes(_ event: StoredEvent) throws -> [UInt8] {
+        var w = JSONWriter()
+        try line(event, into: &w)
+        w.bytes.append(0x0A)
+        return w.bytes
+    }
+
     /// One line, without its newline.
     public func line(_ event: StoredEvent, into w: inout JSONWriter) throws {
         let h = event.header

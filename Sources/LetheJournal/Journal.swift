@@ -347,7 +347,7 @@ final class Sealer {
     }
 }
 
-/// The writer's state: the connection, the key store, the head of the chain and the unsealed tail.
+/// The writer's state: the connection, the head of the chain, the unsealed tail and the caches.
 ///
 /// Lives inside the journal's mutex, so it is never touched by two threads at once.
 final class Writer {

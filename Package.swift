@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .library(name: "LetheJournal", targets: ["LetheJournal"]),
         .library(name: "LetheEvents", targets: ["LetheEvents"]),
+        .library(name: "LetheViews", targets: ["LetheViews"]),
         .executable(name: "lethe", targets: ["LetheCLI"]),
     ],
     dependencies: [
@@ -33,23 +34,27 @@ let package = Package(
             ]),
         // The contract's events: NDJSON in and out, envelope validation, payload coding.
         .target(name: "LetheEvents", dependencies: ["LetheJournal"]),
+        // Read models projected from the journal into their own SQLite file, caught up from a checkpoint.
+        .target(
+            name: "LetheViews",
+            dependencies: ["LetheJournal", "LetheEvents", .product(name: "Crypto", package: "swift-crypto")]),
         // The `lethe` command.
         .executableTarget(
             name: "LetheCLI",
             dependencies: [
-                "LetheJournal", "LetheEvents",
+                "LetheJournal", "LetheEvents", "LetheViews",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Workload generator: realistic NDJSON histories.
         .executableTarget(name: "lethe-gen", dependencies: ["LetheJournal"], path: "Tools/LetheGen"),
         // Benchmarks: append, read, size and memory figures for the README.
         .executableTarget(
-            name: "lethe-bench", dependencies: ["LetheJournal", "LetheEvents"],
+            name: "lethe-bench", dependencies: ["LetheJournal", "LetheEvents", "LetheViews"],
             path: "Tools/LetheBench"),
         // An account service embedding the engine: typed events, a follower, a reader.
         .executableTarget(
             name: "lethe-example-service",
-            dependencies: ["LetheJournal", "LetheEvents", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["LetheJournal", "LetheEvents", "LetheViews", .product(name: "Logging", package: "swift-log")],
             path: "Examples/AccountService"),
         // Appends forever and acknowledges each commit; the crash test kills it mid-write.
         .executableTarget(
@@ -57,7 +62,7 @@ let package = Package(
             path: "Tools/CrashWriter"),
         .testTarget(
             name: "LetheTests",
-            dependencies: ["LetheJournal", "LetheEvents", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["LetheJournal", "LetheEvents", "LetheViews", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )
 

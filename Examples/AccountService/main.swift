@@ -6,6 +6,7 @@
 import Foundation
 import LetheEvents
 import LetheJournal
+import LetheViews
 import Logging
 
 let directory = CommandLine.arguments.dropFirst().first ?? NSTemporaryDirectory() + "lethe-example-\(getpid())"
@@ -57,10 +58,19 @@ do {
     logger.info("refused", metadata: ["why": "\(error.message)"])
 }
 
-// A reader, on its own connection, while the writer could go on.
+// The read models: caught up from their checkpoint, then read while the writer could go on.
+let views = try ReadModels(journal: journal)
+try views.catchUp()
+if let ada = try views.account("acc_ada") { print(JSONValue.object(ada.json).jsonText) }
+for item in try views.items(account: "acc_ada") { logger.info("item", metadata: ["item": "\(item.item)", "state": "\(item.state)"]) }
+var accesses: [Views.Access] = []
+try views.accessLog(account: "acc_ada") { accesses.append($0) }
+logger.info("staff accesses", metadata: ["count": "\(accesses.count)", "authorized": "\(accesses.filter { $0.authorized == true }.count)"])
+
+// Point in time, from the account's own events: what did we hold an hour into its life?
 var events: [StoredEvent] = []
 try journal.read { try $0.events(account: "acc_ada") { events.append($0) } }
-let state = try AccountState.fold(events, account: "acc_ada", until: clock)
-print(JSONValue.object(state.json).jsonText)
+let early = try AccountState.fold(events, account: "acc_ada", until: Timestamp(rfc3339: "2026-03-01T09:02:30Z")!)
+logger.info("acc_ada at 09:02:30", metadata: ["items": "\(early.items.count)", "email": "\(early.email ?? "none")"])
 
 print("followed \(try await follower.value) committed events")

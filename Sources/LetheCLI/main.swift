@@ -7,6 +7,7 @@ import Darwin
 #endif
 import LetheEvents
 import LetheJournal
+import LetheViews
 
 /// `--now`, `--at` and `--until` are RFC 3339 in UTC, parsed by the engine's own parser.
 extension Timestamp: ExpressibleByArgument {
@@ -39,7 +40,19 @@ struct JournalOptions: ParsableArguments {
     @Option(name: .long, help: "The time to use as now, RFC 3339 in UTC, like 2026-03-01T00:00:00Z (default: the system clock).")
     var now: Timestamp?
 
+    @Option(name: .long, help: "The read models (default: the journal's path + \".views\"); derived data, rebuilt when missing.")
+    var views: String?
+
     var clock: Clock { now.map(Clock.fixed) ?? .system }
+
+    /// The read models, caught up with the journal (progress on a terminal).
+    func readModels(_ journal: Journal) throws -> ReadModels {
+        let models = try ReadModels(journal: journal, path: views)
+        var progress = Progress("catching up the read models")
+        try models.catchUp { progress.update($0, of: $1, unit: "events") }
+        progress.finish()
+        return models
+    }
 
     func open(mustExist: Bool = true) throws -> Journal {
         if mustExist && access(journal, F_OK) != 0 {
@@ -123,7 +136,7 @@ struct Lethe: ParsableCommand {
         abstract: "The lifecycle of personal data: an event-sourced, encrypted, tamper-evident journal.",
         subcommands: [
             Import.self, Export.self, Verify.self, State.self, Replay.self, AccessLogCommand.self, Disclosures.self,
-            PolicyNotices.self,
+            PolicyNotices.self, SubjectReportCommand.self, Rebuild.self, ViewsCommand.self,
         ])
 }
 
@@ -282,24 +295,34 @@ struct AccessLogCommand: ParsableCommand {
 
     func run() throws {
         try guarded("access-log") {
-            let journal = try options.open()
-            var log = AccessLog()
-            try forEachEvent(in: journal, account: account) { try log.add($0) }
-            let entries = log.inTimeOrder
+            let models = try options.readModels(try options.open())
             var out = Output()
             switch format {
             case .json:
-                printJSON(.array(entries.map { .object($0.json) }))
+                // Streamed: the log can be longer than memory should hold.
+                var first = true
+                out.write([UInt8]("[".utf8))
+                try models.accessLog(account: account) { entry in
+                    var w = JSONWriter()
+                    if !first { w.bytes.append(UInt8(ascii: ",")) }
+                    first = false
+                    w.write(JSONValue.object(entry.json))
+                    out.write(w.bytes)
+                }
+                out.write([UInt8]("]\n".utf8))
             case .table:
+                var entries: [Views.Access] = []
+                try models.accessLog(account: account) { entries.append($0) }
                 let rows = [["at", "account", "actor", "ip", "reason", "ticket", "authorized"]] + entries.map {
-                    [$0.at.rfc3339, $0.account, $0.actor ?? "-", $0.ip ?? "-", $0.reason ?? "-", $0.ticket ?? "-", $0.authorized ? "yes" : "NO"]
+                    [$0.at, $0.account, $0.actor ?? "-", $0.ip ?? "-", $0.reason ?? "-", $0.ticket ?? "-",
+                     $0.authorized.map { $0 ? "yes" : "NO" } ?? "purged"]
                 }
                 let widths = (0..<7).map { c in rows.map { $0[c].count }.max() ?? 0 }
                 for row in rows {
                     let line = row.enumerated().map { c, cell in cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
                     out.write(Array((line.joined(separator: "  ").trimmingTrailingSpaces + "\n").utf8))
                 }
-                let refused = entries.filter { !$0.authorized }.count
+                let refused = entries.filter { $0.authorized == false }.count
                 out.write(Array("\(entries.count) accesses, \(refused) not authorized\n".utf8))
             }
             out.flush()
@@ -318,10 +341,8 @@ struct Disclosures: ParsableCommand {
 
     func run() throws {
         try guarded("disclosures") {
-            let journal = try options.open()
-            var log = DisclosureLog()
-            try forEachEvent(in: journal, account: account) { try log.add($0) }
-            printJSON(.array(log.entries.sorted { ($0.at, $0.seq) < ($1.at, $1.seq) }.map { .object($0.json) }))
+            let models = try options.readModels(try options.open())
+            printJSON(.array(try models.disclosures(account: account).map { .object($0.json) }))
         }
     }
 }
@@ -338,11 +359,127 @@ struct PolicyNotices: ParsableCommand {
 
     func run() throws {
         try guarded("policy-notices") {
-            let journal = try options.open()
-            var report = PolicyNoticeReport(version: version)
-            try forEachEvent(in: journal, account: nil) { try report.add($0) }
-            let pending = report.pending
+            let models = try options.readModels(try options.open())
+            let pending = try models.accountsPendingNotice(version: version)
             printJSON(.object(["version": .string(version), "pending": .array(pending.map(JSONValue.string)), "count": .int(Int64(pending.count))]))
+        }
+    }
+}
+
+struct Rebuild: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make the read models again from the journal alone; prints the digest of their canonical dump.")
+
+    @OptionGroup var options: JournalOptions
+
+    @Flag(help: "Rebuild into a scratch file and compare with the caught-up read models instead; non-zero exit when they differ.")
+    var check = false
+
+    func run() throws {
+        try guarded("rebuild") {
+            let journal = try options.open()
+            let started = Clock.system.now()
+            var progress = Progress("rebuild")
+            if check {
+                let models = try options.readModels(journal)
+                let scratch = models.path + ".check"
+                defer { for suffix in ["", "-wal", "-shm"] { unlink(scratch + suffix) } }
+                let fresh = try ReadModels(journal: journal, path: scratch)
+                try fresh.rebuild { progress.update($0, of: $1, unit: "events") }
+                progress.finish()
+                let (a, b) = (try models.digest(), try fresh.digest())
+                guard a == b else {
+                    throw JournalError(.corrupt, "the read models at \(models.path) (\(a)) differ from a rebuild from the journal (\(b)); run lethe rebuild")
+                }
+                writeStdout("ok: the read models equal a rebuild from the journal (\(a))\n")
+                return
+            }
+            let models = try ReadModels(journal: journal, path: options.views)
+            let applied = try models.rebuild { progress.update($0, of: $1, unit: "events") }
+            progress.finish()
+            let seconds = Double(Clock.system.now().nanoseconds - started.nanoseconds) / 1e9
+            writeStdout("rebuilt \(models.path) from \(applied) events in \(String(format: "%.2f", seconds)) s; digest \(try models.digest())\n")
+        }
+    }
+}
+
+struct ViewsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "views",
+        abstract: "Catch the read models up with the journal and print their canonical dump (NDJSON) or its digest.")
+
+    @OptionGroup var options: JournalOptions
+
+    @Flag(help: "Print only the SHA-256 of the dump.")
+    var digest = false
+
+    func run() throws {
+        try guarded("views") {
+            let models = try options.readModels(try options.open())
+            if digest {
+                writeStdout(try models.digest() + "\n")
+            } else {
+                var out = Output()
+                try models.dump { out.write($0) }
+                out.flush()
+            }
+        }
+    }
+}
+
+struct SubjectReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "subject-report",
+        abstract: "Everything held about one account (the customer's right of access), as JSON or a self-contained HTML page. The read is recorded as an access.")
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case json, html
+    }
+
+    @OptionGroup var options: JournalOptions
+    @OptionGroup var access: AccessOptions
+
+    @Option(help: "The account.")
+    var account: String
+
+    @Option(help: "json or html.")
+    var format = Format.json
+
+    @Option(name: .shortAndLong, help: "Write to this file instead of standard output.")
+    var output: String?
+
+    func run() throws {
+        try guarded("subject-report") {
+            let journal = try options.open()
+            let now = options.clock.now()
+            var report = SubjectReport(account: account)
+            for e in try readAccount(account, journal: journal, access: access, clock: options.clock, command: "subject-report") {
+                guard let type = EventType(rawValue: e.header.type) else { continue }
+                var data: JSONObject?
+                if case .plaintext(let bytes) = e.payload { data = try PayloadCodec.standard.decode(type: e.header.type, payload: bytes) }
+                report.add(type: type, data: data, at: e.header.at)
+            }
+            let json = report.json(now: now)
+            var bytes: [UInt8]
+            switch format {
+            case .json:
+                var w = JSONWriter()
+                w.write(JSONValue.object(json))
+                w.bytes.append(0x0A)
+                bytes = w.bytes
+            case .html:
+                bytes = Array(HTML.page(
+                    title: "What we hold about \(account)",
+                    subtitle: "Everything the engine holds about account \(account), as of \(now.rfc3339).",
+                    report: json).utf8)
+            }
+            if let output {
+                guard FileManager.default.createFile(atPath: output, contents: Data(bytes)) else {
+                    throw JournalError(.storage, "cannot write \(output)")
+                }
+            } else {
+                writeAll(1, bytes)
+            }
         }
     }
 }

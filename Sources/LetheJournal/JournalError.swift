@@ -40,7 +40,7 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
 }
 
 extension JournalError {
-    static func storage(_ what: String, _ error: any Error) -> JournalError {
+    package static func storage(_ what: String, _ error: any Error) -> JournalError {
         if let e = error as? JournalError { return e }
         return JournalError(.storage, what, underlying: error)
     }

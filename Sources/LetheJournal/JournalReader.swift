@@ -136,6 +136,10 @@ public final class JournalReader {
 
     static func genesis(_ db: SQLiteDatabase) throws -> [UInt8] { Chain.genesis(journalID: try journalID(db)) }
 
+    /// The journal's random identity (hex), fixed at creation: what derived files (read models,
+    /// backups) are bound to.
+    public func identity() throws -> String { Hex.encode(try JournalReader.journalID(db)) }
+
     /// The link after the last sealed block, or the genesis link when no block is sealed yet.
     static func lastSealedLink(_ db: SQLiteDatabase) throws -> [UInt8] {
         let s = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq DESC LIMIT 1")
@@ -228,29 +232,49 @@ public final class JournalReader {
         }
     }
 
-    /// Opens a group of events, on every core when the group is large; results in order.
-    /// Opens a group of events and applies `transform` to each, on every core when the group is
-    /// large; results in order. The first failure, in order, is thrown.
-    private func openAll<T: Sendable>(_ events: [SealedEvent], _ transform: @escaping @Sendable (StoredEvent) throws -> T) throws -> [T] {
-        // Keys first, on this thread: the key store's connection is not shared.
+    /// Keys for a group's accounts, looked up on this thread: the key store's connection is not shared.
+    private func keys(for events: [SealedEvent]) throws -> [String: KeyStore.Lookup] {
         var keys: [String: KeyStore.Lookup] = [:]
         for e in events {
             if case .sealed = e.body, keys[e.header.account] == nil { keys[e.header.account] = try lookup(e.header.account) }
         }
-        let keysPath = self.keysPath
-        var results = [Result<T, any Error>](repeating: .failure(JournalError(.corrupt, "not opened")), count: events.count)
-        let parts = events.count >= 256 ? 2 : 1
-        let frozen = keys
-        results.withUnsafeMutableBufferPointer { buffer in
-            let slots = ResultSlots(results: buffer)
-            DispatchQueue.concurrentPerform(iterations: parts) { part in
-                for k in stride(from: part, to: events.count, by: parts) {
-                    let opened = JournalReader.open(events[k], key: frozen[events[k].header.account] ?? .none, keysPath: keysPath)
-                    slots.results[k] = Result { try transform(try opened.get()) }
+        return keys
+    }
+
+    /// A group of events being opened and transformed on other threads (every core when the group
+    /// is large), while the caller goes on; `results` waits for them, in order.
+    ///
+    /// `@unchecked Sendable` is safe: each worker writes only the slots congruent to its part
+    /// number, and nothing reads them until the work's group has been waited for.
+    private final class Opening<T: Sendable>: @unchecked Sendable {
+        private let slots: UnsafeMutableBufferPointer<Result<T, any Error>>
+        private let done = DispatchGroup()
+
+        init(_ events: [SealedEvent], keys: [String: KeyStore.Lookup], keysPath: String, transform: @escaping @Sendable (StoredEvent) throws -> T) {
+            slots = .allocate(capacity: events.count)
+            slots.initialize(repeating: .failure(JournalError(.corrupt, "not opened")))
+            let parts = events.count >= 256 ? 2 : 1
+            DispatchQueue.global().async(group: done) { [self] in
+                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                    for k in stride(from: part, to: events.count, by: parts) {
+                        let opened = JournalReader.open(events[k], key: keys[events[k].header.account] ?? .none, keysPath: keysPath)
+                        slots[k] = Result { try transform(try opened.get()) }
+                    }
                 }
             }
         }
-        return try results.map { try $0.get() }
+
+        deinit {
+            done.wait()
+            slots.deinitialize()
+            slots.deallocate()
+        }
+
+        /// The results in order; the first failure, in order, is thrown.
+        func results() throws -> [T] {
+            done.wait()
+            return try slots.map { try $0.get() }
+        }
     }
 
     /// Every event from `from` on, decrypted, in journal order.
@@ -265,9 +289,14 @@ public final class JournalReader {
     public func events<T: Sendable>(
         from: Int64 = 1, through: Int64 = .max, transform: @escaping @Sendable (StoredEvent) throws -> T, _ body: (T) throws -> Void
     ) throws {
+        // Pipelined: while `body` takes one group's results, the next group is being opened.
+        var previous: Opening<T>?
         try scanGroups(from: from, through: through) { group in
-            for t in try openAll(group, transform) { try body(t) }
+            let next = Opening(group, keys: try keys(for: group), keysPath: keysPath, transform: transform)
+            if let previous { for t in try previous.results() { try body(t) } }
+            previous = next
         }
+        if let previous { for t in try previous.results() { try body(t) } }
     }
 
     /// One account's events, decrypted, in order.

@@ -164,12 +164,19 @@ package final class SQLiteStatement {
         throw db.error(rc, sql: sql)
     }
 
-    /// Runs a statement that returns no rows.
+    /// Runs a statement that returns no rows, and resets it: a statement left at its end would
+    /// refuse new bindings (SQLITE_MISUSE, silently keeping the old ones).
     package func run() throws {
+        defer { reset() }
         while try step() {}
     }
 
     package func isNull(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_NULL }
+    package func isInteger(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_INTEGER }
+    package var columnCount: Int32 { sqlite3_column_count(stmt) }
+    package func columnName(_ column: Int32) -> String { String(cString: sqlite3_column_name(stmt, column)) }
+    /// A text column that may be NULL.
+    package func optionalText(_ column: Int32) -> String? { isNull(column) ? nil : text(column) }
     package func int(_ column: Int32) -> Int64 { sqlite3_column_int64(stmt, column) }
     package func text(_ column: Int32) -> String? {
         guard let p = sqlite3_column_text(stmt, column) else { return nil }

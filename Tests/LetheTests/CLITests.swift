@@ -295,6 +295,83 @@ import Testing
         #expect(notices.stdout == #"{"version":"2026-02","pending":["b","d"],"count":2}"# + "\n")
     }
 
+    @Test func subjectReportHoldsEverythingAndIsRecorded() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let input = """
+            {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com","company":"<b>Engines</b> & Co"}}
+            {"type":"BillingAddressSet","account":"a","at":"2026-01-02T00:00:00Z","data":{"line1":"12 St James's Square","city":"London","country":"GB"}}
+            {"type":"PaymentRecorded","account":"a","at":"2026-01-03T00:00:00Z","data":{"transaction":"tx1","amount_minor":2900,"currency":"GBP","card_last4":"4242"}}
+            {"type":"SupportMessageReceived","account":"a","at":"2026-01-04T00:00:00Z","data":{"ticket":"T-1","from_email":"ada@example.com","body":"My site is down"}}
+            {"type":"SurveyAnswered","account":"a","at":"2026-01-05T00:00:00Z","data":{"survey":"nps","answers":{"score":9}}}
+            {"type":"ItemCreated","account":"a","at":"2026-01-06T00:00:00Z","data":{"item":"site_1","kind":"site","label":"engines.example"}}
+            {"type":"ItemDeleted","account":"a","at":"2026-01-07T00:00:00Z","data":{"item":"site_1"}}
+            {"type":"ConsentGranted","account":"a","at":"2026-01-08T00:00:00Z","data":{"purpose":"share:partner-x"}}
+            {"type":"DataShared","account":"a","at":"2026-01-09T00:00:00Z","data":{"recipient":"partner-x","basis":"consent","categories":["profile"]}}
+            {"type":"PageViewed","account":"a","at":"2026-01-10T00:00:00Z","data":{"path":"/pricing","visitor":"v1"}}
+            {"type":"AccountCancelled","account":"a","at":"2026-01-11T00:00:00Z","data":{}}
+            """
+        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: input).status == 0)
+        let r = try run("lethe", ["subject-report", "--journal", journal, "--account", "a", "--actor", "support_7", "--reason", "subject access request",
+                                  "--now", "2026-01-12T00:00:00Z"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let report = try #require(try JSONParser.parse(r.stdout.trimmingCharacters(in: .newlines)).object)
+        #expect(report["status"] == "cancelled" && report["profile"]?.object?["email"] == "ada@example.com")
+        func list(_ key: String) -> [JSONObject] {
+            guard case .array(let items)? = report[key] else { return [] }
+            return items.compactMap(\.object)
+        }
+        #expect(list("billing_addresses").first?["city"] == "London")
+        #expect(list("payments").first?["card_last4"] == "4242")
+        #expect(list("support_messages").first?["body"] == "My site is down")
+        #expect(list("surveys").first?["survey"] == "nps")
+        #expect(list("items").first?["state"] == "trash" && list("items").first?["label"] == "engines.example")
+        #expect(list("consents").first?["purpose"] == "share:partner-x")
+        #expect(list("disclosures").first?["recipient"] == "partner-x")
+        #expect(list("page_views").count == 1)
+        let processors = Dictionary(uniqueKeysWithValues: list("processors").map { ($0["processor"]?.string ?? "", $0["categories"]!) })
+        #expect(processors["Spark"] == ["payments"] && processors["Zendesk"] == ["support"] && processors["VMS"] == ["billing", "payments"])
+        #expect(processors["Amazon Web Services"] == ["billing", "items", "page-views", "payments", "profile", "support", "surveys"])
+        let purges = list("scheduled_purges")
+        #expect(purges.map { $0["rule"]?.string ?? "" } == ["trash-30d", "cancellation-30d", "page-views-90d", "surveys-365d"])
+        #expect(purges[0]["due"] == "2026-02-06T00:00:00Z" && purges[0]["item"] == "site_1" && purges[1]["due"] == "2026-02-10T00:00:00Z")
+
+        // The read is itself an access, recorded before the report was shown.
+        let log = try run("lethe", ["access-log", "--journal", journal, "--account", "a", "--format", "json"])
+        #expect(log.stdout.contains(#""actor":"support_7","ip":"127.0.0.1","reason":"subject access request""#))
+
+        // The HTML page is self-contained, and what the customer typed is shown, never interpreted.
+        let page = dir.path("a.html")
+        let h = try run("lethe", ["subject-report", "--journal", journal, "--account", "a", "--format", "html", "-o", page, "--now", "2026-01-12T00:00:00Z"])
+        #expect(h.status == 0, "\(h.stderr)")
+        let html = try String(contentsOfFile: page, encoding: .utf8)
+        #expect(html.hasPrefix("<!DOCTYPE html>") && html.contains("<h2>Scheduled purges</h2>") && html.contains("<table>"))
+        #expect(html.contains("&lt;b&gt;Engines&lt;/b&gt; &amp; Co") && !html.contains("<b>Engines"))
+        #expect(!html.contains("<script") && !html.contains("src=") && !html.contains("href="))
+    }
+
+    @Test func rebuildEqualsCatchUpAndChecksIt() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let lines = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n")
+        // Imported in two parts, with the read models caught up in between.
+        _ = try run("lethe", ["import", "-", "--journal", journal], stdin: lines.prefix(1500).joined(separator: "\n"))
+        let first = try run("lethe", ["views", "--journal", journal, "--digest"])
+        #expect(first.status == 0, "\(first.stderr)")
+        _ = try run("lethe", ["import", "-", "--journal", journal], stdin: lines.dropFirst(1500).joined(separator: "\n"))
+        let caughtUp = try run("lethe", ["views", "--journal", journal, "--digest"]).stdout
+        #expect(caughtUp != first.stdout && caughtUp.count == 65)
+        #expect(try run("lethe", ["rebuild", "--journal", journal, "--check"]).stdout.hasPrefix("ok: the read models equal a rebuild"))
+        let rebuilt = try run("lethe", ["rebuild", "--journal", journal])
+        #expect(rebuilt.status == 0 && rebuilt.stdout.contains("from 3012 events") && rebuilt.stdout.hasSuffix("digest \(caughtUp)"))
+
+        // A read model altered behind the engine's back is caught, and named.
+        try tamper(journal + ".views", "UPDATE accounts SET email='someone@else.example' WHERE account=(SELECT min(account) FROM accounts)")
+        let check = try run("lethe", ["rebuild", "--journal", journal, "--check"])
+        #expect(check.status != 0 && check.stderr.hasPrefix("lethe rebuild: the read models at \(journal).views ("))
+        #expect(try run("lethe", ["rebuild", "--journal", journal]).stdout.hasSuffix("digest \(caughtUp)"))
+    }
+
     @Test func badArgumentsFailCleanly() throws {
         let dir = TempDir()
         let missing = try run("lethe", ["verify", "--journal", dir.path("nope.lethe")])

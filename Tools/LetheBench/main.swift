@@ -6,6 +6,7 @@
 import Foundation
 import LetheEvents
 import LetheJournal
+import LetheViews
 
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
@@ -151,7 +152,15 @@ print("full read (decrypt and decode on both cores): \(readCount) events, median
 let verifyTime = try seconds { _ = try JournalReader.verify(path: journal.path) }
 print("verify: \(fmt(Double(readCount) / verifyTime)) events/s")
 
-// 5. Single appends, one transaction each, on a journal that already holds the import.
+// 5. Rebuild the read models from the journal alone (the median of `repeats`).
+var rebuildTimes: [Double] = []
+let models = try ReadModels(journal: journal)
+for _ in 0..<repeats { rebuildTimes.append(try seconds { try models.rebuild() }) }
+rebuildTimes.sort()
+let rebuildTime = rebuildTimes[rebuildTimes.count / 2]
+print("rebuild read models: \(readCount) events, median \(fmt(rebuildTime, 2)) s = \(fmt(Double(readCount) / rebuildTime)) events/s; views file \(fileSize(models.path)) bytes; peak resident memory so far \(fmt(memoryMiB().peak)) MiB")
+
+// 6. Single appends, one transaction each, on a journal that already holds the import.
 for (n, sync) in [Journal.Synchronous.full, .normal].enumerated() {
     // The journal alone (no contract rules): these synthetic page views have no signup.
     let single = try open("bench.lethe") {

@@ -1,0 +1,232 @@
+import Crypto
+import Foundation
+import LetheEvents
+import LetheJournal
+import Synchronization
+
+/// The read models of one journal: accounts, items and the trash, billing, tickets, consents,
+/// notices, disclosures, legal holds, the staff access log and daily page-view counts, kept in an
+/// SQLite file of their own (`JOURNAL.views` by default) and caught up from a stored checkpoint.
+///
+/// The file is derived data: `rebuild` makes it again from the journal alone, and gives the same
+/// rows, byte for byte in `dump`, as catching up in any number of steps. It is bound to its
+/// journal's identity; a file made from another journal, an older schema, or a journal that was
+/// since replaced by a shorter one (a restore) is rebuilt when it is opened.
+///
+/// One connection, under a lock: many tasks may read, and catch-up runs one at a time. Several
+/// processes may share the file; catch-up commits in chunks under SQLite's write lock, and a
+/// process that finds the checkpoint moved by another stops and leaves the rest to it.
+public final class ReadModels: Sendable {
+    public let path: String
+    public let journal: Journal
+    private let codec: PayloadCodec
+    private let connection: Mutex<Connection>
+
+    /// Events applied per transaction during catch-up.
+    public let chunkEvents: Int64
+
+    /// `@unchecked Sendable` is safe: the connection is only ever used under `connection`'s lock.
+    final class Connection: @unchecked Sendable {
+        var db: SQLiteDatabase
+        init(db: SQLiteDatabase) { self.db = db }
+    }
+
+    /// Opens (creating or rebuilding when needed) the read models of `journal`; nothing is caught
+    /// up until `catchUp` is called.
+    public init(journal: Journal, path: String? = nil, codec: PayloadCodec = .standard, chunkEvents: Int64 = 50_000) throws {
+        precondition(chunkEvents > 0)
+        self.journal = journal
+        self.chunkEvents = chunkEvents
+        self.path = path ?? journal.path + ".views"
+        self.codec = codec
+        let identity = try journal.read { try $0.identity() }
+        let head = try journal.read { try $0.headSeq() }
+        var db = try ReadModels.open(self.path)
+        let usable: Bool
+        do {
+            usable = try ReadModels.isUsable(db, identity: identity, head: head)
+        } catch let e as SQLiteError where e.code == 26 || e.code & 0xFF == 11 {
+            usable = false  // not a database, or a damaged one: it is derived data, so it is made again
+        }
+        if !usable {
+            db.close()
+            ReadModels.remove(self.path)
+            db = try ReadModels.open(self.path)
+        }
+        try ReadModels.initialize(db, identity: identity)
+        connection = Mutex(Connection(db: db))
+    }
+
+    /// Opens a read models file; a `scratch` file (a rebuild in progress, thrown away if it fails)
+    /// is written without a journal or syncs, and switched to WAL when it is complete.
+    private static func open(_ path: String, scratch: Bool = false) throws -> SQLiteDatabase {
+        do {
+            let db = try SQLiteDatabase(path: path)
+            try db.execute(scratch
+                ? "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA secure_delete=ON; PRAGMA cache_size=-131072"
+                : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON; PRAGMA cache_size=-65536")
+            return db
+        } catch {
+            throw JournalError.storage("cannot open the read models \(path)", error)
+        }
+    }
+
+    private static func remove(_ path: String) {
+        for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+    }
+
+    /// Whether an existing file is the current schema, for this journal, and not ahead of it.
+    private static func isUsable(_ db: SQLiteDatabase, identity: String, head: Int64) throws -> Bool {
+        guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='meta'") == 1 else {
+            return try db.scalarInt("SELECT count(*) FROM sqlite_master") == 0
+        }
+        let s = try db.statement("SELECT value FROM meta WHERE key='journal'")
+        let owner = try s.step() ? s.text(0) : nil
+        s.reset()
+        let schema = try db.scalarInt("SELECT value FROM meta WHERE key='schema'")
+        let checkpoint = try db.scalarInt("SELECT value FROM meta WHERE key='checkpoint'") ?? 0
+        return owner == identity && schema == Schema.version && checkpoint <= head
+    }
+
+    private static func initialize(_ db: SQLiteDatabase, identity: String) throws {
+        guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='meta'") == 0 else { return }
+        try db.transaction {
+            try db.execute(Schema.create)
+            try db.statement("INSERT INTO meta VALUES('schema', ?1)").bind(1, Schema.version).run()
+            try db.statement("INSERT INTO meta VALUES('journal', ?1)").bind(1, identity).run()
+            try db.statement("INSERT INTO meta VALUES('checkpoint', 0)").run()
+        }
+    }
+
+    /// The last journal sequence number applied.
+    public var checkpoint: Int64 {
+        get throws { try connection.withLock { try ReadModels.checkpoint($0.db) } }
+    }
+
+    private static func checkpoint(_ db: SQLiteDatabase) throws -> Int64 {
+        try db.scalarInt("SELECT value FROM meta WHERE key='checkpoint'") ?? 0
+    }
+
+    /// Applies every event committed after the checkpoint, in chunks of `chunkEvents`, each chunk
+    /// in one transaction with the new checkpoint. Returns how many events were applied.
+    @discardableResult
+    public func catchUp(progress: ((_ done: Int64, _ head: Int64) -> Void)? = nil) throws -> Int64 {
+        try named { try connection.withLock { try catchUp($0.db, progress: progress) } }
+    }
+
+    /// Runs `body`, naming this file in any storage error (the engine's own errors pass as they are).
+    private func named<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            throw JournalError.storage("the read models \(path)", error)
+        }
+    }
+
+    private func catchUp(_ db: SQLiteDatabase, progress: ((Int64, Int64) -> Void)?) throws -> Int64 {
+        let codec = self.codec
+        return try journal.read { reader in
+            let head = try reader.headSeq()
+            var applied: Int64 = 0
+            var from = try ReadModels.checkpoint(db)
+            guard from < head else { return 0 }
+            let projector = try Projector(db: db)
+            let setCheckpoint = try db.statement("UPDATE meta SET value=?1 WHERE key='checkpoint'")
+            while from < head {
+                let through = min(head, from + chunkEvents)
+                let moved: Bool = try db.transaction {
+                    // Another process may have applied these already: then it owns the rest.
+                    guard try ReadModels.checkpoint(db) == from else { return true }
+                    try reader.events(from: from + 1, through: through, transform: { try ProjectedEvent($0, codec: codec) }) { event in
+                        try projector.apply(event)
+                    }
+                    try setCheckpoint.bind(1, through).run()
+                    projector.forget()
+                    return false
+                }
+                if moved { break }
+                applied += through - from
+                from = through
+                progress?(from, head)
+            }
+            return applied
+        }
+    }
+
+    /// Makes the read models again from the journal alone, in a new file that replaces the old one
+    /// when it is complete (a failed rebuild leaves the old file as it was).
+    @discardableResult
+    public func rebuild(progress: ((_ done: Int64, _ head: Int64) -> Void)? = nil) throws -> Int64 {
+        try named { try connection.withLock { connection in
+            let fresh = path + ".rebuild"
+            ReadModels.remove(fresh)
+            let identity = try journal.read { try $0.identity() }
+            var db: SQLiteDatabase? = try ReadModels.open(fresh, scratch: true)
+            try ReadModels.initialize(db!, identity: identity)
+            let applied = try catchUp(db!, progress: progress)
+            try db!.execute("PRAGMA journal_mode=WAL")
+            db!.close()
+            db = nil
+            connection.db.close()
+            ReadModels.remove(path)
+            guard rename(fresh, path) == 0 else {
+                throw JournalError(.storage, "cannot move the rebuilt read models into place at \(path): \(String(cString: strerror(errno)))")
+            }
+            connection.db = try ReadModels.open(path)
+            return applied
+        } }
+    }
+
+    // MARK: Canonical dump
+
+    /// Every row of every table, in key order, as NDJSON lines `{"table":…,"row":{…}}`, preceded by
+    /// the checkpoint: two read models are the same exactly when their dumps are.
+    public func dump(_ write: ([UInt8]) throws -> Void) throws {
+        try named { try connection.withLock { connection in
+            let db = connection.db
+            try db.execute("BEGIN")
+            defer { db.resetAll(); try? db.execute("COMMIT") }
+            var w = JSONWriter()
+            w.write(JSONValue.object(["checkpoint": .int(try ReadModels.checkpoint(db))]))
+            w.bytes.append(0x0A)
+            try write(w.bytes)
+            for (table, key) in Schema.tables {
+                let s = try db.statement("SELECT * FROM \(table) ORDER BY \(key)")
+                let columns = (0..<s.columnCount).map { s.columnName($0) }
+                while try s.step() {
+                    var row = JSONObject()
+                    for (c, name) in columns.enumerated() {
+                        let c = Int32(c)
+                        row.fields.append(.init(key: name, value: s.isNull(c) ? .null : s.isInteger(c) ? .int(s.int(c)) : .string(s.text(c) ?? "")))
+                    }
+                    var line = JSONWriter()
+                    line.write(JSONValue.object(["table": .string(table), "row": .object(row)]))
+                    line.bytes.append(0x0A)
+                    try write(line.bytes)
+                }
+                s.reset()
+            }
+        } }
+    }
+
+    /// SHA-256 of `dump`, in hex.
+    public func digest() throws -> String {
+        var hash = SHA256()
+        try dump { hash.update(data: $0) }
+        return hash.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    // MARK: Queries
+
+    /// Runs `body` on the read models' connection, inside one read transaction.
+    func query<T>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
+        try named {
+            try connection.withLock { connection in
+                let db = connection.db
+                try db.execute("BEGIN")
+                defer { db.resetAll(); try? db.execute("COMMIT") }
+                return try body(db)
+            }
+        }
+    }
+}

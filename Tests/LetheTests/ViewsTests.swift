@@ -1,0 +1,232 @@
+import Foundation
+import LetheEvents
+import LetheJournal
+import LetheViews
+import Testing
+
+/// The read models against a plain model of the policy, and rebuild against catch-up.
+@Suite struct ViewsTests {
+    func journal(_ dir: TempDir, seed: UInt64) throws -> Journal {
+        var options = Journal.Options()
+        options.blockEvents = 16
+        options.entropy = .seeded(seed)
+        options.synchronous = .normal
+        options.rules = ContractRules()
+        let path = dir.path("v.lethe")
+        return try Journal(path: path, master: testMaster(path + ".keys"), options: options)
+    }
+
+    /// What the read models should say, kept without any of the engine's code.
+    struct Model {
+        struct Account {
+            var status = "active"
+            var name: String?, email: String?, company: String?
+            var items: [String: String] = [:]
+            var holds: Set<String> = []
+            var tickets: Set<String> = []
+            var consents: Set<String> = []
+            var mergerNoticed = false
+            var policyVersions: Set<String> = []
+        }
+        var accounts: [String: Account] = [:]
+        /// In journal order, which is time order here (one clock for every account).
+        var accesses: [(account: String, authorized: Bool)] = []
+        var disclosures: [(account: String, withoutConsent: Bool, withoutNotice: Bool)] = []
+        var pageViews: [String: Int64] = [:]
+    }
+
+    /// One random event that the contract accepts, applied to the model.
+    func step(_ model: inout Model, _ rng: inout SplitMix, at: Timestamp, counter: inout Int) -> NewEvent {
+        let account = "acc_\(rng.next() % 6)"
+        func pick<T>(_ values: [T]) -> T { values[Int(rng.next() % UInt64(values.count))] }
+        func make(_ type: EventType, _ data: JSONObject) -> NewEvent {
+            NewEvent(account: account, type: type.rawValue, at: at, payload: codec.encode(type: type.rawValue, data: data))
+        }
+        guard var a = model.accounts[account] else {
+            let name = pick(["Ada", "Grace", "Edsger"])
+            model.accounts[account] = Model.Account(name: name, email: "\(account)@example.com")
+            return make(.accountSignedUp, ["name": .string(name), "email": .string("\(account)@example.com")])
+        }
+        defer { model.accounts[account] = a }
+        counter += 1
+        switch rng.next() % 14 {
+        case 0:
+            let name = pick(["Ada L.", "Grace H.", "Barbara"])
+            a.name = name
+            return make(.profileUpdated, ["name": .string(name)])
+        case 1:
+            let item = "i\(counter)"
+            a.items[item] = "live"
+            return make(.itemCreated, ["item": .string(item), "kind": "site", "label": "my site"])
+        case 2:
+            guard let item = a.items.filter({ $0.value == "live" }).keys.sorted().first else { fallthrough }
+            a.items[item] = "trash"
+            return make(.itemDeleted, ["item": .string(item)])
+        case 3:
+            guard let item = a.items.filter({ $0.value == "trash" }).keys.sorted().last else { fallthrough }
+            a.items[item] = "live"
+            return make(.itemRestored, ["item": .string(item)])
+        case 4:
+            if a.status == "active" {
+                a.status = "cancelled"
+                return make(.accountCancelled, ["reason": "too expensive"])
+            }
+            a.status = "active"
+            return make(.accountReactivated, [:])
+        case 5:
+            let ticket = "T-\(account)-\(rng.next() % 3)"
+            a.tickets.insert(ticket)
+            return make(.supportMessageReceived, ["ticket": .string(ticket), "from_email": "c@example.com", "body": "help"])
+        case 6, 7:
+            let ticket: String? = pick([nil, "T-\(account)-0", "T-\(account)-1", "T-acc_0-0"])
+            model.accesses.append((account, ticket.map(a.tickets.contains) == true || !a.holds.isEmpty))
+            var data: JSONObject = ["actor": "staff_1", "ip": "203.0.113.9", "reason": "support"]
+            if let ticket { data["ticket"] = .string(ticket) }
+            return make(.accountAccessed, data)
+        case 8:
+            let c = "C-\(rng.next() % 2)"
+            if a.holds.contains(c) {
+                a.holds.remove(c)
+                return make(.legalHoldReleased, ["case": .string(c)])
+            }
+            a.holds.insert(c)
+            return make(.legalHoldPlaced, ["case": .string(c), "reason": "subpoena"])
+        case 9:
+            if a.consents.contains("share:partner-x") {
+                a.consents.remove("share:partner-x")
+                return make(.consentRevoked, ["purpose": "share:partner-x"])
+            }
+            a.consents.insert("share:partner-x")
+            return make(.consentGranted, ["purpose": "share:partner-x"])
+        case 10:
+            let basis = pick(["consent", "merger", "legal"])
+            model.disclosures.append((account, basis == "consent" && !a.consents.contains("share:partner-x"), basis == "merger" && !a.mergerNoticed))
+            return make(.dataShared, ["recipient": "partner-x", "basis": .string(basis), "categories": ["profile", "billing"]])
+        case 11:
+            if rng.next() % 2 == 0 {
+                a.mergerNoticed = true
+                return make(.noticeSent, ["topic": "merger"])
+            }
+            let version = pick(["v1", "v2"])
+            a.policyVersions.insert(version)
+            return make(.noticeSent, ["topic": "policy-change", "version": .string(version)])
+        case 12:
+            return make(.paymentRecorded, ["transaction": .string("tx\(counter)"), "amount_minor": 1200, "currency": "EUR", "card_last4": "4242"])
+        default:
+            let path = pick(["/", "/pricing", "/about"])
+            model.pageViews["\(at.rfc3339.prefix(10))|\(path)", default: 0] += 1
+            return make(.pageViewed, ["path": .string(path), "visitor": "v9"])
+        }
+    }
+
+    func compare(_ views: ReadModels, _ model: Model, _ note: Comment) throws {
+        for (name, a) in model.accounts {
+            let row = try #require(try views.account(name), note)
+            #expect(row.status == a.status && row.name == a.name && row.email == a.email, note)
+            #expect(Dictionary(uniqueKeysWithValues: try views.items(account: name).map { ($0.item, $0.state) }) == a.items, note)
+            #expect(Set(try views.legalHolds(account: name).map(\.case)) == a.holds, note)
+            #expect(Set(try views.consents(account: name).map(\.purpose)) == a.consents, note)
+            #expect(Set(try views.tickets(account: name).map(\.ticket)) == a.tickets, note)
+        }
+        var accesses: [(String, Bool)] = []
+        try views.accessLog { accesses.append(($0.account, $0.authorized ?? false)) }
+        #expect(accesses.map(\.0) == model.accesses.map(\.account) && accesses.map(\.1) == model.accesses.map(\.authorized), note)
+        let disclosures = try views.disclosures()
+        #expect(disclosures.map { "\($0.account) \($0.withoutConsent) \($0.withoutMergerNotice)" }
+            == model.disclosures.map { "\($0.account) \($0.withoutConsent) \($0.withoutNotice)" }, note)
+        let counts = Dictionary(uniqueKeysWithValues: try views.pageViews().map { ("\($0.day)|\($0.path)", $0.views) })
+        #expect(counts == model.pageViews, note)
+        let pending = model.accounts.filter { $0.value.status == "active" && !$0.value.policyVersions.contains("v2") }.keys.sorted()
+        #expect(try views.accountsPendingNotice(version: "v2") == pending, note)
+    }
+
+    @Test(arguments: [21, 22, 23] as [UInt64])
+    func randomHistoriesMatchAPlainModelAndRebuildEqualsCatchUp(seed: UInt64) throws {
+        let dir = TempDir()
+        let j = try journal(dir, seed: seed)
+        var rng = SplitMix(seed: seed)
+        var model = Model()
+        var counter = 0
+        var views = try ReadModels(journal: j, path: dir.path("v.views"), chunkEvents: 7)
+        var clock = ts("2026-01-01T00:00:00Z")
+        for round in 0..<25 {
+            var batch: [NewEvent] = []
+            for _ in 0..<12 {
+                clock = clock.adding(seconds: 3 * 3600 + 17)
+                batch.append(step(&model, &rng, at: clock, counter: &counter))
+            }
+            let outcomes = try j.append(batch)
+            #expect(outcomes.allSatisfy { if case .appended = $0 { true } else { false } }, "seed \(seed) round \(round)")
+            switch rng.next() % 4 {
+            case 0: try views.catchUp()
+            case 1: views = try ReadModels(journal: j, path: dir.path("v.views"), chunkEvents: 7)  // a restart
+            default: break
+            }
+        }
+        try views.catchUp()
+        #expect(try views.checkpoint == j.headSeq)
+        try compare(views, model, "seed \(seed)")
+
+        // A rebuild from the journal alone gives the same read models, byte for byte.
+        let fresh = try ReadModels(journal: j, path: dir.path("fresh.views"))
+        try fresh.rebuild()
+        #expect(try fresh.digest() == views.digest())
+
+        // Purges: the engine's events remove the data from the read models, and a rebuild, which
+        // finds the purged account's payloads unreadable, still gives the same rows.
+        let trashed = model.accounts.flatMap { name, a in a.items.filter { $0.value == "trash" }.map { (name, $0.key) } }.sorted { $0 < $1 }
+        var purges: [NewEvent] = []
+        clock = clock.adding(seconds: 60)
+        if let (account, item) = trashed.first {
+            purges.append(NewEvent(account: account, type: "ItemPurged", at: clock, payload: codec.encode(type: "ItemPurged", data: ["item": .string(item), "rule": "trash-30d"])))
+        }
+        let victim = "acc_1"
+        purges.append(NewEvent(account: victim, type: "AccountPurged", at: clock, payload: codec.encode(type: "AccountPurged", data: ["rule": "erasure-request"])))
+        #expect(try j.append(purges).allSatisfy { if case .appended = $0 { true } else { false } })
+        try j.destroyKey(of: victim, at: clock)
+        try views.catchUp()
+        let gone = try #require(try views.account(victim))
+        #expect(gone.status == "purged" && gone.name == nil && gone.email == nil && gone.purgedAt == clock.rfc3339)
+        #expect(try views.items(account: victim).isEmpty && views.tickets(account: victim).isEmpty && views.payments(account: victim).isEmpty)
+        var victimAccesses: [Views.Access] = []
+        try views.accessLog(account: victim) { victimAccesses.append($0) }
+        #expect(victimAccesses.allSatisfy { $0.actor == nil && $0.ip == nil && $0.authorized == nil })
+        if let (account, item) = trashed.first, account != victim {
+            #expect(try !views.items(account: account).contains { $0.item == item })
+        }
+        try fresh.rebuild()
+        #expect(try fresh.digest() == views.digest())
+        var dump = ""
+        try views.dump { dump += String(decoding: $0, as: UTF8.self) }
+        #expect(!dump.contains("acc_1@example.com"))
+    }
+
+    @Test func aViewsFileFollowsItsJournal() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir)
+        _ = try j.append([
+            event("a", .accountSignedUp, at: "2026-01-01T00:00:00Z", data: ["name": "Ada", "email": "ada@example.com"]),
+            event("a", .pageViewed, at: "2026-01-01T01:00:00Z"),
+        ])
+        let path = dir.path("j.views")
+        do {
+            let views = try ReadModels(journal: j, path: path)
+            #expect(try views.catchUp() == 2)
+            #expect(try views.catchUp() == 0)
+        }
+        // Another process (here: another instance) finds the checkpoint and goes on from it.
+        _ = try j.append([event("a", .pageViewed, at: "2026-01-02T01:00:00Z")])
+        let again = try ReadModels(journal: j, path: path)
+        #expect(try again.checkpoint == 2)
+        #expect(try again.catchUp() == 1)
+        #expect(try again.pageViews().map(\.views) == [1, 1])
+
+        // A views file made from another journal is not trusted: it is made again for this one.
+        let other = try openJournal(dir, name: "other.lethe", seed: 2)
+        _ = try other.append([event("b", .accountSignedUp, at: "2026-01-01T00:00:00Z", data: ["name": "Bo", "email": "bo@example.com"])])
+        let mixed = try ReadModels(journal: other, path: path)
+        #expect(try mixed.checkpoint == 0)
+        try mixed.catchUp()
+        #expect(try mixed.account("a") == nil && mixed.account("b")?.name == "Bo")
+    }
+}

@@ -37,7 +37,11 @@ let package = Package(
         // Read models projected from the journal into their own SQLite file, caught up from a checkpoint.
         .target(
             name: "LetheViews",
-            dependencies: ["LetheJournal", "LetheEvents", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "LetheJournal", "LetheEvents",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The `lethe` command.
         .executableTarget(
             name: "LetheCLI",

@@ -41,8 +41,21 @@ echo "== the two reads above, as the journal recorded them"
 
 echo "== staff accesses to $account, judged (authorized: a ticket it had opened, or an open legal case)"
 "$bin/lethe" access-log --journal "$journal" --account "$account" | tail -6
+echo "== the customer's own copy: everything held about $account, as a self-contained page (recorded as an access)"
+"$bin/lethe" subject-report --journal "$journal" --account "$account" --format html --output "$out/subject-report.html" \
+    --actor support_02 --reason "subject access request" --now "$now"
+"$bin/lethe" subject-report --journal "$journal" --account "$account" --actor support_02 --reason "subject access request" \
+    --now "$now" --output "$out/subject-report.json"
+grep -o '"processor":"[^"]*","categories":\[[^]]*\]' "$out/subject-report.json" | sed 's/^/   /'
+grep -o '"scheduled_purges":.*' "$out/subject-report.json" | sed 's/^/   /'
+echo "   $out/subject-report.html"
+echo "== the read models, rebuilt from the journal alone, equal the ones caught up along the way"
+"$bin/lethe" rebuild --journal "$journal" --check
+"$bin/lethe" rebuild --journal "$journal"
+echo "== active accounts not yet told of policy version 2026-06"
+"$bin/lethe" policy-notices --journal "$journal" --version 2026-06 | sed 's/"pending":\[[^]]*\]/"pending":[…]/'
 echo "== what is on disk"
-ls -l "$journal" "$journal.keys" "$journal.keys.master" | awk '{print "   " $5 " bytes  " $9}'
+ls -l "$journal" "$journal.keys" "$journal.keys.master" "$journal.views" | awk '{print "   " $5 " bytes  " $9}'
 echo "   NDJSON: $(wc -c < "$out/history.ndjson") bytes"
 email=$(head -1 "$out/history.ndjson" | sed 's/.*"email":"\([^"]*\)".*/\1/')
 if grep -a -q -F "$email" "$journal" "$journal.keys"; then

@@ -59,7 +59,7 @@ do {
 }
 
 // The read models: caught up from their checkpoint, then read while the writer could go on.
-let views = try ReadModels(journal: journal)
+let views = try ReadModels(journal: journal, logger: logger)
 try views.catchUp()
 if let ada = try views.account("acc_ada") { print(JSONValue.object(ada.json).jsonText) }
 for item in try views.items(account: "acc_ada") { logger.info("item", metadata: ["item": "\(item.item)", "state": "\(item.state)"]) }

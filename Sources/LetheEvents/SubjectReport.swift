@@ -135,7 +135,7 @@ public struct SubjectReport: Sendable {
         func schedule(_ rule: String, _ due: Timestamp, item: String? = nil, what: String) {
             purges.append((due, .object([
                 "rule": .string(rule), "item": item.map(JSONValue.string) ?? .null, "what": .string(what),
-                "due": .string(due.rfc3339), "held": .bool(held),
+                "due": .string(due.rfc3339), "overdue": .bool(due <= now), "held": .bool(held),
             ])))
         }
         if state.status != .purged {

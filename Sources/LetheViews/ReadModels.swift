@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import LetheEvents
 import LetheJournal
+import Logging
 import Synchronization
 
 /// The read models of one journal: accounts, items and the trash, billing, tickets, consents,
@@ -24,6 +25,7 @@ public final class ReadModels: Sendable {
 
     /// Events applied per transaction during catch-up.
     public let chunkEvents: Int64
+    private let logger: Logger
 
     /// `@unchecked Sendable` is safe: the connection is only ever used under `connection`'s lock.
     final class Connection: @unchecked Sendable {
@@ -33,10 +35,14 @@ public final class ReadModels: Sendable {
 
     /// Opens (creating or rebuilding when needed) the read models of `journal`; nothing is caught
     /// up until `catchUp` is called.
-    public init(journal: Journal, path: String? = nil, codec: PayloadCodec = .standard, chunkEvents: Int64 = 50_000) throws {
+    public init(
+        journal: Journal, path: String? = nil, codec: PayloadCodec = .standard, chunkEvents: Int64 = 50_000,
+        logger: Logger = Logger(label: "lethe.views")
+    ) throws {
         precondition(chunkEvents > 0)
         self.journal = journal
         self.chunkEvents = chunkEvents
+        self.logger = logger
         self.path = path ?? journal.path + ".views"
         self.codec = codec
         let identity = try journal.read { try $0.identity() }
@@ -49,6 +55,7 @@ public final class ReadModels: Sendable {
             usable = false  // not a database, or a damaged one: it is derived data, so it is made again
         }
         if !usable {
+            logger.notice("read models made again: not from this journal, an older schema, ahead of the journal, or damaged", metadata: ["path": "\(self.path)"])
             db.close()
             ReadModels.remove(self.path)
             db = try ReadModels.open(self.path)
@@ -63,7 +70,7 @@ public final class ReadModels: Sendable {
         do {
             let db = try SQLiteDatabase(path: path)
             try db.execute(scratch
-                ? "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA secure_delete=ON; PRAGMA cache_size=-131072"
+                ? "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA secure_delete=ON; PRAGMA cache_size=-65536"
                 : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON; PRAGMA cache_size=-65536")
             return db
         } catch {
@@ -144,9 +151,13 @@ public final class ReadModels: Sendable {
                     projector.forget()
                     return false
                 }
-                if moved { break }
+                if moved {
+                    logger.debug("another process is catching up the read models; leaving the rest to it", metadata: ["path": "\(path)"])
+                    break
+                }
                 applied += through - from
                 from = through
+                logger.trace("read models caught up", metadata: ["checkpoint": "\(from)", "head": "\(head)"])
                 progress?(from, head)
             }
             return applied

@@ -335,6 +335,7 @@ import Testing
         let purges = list("scheduled_purges")
         #expect(purges.map { $0["rule"]?.string ?? "" } == ["trash-30d", "cancellation-30d", "page-views-90d", "surveys-365d"])
         #expect(purges[0]["due"] == "2026-02-06T00:00:00Z" && purges[0]["item"] == "site_1" && purges[1]["due"] == "2026-02-10T00:00:00Z")
+        #expect(purges.allSatisfy { $0["overdue"] == false && $0["held"] == false })
 
         // The read is itself an access, recorded before the report was shown.
         let log = try run("lethe", ["access-log", "--journal", journal, "--account", "a", "--format", "json"])

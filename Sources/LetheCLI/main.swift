@@ -217,7 +217,8 @@ func readAccount(_ account: String, journal: Journal, access: AccessOptions, clo
     do {
         try journal.append(NewEvent(
             account: account, type: EventType.accountAccessed.rawValue, at: at,
-            payload: PayloadCodec.standard.encode(type: EventType.accountAccessed.rawValue, data: data)))
+            payload: PayloadCodec.standard.encode(type: EventType.accountAccessed.rawValue, data: data),
+            scope: EventType.accountAccessed.scope))
     } catch let e as JournalError {
         throw JournalError(e.code, "cannot record the access, so nothing is shown: \(e.message)")
     }

@@ -1,3 +1,5 @@
+import LetheJournal
+
 /// The event types of the contract (EVENTS.md): written by the account service, or by the engine only.
 public enum EventType: String, CaseIterable, Sendable {
     case accountSignedUp = "AccountSignedUp"
@@ -32,6 +34,15 @@ public enum EventType: String, CaseIterable, Sendable {
         case .itemPurged, .accountPurged, .recordsExpired, .processorErasureRequested: true
         default: false
         }
+    }
+
+    /// The key that seals the type's data. The data subject's own data is sealed under the
+    /// account's key, which a purge destroys. The engine's purge events, and the staff access
+    /// log (the company's audit trail, with its own window in the policy), are sealed under the
+    /// journal's engine key: they outlive the account's key, so an auditor can still see that data
+    /// existed, when it was purged, and who had looked at it.
+    public var scope: SealScope {
+        isEngineOnly || self == .accountAccessed ? .journal : .subject
     }
 
     /// The current schema version of the type's `data`; stored with every payload so that older

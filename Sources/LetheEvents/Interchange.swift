@@ -167,7 +167,7 @@ public struct Importer {
                 case .success(let e):
                     events.append(NewEvent(
                         id: e.id, account: e.account, type: e.type.rawValue, at: e.at,
-                        payload: codec.encode(type: e.type.rawValue, data: e.data)))
+                        payload: codec.encode(type: e.type.rawValue, data: e.data), scope: e.type.scope))
                     batch.lines.append(number)
                 }
                 if events.count >= batchSize { try handOver() }

@@ -235,7 +235,8 @@ extension Journal {
         case .success(let envelope):
             return try append(NewEvent(
                 id: id, account: account, type: E.type.rawValue, at: at,
-                payload: codec.encode(type: E.type.rawValue, data: envelope.data), expectedVersion: expectedVersion))
+                payload: codec.encode(type: E.type.rawValue, data: envelope.data), expectedVersion: expectedVersion,
+                scope: E.type.scope))
         }
     }
 }

@@ -24,7 +24,7 @@ public struct EventHeader: Hashable, Sendable {
 /// digest the chain needs.
 package struct SealedEvent: Equatable, Sendable {
     package enum Body: Equatable, Sendable {
-        case sealed([UInt8])
+        case sealed([UInt8], SealScope)
         case purged(digest: [UInt8])
     }
 
@@ -34,7 +34,7 @@ package struct SealedEvent: Equatable, Sendable {
 
     package var digest: [UInt8] {
         switch body {
-        case .sealed(let bytes): return Sealing.digest(nonce: nonce, sealed: bytes)
+        case .sealed(let bytes, let scope): return Sealing.digest(nonce: nonce, scope: scope, sealed: bytes)
         case .purged(let digest): return digest
         }
     }
@@ -49,7 +49,7 @@ package struct SealedEvent: Equatable, Sendable {
 /// count × account index   count × type index   count × version   count × zigzag(at - previous at)
 /// count × fraction digits of at:u8 (0–9, 255 = shortest)   count × session:u64
 /// count × zigzag(counter − previous counter)   count × id (string, empty = none)
-/// count × state:u8 (0 sealed, 1 purged)
+/// count × state:u8 (0 sealed under the account's key, 1 purged, 2 sealed under the engine key)
 /// count × payload length   payload bytes, concatenated   32-byte digest per purged event
 /// previous link (32)   last link (32)
 /// ```
@@ -57,7 +57,7 @@ package struct SealedEvent: Equatable, Sendable {
 /// sealed payloads are ciphertext and stay as they are.
 package struct Block: Equatable {
     package static let magic: [UInt8] = Array("LTHB".utf8)
-    package static let format: UInt8 = 1
+    package static let format: UInt8 = 2
 
     package var events: [SealedEvent]
     /// The chain link before the first event, and after the last.
@@ -111,13 +111,16 @@ package struct Block: Equatable {
         }
         for e in events { w.string(e.header.id ?? "") }
         for e in events {
-            if case .purged = e.body { w.u8(1) } else { w.u8(0) }
+            switch e.body {
+            case .sealed(_, let scope): w.u8(scope.rawValue)
+            case .purged: w.u8(1)
+            }
         }
         for e in events {
-            if case .sealed(let bytes) = e.body { w.varint(bytes.count) } else { w.varint(0) }
+            if case .sealed(let bytes, _) = e.body { w.varint(bytes.count) } else { w.varint(0) }
         }
         for e in events {
-            if case .sealed(let bytes) = e.body { w.raw(bytes) }
+            if case .sealed(let bytes, _) = e.body { w.raw(bytes) }
         }
         for e in events {
             if case .purged(let digest) = e.body {
@@ -172,8 +175,9 @@ package struct Block: Equatable {
                     type: typeNames[typeIdx[i]], at: Timestamp(nanoseconds: times[i], fractionDigits: fractionDigits[i]),
                     id: ids[i].isEmpty ? nil : ids[i])
                 switch states[i] {
-                case 0:
-                    events.append(SealedEvent(header: header, nonce: NonceID(session: sessions[i], counter: counters[i]), body: .sealed(Array(try r.bytes(lengths[i])))))
+                case 0, 2:
+                    let scope = SealScope(rawValue: states[i])!
+                    events.append(SealedEvent(header: header, nonce: NonceID(session: sessions[i], counter: counters[i]), body: .sealed(Array(try r.bytes(lengths[i])), scope)))
                 case 1:
                     guard lengths[i] == 0 else { throw corrupt("purged event \(header.seq) has a payload") }
                     events.append(SealedEvent(header: header, nonce: NonceID(session: sessions[i], counter: counters[i]), body: .purged(digest: [])))

@@ -11,18 +11,40 @@ public struct NewEvent: Sendable {
     public var account: String
     public var type: String
     public var at: Timestamp
-    /// The personal data, already encoded by the caller; sealed under the account's key.
+    /// The data, already encoded by the caller; sealed under the key `scope` names.
     public var payload: [UInt8]
     /// The account's version before this event (0: the account must be new); nil: any.
     public var expectedVersion: Int64?
+    /// The account's own key (the default), or the journal's engine key for records that must
+    /// outlive the account's key.
+    public var scope: SealScope
 
-    public init(id: String? = nil, account: String, type: String, at: Timestamp, payload: [UInt8], expectedVersion: Int64? = nil) {
+    public init(
+        id: String? = nil, account: String, type: String, at: Timestamp, payload: [UInt8], expectedVersion: Int64? = nil,
+        scope: SealScope = .subject
+    ) {
         self.id = id
         self.account = account
         self.type = type
         self.at = at
         self.payload = payload
         self.expectedVersion = expectedVersion
+        self.scope = scope
+    }
+}
+
+/// What a purge removes from the journal, besides writing its event.
+public enum Erasure: Sendable, Hashable {
+    /// The account's key is destroyed and every payload sealed under it is physically removed;
+    /// payloads sealed under the engine key (`SealScope.journal`) stay.
+    case account(String)
+    /// These events of the account lose their payloads, whatever key sealed them.
+    case events(account: String, seqs: [Int64])
+
+    public var account: String {
+        switch self {
+        case .account(let a), .events(let a, _): a
+        }
     }
 }
 
@@ -83,7 +105,7 @@ public final class Journal: Sendable {
         public init() {}
     }
 
-    public static let formatVersion: Int64 = 1
+    public static let formatVersion: Int64 = 2
     public static let maxPayloadBytes = 16 << 20
     public static let maxBlockEvents = 1 << 16
     static let maxAccountBytes = 256
@@ -109,9 +131,10 @@ public final class Journal: Sendable {
         self.master = master ?? MasterKeySource(keysPath: self.keysPath)
         let db = try Journal.openDatabase(path: path, options: options)
         let keys = try KeyStore(path: self.keysPath, master: self.master, entropy: options.entropy, synchronous: options.synchronous)
-        let anchorKey = keys.anchorKey(journalID: try JournalReader.journalID(db))
+        let journalID = try JournalReader.journalID(db)
+        let anchorKey = keys.anchorKey(journalID: journalID)
         writer = Mutex(try Writer(db: db, anchorKey: anchorKey, options: options))
-        sealer = Mutex(Sealer(keys: keys, entropy: options.entropy))
+        sealer = Mutex(Sealer(keys: keys, engineKey: keys.engineKey(journalID: journalID), entropy: options.entropy))
     }
 
     static func openDatabase(path: String, options: Options) throws -> SQLiteDatabase {
@@ -137,8 +160,9 @@ public final class Journal: Sendable {
                         seq INTEGER PRIMARY KEY, account TEXT NOT NULL, version INTEGER NOT NULL,
                         type TEXT NOT NULL, at INTEGER NOT NULL, at_digits INTEGER NOT NULL, event_id TEXT,
                         session INTEGER NOT NULL, counter INTEGER NOT NULL,
-                        payload BLOB, digest BLOB, link BLOB NOT NULL);
+                        payload BLOB, digest BLOB, link BLOB NOT NULL, scope INTEGER NOT NULL);
                     CREATE TABLE IF NOT EXISTS event_ids(id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS erasures(id INTEGER PRIMARY KEY, account TEXT NOT NULL, seqs TEXT);
                     """)
                 if try db.scalarInt("SELECT count(*) FROM meta") == 0 {
                     let id = options.entropy.bytes(16)
@@ -150,6 +174,8 @@ public final class Journal: Sendable {
                     try insert.bind(1, "head_seq").bind(2, Int64(0)).run()
                     insert.reset()
                     try insert.bind(1, "head_link").bind(2, Chain.genesis(journalID: id)).run()
+                    insert.reset()
+                    try insert.bind(1, "erased").bind(2, Int64(0)).run()
                 }
             }
             let format = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
@@ -176,13 +202,50 @@ public final class Journal: Sendable {
 
     /// Appends a batch sealed beforehand by `prepare`.
     public func append(_ batch: PreparedBatch) throws -> [AppendOutcome] {
+        try append(batch, erasing: [])
+    }
+
+    /// Appends `events` and, in the same transaction, records the `erasures` they announce (a
+    /// purge event and the purge itself); then carries the erasures out (`finishErasures`). A
+    /// crash between the two leaves the erasures recorded, and the next `finishErasures` does them.
+    public func append(_ events: [NewEvent], erasing erasures: [Erasure]) throws -> [AppendOutcome] {
+        let outcomes = try append(prepare(events), erasing: erasures)
+        try finishErasures()
+        return outcomes
+    }
+
+    private func append(_ batch: PreparedBatch, erasing erasures: [Erasure]) throws -> [AppendOutcome] {
         try writer.withLock { writer in
             // Accounts whose key was destroyed since `prepare` take nothing (lock order: writer, then sealer).
             let accounts = Set(batch.items.map(\.account))
             let shredded = try sealer.withLock { try $0.shredded(among: accounts) }
-            return try writer.append(batch, shredded: shredded) { account in
-                try self.sealer.withLock { try $0.keys.lookup(account) }
+            return try writer.append(batch, shredded: shredded, erasing: erasures) { account, scope in
+                try self.sealer.withLock { try $0.lookup(account, scope) }
             }
+        }
+    }
+
+    /// Carries out every recorded erasure that is not done yet, oldest first: an account's key is
+    /// destroyed, then the payloads are physically removed from their blocks and the tail (each
+    /// keeps its digest, so the chain still verifies), freed pages are overwritten (`secure_delete`)
+    /// and the WAL is checkpointed and truncated, so no copy of them is left in the journal's files.
+    /// Idempotent; safe to run from several processes. Returns how many erasures it did.
+    @discardableResult
+    public func finishErasures() throws -> Int {
+        try writer.withLock { writer in
+            var done = 0
+            while let (id, erasure) = try writer.nextErasure() {
+                if case .account(let account) = erasure {
+                    try sealer.withLock { try $0.keys.destroyKey(account, at: options.clock.now()) }
+                }
+                try writer.scrub(erasure, id: id)
+                done += 1
+            }
+            if done > 0 {
+                try writer.checkpoint()
+                options.logger.debug("erasures done", metadata: ["count": "\(done)"])
+            }
+            return done
         }
     }
 
@@ -193,7 +256,7 @@ public final class Journal: Sendable {
     /// - Complexity: O(n) in the batch.
     public func prepare(_ events: [NewEvent]) throws -> PreparedBatch {
         var items = events.map { e in
-            PreparedBatch.Item(id: e.id, account: e.account, type: e.type, at: e.at, expectedVersion: e.expectedVersion,
+            PreparedBatch.Item(id: e.id, account: e.account, type: e.type, at: e.at, expectedVersion: e.expectedVersion, scope: e.scope,
                                sealed: .failure(JournalError(.invalidEvent, "not sealed")),
                                plaintext: options.rules == nil ? nil : e.payload)
         }
@@ -201,19 +264,27 @@ public final class Journal: Sendable {
         for (k, e) in events.enumerated() {
             if let error = Journal.check(e) { items[k].sealed = .failure(error) } else { valid.append(k) }
         }
-        let accounts = Set(valid.map { events[$0].account })
-        let (keys, nonces) = try sealer.withLock { sealer in
-            (try sealer.keys(for: accounts, at: options.clock.now(), logger: options.logger), sealer.reserve(valid.count))
+        let accounts = Set(valid.filter { events[$0].scope == .subject }.map { events[$0].account })
+        let (keys, engineKey, nonces) = try sealer.withLock { sealer in
+            (try sealer.keys(for: accounts, at: options.clock.now(), logger: options.logger), sealer.engineKey, sealer.reserve(valid.count))
         }
         // One thread: callers get parallelism by preparing the next batch while the journal
         // appends the previous one (as the importer does), not from inside one batch.
         let results = valid.indices.map { k -> Result<PreparedBatch.Sealed, JournalError> in
             let e = events[valid[k]]
-            guard case .key(let key) = keys[e.account] else {
-                return .failure(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
+            let key: SymmetricKey
+            switch e.scope {
+            case .journal:
+                key = engineKey
+            case .subject:
+                guard case .key(let subjectKey) = keys[e.account] else {
+                    return .failure(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
+                }
+                key = subjectKey
             }
             let body = Sealing.seal(e.payload, key: key, nonce: nonces[k], account: e.account)
-            return .success(PreparedBatch.Sealed(nonce: nonces[k], body: body, digest: Sealing.digest(nonce: nonces[k], sealed: body)))
+            return .success(PreparedBatch.Sealed(
+                nonce: nonces[k], body: body, digest: Sealing.digest(nonce: nonces[k], scope: e.scope, sealed: body)))
         }
         for (k, index) in valid.enumerated() { items[index].sealed = results[k] }
         return PreparedBatch(items: items)
@@ -283,6 +354,7 @@ public struct PreparedBatch: Sendable {
         var type: String
         var at: Timestamp
         var expectedVersion: Int64?
+        var scope: SealScope
         /// The sealed payload, or why the event was refused before it reached the writer.
         var sealed: Result<Sealed, JournalError>
         /// The plaintext, kept only for the journal's rules.
@@ -299,12 +371,15 @@ public struct PreparedBatch: Sendable {
 /// The key store and this process's nonce session. Lives inside the journal's `sealer` mutex.
 final class Sealer {
     let keys: KeyStore
+    /// The key of `SealScope.journal` payloads.
+    let engineKey: SymmetricKey
     private let entropy: Entropy
     private var session: UInt64
     private var nextCounter: UInt64 = 0
 
-    init(keys: KeyStore, entropy: Entropy) {
+    init(keys: KeyStore, engineKey: SymmetricKey, entropy: Entropy) {
         self.keys = keys
+        self.engineKey = engineKey
         self.entropy = entropy
         session = Sealer.newSession(entropy)
     }
@@ -341,6 +416,11 @@ final class Sealer {
         return found
     }
 
+    /// The key that seals (and opens) payloads of `account` in `scope`.
+    func lookup(_ account: String, _ scope: SealScope) throws -> KeyStore.Lookup {
+        scope == .journal ? .key(engineKey) : try keys.lookup(account)
+    }
+
     /// The accounts among `accounts` whose key was destroyed.
     func shredded(among accounts: Set<String>) throws -> Set<String> {
         try Set(accounts.filter { if case .destroyed = try keys.lookup($0) { true } else { false } })
@@ -362,6 +442,8 @@ final class Writer {
     /// Authenticates the chain head (see `Anchor`).
     private let anchorKey: SymmetricKey
     private(set) var headSeq: Int64 = 0
+    /// How many erasures the journal has done (meta `erased`): when another process erased, the tail in memory is stale.
+    private(set) var erased: Int64 = 0
     private var headLink: [UInt8] = []
     /// The chain link after the last sealed block: the link before the first tail event.
     private var sealedLink: [UInt8] = []
@@ -372,7 +454,7 @@ final class Writer {
     /// The domain's rules, following the accounts this writer has seen.
     private let rules: (any RulesChecker)?
     /// Finds keys during an append (to read an account's history for the rules).
-    private var lookupKey: ((String) throws -> KeyStore.Lookup)?
+    private var lookupKey: ((String, SealScope) throws -> KeyStore.Lookup)?
     /// Known accounts; a cache of the `accounts` table, cleared when it outgrows `accountCacheLimit`.
     private var accounts: [String: AccountRow] = [:]
     private let accountCacheLimit = 200_000
@@ -397,6 +479,7 @@ final class Writer {
         rules?.forget()
         do {
             headSeq = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0
+            erased = try db.scalarInt("SELECT value FROM meta WHERE key='erased'") ?? 0
             let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
             headLink = try s.step() ? s.blob(0) : []
             nextAccountID = (try db.scalarInt("SELECT max(id) FROM accounts") ?? 0) + 1
@@ -447,18 +530,33 @@ final class Writer {
         return try s.step() ? s.int(0) : nil
     }
 
-    func append(_ batch: PreparedBatch, shredded: Set<String>, lookupKey: @escaping (String) throws -> KeyStore.Lookup) throws -> [AppendOutcome] {
-        guard !batch.items.isEmpty else { return [] }
+    func append(
+        _ batch: PreparedBatch, shredded: Set<String>, erasing erasures: [Erasure],
+        lookupKey: @escaping (String, SealScope) throws -> KeyStore.Lookup
+    ) throws -> [AppendOutcome] {
+        guard !batch.items.isEmpty || !erasures.isEmpty else { return [] }
         self.lookupKey = lookupKey
         defer { self.lookupKey = nil }
         do {
             return try db.transaction {
                 // Another process may have appended since this writer last looked.
-                if try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") != headSeq {
-                    options.logger.debug("journal head moved under this writer; reloading", metadata: ["head_seq": "\(headSeq)"])
+                // Another process may have appended, or erased payloads this writer holds in its tail.
+                if try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") != headSeq
+                    || db.scalarInt("SELECT value FROM meta WHERE key='erased'") != erased {
+                    options.logger.debug("journal moved under this writer; reloading", metadata: ["head_seq": "\(headSeq)"])
                     try reload()
                 }
-                return try appendInTransaction(batch.items, shredded: shredded)
+                let outcomes = try appendInTransaction(batch.items, shredded: shredded)
+                let record = try db.statement("INSERT INTO erasures(account, seqs) VALUES(?, ?)")
+                for erasure in erasures {
+                    switch erasure {
+                    case .account(let account):
+                        try record.bind(1, account).bind(2, nil as String?).run()
+                    case .events(let account, let seqs):
+                        try record.bind(1, account).bind(2, seqs.map(String.init).joined(separator: ",")).run()
+                    }
+                }
+                return outcomes
             }
         } catch {
             // The transaction rolled back: forget whatever this batch cached.
@@ -505,7 +603,7 @@ final class Writer {
                 outcomes.append(.rejected(error))
                 if let id = e.id { unclaimID.reset(); try unclaimID.bind(1, id).run() }
             }
-            if shredded.contains(e.account) {
+            if e.scope == .subject && shredded.contains(e.account) {
                 try refuse(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
                 continue
             }
@@ -544,7 +642,7 @@ final class Writer {
             staged[e.account] = row
             let header = EventHeader(seq: seq, version: row.version, account: e.account, type: e.type, at: e.at, id: e.id)
             link = Chain.link(previous: link, header: header, digest: body.digest)
-            sealed.append(SealedEvent(header: header, nonce: body.nonce, body: .sealed(body.body)))
+            sealed.append(SealedEvent(header: header, nonce: body.nonce, body: .sealed(body.body, e.scope)))
             links.append(link)
             outcomes.append(.appended(header))
         }
@@ -646,10 +744,89 @@ final class Writer {
         for (name, row) in staged { remember(name, row) }
     }
 
+    // MARK: Erasures
+
+    /// The oldest recorded erasure not done yet.
+    func nextErasure() throws -> (Int64, Erasure)? {
+        let s = try db.statement("SELECT id, account, seqs FROM erasures ORDER BY id LIMIT 1")
+        defer { s.reset() }
+        guard try s.step() else { return nil }
+        let account = s.text(1) ?? ""
+        guard let list = s.optionalText(2) else { return (s.int(0), .account(account)) }
+        let seqs = list.split(separator: ",").compactMap { Int64($0) }
+        return (s.int(0), .events(account: account, seqs: seqs))
+    }
+
+    /// Physically removes the payloads `erasure` names, in one transaction with the removal of
+    /// its record: every block that holds one is decoded, its payloads replaced by their digests,
+    /// and written back; the tail's rows likewise. Payloads already gone are skipped.
+    func scrub(_ erasure: Erasure, id: Int64) throws {
+        let account = erasure.account
+        let targets: (SealedEvent) -> Bool
+        switch erasure {
+        case .account:
+            targets = { e in
+                if e.header.account == account, case .sealed(_, .subject) = e.body { true } else { false }
+            }
+        case .events(_, let seqs):
+            let wanted = Set(seqs)
+            targets = { e in
+                if e.header.account == account, wanted.contains(e.header.seq), case .sealed = e.body { true } else { false }
+            }
+        }
+        do {
+            try db.transaction {
+                var blocks: [(id: Int64, block: Block)] = []
+                let s = try db.statement("""
+                    SELECT b.id, b.first_seq, b.last_seq, b.frame FROM accounts a
+                    JOIN account_blocks ab ON ab.account_id = a.id JOIN blocks b ON b.id = ab.block_id
+                    WHERE a.name = ? ORDER BY b.first_seq
+                    """)
+                s.bind(1, account)
+                while try s.step() {
+                    let block = try JournalReader.decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2))
+                    if block.events.contains(where: targets) { blocks.append((s.int(0), block)) }
+                }
+                s.reset()
+                let update = try db.statement("UPDATE blocks SET frame = ? WHERE id = ?")
+                for (blockID, block) in blocks {
+                    var scrubbed = block
+                    for k in scrubbed.events.indices where targets(scrubbed.events[k]) {
+                        scrubbed.events[k].body = .purged(digest: scrubbed.events[k].digest)
+                    }
+                    let content = scrubbed.encode()
+                    #if DEBUG
+                    assert(try! Block.decode(content, where: "scrubbed block") == scrubbed, "block does not round-trip")
+                    #endif
+                    try update.bind(1, try LZ4.compressFrame(content)).bind(2, blockID).run()
+                }
+                let clearTail = try db.statement("UPDATE tail SET payload = NULL, digest = ?, scope = 0 WHERE seq = ?")
+                for e in try JournalReader.tailRows(db).0 where targets(e) {
+                    try clearTail.bind(1, e.digest).bind(2, e.header.seq).run()
+                }
+                try db.statement("DELETE FROM erasures WHERE id = ?").bind(1, id).run()
+                try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'erased'")
+            }
+            try reload()
+        } catch {
+            try? reload()
+            throw JournalError.storage("erasing the payloads of \(account) failed; it will be retried", error)
+        }
+    }
+
+    /// Copies the WAL into the database and truncates it, so no old page survives there.
+    func checkpoint() throws {
+        do {
+            try db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        } catch {
+            throw JournalError.storage("checkpointing the journal's WAL failed", error)
+        }
+    }
+
     private func insertTail(_ events: [SealedEvent], _ links: [[UInt8]]) throws {
         let insert = try db.statement("""
-            INSERT INTO tail(seq, account, version, type, at, event_id, session, counter, payload, digest, link, at_digits)
-            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO tail(seq, account, version, type, at, event_id, session, counter, payload, digest, link, at_digits, scope)
+            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         for (e, link) in zip(events, links) {
             insert.reset()
@@ -657,8 +834,8 @@ final class Writer {
                 .bind(5, e.header.at.nanoseconds).bind(6, e.header.id)
                 .bind(7, Int64(bitPattern: e.nonce.session)).bind(8, Int64(e.nonce.counter))
             switch e.body {
-            case .sealed(let bytes): insert.bind(9, bytes).bind(10, nil as [UInt8]?)
-            case .purged(let digest): insert.bind(9, nil as [UInt8]?).bind(10, digest)
+            case .sealed(let bytes, let scope): insert.bind(9, bytes).bind(10, nil as [UInt8]?).bind(13, Int64(scope.rawValue))
+            case .purged(let digest): insert.bind(9, nil as [UInt8]?).bind(10, digest).bind(13, Int64(SealScope.subject.rawValue))
             }
             try insert.bind(11, link).bind(12, Int64(e.header.at.fractionDigits)).run()
         }

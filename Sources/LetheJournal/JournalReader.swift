@@ -17,9 +17,12 @@ final class LazyKeyStore {
 
     init(open: @escaping () throws -> KeyStore) { self.open = open }
 
-    func lookup(_ account: String) throws -> KeyStore.Lookup {
+    func lookup(_ account: String, _ scope: SealScope, journalID: () throws -> [UInt8]) throws -> KeyStore.Lookup {
         if store == nil { store = try open() }
-        return try store!.lookup(account)
+        switch scope {
+        case .subject: return try store!.lookup(account)
+        case .journal: return .key(store!.engineKey(journalID: try journalID()))
+        }
     }
 }
 
@@ -28,12 +31,13 @@ final class LazyKeyStore {
 public final class JournalReader {
     let db: SQLiteDatabase
     let path: String
-    /// Finds an account's key; nil for a reader that only checks structure.
-    private let lookupKey: ((String) throws -> KeyStore.Lookup)?
+    /// Finds the key that sealed a payload (an account's key, or the engine key); nil for a
+    /// reader that only checks structure.
+    private var lookupKey: ((String, SealScope) throws -> KeyStore.Lookup)?
     private let keysPath: String
 
     /// A reader on the writer's own connection, inside its transaction (it sees the batch in progress).
-    init(db: SQLiteDatabase, path: String, keysPath: String, lookupKey: @escaping (String) throws -> KeyStore.Lookup) {
+    init(db: SQLiteDatabase, path: String, keysPath: String, lookupKey: @escaping (String, SealScope) throws -> KeyStore.Lookup) {
         self.db = db
         self.path = path
         self.keysPath = keysPath
@@ -42,13 +46,6 @@ public final class JournalReader {
 
     init(path: String, keysPath: String = "", openKeys: (() throws -> KeyStore)?) throws {
         self.path = path
-        if let openKeys {
-            // The key store is opened on first need: a reader of structure never touches it.
-            let lazy = LazyKeyStore(open: openKeys)
-            lookupKey = { try lazy.lookup($0) }
-        } else {
-            lookupKey = nil
-        }
         self.keysPath = keysPath
         do {
             guard FileManager.default.fileExists(atPath: path) else { throw JournalError(.storage, "no journal at \(path)") }
@@ -58,6 +55,12 @@ public final class JournalReader {
             throw JournalError(.notAJournal, "\(path) is not a Lethe journal (not an SQLite database)")
         } catch {
             throw JournalError.storage("cannot open journal \(path) for reading", error)
+        }
+        if let openKeys {
+            // The key store is opened on first need: a reader of structure never touches it.
+            let lazy = LazyKeyStore(open: openKeys)
+            let db = self.db
+            lookupKey = { account, scope in try lazy.lookup(account, scope) { try JournalReader.journalID(db) } }
         }
     }
 
@@ -112,7 +115,7 @@ public final class JournalReader {
 
     static func tailRows(_ db: SQLiteDatabase) throws -> ([SealedEvent], [[UInt8]]) {
         let s = try db.statement("""
-            SELECT seq, account, version, type, at, event_id, session, counter, payload, digest, link, at_digits FROM tail ORDER BY seq
+            SELECT seq, account, version, type, at, event_id, session, counter, payload, digest, link, at_digits, scope FROM tail ORDER BY seq
             """)
         var events: [SealedEvent] = []
         var links: [[UInt8]] = []
@@ -120,7 +123,15 @@ public final class JournalReader {
             let header = EventHeader(
                 seq: s.int(0), version: s.int(2), account: s.text(1) ?? "", type: s.text(3) ?? "",
                 at: Timestamp(nanoseconds: s.int(4), fractionDigits: Int8(truncatingIfNeeded: s.int(11))), id: s.text(5))
-            let body: SealedEvent.Body = s.isNull(8) ? .purged(digest: s.blob(9)) : .sealed(s.blob(8))
+            let body: SealedEvent.Body
+            if s.isNull(8) {
+                body = .purged(digest: s.blob(9))
+            } else {
+                guard let scope = SealScope(rawValue: UInt8(truncatingIfNeeded: s.int(12))) else {
+                    throw JournalError(.corrupt, "unsealed event \(s.int(0)) has an unknown key scope \(s.int(12))")
+                }
+                body = .sealed(s.blob(8), scope)
+            }
             let nonce = NonceID(session: UInt64(bitPattern: s.int(6)), counter: UInt32(truncatingIfNeeded: s.int(7)))
             events.append(SealedEvent(header: header, nonce: nonce, body: body))
             links.append(s.blob(10))
@@ -197,21 +208,21 @@ public final class JournalReader {
 
     // MARK: Decrypted events
 
-    private func lookup(_ account: String) throws -> KeyStore.Lookup {
+    private func lookup(_ account: String, _ scope: SealScope) throws -> KeyStore.Lookup {
         guard let lookupKey else { throw JournalError(.keys, "this reader has no key store") }
-        return try lookupKey(account)
+        return try lookupKey(account, scope)
     }
 
     package func open(_ e: SealedEvent) throws -> StoredEvent {
-        guard case .sealed = e.body else { return try JournalReader.open(e, key: .none, keysPath: "").get() }
-        return try JournalReader.open(e, key: lookup(e.header.account), keysPath: keysPath).get()
+        guard case .sealed(_, let scope) = e.body else { return try JournalReader.open(e, key: .none, keysPath: "").get() }
+        return try JournalReader.open(e, key: lookup(e.header.account, scope), keysPath: keysPath).get()
     }
 
     static func open(_ e: SealedEvent, key: KeyStore.Lookup, keysPath: String) -> Result<StoredEvent, JournalError> {
         switch e.body {
         case .purged:
             return .success(StoredEvent(header: e.header, payload: .purged))
-        case .sealed(let bytes):
+        case .sealed(let bytes, _):
             switch key {
             case .key(let key):
                 return Result { () throws(JournalError) in
@@ -232,11 +243,27 @@ public final class JournalReader {
         }
     }
 
-    /// Keys for a group's accounts, looked up on this thread: the key store's connection is not shared.
-    private func keys(for events: [SealedEvent]) throws -> [String: KeyStore.Lookup] {
-        var keys: [String: KeyStore.Lookup] = [:]
+    /// The keys a group's payloads need, looked up on this thread: the key store's connection is not shared.
+    struct GroupKeys: Sendable {
+        var subjects: [String: KeyStore.Lookup] = [:]
+        var engine: KeyStore.Lookup = .none
+
+        func key(for e: SealedEvent) -> KeyStore.Lookup {
+            guard case .sealed(_, let scope) = e.body else { return .none }
+            return scope == .journal ? engine : subjects[e.header.account] ?? .none
+        }
+    }
+
+    private func keys(for events: [SealedEvent]) throws -> GroupKeys {
+        var keys = GroupKeys()
         for e in events {
-            if case .sealed = e.body, keys[e.header.account] == nil { keys[e.header.account] = try lookup(e.header.account) }
+            guard case .sealed(_, let scope) = e.body else { continue }
+            switch scope {
+            case .subject:
+                if keys.subjects[e.header.account] == nil { keys.subjects[e.header.account] = try lookup(e.header.account, .subject) }
+            case .journal:
+                if case .none = keys.engine { keys.engine = try lookup(e.header.account, .journal) }
+            }
         }
         return keys
     }
@@ -250,14 +277,14 @@ public final class JournalReader {
         private let slots: UnsafeMutableBufferPointer<Result<T, any Error>>
         private let done = DispatchGroup()
 
-        init(_ events: [SealedEvent], keys: [String: KeyStore.Lookup], keysPath: String, transform: @escaping @Sendable (StoredEvent) throws -> T) {
+        init(_ events: [SealedEvent], keys: GroupKeys, keysPath: String, transform: @escaping @Sendable (StoredEvent) throws -> T) {
             slots = .allocate(capacity: events.count)
             slots.initialize(repeating: .failure(JournalError(.corrupt, "not opened")))
             let parts = events.count >= 256 ? 2 : 1
             DispatchQueue.global().async(group: done) { [self] in
                 DispatchQueue.concurrentPerform(iterations: parts) { part in
                     for k in stride(from: part, to: events.count, by: parts) {
-                        let opened = JournalReader.open(events[k], key: keys[events[k].header.account] ?? .none, keysPath: keysPath)
+                        let opened = JournalReader.open(events[k], key: keys.key(for: events[k]), keysPath: keysPath)
                         slots[k] = Result { try transform(try opened.get()) }
                     }
                 }
@@ -378,7 +405,7 @@ public final class JournalReader {
             }
             try check(e, place: place)
             guard link == stored else { throw JournalError(.corrupt, "\(place): hash chain broken (contents altered)") }
-            if case .sealed(let bytes) = e.body { report.storedBytes += Int64(bytes.count) }
+            if case .sealed(let bytes, _) = e.body { report.storedBytes += Int64(bytes.count) }
             report.tailEvents += 1
             report.events += 1
             expectedSeq += 1

@@ -112,6 +112,7 @@ package final class KeyStore {
 
     /// The key that authenticates the chain head of the journal with this id.
     package func anchorKey(journalID: [UInt8]) -> SymmetricKey { Anchor.key(master: master, journalID: journalID) }
+    package func engineKey(journalID: [UInt8]) -> SymmetricKey { Anchor.engineKey(master: master, journalID: journalID) }
 
     private func unwrap(_ wrapped: [UInt8], account: String) throws -> SymmetricKey {
         do {

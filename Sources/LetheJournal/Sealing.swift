@@ -18,6 +18,17 @@ package struct NonceID: Hashable, Sendable {
     }
 }
 
+/// Which key seals an event's payload.
+public enum SealScope: UInt8, Sendable, Hashable {
+    /// The account's own data key: destroying it (crypto-shredding) makes the payload unreadable
+    /// everywhere. For the data subject's personal data.
+    case subject = 0
+    /// The journal's engine key, derived from the master key and never destroyed: for records that
+    /// must outlive the subject's key (the engine's own purge events, the staff access log). Such
+    /// a payload can still be removed event by event (`Erasure.events`).
+    case journal = 2
+}
+
 /// Seals one event's plaintext payload under its account's data key: compress (when that helps),
 /// then AES-256-GCM with the event's `NonceID`. The additional data is the account id, so a
 /// payload moved to another account does not open; the chain (which covers the ciphertext's
@@ -88,11 +99,13 @@ package enum Sealing {
         }
     }
 
-    /// What the hash chain covers for a payload: its nonce and its ciphertext, never the plaintext.
-    package static func digest(nonce id: NonceID, sealed: [UInt8]) -> [UInt8] {
+    /// What the hash chain covers for a payload: its nonce, the key it is sealed under (its scope)
+    /// and its ciphertext, never the plaintext.
+    package static func digest(nonce id: NonceID, scope: SealScope, sealed: [UInt8]) -> [UInt8] {
         var h = SHA256()
         withUnsafeBytes(of: id.session.littleEndian) { h.update(bufferPointer: $0) }
         withUnsafeBytes(of: id.counter.littleEndian) { h.update(bufferPointer: $0) }
+        withUnsafeBytes(of: scope.rawValue) { h.update(bufferPointer: $0) }
         h.update(data: sealed)
         return h.finalize().withUnsafeBytes { Array($0) }
     }
@@ -147,6 +160,12 @@ package enum Anchor {
     package static func key(master: SymmetricKey, journalID: [UInt8]) -> SymmetricKey {
         HKDF<SHA256>.deriveKey(
             inputKeyMaterial: master, salt: journalID, info: Array("lethe chain anchor v1".utf8), outputByteCount: 32)
+    }
+
+    /// The key of `SealScope.journal` payloads: also derived from the master key, for this journal only.
+    package static func engineKey(master: SymmetricKey, journalID: [UInt8]) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: master, salt: journalID, info: Array("lethe engine events v1".utf8), outputByteCount: 32)
     }
 
     package static func mac(key: SymmetricKey, headSeq: Int64, headLink: [UInt8]) -> [UInt8] {

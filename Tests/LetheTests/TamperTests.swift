@@ -167,7 +167,7 @@ import Testing
         let l0 = Chain.link(previous: sealedLink, header: forged[0].header, digest: forged[0].digest)
         let l1 = Chain.link(previous: l0, header: forged[1].header, digest: forged[1].digest)
         for (e, link) in zip(forged, [l0, l1]) {
-            guard case .sealed(let bytes) = e.body else { Issue.record("unsealed event without payload"); return }
+            guard case .sealed(let bytes, _) = e.body else { Issue.record("unsealed event without payload"); return }
             try db.statement("UPDATE tail SET payload = ?, link = ? WHERE seq = ?").bind(1, bytes).bind(2, link).bind(3, e.header.seq).run()
         }
         try db.statement("UPDATE meta SET value = ? WHERE key = 'head_link'").bind(1, l1).run()

@@ -388,6 +388,11 @@ struct Rebuild: ParsableCommand {
                 let fresh = try ReadModels(journal: journal, path: scratch)
                 try fresh.rebuild { progress.update($0, of: $1, unit: "events") }
                 progress.finish()
+                // Events appended meanwhile: both go on to the same head before they are compared.
+                while try models.checkpoint != fresh.checkpoint {
+                    try models.catchUp()
+                    try fresh.catchUp()
+                }
                 let (a, b) = (try models.digest(), try fresh.digest())
                 guard a == b else {
                     throw JournalError(.corrupt, "the read models at \(models.path) (\(a)) differ from a rebuild from the journal (\(b)); run lethe rebuild")
@@ -407,11 +412,11 @@ struct Rebuild: ParsableCommand {
 struct ViewsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "views",
-        abstract: "Catch the read models up with the journal and print their canonical dump (NDJSON) or its digest.")
+        abstract: "Catch the read models up with the journal; print their checkpoint, rows per table and the digest of their canonical dump (JSON).")
 
     @OptionGroup var options: JournalOptions
 
-    @Flag(help: "Print only the SHA-256 of the dump.")
+    @Flag(help: "Print only the digest (SHA-256 of the canonical dump).")
     var digest = false
 
     func run() throws {
@@ -419,11 +424,14 @@ struct ViewsCommand: ParsableCommand {
             let models = try options.readModels(try options.open())
             if digest {
                 writeStdout(try models.digest() + "\n")
-            } else {
-                var out = Output()
-                try models.dump { out.write($0) }
-                out.flush()
+                return
             }
+            // Counts, not rows: the rows are personal data, and reading them is an access.
+            let tables = JSONObject(try models.rowCounts().map { .init(key: $0.table, value: .int($0.rows)) })
+            printJSON(.object([
+                "path": .string(models.path), "checkpoint": .int(try models.checkpoint), "tables": .object(tables),
+                "digest": .string(try models.digest()),
+            ]))
         }
     }
 }
@@ -475,9 +483,11 @@ struct SubjectReportCommand: ParsableCommand {
                     report: json).utf8)
             }
             if let output {
-                guard FileManager.default.createFile(atPath: output, contents: Data(bytes)) else {
-                    throw JournalError(.storage, "cannot write \(output)")
-                }
+                // Personal data: readable by its owner only.
+                let fd = Glibc.open(output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                guard fd >= 0 else { throw JournalError(.storage, "cannot write \(output): \(String(cString: strerror(errno)))") }
+                writeAll(fd, bytes)
+                close(fd)
             } else {
                 writeAll(1, bytes)
             }

@@ -5,7 +5,8 @@ import Foundation
 /// Output slots for parallel decryption.
 ///
 /// `@unchecked Sendable` is safe: each worker writes only the indices congruent to its own part
-/// number, and nothing reads the buffer until `concurrentPerform` returns.
+/// number, and nothing reads the buffer until the work is over (`concurrentPerform` returned, or
+/// the work's group was waited for).
 private struct ResultSlots<T>: @unchecked Sendable {
     let results: UnsafeMutableBufferPointer<Result<T, any Error>>
 }
@@ -271,21 +272,24 @@ public final class JournalReader {
     /// A group of events being opened and transformed on other threads (every core when the group
     /// is large), while the caller goes on; `results` waits for them, in order.
     ///
-    /// `@unchecked Sendable` is safe: each worker writes only the slots congruent to its part
-    /// number, and nothing reads them until the work's group has been waited for.
-    private final class Opening<T: Sendable>: @unchecked Sendable {
-        private let slots: UnsafeMutableBufferPointer<Result<T, any Error>>
+    /// The work holds only the slots, never the `Opening`: whoever drops the last reference (the
+    /// caller, also when it stops early on an error) runs `deinit`, which waits for the work
+    /// before the slots are freed.
+    private final class Opening<T: Sendable> {
+        private let slots: ResultSlots<T>
         private let done = DispatchGroup()
 
         init(_ events: [SealedEvent], keys: GroupKeys, keysPath: String, transform: @escaping @Sendable (StoredEvent) throws -> T) {
-            slots = .allocate(capacity: events.count)
-            slots.initialize(repeating: .failure(JournalError(.corrupt, "not opened")))
+            let buffer = UnsafeMutableBufferPointer<Result<T, any Error>>.allocate(capacity: events.count)
+            buffer.initialize(repeating: .failure(JournalError(.corrupt, "not opened")))
+            let slots = ResultSlots(results: buffer)
+            self.slots = slots
             let parts = events.count >= 256 ? 2 : 1
-            DispatchQueue.global().async(group: done) { [self] in
+            DispatchQueue.global().async(group: done) {
                 DispatchQueue.concurrentPerform(iterations: parts) { part in
                     for k in stride(from: part, to: events.count, by: parts) {
                         let opened = JournalReader.open(events[k], key: keys.key(for: events[k]), keysPath: keysPath)
-                        slots[k] = Result { try transform(try opened.get()) }
+                        slots.results[k] = Result { try transform(try opened.get()) }
                     }
                 }
             }
@@ -293,14 +297,14 @@ public final class JournalReader {
 
         deinit {
             done.wait()
-            slots.deinitialize()
-            slots.deallocate()
+            slots.results.deinitialize()
+            slots.results.deallocate()
         }
 
         /// The results in order; the first failure, in order, is thrown.
         func results() throws -> [T] {
             done.wait()
-            return try slots.map { try $0.get() }
+            return try slots.results.map { try $0.get() }
         }
     }
 

@@ -110,6 +110,20 @@ package final class SQLiteDatabase {
     }
 
     package var changes: Int { Int(sqlite3_changes(handle)) }
+
+    /// Replaces this database's content with `source`'s, in one step under this database's write
+    /// lock (SQLite's online backup): other connections see the old content or the new, never a
+    /// mix, and the file itself (with its WAL) stays in place.
+    package func replaceContents(from source: SQLiteDatabase) throws {
+        resetAll()
+        guard let backup = sqlite3_backup_init(handle, "main", source.handle, "main") else {
+            throw error(sqlite3_errcode(handle), sql: "backup")
+        }
+        let step = sqlite3_backup_step(backup, -1)
+        let finish = sqlite3_backup_finish(backup)
+        guard step == SQLITE_DONE else { throw SQLiteError(code: step, message: String(cString: sqlite3_errstr(step)), sql: "backup") }
+        guard finish == SQLITE_OK else { throw error(finish, sql: "backup") }
+    }
 }
 
 /// A prepared statement. Columns and parameters are 0-based for columns, 1-based for binds (as SQLite).

@@ -30,9 +30,11 @@ public struct ProjectedEvent: Sendable {
 ///
 /// - A keyed fact (an item, an address, a payment, a ticket, a consent, a hold, a page view)
 ///   is written only from readable data; a purge deletes the account's or item's rows.
-/// - A logged fact (a disclosure, a notice, an access) keeps its row after a purge, with the
-///   personal fields null: the history shows it happened, not what it said. An access whose
-///   record is gone has no verdict (`authorized` null).
+/// - A logged fact (a disclosure, a notice) keeps its row after a purge, with the personal
+///   fields null: the history shows it happened, not what it said.
+/// - An access keeps its record (sealed under the engine key, it outlives the account's key), but
+///   after the account's purge it has no verdict (`authorized` null): the tickets and legal cases
+///   that justified it were purged with the account, and a rebuild could not judge it again.
 /// - Events of an account that never signed up change nothing, as in `AccountState`.
 final class Projector {
     private let db: SQLiteDatabase
@@ -90,7 +92,9 @@ final class Projector {
             UPDATE disclosures SET recipient=NULL, basis=NULL, categories='[]', without_consent=0, without_merger_notice=0
             WHERE account=?1
             """,
-            "UPDATE access_log SET actor=NULL, ip=NULL, reason=NULL, ticket=NULL, authorized=NULL WHERE account=?1",
+            // The access records outlive the account (engine key), but the tickets and cases that
+            // justified them went with it: they can no longer be judged.
+            "UPDATE access_log SET authorized=NULL WHERE account=?1",
         ].map(s)
     }
 

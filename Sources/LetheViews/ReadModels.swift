@@ -33,56 +33,83 @@ public final class ReadModels: Sendable {
         init(db: SQLiteDatabase) { self.db = db }
     }
 
-    /// Opens (creating or rebuilding when needed) the read models of `journal`; nothing is caught
-    /// up until `catchUp` is called.
+    /// Opens (creating it, or emptying it when it cannot be trusted) the read models of
+    /// `journal`; nothing is caught up until `catchUp` is called.
     public init(
         journal: Journal, path: String? = nil, codec: PayloadCodec = .standard, chunkEvents: Int64 = 50_000,
         logger: Logger = Logger(label: "lethe.views")
     ) throws {
         precondition(chunkEvents > 0)
+        let path = path ?? journal.path + ".views"
         self.journal = journal
+        self.path = path
+        self.codec = codec
         self.chunkEvents = chunkEvents
         self.logger = logger
-        self.path = path ?? journal.path + ".views"
-        self.codec = codec
-        let identity = try journal.read { try $0.identity() }
-        let head = try journal.read { try $0.headSeq() }
-        var db = try ReadModels.open(self.path)
-        let usable: Bool
-        do {
-            usable = try ReadModels.isUsable(db, identity: identity, head: head)
-        } catch let e as SQLiteError where e.code == 26 || e.code & 0xFF == 11 {
-            usable = false  // not a database, or a damaged one: it is derived data, so it is made again
+        let db = try ReadModels.named(path) { () -> SQLiteDatabase in
+            let identity = try journal.read { try $0.identity() }
+            let head = try journal.read { try $0.headSeq() }
+            let db = try ReadModels.openOrReplace(path, logger: logger)
+            if try !ReadModels.isUsable(db, identity: identity, head: head) {
+                logger.notice("read models emptied, to be caught up again: made from another journal or schema, or ahead of the journal", metadata: ["path": "\(path)"])
+                try ReadModels.withScratch(path + ".empty") { scratch in
+                    try ReadModels.initialize(scratch, identity: identity)
+                    try db.replaceContents(from: scratch)
+                }
+            }
+            try ReadModels.initialize(db, identity: identity)
+            return db
         }
-        if !usable {
-            logger.notice("read models made again: not from this journal, an older schema, ahead of the journal, or damaged", metadata: ["path": "\(self.path)"])
-            db.close()
-            ReadModels.remove(self.path)
-            db = try ReadModels.open(self.path)
-        }
-        try ReadModels.initialize(db, identity: identity)
         connection = Mutex(Connection(db: db))
     }
 
-    /// Opens a read models file; a `scratch` file (a rebuild in progress, thrown away if it fails)
-    /// is written without a journal or syncs, and switched to WAL when it is complete.
-    private static func open(_ path: String, scratch: Bool = false) throws -> SQLiteDatabase {
+    /// Runs `body`, naming the read models' file in an SQLite error.
+    private static func named<T>(_ path: String, _ body: () throws -> T) throws -> T {
         do {
-            let db = try SQLiteDatabase(path: path)
-            try db.execute(scratch
-                ? "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA secure_delete=ON; PRAGMA cache_size=-65536"
-                : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON; PRAGMA cache_size=-65536")
-            return db
-        } catch {
-            throw JournalError.storage("cannot open the read models \(path)", error)
+            return try body()
+        } catch let e as SQLiteError {
+            throw JournalError(.storage, "the read models \(path): \(e)", underlying: e)
         }
     }
 
-    private static func remove(_ path: String) {
-        for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+    private func named<T>(_ body: () throws -> T) throws -> T { try ReadModels.named(path, body) }
+
+    /// Opens the file; one that is not an SQLite database (or a damaged one) is derived data that
+    /// nobody can be using, so it is removed and made anew.
+    private static func openOrReplace(_ path: String, logger: Logger) throws -> SQLiteDatabase {
+        do {
+            return try open(path)
+        } catch let e as SQLiteError where e.code == 26 || e.code & 0xFF == 11 {
+            logger.notice("read models replaced: not a database, or damaged", metadata: ["path": "\(path)", "error": "\(e)"])
+            remove(path)
+            return try open(path)
+        }
     }
 
-    /// Whether an existing file is the current schema, for this journal, and not ahead of it.
+    /// Opens a read models file; a `scratch` file (private to one rebuild, thrown away after it)
+    /// is written without a journal or syncs.
+    private static func open(_ path: String, scratch: Bool = false) throws -> SQLiteDatabase {
+        let db = try SQLiteDatabase(path: path)
+        try db.execute(scratch
+            ? "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA secure_delete=ON; PRAGMA cache_size=-65536"
+            : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON; PRAGMA cache_size=-65536")
+        return db
+    }
+
+    private static func remove(_ path: String) {
+        for suffix in ["", "-wal", "-shm", "-journal"] { unlink(path + suffix) }
+    }
+
+    /// Runs `body` with a fresh scratch database at `path`, removed afterwards whatever happens.
+    private static func withScratch<T>(_ path: String, _ body: (SQLiteDatabase) throws -> T) throws -> T {
+        remove(path)
+        defer { remove(path) }
+        let scratch = try open(path, scratch: true)
+        defer { scratch.close() }
+        return try body(scratch)
+    }
+
+    /// Whether the file is empty, or the current schema for this journal and not ahead of it.
     private static func isUsable(_ db: SQLiteDatabase, identity: String, head: Int64) throws -> Bool {
         guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='meta'") == 1 else {
             return try db.scalarInt("SELECT count(*) FROM sqlite_master") == 0
@@ -95,9 +122,10 @@ public final class ReadModels: Sendable {
         return owner == identity && schema == Schema.version && checkpoint <= head
     }
 
+    /// Creates the tables in an empty file (in one transaction: two processes may race here).
     private static func initialize(_ db: SQLiteDatabase, identity: String) throws {
-        guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='meta'") == 0 else { return }
         try db.transaction {
+            guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='meta'") == 0 else { return }
             try db.execute(Schema.create)
             try db.statement("INSERT INTO meta VALUES('schema', ?1)").bind(1, Schema.version).run()
             try db.statement("INSERT INTO meta VALUES('journal', ?1)").bind(1, identity).run()
@@ -107,7 +135,7 @@ public final class ReadModels: Sendable {
 
     /// The last journal sequence number applied.
     public var checkpoint: Int64 {
-        get throws { try connection.withLock { try ReadModels.checkpoint($0.db) } }
+        get throws { try named { try connection.withLock { try ReadModels.checkpoint($0.db) } } }
     }
 
     private static func checkpoint(_ db: SQLiteDatabase) throws -> Int64 {
@@ -115,19 +143,11 @@ public final class ReadModels: Sendable {
     }
 
     /// Applies every event committed after the checkpoint, in chunks of `chunkEvents`, each chunk
-    /// in one transaction with the new checkpoint. Returns how many events were applied.
+    /// in one transaction with the new checkpoint. Returns how many events this call applied
+    /// (another process sharing the file may have applied some of them).
     @discardableResult
     public func catchUp(progress: ((_ done: Int64, _ head: Int64) -> Void)? = nil) throws -> Int64 {
         try named { try connection.withLock { try catchUp($0.db, progress: progress) } }
-    }
-
-    /// Runs `body`, naming this file in any storage error (the engine's own errors pass as they are).
-    private func named<T>(_ body: () throws -> T) throws -> T {
-        do {
-            return try body()
-        } catch {
-            throw JournalError.storage("the read models \(path)", error)
-        }
     }
 
     private func catchUp(_ db: SQLiteDatabase, progress: ((Int64, Int64) -> Void)?) throws -> Int64 {
@@ -135,57 +155,48 @@ public final class ReadModels: Sendable {
         return try journal.read { reader in
             let head = try reader.headSeq()
             var applied: Int64 = 0
-            var from = try ReadModels.checkpoint(db)
-            guard from < head else { return 0 }
+            guard try ReadModels.checkpoint(db) < head else { return 0 }
             let projector = try Projector(db: db)
             let setCheckpoint = try db.statement("UPDATE meta SET value=?1 WHERE key='checkpoint'")
-            while from < head {
-                let through = min(head, from + chunkEvents)
-                let moved: Bool = try db.transaction {
-                    // Another process may have applied these already: then it owns the rest.
-                    guard try ReadModels.checkpoint(db) == from else { return true }
+            while true {
+                // Under the write lock: where this file stands now (another process may have moved it).
+                let done: Bool = try db.transaction {
+                    let from = try ReadModels.checkpoint(db)
+                    guard from < head else { return true }
+                    let through = min(head, from + chunkEvents)
                     try reader.events(from: from + 1, through: through, transform: { try ProjectedEvent($0, codec: codec) }) { event in
                         try projector.apply(event)
                     }
                     try setCheckpoint.bind(1, through).run()
                     projector.forget()
+                    applied += through - from
+                    logger.trace("read models caught up", metadata: ["checkpoint": "\(through)", "head": "\(head)"])
+                    progress?(through, head)
                     return false
                 }
-                if moved {
-                    logger.debug("another process is catching up the read models; leaving the rest to it", metadata: ["path": "\(path)"])
-                    break
-                }
-                applied += through - from
-                from = through
-                logger.trace("read models caught up", metadata: ["checkpoint": "\(from)", "head": "\(head)"])
-                progress?(from, head)
+                if done { break }
             }
             return applied
         }
     }
 
-    /// Makes the read models again from the journal alone, in a new file that replaces the old one
-    /// when it is complete (a failed rebuild leaves the old file as it was).
+    /// Makes the read models again from the journal alone: in a scratch file first, which then
+    /// replaces the content of this one in a single step (SQLite's online backup), so readers in
+    /// any process see the old models or the new ones. A failed rebuild changes nothing.
     @discardableResult
     public func rebuild(progress: ((_ done: Int64, _ head: Int64) -> Void)? = nil) throws -> Int64 {
-        try named { try connection.withLock { connection in
-            let fresh = path + ".rebuild"
-            ReadModels.remove(fresh)
-            let identity = try journal.read { try $0.identity() }
-            var db: SQLiteDatabase? = try ReadModels.open(fresh, scratch: true)
-            try ReadModels.initialize(db!, identity: identity)
-            let applied = try catchUp(db!, progress: progress)
-            try db!.execute("PRAGMA journal_mode=WAL")
-            db!.close()
-            db = nil
-            connection.db.close()
-            ReadModels.remove(path)
-            guard rename(fresh, path) == 0 else {
-                throw JournalError(.storage, "cannot move the rebuilt read models into place at \(path): \(String(cString: strerror(errno)))")
+        try named {
+            try connection.withLock { connection in
+                let identity = try journal.read { try $0.identity() }
+                return try ReadModels.withScratch(path + ".rebuild") { scratch in
+                    try ReadModels.initialize(scratch, identity: identity)
+                    let applied = try catchUp(scratch, progress: progress)
+                    try connection.db.replaceContents(from: scratch)
+                    try connection.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    return applied
+                }
             }
-            connection.db = try ReadModels.open(path)
-            return applied
-        } }
+        }
     }
 
     // MARK: Canonical dump
@@ -218,6 +229,11 @@ public final class ReadModels: Sendable {
                 s.reset()
             }
         } }
+    }
+
+    /// How many rows each table holds, in `dump`'s order.
+    public func rowCounts() throws -> [(table: String, rows: Int64)] {
+        try query { db in try Schema.tables.map { ($0.name, try db.scalarInt("SELECT count(*) FROM \($0.name)") ?? 0) } }
     }
 
     /// SHA-256 of `dump`, in hex.

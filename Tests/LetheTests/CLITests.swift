@@ -346,6 +346,7 @@ import Testing
         let h = try run("lethe", ["subject-report", "--journal", journal, "--account", "a", "--format", "html", "-o", page, "--now", "2026-01-12T00:00:00Z"])
         #expect(h.status == 0, "\(h.stderr)")
         let html = try String(contentsOfFile: page, encoding: .utf8)
+        #expect((try FileManager.default.attributesOfItem(atPath: page)[.posixPermissions] as? Int) == 0o600)
         #expect(html.hasPrefix("<!DOCTYPE html>") && html.contains("<h2>Scheduled purges</h2>") && html.contains("<table>"))
         #expect(html.contains("&lt;b&gt;Engines&lt;/b&gt; &amp; Co") && !html.contains("<b>Engines"))
         #expect(!html.contains("<script") && !html.contains("src=") && !html.contains("href="))
@@ -362,6 +363,9 @@ import Testing
         _ = try run("lethe", ["import", "-", "--journal", journal], stdin: lines.dropFirst(1500).joined(separator: "\n"))
         let caughtUp = try run("lethe", ["views", "--journal", journal, "--digest"]).stdout
         #expect(caughtUp != first.stdout && caughtUp.count == 65)
+        let summary = try #require(try JSONParser.parse(try run("lethe", ["views", "--journal", journal]).stdout.trimmingCharacters(in: .newlines)).object)
+        #expect(summary["checkpoint"] == 3012 && summary["digest"] == .string(String(caughtUp.dropLast())))
+        #expect(summary["tables"]?.object?["accounts"] == 60 && !JSONValue.object(summary).jsonText.contains("@"))
         #expect(try run("lethe", ["rebuild", "--journal", journal, "--check"]).stdout.hasPrefix("ok: the read models equal a rebuild"))
         let rebuilt = try run("lethe", ["rebuild", "--journal", journal])
         #expect(rebuilt.status == 0 && rebuilt.stdout.contains("from 3012 events") && rebuilt.stdout.hasSuffix("digest \(caughtUp)"))

@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "LetheJournal", targets: ["LetheJournal"]),
         .library(name: "LetheEvents", targets: ["LetheEvents"]),
         .library(name: "LetheViews", targets: ["LetheViews"]),
+        .library(name: "LetheRetention", targets: ["LetheRetention"]),
         .executable(name: "lethe", targets: ["LetheCLI"]),
     ],
     dependencies: [
@@ -42,12 +43,17 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The retention policy at work: dry-run reports, runs that purge, the in-process scheduler.
+        .target(
+            name: "LetheRetention",
+            dependencies: ["LetheJournal", "LetheEvents", "LetheViews", .product(name: "Logging", package: "swift-log")]),
         // The `lethe` command.
         .executableTarget(
             name: "LetheCLI",
             dependencies: [
-                "LetheJournal", "LetheEvents", "LetheViews",
+                "LetheJournal", "LetheEvents", "LetheViews", "LetheRetention",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // Workload generator: realistic NDJSON histories.
         .executableTarget(name: "lethe-gen", dependencies: ["LetheJournal"], path: "Tools/LetheGen"),
@@ -58,7 +64,7 @@ let package = Package(
         // An account service embedding the engine: typed events, a follower, a reader.
         .executableTarget(
             name: "lethe-example-service",
-            dependencies: ["LetheJournal", "LetheEvents", "LetheViews", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["LetheJournal", "LetheEvents", "LetheViews", "LetheRetention", .product(name: "Logging", package: "swift-log")],
             path: "Examples/AccountService"),
         // Appends forever and acknowledges each commit; the crash test kills it mid-write.
         .executableTarget(
@@ -66,7 +72,7 @@ let package = Package(
             path: "Tools/CrashWriter"),
         .testTarget(
             name: "LetheTests",
-            dependencies: ["LetheJournal", "LetheEvents", "LetheViews", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["LetheJournal", "LetheEvents", "LetheViews", "LetheRetention", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )
 

@@ -7,7 +7,9 @@ import Darwin
 #endif
 import LetheEvents
 import LetheJournal
+import LetheRetention
 import LetheViews
+import Logging
 
 /// `--now`, `--at` and `--until` are RFC 3339 in UTC, parsed by the engine's own parser.
 extension Timestamp: ExpressibleByArgument {
@@ -43,11 +45,25 @@ struct JournalOptions: ParsableArguments {
     @Option(name: .long, help: "The read models (default: the journal's path + \".views\"); derived data, rebuilt when missing.")
     var views: String?
 
+    @Option(name: .long, help: "The retention policy (JSON; default: the journal's path + \".policy.json\" if it exists, else the shipped policy: see `lethe retention policy`).")
+    var policy: String?
+
     var clock: Clock { now.map(Clock.fixed) ?? .system }
+
+    /// The retention policy: `--policy`, else `JOURNAL.policy.json` when there is one, else the shipped one.
+    func retentionPolicy() throws -> RetentionPolicy {
+        let path = policy ?? journal + ".policy.json"
+        guard policy != nil || access(path, F_OK) == 0 else { return .standard }
+        do {
+            return try RetentionPolicy(path: path)
+        } catch let e as RetentionPolicy.Invalid {
+            throw JournalError(.invalidEvent, "invalid retention policy: \(e.description)")
+        }
+    }
 
     /// The read models, caught up with the journal (progress on a terminal).
     func readModels(_ journal: Journal) throws -> ReadModels {
-        let models = try ReadModels(journal: journal, path: views)
+        let models = try ReadModels(journal: journal, path: views, policy: try retentionPolicy())
         var progress = Progress("catching up the read models")
         try models.catchUp { progress.update($0, of: $1, unit: "events") }
         progress.finish()
@@ -136,7 +152,7 @@ struct Lethe: ParsableCommand {
         abstract: "The lifecycle of personal data: an event-sourced, encrypted, tamper-evident journal.",
         subcommands: [
             Import.self, Export.self, Verify.self, State.self, Replay.self, AccessLogCommand.self, Disclosures.self,
-            PolicyNotices.self, SubjectReportCommand.self, Rebuild.self, ViewsCommand.self,
+            PolicyNotices.self, SubjectReportCommand.self, Rebuild.self, ViewsCommand.self, RetentionCommand.self,
         ])
 }
 
@@ -385,7 +401,7 @@ struct Rebuild: ParsableCommand {
                 let models = try options.readModels(journal)
                 let scratch = models.path + ".check"
                 defer { for suffix in ["", "-wal", "-shm"] { unlink(scratch + suffix) } }
-                let fresh = try ReadModels(journal: journal, path: scratch)
+                let fresh = try ReadModels(journal: journal, path: scratch, policy: try options.retentionPolicy())
                 try fresh.rebuild { progress.update($0, of: $1, unit: "events") }
                 progress.finish()
                 // Events appended meanwhile: both go on to the same head before they are compared.
@@ -400,7 +416,7 @@ struct Rebuild: ParsableCommand {
                 writeStdout("ok: the read models equal a rebuild from the journal (\(a))\n")
                 return
             }
-            let models = try ReadModels(journal: journal, path: options.views)
+            let models = try ReadModels(journal: journal, path: options.views, policy: try options.retentionPolicy())
             let applied = try models.rebuild { progress.update($0, of: $1, unit: "events") }
             progress.finish()
             let seconds = Double(Clock.system.now().nanoseconds - started.nanoseconds) / 1e9
@@ -461,7 +477,7 @@ struct SubjectReportCommand: ParsableCommand {
         try guarded("subject-report") {
             let journal = try options.open()
             let now = options.clock.now()
-            var report = SubjectReport(account: account)
+            var report = SubjectReport(account: account, policy: try options.retentionPolicy())
             for e in try readAccount(account, journal: journal, access: access, clock: options.clock, command: "subject-report") {
                 guard let type = EventType(rawValue: e.header.type) else { continue }
                 var data: JSONObject?
@@ -567,6 +583,108 @@ struct Verify: ParsableCommand {
                 \(report.anchored ? "(authenticated by the master key)" : "(not authenticated: no master key given)")
 
                 """)
+        }
+    }
+}
+
+struct RetentionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retention",
+        abstract: "The retention policy at work: dry-run reports, runs that purge, and the policy itself.",
+        subcommands: [DryRun.self, Run.self, Policy.self])
+
+    struct DryRun: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "dry-run",
+            abstract: "Every pending obligation as of a moment, due or coming within the horizon (EVENTS.md's report). Changes nothing.")
+
+        enum Format: String, ExpressibleByArgument, CaseIterable {
+            case table, json, csv, html
+        }
+
+        @OptionGroup var options: JournalOptions
+
+        @Option(name: .customLong("as-of"), help: "The moment of the report, RFC 3339 in UTC.")
+        var asOf: Timestamp
+
+        @Option(help: "Days after --as-of to include upcoming obligations for.")
+        var horizon: Int64 = 30
+
+        @Option(help: "table, json, csv or html.")
+        var format = Format.table
+
+        @Option(name: .shortAndLong, help: "Write to this file instead of standard output.")
+        var output: String?
+
+        func validate() throws {
+            guard (0...36_500).contains(horizon) else { throw ValidationError("--horizon must be from 0 to 36500 days") }
+        }
+
+        func run() throws {
+            try guarded("retention dry-run") {
+                let journal = try options.open()
+                let retention = Retention(journal: journal, views: try options.readModels(journal))
+                let report = try retention.report(asOf: asOf, horizonDays: horizon)
+                let text: [UInt8]
+                switch format {
+                case .json:
+                    var w = JSONWriter()
+                    w.write(JSONValue.object(report.json))
+                    w.bytes.append(0x0A)
+                    text = w.bytes
+                case .table: text = Array(report.table.utf8)
+                case .csv: text = Array(report.csv.utf8)
+                case .html: text = Array(report.html.utf8)
+                }
+                if let output {
+                    let fd = Glibc.open(output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                    guard fd >= 0 else { throw JournalError(.storage, "cannot write \(output): \(String(cString: strerror(errno)))") }
+                    writeAll(fd, text)
+                    close(fd)
+                } else {
+                    writeAll(1, text)
+                }
+            }
+        }
+    }
+
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Execute every due, unheld obligation as of now (--now) and expire raw records past their windows; running it again at the same time does nothing more.")
+
+        @OptionGroup var options: JournalOptions
+
+        func run() throws {
+            try guarded("retention run") {
+                let journal = try options.open()
+                var logger = Logger(label: "lethe.retention")
+                logger.logLevel = .warning  // the summary goes to stdout
+                let retention = Retention(journal: journal, views: try options.readModels(journal), logger: logger)
+                let result = try retention.run(now: options.clock.now())
+                writeStdout(result.summary + "\n")
+            }
+        }
+    }
+
+    struct Policy: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the retention policy in force (JSON): the shipped one, or the one --policy or JOURNAL.policy.json names, after checking it.")
+
+        @Option(help: "A policy file to check and print.")
+        var policy: String?
+
+        func run() throws {
+            guard let policy else {
+                writeStdout(RetentionPolicy.standardText)
+                return
+            }
+            do {
+                _ = try RetentionPolicy(path: policy)
+            } catch let e as RetentionPolicy.Invalid {
+                writeStderr("lethe retention policy: \(e.description)\n")
+                throw ExitCode(1)
+            }
+            writeStdout("ok: \(policy) is a valid retention policy\n")
         }
     }
 }

@@ -2,7 +2,8 @@ import LetheJournal
 
 /// The contract's rules that need an account's history (EVENTS.md): the signup comes first and
 /// only once, items are created once, deleted only while live and restored only from the trash,
-/// an account is reactivated only while cancelled, and a purged account takes no event at all.
+/// an account is reactivated only while cancelled, and a purged account takes no event at all
+/// but the engine's `RecordsExpired` of its surviving access records.
 ///
 /// Set as `Journal.Options.rules`; the writer asks at the moment it decides each event, so a
 /// refused event leaves no trace and the state stays exact under concurrent writers.
@@ -21,7 +22,9 @@ public struct ContractRules: EventRules {
     /// Why `type` with `data` may not follow `state`; nil when it may.
     public static func refusal(_ type: EventType, _ data: JSONObject, after state: AccountState) -> String? {
         let account = state.account
-        if state.status == .purged { return "account \(account) was purged; it takes no new events" }
+        // The engine's own records about the account (the staff access log) expire on their own
+        // window, after the account's purge too: that expiry is the one event a purged account takes.
+        if state.status == .purged && type != .recordsExpired { return "account \(account) was purged; it takes no new events" }
         if type == .accountSignedUp {
             return state.exists ? "account \(account) has already signed up" : nil
         }

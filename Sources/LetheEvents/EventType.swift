@@ -37,12 +37,17 @@ public enum EventType: String, CaseIterable, Sendable {
     }
 
     /// The key that seals the type's data. The data subject's own data is sealed under the
-    /// account's key, which a purge destroys. The engine's purge events, and the staff access
-    /// log (the company's audit trail, with its own window in the policy), are sealed under the
-    /// journal's engine key: they outlive the account's key, so an auditor can still see that data
-    /// existed, when it was purged, and who had looked at it.
+    /// account's key, which an account purge destroys. The company's own records about the
+    /// account are sealed under the journal's engine key and outlive it: the engine's purge
+    /// events, the staff access log (with its own window in the policy), legal holds (proof that
+    /// no purge ran while a case was open), and the trash's moves (`ItemDeleted`, `ItemRestored`:
+    /// an item id and nothing else, as in the engine's own `ItemPurged`). So an auditor can still
+    /// see that data existed, when and why it was purged, and who had looked at it.
     public var scope: SealScope {
-        isEngineOnly || self == .accountAccessed ? .journal : .subject
+        switch self {
+        case .accountAccessed, .legalHoldPlaced, .legalHoldReleased, .itemDeleted, .itemRestored: .journal
+        default: isEngineOnly ? .journal : .subject
+        }
     }
 
     /// The current schema version of the type's `data`; stored with every payload so that older

@@ -1,63 +1,10 @@
 import LetheJournal
 
-/// Who processes which categories of an account's data on the company's behalf (the privacy
-/// policy's named processors). A category is held when any of the account's events records it.
-public struct ProcessorRegistry: Sendable {
-    /// Each processor and the categories it receives; `*` is every category held.
-    public var processors: [(name: String, categories: [String])]
-
-    public init(processors: [(name: String, categories: [String])]) { self.processors = processors }
-
-    /// EVENTS.md's registry: Spark for payments, Amazon Web Services for everything hosted,
-    /// Zendesk for support correspondence, VMS for billing and tax records.
-    public static let standard = ProcessorRegistry(processors: [
-        ("Spark", ["payments"]),
-        ("Amazon Web Services", ["*"]),
-        ("Zendesk", ["support"]),
-        ("VMS", ["billing", "payments"]),
-    ])
-
-    /// The category of personal data an event of `type` records, if any.
-    public static func category(of type: EventType) -> String? {
-        switch type {
-        case .accountSignedUp, .profileUpdated: "profile"
-        case .billingAddressSet: "billing"
-        case .paymentRecorded: "payments"
-        case .supportMessageReceived: "support"
-        case .pageViewed: "page-views"
-        case .surveyAnswered: "surveys"
-        case .itemCreated: "items"
-        default: nil
-        }
-    }
-
-    /// For each processor, the categories of `held` it received (processors that received none are left out).
-    public func recipients(of held: Set<String>) -> [(name: String, categories: [String])] {
-        processors.compactMap { p in
-            let received = p.categories.contains("*") ? held.sorted() : p.categories.filter(held.contains)
-            return received.isEmpty ? nil : (p.name, received)
-        }
-    }
-}
-
-/// The retention windows of EVENTS.md's default policy, in days.
-public struct RetentionWindows: Sendable, Equatable {
-    public var trashDays: Int64 = 30
-    public var cancellationDays: Int64 = 30
-    public var pageViewDays: Int64 = 90
-    public var surveyDays: Int64 = 365
-    public var accessDays: Int64 = 400
-
-    public init() {}
-    public static let standard = RetentionWindows()
-}
-
 /// The customer's right to see their data: everything held about one account, from its own
 /// events (so its cost grows with the account, not the journal), as one JSON document.
 public struct SubjectReport: Sendable {
     public let account: String
-    public let windows: RetentionWindows
-    public let registry: ProcessorRegistry
+    public let policy: RetentionPolicy
     private var state: AccountState
     private var signedUpAt: Timestamp?
     private var cancelledAt: Timestamp?
@@ -76,12 +23,12 @@ public struct SubjectReport: Sendable {
     private var disclosures: [JSONValue] = []
     private var notices: [JSONValue] = []
     private var accesses: [JSONValue] = []
-    private var firstPageView, firstSurvey, firstAccess: Timestamp?
+    /// The oldest record still held of each type whose records expire.
+    private var oldestRecord: [EventType: Timestamp] = [:]
 
-    public init(account: String, windows: RetentionWindows = .standard, registry: ProcessorRegistry = .standard) {
+    public init(account: String, policy: RetentionPolicy = .standard) {
         self.account = account
-        self.windows = windows
-        self.registry = registry
+        self.policy = policy
         state = AccountState(account: account)
     }
 
@@ -95,7 +42,8 @@ public struct SubjectReport: Sendable {
             o.fields.append(contentsOf: object?.fields ?? [])
             return .object(o)
         }
-        if data != nil, let category = ProcessorRegistry.category(of: type) { held.insert(category) }
+        if data != nil, let category = RetentionPolicy.category(of: type) { held.insert(category) }
+        if data != nil, policy.recordRule(for: type) != nil, oldestRecord[type] == nil { oldestRecord[type] = at }
         switch type {
         case .accountSignedUp: if signedUpAt == nil { signedUpAt = at }
         case .accountCancelled: cancelledAt = state.status == .cancelled ? at : cancelledAt
@@ -108,28 +56,21 @@ public struct SubjectReport: Sendable {
         case .billingAddressSet where data != nil: billing.append(with(data))
         case .paymentRecorded where data != nil: payments.append(with(data))
         case .supportMessageReceived where data != nil: messages.append(with(data))
-        case .surveyAnswered where data != nil:
-            surveys.append(with(data))
-            firstSurvey = firstSurvey ?? at
-        case .pageViewed where data != nil:
-            pageViews.append(with(data))
-            firstPageView = firstPageView ?? at
+        case .surveyAnswered where data != nil: surveys.append(with(data))
+        case .pageViewed where data != nil: pageViews.append(with(data))
         case .consentGranted, .consentRevoked:
             guard let purpose = data?["purpose"]?.string else { break }
             consents[purpose] = type == .consentGranted ? at.rfc3339 : nil
             consentHistory.append(.object(["at": when, "purpose": .string(purpose), "granted": .bool(type == .consentGranted)]))
         case .dataShared where data != nil: disclosures.append(with(data))
         case .noticeSent where data != nil: notices.append(with(data))
-        case .accountAccessed where data != nil:
-            accesses.append(with(data))
-            firstAccess = firstAccess ?? at
+        case .accountAccessed where data != nil: accesses.append(with(data))
         default: break
         }
     }
 
     /// The report as of `now`: what is held, who received it, and what is scheduled for purge when.
     public func json(now: Timestamp) -> JSONObject {
-        let day: Int64 = 86_400
         let held = !state.legalHolds.isEmpty
         var purges: [(due: Timestamp, value: JSONValue)] = []
         func schedule(_ rule: String, _ due: Timestamp, item: String? = nil, what: String) {
@@ -139,19 +80,24 @@ public struct SubjectReport: Sendable {
             ])))
         }
         if state.status != .purged {
-            if let t = erasureRequestedAt { schedule("erasure-request", t, what: "everything held about the account") }
+            let everything = "everything held about the account"
+            if let t = erasureRequestedAt { schedule(RetentionPolicy.erasure, t.adding(seconds: policy.window(RetentionPolicy.erasure)), what: everything) }
             if state.status == .cancelled, let t = cancelledAt {
-                schedule("cancellation-30d", t.adding(seconds: windows.cancellationDays * day), what: "everything held about the account")
+                schedule(RetentionPolicy.cancellation, t.adding(seconds: policy.window(RetentionPolicy.cancellation)), what: everything)
             }
             for item in state.items where item.inTrash {
-                if let t = deletedAt[item.item] { schedule("trash-30d", t.adding(seconds: windows.trashDays * day), item: item.item, what: "item in the trash") }
+                if let t = deletedAt[item.item] {
+                    schedule(RetentionPolicy.trash, t.adding(seconds: policy.window(RetentionPolicy.trash)), item: item.item, what: "item in the trash")
+                }
             }
-            if let t = firstPageView { schedule("page-views-\(windows.pageViewDays)d", t.adding(seconds: windows.pageViewDays * day), what: "the oldest page view (each expires \(windows.pageViewDays) days after it)") }
-            if let t = firstSurvey { schedule("surveys-\(windows.surveyDays)d", t.adding(seconds: windows.surveyDays * day), what: "the oldest survey answer (each expires \(windows.surveyDays) days after it)") }
-            if let t = firstAccess { schedule("access-log-\(windows.accessDays)d", t.adding(seconds: windows.accessDays * day), what: "the oldest access record (each expires \(windows.accessDays) days after it)") }
+            for rule in policy.records {
+                guard let t = oldestRecord[rule.type] else { continue }
+                schedule(rule.rule, t.adding(seconds: rule.afterDays * RetentionPolicy.day),
+                         what: "the oldest \(rule.category) record (each expires \(rule.afterDays) days after it)")
+            }
         }
         purges.sort { $0.due < $1.due }
-        let recipients = registry.recipients(of: self.held)
+        let recipients = policy.recipients(of: self.held)
         var sharedWith: [String: Set<String>] = [:]
         for case .object(let d) in disclosures {
             guard let r = d["recipient"]?.string, case .array(let cs)? = d["categories"] else { continue }

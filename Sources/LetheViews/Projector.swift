@@ -43,13 +43,20 @@ final class Projector {
     private let insertAddress, insertPayment, upsertTicket, hasTicket: SQLiteStatement
     private let grantConsent, revokeConsent, hasConsent, insertNotice, hasMergerNotice, insertDisclosure: SQLiteStatement
     private let placeHold, releaseHold, hasHold, insertAccess, insertPageView: SQLiteStatement
+    private let startObligation, endObligations, endItemObligations, endAccountObligations: SQLiteStatement
+    private let insertRecord, expireRecords, expireAccesses, dropPageViews, addPageViewStats, insertErasureRequest: SQLiteStatement
+    /// Event types whose raw records expire on their own (the policy's record rules), by type.
+    private let recordRules: [EventType: RetentionPolicy.RecordRule]
+    private let recordRulesByName: [String: RetentionPolicy.RecordRule]
     private let purgeStatements: [SQLiteStatement]
     /// Accounts' statuses (nil: never signed up) as of the last event applied, for the accounts
     /// seen since `forget`: most events need their account's status, few change it.
     private var statuses: [String: String?] = [:]
 
-    init(db: SQLiteDatabase) throws {
+    init(db: SQLiteDatabase, policy: RetentionPolicy) throws {
         self.db = db
+        recordRules = Dictionary(uniqueKeysWithValues: policy.records.map { ($0.type, $0) })
+        recordRulesByName = Dictionary(uniqueKeysWithValues: policy.records.map { ($0.rule, $0) })
         func s(_ sql: String) throws -> SQLiteStatement { try db.statement(sql) }
         accountStatus = try s("SELECT status FROM accounts WHERE account=?1")
         insertAccount = try s("INSERT INTO accounts(account, status, name, company, email, signed_up_at) VALUES(?1, 'active', ?2, ?3, ?4, ?5)")
@@ -74,9 +81,25 @@ final class Projector {
         insertNotice = try s("INSERT INTO notices VALUES(?1, ?2, ?3, ?4, ?5)")
         hasMergerNotice = try s("SELECT 1 FROM notices WHERE account=?1 AND topic='merger'")
         insertDisclosure = try s("INSERT INTO disclosures VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
-        placeHold = try s("INSERT OR IGNORE INTO legal_holds VALUES(?1, ?2, ?3, ?4)")
-        releaseHold = try s("DELETE FROM legal_holds WHERE account=?1 AND \"case\"=?2")
-        hasHold = try s("SELECT 1 FROM legal_holds WHERE account=?1")
+        placeHold = try s("""
+            INSERT INTO legal_holds(account, "case", placed_seq, reason, placed_at, placed_ns)
+            SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (
+                SELECT 1 FROM legal_holds WHERE account=?1 AND "case"=?2 AND released_ns IS NULL)
+            """)
+        releaseHold = try s("UPDATE legal_holds SET released_at=?3, released_ns=?4 WHERE account=?1 AND \"case\"=?2 AND released_ns IS NULL")
+        hasHold = try s("SELECT 1 FROM legal_holds WHERE account=?1 AND released_ns IS NULL")
+        startObligation = try s("INSERT OR IGNORE INTO obligations(account, item, rule, start_seq, start_at, start_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")
+        endObligations = try s("""
+            UPDATE obligations SET end_at=?4, end_ns=?5, ended_by=?6 WHERE account=?1 AND item=?2 AND rule=?3 AND end_ns IS NULL
+            """)
+        endItemObligations = try s("UPDATE obligations SET end_at=?3, end_ns=?4, ended_by=?5 WHERE account=?1 AND item=?2 AND end_ns IS NULL")
+        endAccountObligations = try s("UPDATE obligations SET end_at=?2, end_ns=?3, ended_by='AccountPurged' WHERE account=?1 AND end_ns IS NULL")
+        insertRecord = try s("INSERT OR IGNORE INTO records VALUES(?1, ?2, ?3, ?4)")
+        expireRecords = try s("DELETE FROM records WHERE account=?1 AND type=?2 AND at_ns<=?3")
+        expireAccesses = try s("UPDATE access_log SET actor=NULL, ip=NULL, reason=NULL, ticket=NULL, authorized=NULL WHERE account=?1 AND at_ns<=?2")
+        dropPageViews = try s("UPDATE page_views SET views=views-?4 WHERE account=?1 AND day=?2 AND path=?3")
+        addPageViewStats = try s("INSERT INTO page_view_stats VALUES(?1, ?2, ?3) ON CONFLICT DO UPDATE SET views=views+?3")
+        insertErasureRequest = try s("INSERT INTO erasure_requests VALUES(?1, ?2, ?3, ?4)")
         insertAccess = try s("INSERT INTO access_log VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
         insertPageView = try s("INSERT INTO page_views VALUES(?1, ?2, ?3, 1) ON CONFLICT DO UPDATE SET views=views+1")
         purgeStatements = try [
@@ -85,8 +108,9 @@ final class Projector {
             "DELETE FROM payments WHERE account=?1",
             "DELETE FROM tickets WHERE account=?1",
             "DELETE FROM consents WHERE account=?1",
-            "DELETE FROM legal_holds WHERE account=?1",
             "DELETE FROM page_views WHERE account=?1",
+            // The records sealed under the account's key went with it; the engine-sealed ones stay.
+            "DELETE FROM records WHERE account=?1 AND type NOT IN (\(EventType.allCases.filter { $0.scope == .journal }.map { "'\($0.rawValue)'" }.joined(separator: ",")))",
             "UPDATE notices SET topic=NULL, version=NULL WHERE account=?1",
             """
             UPDATE disclosures SET recipient=NULL, basis=NULL, categories='[]', without_consent=0, without_merger_notice=0
@@ -142,30 +166,56 @@ final class Projector {
             if status == "active" {
                 try setCancelled.bind(1, account).bind(2, "cancelled").bind(3, at).run()
                 statuses[account] = "cancelled"
+                try start(RetentionPolicy.cancellation, item: "", h, at)
             }
         case .accountReactivated:
             if status == "cancelled" {
                 try setCancelled.bind(1, account).bind(2, "active").bind(3, nil as String?).run()
                 statuses[account] = "active"
+                try endObligations.bind(1, account).bind(2, "").bind(3, RetentionPolicy.cancellation).bind(4, at)
+                    .bind(5, h.at.nanoseconds).bind(6, type.rawValue).run()
             }
         case .erasureRequested:
             try setErasure.bind(1, account).bind(2, at).run()
+            if status != "purged" { try start(RetentionPolicy.erasure, item: "", h, at) }
         case .accountPurged:
             try purgeAccount.bind(1, account).bind(2, at).run()
             statuses[account] = "purged"
             for statement in purgeStatements { try statement.bind(1, account).run() }
+            try endAccountObligations.bind(1, account).bind(2, at).bind(3, h.at.nanoseconds).run()
+        case .recordsExpired:
+            // `through`: the newest record it expired; `counts`: the anonymous page-view counts
+            // the expired records leave behind (day, path, views).
+            guard let rule = text("rule"), let through = text("through").flatMap(Timestamp.init(rfc3339:)) else { return }
+            let type = recordRulesByName[rule]?.type ?? (text("category") == "page-views" ? .pageViewed : nil)
+            if let type { try expireRecords.bind(1, account).bind(2, type.rawValue).bind(3, through.nanoseconds).run() }
+            if type == .accountAccessed { try expireAccesses.bind(1, account).bind(2, through.nanoseconds).run() }
+            if case .array(let counts)? = data?["counts"] {
+                for case .object(let c) in counts {
+                    guard let day = c["day"]?.string, let path = c["path"]?.string, case .int(let views)? = c["views"] else { continue }
+                    try dropPageViews.bind(1, account).bind(2, day).bind(3, path).bind(4, views).run()
+                    try addPageViewStats.bind(1, day).bind(2, path).bind(3, views).run()
+                }
+                try db.execute("DELETE FROM page_views WHERE views <= 0")
+            }
+        case .processorErasureRequested:
+            try insertErasureRequest.bind(1, h.seq).bind(2, account).bind(3, text("processor")).bind(4, at).run()
         case .itemCreated:
             guard let item = text("item") else { return }
             try insertItem.bind(1, account).bind(2, item).bind(3, text("kind") ?? "").bind(4, text("label")).bind(5, at).run()
         case .itemDeleted:
             guard let item = text("item") else { return }
             try deleteItem.bind(1, account).bind(2, item).bind(3, at).bind(4, h.at.nanoseconds).run()
+            try start(RetentionPolicy.trash, item: item, h, at)
         case .itemRestored:
             guard let item = text("item") else { return }
             try restoreItem.bind(1, account).bind(2, item).run()
+            try endObligations.bind(1, account).bind(2, item).bind(3, RetentionPolicy.trash).bind(4, at)
+                .bind(5, h.at.nanoseconds).bind(6, type.rawValue).run()
         case .itemPurged:
             guard let item = text("item") else { return }
             try removeItem.bind(1, account).bind(2, item).run()
+            try endItemObligations.bind(1, account).bind(2, item).bind(3, at).bind(4, h.at.nanoseconds).bind(5, type.rawValue).run()
         case .billingAddressSet:
             guard data != nil else { return }
             try insertAddress.bind(1, account).bind(2, h.seq).bind(3, at).bind(4, text("line1")).bind(5, text("line2"))
@@ -207,10 +257,10 @@ final class Projector {
                 .bind(8, withoutConsent ? 1 : 0).bind(9, withoutNotice ? 1 : 0).run()
         case .legalHoldPlaced:
             guard let c = text("case") else { return }
-            try placeHold.bind(1, account).bind(2, c).bind(3, text("reason")).bind(4, at).run()
+            try placeHold.bind(1, account).bind(2, c).bind(3, h.seq).bind(4, text("reason")).bind(5, at).bind(6, h.at.nanoseconds).run()
         case .legalHoldReleased:
             guard let c = text("case") else { return }
-            try releaseHold.bind(1, account).bind(2, c).run()
+            try releaseHold.bind(1, account).bind(2, c).bind(3, at).bind(4, h.at.nanoseconds).run()
         case .accountAccessed:
             insertAccess.bind(1, h.seq).bind(2, account).bind(3, at).bind(4, h.at.nanoseconds)
             if data != nil {
@@ -232,8 +282,18 @@ final class Projector {
         case .pageViewed:
             guard let path = text("path") else { return }
             try insertPageView.bind(1, account).bind(2, String(at.prefix(10))).bind(3, path).run()
-        case .surveyAnswered, .recordsExpired, .processorErasureRequested:
+        case .surveyAnswered:
             break
         }
+        // A raw record whose category expires on its own, while its payload is there to expire.
+        if data != nil, let rule = recordRules[type] {
+            _ = rule
+            try insertRecord.bind(1, account).bind(2, type.rawValue).bind(3, h.seq).bind(4, h.at.nanoseconds).run()
+        }
+    }
+
+    /// Starts an obligation of `rule` at this event.
+    private func start(_ rule: String, item: String, _ h: EventHeader, _ at: String) throws {
+        try startObligation.bind(1, h.account).bind(2, item).bind(3, rule).bind(4, h.seq).bind(5, at).bind(6, h.at.nanoseconds).run()
     }
 }

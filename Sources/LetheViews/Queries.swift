@@ -130,6 +130,18 @@ public enum Views {
         }
     }
 
+    /// An obligation of one of the purge rules: started by an event, pending until it ends.
+    public struct Obligation: Sendable, Equatable {
+        public var account: String
+        public var item: String?
+        public var rule: String
+        public var startSeq: Int64
+        public var start: Timestamp
+        /// What ended it (`ItemRestored`, `AccountReactivated`, `ItemPurged`, `AccountPurged`), if anything has.
+        public var endedBy: String?
+        public var end: Timestamp?
+    }
+
     public struct PageViewCount: Sendable, Equatable {
         public var day, path: String
         public var views: Int64
@@ -203,7 +215,7 @@ extension ReadModels {
 
     /// Open legal cases.
     public func legalHolds(account: String) throws -> [Views.LegalHold] {
-        try rows("SELECT \"case\", reason, placed_at FROM legal_holds WHERE account=?1 ORDER BY placed_at, \"case\"", [account]) {
+        try rows("SELECT \"case\", reason, placed_at FROM legal_holds WHERE account=?1 AND released_ns IS NULL ORDER BY placed_seq", [account]) {
             Views.LegalHold(case: $0.text(0)!, reason: $0.optionalText(1), placedAt: $0.text(2)!)
         }
     }
@@ -248,6 +260,106 @@ extension ReadModels {
         try rows("SELECT day, path, views FROM page_views_daily WHERE day BETWEEN ?1 AND ?2 ORDER BY day, path", [fromDay, toDay]) {
             Views.PageViewCount(day: $0.text(0)!, path: $0.text(1)!, views: $0.int(2))
         }
+    }
+
+    // MARK: Retention
+
+    /// Obligations pending at `asOf`: started by then, and not ended (restored, reactivated or
+    /// executed) by then. Read through two indexes, pending and ended, so the cost follows the
+    /// obligations that matter at that moment, not the history.
+    public func obligations(pendingAt asOf: Timestamp) throws -> [Views.Obligation] {
+        let columns = "account, item, rule, start_seq, start_at, start_ns"
+        return try query { db in
+            var out: [Views.Obligation] = []
+            for sql in [
+                "SELECT \(columns) FROM obligations WHERE end_ns IS NULL AND start_ns <= ?1",
+                "SELECT \(columns) FROM obligations WHERE end_ns IS NOT NULL AND end_ns > ?1 AND start_ns <= ?1",
+            ] {
+                let s = try db.statement(sql)
+                s.bind(1, asOf.nanoseconds)
+                while try s.step() {
+                    let item = s.text(1) ?? ""
+                    out.append(Views.Obligation(
+                        account: s.text(0)!, item: item.isEmpty ? nil : item, rule: s.text(2)!, startSeq: s.int(3),
+                        start: Timestamp(nanoseconds: s.int(5)), endedBy: nil, end: nil))
+                }
+                s.reset()
+            }
+            return out
+        }
+    }
+
+    /// Obligations executed (their item or account purged) by `asOf`, in order of execution.
+    public func executedObligations(through asOf: Timestamp) throws -> [Views.Obligation] {
+        try query { db in
+            let s = try db.statement("""
+                SELECT account, item, rule, start_seq, start_ns, end_ns, ended_by FROM obligations
+                WHERE end_ns IS NOT NULL AND end_ns <= ?1 AND ended_by IN ('ItemPurged', 'AccountPurged') ORDER BY end_ns, account, item
+                """)
+            s.bind(1, asOf.nanoseconds)
+            var out: [Views.Obligation] = []
+            while try s.step() {
+                let item = s.text(1) ?? ""
+                out.append(Views.Obligation(
+                    account: s.text(0)!, item: item.isEmpty ? nil : item, rule: s.text(2)!, startSeq: s.int(3),
+                    start: Timestamp(nanoseconds: s.int(4)), endedBy: s.text(6), end: Timestamp(nanoseconds: s.int(5))))
+            }
+            return out
+        }
+    }
+
+    /// The legal cases open on the account at `moment`.
+    public func openCases(account: String, at moment: Timestamp) throws -> [String] {
+        try query { db in
+            let s = try db.statement("""
+                SELECT "case" FROM legal_holds WHERE account=?1 AND placed_ns <= ?2 AND (released_ns IS NULL OR released_ns > ?2)
+                ORDER BY placed_seq
+                """)
+            s.bind(1, account).bind(2, moment.nanoseconds)
+            var out: [String] = []
+            while try s.step() { out.append(s.text(0)!) }
+            return out
+        }
+    }
+
+    /// For each account with raw records of `type` from `cutoff` or earlier (still held), those
+    /// records' sequence numbers: what a record rule has to expire.
+    public func records(of type: EventType, through cutoff: Timestamp) throws -> [String: [Int64]] {
+        try query { db in
+            let s = try db.statement("SELECT account, seq FROM records WHERE type=?1 AND at_ns<=?2 ORDER BY account, seq")
+            s.bind(1, type.rawValue).bind(2, cutoff.nanoseconds)
+            var out: [String: [Int64]] = [:]
+            while try s.step() { out[s.text(0)!, default: []].append(s.int(1)) }
+            return out
+        }
+    }
+
+    /// The categories of personal data held about the account (which processors received what).
+    public func categoriesHeld(account: String) throws -> Set<String> {
+        try query { db in
+            var held = Set<String>()
+            let checks: [(String, String)] = [
+                ("profile", "SELECT 1 FROM accounts WHERE account=?1 AND coalesce(name, email, company) IS NOT NULL"),
+                ("billing", "SELECT 1 FROM billing_addresses WHERE account=?1"),
+                ("payments", "SELECT 1 FROM payments WHERE account=?1"),
+                ("support", "SELECT 1 FROM tickets WHERE account=?1"),
+                ("items", "SELECT 1 FROM items WHERE account=?1"),
+                ("page-views", "SELECT 1 FROM page_views WHERE account=?1"),
+                ("surveys", "SELECT 1 FROM records WHERE account=?1 AND type='SurveyAnswered'"),
+            ]
+            for (category, sql) in checks {
+                let s = try db.statement(sql)
+                s.bind(1, account)
+                if try s.step() { held.insert(category) }
+                s.reset()
+            }
+            return held
+        }
+    }
+
+    /// Erasure requests sent to processors, in journal order.
+    public func erasureRequests() throws -> [(account: String, processor: String, at: String)] {
+        try rows("SELECT account, coalesce(processor, ''), at FROM erasure_requests ORDER BY seq", []) { ($0.text(0)!, $0.text(1)!, $0.text(2)!) }
     }
 
     /// Active accounts not yet sent a `NoticeSent` of topic `policy-change` for `version`, sorted.

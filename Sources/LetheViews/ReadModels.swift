@@ -21,6 +21,8 @@ public final class ReadModels: Sendable {
     public let path: String
     public let journal: Journal
     private let codec: PayloadCodec
+    /// The retention policy: which records expire on their own is part of what is projected.
+    public let policy: RetentionPolicy
     private let connection: Mutex<Connection>
 
     /// Events applied per transaction during catch-up.
@@ -36,22 +38,23 @@ public final class ReadModels: Sendable {
     /// Opens (creating it, or emptying it when it cannot be trusted) the read models of
     /// `journal`; nothing is caught up until `catchUp` is called.
     public init(
-        journal: Journal, path: String? = nil, codec: PayloadCodec = .standard, chunkEvents: Int64 = 50_000,
-        logger: Logger = Logger(label: "lethe.views")
+        journal: Journal, path: String? = nil, policy: RetentionPolicy = .standard, codec: PayloadCodec = .standard,
+        chunkEvents: Int64 = 50_000, logger: Logger = Logger(label: "lethe.views")
     ) throws {
         precondition(chunkEvents > 0)
         let path = path ?? journal.path + ".views"
         self.journal = journal
+        self.policy = policy
         self.path = path
         self.codec = codec
         self.chunkEvents = chunkEvents
         self.logger = logger
         let db = try ReadModels.named(path) { () -> SQLiteDatabase in
-            let identity = try journal.read { try $0.identity() }
+            let identity = try journal.read { try $0.identity() } + " " + ReadModels.fingerprint(policy)
             let head = try journal.read { try $0.headSeq() }
             let db = try ReadModels.openOrReplace(path, logger: logger)
             if try !ReadModels.isUsable(db, identity: identity, head: head) {
-                logger.notice("read models emptied, to be caught up again: made from another journal or schema, or ahead of the journal", metadata: ["path": "\(path)"])
+                logger.notice("read models emptied, to be caught up again: made from another journal, schema or records policy, or ahead of the journal", metadata: ["path": "\(path)"])
                 try ReadModels.withScratch(path + ".empty") { scratch in
                     try ReadModels.initialize(scratch, identity: identity)
                     try db.replaceContents(from: scratch)
@@ -61,6 +64,11 @@ public final class ReadModels: Sendable {
             return db
         }
         connection = Mutex(Connection(db: db))
+    }
+
+    /// What of the policy shapes the rows: which types' records expire, under which rule.
+    private static func fingerprint(_ policy: RetentionPolicy) -> String {
+        policy.records.map { "\($0.type.rawValue)=\($0.rule)" }.sorted().joined(separator: ",")
     }
 
     /// Runs `body`, naming the read models' file in an SQLite error.
@@ -156,7 +164,7 @@ public final class ReadModels: Sendable {
             let head = try reader.headSeq()
             var applied: Int64 = 0
             guard try ReadModels.checkpoint(db) < head else { return 0 }
-            let projector = try Projector(db: db)
+            let projector = try Projector(db: db, policy: policy)
             let setCheckpoint = try db.statement("UPDATE meta SET value=?1 WHERE key='checkpoint'")
             while true {
                 // Under the write lock: where this file stands now (another process may have moved it).
@@ -187,7 +195,7 @@ public final class ReadModels: Sendable {
     public func rebuild(progress: ((_ done: Int64, _ head: Int64) -> Void)? = nil) throws -> Int64 {
         try named {
             try connection.withLock { connection in
-                let identity = try journal.read { try $0.identity() }
+                let identity = try journal.read { try $0.identity() } + " " + ReadModels.fingerprint(policy)
                 return try ReadModels.withScratch(path + ".rebuild") { scratch in
                     try ReadModels.initialize(scratch, identity: identity)
                     let applied = try catchUp(scratch, progress: progress)
@@ -229,6 +237,12 @@ public final class ReadModels: Sendable {
                 s.reset()
             }
         } }
+    }
+
+    /// Copies the WAL into the file and truncates it: after a purge, no old page of the read
+    /// models survives in the WAL (freed pages in the file are zeroed by `secure_delete`).
+    public func checkpointWAL() throws {
+        try named { try connection.withLock { try $0.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") } }
     }
 
     /// How many rows each table holds, in `dump`'s order.

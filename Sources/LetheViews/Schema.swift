@@ -5,7 +5,7 @@
 /// Times are stored twice where they are compared or sorted: as the RFC 3339 text the event
 /// came with (`*_at`) and as nanoseconds since the epoch (`*_ns`).
 enum Schema {
-    static let version: Int64 = 1
+    static let version: Int64 = 2
 
     static let create = """
         CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -34,8 +34,9 @@ enum Schema {
             basis TEXT, categories TEXT NOT NULL, without_consent INTEGER NOT NULL, without_merger_notice INTEGER NOT NULL) WITHOUT ROWID;
         CREATE INDEX disclosures_by_account ON disclosures(account, seq);
         CREATE TABLE legal_holds(
-            account TEXT NOT NULL, "case" TEXT NOT NULL, reason TEXT, placed_at TEXT NOT NULL,
-            PRIMARY KEY(account, "case")) WITHOUT ROWID;
+            account TEXT NOT NULL, "case" TEXT NOT NULL, placed_seq INTEGER NOT NULL, reason TEXT, placed_at TEXT NOT NULL,
+            placed_ns INTEGER NOT NULL, released_at TEXT, released_ns INTEGER,
+            PRIMARY KEY(account, "case", placed_seq)) WITHOUT ROWID;
         CREATE TABLE access_log(
             seq INTEGER PRIMARY KEY, account TEXT NOT NULL, at TEXT NOT NULL, at_ns INTEGER NOT NULL, actor TEXT, ip TEXT,
             reason TEXT, ticket TEXT, authorized INTEGER) WITHOUT ROWID;
@@ -44,7 +45,23 @@ enum Schema {
         CREATE TABLE page_views(
             account TEXT NOT NULL, day TEXT NOT NULL, path TEXT NOT NULL, views INTEGER NOT NULL,
             PRIMARY KEY(account, day, path)) WITHOUT ROWID;
-        CREATE VIEW page_views_daily AS SELECT day, path, sum(views) AS views FROM page_views GROUP BY day, path;
+        CREATE TABLE page_view_stats(
+            day TEXT NOT NULL, path TEXT NOT NULL, views INTEGER NOT NULL, PRIMARY KEY(day, path)) WITHOUT ROWID;
+        CREATE VIEW page_views_daily AS SELECT day, path, sum(views) AS views FROM (
+            SELECT day, path, views FROM page_views UNION ALL SELECT day, path, views FROM page_view_stats)
+            GROUP BY day, path;
+        CREATE TABLE obligations(
+            account TEXT NOT NULL, item TEXT NOT NULL, rule TEXT NOT NULL, start_seq INTEGER NOT NULL,
+            start_at TEXT NOT NULL, start_ns INTEGER NOT NULL, end_at TEXT, end_ns INTEGER, ended_by TEXT,
+            PRIMARY KEY(account, item, rule, start_seq)) WITHOUT ROWID;
+        CREATE INDEX obligations_pending ON obligations(start_ns) WHERE end_ns IS NULL;
+        CREATE INDEX obligations_ended ON obligations(end_ns) WHERE end_ns IS NOT NULL;
+        CREATE TABLE records(
+            account TEXT NOT NULL, type TEXT NOT NULL, seq INTEGER NOT NULL, at_ns INTEGER NOT NULL,
+            PRIMARY KEY(account, type, seq)) WITHOUT ROWID;
+        CREATE INDEX records_by_time ON records(type, at_ns);
+        CREATE TABLE erasure_requests(
+            seq INTEGER PRIMARY KEY, account TEXT NOT NULL, processor TEXT, at TEXT NOT NULL) WITHOUT ROWID;
         """
 
     /// Every table, with its key columns, in the order `dump` writes them.
@@ -57,8 +74,12 @@ enum Schema {
         ("consents", "account, purpose"),
         ("notices", "account, seq"),
         ("disclosures", "seq"),
-        ("legal_holds", "account, \"case\""),
+        ("legal_holds", "account, \"case\", placed_seq"),
         ("access_log", "seq"),
         ("page_views", "account, day, path"),
+        ("page_view_stats", "day, path"),
+        ("obligations", "account, item, rule, start_seq"),
+        ("records", "account, type, seq"),
+        ("erasure_requests", "seq"),
     ]
 }

@@ -1,0 +1,283 @@
+import LetheEvents
+import LetheJournal
+import LetheViews
+import Logging
+import Synchronization
+
+/// The retention report of EVENTS.md at one moment, with what the HTML page adds.
+public struct RetentionReport: Sendable {
+    public struct Obligation: Sendable, Equatable {
+        public var account: String
+        public var item: String?
+        public var rule: String
+        public var start: Timestamp
+        public var due: Timestamp
+        /// `due` (due <= as_of) or `upcoming`.
+        public var status: String
+        public var held: Bool
+        /// The cases holding it, when held.
+        public var cases: [String]
+    }
+
+    /// A purge that ran: how long after its due time.
+    public struct Executed: Sendable, Equatable {
+        public var account: String
+        public var item: String?
+        public var rule: String
+        public var due: Timestamp
+        public var ran: Timestamp
+        public var delaySeconds: Int64 { max(0, (ran.nanoseconds - due.nanoseconds) / 1_000_000_000) }
+    }
+
+    public var asOf: Timestamp
+    public var horizonDays: Int64
+    /// Sorted by due, then account, then item (none first).
+    public var obligations: [Obligation]
+    public var executed: [Executed]
+    /// For each processor, the accounts in the report whose purge will send it an erasure request.
+    public var erasures: [(processor: String, accounts: [String])]
+
+    /// Exactly the contract's JSON: `as_of`, `horizon_days`, `obligations` (`account`, `item`,
+    /// `rule`, `due`, `status`, `held`).
+    public var json: JSONObject {
+        [
+            "as_of": .string(asOf.rfc3339),
+            "horizon_days": .int(horizonDays),
+            "obligations": .array(obligations.map { o in
+                .object([
+                    "account": .string(o.account), "item": o.item.map(JSONValue.string) ?? .null, "rule": .string(o.rule),
+                    "due": .string(o.due.rfc3339), "status": .string(o.status), "held": .bool(o.held),
+                ])
+            }),
+        ]
+    }
+}
+
+/// What one run did.
+public struct RetentionRun: Sendable, Equatable {
+    public var now: Timestamp
+    public var accountsPurged: [String] = []
+    public var itemsPurged = 0
+    public var recordsExpired = 0
+    public var processorRequests = 0
+    /// Due obligations a legal hold stopped.
+    public var held = 0
+    /// Erasures left over by an interrupted run, finished first.
+    public var finishedEarlier = 0
+
+    public var summary: String {
+        "retention run at \(now): \(accountsPurged.count) accounts purged, \(itemsPurged) items purged, "
+            + "\(recordsExpired) records expired, \(processorRequests) processor erasure requests, \(held) due obligations held"
+            + (finishedEarlier > 0 ? ", \(finishedEarlier) erasures of an interrupted run finished" : "")
+    }
+}
+
+/// The retention policy at work on one journal: the dry-run report and the runs that purge.
+///
+/// Obligations come from the read models' index of start times (pending and ended), so a report
+/// or a run costs in proportion to the obligations that matter at that moment, not to the number
+/// of accounts. A run executes exactly what the report at the same moment lists as due and not
+/// held; each account's purge events and erasures are appended together, with ids derived from
+/// the obligation, so that a second run, or a run in another process at the same time, adds
+/// nothing, and a run that crashed halfway is finished by the next one.
+public final class Retention: Sendable {
+    public let journal: Journal
+    public let views: ReadModels
+    public var policy: RetentionPolicy { views.policy }
+    private let logger: Logger
+    /// One run at a time in this process (other processes are kept apart by the journal).
+    private let running = Mutex(())
+
+    public init(journal: Journal, views: ReadModels, logger: Logger = Logger(label: "lethe.retention")) {
+        self.journal = journal
+        self.views = views
+        self.logger = logger
+    }
+
+    // MARK: Report
+
+    /// The report as of `asOf`: obligations pending then and due by `asOf + horizonDays`. Changes
+    /// nothing in the journal (the read models are caught up first).
+    public func report(asOf: Timestamp, horizonDays: Int64) throws -> RetentionReport {
+        try views.catchUp()
+        let limit = asOf.adding(seconds: horizonDays * RetentionPolicy.day)
+        var cases: [String: [String]] = [:]
+        var obligations: [RetentionReport.Obligation] = []
+        for o in try views.obligations(pendingAt: asOf) {
+            let due = o.start.adding(seconds: policy.window(o.rule))
+            guard due <= limit else { continue }
+            if cases[o.account] == nil { cases[o.account] = try views.openCases(account: o.account, at: asOf) }
+            let open = cases[o.account]!
+            obligations.append(.init(
+                account: o.account, item: o.item, rule: o.rule, start: o.start, due: due,
+                status: due <= asOf ? "due" : "upcoming", held: !open.isEmpty, cases: open))
+        }
+        obligations.sort { a, b in
+            if a.due != b.due { return a.due < b.due }
+            if a.account != b.account { return a.account < b.account }
+            switch (a.item, b.item) {
+            case (nil, nil): return a.rule < b.rule
+            case (nil, _): return true
+            case (_, nil): return false
+            case (let x?, let y?): return x != y ? x < y : a.rule < b.rule
+            }
+        }
+        let executed = try views.executedObligations(through: asOf).map { o in
+            RetentionReport.Executed(account: o.account, item: o.item, rule: o.rule, due: o.start.adding(seconds: policy.window(o.rule)), ran: o.end!)
+        }
+        var erasures: [String: Set<String>] = [:]
+        for account in Set(obligations.filter { $0.item == nil }.map(\.account)) {
+            for p in policy.recipients(of: try views.categoriesHeld(account: account)) { erasures[p.name, default: []].insert(account) }
+        }
+        let listed = policy.processors.compactMap { p in erasures[p.name].map { (p.name, $0.sorted()) } }
+        return RetentionReport(asOf: asOf, horizonDays: horizonDays, obligations: obligations, executed: executed, erasures: listed)
+    }
+
+    // MARK: Run
+
+    /// Executes every obligation due at `now` and not held, and expires the raw records past
+    /// their windows; then the read models drop what was purged and their WAL is truncated.
+    public func run(now: Timestamp) throws -> RetentionRun {
+        try running.withLock { _ in
+            var result = RetentionRun(now: now)
+            result.finishedEarlier = try journal.finishErasures()
+            let report = try report(asOf: now, horizonDays: 0)
+            var work: [String: (obligations: [RetentionReport.Obligation], records: [(RetentionPolicy.RecordRule, [Int64])])] = [:]
+            for o in report.obligations where o.status == "due" {
+                if o.held { result.held += 1 } else { work[o.account, default: ([], [])].obligations.append(o) }
+            }
+            for rule in policy.records {
+                let cutoff = Timestamp(nanoseconds: now.nanoseconds - rule.afterDays * RetentionPolicy.day * 1_000_000_000)
+                for (account, seqs) in try views.records(of: rule.type, through: cutoff) {
+                    // A legal hold keeps everything of the account as it is, raw records too.
+                    if try !views.openCases(account: account, at: now).isEmpty { continue }
+                    work[account, default: ([], [])].records.append((rule, seqs))
+                }
+            }
+            for account in work.keys.sorted() {
+                try execute(account: account, work[account]!.obligations, work[account]!.records, now: now, into: &result)
+            }
+            try views.catchUp()
+            try views.checkpointWAL()
+            logger.info("\(result.summary)")
+            return result
+        }
+    }
+
+    private func execute(
+        account: String, _ obligations: [RetentionReport.Obligation], _ records: [(RetentionPolicy.RecordRule, [Int64])],
+        now: Timestamp, into result: inout RetentionRun
+    ) throws {
+        var history: [StoredEvent] = []
+        try journal.read { try $0.events(account: account) { history.append($0) } }
+        guard let last = history.last?.header.at else { return }
+        // A purge is recorded after everything the account already holds (its own time order).
+        let at = max(now, last)
+        let codec = PayloadCodec.standard
+        var decoded: [Int64: JSONObject] = [:]
+        for e in history {
+            if case .plaintext(let bytes) = e.payload { decoded[e.header.seq] = try codec.decode(type: e.header.type, payload: bytes) }
+        }
+        func event(_ type: EventType, id: String, _ data: JSONObject) -> NewEvent {
+            NewEvent(id: id, account: account, type: type.rawValue, at: at, payload: codec.encode(type: type.rawValue, data: data), scope: type.scope)
+        }
+        /// RecordsExpired for page views carries the anonymous counts they leave behind.
+        func pageViewCounts(_ seqs: Set<Int64>) -> JSONValue {
+            var counts: [String: Int64] = [:]
+            for e in history where seqs.contains(e.header.seq) {
+                guard let path = decoded[e.header.seq]?["path"]?.string else { continue }
+                counts["\(e.header.at.rfc3339.prefix(10))\u{0}\(path)", default: 0] += 1
+            }
+            return .array(counts.keys.sorted().map { key in
+                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+                return .object(["day": .string(parts[0]), "path": .string(parts.count > 1 ? parts[1] : ""), "views": .int(counts[key]!)])
+            })
+        }
+        var events: [NewEvent] = []
+        var erasures: [Erasure] = []
+        var expired = 0
+        let purge = obligations.filter({ $0.item == nil }).min(by: { ($0.due, $0.rule) < ($1.due, $1.rule) })
+        // Raw records past their windows. Before an account purge, only those that would outlive
+        // it (sealed under the engine key); the others go with the account's key.
+        for (rule, seqs) in records where purge == nil || rule.type.scope == .journal {
+            let expiring = Set(seqs)
+            guard let newest = history.last(where: { expiring.contains($0.header.seq) }) else { continue }
+            var data: JSONObject = ["category": .string(rule.category), "rule": .string(rule.rule), "through": .string(newest.header.at.rfc3339)]
+            if rule.type == .pageViewed { data["counts"] = pageViewCounts(expiring) }
+            events.append(event(.recordsExpired, id: "lethe:\(rule.rule):\(account):\(newest.header.seq)", data))
+            erasures.append(.events(account: account, seqs: seqs))
+            expired += seqs.count
+        }
+
+        if let purge {
+            // The whole account: its page views leave their anonymous counts, each processor that
+            // received its data is asked to erase it, then the account is purged and its key destroyed.
+            let key = "lethe:\(purge.rule):\(account):\(purge.start.nanoseconds)"
+            let views = Set(history.filter { $0.header.type == EventType.pageViewed.rawValue && decoded[$0.header.seq] != nil }.map(\.header.seq))
+            if let newest = history.last(where: { views.contains($0.header.seq) }) {
+                events.append(event(.recordsExpired, id: key + ":page-views", [
+                    "category": "page-views", "rule": .string(purge.rule), "through": .string(newest.header.at.rfc3339), "counts": pageViewCounts(views),
+                ]))
+            }
+            var held = Set<String>()
+            for e in history where decoded[e.header.seq] != nil {
+                if let type = EventType(rawValue: e.header.type), let category = RetentionPolicy.category(of: type) { held.insert(category) }
+            }
+            for p in policy.recipients(of: held) {
+                events.append(event(.processorErasureRequested, id: key + ":" + p.name, ["processor": .string(p.name)]))
+            }
+            events.append(event(.accountPurged, id: key, ["rule": .string(purge.rule)]))
+            erasures.append(.account(account))
+            result.accountsPurged.append(account)
+            result.processorRequests += policy.recipients(of: held).count
+        } else {
+            for o in obligations {
+                guard let item = o.item else { continue }
+                // The item's own data (ItemCreated: kind, label, content) is erased; its trash
+                // moves and this purge event keep only its id.
+                let seqs = history.filter { e in
+                    e.header.type == EventType.itemCreated.rawValue && decoded[e.header.seq]?["item"]?.string == item
+                }.map(\.header.seq)
+                events.append(event(.itemPurged, id: "lethe:\(o.rule):\(account):\(o.start.nanoseconds):\(item)", ["item": .string(item), "rule": .string(o.rule)]))
+                if !seqs.isEmpty { erasures.append(.events(account: account, seqs: seqs)) }
+                result.itemsPurged += 1
+            }
+        }
+        guard !events.isEmpty else { return }
+        var refused = false
+        for outcome in try journal.append(events, erasing: erasures) {
+            if case .rejected(let error) = outcome {
+                refused = true
+                logger.warning("a purge event was refused", metadata: ["account": "\(account)", "why": "\(error.message)"])
+            }
+        }
+        if !refused { result.recordsExpired += expired }
+    }
+}
+
+/// The scheduler the account service runs in-process: a retention run every `period`, until its
+/// task is cancelled. Safe to run in several processes at once (see `Retention`).
+public struct RetentionScheduler: Sendable {
+    public let retention: Retention
+    public let period: Duration
+    public let clock: LetheJournal.Clock
+
+    public init(retention: Retention, period: Duration, clock: LetheJournal.Clock = .system) {
+        self.retention = retention
+        self.period = period
+        self.clock = clock
+    }
+
+    /// Runs now, then every `period`; returns when the task is cancelled. A failed run is
+    /// reported to `onRun` and the next one goes ahead (what it left undone is due then too).
+    public func run(onRun: @Sendable (Result<RetentionRun, any Error>) -> Void = { _ in }) async {
+        while !Task.isCancelled {
+            onRun(Result { try retention.run(now: clock.now()) })
+            do {
+                try await Task.sleep(for: period)
+            } catch {
+                return
+            }
+        }
+    }
+}

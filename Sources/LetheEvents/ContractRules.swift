@@ -61,8 +61,10 @@ public struct ContractRules: EventRules {
             states[account] = try AccountState.fold(history, account: account, until: Timestamp(nanoseconds: .max), codec: codec)
         }
 
-        func admit(account: String, type: String, payload: [UInt8], at: Timestamp) -> String? {
+        func admit(account: String, type: String, payload: [UInt8], scope: SealScope, at: Timestamp) -> String? {
             guard let type = EventType(rawValue: type) else { return nil }  // not the contract's
+            // What outlives an account's key is decided by type, never by the caller.
+            if scope != type.scope { return "\(type.rawValue) is sealed under the \(type.scope == .journal ? "engine" : "account's") key" }
             var data: JSONObject = [:]
             if AccountState.readsData(type) {
                 guard let decoded = try? codec.decode(type: type.rawValue, payload: payload) else { return "the payload does not decode" }

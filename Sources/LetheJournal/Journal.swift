@@ -630,7 +630,7 @@ final class Writer {
             // Last, the domain's rules: an event they admit is accepted, so their state stays true.
             if let rules, let plaintext = e.plaintext {
                 if !rules.follows(e.account) { try rules.load(e.account, history: history(of: e.account)) }
-                if let why = rules.admit(account: e.account, type: e.type, payload: plaintext, at: e.at) {
+                if let why = rules.admit(account: e.account, type: e.type, payload: plaintext, scope: e.scope, at: e.at) {
                     try refuse(JournalError(.refusedByRules, why))
                     continue
                 }

@@ -17,7 +17,16 @@ import Testing
 
     func e(_ account: String, _ type: EventType, _ data: JSONObject = [:], at second: Int) -> NewEvent {
         NewEvent(account: account, type: type.rawValue, at: Timestamp(seconds: 1_767_225_600 + Int64(second)),
-                 payload: codec.encode(type: type.rawValue, data: data))
+                 payload: codec.encode(type: type.rawValue, data: data), scope: type.scope)
+    }
+
+    @Test func theKeyIsDecidedByTheType() throws {
+        let dir = TempDir()
+        let j = try journal(dir)
+        var access = e("a", .accountAccessed, ["actor": "s", "ip": "203.0.113.1", "reason": "r"], at: 1)
+        access.scope = .subject
+        let outcomes = try j.append([e("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: 0), access])
+        #expect(reasons(outcomes) == [nil, "AccountAccessed is sealed under the engine key"])
     }
 
     func reasons(_ outcomes: [AppendOutcome]) -> [String?] {

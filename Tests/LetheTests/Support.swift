@@ -42,7 +42,7 @@ let codec = PayloadCodec.standard
 func event(_ account: String, _ type: EventType = .pageViewed, at: String, id: String? = nil,
            data: JSONObject = ["path": "/pricing", "visitor": "v1"], expected: Int64? = nil) -> NewEvent {
     NewEvent(id: id, account: account, type: type.rawValue, at: ts(at), payload: codec.encode(type: type.rawValue, data: data),
-             expectedVersion: expected)
+             expectedVersion: expected, scope: type.scope)
 }
 
 /// All events of the journal, decrypted, in order.

@@ -40,7 +40,7 @@ import Testing
         let account = "acc_\(rng.next() % 6)"
         func pick<T>(_ values: [T]) -> T { values[Int(rng.next() % UInt64(values.count))] }
         func make(_ type: EventType, _ data: JSONObject) -> NewEvent {
-            NewEvent(account: account, type: type.rawValue, at: at, payload: codec.encode(type: type.rawValue, data: data))
+            NewEvent(account: account, type: type.rawValue, at: at, payload: codec.encode(type: type.rawValue, data: data), scope: type.scope)
         }
         guard var a = model.accounts[account] else {
             let name = pick(["Ada", "Grace", "Edsger"])
@@ -82,9 +82,7 @@ import Testing
             model.accesses.append((account, ticket.map(a.tickets.contains) == true || !a.holds.isEmpty))
             var data: JSONObject = ["actor": "staff_1", "ip": "203.0.113.9", "reason": "support"]
             if let ticket { data["ticket"] = .string(ticket) }
-            var access = make(.accountAccessed, data)
-            access.scope = .journal
-            return access
+            return make(.accountAccessed, data)
         case 8:
             let c = "C-\(rng.next() % 2)"
             if a.holds.contains(c) {

@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(name: "lethe-gen", dependencies: ["LetheJournal"], path: "Tools/LetheGen"),
         // Benchmarks: append, read, size and memory figures for the README.
         .executableTarget(
-            name: "lethe-bench", dependencies: ["LetheJournal", "LetheEvents", "LetheViews"],
+            name: "lethe-bench", dependencies: ["LetheJournal", "LetheEvents", "LetheViews", "LetheRetention"],
             path: "Tools/LetheBench"),
         // An account service embedding the engine: typed events, a follower, a reader.
         .executableTarget(

@@ -52,6 +52,27 @@ echo "   $out/subject-report.html"
 echo "== the read models, rebuilt from the journal alone, equal the ones caught up along the way"
 "$bin/lethe" rebuild --journal "$journal" --check
 "$bin/lethe" rebuild --journal "$journal"
+echo "== retention as of $now: the dry run (changes nothing), also as JSON and as an HTML page"
+"$bin/lethe" retention dry-run --journal "$journal" --as-of "$now" --horizon 30 | tail -1 | sed 's/^/   /'
+"$bin/lethe" retention dry-run --journal "$journal" --as-of "$now" --horizon 30 --format json --output "$out/retention.json"
+"$bin/lethe" retention dry-run --journal "$journal" --as-of "$now" --horizon 30 --format html --output "$out/retention.html"
+echo "   $out/retention.json, $out/retention.html"
+echo "== the scheduler's run at $now: every due, unheld obligation executed, raw records past their windows expired"
+"$bin/lethe" retention run --journal "$journal" --now "$now" | sed 's/^/   /'
+echo "== run again at the same time: nothing more"
+"$bin/lethe" retention run --journal "$journal" --now "$now" | sed 's/^/   /'
+"$bin/lethe" verify --journal "$journal" | cut -c1-100 | sed 's/^/   /'
+purged=$("$bin/lethe" export --journal "$journal" | grep -m1 '"type":"AccountPurged"' | sed 's/.*"account":"\([^"]*\)".*/\1/')
+echo "== $purged was purged; what the journal still says about it (ids, types, times, the engine's events):"
+"$bin/lethe" export --journal "$journal" --account "$purged" | tail -4 | cut -c1-160 | sed 's/^/   /'
+purged_email=$(grep -m1 "\"AccountSignedUp\",\"account\":\"$purged\"" "$out/history.ndjson" | sed 's/.*"email":"\([^"]*\)".*/\1/')
+if grep -a -q -F "$purged_email" "$journal"* ; then
+    echo "   FOUND $purged's e-mail address in a file"; exit 1
+else
+    echo "   $purged's e-mail address is in none of the engine's files (journal, WAL, keys, read models)"
+fi
+"$bin/lethe" retention dry-run --journal "$journal" --as-of "$now" --horizon 30 --format html --output "$out/retention-after-run.html"
+echo "   after the run: $out/retention-after-run.html (with each purge's delay after its due time)"
 echo "== active accounts not yet told of policy version 2026-06"
 "$bin/lethe" policy-notices --journal "$journal" --version 2026-06 | sed 's/"pending":\[[^]]*\]/"pending":[…]/'
 echo "== what is on disk"

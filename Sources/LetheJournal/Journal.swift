@@ -317,6 +317,11 @@ public final class Journal: Sendable {
         try writer.withLock { try $0.accountRow(account)?.version ?? 0 }
     }
 
+    /// The time of the account's latest event; nil when it has none.
+    public func latestTime(of account: String) throws -> Timestamp? {
+        try writer.withLock { try $0.accountRow(account).map { Timestamp(nanoseconds: $0.lastAt) } }
+    }
+
     /// Destroys the account's data key: its sealed payloads become unreadable everywhere,
     /// backups included.
     public func destroyKey(of account: String, at time: Timestamp) throws {

@@ -142,16 +142,16 @@ public final class Retention: Sendable {
             var result = RetentionRun(now: now)
             result.finishedEarlier = try journal.finishErasures()
             let report = try report(asOf: now, horizonDays: 0)
-            var work: [String: (obligations: [RetentionReport.Obligation], records: [(RetentionPolicy.RecordRule, [Int64])])] = [:]
+            var work: [String: (obligations: [RetentionReport.Obligation], records: [(RetentionPolicy.RecordRule, [Views.Record])])] = [:]
             for o in report.obligations where o.status == "due" {
                 if o.held { result.held += 1 } else { work[o.account, default: ([], [])].obligations.append(o) }
             }
             for rule in policy.records {
                 let cutoff = Timestamp(nanoseconds: now.nanoseconds - rule.afterDays * RetentionPolicy.day * 1_000_000_000)
-                for (account, seqs) in try views.records(of: rule.type, through: cutoff) {
+                for (account, due) in try views.records(of: rule.type, through: cutoff) {
                     // A legal hold keeps everything of the account as it is, raw records too.
                     if try !views.openCases(account: account, at: now).isEmpty { continue }
-                    work[account, default: ([], [])].records.append((rule, seqs))
+                    work[account, default: ([], [])].records.append((rule, due))
                 }
             }
             for account in work.keys.sorted() {
@@ -164,34 +164,32 @@ public final class Retention: Sendable {
         }
     }
 
+    /// One account's due work, from the read models alone (no pass over the account's events):
+    /// its purge events and the erasures they announce, appended together.
     private func execute(
-        account: String, _ obligations: [RetentionReport.Obligation], _ records: [(RetentionPolicy.RecordRule, [Int64])],
+        account: String, _ obligations: [RetentionReport.Obligation], _ records: [(RetentionPolicy.RecordRule, [Views.Record])],
         now: Timestamp, into result: inout RetentionRun
     ) throws {
-        var history: [StoredEvent] = []
-        try journal.read { try $0.events(account: account) { history.append($0) } }
-        guard let last = history.last?.header.at else { return }
+        guard let last = try journal.latestTime(of: account) else { return }
         // A purge is recorded after everything the account already holds (its own time order).
         let at = max(now, last)
         let codec = PayloadCodec.standard
-        var decoded: [Int64: JSONObject] = [:]
-        for e in history {
-            if case .plaintext(let bytes) = e.payload { decoded[e.header.seq] = try codec.decode(type: e.header.type, payload: bytes) }
-        }
         func event(_ type: EventType, id: String, _ data: JSONObject) -> NewEvent {
             NewEvent(id: id, account: account, type: type.rawValue, at: at, payload: codec.encode(type: type.rawValue, data: data), scope: type.scope)
         }
-        /// RecordsExpired for page views carries the anonymous counts they leave behind.
-        func pageViewCounts(_ seqs: Set<Int64>) -> JSONValue {
+        /// What expired page views leave behind: anonymous counts per day and path.
+        func counts(_ records: [Views.Record]) -> JSONValue {
             var counts: [String: Int64] = [:]
-            for e in history where seqs.contains(e.header.seq) {
-                guard let path = decoded[e.header.seq]?["path"]?.string else { continue }
-                counts["\(e.header.at.rfc3339.prefix(10))\u{0}\(path)", default: 0] += 1
-            }
+            for r in records { if let day = r.day, let path = r.path { counts["\(day)\u{0}\(path)", default: 0] += 1 } }
             return .array(counts.keys.sorted().map { key in
-                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
-                return .object(["day": .string(parts[0]), "path": .string(parts.count > 1 ? parts[1] : ""), "views": .int(counts[key]!)])
+                let parts = key.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+                return .object(["day": .string(parts[0]), "path": .string(parts[1]), "views": .int(counts[key]!)])
             })
+        }
+        func expiry(_ rule: String, category: String, _ records: [Views.Record], id: String) -> NewEvent {
+            var data: JSONObject = ["category": .string(category), "rule": .string(rule), "through": .string(records.map(\.at).max()!.rfc3339)]
+            if records.contains(where: { $0.path != nil }) { data["counts"] = counts(records) }
+            return event(.recordsExpired, id: id, data)
         }
         var events: [NewEvent] = []
         var erasures: [Erasure] = []
@@ -199,47 +197,34 @@ public final class Retention: Sendable {
         let purge = obligations.filter({ $0.item == nil }).min(by: { ($0.due, $0.rule) < ($1.due, $1.rule) })
         // Raw records past their windows. Before an account purge, only those that would outlive
         // it (sealed under the engine key); the others go with the account's key.
-        for (rule, seqs) in records where purge == nil || rule.type.scope == .journal {
-            let expiring = Set(seqs)
-            guard let newest = history.last(where: { expiring.contains($0.header.seq) }) else { continue }
-            var data: JSONObject = ["category": .string(rule.category), "rule": .string(rule.rule), "through": .string(newest.header.at.rfc3339)]
-            if rule.type == .pageViewed { data["counts"] = pageViewCounts(expiring) }
-            events.append(event(.recordsExpired, id: "lethe:\(rule.rule):\(account):\(newest.header.seq)", data))
-            erasures.append(.events(account: account, seqs: seqs))
-            expired += seqs.count
+        for (rule, due) in records where !due.isEmpty && (purge == nil || rule.type.scope == .journal) {
+            events.append(expiry(rule.rule, category: rule.category, due, id: "lethe:\(rule.rule):\(account):\(due.last!.seq)"))
+            erasures.append(.events(account: account, seqs: due.map(\.seq)))
+            expired += due.count
         }
-
         if let purge {
             // The whole account: its page views leave their anonymous counts, each processor that
             // received its data is asked to erase it, then the account is purged and its key destroyed.
             let key = "lethe:\(purge.rule):\(account):\(purge.start.nanoseconds)"
-            let views = Set(history.filter { $0.header.type == EventType.pageViewed.rawValue && decoded[$0.header.seq] != nil }.map(\.header.seq))
-            if let newest = history.last(where: { views.contains($0.header.seq) }) {
-                events.append(event(.recordsExpired, id: key + ":page-views", [
-                    "category": "page-views", "rule": .string(purge.rule), "through": .string(newest.header.at.rfc3339), "counts": pageViewCounts(views),
-                ]))
-            }
-            var held = Set<String>()
-            for e in history where decoded[e.header.seq] != nil {
-                if let type = EventType(rawValue: e.header.type), let category = RetentionPolicy.category(of: type) { held.insert(category) }
-            }
-            for p in policy.recipients(of: held) {
+            let pageViews = try views.records(of: .pageViewed, account: account)
+            if !pageViews.isEmpty { events.append(expiry(purge.rule, category: "page-views", pageViews, id: key + ":page-views")) }
+            let processors = policy.recipients(of: try views.categoriesHeld(account: account))
+            for p in processors {
                 events.append(event(.processorErasureRequested, id: key + ":" + p.name, ["processor": .string(p.name)]))
             }
             events.append(event(.accountPurged, id: key, ["rule": .string(purge.rule)]))
             erasures.append(.account(account))
             result.accountsPurged.append(account)
-            result.processorRequests += policy.recipients(of: held).count
+            result.processorRequests += processors.count
         } else {
             for o in obligations {
                 guard let item = o.item else { continue }
                 // The item's own data (ItemCreated: kind, label, content) is erased; its trash
                 // moves and this purge event keep only its id.
-                let seqs = history.filter { e in
-                    e.header.type == EventType.itemCreated.rawValue && decoded[e.header.seq]?["item"]?.string == item
-                }.map(\.header.seq)
                 events.append(event(.itemPurged, id: "lethe:\(o.rule):\(account):\(o.start.nanoseconds):\(item)", ["item": .string(item), "rule": .string(o.rule)]))
-                if !seqs.isEmpty { erasures.append(.events(account: account, seqs: seqs)) }
+                if let seq = try views.itemCreatedSeq(account: account, item: item) {
+                    erasures.append(.events(account: account, seqs: [seq]))
+                }
                 result.itemsPurged += 1
             }
         }

@@ -64,7 +64,7 @@ final class Projector {
         setCancelled = try s("UPDATE accounts SET status=?2, cancelled_at=?3 WHERE account=?1")
         setErasure = try s("UPDATE accounts SET erasure_requested_at=coalesce(erasure_requested_at, ?2) WHERE account=?1")
         purgeAccount = try s("UPDATE accounts SET status='purged', name=NULL, company=NULL, email=NULL, purged_at=?2 WHERE account=?1")
-        insertItem = try s("INSERT OR IGNORE INTO items(account, item, kind, label, state, created_at) VALUES(?1, ?2, ?3, ?4, 'live', ?5)")
+        insertItem = try s("INSERT OR IGNORE INTO items(account, item, kind, label, state, created_at, created_seq) VALUES(?1, ?2, ?3, ?4, 'live', ?5, ?6)")
         deleteItem = try s("UPDATE items SET state='trash', deleted_at=?3, deleted_ns=?4 WHERE account=?1 AND item=?2 AND state='live'")
         restoreItem = try s("UPDATE items SET state='live', deleted_at=NULL, deleted_ns=NULL WHERE account=?1 AND item=?2 AND state='trash'")
         removeItem = try s("DELETE FROM items WHERE account=?1 AND item=?2")
@@ -94,7 +94,7 @@ final class Projector {
             """)
         endItemObligations = try s("UPDATE obligations SET end_at=?3, end_ns=?4, ended_by=?5 WHERE account=?1 AND item=?2 AND end_ns IS NULL")
         endAccountObligations = try s("UPDATE obligations SET end_at=?2, end_ns=?3, ended_by='AccountPurged' WHERE account=?1 AND end_ns IS NULL")
-        insertRecord = try s("INSERT OR IGNORE INTO records VALUES(?1, ?2, ?3, ?4)")
+        insertRecord = try s("INSERT OR IGNORE INTO records VALUES(?1, ?2, ?3, ?4, ?5, ?6)")
         expireRecords = try s("DELETE FROM records WHERE account=?1 AND type=?2 AND at_ns<=?3")
         expireAccesses = try s("UPDATE access_log SET actor=NULL, ip=NULL, reason=NULL, ticket=NULL, authorized=NULL WHERE account=?1 AND at_ns<=?2")
         dropPageViews = try s("UPDATE page_views SET views=views-?4 WHERE account=?1 AND day=?2 AND path=?3")
@@ -202,7 +202,7 @@ final class Projector {
             try insertErasureRequest.bind(1, h.seq).bind(2, account).bind(3, text("processor")).bind(4, at).run()
         case .itemCreated:
             guard let item = text("item") else { return }
-            try insertItem.bind(1, account).bind(2, item).bind(3, text("kind") ?? "").bind(4, text("label")).bind(5, at).run()
+            try insertItem.bind(1, account).bind(2, item).bind(3, text("kind") ?? "").bind(4, text("label")).bind(5, at).bind(6, h.seq).run()
         case .itemDeleted:
             guard let item = text("item") else { return }
             try deleteItem.bind(1, account).bind(2, item).bind(3, at).bind(4, h.at.nanoseconds).run()
@@ -286,9 +286,11 @@ final class Projector {
             break
         }
         // A raw record whose category expires on its own, while its payload is there to expire.
-        if data != nil, let rule = recordRules[type] {
-            _ = rule
-            try insertRecord.bind(1, account).bind(2, type.rawValue).bind(3, h.seq).bind(4, h.at.nanoseconds).run()
+        if data != nil, recordRules[type] != nil {
+            // A page view keeps its day and path: what its expiry leaves as anonymous counts.
+            let pageView = type == .pageViewed
+            try insertRecord.bind(1, account).bind(2, type.rawValue).bind(3, h.seq).bind(4, h.at.nanoseconds)
+                .bind(5, pageView ? String(at.prefix(10)) : nil).bind(6, pageView ? text("path") : nil).run()
         }
     }
 

@@ -130,6 +130,14 @@ public enum Views {
         }
     }
 
+    /// A raw record whose category expires on its own; a page view's day and path.
+    public struct Record: Sendable, Equatable {
+        public var seq: Int64
+        public var at: Timestamp
+        public var day: String?
+        public var path: String?
+    }
+
     /// An obligation of one of the purge rules: started by an event, pending until it ends.
     public struct Obligation: Sendable, Equatable {
         public var account: String
@@ -322,15 +330,38 @@ extension ReadModels {
         }
     }
 
-    /// For each account with raw records of `type` from `cutoff` or earlier (still held), those
-    /// records' sequence numbers: what a record rule has to expire.
-    public func records(of type: EventType, through cutoff: Timestamp) throws -> [String: [Int64]] {
+    /// Raw records of `type` from `cutoff` or earlier (still held), by account, in order: what a
+    /// record rule has to expire. Read through the records' time index.
+    public func records(of type: EventType, through cutoff: Timestamp) throws -> [String: [Views.Record]] {
         try query { db in
-            let s = try db.statement("SELECT account, seq FROM records WHERE type=?1 AND at_ns<=?2 ORDER BY account, seq")
+            let s = try db.statement("SELECT account, seq, at_ns, day, path FROM records WHERE type=?1 AND at_ns<=?2 ORDER BY account, seq")
             s.bind(1, type.rawValue).bind(2, cutoff.nanoseconds)
-            var out: [String: [Int64]] = [:]
-            while try s.step() { out[s.text(0)!, default: []].append(s.int(1)) }
+            var out: [String: [Views.Record]] = [:]
+            while try s.step() {
+                out[s.text(0)!, default: []].append(Views.Record(
+                    seq: s.int(1), at: Timestamp(nanoseconds: s.int(2)), day: s.optionalText(3), path: s.optionalText(4)))
+            }
             return out
+        }
+    }
+
+    /// All the account's raw records of `type` still held.
+    public func records(of type: EventType, account: String) throws -> [Views.Record] {
+        try query { db in
+            let s = try db.statement("SELECT seq, at_ns, day, path FROM records WHERE account=?1 AND type=?2 ORDER BY seq")
+            s.bind(1, account).bind(2, type.rawValue)
+            var out: [Views.Record] = []
+            while try s.step() { out.append(Views.Record(seq: s.int(0), at: Timestamp(nanoseconds: s.int(1)), day: s.optionalText(2), path: s.optionalText(3))) }
+            return out
+        }
+    }
+
+    /// The sequence number of the event that created the item (whose payload holds its data).
+    public func itemCreatedSeq(account: String, item: String) throws -> Int64? {
+        try query { db in
+            let s = try db.statement("SELECT created_seq FROM items WHERE account=?1 AND item=?2")
+            s.bind(1, account).bind(2, item)
+            return try s.step() ? s.int(0) : nil
         }
     }
 

@@ -5,7 +5,7 @@
 /// Times are stored twice where they are compared or sorted: as the RFC 3339 text the event
 /// came with (`*_at`) and as nanoseconds since the epoch (`*_ns`).
 enum Schema {
-    static let version: Int64 = 2
+    static let version: Int64 = 3
 
     static let create = """
         CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -14,7 +14,8 @@ enum Schema {
             signed_up_at TEXT NOT NULL, cancelled_at TEXT, erasure_requested_at TEXT, purged_at TEXT) WITHOUT ROWID;
         CREATE TABLE items(
             account TEXT NOT NULL, item TEXT NOT NULL, kind TEXT NOT NULL, label TEXT, state TEXT NOT NULL,
-            created_at TEXT NOT NULL, deleted_at TEXT, deleted_ns INTEGER, PRIMARY KEY(account, item)) WITHOUT ROWID;
+            created_at TEXT NOT NULL, deleted_at TEXT, deleted_ns INTEGER, created_seq INTEGER NOT NULL,
+            PRIMARY KEY(account, item)) WITHOUT ROWID;
         CREATE TABLE billing_addresses(
             account TEXT NOT NULL, seq INTEGER NOT NULL, set_at TEXT NOT NULL, line1 TEXT, line2 TEXT, city TEXT,
             region TEXT, postcode TEXT, country TEXT, PRIMARY KEY(account, seq)) WITHOUT ROWID;
@@ -57,7 +58,7 @@ enum Schema {
         CREATE INDEX obligations_pending ON obligations(start_ns) WHERE end_ns IS NULL;
         CREATE INDEX obligations_ended ON obligations(end_ns) WHERE end_ns IS NOT NULL;
         CREATE TABLE records(
-            account TEXT NOT NULL, type TEXT NOT NULL, seq INTEGER NOT NULL, at_ns INTEGER NOT NULL,
+            account TEXT NOT NULL, type TEXT NOT NULL, seq INTEGER NOT NULL, at_ns INTEGER NOT NULL, day TEXT, path TEXT,
             PRIMARY KEY(account, type, seq)) WITHOUT ROWID;
         CREATE INDEX records_by_time ON records(type, at_ns);
         CREATE TABLE erasure_requests(

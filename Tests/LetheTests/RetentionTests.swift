@@ -3,6 +3,7 @@ import LetheEvents
 import LetheJournal
 import LetheRetention
 import LetheViews
+import Synchronization
 import Testing
 
 /// Obligations, runs and purges against a small independent model of EVENTS.md's retention rules.
@@ -362,5 +363,80 @@ import Testing
         let shotBytes = (try FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0
         let blankBytes = (try FileManager.default.attributesOfItem(atPath: blank)[.size] as? Int) ?? 0
         #expect(blankBytes > 0 && shotBytes > 10 * blankBytes, "screenshot \(shotBytes) bytes, blank page \(blankBytes)")
+    }
+}
+
+@Suite struct RetentionPolicyTests {
+    @Test func theShippedPolicyIsTheContracts() throws {
+        let p = RetentionPolicy.standard
+        #expect(p.purgeDays == ["trash-30d": 30, "cancellation-30d": 30, "erasure-request": 0])
+        #expect(p.records.map { "\($0.rule) \($0.type.rawValue) \($0.afterDays)" }
+            == ["page-views-90d PageViewed 90", "surveys-365d SurveyAnswered 365", "access-log-400d AccountAccessed 400"])
+        #expect(p.processors.map(\.name) == ["Spark", "Amazon Web Services", "Zendesk", "VMS"])
+        // The file the operator reviews is the one in force.
+        let printed = try run("lethe", ["retention", "policy"]).stdout
+        #expect(try RetentionPolicy(json: Array(printed.utf8), source: "printed") == p)
+    }
+
+    @Test(arguments: [
+        (#""purges":{"trash-30d":{"after_days":30},"cancellation-30d":{"after_days":-1},"erasure-request":{"after_days":0}}"#, "purges.cancellation-30d.after_days: must be a whole number of days"),
+        (#""purges":{"trash-30d":{"after_days":30},"erasure-request":{"after_days":0}}"#, "purges.cancellation-30d: is missing"),
+        (#""purges":{"trash-30d":{"after_days":30},"cancellation-30d":{"after_days":30},"erasure-request":{"after_days":0},"forever":{"after_days":1}}"#, "purges.forever: unknown field"),
+    ])
+    func anInvalidPolicyIsRefusedNamingTheField(purges: String, expected: String) throws {
+        let text = RetentionPolicy.standardText.replacing(#/"purges": \{[^}]*\}[^}]*\}[^}]*\}\s*\}/#, with: purges)
+        #expect(text != RetentionPolicy.standardText)
+        #expect { try RetentionPolicy(json: Array(text.utf8), source: "p.json") } throws: {
+            ($0 as? RetentionPolicy.Invalid)?.description.hasPrefix("p.json: \(expected)") == true
+        }
+    }
+
+    @Test func theCommandRefusesAnInvalidPolicyAtStart() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        _ = try run("lethe", ["import", "-", "--journal", journal],
+                    stdin: #"{"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"A","email":"a@example.com"}}"#)
+        let bad = dir.path("bad.json")
+        try Data(#"{"format":"lethe-retention-policy/1","purges":{},"records":[],"processors":[]}"#.utf8).write(to: URL(fileURLWithPath: bad))
+        let r = try run("lethe", ["retention", "run", "--journal", journal, "--policy", bad, "--now", "2026-02-01T00:00:00Z"])
+        #expect(r.status != 0 && r.stderr == "lethe retention run: invalid retention policy: \(bad): purges.trash-30d: is missing (the contract's rule)\n")
+        #expect(try run("lethe", ["retention", "policy", "--policy", bad]).status != 0)
+        // Nothing was done.
+        #expect(!(try run("lethe", ["export", "--journal", journal]).stdout.contains("Purged")))
+    }
+
+    @Test func aRunInterruptedAfterItsPurgeEventIsFinishedByTheNext() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        _ = try run("lethe", ["import", "-", "--journal", journal], stdin: """
+            {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
+            {"type":"ErasureRequested","account":"a","at":"2026-01-02T00:00:00Z","data":{}}
+            """)
+        // What a crash right after the purge's events were committed leaves: the erasure recorded, not done.
+        try tamper(journal, "INSERT INTO erasures(account, seqs) VALUES('a', NULL)")
+        let r = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-01-03T00:00:00Z"])
+        #expect(r.stdout.contains("1 accounts purged") && r.stdout.hasSuffix("1 erasures of an interrupted run finished\n"), "\(r.stdout)")
+        let again = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-01-03T00:00:00Z"])
+        #expect(again.stdout.contains("0 accounts purged, 0 items purged, 0 records expired") && !again.stdout.contains("interrupted"))
+    }
+
+    @Test func theSchedulerRunsEveryPeriodUntilCancelled() async throws {
+        let dir = TempDir()
+        var options = Journal.Options()
+        options.rules = ContractRules()
+        options.synchronous = .normal
+        let path = dir.path("s.lethe")
+        let journal = try Journal(path: path, master: testMaster(path + ".keys"), options: options)
+        try journal.record(Events.AccountSignedUp(name: "Ada", email: "ada@example.com"), account: "a", at: ts("2026-01-01T00:00:00Z"))
+        try journal.record(Events.ErasureRequested(channel: "support"), account: "a", at: ts("2026-01-02T00:00:00Z"))
+        let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
+        let scheduler = RetentionScheduler(retention: retention, period: .milliseconds(20), clock: .fixed(ts("2026-01-03T00:00:00Z")))
+        let runs = Mutex<[RetentionRun]>([])
+        let task = Task { await scheduler.run { result in if case .success(let r) = result { runs.withLock { $0.append(r) } } } }
+        while runs.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(10)) }
+        task.cancel()
+        await task.value
+        let done = runs.withLock { $0 }
+        #expect(done[0].accountsPurged == ["a"] && done.dropFirst().allSatisfy { $0.accountsPurged.isEmpty })
     }
 }

@@ -6,6 +6,7 @@
 import Foundation
 import LetheEvents
 import LetheJournal
+import LetheRetention
 import LetheViews
 
 func seconds(_ body: () throws -> Void) rethrows -> Double {
@@ -160,7 +161,21 @@ rebuildTimes.sort()
 let rebuildTime = rebuildTimes[rebuildTimes.count / 2]
 print("rebuild read models: \(readCount) events, median \(fmt(rebuildTime, 2)) s = \(fmt(Double(readCount) / rebuildTime)) events/s; views file \(fileSize(models.path)) bytes; peak resident memory so far \(fmt(memoryMiB().peak)) MiB")
 
-// 6. Single appends, one transaction each, on a journal that already holds the import.
+// 6. Retention: the dry run over every account (as of the last event, 30 days ahead), then a run.
+var lastAt = Timestamp(nanoseconds: 0)
+try journal.read { try $0.scan { lastAt = max(lastAt, $0.header.at) } }
+let retention = Retention(journal: journal, views: models)
+var dryRunTimes: [Double] = []
+var report: RetentionReport?
+for _ in 0..<repeats { dryRunTimes.append(try seconds { report = try retention.report(asOf: lastAt, horizonDays: 30) }) }
+dryRunTimes.sort()
+let accounts = try models.rowCounts().first { $0.table == "accounts" }?.rows ?? 0
+print("retention dry run: \(accounts) accounts, \(report!.obligations.count) obligations listed, median \(fmt(dryRunTimes[dryRunTimes.count / 2], 2)) s")
+var runResult: RetentionRun?
+let runTime = try seconds { runResult = try retention.run(now: lastAt) }
+print("retention run: \(runResult!.accountsPurged.count) accounts and \(runResult!.itemsPurged) items purged, \(runResult!.recordsExpired) records expired in \(fmt(runTime, 2)) s; peak resident memory so far \(fmt(memoryMiB().peak)) MiB")
+
+// 7. Single appends, one transaction each, on a journal that already holds the import.
 for (n, sync) in [Journal.Synchronous.full, .normal].enumerated() {
     // The journal alone (no contract rules): these synthetic page views have no signup.
     let single = try open("bench.lethe") {

@@ -317,6 +317,22 @@ public final class Journal: Sendable {
         try writer.withLock { try $0.accountRow(account)?.version ?? 0 }
     }
 
+    /// The master key this journal was opened with.
+    package func masterKey() throws -> SymmetricKey { try master.load(create: false, entropy: options.entropy) }
+
+    /// The accounts of this journal whose key was destroyed (a purge, or its erasure).
+    ///
+    /// - Complexity: proportional to the journal's accounts (for a restore, once).
+    public func accountsWithDestroyedKeys() throws -> [String] {
+        var names: [String] = []
+        try read { reader in
+            let s = try reader.db.statement("SELECT name FROM accounts ORDER BY name")
+            while try s.step() { names.append(s.text(0) ?? "") }
+            s.reset()
+        }
+        return try sealer.withLock { sealer in try names.filter { if case .destroyed = try sealer.keys.lookup($0) { true } else { false } } }
+    }
+
     /// The time of the account's latest event; nil when it has none.
     public func latestTime(of account: String) throws -> Timestamp? {
         try writer.withLock { try $0.accountRow(account).map { Timestamp(nanoseconds: $0.lastAt) } }

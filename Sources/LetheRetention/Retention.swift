@@ -164,6 +164,30 @@ public final class Retention: Sendable {
         }
     }
 
+    /// Purges the accounts whose key was destroyed but whose journal has no `AccountPurged`: what
+    /// a journal restored from a backup shows of the purges made after the backup (the live key
+    /// store remembers them). The rule is that of the account's pending account obligation, or
+    /// `erasure-request` when it has none (a purge with no obligation pending at the backup came
+    /// from a request made after it). Returns the accounts purged.
+    public func purgeShreddedAccounts(now: Timestamp) throws -> [String] {
+        try views.catchUp()
+        var purged: [String] = []
+        let pending = try views.obligations(pendingAt: now).filter { $0.item == nil }
+        for account in try journal.accountsWithDestroyedKeys() {
+            guard try views.account(account)?.status != "purged" else { continue }
+            let rule = pending.filter { $0.account == account }.min { $0.start < $1.start }?.rule ?? RetentionPolicy.erasure
+            guard let last = try journal.latestTime(of: account) else { continue }
+            let at = max(now, last)
+            let event = NewEvent(
+                id: "lethe:\(rule):\(account):restored", account: account, type: EventType.accountPurged.rawValue, at: at,
+                payload: PayloadCodec.standard.encode(type: EventType.accountPurged.rawValue, data: ["rule": .string(rule)]), scope: .journal)
+            if case .appended = try journal.append([event], erasing: [.account(account)])[0] { purged.append(account) }
+        }
+        try views.catchUp()
+        try views.checkpointWAL()
+        return purged
+    }
+
     /// One account's due work, from the read models alone (no pass over the account's events):
     /// its purge events and the erasures they announce, appended together.
     private func execute(

@@ -1,0 +1,127 @@
+import Foundation
+import LetheEvents
+@testable import LetheJournal
+import Testing
+
+/// Encrypted backups: consistent under concurrent appends, tamper-evident, free of plaintext,
+/// and never bringing purged data back.
+@Suite struct BackupTests {
+    let fixture = fixturesDirectory.appendingPathComponent("small.ndjson").path
+
+    @Test func aBackupTakenDuringAppendsRestoresToAConsistentJournal() throws {
+        let dir = TempDir()
+        let path = dir.path("live.lethe")
+        // A writer appends in another process while the backups are taken.
+        let writer = Process()
+        writer.executableURL = productsDirectory.appendingPathComponent("lethe-crash-writer")
+        writer.arguments = [path, "7", "16"]
+        writer.environment = ProcessInfo.processInfo.environment.merging([MasterKeySource.environmentVariable: testMasterKey]) { $1 }
+        writer.standardOutput = FileHandle.nullDevice
+        try writer.run()
+        defer { if writer.isRunning { kill(writer.processIdentifier, SIGKILL); writer.waitUntilExit() } }
+        while (try? JournalReader.verify(path: path).events) ?? 0 < 200 { usleep(20_000) }
+        let journal = try Journal(path: path, master: testMaster(path + ".keys"))
+        var restoredCounts: [Int64] = []
+        for n in 0..<3 {
+            let file = dir.path("b\(n).backup")
+            let manifest = try Backup.create(journal, to: file, now: ts("2026-06-01T00:00:00Z"))
+            let target = dir.path("restored\(n).lethe")
+            try Backup.restore(file, to: target, master: testMaster(path + ".keys"))
+            let report = try JournalReader.verify(path: target, master: testMaster(path + ".keys"))
+            #expect(report.anchored && report.events == manifest.lastSeq)
+            // Every event decrypts with the live key store.
+            let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster(path + ".keys"))
+            var count: Int64 = 0
+            try restored.read { try $0.events { if case .plaintext = $0.payload { count += 1 } } }
+            #expect(count == manifest.lastSeq)
+            restoredCounts.append(count)
+            usleep(50_000)
+        }
+        #expect(restoredCounts.last! > restoredCounts.first!, "the writer was writing throughout")
+    }
+
+    func backupOfTheFixture(_ dir: TempDir) throws -> (journal: String, backup: String) {
+        let journal = dir.path("j.lethe")
+        _ = try run("lethe", ["import", fixture, "--journal", journal])
+        let backup = dir.path("j.backup")
+        let r = try run("lethe", ["backup", "create", backup, "--journal", journal, "--now", "2027-01-01T00:00:00Z"])
+        #expect(r.status == 0 && r.stdout.hasPrefix("backed up: \(backup): journal "), "\(r.stderr)")
+        return (journal, backup)
+    }
+
+    @Test func aFlippedBitAnywhereIsRefusedAndNothingIsWritten() throws {
+        let dir = TempDir()
+        let (journal, backup) = try backupOfTheFixture(dir)
+        let original = try Data(contentsOf: URL(fileURLWithPath: backup))
+        var rng = SplitMix(seed: 99)
+        // Every byte of the header, then bytes all over the chunks.
+        let headerEnd = original.range(of: Data("\n\n".utf8))!.upperBound
+        let offsets = Array(0..<headerEnd) + (0..<60).map { _ in headerEnd + Int(rng.next() % UInt64(original.count - headerEnd)) }
+        for offset in offsets {
+            var damaged = original
+            damaged[offset] ^= UInt8(1 << (rng.next() % 8))
+            let file = dir.path("damaged.backup")
+            try damaged.write(to: URL(fileURLWithPath: file))
+            let target = dir.path("never.lethe")
+            let r = try run("lethe", ["backup", "restore", file, "--journal", target, "--keys", journal + ".keys"])
+            #expect(r.status != 0, "a flip at byte \(offset) went unnoticed")
+            #expect(!FileManager.default.fileExists(atPath: target) && r.stderr.hasPrefix("lethe backup restore: "))
+        }
+        // Cut short, or restored over an existing journal without saying so: refused too.
+        try original.prefix(original.count - 7).write(to: URL(fileURLWithPath: dir.path("short.backup")))
+        #expect(try run("lethe", ["backup", "restore", dir.path("short.backup"), "--journal", dir.path("x.lethe"), "--keys", journal + ".keys"]).status != 0)
+        let over = try run("lethe", ["backup", "restore", backup, "--journal", journal])
+        #expect(over.status != 0 && over.stderr.contains("refuses to overwrite"))
+        // Another master key cannot open it.
+        let foreign = try run("lethe", ["backup", "restore", backup, "--journal", dir.path("y.lethe"), "--keys", journal + ".keys"],
+                              environment: [MasterKeySource.environmentVariable: String(repeating: "cd", count: 32)])
+        #expect(foreign.status != 0 && foreign.stderr.contains("does not authenticate"))
+    }
+
+    @Test func noPersonalDataOfTheFixtureIsInTheBackupAndItSaysWhatItHolds() throws {
+        let dir = TempDir()
+        let (_, backup) = try backupOfTheFixture(dir)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: backup))
+        let lines = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n")
+        var values = Set<String>()
+        for line in lines {
+            guard let object = try? JSONParser.parse(String(line)).object, case .object(let data)? = object["data"] else { continue }
+            for field in data.fields { if let s = field.value.string, s.count >= 10 { values.insert(s) } }
+        }
+        #expect(values.count > 500)
+        #expect(values.filter { bytes.range(of: Data($0.utf8)) != nil }.isEmpty)
+        let inspect = try JSONParser.parse(try run("lethe", ["backup", "inspect", backup]).stdout.trimmingCharacters(in: .newlines)).object
+        #expect(inspect?["first_seq"] == 1 && inspect?["last_seq"] == 3012 && inspect?["created"] == "2027-01-01T00:00:00Z")
+        #expect(try run("lethe", ["backup", "list", dir.path("")]).stdout.contains("events 1–3012"))
+    }
+
+    @Test func aPurgeAfterTheBackupStaysPurgedAfterTheRestore() throws {
+        let dir = TempDir()
+        let (journal, backup) = try backupOfTheFixture(dir)
+        // After the backup: an erasure request the backup does not hold, then the retention run
+        // purges accounts (that request, and the erasure requests and cancellations it holds).
+        let request = #"{"type":"ErasureRequested","account":"acc_1","at":"2027-01-02T00:00:00Z","data":{"channel":"support"}}"#
+        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: request).status == 0)
+        let run1 = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2027-06-01T00:00:00Z"])
+        #expect(run1.status == 0)
+        let live = try run("lethe", ["export", "--journal", journal]).stdout
+        let purged = Set(live.split(separator: "\n").filter { $0.contains(#""type":"AccountPurged""#) }.map {
+            String($0.split(separator: ",").first { $0.hasPrefix(#""account":"#) }!.dropFirst(11).dropLast())
+        })
+        #expect(purged.count >= 5)
+        // Restored with the live key store: what was purged since the backup stays purged.
+        let target = dir.path("restored.lethe")
+        let r = try run("lethe", ["backup", "restore", backup, "--journal", target, "--keys", journal + ".keys", "--now", "2027-06-02T00:00:00Z"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(purged.contains("acc_1") && r.stdout.contains("(1 whose keys were destroyed after it, \(purged.count - 1) due now)"), "\(r.stdout)")
+        for account in purged {
+            let state = try run("lethe", ["state", "--journal", target, "--keys", journal + ".keys", "--account", account, "--now", "2027-06-03T00:00:00Z"]).stdout
+            #expect(state.contains(#""status":"purged","profile":{"name":null,"company":null,"email":null}"#), "\(account): \(state)")
+            let lines = try run("lethe", ["export", "--journal", target, "--keys", journal + ".keys", "--account", account, "--now", "2027-06-03T00:00:00Z"]).stdout.split(separator: "\n")
+            #expect(lines.filter { !$0.contains(#""redacted":true"#) }.allSatisfy { line in
+                EventType.allCases.filter { $0.scope == .journal }.contains { line.contains("\"type\":\"\($0.rawValue)\"") }
+            }, "\(account)")
+        }
+        #expect(try run("lethe", ["verify", "--journal", target, "--keys", journal + ".keys"]).status == 0)
+    }
+}

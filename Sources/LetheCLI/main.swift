@@ -735,6 +735,10 @@ struct BackupCommand: ParsableCommand {
         func run() throws {
             try guarded("backup restore") {
                 let keys = options.keys ?? options.journal + ".keys"
+                // The backup holds no keys: without the live key store nothing in it could be read.
+                guard access(keys, F_OK) == 0 else {
+                    throw JournalError(.keys, "no key store at \(keys): pass --keys with the live key store (backups never hold one)")
+                }
                 let manifest = try Backup.restore(file, to: options.journal, master: MasterKeySource(keysPath: keys), replace: replace)
                 for suffix in [".views", ".views-wal", ".views-shm"] { unlink(options.journal + suffix) }  // derived from the old journal
                 writeStdout("restored: " + BackupCommand.describe(file, manifest) + "\n")

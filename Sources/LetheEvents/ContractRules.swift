@@ -56,6 +56,10 @@ public struct ContractRules: EventRules {
 
         func follows(_ account: String) -> Bool { states[account] != nil }
 
+        /// The engine's own records (purge events) do not depend on the account's history: a
+        /// retention run appending them to thousands of accounts loads none of it.
+        func needsHistory(type: String) -> Bool { !(EventType(rawValue: type)?.isEngineOnly ?? false) }
+
         func load(_ account: String, history: [StoredEvent]) throws {
             if states.count >= accountLimit { states.removeAll(keepingCapacity: true) }
             states[account] = try AccountState.fold(history, account: account, until: Timestamp(nanoseconds: .max), codec: codec)
@@ -70,6 +74,9 @@ public struct ContractRules: EventRules {
                 guard let decoded = try? codec.decode(type: type.rawValue, payload: payload) else { return "the payload does not decode" }
                 data = decoded
             }
+            // An engine record for an account not followed: admitted without tracking it (its
+            // state will be loaded from the history, this event included, when it is needed).
+            if states[account] == nil && type.isEngineOnly { return nil }
             if states[account] == nil { states[account] = AccountState(account: account) }
             if let why = ContractRules.refusal(type, data, after: states[account]!) { return why }
             states[account]!.apply(type, data: data, at: at)  // in place: no copy of the account's items

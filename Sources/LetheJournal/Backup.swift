@@ -86,12 +86,14 @@ public enum Backup {
                 copy.close()
                 source.close()
             }
-            let bytes = try Data(contentsOf: URL(fileURLWithPath: snapshot))
-            let chunks = max(1, (bytes.count + chunkBytes - 1) / chunkBytes)
+            guard let input = FileHandle(forReadingAtPath: snapshot) else { throw JournalError(.storage, "cannot read \(snapshot)") }
+            defer { try? input.close() }
+            let size = Int((try FileManager.default.attributesOfItem(atPath: snapshot)[.size] as? NSNumber)?.int64Value ?? 0)
+            let chunks = max(1, (size + chunkBytes - 1) / chunkBytes)
             let id = entropy.bytes(8)
             let manifest = Manifest(
                 journal: Hex.encode(journalID), created: now, id: Hex.encode(id), firstSeq: head > 0 ? 1 : 0, lastSeq: head,
-                headLink: Hex.encode(headLink), databaseBytes: Int64(bytes.count), chunks: chunks)
+                headLink: Hex.encode(headLink), databaseBytes: Int64(size), chunks: chunks)
             let header = Array(manifest.text.utf8)
             let key = Backup.key(master: try journal.masterKey(), journalID: journalID)
             // 2. Compressed, sealed chunk by chunk, into a file that gets its name when complete.
@@ -101,8 +103,9 @@ public enum Backup {
             }() else { throw JournalError(.storage, "cannot write \(partial)") }
             defer { try? out.close() }
             try out.write(contentsOf: header)
+            // One chunk in memory at a time, whatever the journal's size.
             for index in 0..<chunks {
-                let slice = Array(bytes[(index * chunkBytes)..<min(bytes.count, (index + 1) * chunkBytes)])
+                let slice = [UInt8](try input.read(upToCount: chunkBytes) ?? Data())
                 let box = try AES.GCM.seal(
                     try LZ4.compressFrame(slice), using: key, nonce: try nonce(id: id, index: index),
                     authenticating: aad(header: header, index: index, last: index == chunks - 1))
@@ -124,15 +127,18 @@ public enum Backup {
 
     /// Reads a backup's header; throws naming the file when it is not a backup.
     public static func inspect(_ path: String) throws -> Manifest {
-        try read(path).manifest
+        try readHeader(path).manifest
     }
 
-    private static func read(_ path: String) throws -> (manifest: Manifest, header: [UInt8], body: Data) {
-        guard let data = FileManager.default.contents(atPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }
+    /// The header (at most 64 KiB, read alone), and where the chunks start.
+    private static func readHeader(_ path: String) throws -> (manifest: Manifest, header: [UInt8]) {
+        guard let file = FileHandle(forReadingAtPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }
+        defer { try? file.close() }
+        let start = (try? file.read(upToCount: 65_536)) ?? nil ?? Data()
         func bad(_ why: String) -> JournalError { JournalError(.corrupt, "\(path) is not a usable Lethe backup: \(why)") }
-        guard data.starts(with: Array(magic.utf8)) else { throw bad("no backup header") }
-        guard let end = data.range(of: Data("\n\n".utf8)) else { throw bad("the header does not end") }
-        let header = Array(data[..<end.upperBound])
+        guard start.starts(with: Array(magic.utf8)) else { throw bad("no backup header") }
+        guard let end = start.range(of: Data("\n\n".utf8)) else { throw bad("the header does not end") }
+        let header = Array(start[..<end.upperBound])
         var fields: [String: String] = [:]
         for line in String(decoding: header, as: UTF8.self).split(separator: "\n").dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { throw bad("header line without a colon") }
@@ -146,34 +152,43 @@ public enum Backup {
               let chunks = fields["chunks"].flatMap(Int.init), chunks > 0
         else { throw bad("a header field is missing or malformed") }
         let manifest = Manifest(journal: journal, created: created, id: id, firstSeq: first, lastSeq: last, headLink: link, databaseBytes: size, chunks: chunks)
-        return (manifest, header, data[end.upperBound...])
+        return (manifest, header)
     }
 
     /// Restores a backup as the journal `target`: every chunk is authenticated, the database is
-    /// rebuilt in a scratch file and verified as a journal (blocks, chain, and its head's MAC
-    /// under `master`) before it takes the name `target`. An existing `target` is replaced only
-    /// when `replace` is set. The key store is not in the backup: the caller names the one to use.
+    /// rebuilt in a scratch file (one chunk in memory at a time) and verified as a journal
+    /// (blocks, chain, and its head's MAC under `master`) before it takes the name `target`. An
+    /// existing `target` is replaced only when `replace` is set. The key store is not in the
+    /// backup: the caller names the one to use.
     @discardableResult
     public static func restore(_ path: String, to target: String, master: MasterKeySource, replace: Bool = false) throws -> Manifest {
         if !replace && FileManager.default.fileExists(atPath: target) {
             throw JournalError(.storage, "\(target) exists; restore refuses to overwrite a journal (say so explicitly to replace it)")
         }
-        let (manifest, header, body) = try read(path)
+        let (manifest, header) = try readHeader(path)
         let key = Backup.key(master: try master.load(create: false, entropy: .system), journalID: Hex.decode(manifest.journal)!)
         let id = Hex.decode(manifest.id)!
         let scratch = target + ".restoring"
         for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) }
         defer { for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) } }
-        var database = Data()
-        var offset = body.startIndex
+        guard let input = FileHandle(forReadingAtPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }
+        defer { try? input.close() }
+        guard FileManager.default.createFile(atPath: scratch, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let output = FileHandle(forWritingAtPath: scratch)
+        else { throw JournalError(.storage, "cannot write \(scratch)") }
+        defer { try? output.close() }
+        try input.seek(toOffset: UInt64(header.count))
+        var offset = header.count
+        var written: Int64 = 0
         for index in 0..<manifest.chunks {
             func damaged(_ why: String) -> JournalError {
                 JournalError(.corrupt, "the backup \(path) is damaged or foreign at chunk \(index + 1) of \(manifest.chunks) (byte \(offset)): \(why)")
             }
-            guard body.endIndex - offset >= 4 else { throw damaged("it is cut short") }
-            let length = Int(UInt32(body[offset]) | UInt32(body[offset + 1]) << 8 | UInt32(body[offset + 2]) << 16 | UInt32(body[offset + 3]) << 24)
-            guard length >= 16, body.endIndex - offset - 4 >= length else { throw damaged("it is cut short") }
-            let sealed = body[(offset + 4)..<(offset + 4 + length)]
+            guard let prefix = try input.read(upToCount: 4), prefix.count == 4 else { throw damaged("it is cut short") }
+            let length = Int(UInt32(prefix[prefix.startIndex]) | UInt32(prefix[prefix.startIndex + 1]) << 8
+                | UInt32(prefix[prefix.startIndex + 2]) << 16 | UInt32(prefix[prefix.startIndex + 3]) << 24)
+            guard length >= 16, length <= chunkBytes + (chunkBytes >> 4) + 4096 else { throw damaged("a chunk length is out of range") }
+            guard let sealed = try input.read(upToCount: length), sealed.count == length else { throw damaged("it is cut short") }
             let plain: [UInt8]
             do {
                 let box = try AES.GCM.SealedBox(nonce: try nonce(id: id, index: index), ciphertext: sealed.dropLast(16), tag: sealed.suffix(16))
@@ -181,18 +196,18 @@ public enum Backup {
             } catch {
                 throw damaged("it does not authenticate (altered, or made from another journal or master key)")
             }
-            database.append(contentsOf: try LZ4.decompressFrame(plain, limit: chunkBytes))
+            let chunk = try LZ4.decompressFrame(plain, limit: chunkBytes)
+            try output.write(contentsOf: chunk)
+            written += Int64(chunk.count)
             offset += 4 + length
         }
-        guard offset == body.endIndex else {
-            throw JournalError(.corrupt, "the backup \(path) has \(body.endIndex - offset) bytes after its last chunk")
+        if let rest = try input.read(upToCount: 1), !rest.isEmpty {
+            throw JournalError(.corrupt, "the backup \(path) has bytes after its last chunk")
         }
-        guard Int64(database.count) == manifest.databaseBytes else {
-            throw JournalError(.corrupt, "the backup \(path) holds \(database.count) bytes of database, its header says \(manifest.databaseBytes)")
+        guard written == manifest.databaseBytes else {
+            throw JournalError(.corrupt, "the backup \(path) holds \(written) bytes of database, its header says \(manifest.databaseBytes)")
         }
-        guard FileManager.default.createFile(atPath: scratch, contents: database, attributes: [.posixPermissions: 0o600]) else {
-            throw JournalError(.storage, "cannot write \(scratch)")
-        }
+        try output.synchronize()
         // The restored file must be the journal the header names, whole and authentic.
         let report = try JournalReader.verify(path: scratch, master: master)
         guard report.anchored || manifest.lastSeq == 0, report.events == manifest.lastSeq, report.headLink == manifest.headLink else {

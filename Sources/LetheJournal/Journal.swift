@@ -208,9 +208,12 @@ public final class Journal: Sendable {
     /// Appends `events` and, in the same transaction, records the `erasures` they announce (a
     /// purge event and the purge itself); then carries the erasures out (`finishErasures`). A
     /// crash between the two leaves the erasures recorded, and the next `finishErasures` does them.
-    public func append(_ events: [NewEvent], erasing erasures: [Erasure]) throws -> [AppendOutcome] {
+    ///
+    /// With `finish: false` the erasures stay recorded for a later `finishErasures`, which does
+    /// many at once: each block is rewritten once however many of its events go.
+    public func append(_ events: [NewEvent], erasing erasures: [Erasure], finish: Bool = true) throws -> [AppendOutcome] {
         let outcomes = try append(prepare(events), erasing: erasures)
-        try finishErasures()
+        if finish { try finishErasures() }
         return outcomes
     }
 
@@ -234,12 +237,13 @@ public final class Journal: Sendable {
     public func finishErasures() throws -> Int {
         try writer.withLock { writer in
             var done = 0
-            while let (id, erasure) = try writer.nextErasure() {
-                if case .account(let account) = erasure {
-                    try sealer.withLock { try $0.keys.destroyKey(account, at: options.clock.now()) }
-                }
-                try writer.scrub(erasure, id: id)
-                done += 1
+            while true {
+                let batch = try writer.pendingErasures(limit: 10_000)
+                guard !batch.isEmpty else { break }
+                let accounts = batch.compactMap { if case .account(let a) = $0.erasure { a } else { nil } }
+                try sealer.withLock { try $0.keys.destroyKeys(accounts, at: options.clock.now()) }
+                try writer.scrub(batch)
+                done += batch.count
             }
             if done > 0 {
                 try writer.checkpoint()
@@ -650,7 +654,9 @@ final class Writer {
             }
             // Last, the domain's rules: an event they admit is accepted, so their state stays true.
             if let rules, let plaintext = e.plaintext {
-                if !rules.follows(e.account) { try rules.load(e.account, history: history(of: e.account)) }
+                if !rules.follows(e.account) && rules.needsHistory(type: e.type) {
+                    try rules.load(e.account, history: history(of: e.account))
+                }
                 if let why = rules.admit(account: e.account, type: e.type, payload: plaintext, scope: e.scope, at: e.at) {
                     try refuse(JournalError(.refusedByRules, why))
                     continue
@@ -767,50 +773,62 @@ final class Writer {
 
     // MARK: Erasures
 
-    /// The oldest recorded erasure not done yet.
-    func nextErasure() throws -> (Int64, Erasure)? {
-        let s = try db.statement("SELECT id, account, seqs FROM erasures ORDER BY id LIMIT 1")
+    /// The oldest recorded erasures not done yet, up to `limit`.
+    func pendingErasures(limit: Int) throws -> [(id: Int64, erasure: Erasure)] {
+        let s = try db.statement("SELECT id, account, seqs FROM erasures ORDER BY id LIMIT ?")
         defer { s.reset() }
-        guard try s.step() else { return nil }
-        let account = s.text(1) ?? ""
-        guard let list = s.optionalText(2) else { return (s.int(0), .account(account)) }
-        let seqs = list.split(separator: ",").compactMap { Int64($0) }
-        return (s.int(0), .events(account: account, seqs: seqs))
-    }
-
-    /// Physically removes the payloads `erasure` names, in one transaction with the removal of
-    /// its record: every block that holds one is decoded, its payloads replaced by their digests,
-    /// and written back; the tail's rows likewise. Payloads already gone are skipped.
-    func scrub(_ erasure: Erasure, id: Int64) throws {
-        let account = erasure.account
-        let targets: (SealedEvent) -> Bool
-        switch erasure {
-        case .account:
-            targets = { e in
-                if e.header.account == account, case .sealed(_, .subject) = e.body { true } else { false }
-            }
-        case .events(_, let seqs):
-            let wanted = Set(seqs)
-            targets = { e in
-                if e.header.account == account, wanted.contains(e.header.seq), case .sealed = e.body { true } else { false }
+        s.bind(1, Int64(limit))
+        var out: [(Int64, Erasure)] = []
+        while try s.step() {
+            let account = s.text(1) ?? ""
+            if let list = s.optionalText(2) {
+                out.append((s.int(0), .events(account: account, seqs: list.split(separator: ",").compactMap { Int64($0) })))
+            } else {
+                out.append((s.int(0), .account(account)))
             }
         }
+        return out
+    }
+
+    /// Physically removes the payloads the erasures name, in one transaction with the removal of
+    /// their records: every block that holds one is decoded, its payloads replaced by their
+    /// digests, and written back, once however many erasures touch it; the tail's rows likewise.
+    /// Payloads already gone are skipped.
+    func scrub(_ erasures: [(id: Int64, erasure: Erasure)]) throws {
+        var wholeAccounts = Set<String>()
+        var events: [String: Set<Int64>] = [:]
+        for (_, erasure) in erasures {
+            switch erasure {
+            case .account(let a): wholeAccounts.insert(a)
+            case .events(let a, let seqs): events[a, default: []].formUnion(seqs)
+            }
+        }
+        func targets(_ e: SealedEvent) -> Bool {
+            guard case .sealed(_, let scope) = e.body else { return false }
+            if scope == .subject && wholeAccounts.contains(e.header.account) { return true }
+            return events[e.header.account]?.contains(e.header.seq) ?? false
+        }
+        let accounts = wholeAccounts.union(events.keys)
         do {
             try db.transaction {
-                var blocks: [(id: Int64, block: Block)] = []
-                let s = try db.statement("""
-                    SELECT b.id, b.first_seq, b.last_seq, b.frame FROM accounts a
-                    JOIN account_blocks ab ON ab.account_id = a.id JOIN blocks b ON b.id = ab.block_id
-                    WHERE a.name = ? ORDER BY b.first_seq
+                // The blocks that hold any of these accounts' events, each once, in order.
+                var blockIDs = Set<Int64>()
+                let find = try db.statement("""
+                    SELECT ab.block_id FROM accounts a JOIN account_blocks ab ON ab.account_id = a.id WHERE a.name = ?
                     """)
-                s.bind(1, account)
-                while try s.step() {
-                    let block = try JournalReader.decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2))
-                    if block.events.contains(where: targets) { blocks.append((s.int(0), block)) }
+                for account in accounts {
+                    find.bind(1, account)
+                    while try find.step() { blockIDs.insert(find.int(0)) }
+                    find.reset()
                 }
-                s.reset()
+                let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
                 let update = try db.statement("UPDATE blocks SET frame = ? WHERE id = ?")
-                for (blockID, block) in blocks {
+                for blockID in blockIDs.sorted() {
+                    read.bind(1, blockID)
+                    guard try read.step() else { read.reset(); continue }
+                    let block = try JournalReader.decodeFrame(read.blob(2), id: blockID, first: read.int(0), last: read.int(1))
+                    read.reset()
+                    guard block.events.contains(where: targets) else { continue }
                     var scrubbed = block
                     for k in scrubbed.events.indices where targets(scrubbed.events[k]) {
                         scrubbed.events[k].body = .purged(digest: scrubbed.events[k].digest)
@@ -825,13 +843,14 @@ final class Writer {
                 for e in try JournalReader.tailRows(db).0 where targets(e) {
                     try clearTail.bind(1, e.digest).bind(2, e.header.seq).run()
                 }
-                try db.statement("DELETE FROM erasures WHERE id = ?").bind(1, id).run()
+                let done = try db.statement("DELETE FROM erasures WHERE id = ?")
+                for (id, _) in erasures { try done.bind(1, id).run() }
                 try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'erased'")
             }
             try reload()
         } catch {
             try? reload()
-            throw JournalError.storage("erasing the payloads of \(account) failed; it will be retried", error)
+            throw JournalError.storage("erasing the payloads of \(accounts.count) accounts failed; it will be retried", error)
         }
     }
 

@@ -183,17 +183,24 @@ package final class KeyStore {
 
     /// Destroys the account's key for good: the wrapped bytes are overwritten, a tombstone stays.
     package func destroyKey(_ account: String, at time: Timestamp) throws {
-        cache[account] = nil
+        try destroyKeys([account], at: time)
+    }
+
+    /// Destroys these accounts' keys in one transaction, then truncates the WAL once.
+    package func destroyKeys(_ accounts: [String], at time: Timestamp) throws {
+        guard !accounts.isEmpty else { return }
+        for account in accounts { cache[account] = nil }
         do {
             try db.transaction {
-                try db.statement("""
+                let s = try db.statement("""
                     INSERT INTO keys(account, wrapped, created, destroyed) VALUES(?1, NULL, ?2, ?2)
-                    ON CONFLICT(account) DO UPDATE SET wrapped = NULL, destroyed = ?2
-                    """).bind(1, account).bind(2, time.nanoseconds).run()
+                    ON CONFLICT(account) DO UPDATE SET wrapped = NULL, destroyed = coalesce(destroyed, ?2)
+                    """)
+                for account in accounts { try s.bind(1, account).bind(2, time.nanoseconds).run() }
             }
             try db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         } catch {
-            throw JournalError(.keys, "cannot destroy a key in \(path)", underlying: error)
+            throw JournalError(.keys, "cannot destroy keys in \(path)", underlying: error)
         }
     }
 }

@@ -10,6 +10,9 @@ public protocol EventRules: Sendable {
 public protocol RulesChecker: AnyObject {
     /// Whether the checker already follows `account`; if not, the writer `load`s it first.
     func follows(_ account: String) -> Bool
+    /// Whether an event of `type` for an account the checker does not follow needs its history
+    /// loaded first; when not, `admit` is asked without it and must not track the account.
+    func needsHistory(type: String) -> Bool
     /// Builds the account's state from its stored events, in order.
     func load(_ account: String, history: [StoredEvent]) throws
     /// nil admits the event (and the checker applies it); otherwise the reason it is refused.

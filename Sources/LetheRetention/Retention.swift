@@ -157,6 +157,8 @@ public final class Retention: Sendable {
             for account in work.keys.sorted() {
                 try execute(account: account, work[account]!.obligations, work[account]!.records, now: now, into: &result)
             }
+            // The erasures all at once: each block is rewritten once, however many accounts it holds.
+            try journal.finishErasures()
             try views.catchUp()
             try views.checkpointWAL()
             logger.info("\(result.summary)")
@@ -181,8 +183,9 @@ public final class Retention: Sendable {
             let event = NewEvent(
                 id: "lethe:\(rule):\(account):restored", account: account, type: EventType.accountPurged.rawValue, at: at,
                 payload: PayloadCodec.standard.encode(type: EventType.accountPurged.rawValue, data: ["rule": .string(rule)]), scope: .journal)
-            if case .appended = try journal.append([event], erasing: [.account(account)])[0] { purged.append(account) }
+            if case .appended = try journal.append([event], erasing: [.account(account)], finish: false)[0] { purged.append(account) }
         }
+        try journal.finishErasures()
         try views.catchUp()
         try views.checkpointWAL()
         return purged
@@ -254,7 +257,7 @@ public final class Retention: Sendable {
         }
         guard !events.isEmpty else { return }
         var refused = false
-        for outcome in try journal.append(events, erasing: erasures) {
+        for outcome in try journal.append(events, erasing: erasures, finish: false) {
             if case .rejected(let error) = outcome {
                 refused = true
                 logger.warning("a purge event was refused", metadata: ["account": "\(account)", "why": "\(error.message)"])

@@ -44,7 +44,7 @@ final class Projector {
     private let grantConsent, revokeConsent, hasConsent, insertNotice, hasMergerNotice, insertDisclosure: SQLiteStatement
     private let placeHold, releaseHold, hasHold, insertAccess, insertPageView: SQLiteStatement
     private let startObligation, endObligations, endItemObligations, endAccountObligations: SQLiteStatement
-    private let insertRecord, expireRecords, expireAccesses, dropPageViews, addPageViewStats, insertErasureRequest: SQLiteStatement
+    private let insertRecord, expireRecords, expireAccesses, dropPageViews, dropEmptyPageViews, addPageViewStats, insertErasureRequest: SQLiteStatement
     /// Event types whose raw records expire on their own (the policy's record rules), by type.
     private let recordRules: [EventType: RetentionPolicy.RecordRule]
     private let recordRulesByName: [String: RetentionPolicy.RecordRule]
@@ -95,9 +95,11 @@ final class Projector {
         endItemObligations = try s("UPDATE obligations SET end_at=?3, end_ns=?4, ended_by=?5 WHERE account=?1 AND item=?2 AND end_ns IS NULL")
         endAccountObligations = try s("UPDATE obligations SET end_at=?2, end_ns=?3, ended_by='AccountPurged' WHERE account=?1 AND end_ns IS NULL")
         insertRecord = try s("INSERT OR IGNORE INTO records VALUES(?1, ?2, ?3, ?4, ?5, ?6)")
-        expireRecords = try s("DELETE FROM records WHERE account=?1 AND type=?2 AND at_ns<=?3")
+        // `+at_ns`: by the primary key (this account's records), never by the time index (everybody's).
+        expireRecords = try s("DELETE FROM records WHERE account=?1 AND type=?2 AND +at_ns<=?3")
         expireAccesses = try s("UPDATE access_log SET actor=NULL, ip=NULL, reason=NULL, ticket=NULL, authorized=NULL WHERE account=?1 AND at_ns<=?2")
         dropPageViews = try s("UPDATE page_views SET views=views-?4 WHERE account=?1 AND day=?2 AND path=?3")
+        dropEmptyPageViews = try s("DELETE FROM page_views WHERE account=?1 AND day=?2 AND path=?3 AND views <= 0")
         addPageViewStats = try s("INSERT INTO page_view_stats VALUES(?1, ?2, ?3) ON CONFLICT DO UPDATE SET views=views+?3")
         insertErasureRequest = try s("INSERT INTO erasure_requests VALUES(?1, ?2, ?3, ?4)")
         insertAccess = try s("INSERT INTO access_log VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
@@ -194,9 +196,9 @@ final class Projector {
                 for case .object(let c) in counts {
                     guard let day = c["day"]?.string, let path = c["path"]?.string, case .int(let views)? = c["views"] else { continue }
                     try dropPageViews.bind(1, account).bind(2, day).bind(3, path).bind(4, views).run()
+                    try dropEmptyPageViews.bind(1, account).bind(2, day).bind(3, path).run()
                     try addPageViewStats.bind(1, day).bind(2, path).bind(3, views).run()
                 }
-                try db.execute("DELETE FROM page_views WHERE views <= 0")
             }
         case .processorErasureRequested:
             try insertErasureRequest.bind(1, h.seq).bind(2, account).bind(3, text("processor")).bind(4, at).run()

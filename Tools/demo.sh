@@ -62,7 +62,8 @@ echo "== the scheduler's run at $now: every due, unheld obligation executed, raw
 echo "== run again at the same time: nothing more"
 "$bin/lethe" retention run --journal "$journal" --now "$now" | sed 's/^/   /'
 "$bin/lethe" verify --journal "$journal" | cut -c1-100 | sed 's/^/   /'
-purged=$("$bin/lethe" export --journal "$journal" | grep -m1 '"type":"AccountPurged"' | sed 's/.*"account":"\([^"]*\)".*/\1/')
+# (awk reads to the end: a reader that stops early would kill the export with SIGPIPE)
+purged=$("$bin/lethe" export --journal "$journal" | awk '/"type":"AccountPurged"/ && !found { found = 1; print }' | sed 's/.*"account":"\([^"]*\)".*/\1/')
 echo "== $purged was purged; what the journal still says about it (ids, types, times, the engine's events):"
 "$bin/lethe" export --journal "$journal" --account "$purged" | tail -4 | cut -c1-160 | sed 's/^/   /'
 purged_email=$(grep -m1 "\"AccountSignedUp\",\"account\":\"$purged\"" "$out/history.ndjson" | sed 's/.*"email":"\([^"]*\)".*/\1/')
@@ -73,6 +74,11 @@ else
 fi
 "$bin/lethe" retention dry-run --journal "$journal" --as-of "$now" --horizon 30 --format html --output "$out/retention-after-run.html"
 echo "   after the run: $out/retention-after-run.html (with each purge's delay after its due time)"
+echo "== an encrypted backup, what it says of itself (no key needed), and a restore verified before it is written"
+"$bin/lethe" backup create "$out/demo.backup" --journal "$journal" --now "$now" | sed 's/^/   /'
+"$bin/lethe" backup inspect "$out/demo.backup" | sed 's/^/   /'
+"$bin/lethe" backup restore "$out/demo.backup" --journal "$out/restored.lethe" --keys "$journal.keys" --now "$now" | sed 's/^/   /'
+"$bin/lethe" verify --journal "$out/restored.lethe" --keys "$journal.keys" | cut -c1-100 | sed 's/^/   /'
 echo "== active accounts not yet told of policy version 2026-06"
 "$bin/lethe" policy-notices --journal "$journal" --version 2026-06 | sed 's/"pending":\[[^]]*\]/"pending":[…]/'
 echo "== what is on disk"

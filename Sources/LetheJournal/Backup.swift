@@ -97,10 +97,9 @@ public enum Backup {
             let header = Array(manifest.text.utf8)
             let key = Backup.key(master: try journal.masterKey(), journalID: journalID)
             // 2. Compressed, sealed chunk by chunk, into a file that gets its name when complete.
-            guard let out = FileHandle(forWritingAtPath: partial) ?? {
-                FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600])
-                return FileHandle(forWritingAtPath: partial)
-            }() else { throw JournalError(.storage, "cannot write \(partial)") }
+            guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]),
+                  let out = FileHandle(forWritingAtPath: partial)
+            else { throw JournalError(.storage, "cannot write \(partial)") }
             defer { try? out.close() }
             try out.write(contentsOf: header)
             // One chunk in memory at a time, whatever the journal's size.

@@ -422,7 +422,7 @@ public final class JournalReader {
             return try s.step() ? s.blob(0) : []
         }
         guard headLink == link else { throw JournalError(.corrupt, "the chain's head link does not match the events (altered)") }
-        if let master {
+        if master != nil {
             report.anchored = true  // an empty journal has nothing to authenticate
         }
         if let master, head > 0 {

@@ -56,6 +56,10 @@ public struct ContractRules: EventRules {
 
         func follows(_ account: String) -> Bool { states[account] != nil }
 
+        func makeRoom(for count: Int) {
+            if states.count + count > accountLimit { states.removeAll(keepingCapacity: true) }
+        }
+
         /// The engine's own records (purge events) do not depend on the account's history: a
         /// retention run appending them to thousands of accounts loads none of it.
         func needsHistory(type: String) -> Bool { !(EventType(rawValue: type)?.isEngineOnly ?? false) }

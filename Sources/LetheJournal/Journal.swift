@@ -605,6 +605,7 @@ final class Writer {
         links.reserveCapacity(batch.count)
         var link = headLink
         var seq = headSeq
+        try loadHistories(for: batch)
         for e in batch {
             let body: PreparedBatch.Sealed
             switch e.sealed {
@@ -688,6 +689,59 @@ final class Writer {
         try reader.scanBlocks(account: account) { sealed.append($0) }
         sealed += tail.filter { $0.header.account == account }
         return try sealed.map { try reader.open($0) }
+    }
+
+    /// Gives the rules the histories of the batch's accounts they do not follow yet, a group of
+    /// accounts at a time, reading each block that holds any of them once per group: accounts are
+    /// interleaved in blocks, so loading them one by one would decode the same blocks again and
+    /// again. (An account whose state is dropped meanwhile is loaded alone when its turn comes.)
+    private func loadHistories(for batch: [PreparedBatch.Item]) throws {
+        guard let rules, let lookupKey else { return }
+        var seen = Set<String>()
+        var missing: [String] = []
+        for e in batch where e.plaintext != nil && seen.insert(e.account).inserted {
+            guard case .success = e.sealed, !rules.follows(e.account), rules.needsHistory(type: e.type) else { continue }
+            missing.append(e.account)
+        }
+        guard missing.count > 1 else { return }
+        rules.makeRoom(for: missing.count)
+        let reader = JournalReader(db: db, path: db.path, keysPath: "", lookupKey: lookupKey)
+        let find = try db.statement("SELECT block_id FROM account_blocks WHERE account_id = ?")
+        let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
+        // Groups of accounts holding up to ~500,000 events between them (their versions): each
+        // group reads the blocks that hold any of them once, and memory stays bounded.
+        var start = 0
+        while start < missing.count {
+            var names = Set<String>()
+            var blockIDs = Set<Int64>()
+            var events: Int64 = 0
+            while start < missing.count && events < 500_000 {
+                let account = missing[start]
+                start += 1
+                guard let row = try accountRow(account) else {
+                    try rules.load(account, history: [])  // a new account: no history
+                    continue
+                }
+                names.insert(account)
+                events += row.version
+                find.bind(1, row.id)
+                while try find.step() { blockIDs.insert(find.int(0)) }
+                find.reset()
+            }
+            guard !names.isEmpty else { continue }
+            var sealed: [String: [SealedEvent]] = [:]
+            for blockID in blockIDs.sorted() {
+                read.bind(1, blockID)
+                guard try read.step() else { read.reset(); continue }
+                let block = try JournalReader.decodeFrame(read.blob(2), id: blockID, first: read.int(0), last: read.int(1))
+                read.reset()
+                for e in block.events where names.contains(e.header.account) { sealed[e.header.account, default: []].append(e) }
+            }
+            for e in tail where names.contains(e.header.account) { sealed[e.header.account, default: []].append(e) }
+            for account in names where !rules.follows(account) {
+                try rules.load(account, history: try (sealed[account] ?? []).map { try reader.open($0) })
+            }
+        }
     }
 
     /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.

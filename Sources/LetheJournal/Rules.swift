@@ -13,6 +13,9 @@ public protocol RulesChecker: AnyObject {
     /// Whether an event of `type` for an account the checker does not follow needs its history
     /// loaded first; when not, `admit` is asked without it and must not track the account.
     func needsHistory(type: String) -> Bool
+    /// Makes room for `count` more accounts (by dropping states), so that loading them does not
+    /// drop the ones just loaded.
+    func makeRoom(for count: Int)
     /// Builds the account's state from its stored events, in order.
     func load(_ account: String, history: [StoredEvent]) throws
     /// nil admits the event (and the checker applies it); otherwise the reason it is refused.

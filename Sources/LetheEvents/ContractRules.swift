@@ -12,7 +12,7 @@ public struct ContractRules: EventRules {
     /// Accounts followed at once; past this the checker starts afresh (and reloads histories).
     public var accountLimit: Int
 
-    public init(codec: PayloadCodec = .standard, accountLimit: Int = 100_000) {
+    public init(codec: PayloadCodec = .standard, accountLimit: Int = 1_000_000) {
         self.codec = codec
         self.accountLimit = accountLimit
     }

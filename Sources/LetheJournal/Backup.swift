@@ -75,6 +75,10 @@ public enum Backup {
             let journalID: [UInt8], head: Int64, headLink: [UInt8]
             do {
                 let source = try SQLiteDatabase(path: journal.path, readOnly: true)
+                // Encrypted payloads, but account ids and times in clear: for the owner only.
+                guard FileManager.default.createFile(atPath: snapshot, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                    throw JournalError(.storage, "cannot write \(snapshot)")
+                }
                 let copy = try SQLiteDatabase(path: snapshot)
                 try copy.replaceContents(from: source)
                 try copy.execute("PRAGMA journal_mode=DELETE")
@@ -161,7 +165,7 @@ public enum Backup {
     /// backup: the caller names the one to use.
     @discardableResult
     public static func restore(_ path: String, to target: String, master: MasterKeySource, replace: Bool = false) throws -> Manifest {
-        if !replace && FileManager.default.fileExists(atPath: target) {
+        if !replace && [target, target + "-wal"].contains(where: { FileManager.default.fileExists(atPath: $0) }) {
             throw JournalError(.storage, "\(target) exists; restore refuses to overwrite a journal (say so explicitly to replace it)")
         }
         let (manifest, header) = try readHeader(path)
@@ -212,9 +216,16 @@ public enum Backup {
         guard report.anchored || manifest.lastSeq == 0, report.events == manifest.lastSeq, report.headLink == manifest.headLink else {
             throw JournalError(.corrupt, "the backup \(path) does not restore the journal its header describes")
         }
-        if replace { for p in [target, target + "-wal", target + "-shm"] { unlink(p) } }
-        guard rename(scratch, target) == 0 else {
-            throw JournalError(.storage, "cannot move the restored journal into place at \(target): \(String(cString: strerror(errno)))")
+        if replace {
+            for p in [target + "-wal", target + "-shm"] { unlink(p) }
+            guard rename(scratch, target) == 0 else {
+                throw JournalError(.storage, "cannot move the restored journal into place at \(target): \(String(cString: strerror(errno)))")
+            }
+        } else {
+            // link fails if a journal appeared at `target` meanwhile: never replaced unless asked.
+            guard link(scratch, target) == 0 else {
+                throw JournalError(.storage, "cannot put the restored journal at \(target): \(String(cString: strerror(errno)))")
+            }
         }
         return manifest
     }

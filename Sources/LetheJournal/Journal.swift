@@ -572,8 +572,12 @@ final class Writer {
                     try reload()
                 }
                 let outcomes = try appendInTransaction(batch.items, shredded: shredded)
+                // An erasure goes with its events: none is recorded for an account whose event
+                // was refused (a purge that did not happen erases nothing).
+                var refused = Set<String>()
+                for (item, outcome) in zip(batch.items, outcomes) { if case .rejected = outcome { refused.insert(item.account) } }
                 let record = try db.statement("INSERT INTO erasures(account, seqs) VALUES(?, ?)")
-                for erasure in erasures {
+                for erasure in erasures where !refused.contains(erasure.account) {
                     switch erasure {
                     case .account(let account):
                         try record.bind(1, account).bind(2, nil as String?).run()
@@ -908,10 +912,19 @@ final class Writer {
         }
     }
 
-    /// Copies the WAL into the database and truncates it, so no old page survives there.
+    /// Copies the WAL into the database and truncates it, so no old page survives there. A
+    /// reader holding an old snapshot keeps the WAL busy: the checkpoint is retried for a while,
+    /// then reported (the next erasure checkpoints again).
     func checkpoint() throws {
         do {
-            try db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for attempt in 0..<50 {
+                let s = try db.statement("PRAGMA wal_checkpoint(TRUNCATE)")
+                let busy = try s.step() ? s.int(0) : 0
+                s.reset()
+                if busy == 0 { return }
+                if attempt < 49 { usleep(100_000) }
+            }
+            options.logger.warning("the journal's WAL could not be truncated: a reader holds an old snapshot; the next erasure retries")
         } catch {
             throw JournalError.storage("checkpointing the journal's WAL failed", error)
         }

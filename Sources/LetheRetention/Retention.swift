@@ -99,6 +99,11 @@ public final class Retention: Sendable {
     /// The report as of `asOf`: obligations pending then and due by `asOf + horizonDays`. Changes
     /// nothing in the journal (the read models are caught up first).
     public func report(asOf: Timestamp, horizonDays: Int64) throws -> RetentionReport {
+        try report(asOf: asOf, horizonDays: horizonDays, executed: true)
+    }
+
+    /// `executed: false` leaves out the purges already run (a run does not need that history).
+    private func report(asOf: Timestamp, horizonDays: Int64, executed withExecuted: Bool) throws -> RetentionReport {
         try views.catchUp()
         let limit = asOf.adding(seconds: horizonDays * RetentionPolicy.day)
         var cases: [String: [String]] = [:]
@@ -122,7 +127,7 @@ public final class Retention: Sendable {
             case (let x?, let y?): return x != y ? x < y : a.rule < b.rule
             }
         }
-        let executed = try views.executedObligations(through: asOf).map { o in
+        let executed = try (withExecuted ? views.executedObligations(through: asOf) : []).map { o in
             RetentionReport.Executed(account: o.account, item: o.item, rule: o.rule, due: o.start.adding(seconds: policy.window(o.rule)), ran: o.end!)
         }
         var erasures: [String: Set<String>] = [:]
@@ -141,7 +146,7 @@ public final class Retention: Sendable {
         try running.withLock { _ in
             var result = RetentionRun(now: now)
             result.finishedEarlier = try journal.finishErasures()
-            let report = try report(asOf: now, horizonDays: 0)
+            let report = try report(asOf: now, horizonDays: 0, executed: false)
             var work: [String: (obligations: [RetentionReport.Obligation], records: [(RetentionPolicy.RecordRule, [Views.Record])])] = [:]
             for o in report.obligations where o.status == "due" {
                 if o.held { result.held += 1 } else { work[o.account, default: ([], [])].obligations.append(o) }
@@ -199,7 +204,18 @@ public final class Retention: Sendable {
     ) throws {
         guard let last = try journal.latestTime(of: account) else { return }
         // A purge is recorded after everything the account already holds (its own time order).
+        // When the account has events after `now`, what is purged must still be pending then:
+        // an item restored, an account reactivated, or a case opened after `now` stops it.
         let at = max(now, last)
+        var obligations = obligations
+        if at > now {
+            let stillPending = Set(try views.obligations(account: account, pendingAt: at).map { "\($0.item ?? "")\u{0}\($0.rule)\u{0}\($0.start.nanoseconds)" })
+            obligations = obligations.filter { stillPending.contains("\($0.item ?? "")\u{0}\($0.rule)\u{0}\($0.start.nanoseconds)") }
+            if try !views.openCases(account: account, at: at).isEmpty {
+                result.held += obligations.count
+                return
+            }
+        }
         let codec = PayloadCodec.standard
         func event(_ type: EventType, id: String, _ data: JSONObject) -> NewEvent {
             NewEvent(id: id, account: account, type: type.rawValue, at: at, payload: codec.encode(type: type.rawValue, data: data), scope: type.scope)

@@ -297,6 +297,25 @@ extension ReadModels {
         }
     }
 
+    /// One account's obligations pending at `moment` (by its primary key).
+    public func obligations(account: String, pendingAt moment: Timestamp) throws -> [Views.Obligation] {
+        try query { db in
+            let s = try db.statement("""
+                SELECT item, rule, start_seq, start_ns FROM obligations
+                WHERE account=?1 AND start_ns <= ?2 AND (end_ns IS NULL OR end_ns > ?2)
+                """)
+            s.bind(1, account).bind(2, moment.nanoseconds)
+            var out: [Views.Obligation] = []
+            while try s.step() {
+                let item = s.text(0) ?? ""
+                out.append(Views.Obligation(
+                    account: account, item: item.isEmpty ? nil : item, rule: s.text(1)!, startSeq: s.int(2),
+                    start: Timestamp(nanoseconds: s.int(3)), endedBy: nil, end: nil))
+            }
+            return out
+        }
+    }
+
     /// Obligations executed (their item or account purged) by `asOf`, in order of execution.
     public func executedObligations(through asOf: Timestamp) throws -> [Views.Obligation] {
         try query { db in

@@ -226,6 +226,26 @@ import Testing
         #expect(executed.count == 1 && executed[0].delaySeconds == 22 * d - 3)
     }
 
+    @Test func aRunNeverPurgesWhatLaterEventsSaved() throws {
+        // The account's history runs past `now`: the purge would be recorded after it, so it must
+        // still be pending then. Here the item was restored after `now`; the other is still due.
+        let dir = TempDir()
+        let (journal, retention) = try open(dir, seed: 5)
+        let t0 = RetentionTests.base, d = RetentionTests.day
+        _ = try journal.append([
+            newEvent("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: t0),
+            newEvent("a", .itemCreated, ["item": "kept", "kind": "site"], at: t0 + 1),
+            newEvent("a", .itemCreated, ["item": "gone", "kind": "site"], at: t0 + 2),
+            newEvent("a", .itemDeleted, ["item": "kept"], at: t0 + 3),
+            newEvent("a", .itemDeleted, ["item": "gone"], at: t0 + 4),
+            newEvent("a", .itemRestored, ["item": "kept"], at: t0 + 45 * d),
+        ])
+        let result = try retention.run(now: stamp(t0 + 40 * d))
+        #expect(result.itemsPurged == 1)
+        let items = try retention.views.items(account: "a")
+        #expect(items.map(\.item) == ["kept"] && items[0].state == "live")
+    }
+
     @Test func twoRunsAtOnceInTwoProcessesPurgeOnce() throws {
         let dir = TempDir()
         let journal = dir.path("j.lethe")

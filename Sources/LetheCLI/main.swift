@@ -739,7 +739,7 @@ struct BackupCommand: ParsableCommand {
                 guard access(keys, F_OK) == 0 else {
                     throw JournalError(.keys, "no key store at \(keys): pass --keys with the live key store (backups never hold one)")
                 }
-                let manifest = try Backup.restore(file, to: options.journal, master: MasterKeySource(keysPath: keys), replace: replace)
+                let manifest = try Backup.restore(file, to: options.journal, keysPath: keys, master: MasterKeySource(keysPath: keys), replace: replace)
                 for suffix in [".views", ".views-wal", ".views-shm"] { unlink(options.journal + suffix) }  // derived from the old journal
                 writeStdout("restored: " + BackupCommand.describe(file, manifest) + "\n")
                 // The live key store knows what was purged since: those accounts stay purged, and

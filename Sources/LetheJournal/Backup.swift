@@ -160,11 +160,12 @@ public enum Backup {
 
     /// Restores a backup as the journal `target`: every chunk is authenticated, the database is
     /// rebuilt in a scratch file (one chunk in memory at a time) and verified as a journal
-    /// (blocks, chain, and its head's MAC under `master`) before it takes the name `target`. An
+    /// (blocks, chain, and its head's MAC under `master`), and the single-event erasures the key
+    /// store at `keysPath` remembers are done again, before it takes the name `target`. An
     /// existing `target` is replaced only when `replace` is set. The key store is not in the
-    /// backup: the caller names the one to use.
+    /// backup: the caller names the live one.
     @discardableResult
-    public static func restore(_ path: String, to target: String, master: MasterKeySource, replace: Bool = false) throws -> Manifest {
+    public static func restore(_ path: String, to target: String, keysPath: String, master: MasterKeySource, replace: Bool = false) throws -> Manifest {
         if !replace && [target, target + "-wal"].contains(where: { FileManager.default.fileExists(atPath: $0) }) {
             throw JournalError(.storage, "\(target) exists; restore refuses to overwrite a journal (say so explicitly to replace it)")
         }
@@ -216,6 +217,13 @@ public enum Backup {
         guard report.anchored || manifest.lastSeq == 0, report.events == manifest.lastSeq, report.headLink == manifest.headLink else {
             throw JournalError(.corrupt, "the backup \(path) does not restore the journal its header describes")
         }
+        // Before it takes its name: the single events erased since the backup (whose keys live on)
+        // are erased again, as the live key store remembers them.
+        do {
+            let journal = try Journal(path: scratch, keysPath: keysPath, master: master)
+            try journal.reapplyErasures()
+        }
+        for p in [scratch + "-wal", scratch + "-shm"] { unlink(p) }
         if replace {
             for p in [target + "-wal", target + "-shm"] { unlink(p) }
             guard rename(scratch, target) == 0 else {

@@ -120,6 +120,8 @@ public final class Journal: Sendable {
     private let sealer: Mutex<Sealer>
     /// Decisions, the chain and the file: taken by `append` (which may then take `sealer`, never the reverse).
     private let writer: Mutex<Writer>
+    /// The journal's random identity (meta `journal_id`).
+    let journalID: [UInt8]
 
     /// Opens the journal at `path` (creating it when missing) and its key store at `keysPath`
     /// (default `path + ".keys"`).
@@ -132,6 +134,7 @@ public final class Journal: Sendable {
         let db = try Journal.openDatabase(path: path, options: options)
         let keys = try KeyStore(path: self.keysPath, master: self.master, entropy: options.entropy, synchronous: options.synchronous)
         let journalID = try JournalReader.journalID(db)
+        self.journalID = journalID
         let anchorKey = keys.anchorKey(journalID: journalID)
         writer = Mutex(try Writer(db: db, anchorKey: anchorKey, options: options))
         sealer = Mutex(Sealer(keys: keys, engineKey: keys.engineKey(journalID: journalID), entropy: options.entropy))
@@ -241,7 +244,12 @@ public final class Journal: Sendable {
                 let batch = try writer.pendingErasures(limit: 10_000)
                 guard !batch.isEmpty else { break }
                 let accounts = batch.compactMap { if case .account(let a) = $0.erasure { a } else { nil } }
-                try sealer.withLock { try $0.keys.destroyKeys(accounts, at: options.clock.now()) }
+                let events = batch.compactMap { if case .events(let a, let seqs) = $0.erasure { (a, seqs) } else { nil } }
+                // The key store, which outlives every backup, learns of them first (see `reapplyErasures`).
+                try sealer.withLock {
+                    try $0.keys.destroyKeys(accounts, at: options.clock.now())
+                    try $0.keys.rememberErasures(journal: journalID, events)
+                }
                 try writer.scrub(batch)
                 done += batch.count
             }
@@ -323,6 +331,22 @@ public final class Journal: Sendable {
 
     /// The master key this journal was opened with.
     package func masterKey() throws -> SymmetricKey { try master.load(create: false, entropy: options.entropy) }
+
+    /// Erases again every single-event erasure the key store remembers for this journal (whole
+    /// accounts need nothing: their keys are gone): what a journal restored from an older backup
+    /// must do before anyone reads it. Returns how many erasures it recorded and carried out.
+    @discardableResult
+    public func reapplyErasures() throws -> Int {
+        let head = headSeq
+        let remembered = try sealer.withLock { try $0.keys.erasedEvents(journal: journalID) }
+        let erasures = remembered.compactMap { e -> Erasure? in
+            let seqs = e.seqs.filter { $0 <= head }
+            return seqs.isEmpty ? nil : .events(account: e.account, seqs: seqs)
+        }
+        guard !erasures.isEmpty else { return 0 }
+        _ = try append(PreparedBatch.empty, erasing: erasures)
+        return try finishErasures()
+    }
 
     /// The accounts of this journal whose key was destroyed (a purge, or its erasure).
     ///

@@ -78,6 +78,7 @@ package final class KeyStore {
                 CREATE TABLE IF NOT EXISTS keys(
                     account TEXT PRIMARY KEY, wrapped BLOB, created INTEGER NOT NULL, destroyed INTEGER
                 ) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS erased(journal BLOB NOT NULL, account TEXT NOT NULL, seqs TEXT NOT NULL);
                 """)
         } catch {
             throw JournalError(.keys, "cannot open key store \(path)", underlying: error)
@@ -178,6 +179,34 @@ package final class KeyStore {
             throw e
         } catch {
             throw JournalError(.keys, "cannot store new account keys in \(path)", underlying: error)
+        }
+    }
+
+    /// Remembers erasures of single events (their keys live on): the key store outlives any
+    /// backup of the journal, so a restore can erase them again (`erasedEvents`).
+    package func rememberErasures(journal: [UInt8], _ erasures: [(account: String, seqs: [Int64])]) throws {
+        guard !erasures.isEmpty else { return }
+        do {
+            try db.transaction {
+                let s = try db.statement("INSERT INTO erased(journal, account, seqs) VALUES(?, ?, ?)")
+                for e in erasures { try s.bind(1, journal).bind(2, e.account).bind(3, e.seqs.map(String.init).joined(separator: ",")).run() }
+            }
+        } catch {
+            throw JournalError(.keys, "cannot record erasures in \(path)", underlying: error)
+        }
+    }
+
+    /// The single-event erasures remembered for `journal`.
+    package func erasedEvents(journal: [UInt8]) throws -> [(account: String, seqs: [Int64])] {
+        do {
+            let s = try db.statement("SELECT account, seqs FROM erased WHERE journal = ?")
+            defer { s.reset() }
+            s.bind(1, journal)
+            var out: [(String, [Int64])] = []
+            while try s.step() { out.append((s.text(0) ?? "", (s.text(1) ?? "").split(separator: ",").compactMap { Int64($0) })) }
+            return out
+        } catch {
+            throw JournalError(.keys, "cannot read erasures in \(path)", underlying: error)
         }
     }
 

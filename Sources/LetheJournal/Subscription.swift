@@ -22,7 +22,7 @@ public struct Subscription: AsyncSequence, Sendable {
 
         public mutating func next() async throws -> StoredEvent? {
             while index == buffer.count {
-                try Task.checkCancellation()
+                if Task.isCancelled { return nil }  // cancelled between reads: the sequence ends too
                 var chunk: [StoredEvent] = []
                 let from = last + 1
                 try journal.read { reader in

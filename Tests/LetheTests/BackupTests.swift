@@ -26,7 +26,7 @@ import Testing
             let file = dir.path("b\(n).backup")
             let manifest = try Backup.create(journal, to: file, now: ts("2026-06-01T00:00:00Z"))
             let target = dir.path("restored\(n).lethe")
-            try Backup.restore(file, to: target, master: testMaster(path + ".keys"))
+            try Backup.restore(file, to: target, keysPath: path + ".keys", master: testMaster(path + ".keys"))
             let report = try JournalReader.verify(path: target, master: testMaster(path + ".keys"))
             #expect(report.anchored && report.events == manifest.lastSeq)
             // Every event decrypts with the live key store.
@@ -123,5 +123,22 @@ import Testing
             }, "\(account)")
         }
         #expect(try run("lethe", ["verify", "--journal", target, "--keys", journal + ".keys"]).status == 0)
+    }
+
+    @Test func singleEventErasuresAfterTheBackupAreDoneAgainBeforeTheRestoreTakesItsName() throws {
+        // An item purge or a record expiry erases events whose account key lives on: only the
+        // key store's memory of them keeps a restore from bringing them back.
+        let dir = TempDir()
+        let path = dir.path("j.lethe")
+        let journal = try openJournal(dir, name: "j.lethe", blockEvents: 4)
+        for i in 0..<10 { try journal.append(event("a", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/secret-\(i)"), "visitor": "v"])) }
+        try Backup.create(journal, to: dir.path("b.backup"), now: ts("2026-02-01T00:00:00Z"))
+        try journal.append([], erasing: [.events(account: "a", seqs: [2, 9])])
+        let target = dir.path("restored.lethe")
+        try Backup.restore(dir.path("b.backup"), to: target, keysPath: path + ".keys", master: testMaster(path + ".keys"))
+        let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster(path + ".keys"))
+        let payloads = try allEvents(restored).map(\.payload)
+        #expect(payloads.enumerated().allSatisfy { k, p in [1, 8].contains(k) ? p == .purged : p != .purged })
+        #expect(try JournalReader.verify(path: target, master: testMaster(path + ".keys")).purgedEvents == 2)
     }
 }

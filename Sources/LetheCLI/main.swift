@@ -118,6 +118,16 @@ func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
 
 func writeStderr(_ text: String) { writeAll(2, Array(text.utf8)) }
 
+/// Writes a report to `path` (created readable by its owner only: reports hold personal data),
+/// or to standard output.
+func writeOutput(_ bytes: [UInt8], to path: String?) throws {
+    guard let path else { return writeAll(1, bytes) }
+    let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    guard fd >= 0 else { throw JournalError(.storage, "cannot write \(path): \(String(cString: strerror(errno)))") }
+    writeAll(fd, bytes)
+    close(fd)
+}
+
 func writeStdout(_ text: String) { writeAll(1, Array(text.utf8)) }
 
 /// Buffered standard output.
@@ -498,15 +508,7 @@ struct SubjectReportCommand: ParsableCommand {
                     subtitle: "Everything the engine holds about account \(account), as of \(now.rfc3339).",
                     report: json).utf8)
             }
-            if let output {
-                // Personal data: readable by its owner only.
-                let fd = Glibc.open(output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-                guard fd >= 0 else { throw JournalError(.storage, "cannot write \(output): \(String(cString: strerror(errno)))") }
-                writeAll(fd, bytes)
-                close(fd)
-            } else {
-                writeAll(1, bytes)
-            }
+            try writeOutput(bytes, to: output)
         }
     }
 }
@@ -636,14 +638,7 @@ struct RetentionCommand: ParsableCommand {
                 case .csv: text = Array(report.csv.utf8)
                 case .html: text = Array(report.html.utf8)
                 }
-                if let output {
-                    let fd = Glibc.open(output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-                    guard fd >= 0 else { throw JournalError(.storage, "cannot write \(output): \(String(cString: strerror(errno)))") }
-                    writeAll(fd, text)
-                    close(fd)
-                } else {
-                    writeAll(1, text)
-                }
+                try writeOutput(text, to: output)
             }
         }
     }

@@ -214,6 +214,7 @@ public final class Journal: Sendable {
     ///
     /// With `finish: false` the erasures stay recorded for a later `finishErasures`, which does
     /// many at once: each block is rewritten once however many of its events go.
+    @discardableResult
     public func append(_ events: [NewEvent], erasing erasures: [Erasure], finish: Bool = true) throws -> [AppendOutcome] {
         let outcomes = try append(prepare(events), erasing: erasures)
         if finish { try finishErasures() }

@@ -138,15 +138,14 @@ import Testing
             } else {
                 let live = state!.items.filter { $0.value == "live" }.keys.sorted()
                 let trash = state!.items.filter { $0.value == "trash" }.keys.sorted()
-                var choice = rng.next() % 12
-                if choice == 2 && live.isEmpty { choice = 11 }  // (a `where` binds to the last pattern only)
+                let choice = rng.next() % 12
                 switch choice {
                 case 0, 1:
                     itemCounter += 1
                     type = .itemCreated
                     item = "i\(itemCounter)"
                     data = ["item": .string(item!), "kind": "site", "label": .string("label \(item!)")]
-                case 2, 3 where !live.isEmpty:
+                case 2 where !live.isEmpty, 3 where !live.isEmpty:
                     type = .itemDeleted
                     item = live[Int(rng.next() % UInt64(live.count))]
                     data = ["item": .string(item!)]
@@ -348,8 +347,8 @@ import Testing
         p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"] + args
         // Files, not pipes: a full pipe would stall the browser while the other is read.
         let dir = TempDir()
-        FileManager.default.createFile(atPath: dir.path("out"), contents: nil)
-        FileManager.default.createFile(atPath: dir.path("err"), contents: nil)
+        _ = FileManager.default.createFile(atPath: dir.path("out"), contents: nil)
+        _ = FileManager.default.createFile(atPath: dir.path("err"), contents: nil)
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path("out")))
         p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path("err")))
         try p.run()

@@ -16,13 +16,16 @@ extension Timestamp: ExpressibleByArgument {
     public init?(argument: String) { self.init(rfc3339: argument) }
 }
 
-/// Writes one JSON value and a newline to standard output.
-func printJSON(_ value: JSONValue) {
+/// One JSON value and a newline.
+func jsonLine(_ value: JSONValue) -> [UInt8] {
     var w = JSONWriter()
     w.write(value)
     w.bytes.append(0x0A)
-    writeAll(1, w.bytes)
+    return w.bytes
 }
+
+/// Writes one JSON value and a newline to standard output.
+func printJSON(_ value: JSONValue) { writeAll(1, jsonLine(value)) }
 
 /// The journal's events, or one account's, in journal order.
 func forEachEvent(in journal: Journal, account: String?, _ body: (StoredEvent) throws -> Void) throws {
@@ -498,10 +501,7 @@ struct SubjectReportCommand: ParsableCommand {
             var bytes: [UInt8]
             switch format {
             case .json:
-                var w = JSONWriter()
-                w.write(JSONValue.object(json))
-                w.bytes.append(0x0A)
-                bytes = w.bytes
+                bytes = jsonLine(.object(json))
             case .html:
                 bytes = Array(HTML.page(
                     title: "What we hold about \(account)",
@@ -630,10 +630,7 @@ struct RetentionCommand: ParsableCommand {
                 let text: [UInt8]
                 switch format {
                 case .json:
-                    var w = JSONWriter()
-                    w.write(JSONValue.object(report.json))
-                    w.bytes.append(0x0A)
-                    text = w.bytes
+                    text = jsonLine(.object(report.json))
                 case .table: text = Array(report.table.utf8)
                 case .csv: text = Array(report.csv.utf8)
                 case .html: text = Array(report.html.utf8)

@@ -735,14 +735,11 @@ final class Writer {
         guard missing.count > 1 else { return }
         rules.makeRoom(for: missing.count)
         let reader = JournalReader(db: db, path: db.path, keysPath: "", lookupKey: lookupKey)
-        let find = try db.statement("SELECT block_id FROM account_blocks WHERE account_id = ?")
-        let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
         // Groups of accounts holding up to ~500,000 events between them (their versions): each
         // group reads the blocks that hold any of them once, and memory stays bounded.
         var start = 0
         while start < missing.count {
             var names = Set<String>()
-            var blockIDs = Set<Int64>()
             var events: Int64 = 0
             while start < missing.count && events < 500_000 {
                 let account = missing[start]
@@ -753,17 +750,10 @@ final class Writer {
                 }
                 names.insert(account)
                 events += row.version
-                find.bind(1, row.id)
-                while try find.step() { blockIDs.insert(find.int(0)) }
-                find.reset()
             }
             guard !names.isEmpty else { continue }
             var sealed: [String: [SealedEvent]] = [:]
-            for blockID in blockIDs.sorted() {
-                read.bind(1, blockID)
-                guard try read.step() else { read.reset(); continue }
-                let block = try JournalReader.decodeFrame(read.blob(2), id: blockID, first: read.int(0), last: read.int(1))
-                read.reset()
+            try forEachBlock(holding: names) { _, block in
                 for e in block.events where names.contains(e.header.account) { sealed[e.header.account, default: []].append(e) }
             }
             for e in tail where names.contains(e.header.account) { sealed[e.header.account, default: []].append(e) }
@@ -856,6 +846,29 @@ final class Writer {
 
     // MARK: Erasures
 
+    /// Every sealed block that holds an event of any of `accounts`, each once, in journal order
+    /// (found through the per-account block index). The block IDs are gathered before the first
+    /// block is read, so `body` may rewrite the blocks it is given.
+    private func forEachBlock(holding accounts: Set<String>, _ body: (Int64, Block) throws -> Void) throws {
+        var blockIDs = Set<Int64>()
+        let find = try db.statement("""
+            SELECT ab.block_id FROM accounts a JOIN account_blocks ab ON ab.account_id = a.id WHERE a.name = ?
+            """)
+        for account in accounts {
+            find.bind(1, account)
+            while try find.step() { blockIDs.insert(find.int(0)) }
+            find.reset()
+        }
+        let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
+        for blockID in blockIDs.sorted() {
+            read.bind(1, blockID)
+            guard try read.step() else { read.reset(); continue }
+            let block = try JournalReader.decodeFrame(read.blob(2), id: blockID, first: read.int(0), last: read.int(1))
+            read.reset()
+            try body(blockID, block)
+        }
+    }
+
     /// The oldest recorded erasures not done yet, up to `limit`.
     func pendingErasures(limit: Int) throws -> [(id: Int64, erasure: Erasure)] {
         let s = try db.statement("SELECT id, account, seqs FROM erasures ORDER BY id LIMIT ?")
@@ -894,24 +907,9 @@ final class Writer {
         let accounts = wholeAccounts.union(events.keys)
         do {
             try db.transaction {
-                // The blocks that hold any of these accounts' events, each once, in order.
-                var blockIDs = Set<Int64>()
-                let find = try db.statement("""
-                    SELECT ab.block_id FROM accounts a JOIN account_blocks ab ON ab.account_id = a.id WHERE a.name = ?
-                    """)
-                for account in accounts {
-                    find.bind(1, account)
-                    while try find.step() { blockIDs.insert(find.int(0)) }
-                    find.reset()
-                }
-                let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
                 let update = try db.statement("UPDATE blocks SET frame = ? WHERE id = ?")
-                for blockID in blockIDs.sorted() {
-                    read.bind(1, blockID)
-                    guard try read.step() else { read.reset(); continue }
-                    let block = try JournalReader.decodeFrame(read.blob(2), id: blockID, first: read.int(0), last: read.int(1))
-                    read.reset()
-                    guard block.events.contains(where: targets) else { continue }
+                try forEachBlock(holding: accounts) { blockID, block in
+                    guard block.events.contains(where: targets) else { return }
                     var scrubbed = block
                     for k in scrubbed.events.indices where targets(scrubbed.events[k]) {
                         scrubbed.events[k].body = .purged(digest: scrubbed.events[k].digest)

@@ -50,7 +50,7 @@ public final class ReadModels: Sendable {
         self.chunkEvents = chunkEvents
         self.logger = logger
         let db = try ReadModels.named(path) { () -> SQLiteDatabase in
-            let identity = try journal.read { try $0.identity() } + " " + ReadModels.fingerprint(policy)
+            let identity = try ReadModels.identity(of: journal, policy: policy)
             let head = try journal.read { try $0.headSeq() }
             let db = try ReadModels.openOrReplace(path, logger: logger)
             if try !ReadModels.isUsable(db, identity: identity, head: head) {
@@ -66,9 +66,11 @@ public final class ReadModels: Sendable {
         connection = Mutex(Connection(db: db))
     }
 
-    /// What of the policy shapes the rows: which types' records expire, under which rule.
-    private static func fingerprint(_ policy: RetentionPolicy) -> String {
-        policy.records.map { "\($0.type.rawValue)=\($0.rule)" }.sorted().joined(separator: ",")
+    /// What the rows are made from: the journal's identity, and what of the policy shapes them
+    /// (which types' records expire, under which rule).
+    private static func identity(of journal: Journal, policy: RetentionPolicy) throws -> String {
+        let records = policy.records.map { "\($0.type.rawValue)=\($0.rule)" }.sorted().joined(separator: ",")
+        return try journal.read { try $0.identity() } + " " + records
     }
 
     /// Runs `body`, naming the read models' file in an SQLite error.
@@ -195,7 +197,7 @@ public final class ReadModels: Sendable {
     public func rebuild(progress: ((_ done: Int64, _ head: Int64) -> Void)? = nil) throws -> Int64 {
         try named {
             try connection.withLock { connection in
-                let identity = try journal.read { try $0.identity() } + " " + ReadModels.fingerprint(policy)
+                let identity = try ReadModels.identity(of: journal, policy: policy)
                 return try ReadModels.withScratch(path + ".rebuild") { scratch in
                     try ReadModels.initialize(scratch, identity: identity)
                     let applied = try catchUp(scratch, progress: progress)

@@ -143,8 +143,9 @@ public final class Journal: Sendable {
     static func openDatabase(path: String, options: Options) throws -> SQLiteDatabase {
         do {
             let db = try SQLiteDatabase(path: path)
+            try db.enableWAL()
             try db.execute("""
-                PRAGMA journal_mode=WAL; PRAGMA synchronous=\(options.synchronous.pragma);
+                PRAGMA synchronous=\(options.synchronous.pragma);
                 PRAGMA secure_delete=ON; PRAGMA cache_size=-16384;
                 """)
             try db.transaction {

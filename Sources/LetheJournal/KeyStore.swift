@@ -72,8 +72,9 @@ package final class KeyStore {
         let existed = FileManager.default.fileExists(atPath: path)
         do {
             db = try SQLiteDatabase(path: path)
+            try db.enableWAL()
             try db.execute("""
-                PRAGMA journal_mode=WAL; PRAGMA synchronous=\(synchronous.pragma); PRAGMA secure_delete=ON;
+                PRAGMA synchronous=\(synchronous.pragma); PRAGMA secure_delete=ON;
                 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
                 CREATE TABLE IF NOT EXISTS keys(
                     account TEXT PRIMARY KEY, wrapped BLOB, created INTEGER NOT NULL, destroyed INTEGER

@@ -40,11 +40,33 @@ package final class SQLiteDatabase {
         }
         handle = db
         sqlite3_extended_result_codes(db, 1)
-        sqlite3_busy_timeout(db, 10_000)
+        sqlite3_busy_timeout(db, Int32(Self.busyTimeoutMilliseconds))
         _ = lethe_sqlite3_enable_defensive(db)
     }
 
     deinit { close() }
+
+    /// How long a statement waits for another connection's lock before it answers busy.
+    package static let busyTimeoutMilliseconds = 10_000
+
+    /// Switches the file to write-ahead logging.
+    ///
+    /// When two processes open a new file at once, each may hold the lock the other needs to
+    /// change the journal mode; SQLite then answers busy at once instead of calling the busy
+    /// handler (waiting would deadlock). One of them always gets through, so the other retries
+    /// here, for as long as the busy timeout.
+    package func enableWAL() throws {
+        let deadline = ContinuousClock.now + .milliseconds(Self.busyTimeoutMilliseconds)
+        var pause = 0.001
+        while true {
+            do {
+                return try execute("PRAGMA journal_mode=WAL")
+            } catch let e as SQLiteError where e.code & 0xFF == SQLITE_BUSY && ContinuousClock.now < deadline {
+                Thread.sleep(forTimeInterval: pause)
+                pause = min(pause * 2, 0.1)
+            }
+        }
+    }
 
     package func close() {
         cache.removeAll()

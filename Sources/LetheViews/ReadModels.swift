@@ -100,9 +100,13 @@ public final class ReadModels: Sendable {
     /// is written without a journal or syncs.
     private static func open(_ path: String, scratch: Bool = false) throws -> SQLiteDatabase {
         let db = try SQLiteDatabase(path: path)
-        try db.execute(scratch
-            ? "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA secure_delete=ON; PRAGMA cache_size=-65536"
-            : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON; PRAGMA cache_size=-65536")
+        if scratch {
+            try db.execute("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF")
+        } else {
+            try db.enableWAL()
+            try db.execute("PRAGMA synchronous=NORMAL")
+        }
+        try db.execute("PRAGMA secure_delete=ON; PRAGMA cache_size=-65536")
         return db
     }
 

@@ -212,6 +212,30 @@ func kind(_ o: AppendOutcome) -> String {
 }
 
 @Suite struct SharedJournalTests {
+    @Test func switchingANewFileToWriteAheadLoggingWaitsForAnotherWriter() throws {
+        // Two processes opening a journal (or its read models) that does not exist yet race to
+        // switch it to WAL. While the other holds the write lock of the new file, SQLite answers
+        // busy at once, without calling the busy handler; the switch must wait its turn instead.
+        let dir = TempDir()
+        let path = dir.path("new.db")
+        let held = DispatchSemaphore(value: 0), released = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            let other = try! SQLiteDatabase(path: path)
+            try! other.execute("BEGIN IMMEDIATE")
+            held.signal()
+            Thread.sleep(forTimeInterval: 0.2)
+            try! other.execute("COMMIT")
+            released.signal()
+        }
+        held.wait()
+        let db = try SQLiteDatabase(path: path)
+        try db.enableWAL()
+        released.wait()
+        let mode = try db.statement("PRAGMA journal_mode")
+        #expect(try mode.step() && mode.text(0) == "wal")
+        mode.reset()
+    }
+
     @Test func twoWritersOnOneFileTakeTurnsWithoutLosingOrForkingAnything() throws {
         // Two engines on the same files, as two processes would be: each notices the other's appends.
         let dir = TempDir()

@@ -62,8 +62,8 @@ package enum Sealing {
         let box = try! AES.GCM.seal(framed.bytes, using: key, nonce: try! AES.GCM.Nonce(data: n.bytes), authenticating: Array(account.utf8))
         var out = [UInt8]()
         out.reserveCapacity(box.ciphertext.count + tagBytes)
-        out.append(contentsOf: box.ciphertext)
-        out.append(contentsOf: box.tag)
+        box.ciphertext.withUnsafeBytes { out.append(contentsOf: $0) }
+        box.tag.withUnsafeBytes { out.append(contentsOf: $0) }
         return out
     }
 
@@ -77,7 +77,7 @@ package enum Sealing {
             nonceBytes(id, into: &combined)
             combined.raw(sealed)
             let box = try AES.GCM.SealedBox(combined: combined.bytes)
-            framed = Array(try AES.GCM.open(box, using: key, authenticating: Array(account.utf8)))
+            framed = try AES.GCM.open(box, using: key, authenticating: Array(account.utf8)).withUnsafeBytes { Array($0) }
         } catch {
             throw JournalError(.corrupt, "event \(seq): payload does not authenticate under its account key")
         }
@@ -129,24 +129,29 @@ package enum Chain {
     }
 
     package static func link(previous: [UInt8], header: EventHeader, digest: [UInt8]) -> [UInt8] {
-        // Fed to the hash field by field (no intermediate buffer): this runs once per event.
-        var h = SHA256()
-        h.update(data: previous)
-        withUnsafeBytes(of: UInt64(header.seq).littleEndian) { h.update(bufferPointer: $0) }
-        withUnsafeBytes(of: UInt64(header.version).littleEndian) { h.update(bufferPointer: $0) }
-        withUnsafeBytes(of: UInt64(bitPattern: header.at.nanoseconds).littleEndian) { h.update(bufferPointer: $0) }
-        withUnsafeBytes(of: header.at.fractionDigits) { h.update(bufferPointer: $0) }
+        // The fields are laid out in one buffer and hashed in one call: this runs once per event.
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(previous.count + 25 + 12 + header.account.utf8.count + header.type.utf8.count
+                              + (header.id?.utf8.count ?? 0) + digest.count)
+        bytes.append(contentsOf: previous)
+        func integer<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+        integer(UInt64(header.seq))
+        integer(UInt64(header.version))
+        integer(UInt64(bitPattern: header.at.nanoseconds))
+        integer(header.at.fractionDigits)
         func string(_ s: String) {
             var s = s
             s.withUTF8 { utf8 in
-                withUnsafeBytes(of: UInt32(utf8.count).littleEndian) { h.update(bufferPointer: $0) }
-                h.update(bufferPointer: UnsafeRawBufferPointer(utf8))
+                integer(UInt32(utf8.count))
+                bytes.append(contentsOf: utf8)
             }
         }
         string(header.account)
         string(header.type)
         string(header.id ?? "")
-        h.update(data: digest)
+        bytes.append(contentsOf: digest)
+        var h = SHA256()
+        bytes.withUnsafeBytes { h.update(bufferPointer: $0) }
         return h.finalize().withUnsafeBytes { Array($0) }
     }
 }

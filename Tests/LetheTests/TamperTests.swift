@@ -150,6 +150,20 @@ import Testing
 
 /// A forger with write access to the journal but without the master key.
 @Suite struct AnchorTests {
+    @Test func aChainLinkHashesTheDocumentedHeaderBytes() {
+        // Known answers computed outside Swift (Python's hashlib over the layout documented on
+        // `Chain`): a change to how a link is computed would orphan every stored journal.
+        let header = EventHeader(seq: 7, version: 3, account: "acc_1", type: "PageViewed",
+                                 at: Timestamp(nanoseconds: 1_767_225_600_123_000_000, fractionDigits: 3), id: "evt-9")
+        let previous = [UInt8](repeating: 0x11, count: 32), digest = [UInt8](repeating: 0xAB, count: 32)
+        #expect(Hex.encode(Chain.link(previous: previous, header: header, digest: digest))
+                == "c8427a084d30b6ca7111265dedd9c4a7407284b916ef030e8b41744f67932623")
+        var anonymous = header
+        anonymous.id = nil
+        #expect(Hex.encode(Chain.link(previous: previous, header: anonymous, digest: digest))
+                == "b26b35e3a95155b903d48079711567722d4898ec7cde5dc6af0dc3bd895748e2")
+    }
+
     @Test func aConsistentlyRewrittenChainIsCaughtByTheMasterKey() throws {
         let dir = TempDir()
         let j = try openJournal(dir, blockEvents: 4)

@@ -94,9 +94,9 @@ public struct Importer {
 
     /// Reads `reader` to its end. Rejections are reported in line order; `progress` gets the bytes read.
     ///
-    /// Two threads share the work: one reads, parses, checks, encodes and seals lines a batch
-    /// ahead (`Journal.prepare`), the calling thread appends batches to the journal. At most two
-    /// prepared batches wait between them.
+    /// The work is pipelined: one thread reads lines a batch ahead and has them parsed, checked,
+    /// encoded and sealed (`Journal.prepare`) on every core, while the calling thread appends the
+    /// previous batch to the journal. At most two prepared batches wait between them.
     public func run(
         _ reader: consuming LineReader, onRejection: (LineRejection) -> Void, progress: ((Int64) -> Void)? = nil
     ) throws -> Summary {
@@ -140,16 +140,34 @@ public struct Importer {
     }
 
     /// The parsing side: fills batches of checked, encoded and sealed events and hands them over.
+    ///
+    /// Lines are read here, then parsed, checked and encoded a batch at a time on every core.
     static func parse(_ reader: inout LineReader, codec: PayloadCodec, batchSize: Int, journal: Journal, into queue: BatchQueue) {
         var batch = ParsedBatch()
-        var events: [NewEvent] = []
-        /// Seals the batch (while the journal appends the previous one) and hands it over.
+        var lines: [(number: Int, bytes: [UInt8])] = []
+        /// Decodes and seals the batch (while the journal appends the previous one) and hands it over.
         func handOver() throws {
+            let decoded = lines.parallelMap { line in
+                EnvelopeValidator.parse(line: line.bytes).map { e in
+                    NewEvent(id: e.id, account: e.account, type: e.type.rawValue, at: e.at,
+                             payload: codec.encode(type: e.type.rawValue, data: e.data), scope: e.type.scope)
+                }
+            }
+            var events: [NewEvent] = []
+            events.reserveCapacity(lines.count)
+            for (line, result) in zip(lines, decoded) {
+                switch result {
+                case .failure(let rejection): batch.rejections.append(LineRejection(line: line.number, reason: rejection.description))
+                case .success(let event):
+                    events.append(event)
+                    batch.lines.append(line.number)
+                }
+            }
             batch.bytesRead = reader.bytesRead
             batch.prepared = try journal.prepare(events)
             queue.push(batch)
             batch = ParsedBatch()
-            events.removeAll(keepingCapacity: true)
+            lines.removeAll(keepingCapacity: true)
         }
         do {
             while let line = try reader.next(), !queue.isCancelled {
@@ -161,16 +179,8 @@ public struct Importer {
                 }
                 if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank lines carry nothing
                 batch.lineCount += 1
-                switch EnvelopeValidator.parse(line: bytes) {
-                case .failure(let rejection):
-                    batch.rejections.append(LineRejection(line: number, reason: rejection.description))
-                case .success(let e):
-                    events.append(NewEvent(
-                        id: e.id, account: e.account, type: e.type.rawValue, at: e.at,
-                        payload: codec.encode(type: e.type.rawValue, data: e.data), scope: e.type.scope))
-                    batch.lines.append(number)
-                }
-                if events.count >= batchSize { try handOver() }
+                lines.append((number, bytes))
+                if lines.count >= batchSize { try handOver() }
             }
             try handOver()
         } catch {

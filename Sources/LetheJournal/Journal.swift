@@ -269,23 +269,15 @@ public final class Journal: Sendable {
     ///
     /// - Complexity: O(n) in the batch.
     public func prepare(_ events: [NewEvent]) throws -> PreparedBatch {
-        var items = events.map { e in
-            PreparedBatch.Item(id: e.id, account: e.account, type: e.type, at: e.at, expectedVersion: e.expectedVersion, scope: e.scope,
-                               sealed: .failure(JournalError(.invalidEvent, "not sealed")),
-                               plaintext: options.rules == nil ? nil : e.payload)
-        }
-        var valid: [Int] = []
-        for (k, e) in events.enumerated() {
-            if let error = Journal.check(e) { items[k].sealed = .failure(error) } else { valid.append(k) }
-        }
+        var outcome = events.map { Journal.check($0).map { Result<PreparedBatch.Sealed, JournalError>.failure($0) } }
+        let valid = events.indices.filter { outcome[$0] == nil }
         let accounts = Set(valid.filter { events[$0].scope == .subject }.map { events[$0].account })
         let (keys, engineKey, nonces) = try sealer.withLock { sealer in
             (try sealer.keys(for: accounts, at: options.clock.now(), logger: options.logger), sealer.engineKey, sealer.reserve(valid.count))
         }
-        // One thread: callers get parallelism by preparing the next batch while the journal
-        // appends the previous one (as the importer does), not from inside one batch.
-        let results = valid.indices.map { k -> Result<PreparedBatch.Sealed, JournalError> in
-            let e = events[valid[k]]
+        // Sealing is pure work on values: large batches are sealed on every core.
+        let work = valid.indices.map { k in (event: events[valid[k]], nonce: nonces[k]) }
+        let results = work.parallelMap { e, nonce -> Result<PreparedBatch.Sealed, JournalError> in
             let key: SymmetricKey
             switch e.scope {
             case .journal:
@@ -296,12 +288,15 @@ public final class Journal: Sendable {
                 }
                 key = subjectKey
             }
-            let body = Sealing.seal(e.payload, key: key, nonce: nonces[k], account: e.account)
+            let body = Sealing.seal(e.payload, key: key, nonce: nonce, account: e.account)
             return .success(PreparedBatch.Sealed(
-                nonce: nonces[k], body: body, digest: Sealing.digest(nonce: nonces[k], scope: e.scope, sealed: body)))
+                nonce: nonce, body: body, digest: Sealing.digest(nonce: nonce, scope: e.scope, sealed: body)))
         }
-        for (k, index) in valid.enumerated() { items[index].sealed = results[k] }
-        return PreparedBatch(items: items)
+        for (k, index) in valid.enumerated() { outcome[index] = results[k] }
+        let keepPlaintext = options.rules != nil
+        return PreparedBatch(items: events.indices.map { k in
+            PreparedBatch.Item(events[k], sealed: outcome[k]!, keepPlaintext: keepPlaintext)
+        })
     }
 
     static func check(_ e: NewEvent) -> JournalError? {
@@ -399,17 +394,25 @@ public struct PreparedBatch: Sendable {
         var digest: [UInt8]
     }
 
-    struct Item: Sendable {
-        var id: String?
-        var account: String
-        var type: String
-        var at: Timestamp
-        var expectedVersion: Int64?
-        var scope: SealScope
+    /// One event on its way to the writer. A class: the writer's passes over a batch then share
+    /// each item instead of copying its strings and buffers.
+    final class Item: Sendable {
+        let id: String?
+        let account: String
+        let type: String
+        let at: Timestamp
+        let expectedVersion: Int64?
+        let scope: SealScope
         /// The sealed payload, or why the event was refused before it reached the writer.
-        var sealed: Result<Sealed, JournalError>
+        let sealed: Result<Sealed, JournalError>
         /// The plaintext, kept only for the journal's rules.
-        var plaintext: [UInt8]?
+        let plaintext: [UInt8]?
+
+        init(_ e: NewEvent, sealed: Result<Sealed, JournalError>, keepPlaintext: Bool) {
+            (id, account, type, at, expectedVersion, scope) = (e.id, e.account, e.type, e.at, e.expectedVersion, e.scope)
+            self.sealed = sealed
+            plaintext = keepPlaintext ? e.payload : nil
+        }
     }
 
     var items: [Item]
@@ -785,30 +788,39 @@ final class Writer {
             var pending = tail + sealed
             var pendingLinks = tailLinks + links
             try db.statement("DELETE FROM tail").run()
-            var previous = sealedLink
-            var start = 0
+            // Encoding and compressing are pure work: the batch's blocks are made on every core.
+            let starts = Array(stride(from: 0, through: pending.count - blockSize, by: blockSize))
+            let (events, eventLinks, first) = (pending, pendingLinks, sealedLink)
+            let frames = starts.parallelMap(minimumSlice: 1) { start in
+                Result<[UInt8], any Error> {
+                    let block = Block(events: Array(events[start..<start + blockSize]),
+                                      previousLink: start == 0 ? first : eventLinks[start - 1],
+                                      lastLink: eventLinks[start + blockSize - 1])
+                    let content = block.encode()
+                    #if DEBUG
+                    // Assert what is about to be written: it decodes to the same block.
+                    assert(try! Block.decode(content, where: "new block") == block, "block does not round-trip")
+                    #endif
+                    return try LZ4.compressFrame(content)
+                }
+            }
             let insertBlock = try db.statement("INSERT INTO blocks(id, first_seq, last_seq, frame) VALUES(?, ?, ?, ?)")
             let insertIndex = try db.statement("INSERT INTO account_blocks(account_id, block_id) VALUES(?, ?)")
-            while pending.count - start >= blockSize {
-                let events = Array(pending[start..<start + blockSize])
-                let block = Block(events: events, previousLink: previous, lastLink: pendingLinks[start + blockSize - 1])
-                let content = block.encode()
-                #if DEBUG
-                // Assert what is about to be written: it decodes to the same block.
-                assert(try! Block.decode(content, where: "new block") == block, "block does not round-trip")
-                #endif
-                let frame = try LZ4.compressFrame(content)
+            var previous = sealedLink
+            var start = 0
+            for frame in frames {
                 insertBlock.reset()
-                try insertBlock.bind(1, blockID).bind(2, block.firstSeq).bind(3, block.lastSeq).bind(4, frame).run()
+                try insertBlock.bind(1, blockID).bind(2, pending[start].header.seq).bind(3, pending[start + blockSize - 1].header.seq)
+                    .bind(4, try frame.get()).run()
                 var indexed = Set<Int64>()
-                for e in events {
+                for e in pending[start..<start + blockSize] {
                     let id = try staged[e.header.account]?.id ?? accountRow(e.header.account)!.id
                     if indexed.insert(id).inserted {
                         insertIndex.reset()
                         try insertIndex.bind(1, id).bind(2, blockID).run()
                     }
                 }
-                previous = block.lastLink
+                previous = pendingLinks[start + blockSize - 1]
                 blockID += 1
                 start += blockSize
             }

@@ -54,7 +54,7 @@ public struct ContractRules: EventRules {
             self.accountLimit = accountLimit
         }
 
-        func follows(_ account: String) -> Bool { states[account] != nil }
+        func follows(_ account: String) -> Bool { states.index(forKey: account) != nil }
 
         func makeRoom(for count: Int) {
             if states.count + count > accountLimit { states.removeAll(keepingCapacity: true) }
@@ -80,10 +80,14 @@ public struct ContractRules: EventRules {
             }
             // An engine record for an account not followed: admitted without tracking it (its
             // state will be loaded from the history, this event included, when it is needed).
-            if states[account] == nil && type.isEngineOnly { return nil }
-            if states[account] == nil { states[account] = AccountState(account: account) }
-            if let why = ContractRules.refusal(type, data, after: states[account]!) { return why }
-            states[account]!.apply(type, data: data, at: at)  // in place: no copy of the account's items
+            if type.isEngineOnly && !follows(account) { return nil }
+            // In place, one lookup: no copy of the account's items and tickets.
+            return Checker.admit(type, data, at: at, to: &states[account, default: AccountState(account: account)])
+        }
+
+        private static func admit(_ type: EventType, _ data: JSONObject, at: Timestamp, to state: inout AccountState) -> String? {
+            if let why = ContractRules.refusal(type, data, after: state) { return why }
+            state.apply(type, data: data, at: at)
             return nil
         }
 

@@ -68,22 +68,37 @@ package struct Block: Equatable {
     package var lastSeq: Int64 { events.last!.header.seq }
 
     package func encode() -> [UInt8] {
+        Block.encode(events[...], previousLink: previousLink, lastLink: lastLink)
+    }
+
+    /// The block of `events` (consecutive), without copying them into a `Block` first.
+    ///
+    /// Columns are read through indices: a `for e in events` loop would copy every event (its
+    /// strings and buffers) once per column.
+    package static func encode(_ events: ArraySlice<SealedEvent>, previousLink: [UInt8], lastLink: [UInt8]) -> [UInt8] {
         precondition(!events.isEmpty, "an empty block")
         precondition(previousLink.count == Chain.linkBytes && lastLink.count == Chain.linkBytes)
-        for (i, e) in events.enumerated() {
-            precondition(e.header.seq == firstSeq + Int64(i), "block events are not consecutive")
+        let firstSeq = events[events.startIndex].header.seq
+        for (i, k) in events.indices.enumerated() {
+            precondition(events[k].header.seq == firstSeq + Int64(i), "block events are not consecutive")
         }
         var accounts: [String: Int] = [:], accountNames: [String] = []
         var types: [String: Int] = [:], typeNames: [String] = []
-        for e in events {
-            if accounts[e.header.account] == nil {
-                accounts[e.header.account] = accountNames.count
-                accountNames.append(e.header.account)
-            }
-            if types[e.header.type] == nil {
-                types[e.header.type] = typeNames.count
-                typeNames.append(e.header.type)
-            }
+        var accountIndex: [Int] = [], typeIndex: [Int] = []
+        accountIndex.reserveCapacity(events.count)
+        typeIndex.reserveCapacity(events.count)
+        for k in events.indices {
+            let header = events[k].header
+            accountIndex.append(accounts[header.account] ?? {
+                accounts[header.account] = accountNames.count
+                accountNames.append(header.account)
+                return accountNames.count - 1
+            }())
+            typeIndex.append(types[header.type] ?? {
+                types[header.type] = typeNames.count
+                typeNames.append(header.type)
+                return typeNames.count - 1
+            }())
         }
         var w = BinaryWriter(capacity: events.count * 96)
         w.raw(Block.magic)
@@ -94,36 +109,38 @@ package struct Block: Equatable {
         for a in accountNames { w.string(a) }
         w.varint(typeNames.count)
         for t in typeNames { w.string(t) }
-        for e in events { w.varint(accounts[e.header.account]!) }
-        for e in events { w.varint(types[e.header.type]!) }
-        for e in events { w.varint(UInt64(e.header.version)) }
+        for a in accountIndex { w.varint(a) }
+        for t in typeIndex { w.varint(t) }
+        for k in events.indices { w.varint(UInt64(events[k].header.version)) }
         var previousAt: Int64 = 0
-        for e in events {
-            w.zigzag(e.header.at.nanoseconds &- previousAt)
-            previousAt = e.header.at.nanoseconds
+        for k in events.indices {
+            let at = events[k].header.at.nanoseconds
+            w.zigzag(at &- previousAt)
+            previousAt = at
         }
-        for e in events { w.u8(UInt8(bitPattern: e.header.at.fractionDigits)) }
-        for e in events { w.u64(e.nonce.session) }
+        for k in events.indices { w.u8(UInt8(bitPattern: events[k].header.at.fractionDigits)) }
+        for k in events.indices { w.u64(events[k].nonce.session) }
         var previousCounter: Int64 = 0
-        for e in events {
-            w.zigzag(Int64(e.nonce.counter) - previousCounter)
-            previousCounter = Int64(e.nonce.counter)
+        for k in events.indices {
+            let counter = Int64(events[k].nonce.counter)
+            w.zigzag(counter - previousCounter)
+            previousCounter = counter
         }
-        for e in events { w.string(e.header.id ?? "") }
-        for e in events {
-            switch e.body {
+        for k in events.indices { w.string(events[k].header.id ?? "") }
+        for k in events.indices {
+            switch events[k].body {
             case .sealed(_, let scope): w.u8(scope.rawValue)
             case .purged: w.u8(1)
             }
         }
-        for e in events {
-            if case .sealed(let bytes, _) = e.body { w.varint(bytes.count) } else { w.varint(0) }
+        for k in events.indices {
+            if case .sealed(let bytes, _) = events[k].body { w.varint(bytes.count) } else { w.varint(0) }
         }
-        for e in events {
-            if case .sealed(let bytes, _) = e.body { w.raw(bytes) }
+        for k in events.indices {
+            if case .sealed(let bytes, _) = events[k].body { w.raw(bytes) }
         }
-        for e in events {
-            if case .purged(let digest) = e.body {
+        for k in events.indices {
+            if case .purged(let digest) = events[k].body {
                 precondition(digest.count == 32)
                 w.raw(digest)
             }

@@ -638,6 +638,7 @@ final class Writer {
         links.reserveCapacity(batch.count)
         var link = headLink
         var seq = headSeq
+        var chainScratch: [UInt8] = []
         try loadHistories(for: batch)
         for e in batch {
             let body: PreparedBatch.Sealed
@@ -702,7 +703,7 @@ final class Writer {
             row.lastAt = e.at.nanoseconds
             staged[e.account] = row
             let header = EventHeader(seq: seq, version: row.version, account: e.account, type: e.type, at: e.at, id: e.id)
-            link = Chain.link(previous: link, header: header, digest: body.digest)
+            link = Chain.link(previous: link, header: header, digest: body.digest, scratch: &chainScratch)
             sealed.append(SealedEvent(header: header, nonce: body.nonce, body: .sealed(body.body, e.scope)))
             links.append(link)
             outcomes.append(.appended(header))
@@ -785,21 +786,22 @@ final class Writer {
         var newTail: [SealedEvent]?
         var newTailLinks: [[UInt8]] = []
         if tail.count + sealed.count >= blockSize {
-            var pending = tail + sealed
-            var pendingLinks = tailLinks + links
+            // (An empty tail, the usual case for large batches, costs no copy of the batch.)
+            var pending = tail.isEmpty ? sealed : tail + sealed
+            var pendingLinks = tail.isEmpty ? links : tailLinks + links
             try db.statement("DELETE FROM tail").run()
             // Encoding and compressing are pure work: the batch's blocks are made on every core.
             let starts = Array(stride(from: 0, through: pending.count - blockSize, by: blockSize))
             let (events, eventLinks, first) = (pending, pendingLinks, sealedLink)
             let frames = starts.parallelMap(minimumSlice: 1) { start in
                 Result<[UInt8], any Error> {
-                    let block = Block(events: Array(events[start..<start + blockSize]),
-                                      previousLink: start == 0 ? first : eventLinks[start - 1],
-                                      lastLink: eventLinks[start + blockSize - 1])
-                    let content = block.encode()
+                    let previous = start == 0 ? first : eventLinks[start - 1], last = eventLinks[start + blockSize - 1]
+                    let content = Block.encode(events[start..<start + blockSize], previousLink: previous, lastLink: last)
                     #if DEBUG
                     // Assert what is about to be written: it decodes to the same block.
-                    assert(try! Block.decode(content, where: "new block") == block, "block does not round-trip")
+                    assert(try! Block.decode(content, where: "new block")
+                           == Block(events: Array(events[start..<start + blockSize]), previousLink: previous, lastLink: last),
+                           "block does not round-trip")
                     #endif
                     return try LZ4.compressFrame(content)
                 }

@@ -359,6 +359,7 @@ public final class JournalReader {
         var report = VerifyReport()
         let head = try headSeq()
         var link = try wrap { try JournalReader.genesis(db) }
+        var chainScratch: [UInt8] = []
         var expectedSeq: Int64 = 1
         var accounts: [String: (version: Int64, at: Int64)] = [:]
 
@@ -376,7 +377,7 @@ public final class JournalReader {
                 report.purgedEvents += 1
             }
             accounts[h.account] = (h.version, h.at.nanoseconds)
-            link = Chain.link(previous: link, header: h, digest: e.digest)
+            link = Chain.link(previous: link, header: h, digest: e.digest, scratch: &chainScratch)
         }
 
         let blocks = try wrap { try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq") }

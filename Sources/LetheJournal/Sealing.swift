@@ -129,8 +129,15 @@ package enum Chain {
     }
 
     package static func link(previous: [UInt8], header: EventHeader, digest: [UInt8]) -> [UInt8] {
+        var scratch: [UInt8] = []
+        return link(previous: previous, header: header, digest: digest, scratch: &scratch)
+    }
+
+    /// `link(previous:header:digest:)`, laying the bytes out in `scratch` (whose capacity a
+    /// caller chaining many events keeps from one to the next).
+    package static func link(previous: [UInt8], header: EventHeader, digest: [UInt8], scratch bytes: inout [UInt8]) -> [UInt8] {
         // The fields are laid out in one buffer and hashed in one call: this runs once per event.
-        var bytes: [UInt8] = []
+        bytes.removeAll(keepingCapacity: true)
         bytes.reserveCapacity(previous.count + 25 + 12 + header.account.utf8.count + header.type.utf8.count
                               + (header.id?.utf8.count ?? 0) + digest.count)
         bytes.append(contentsOf: previous)

@@ -134,6 +134,7 @@ public struct Importer {
             summary.rejected += rejections.count
             summary.lines += batch.lineCount
             progress?(batch.bytesRead)
+            queue.recycle(batch)
         }
         if let failure { throw failure }
         return summary
@@ -207,6 +208,8 @@ struct ParsedBatch: Sendable {
 final class BatchQueue: Sendable {
     private struct State {
         var items: [ParsedBatch] = []
+        /// Batches the consumer is done with, freed by the producer.
+        var spent: [ParsedBatch] = []
         var finished = false
         var cancelled = false
     }
@@ -220,8 +223,19 @@ final class BatchQueue: Sendable {
     /// Waits for room, then hands `batch` over (dropped once cancelled).
     func push(_ batch: ParsedBatch) {
         free.wait()
-        state.withLock { if !$0.cancelled { $0.items.append(batch) } }
+        let spent = state.withLock { s -> [ParsedBatch] in
+            if !s.cancelled { s.items.append(batch) }
+            defer { s.spent = [] }
+            return s.spent
+        }
         ready.signal()
+        withExtendedLifetime(spent) {}  // freed here, on the producer's thread
+    }
+
+    /// Takes back a batch the consumer is done with. Freeing one (tens of thousands of strings
+    /// and buffers) is left to the producer: the consumer is the import's serial stage.
+    func recycle(_ batch: ParsedBatch) {
+        state.withLock { $0.spent.append(batch) }
     }
 
     func finish() {

@@ -191,13 +191,20 @@ public final class JournalReader {
         for e in try wrap({ try JournalReader.tailRows(db).0 }) where e.header.account == account { try body(e) }
     }
 
+    /// The IDs of the blocks holding events of account `?1`, from both tables of the per-account
+    /// block index (see `Writer.mergeRecentPostingsIfDue`).
+    static let blocksOfAccount = """
+        SELECT ab.block_id FROM accounts a JOIN account_blocks ab ON ab.account_id = a.id WHERE a.name = ?1
+        UNION ALL
+        SELECT rb.block_id FROM accounts a JOIN recent_account_blocks rb ON rb.account_id = a.id WHERE a.name = ?1
+        """
+
     /// The sealed blocks' part of `scan(account:)`.
     package func scanBlocks(account: String, _ body: (SealedEvent) throws -> Void) throws {
         let s = try wrap {
             try db.statement("""
-                SELECT b.id, b.first_seq, b.last_seq, b.frame FROM accounts a
-                JOIN account_blocks ab ON ab.account_id = a.id JOIN blocks b ON b.id = ab.block_id
-                WHERE a.name = ? ORDER BY b.first_seq
+                SELECT b.id, b.first_seq, b.last_seq, b.frame FROM blocks b
+                WHERE b.id IN (\(JournalReader.blocksOfAccount)) ORDER BY b.first_seq
                 """)
         }
         s.bind(1, account)

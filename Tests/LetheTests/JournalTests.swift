@@ -63,6 +63,39 @@ import Testing
         #expect(none == 0)
     }
 
+    @Test func anAccountsBlocksAreFoundWhileTheIndexMovesToItsMainTable() throws {
+        // Postings move from the recent table to the main one every 5: reads find an account's
+        // events in either table, and in both at once, before and after every move.
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 4, recentPostingsLimit: 5)
+        var expected: [String: [Int64]] = [:]
+        var rng = SplitMix(seed: 3)
+        var seq: Int64 = 0
+        var sawBothTables = false
+        for round in 0..<25 {
+            var batch: [NewEvent] = []
+            for _ in 0..<(1 + Int(rng.next() % 7)) {
+                let account = "acc_\(rng.next() % 6)"
+                seq += 1
+                batch.append(event(account, at: String(format: "2026-01-01T00:%02d:%02dZ", seq / 60, seq % 60)))
+                expected[account, default: []].append(seq)
+            }
+            _ = try j.append(batch)
+            for (account, seqs) in expected {
+                var found: [Int64] = []
+                try j.read { try $0.events(account: account) { found.append($0.header.seq) } }
+                #expect(found == seqs, "round \(round), \(account)")
+            }
+            let db = try SQLiteDatabase(path: j.path, readOnly: true)
+            let (main, recent) = (try db.scalarInt("SELECT count(*) FROM account_blocks") ?? 0,
+                                  try db.scalarInt("SELECT count(*) FROM recent_account_blocks") ?? 0)
+            #expect(recent < 5, "round \(round): the recent postings were not moved")
+            if main > 0 && recent > 0 { sawBothTables = true }
+        }
+        #expect(sawBothTables)
+        #expect(try JournalReader.verify(path: j.path).events == seq)
+    }
+
     @Test func survivesReopenAndKeepsTheChainGoing() throws {
         let dir = TempDir()
         do {

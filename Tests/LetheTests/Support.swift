@@ -25,9 +25,11 @@ func testMaster(_ keysPath: String) -> MasterKeySource {
 }
 
 /// A journal with deterministic randomness and the test master key.
-func openJournal(_ dir: TempDir, name: String = "j.lethe", blockEvents: Int = 8, seed: UInt64 = 1) throws -> Journal {
+func openJournal(_ dir: TempDir, name: String = "j.lethe", blockEvents: Int = 8, seed: UInt64 = 1,
+                 recentPostingsLimit: Int? = nil) throws -> Journal {
     var options = Journal.Options()
     options.blockEvents = blockEvents
+    if let recentPostingsLimit { options.recentPostingsLimit = recentPostingsLimit }
     options.entropy = .seeded(seed)
     options.synchronous = .normal
     options.clock = .fixed(ts("2026-06-01T00:00:00Z"))

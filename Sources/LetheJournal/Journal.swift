@@ -583,11 +583,16 @@ final class Writer {
         accounts[name] = row
     }
 
-    private func existingSeq(id: String) throws -> Int64? {
-        let s = try db.statement("SELECT seq FROM event_ids WHERE id = ?")
-        defer { s.reset() }
-        s.bind(1, id)
-        return try s.step() ? s.int(0) : nil
+    /// The sequence numbers of those of `ids` that the journal already holds.
+    private func existingSeqs(of ids: [String]) throws -> [String: Int64] {
+        var found: [String: Int64] = [:]
+        try db.inChunks(of: 256, count: ids.count, sql: { n in
+            "SELECT id, seq FROM event_ids WHERE id IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(k + 1), ids[i]) }
+            while try s.step() { found[s.text(0)!] = s.int(1) }
+        }
+        return found
     }
 
     func append(
@@ -634,8 +639,11 @@ final class Writer {
         // Accounts of this batch, staged until the commit.
         var staged: [String: AccountRow] = [:]
         var newAccounts: [String] = []
-        let claimID = try db.statement("INSERT INTO event_ids(id, seq) VALUES(?, ?) ON CONFLICT(id) DO NOTHING")
-        let unclaimID = try db.statement("DELETE FROM event_ids WHERE id = ?")
+        // Ids already in the journal are looked up for the whole batch at once (the write lock is
+        // held, so none can appear meanwhile); the batch's own ids are recorded after the loop.
+        let existing = try existingSeqs(of: batch.compactMap { $0.id })
+        var claimed: [String: Int64] = [:]
+        var claims: [(id: String, seq: Int64)] = []
         var outcomes: [AppendOutcome] = []
         outcomes.reserveCapacity(batch.count)
         var sealed: [SealedEvent] = []
@@ -655,22 +663,14 @@ final class Writer {
             case .success(let s):
                 body = s
             }
-            // Claim the id with the seq the event will get: one statement both checks and records
-            // it. The claim is withdrawn below should the event be refused.
-            if let id = e.id {
-                claimID.reset()
-                try claimID.bind(1, id).bind(2, seq + 1).run()
-                if db.changes == 0 {
-                    outcomes.append(.duplicate(seq: try existingSeq(id: id)!))
-                    continue
-                }
+            // An id the journal or this batch already holds makes the event a no-op.
+            if let id = e.id, let earlier = existing[id] ?? claimed[id] {
+                outcomes.append(.duplicate(seq: earlier))
+                continue
             }
-            func refuse(_ error: JournalError) throws {
-                outcomes.append(.rejected(error))
-                if let id = e.id { unclaimID.reset(); try unclaimID.bind(1, id).run() }
-            }
+            func refuse(_ error: JournalError) { outcomes.append(.rejected(error)) }
             if e.scope == .subject && shredded.contains(e.account) {
-                try refuse(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
+                refuse(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
                 continue
             }
             var row: AccountRow
@@ -684,12 +684,12 @@ final class Writer {
                 isNew = true
             }
             if let expected = e.expectedVersion, expected != row.version {
-                try refuse(JournalError(
+                refuse(JournalError(
                     .versionConflict, "account \(e.account) is at version \(row.version), not the expected \(expected)"))
                 continue
             }
             if e.at.nanoseconds < row.lastAt {
-                try refuse(JournalError(
+                refuse(JournalError(
                     .timeOrder, "field at: \(e.at) is older than account \(e.account)'s latest event (\(Timestamp(nanoseconds: row.lastAt)))"))
                 continue
             }
@@ -699,12 +699,16 @@ final class Writer {
                     try rules.load(e.account, history: history(of: e.account))
                 }
                 if let why = rules.admit(account: e.account, type: e.type, payload: plaintext, scope: e.scope, at: e.at) {
-                    try refuse(JournalError(.refusedByRules, why))
+                    refuse(JournalError(.refusedByRules, why))
                     continue
                 }
             }
             if isNew { newAccounts.append(e.account) }
             seq += 1
+            if let id = e.id {
+                claimed[id] = seq
+                claims.append((id, seq))
+            }
             row.version += 1
             row.lastAt = e.at.nanoseconds
             staged[e.account] = row
@@ -713,6 +717,13 @@ final class Writer {
             sealed.append(SealedEvent(header: header, nonce: body.nonce, body: .sealed(body.body, e.scope)))
             links.append(link)
             outcomes.append(.appended(header))
+        }
+        // Plain inserts: an id recorded twice would be a bug, and its error rolls the batch back.
+        try db.inChunks(of: 128, count: claims.count, sql: {
+            "INSERT INTO event_ids(id, seq) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), claims[i].id).bind(Int32(2 * k + 2), claims[i].seq) }
+            try s.run()
         }
         try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
         return outcomes
@@ -777,13 +788,16 @@ final class Writer {
     /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.
     private func write(sealed: [SealedEvent], links: [[UInt8]], staged: [String: AccountRow], newAccounts: [String]) throws {
         guard !sealed.isEmpty else { return }
-        let upsert = try db.statement("""
-            INSERT INTO accounts(id, name, version, last_at) VALUES(?, ?, ?, ?)
+        let rows = Array(staged)
+        try db.inChunks(of: 128, count: rows.count, sql: { n in """
+            INSERT INTO accounts(id, name, version, last_at) VALUES \(SQLiteDatabase.placeholders(rows: n, columns: 4))
             ON CONFLICT(id) DO UPDATE SET version = excluded.version, last_at = excluded.last_at
-            """)
-        for (name, row) in staged {
-            upsert.reset()
-            try upsert.bind(1, row.id).bind(2, name).bind(3, row.version).bind(4, row.lastAt).run()
+            """ }) { s, range in
+            for (k, i) in range.enumerated() {
+                let p = Int32(4 * k)
+                s.bind(p + 1, rows[i].value.id).bind(p + 2, rows[i].key).bind(p + 3, rows[i].value.version).bind(p + 4, rows[i].value.lastAt)
+            }
+            try s.run()
         }
 
         var blockID = nextBlockID
@@ -813,7 +827,7 @@ final class Writer {
                 }
             }
             let insertBlock = try db.statement("INSERT INTO blocks(id, first_seq, last_seq, frame) VALUES(?, ?, ?, ?)")
-            let insertIndex = try db.statement("INSERT INTO recent_account_blocks(account_id, block_id) VALUES(?, ?)")
+            var postings: [(account: Int64, block: Int64)] = []
             var previous = sealedLink
             var start = 0
             for frame in frames {
@@ -823,16 +837,19 @@ final class Writer {
                 var indexed = Set<Int64>()
                 for e in pending[start..<start + blockSize] {
                     let id = try staged[e.header.account]?.id ?? accountRow(e.header.account)!.id
-                    if indexed.insert(id).inserted {
-                        insertIndex.reset()
-                        try insertIndex.bind(1, id).bind(2, blockID).run()
-                    }
+                    if indexed.insert(id).inserted { postings.append((id, blockID)) }
                 }
                 previous = pendingLinks[start + blockSize - 1]
                 blockID += 1
                 start += blockSize
             }
             newSealedLink = previous
+            try db.inChunks(of: 256, count: postings.count, sql: {
+                "INSERT INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
+            }) { s, range in
+                for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), postings[i].account).bind(Int32(2 * k + 2), postings[i].block) }
+                try s.run()
+            }
             try mergeRecentPostingsIfDue()
             options.logger.trace("sealed blocks", metadata: ["blocks": "\(blockID - nextBlockID)", "last_seq": "\(pending[start - 1].header.seq)"])
             pending.removeFirst(start)

@@ -133,6 +133,29 @@ package final class SQLiteDatabase {
 
     package var changes: Int { Int(sqlite3_changes(handle)) }
 
+    /// Runs a statement over `count` rows in chunks of up to `rows`: `sql` makes the statement
+    /// for a chunk of a given size (with `placeholders`), and `body` binds and runs it for that
+    /// chunk's range. One statement per chunk instead of one per row: SQLite's per-statement
+    /// work is paid once for many rows.
+    package func inChunks(
+        of rows: Int, count: Int, sql: (Int) -> String, _ body: (SQLiteStatement, Range<Int>) throws -> Void
+    ) throws {
+        var start = 0
+        while start < count {
+            let end = Swift.min(start + rows, count)
+            let s = try statement(sql(end - start))
+            try body(s, start..<end)
+            s.reset()
+            start = end
+        }
+    }
+
+    /// `(?, ?), (?, ?), …`: `rows` groups of `columns` parameters, numbered in order.
+    package static func placeholders(rows: Int, columns: Int) -> String {
+        let group = "(" + Array(repeating: "?", count: columns).joined(separator: ", ") + ")"
+        return Array(repeating: group, count: rows).joined(separator: ", ")
+    }
+
     /// Replaces this database's content with `source`'s, in one step under this database's write
     /// lock (SQLite's online backup): other connections see the old content or the new, never a
     /// mix, and the file itself (with its WAL) stays in place.

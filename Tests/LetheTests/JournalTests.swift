@@ -143,6 +143,15 @@ import Testing
         #expect(outcomes.map(kind) == ["appended", "duplicate"])
         #expect(j.headSeq == 2)
         #expect(try data(allEvents(j)[0])["path"] == "/pricing")
+        // A refused event leaves its id free, in the same batch too; a repeat names the seq it repeats.
+        _ = try j.append(event("c", at: "2026-01-01T00:00:05Z"))
+        let retried = try j.append([event("c", at: "2026-01-01T00:00:01Z", id: "x3"), event("c", at: "2026-01-01T00:00:06Z", id: "x3"),
+                                    event("c", at: "2026-01-01T00:00:07Z", id: "x3")])
+        #expect(retried.map(kind) == ["rejected", "appended", "duplicate"])
+        if case .duplicate(let seq) = retried[2] { #expect(seq == 4) }
+        let repeated = try j.append([event("d", at: "2026-01-01T00:00:00Z", id: "x2")])
+        #expect(repeated.map(kind) == ["duplicate"])
+        if case .duplicate(let seq) = repeated[0] { #expect(seq == 2) }
     }
 
     @Test func timeNeverGoesBackwardsWithinAnAccount() throws {

@@ -102,7 +102,7 @@ public final class Journal: Sendable {
         public var rules: (any EventRules)?
         public var logger: Logger = Logger(label: "lethe.journal")
         /// How many recent (account, block) postings gather before they move to the main
-        /// per-account block index in one sorted pass (see `Writer.indexBlocks`).
+        /// per-account block index in one sorted pass (see `Writer.mergeRecentPostingsIfDue`).
         package var recentPostingsLimit = 1 << 18
 
         public init() {}
@@ -647,12 +647,10 @@ final class Writer {
         var outcomes: [AppendOutcome] = []
         outcomes.reserveCapacity(batch.count)
         var sealed: [SealedEvent] = []
-        var links: [[UInt8]] = []
+        var digests: [[UInt8]] = []
         sealed.reserveCapacity(batch.count)
-        links.reserveCapacity(batch.count)
-        var link = headLink
+        digests.reserveCapacity(batch.count)
         var seq = headSeq
-        var chainScratch: [UInt8] = []
         try loadHistories(for: batch)
         for e in batch {
             let body: PreparedBatch.Sealed
@@ -713,10 +711,18 @@ final class Writer {
             row.lastAt = e.at.nanoseconds
             staged[e.account] = row
             let header = EventHeader(seq: seq, version: row.version, account: e.account, type: e.type, at: e.at, id: e.id)
-            link = Chain.link(previous: link, header: header, digest: body.digest, scratch: &chainScratch)
             sealed.append(SealedEvent(header: header, nonce: body.nonce, body: .sealed(body.body, e.scope)))
-            links.append(link)
+            digests.append(body.digest)
             outcomes.append(.appended(header))
+        }
+        // The chain is computed on another core while the ids and account rows are written.
+        let chain = Background(inline: sealed.count < 256) { [headLink, sealed, digests] in
+            var link = headLink
+            var scratch: [UInt8] = []
+            return zip(sealed, digests).map { e, digest in
+                link = Chain.link(previous: link, header: e.header, digest: digest, scratch: &scratch)
+                return link
+            }
         }
         // Plain inserts: an id recorded twice would be a bug, and its error rolls the batch back.
         try db.inChunks(of: 128, count: claims.count, sql: {
@@ -725,7 +731,8 @@ final class Writer {
             for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), claims[i].id).bind(Int32(2 * k + 2), claims[i].seq) }
             try s.run()
         }
-        try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
+        try writeAccounts(staged)
+        try write(sealed: sealed, links: chain.value(), staged: staged, newAccounts: newAccounts)
         return outcomes
     }
 
@@ -785,9 +792,8 @@ final class Writer {
         }
     }
 
-    /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.
-    private func write(sealed: [SealedEvent], links: [[UInt8]], staged: [String: AccountRow], newAccounts: [String]) throws {
-        guard !sealed.isEmpty else { return }
+    /// Stores the batch's account rows (new ones, and new versions and times).
+    private func writeAccounts(_ staged: [String: AccountRow]) throws {
         let rows = Array(staged)
         try db.inChunks(of: 128, count: rows.count, sql: { n in """
             INSERT INTO accounts(id, name, version, last_at) VALUES \(SQLiteDatabase.placeholders(rows: n, columns: 4))
@@ -799,7 +805,11 @@ final class Writer {
             }
             try s.run()
         }
+    }
 
+    /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.
+    private func write(sealed: [SealedEvent], links: [[UInt8]], staged: [String: AccountRow], newAccounts: [String]) throws {
+        guard !sealed.isEmpty else { return }
         var blockID = nextBlockID
         var newSealedLink = sealedLink
         let blockSize = options.blockEvents

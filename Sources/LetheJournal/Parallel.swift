@@ -24,3 +24,29 @@ extension Array where Element: Sendable {
         }
     }
 }
+
+/// A value computed on another thread while the caller goes on; `value()` waits for it.
+///
+/// Work too small to repay the hand-over (`inline`) is done at once, on the caller's thread.
+package final class Background<T: Sendable>: Sendable {
+    private let result: Mutex<T?>
+    private let done: DispatchGroup
+
+    package init(inline: Bool = false, _ work: @escaping @Sendable () -> T) {
+        result = Mutex(nil)
+        done = DispatchGroup()
+        if inline {
+            result.withLock { $0 = work() }
+            return
+        }
+        DispatchQueue.global().async(group: done) { [self] in
+            let value = work()
+            result.withLock { $0 = value }
+        }
+    }
+
+    package func value() -> T {
+        done.wait()
+        return result.withLock { $0! }
+    }
+}

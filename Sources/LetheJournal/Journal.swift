@@ -640,9 +640,9 @@ final class Writer {
         var staged: [String: AccountRow] = [:]
         var newAccounts: [String] = []
         // Ids already in the journal are looked up for the whole batch at once (the write lock is
-        // held, so none can appear meanwhile); the batch's own ids are recorded after the loop.
-        let existing = try existingSeqs(of: batch.compactMap { $0.id })
-        var claimed: [String: Int64] = [:]
+        // held, so none can appear meanwhile); the batch's own ids join them as they are taken,
+        // and are recorded after the loop.
+        var known = try existingSeqs(of: batch.compactMap { $0.id })
         var claims: [(id: String, seq: Int64)] = []
         var outcomes: [AppendOutcome] = []
         outcomes.reserveCapacity(batch.count)
@@ -662,7 +662,7 @@ final class Writer {
                 body = s
             }
             // An id the journal or this batch already holds makes the event a no-op.
-            if let id = e.id, let earlier = existing[id] ?? claimed[id] {
+            if let id = e.id, let earlier = known[id] {
                 outcomes.append(.duplicate(seq: earlier))
                 continue
             }
@@ -704,7 +704,7 @@ final class Writer {
             if isNew { newAccounts.append(e.account) }
             seq += 1
             if let id = e.id {
-                claimed[id] = seq
+                known[id] = seq
                 claims.append((id, seq))
             }
             row.version += 1

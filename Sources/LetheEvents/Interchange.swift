@@ -20,7 +20,13 @@ public struct LineReader: Sendable {
     public private(set) var lineNumber = 0
     public private(set) var bytesRead: Int64 = 0
 
-    public init(fd: Int32) { self.fd = fd }
+    /// The longest line this reader hands out (`maxLineBytes` unless a test sets a smaller one).
+    public let lineLimit: Int
+
+    public init(fd: Int32, lineLimit: Int = LineReader.maxLineBytes) {
+        self.fd = fd
+        self.lineLimit = lineLimit
+    }
 
     public enum Line {
         case text([UInt8])
@@ -29,26 +35,36 @@ public struct LineReader: Sendable {
 
     /// Hands out `buffer[start..<end]` as the next line (or the end of a line that was too long).
     private mutating func take(upTo end: Int, resumeAt next: Int) -> Line {
-        var line = Array(buffer[start..<end])
-        start = next
-        lineNumber += 1
-        if skippingLongLine {
+        defer {
+            start = next
+            lineNumber += 1
             skippingLongLine = false
-            return .tooLong
         }
+        // A line whose end arrived in the read that took it past the limit is refused too.
+        if skippingLongLine || end - start > lineLimit { return .tooLong }
+        var line = Array(buffer[start..<end])
         if line.last == 0x0D { line.removeLast() }
         return .text(line)
+    }
+
+    /// The index of the first `\n` at or after `start` (memchr: this scans every byte of the input).
+    private func newline(from start: Int) -> Int? {
+        guard start < buffer.count else { return nil }
+        return buffer.withUnsafeBytes { bytes -> Int? in
+            guard let found = memchr(bytes.baseAddress! + start, 0x0A, bytes.count - start) else { return nil }
+            return bytes.baseAddress!.distance(to: UnsafeRawPointer(found))
+        }
     }
 
     /// The next line (without its `\n` or `\r\n`), or nil at the end.
     public mutating func next() throws -> Line? {
         while true {
-            if let nl = buffer[start...].firstIndex(of: 0x0A) { return take(upTo: nl, resumeAt: nl + 1) }
+            if let nl = newline(from: start) { return take(upTo: nl, resumeAt: nl + 1) }
             if eof {
                 guard start < buffer.count || skippingLongLine else { return nil }
                 return take(upTo: buffer.count, resumeAt: buffer.count)
             }
-            if buffer.count - start > LineReader.maxLineBytes {
+            if buffer.count - start > lineLimit {
                 skippingLongLine = true
                 start = buffer.count
             }
@@ -175,7 +191,7 @@ public struct Importer {
                 let number = reader.lineNumber
                 guard case .text(let bytes) = line else {
                     batch.lineCount += 1
-                    batch.rejections.append(LineRejection(line: number, reason: "line longer than \(LineReader.maxLineBytes) bytes"))
+                    batch.rejections.append(LineRejection(line: number, reason: "line longer than \(reader.lineLimit) bytes"))
                     continue
                 }
                 if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank lines carry nothing

@@ -1,3 +1,4 @@
+import Foundation
 import LetheEvents
 @testable import LetheJournal
 import Testing
@@ -174,5 +175,50 @@ import Testing
         }
         #expect(throws: LZ4.Failure.self) { try LZ4.decompressFrame(frame + [0], limit: 1 << 20) }
         #expect(throws: LZ4.Failure.self) { try LZ4.decompressFrame(frame, limit: 100) }
+    }
+}
+
+@Suite struct LineReaderTests {
+    func lines(limit: Int = LineReader.maxLineBytes, of parts: Any...) throws -> (lines: [String], count: Int) {
+        // Parts are strings, or byte counts of a run of "y".
+        var input = Data()
+        for part in parts {
+            if let text = part as? String { input.append(contentsOf: Array(text.utf8)) }
+            if let run = part as? Int { input.append(Data(repeating: UInt8(ascii: "y"), count: run)) }
+        }
+        let dir = TempDir()
+        let path = dir.path("input.ndjson")
+        try input.write(to: URL(fileURLWithPath: path))
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        var reader = LineReader(fd: fd, lineLimit: limit)
+        var out: [String] = []
+        while let line = try reader.next() {
+            switch line {
+            case .text(let bytes): out.append(bytes.count > 100 ? "\(bytes.count) bytes" : String(decoding: bytes, as: UTF8.self))
+            case .tooLong: out.append("<too long>")
+            }
+        }
+        return (out, reader.lineNumber)
+    }
+
+    @Test func splitsLinesAcrossReadsAndEndings() throws {
+        // The long line straddles the first 1 MiB read; the last line has no newline.
+        let (found, count) = try lines(of: "first\nsecond\r\n\n", (1 << 20) - 3, "\nlast")
+        #expect(found == ["first", "second", "", "\((1 << 20) - 3) bytes", "last"])
+        #expect(count == 5)
+        #expect(try lines(of: "").lines == [])
+        #expect(try lines(of: "only\n").lines == ["only"])
+    }
+
+    @Test func skipsALineAboveTheLimitAndGoesOn() throws {
+        // A 1,000-byte limit: a line just above it whose end comes in the same 1 MiB read, one
+        // that spans several reads, and one exactly at the limit.
+        for (extra, why) in [(10, "just above"), (3 << 20, "several reads above")] {
+            let (found, count) = try lines(limit: 1000, of: "before\n", 1000 + extra, "\nafter\n")
+            #expect(found == ["before", "<too long>", "after"], "\(why)")
+            #expect(count == 3)
+        }
+        #expect(try lines(limit: 1000, of: 1000, "\nnext").lines == ["1000 bytes", "next"])
     }
 }

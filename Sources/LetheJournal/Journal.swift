@@ -838,9 +838,7 @@ final class Writer {
             }
             let insertBlock = try db.statement("INSERT INTO blocks(id, first_seq, last_seq, frame) VALUES(?, ?, ?, ?)")
             var postings: [(account: Int64, block: Int64)] = []
-            var previous = sealedLink
-            var start = 0
-            for frame in frames {
+            for (start, frame) in zip(starts, frames) {
                 insertBlock.reset()
                 try insertBlock.bind(1, blockID).bind(2, pending[start].header.seq).bind(3, pending[start + blockSize - 1].header.seq)
                     .bind(4, try frame.get()).run()
@@ -849,11 +847,10 @@ final class Writer {
                     let id = try staged[e.header.account]?.id ?? accountRow(e.header.account)!.id
                     if indexed.insert(id).inserted { postings.append((id, blockID)) }
                 }
-                previous = pendingLinks[start + blockSize - 1]
                 blockID += 1
-                start += blockSize
             }
-            newSealedLink = previous
+            let sealedCount = starts.count * blockSize
+            newSealedLink = pendingLinks[sealedCount - 1]
             try db.inChunks(of: 256, count: postings.count, sql: {
                 "INSERT INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
             }) { s, range in
@@ -861,9 +858,9 @@ final class Writer {
                 try s.run()
             }
             try mergeRecentPostingsIfDue()
-            options.logger.trace("sealed blocks", metadata: ["blocks": "\(blockID - nextBlockID)", "last_seq": "\(pending[start - 1].header.seq)"])
-            pending.removeFirst(start)
-            pendingLinks.removeFirst(start)
+            options.logger.trace("sealed blocks", metadata: ["blocks": "\(starts.count)", "last_seq": "\(pending[sealedCount - 1].header.seq)"])
+            pending.removeFirst(sealedCount)
+            pendingLinks.removeFirst(sealedCount)
             try insertTail(pending, pendingLinks)
             (newTail, newTailLinks) = (pending, pendingLinks)
         } else {

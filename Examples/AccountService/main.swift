@@ -20,7 +20,18 @@ let logger: Logger = {
 var options = Journal.Options()
 options.rules = ContractRules()
 options.logger = logger
-let journal = try Journal(path: directory + "/accounts.lethe", options: options)
+// The master key comes from the host's secret store, never from beside the data: here the
+// environment (LETHE_MASTER_KEY or LETHE_MASTER_KEY_FILE), or, for a first try, a key file made
+// in a directory of its own.
+var master = MasterKeySource()
+if !master.isGiven {
+    let secrets = NSTemporaryDirectory() + "lethe-example-secrets-\(getpid())"
+    try FileManager.default.createDirectory(atPath: secrets, withIntermediateDirectories: true)
+    try MasterKeySource.createKeyFile(at: secrets + "/master.key")
+    master.keyFile = secrets + "/master.key"
+    logger.info("no master key given: made one for this run", metadata: ["file": "\(secrets)/master.key"])
+}
+let journal = try Journal(path: directory + "/accounts.lethe", master: master, options: options)
 
 // Follow committed events from where this service last stopped (0 on a first run).
 let follower = Task {

@@ -42,6 +42,9 @@ struct JournalOptions: ParsableArguments {
     @Option(name: .long, help: "The key store (default: the journal's path + \".keys\").")
     var keys: String?
 
+    @Option(name: .customLong("master-key"), help: "A file holding the master key (made by `lethe keys init`; owner-only, outside the journal's and the key store's directory). Default: LETHE_MASTER_KEY, else the file LETHE_MASTER_KEY_FILE names.")
+    var masterKey: String?
+
     @Option(name: .long, help: "The time to use as now, RFC 3339 in UTC, like 2026-03-01T00:00:00Z (default: the system clock).")
     var now: Timestamp?
 
@@ -51,7 +54,15 @@ struct JournalOptions: ParsableArguments {
     @Option(name: .long, help: "The retention policy (JSON; default: the journal's path + \".policy.json\" if it exists, else the shipped policy: see `lethe retention policy`).")
     var policy: String?
 
+    @Option(name: .customLong("wal-wait"), help: "Seconds a purge waits for readers holding an old snapshot of a file before it reports the file's WAL as not truncated (and exits non-zero).")
+    var walWait: Double = 10
+
     var clock: Clock { now.map(Clock.fixed) ?? .system }
+
+    var keysPath: String { keys ?? journal + ".keys" }
+
+    /// Where the master key comes from: `--master-key`, else the environment.
+    var master: MasterKeySource { MasterKeySource(keyFile: masterKey) }
 
     /// The retention policy: `--policy`, else `JOURNAL.policy.json` when there is one, else the shipped one.
     func retentionPolicy() throws -> RetentionPolicy {
@@ -80,7 +91,8 @@ struct JournalOptions: ParsableArguments {
         var options = Journal.Options()
         options.clock = clock
         options.rules = ContractRules()
-        return try Journal(path: journal, keysPath: keys, options: options)
+        options.truncateWait = .milliseconds(Int(max(0, walWait) * 1000))
+        return try Journal(path: journal, keysPath: keys, master: master, options: options)
     }
 }
 
@@ -121,14 +133,12 @@ func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
 
 func writeStderr(_ text: String) { writeAll(2, Array(text.utf8)) }
 
-/// Writes a report to `path` (created readable by its owner only: reports hold personal data),
-/// or to standard output.
+/// Writes a report to `path`, or to standard output. Reports hold personal data: the file is
+/// made anew, readable by its owner only, and put in place atomically; a link at `path` is
+/// replaced, never followed.
 func writeOutput(_ bytes: [UInt8], to path: String?) throws {
     guard let path else { return writeAll(1, bytes) }
-    let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    guard fd >= 0 else { throw JournalError(.storage, "cannot write \(path): \(String(cString: strerror(errno)))") }
-    writeAll(fd, bytes)
-    close(fd)
+    try PrivateFile.replace(path, with: bytes)
 }
 
 func writeStdout(_ text: String) { writeAll(1, Array(text.utf8)) }
@@ -166,6 +176,7 @@ struct Lethe: ParsableCommand {
         subcommands: [
             Import.self, Export.self, Verify.self, State.self, Replay.self, AccessLogCommand.self, Disclosures.self,
             PolicyNotices.self, SubjectReportCommand.self, Rebuild.self, ViewsCommand.self, RetentionCommand.self, BackupCommand.self,
+            KeysCommand.self,
         ])
 }
 
@@ -244,10 +255,7 @@ func readAccount(_ account: String, journal: Journal, access: AccessOptions, clo
         throw JournalError(.invalidEvent, "cannot record the access, so nothing is shown: \(rejection)")
     }
     do {
-        try journal.append(NewEvent(
-            account: account, type: EventType.accountAccessed.rawValue, at: at,
-            payload: PayloadCodec.standard.encode(type: EventType.accountAccessed.rawValue, data: data),
-            scope: EventType.accountAccessed.scope))
+        try journal.append(NewEvent(.accountAccessed, account: account, at: at, data: data))
     } catch let e as JournalError {
         throw JournalError(e.code, "cannot record the access, so nothing is shown: \(e.message)")
     }
@@ -563,28 +571,32 @@ struct Export: ParsableCommand {
 
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check every block, the sequence, each account's history and the hash chain.")
+        abstract: "Check every block, the sequence, each account's history, the hash chain, and the head against the master key and the key store.")
 
     @OptionGroup var options: JournalOptions
 
+    @Flag(help: "Without the master key: check what can be checked and exit 0 if that is intact (the head is then not authenticated).")
+    var unauthenticated = false
+
     func run() throws {
         try guarded("verify") {
-            // No writer and no keys: verification reads only what is stored, so it works on a damaged journal.
+            // No writer: verification reads only what is stored, so it works on a damaged journal.
             var progress = Progress("verify")
-            // The master key, when there is one, also authenticates the chain head.
-            let keys = options.keys ?? options.journal + ".keys"
-            let source = MasterKeySource(keysPath: keys)
-            let haveMaster = source.environment[MasterKeySource.environmentVariable] != nil || access(source.keyFile, R_OK) == 0
-            let report = try JournalReader.verify(path: options.journal, master: haveMaster ? source : nil) {
+            let authenticate = options.master.isGiven
+            let report = try JournalReader.verify(path: options.journal, keysPath: authenticate ? options.keysPath : nil, master: authenticate ? options.master : nil) {
                 progress.update($0, of: $1, unit: "events")
             }
             progress.finish()
             writeStdout("""
                 ok: \(report.events) events (\(report.blocks) sealed blocks, \(report.tailEvents) unsealed, \
                 \(report.purgedEvents) purged) of \(report.accounts) accounts; chain head \(report.headLink) \
-                \(report.anchored ? "(authenticated by the master key)" : "(not authenticated: no master key given)")
+                \(report.anchored ? "(authenticated by the key store's anchor key)" : "(not authenticated: no master key given)")
 
                 """)
+            if !report.anchored && !unauthenticated {
+                writeStderr("lethe verify: the chain head could not be authenticated (no master key: \(MasterKeySource.missing)); pass --unauthenticated to accept that\n")
+                throw ExitCode(1)
+            }
         }
     }
 }
@@ -688,10 +700,9 @@ struct BackupCommand: ParsableCommand {
         subcommands: [Create.self, Restore.self, List.self, Inspect.self])
 
     /// One line about a backup, from its header alone (no key needed).
-    static func describe(_ path: String, _ m: Backup.Manifest) -> String {
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        return "\(path): journal \(m.journal), created \(m.created), events \(m.firstSeq)–\(m.lastSeq), "
-            + "\(m.databaseBytes) bytes of database in \(size) bytes (\(m.chunks) chunks)"
+    static func describe(_ path: String, _ b: Backup.Summary) -> String {
+        let m = b.manifest
+        return "\(path): journal \(m.journal), created \(m.created), events \(m.firstSeq)–\(m.lastSeq), \(b.fileBytes) bytes in \(b.chunks) chunks"
     }
 
     struct Create: ParsableCommand {
@@ -706,8 +717,8 @@ struct BackupCommand: ParsableCommand {
         func run() throws {
             try guarded("backup create") {
                 let journal = try options.open()
-                let manifest = try Backup.create(journal, to: file, now: options.clock.now())
-                writeStdout("backed up: " + BackupCommand.describe(file, manifest) + "\n")
+                let summary = try Backup.create(journal, to: file, now: options.clock.now())
+                writeStdout("backed up: " + BackupCommand.describe(file, summary) + "\n")
             }
         }
     }
@@ -726,23 +737,23 @@ struct BackupCommand: ParsableCommand {
 
         func run() throws {
             try guarded("backup restore") {
-                let keys = options.keys ?? options.journal + ".keys"
+                let keys = options.keysPath
                 // The backup holds no keys: without the live key store nothing in it could be read.
                 guard access(keys, F_OK) == 0 else {
                     throw JournalError(.keys, "no key store at \(keys): pass --keys with the live key store (backups never hold one)")
                 }
-                let manifest = try Backup.restore(file, to: options.journal, keysPath: keys, master: MasterKeySource(keysPath: keys), replace: replace)
+                let summary = try Backup.restore(file, to: options.journal, keysPath: keys, master: options.master, replace: replace)
                 for suffix in [".views", ".views-wal", ".views-shm"] { unlink(options.journal + suffix) }  // derived from the old journal
-                writeStdout("restored: " + BackupCommand.describe(file, manifest) + "\n")
-                // The live key store knows what was purged since: those accounts stay purged, and
-                // every purge due now is applied again.
+                writeStdout("restored: " + BackupCommand.describe(file, summary) + "\n")
+                // The live key store knows what was purged since: those accounts stay purged (with
+                // their whole audit trail), and every purge due now is applied again.
                 let journal = try options.open()
                 let models = try options.readModels(journal)
                 var logger = Logger(label: "lethe.retention")
                 logger.logLevel = .warning
                 let retention = Retention(journal: journal, views: models, logger: logger)
-                let reapplied = try retention.run(now: options.clock.now())
                 let shredded = try retention.purgeShreddedAccounts(now: options.clock.now())
+                let reapplied = try retention.run(now: options.clock.now())
                 writeStdout("purged again since the backup: \(shredded.count + reapplied.accountsPurged.count) accounts "
                     + "(\(shredded.count) whose keys were destroyed after it, \(reapplied.accountsPurged.count) due now); \(reapplied.summary)\n")
             }
@@ -761,8 +772,8 @@ struct BackupCommand: ParsableCommand {
                 var found = 0
                 for name in names.sorted() {
                     let path = directory + "/" + name
-                    guard let manifest = try? Backup.inspect(path) else { continue }
-                    writeStdout(BackupCommand.describe(path, manifest) + "\n")
+                    guard let summary = try? Backup.inspect(path) else { continue }
+                    writeStdout(BackupCommand.describe(path, summary) + "\n")
                     found += 1
                 }
                 if found == 0 { writeStdout("no backups in \(directory)\n") }
@@ -778,13 +789,59 @@ struct BackupCommand: ParsableCommand {
 
         func run() throws {
             try guarded("backup inspect") {
-                let m = try Backup.inspect(file)
-                let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
+                let b = try Backup.inspect(file)
+                let m = b.manifest
                 printJSON(.object([
                     "file": .string(file), "journal": .string(m.journal), "created": .string(m.created.rfc3339), "backup": .string(m.id),
                     "first_seq": .int(m.firstSeq), "last_seq": .int(m.lastSeq), "head_link": .string(m.headLink),
-                    "database_bytes": .int(m.databaseBytes), "file_bytes": .int(Int64(size)), "chunks": .int(Int64(m.chunks)),
+                    "file_bytes": .int(b.fileBytes), "chunks": .int(Int64(b.chunks)),
                 ]))
+            }
+        }
+    }
+}
+
+struct KeysCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys",
+        abstract: "The master key: make one, or rotate the key store onto a new one.",
+        subcommands: [Init.self, Rotate.self])
+
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new master key file (owner-only). Keep it outside the journal's and the key store's directory, ideally on another machine or in a secret store.")
+
+        @Argument(help: "The key file to create (refused if anything is there).")
+        var file: String
+
+        func run() throws {
+            try guarded("keys init") {
+                try MasterKeySource.createKeyFile(at: file)
+                writeStdout("created \(file) (owner-only); use it with --master-key \(file) or \(MasterKeySource.fileVariable)=\(file)\n")
+            }
+        }
+    }
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-wrap every key of the key store under a new master key, while the journal stays in use; run it again with the same keys to finish an interrupted rotation. Then destroy the old master key: every copy of the key store taken before is useless without it.")
+
+        @OptionGroup var options: JournalOptions
+
+        @Option(name: .customLong("new-master-key"), help: "The new master key file (made by `lethe keys init`).")
+        var newMasterKey: String
+
+        func run() throws {
+            try guarded("keys rotate") {
+                let keys = options.keysPath
+                guard access(keys, F_OK) == 0 else { throw JournalError(.keys, "no key store at \(keys)") }
+                let next = try MasterKeySource(environment: [:], keyFile: newMasterKey).load(besides: [options.journal, keys])
+                let store = try KeyStore(path: keys, master: options.master, dataPaths: [options.journal], entropy: .system, synchronous: .full)
+                let moved = try store.rotate(to: next)
+                guard try !store.isWALDirty() || store.truncateWAL(wait: .seconds(10)) else {
+                    throw JournalError(.erasureIncomplete, "rotated \(moved) keyrings and journal keys, but " + Journal.busyWAL(keys))
+                }
+                writeStdout("rotated: \(moved) keyrings and journal keys of \(keys) re-wrapped under \(newMasterKey); destroy the old master key now\n")
             }
         }
     }

@@ -85,6 +85,9 @@ public enum EnvelopeValidator {
         guard case .string(let account) = accountValue else { return .failure(Rejection(field: "account", "must be a string, not \(accountValue.typeName)")) }
         guard isValidAccount(account) else { return .failure(Rejection(field: "account", "must match [A-Za-z0-9_.:-]{1,64}")) }
         guard !CardNumbers.contains(account) else { return .failure(Rejection(field: "account", "holds what looks like a full card number")) }
+        guard !account.hasPrefix(RetentionPolicy.engineAccountPrefix) else {
+            return .failure(Rejection(field: "account", "names starting with \(RetentionPolicy.engineAccountPrefix) are the engine's own"))
+        }
         guard let atValue = o["at"] else { return .failure(Rejection(field: "at", "missing")) }
         guard case .string(let atText) = atValue else { return .failure(Rejection(field: "at", "must be a string, not \(atValue.typeName)")) }
         guard let at = Timestamp(rfc3339: atText) else {

@@ -36,21 +36,56 @@ public enum EventType: String, CaseIterable, Sendable {
         }
     }
 
-    /// The key that seals the type's data. The data subject's own data is sealed under the
-    /// account's key, which an account purge destroys. The company's own records about the
-    /// account are sealed under the journal's engine key and outlive it: the engine's purge
-    /// events, the staff access log (with its own window in the policy), legal holds (proof that
-    /// no purge ran while a case was open), and the trash's moves (`ItemDeleted`, `ItemRestored`:
-    /// an item id and nothing else, as in the engine's own `ItemPurged`). So an auditor can still
-    /// see that data existed, when and why it was purged, and who had looked at it.
-    public var scope: SealScope {
+    /// The record chain whose keys seal events of this type one by one, for the types whose
+    /// records expire on their own windows (the policy's record rules): expiring the oldest
+    /// records destroys exactly their keys.
+    public var recordChain: String? {
         switch self {
-        case .accountAccessed, .legalHoldPlaced, .legalHoldReleased, .itemDeleted, .itemRestored: .journal
-        default: isEngineOnly ? .journal : .subject
+        case .pageViewed: "page-views"
+        case .surveyAnswered: "surveys"
+        case .accountAccessed: "access-log"
+        default: nil
+        }
+    }
+
+    /// The record chains that outlive an account's purge: the staff access log is the company's
+    /// record of who looked at the account (with its own window), not the subject's data.
+    public static let chainsOutlivingAccount: Set<String> = ["access-log"]
+
+    /// The key that seals an event of this type with `data`. Keys are the unit of erasure:
+    ///
+    /// - an item's own data (`ItemCreated`) under the item's key, destroyed by `ItemPurged`;
+    /// - each record of a category that expires on its own (page views, survey answers, staff
+    ///   accesses) under its own key from the account's chain for that category, destroyed as
+    ///   the records expire, oldest first;
+    /// - the rest of the subject's data under the account's key, destroyed by `AccountPurged`;
+    /// - the company's own records about the account under the journal's engine key, never
+    ///   destroyed: the engine's purge events, legal holds (proof that no purge ran while a case
+    ///   was open), and the trash's moves (`ItemDeleted`, `ItemRestored`: an item id and nothing
+    ///   else, as in the engine's own `ItemPurged`).
+    public func keyScope(_ data: JSONObject) -> KeyScope {
+        if let chain = recordChain { return .records(chain) }
+        switch self {
+        case .itemCreated: return .item(data["item"]?.string ?? "")
+        case .legalHoldPlaced, .legalHoldReleased, .itemDeleted, .itemRestored: return .journal
+        default: return isEngineOnly ? .journal : .account
         }
     }
 
     /// The current schema version of the type's `data`; stored with every payload so that older
     /// payloads can be upcast when the type changes.
     public var schemaVersion: Int { 1 }
+}
+
+extension NewEvent {
+    /// An event of the contract's `type`, its `data` encoded by `codec` and sealed under the key
+    /// its type and data call for (`EventType.keyScope`).
+    public init(
+        _ type: EventType, account: String, at: Timestamp, data: JSONObject, id: String? = nil, expectedVersion: Int64? = nil,
+        codec: PayloadCodec = .standard
+    ) {
+        self.init(
+            id: id, account: account, type: type.rawValue, at: at, payload: codec.encode(type: type.rawValue, data: data),
+            expectedVersion: expectedVersion, scope: type.keyScope(data))
+    }
 }

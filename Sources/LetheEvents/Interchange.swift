@@ -167,7 +167,7 @@ public struct Importer {
             let decoded = lines.parallelMap { line in
                 EnvelopeValidator.parse(line: line.bytes).map { e in
                     NewEvent(id: e.id, account: e.account, type: e.type.rawValue, at: e.at,
-                             payload: codec.encode(type: e.type.rawValue, data: e.data), scope: e.type.scope)
+                             payload: codec.encode(type: e.type.rawValue, data: e.data), scope: e.type.keyScope(e.data))
                 }
             }
             var events: [NewEvent] = []

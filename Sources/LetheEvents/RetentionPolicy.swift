@@ -67,6 +67,13 @@ public struct RetentionPolicy: Sendable, Equatable {
 
     public static let day: Int64 = 86_400
 
+    /// Accounts whose names start with this are the engine's own, never a data subject's.
+    public static let engineAccountPrefix = "lethe:"
+    /// Where the anonymous daily page-view counts go when raw page views expire: an engine account
+    /// of its own, so that the counts are not tied to any data subject (`RecordsExpired` with
+    /// `counts`, aggregated over every account whose page views a run expires).
+    public static let statisticsAccount = "lethe:statistics"
+
     /// Seconds from an obligation's start to its due time under `rule`.
     public func window(_ rule: String) -> Int64 { (purgeDays[rule] ?? 0) * RetentionPolicy.day }
 
@@ -114,6 +121,11 @@ public struct RetentionPolicy: Sendable, Equatable {
             try only(r, ["rule", "type", "category", "after_days"], at: at)
             let typeName = try text(r["type"], at: "\(at).type")
             guard let type = EventType(rawValue: typeName), !type.isEngineOnly else { throw invalid("\(at).type", "\(typeName) is not an event type the service writes") }
+            // A record expires by destroying its own key: only the types sealed record by record can.
+            guard type.recordChain != nil else {
+                let sealed = EventType.allCases.filter { $0.recordChain != nil }.map(\.rawValue).joined(separator: ", ")
+                throw invalid("\(at).type", "\(typeName) is not sealed record by record, so its records cannot expire on their own (only \(sealed) can)")
+            }
             let rule = RecordRule(
                 rule: try text(r["rule"], at: "\(at).rule"), type: type, category: try text(r["category"], at: "\(at).category"),
                 afterDays: try days(r["after_days"], at: "\(at).after_days"))

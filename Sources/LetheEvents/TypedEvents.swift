@@ -236,7 +236,7 @@ extension Journal {
             return try append(NewEvent(
                 id: id, account: account, type: E.type.rawValue, at: at,
                 payload: codec.encode(type: E.type.rawValue, data: envelope.data), expectedVersion: expectedVersion,
-                scope: E.type.scope))
+                scope: E.type.keyScope(envelope.data)))
         }
     }
 }

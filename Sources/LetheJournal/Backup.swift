@@ -3,23 +3,27 @@ import Foundation
 
 /// Encrypted backups of a journal (never of its key store).
 ///
-/// A backup file is a readable header, then the journal's database, as one consistent snapshot
-/// taken with SQLite's online backup (a writer may go on meanwhile; a torn page cannot be
-/// copied), cut into chunks of 4 MiB, each compressed as an LZ4 frame and sealed with
-/// AES-256-GCM:
+/// A backup file is a readable header, then the journal's content, read in one snapshot (a
+/// writer may go on meanwhile) and streamed as records (the journal's identity and head, each
+/// sealed block's frame, each unsealed event, each account's row, each erasure not done yet), cut
+/// into chunks of 4 MiB, each compressed as an LZ4 frame and sealed with AES-256-GCM. Nothing is
+/// written in clear anywhere: there is no snapshot file, only the chunks.
 /// ```
-/// "LETHE-BACKUP 1\n"   header lines "key: value\n" … "\n"
+/// "LETHE-BACKUP 2\n"   header lines "key: value\n" … "\n"
 /// per chunk: length:u32 (little-endian), ciphertext ‖ tag
 /// ```
-/// The key is derived from the master key: HKDF-SHA256(master, salt: the journal's id, info:
-/// "lethe backup v1"). Chunk `i`'s nonce is the backup's random 8-byte id ‖ `i` (u32), and its
-/// additional data is SHA-256(header) ‖ `i` ‖ last (one byte), so the header, the order, and the
-/// end are all authenticated: a flipped bit anywhere, a chunk moved, dropped or appended, or a
-/// header changed, and the restore refuses the file before it writes anything.
+/// The key is the journal's backup key, random, kept in the key store under the master key: a
+/// backup is read with the live key store, like the payloads inside it. Chunk `i`'s nonce is the
+/// backup's random 8-byte id ‖ `i` (u32), and its additional data is SHA-256(header) ‖ `i` ‖ last
+/// (one byte), so the header, the order, and the end are all authenticated: a flipped bit
+/// anywhere, a chunk moved, dropped or appended, or a header changed, and the restore refuses the
+/// file before it writes anything under the journal's name.
 ///
-/// The header says what the backup holds (journal, time, sequence range, sizes) without any key.
+/// The records are the journal's own content, not SQLite's pages, so a backup restores into a
+/// journal on another storage backend as well; the indexes (per-account blocks, event ids) are
+/// rebuilt from the blocks on restore rather than trusted.
 public enum Backup {
-    static let magic = "LETHE-BACKUP 1\n"
+    static let magic = "LETHE-BACKUP 2\n"
     static let chunkBytes = 4 << 20
 
     /// What a backup holds, from its header alone.
@@ -31,21 +35,22 @@ public enum Backup {
         public var firstSeq: Int64
         public var lastSeq: Int64
         public var headLink: String
-        public var databaseBytes: Int64
-        public var chunks: Int
 
         var lines: [(String, String)] {
             [("journal", journal), ("created", created.rfc3339), ("backup", id), ("first_seq", String(firstSeq)),
-             ("last_seq", String(lastSeq)), ("head_link", headLink), ("database_bytes", String(databaseBytes)),
-             ("chunks", String(chunks)), ("cipher", "AES-256-GCM, key HKDF-SHA256(master key, journal id, \"lethe backup v1\")"),
+             ("last_seq", String(lastSeq)), ("head_link", headLink),
+             ("cipher", "AES-256-GCM under the journal's backup key (in its key store)"),
              ("compression", "LZ4 frame per chunk")]
         }
 
         var text: String { Backup.magic + lines.map { "\($0.0): \($0.1)\n" }.joined() + "\n" }
     }
 
-    static func key(master: SymmetricKey, journalID: [UInt8]) -> SymmetricKey {
-        HKDF<SHA256>.deriveKey(inputKeyMaterial: master, salt: journalID, info: Array("lethe backup v1".utf8), outputByteCount: 32)
+    /// A backup's header and the shape of its chunks (read without any key).
+    public struct Summary: Sendable, Equatable {
+        public var manifest: Manifest
+        public var chunks: Int
+        public var fileBytes: Int64
     }
 
     static func aad(header: [UInt8], index: Int, last: Bool) -> [UInt8] {
@@ -63,64 +68,35 @@ public enum Backup {
         return try AES.GCM.Nonce(data: w.bytes)
     }
 
-    /// Writes a backup of `journal` to `path` (atomically: a partial file never has the name).
+    /// The records of the content stream.
+    private enum Tag: UInt8 {
+        case end = 0, meta = 1, block = 2, tail = 3, account = 4, erasure = 5
+    }
+
+    /// Writes a backup of `journal` to `path` (atomically, owner-only: a partial file never has the name).
     @discardableResult
-    public static func create(_ journal: Journal, to path: String, now: Timestamp, entropy: Entropy = .system) throws -> Manifest {
-        let snapshot = path + ".snapshot"
-        let partial = path + ".partial"
-        for p in [snapshot, snapshot + "-journal", partial] { unlink(p) }
-        defer { for p in [snapshot, snapshot + "-journal", snapshot + "-wal", snapshot + "-shm", partial] { unlink(p) } }
+    public static func create(_ journal: Journal, to path: String, now: Timestamp, entropy: Entropy = .system) throws -> Summary {
         do {
-            // 1. One consistent snapshot, taken on a reader's connection while the writer goes on.
-            let journalID: [UInt8], head: Int64, headLink: [UInt8]
-            do {
-                let source = try SQLiteDatabase(path: journal.path, readOnly: true)
-                // Encrypted payloads, but account ids and times in clear: for the owner only.
-                guard FileManager.default.createFile(atPath: snapshot, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-                    throw JournalError(.storage, "cannot write \(snapshot)")
-                }
-                let copy = try SQLiteDatabase(path: snapshot)
-                try copy.replaceContents(from: source)
-                try copy.execute("PRAGMA journal_mode=DELETE")
-                journalID = try JournalReader.journalID(copy)
-                head = try copy.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0
-                let s = try copy.statement("SELECT value FROM meta WHERE key='head_link'")
-                headLink = try s.step() ? s.blob(0) : []
+            var chunks = 0
+            let manifest: Manifest = try journal.read { reader in
+                let db = reader.db
+                let head = try reader.headSeq()
+                let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
+                let headLink = try s.step() ? s.blob(0) : []
                 s.reset()
-                copy.close()
-                source.close()
+                let id = entropy.bytes(8)
+                let manifest = Manifest(
+                    journal: try reader.identity(), created: now, id: Hex.encode(id), firstSeq: head > 0 ? 1 : 0,
+                    lastSeq: head, headLink: Hex.encode(headLink))
+                try PrivateFile.replace(path, entropy: entropy) { fd in
+                    var out = ChunkWriter(fd: fd, path: path, key: journal.backupKey, id: id, header: Array(manifest.text.utf8))
+                    try out.start()
+                    try stream(db, into: &out)
+                    chunks = try out.finish()
+                }
+                return manifest
             }
-            guard let input = FileHandle(forReadingAtPath: snapshot) else { throw JournalError(.storage, "cannot read \(snapshot)") }
-            defer { try? input.close() }
-            let size = Int((try FileManager.default.attributesOfItem(atPath: snapshot)[.size] as? NSNumber)?.int64Value ?? 0)
-            let chunks = max(1, (size + chunkBytes - 1) / chunkBytes)
-            let id = entropy.bytes(8)
-            let manifest = Manifest(
-                journal: Hex.encode(journalID), created: now, id: Hex.encode(id), firstSeq: head > 0 ? 1 : 0, lastSeq: head,
-                headLink: Hex.encode(headLink), databaseBytes: Int64(size), chunks: chunks)
-            let header = Array(manifest.text.utf8)
-            let key = Backup.key(master: try journal.masterKey(), journalID: journalID)
-            // 2. Compressed, sealed chunk by chunk, into a file that gets its name when complete.
-            guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]),
-                  let out = FileHandle(forWritingAtPath: partial)
-            else { throw JournalError(.storage, "cannot write \(partial)") }
-            defer { try? out.close() }
-            try out.write(contentsOf: header)
-            // One chunk in memory at a time, whatever the journal's size.
-            for index in 0..<chunks {
-                let slice = [UInt8](try input.read(upToCount: chunkBytes) ?? Data())
-                let box = try AES.GCM.seal(
-                    try LZ4.compressFrame(slice), using: key, nonce: try nonce(id: id, index: index),
-                    authenticating: aad(header: header, index: index, last: index == chunks - 1))
-                var w = BinaryWriter(capacity: box.ciphertext.count + 20)
-                w.u32(UInt32(box.ciphertext.count + 16))
-                w.raw(Array(box.ciphertext))
-                w.raw(Array(box.tag))
-                try out.write(contentsOf: w.bytes)
-            }
-            try out.synchronize()
-            guard rename(partial, path) == 0 else { throw JournalError(.storage, "cannot move the backup into place at \(path): \(String(cString: strerror(errno)))") }
-            return manifest
+            return Summary(manifest: manifest, chunks: chunks, fileBytes: fileSize(path))
         } catch let e as JournalError {
             throw e
         } catch {
@@ -128,18 +104,191 @@ public enum Backup {
         }
     }
 
-    /// Reads a backup's header; throws naming the file when it is not a backup.
-    public static func inspect(_ path: String) throws -> Manifest {
-        try readHeader(path).manifest
+    /// Seals the content stream chunk by chunk; one chunk is held back until the next one (or the
+    /// end) shows whether it is the last.
+    private struct ChunkWriter {
+        let fd: Int32
+        let path: String
+        let key: SymmetricKey
+        let id: [UInt8]
+        let header: [UInt8]
+        var buffer = BinaryWriter(capacity: Backup.chunkBytes + 65_536)
+        var pending: [UInt8]?
+        var index = 0
+
+        init(fd: Int32, path: String, key: SymmetricKey, id: [UInt8], header: [UInt8]) {
+            (self.fd, self.path, self.key, self.id, self.header) = (fd, path, key, id, header)
+        }
+
+        func write(_ bytes: [UInt8]) throws {
+            guard PrivateFile.writeAll(fd, bytes) else {
+                throw JournalError(.storage, "cannot write the backup \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+
+        func start() throws { try write(header) }
+
+        mutating func record(_ tag: Tag, _ fill: (inout BinaryWriter) -> Void) throws {
+            buffer.u8(tag.rawValue)
+            fill(&buffer)
+            if buffer.bytes.count >= Backup.chunkBytes { try cut() }
+        }
+
+        private mutating func cut() throws {
+            if let pending { try seal(pending, last: false) }
+            pending = buffer.bytes
+            buffer = BinaryWriter(capacity: Backup.chunkBytes + 65_536)
+        }
+
+        private mutating func seal(_ plain: [UInt8], last: Bool) throws {
+            let box = try AES.GCM.seal(
+                try LZ4.compressFrame(plain), using: key, nonce: try nonce(id: id, index: index),
+                authenticating: aad(header: header, index: index, last: last))
+            var w = BinaryWriter(capacity: box.ciphertext.count + 20)
+            w.u32(UInt32(box.ciphertext.count + 16))
+            w.raw(Array(box.ciphertext))
+            w.raw(Array(box.tag))
+            try write(w.bytes)
+            index += 1
+        }
+
+        /// Ends the stream; returns the number of chunks.
+        mutating func finish() throws -> Int {
+            buffer.u8(Tag.end.rawValue)
+            try cut()
+            try seal(pending!, last: true)
+            return index
+        }
     }
 
-    /// The header (at most 64 KiB, read alone), and where the chunks start.
+    /// The journal's content, as records, from one read snapshot.
+    private static func stream(_ db: SQLiteDatabase, into out: inout ChunkWriter) throws {
+        let meta = try db.statement("SELECT key, value FROM meta ORDER BY key")
+        while try meta.step() {
+            let key = meta.text(0) ?? ""
+            let isInteger = meta.isInteger(1)
+            let integer = meta.int(1), blob = meta.blob(1)
+            try out.record(.meta) { w in
+                w.string(key)
+                if isInteger {
+                    w.u8(0)
+                    w.zigzag(integer)
+                } else {
+                    w.u8(1)
+                    w.varint(blob.count)
+                    w.raw(blob)
+                }
+            }
+        }
+        meta.reset()
+        let blocks = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq")
+        while try blocks.step() {
+            let (id, first, last, frame) = (blocks.int(0), blocks.int(1), blocks.int(2), blocks.blob(3))
+            try out.record(.block) { w in
+                w.zigzag(id)
+                w.zigzag(first)
+                w.zigzag(last)
+                w.varint(frame.count)
+                w.raw(frame)
+            }
+        }
+        blocks.reset()
+        let (tail, links) = try JournalReader.tailRows(db)
+        for (e, link) in zip(tail, links) {
+            try out.record(.tail) { w in
+                w.zigzag(e.header.seq)
+                w.string(e.header.account)
+                w.zigzag(e.header.version)
+                w.string(e.header.type)
+                w.zigzag(e.header.at.nanoseconds)
+                w.u8(UInt8(bitPattern: e.header.at.fractionDigits))
+                w.u8(e.header.id == nil ? 0 : 1)
+                w.string(e.header.id ?? "")
+                e.nonce.session.write(into: &w)
+                w.varint(UInt64(e.nonce.counter))
+                w.u8(e.key.kind.rawValue)
+                w.varint(e.key.number)
+                w.varint(e.key.index)
+                switch e.body {
+                case .sealed(let bytes):
+                    w.u8(0)
+                    w.varint(bytes.count)
+                    w.raw(bytes)
+                case .purged(let digest):
+                    w.u8(1)
+                    w.varint(digest.count)
+                    w.raw(digest)
+                }
+                w.raw(link)
+            }
+        }
+        let accounts = try db.statement("SELECT id, name, version, last_at, chains FROM accounts ORDER BY id")
+        while try accounts.step() {
+            let (id, name, version, last, chains) = (accounts.int(0), accounts.text(1) ?? "", accounts.int(2), accounts.int(3), accounts.blob(4))
+            try out.record(.account) { w in
+                w.zigzag(id)
+                w.string(name)
+                w.zigzag(version)
+                w.zigzag(last)
+                w.varint(chains.count)
+                w.raw(chains)
+            }
+        }
+        accounts.reset()
+        let erasures = try db.statement("SELECT id, account, kind, name, number, through, keeping FROM erasures ORDER BY id")
+        while try erasures.step() {
+            let row = (erasures.int(0), erasures.text(1) ?? "", erasures.int(2), erasures.optionalText(3),
+                       erasures.isNull(4) ? nil : erasures.int(4), erasures.isNull(5) ? nil : erasures.int(5), erasures.text(6) ?? "")
+            try out.record(.erasure) { w in
+                w.zigzag(row.0)
+                w.string(row.1)
+                w.zigzag(row.2)
+                w.u8(row.3 == nil ? 0 : 1)
+                w.string(row.3 ?? "")
+                w.u8(row.4 == nil ? 0 : 1)
+                w.zigzag(row.4 ?? 0)
+                w.u8(row.5 == nil ? 0 : 1)
+                w.zigzag(row.5 ?? 0)
+                w.string(row.6)
+            }
+        }
+        erasures.reset()
+    }
+
+    private static func fileSize(_ path: String) -> Int64 {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int64(st.st_size) : 0
+    }
+
+    /// Reads a backup's header, and counts its chunks from their lengths (no key needed).
+    public static func inspect(_ path: String) throws -> Summary {
+        let (manifest, header) = try readHeader(path)
+        guard let file = FileHandle(forReadingAtPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }
+        defer { try? file.close() }
+        var offset = UInt64(header.count)
+        var chunks = 0
+        let size = UInt64(fileSize(path))
+        while offset < size {
+            try file.seek(toOffset: offset)
+            guard let prefix = try file.read(upToCount: 4), prefix.count == 4 else { break }
+            let length = UInt64(prefix[prefix.startIndex]) | UInt64(prefix[prefix.startIndex + 1]) << 8
+                | UInt64(prefix[prefix.startIndex + 2]) << 16 | UInt64(prefix[prefix.startIndex + 3]) << 24
+            offset += 4 + length
+            chunks += 1
+        }
+        return Summary(manifest: manifest, chunks: chunks, fileBytes: Int64(size))
+    }
+
+    /// The header (at most 64 KiB, read alone).
     private static func readHeader(_ path: String) throws -> (manifest: Manifest, header: [UInt8]) {
         guard let file = FileHandle(forReadingAtPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }
         defer { try? file.close() }
         let start = (try? file.read(upToCount: 65_536)) ?? nil ?? Data()
         func bad(_ why: String) -> JournalError { JournalError(.corrupt, "\(path) is not a usable Lethe backup: \(why)") }
-        guard start.starts(with: Array(magic.utf8)) else { throw bad("no backup header") }
+        guard start.starts(with: Array(magic.utf8)) else {
+            if start.starts(with: Array("LETHE-BACKUP ".utf8)) { throw bad("a backup of an older format (this build reads format 2)") }
+            throw bad("no backup header")
+        }
         guard let end = start.range(of: Data("\n\n".utf8)) else { throw bad("the header does not end") }
         let header = Array(start[..<end.upperBound])
         var fields: [String: String] = [:]
@@ -151,77 +300,87 @@ public enum Backup {
               let created = fields["created"].flatMap(Timestamp.init(rfc3339:)),
               let id = fields["backup"], Hex.decode(id)?.count == 8,
               let first = fields["first_seq"].flatMap(Int64.init), let last = fields["last_seq"].flatMap(Int64.init),
-              let link = fields["head_link"], let size = fields["database_bytes"].flatMap(Int64.init),
-              let chunks = fields["chunks"].flatMap(Int.init), chunks > 0
+              let link = fields["head_link"]
         else { throw bad("a header field is missing or malformed") }
-        let manifest = Manifest(journal: journal, created: created, id: id, firstSeq: first, lastSeq: last, headLink: link, databaseBytes: size, chunks: chunks)
-        return (manifest, header)
+        return (Manifest(journal: journal, created: created, id: id, firstSeq: first, lastSeq: last, headLink: link), header)
     }
 
-    /// Restores a backup as the journal `target`: every chunk is authenticated, the database is
-    /// rebuilt in a scratch file (one chunk in memory at a time) and verified as a journal
-    /// (blocks, chain, and its head's MAC under `master`), and the single-event erasures the key
-    /// store at `keysPath` remembers are done again, before it takes the name `target`. An
+    /// Restores a backup as the journal `target`: every chunk is authenticated, the journal is
+    /// rebuilt in a scratch file beside `target` (owner-only; one chunk in memory at a time), its
+    /// indexes made again from its blocks, and verified as a journal (blocks, chain, and its
+    /// head's MAC under the anchor key in `keysPath`) before it takes the name `target`. An
     /// existing `target` is replaced only when `replace` is set. The key store is not in the
-    /// backup: the caller names the live one.
+    /// backup: the caller names the live one, whose keys are what make purges after the backup
+    /// stay purged.
     @discardableResult
-    public static func restore(_ path: String, to target: String, keysPath: String, master: MasterKeySource, replace: Bool = false) throws -> Manifest {
+    public static func restore(_ path: String, to target: String, keysPath: String, master: MasterKeySource, replace: Bool = false) throws -> Summary {
         if !replace && [target, target + "-wal"].contains(where: { FileManager.default.fileExists(atPath: $0) }) {
             throw JournalError(.storage, "\(target) exists; restore refuses to overwrite a journal (say so explicitly to replace it)")
         }
         let (manifest, header) = try readHeader(path)
-        let key = Backup.key(master: try master.load(create: false, entropy: .system), journalID: Hex.decode(manifest.journal)!)
+        let journalID = Hex.decode(manifest.journal)!
+        let key = try KeyStore(path: keysPath, master: master, dataPaths: [target], entropy: .system, synchronous: .normal)
+            .journalKeys(journalID, create: false).backup
         let id = Hex.decode(manifest.id)!
         let scratch = target + ".restoring"
         for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) }
         defer { for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) } }
         guard let input = FileHandle(forReadingAtPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }
         defer { try? input.close() }
-        guard FileManager.default.createFile(atPath: scratch, contents: nil, attributes: [.posixPermissions: 0o600]),
-              let output = FileHandle(forWritingAtPath: scratch)
-        else { throw JournalError(.storage, "cannot write \(scratch)") }
-        defer { try? output.close() }
         try input.seek(toOffset: UInt64(header.count))
         var offset = header.count
-        var written: Int64 = 0
-        for index in 0..<manifest.chunks {
-            func damaged(_ why: String) -> JournalError {
-                JournalError(.corrupt, "the backup \(path) is damaged or foreign at chunk \(index + 1) of \(manifest.chunks) (byte \(offset)): \(why)")
-            }
-            guard let prefix = try input.read(upToCount: 4), prefix.count == 4 else { throw damaged("it is cut short") }
-            let length = Int(UInt32(prefix[prefix.startIndex]) | UInt32(prefix[prefix.startIndex + 1]) << 8
-                | UInt32(prefix[prefix.startIndex + 2]) << 16 | UInt32(prefix[prefix.startIndex + 3]) << 24)
-            guard length >= 16, length <= chunkBytes + (chunkBytes >> 4) + 4096 else { throw damaged("a chunk length is out of range") }
-            guard let sealed = try input.read(upToCount: length), sealed.count == length else { throw damaged("it is cut short") }
-            let plain: [UInt8]
-            do {
-                let box = try AES.GCM.SealedBox(nonce: try nonce(id: id, index: index), ciphertext: sealed.dropLast(16), tag: sealed.suffix(16))
-                plain = Array(try AES.GCM.open(box, using: key, authenticating: aad(header: header, index: index, last: index == manifest.chunks - 1)))
-            } catch {
-                throw damaged("it does not authenticate (altered, or made from another journal or master key)")
-            }
-            let chunk = try LZ4.decompressFrame(plain, limit: chunkBytes)
-            try output.write(contentsOf: chunk)
-            written += Int64(chunk.count)
-            offset += 4 + length
-        }
-        if let rest = try input.read(upToCount: 1), !rest.isEmpty {
-            throw JournalError(.corrupt, "the backup \(path) has bytes after its last chunk")
-        }
-        guard written == manifest.databaseBytes else {
-            throw JournalError(.corrupt, "the backup \(path) holds \(written) bytes of database, its header says \(manifest.databaseBytes)")
-        }
-        try output.synchronize()
-        // The restored file must be the journal the header names, whole and authentic.
-        let report = try JournalReader.verify(path: scratch, master: master)
-        guard report.anchored || manifest.lastSeq == 0, report.events == manifest.lastSeq, report.headLink == manifest.headLink else {
-            throw JournalError(.corrupt, "the backup \(path) does not restore the journal its header describes")
-        }
-        // Before it takes its name: the single events erased since the backup (whose keys live on)
-        // are erased again, as the live key store remembers them.
+        var chunks = 0
         do {
-            let journal = try Journal(path: scratch, keysPath: keysPath, master: master)
-            try journal.reapplyErasures()
+            try PrivateFile.prepareDatabase(scratch)
+            let db = try SQLiteDatabase(path: scratch)
+            defer { db.close() }
+            try db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON")
+            var loader = Loader(db: db)
+            try db.transaction { try Journal.createSchema(db) }
+            var ended = false
+            var pending: [UInt8] = []
+            while !ended {
+                func damaged(_ why: String) -> JournalError {
+                    JournalError(.corrupt, "the backup \(path) is damaged or foreign at chunk \(chunks + 1) (byte \(offset)): \(why)")
+                }
+                guard let prefix = try input.read(upToCount: 4), prefix.count == 4 else { throw damaged("it is cut short") }
+                let length = Int(UInt32(prefix[prefix.startIndex]) | UInt32(prefix[prefix.startIndex + 1]) << 8
+                    | UInt32(prefix[prefix.startIndex + 2]) << 16 | UInt32(prefix[prefix.startIndex + 3]) << 24)
+                guard length >= 16, length <= chunkBytes + (chunkBytes >> 2) + 65_536 else { throw damaged("a chunk length is out of range") }
+                guard let sealed = try input.read(upToCount: length), sealed.count == length else { throw damaged("it is cut short") }
+                // Whether this is the last chunk is what its additional data says: try both.
+                var plain: [UInt8]?
+                var last = false
+                for candidate in [false, true] {
+                    let box = try AES.GCM.SealedBox(nonce: try nonce(id: id, index: chunks), ciphertext: sealed.dropLast(16), tag: sealed.suffix(16))
+                    if let opened = try? AES.GCM.open(box, using: key, authenticating: aad(header: header, index: chunks, last: candidate)) {
+                        plain = Array(opened)
+                        last = candidate
+                        break
+                    }
+                }
+                guard let plain else { throw damaged("it does not authenticate (altered, or made from another journal or key store)") }
+                pending += try LZ4.decompressFrame(plain, limit: chunkBytes + 65_536)
+                offset += 4 + length
+                chunks += 1
+                ended = try loader.load(&pending, last: last, place: { damaged($0) })
+                if last && !ended { throw damaged("the content ends before its end record") }
+                if ended && !last { throw damaged("the content ends before its last chunk") }
+            }
+            if let rest = try input.read(upToCount: 1), !rest.isEmpty {
+                throw JournalError(.corrupt, "the backup \(path) has bytes after its last chunk")
+            }
+            try loader.rebuildIndexes()
+            _ = try db.truncateWAL(wait: .seconds(10))
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError(.storage, "cannot restore \(path) into \(target)", underlying: error)
+        }
+        // The restored file must be the journal the header names, whole and authentic.
+        let report = try JournalReader.verify(path: scratch, keysPath: keysPath, master: master)
+        guard report.anchored, report.events == manifest.lastSeq, report.headLink == manifest.headLink else {
+            throw JournalError(.corrupt, "the backup \(path) does not restore the journal its header describes")
         }
         for p in [scratch + "-wal", scratch + "-shm"] { unlink(p) }
         if replace {
@@ -235,6 +394,114 @@ public enum Backup {
                 throw JournalError(.storage, "cannot put the restored journal at \(target): \(String(cString: strerror(errno)))")
             }
         }
-        return manifest
+        return Summary(manifest: manifest, chunks: chunks, fileBytes: fileSize(path))
+    }
+
+    /// Writes the content stream's records into a new journal file, in transactions of a chunk.
+    private struct Loader {
+        let db: SQLiteDatabase
+
+        /// Loads every whole record in `bytes` (keeping an unfinished one for the next chunk);
+        /// returns true at the end record.
+        mutating func load(_ bytes: inout [UInt8], last: Bool, place: (String) -> JournalError) throws -> Bool {
+            var r = BinaryReader(bytes)
+            var consumed = 0
+            var ended = false
+            try db.transaction {
+                while !r.isAtEnd && !ended {
+                    do {
+                        ended = try record(&r)
+                        consumed = r.offset
+                    } catch is BinaryReader.Truncated {
+                        guard !last else { throw place("the content is cut short") }
+                        break  // the rest of this record is in the next chunk
+                    } catch let e as BinaryReader.Malformed {
+                        throw place(e.what)
+                    }
+                }
+            }
+            bytes.removeFirst(consumed)
+            if ended && !bytes.isEmpty { throw place("bytes after the end record") }
+            return ended
+        }
+
+        private func record(_ r: inout BinaryReader) throws -> Bool {
+            guard let tag = Tag(rawValue: try r.u8()) else { throw JournalError(.corrupt, "unknown record in the backup's content") }
+            switch tag {
+            case .end:
+                return true
+            case .meta:
+                let key = try r.string()
+                let s = try db.statement("INSERT INTO meta(key, value) VALUES(?, ?)")
+                s.bind(1, key)
+                if try r.u8() == 0 { s.bind(2, try r.zigzag()) } else { s.bind(2, Array(try r.lengthPrefixed())) }
+                try s.run()
+            case .block:
+                let (id, first, last) = (try r.zigzag(), try r.zigzag(), try r.zigzag())
+                try db.statement("INSERT INTO blocks(id, first_seq, last_seq, frame) VALUES(?, ?, ?, ?)")
+                    .bind(1, id).bind(2, first).bind(3, last).bind(4, Array(try r.lengthPrefixed())).run()
+            case .tail:
+                let s = try db.statement("""
+                    INSERT INTO tail(seq, account, version, type, at, at_digits, event_id, session, counter,
+                                     key_kind, key_number, key_index, payload, digest, link)
+                    VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
+                s.bind(1, try r.zigzag()).bind(2, try r.string()).bind(3, try r.zigzag()).bind(4, try r.string())
+                    .bind(5, try r.zigzag()).bind(6, Int64(try r.u8()))
+                let hasID = try r.u8() == 1
+                let id = try r.string()
+                s.bind(7, hasID ? id : nil).bind(8, Array(try r.bytes(16))).bind(9, Int64(bitPattern: try r.varint()))
+                    .bind(10, Int64(try r.u8())).bind(11, Int64(bitPattern: try r.varint())).bind(12, Int64(bitPattern: try r.varint()))
+                let purged = try r.u8() == 1
+                let body = Array(try r.lengthPrefixed())
+                if purged { s.bind(13, nil as [UInt8]?).bind(14, body) } else { s.bind(13, body).bind(14, nil as [UInt8]?) }
+                try s.bind(15, Array(try r.bytes(32))).run()
+            case .account:
+                let s = try db.statement("INSERT INTO accounts(id, name, version, last_at, chains) VALUES(?, ?, ?, ?, ?)")
+                s.bind(1, try r.zigzag()).bind(2, try r.string()).bind(3, try r.zigzag()).bind(4, try r.zigzag())
+                let chains = Array(try r.lengthPrefixed())
+                try s.bind(5, chains.isEmpty ? nil : chains).run()
+            case .erasure:
+                let s = try db.statement("INSERT INTO erasures(id, account, kind, name, number, through, keeping) VALUES(?, ?, ?, ?, ?, ?, ?)")
+                s.bind(1, try r.zigzag()).bind(2, try r.string()).bind(3, try r.zigzag())
+                let hasName = try r.u8() == 1, name = try r.string()
+                let hasNumber = try r.u8() == 1, number = try r.zigzag()
+                let hasThrough = try r.u8() == 1, through = try r.zigzag()
+                try s.bind(4, hasName ? name : nil).bind(5, hasNumber ? number : nil).bind(6, hasThrough ? through : nil)
+                    .bind(7, try r.string()).run()
+            }
+            return false
+        }
+
+        /// The per-account block index and the event ids, made from the blocks and the tail.
+        func rebuildIndexes() throws {
+            try db.transaction {
+                var ids: [String: Int64] = [:]
+                let accounts = try db.statement("SELECT id, name FROM accounts")
+                while try accounts.step() { ids[accounts.text(1) ?? ""] = accounts.int(0) }
+                accounts.reset()
+                let posting = try db.statement("INSERT OR IGNORE INTO account_blocks(account_id, block_id) VALUES(?, ?)")
+                let eventID = try db.statement("INSERT INTO event_ids(id, seq) VALUES(?, ?)")
+                func index(_ e: SealedEvent) throws {
+                    guard let id = e.header.id else { return }
+                    try eventID.bind(1, id).bind(2, e.header.seq).run()
+                }
+                // One block in memory at a time.
+                let blocks = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq")
+                defer { blocks.reset() }
+                while try blocks.step() {
+                    let (blockID, first, last) = (blocks.int(0), blocks.int(1), blocks.int(2))
+                    let block = try JournalReader.decodeFrame(blocks.blob(3), id: blockID, first: first, last: last)
+                    for account in Set(block.events.map(\.header.account)) {
+                        guard let accountID = ids[account] else {
+                            throw JournalError(.corrupt, "\(JournalReader.blockPlace(id: blockID, first: first, last: last)): account \(account) has no row")
+                        }
+                        try posting.bind(1, accountID).bind(2, blockID).run()
+                    }
+                    for e in block.events { try index(e) }
+                }
+                for e in try JournalReader.tailRows(db).0 { try index(e) }
+            }
+        }
     }
 }

@@ -20,36 +20,47 @@ public struct EventHeader: Hashable, Sendable {
     }
 }
 
-/// An event as stored: its header, its nonce, and its sealed payload or, once purged, only the
-/// digest the chain needs.
+/// An event as stored: its header, its nonce, the key it is sealed under, and its sealed payload
+/// or, once purged, only the digest the chain needs.
 package struct SealedEvent: Equatable, Sendable {
     package enum Body: Equatable, Sendable {
-        case sealed([UInt8], SealScope)
+        case sealed([UInt8])
         case purged(digest: [UInt8])
     }
 
     package var header: EventHeader
     package var nonce: NonceID
+    package var key: KeyRef
     package var body: Body
+
+    package init(header: EventHeader, nonce: NonceID, key: KeyRef, body: Body) {
+        self.header = header
+        self.nonce = nonce
+        self.key = key
+        self.body = body
+    }
 
     package var digest: [UInt8] {
         switch body {
-        case .sealed(let bytes, let scope): return Sealing.digest(nonce: nonce, scope: scope, sealed: bytes)
+        case .sealed(let bytes): return Sealing.digest(nonce: nonce, key: key, sealed: bytes)
         case .purged(let digest): return digest
         }
     }
+
+    package var isPurged: Bool { if case .purged = body { true } else { false } }
 }
 
 /// A sealed block: consecutive events, stored column by column and compressed as one LZ4 frame.
 ///
 /// Layout of the frame's content (all integers little-endian or LEB128 varints):
 /// ```
-/// "LTHB" format:u8=1 first_seq:u64 count:varint
-/// accounts: n:varint, n × string        types: n:varint, n × string
+/// "LTHB" format:u8=3 first_seq:u64 count:varint
+/// accounts: n:varint, n × string        types: n:varint, n × string     sessions: n:varint, n × 16 bytes
 /// count × account index   count × type index   count × version   count × zigzag(at - previous at)
-/// count × fraction digits of at:u8 (0–9, 255 = shortest)   count × session:u64
+/// count × fraction digits of at:u8 (0–9, 255 = shortest)   count × session index
 /// count × zigzag(counter − previous counter)   count × id (string, empty = none)
-/// count × state:u8 (0 sealed under the account's key, 1 purged, 2 sealed under the engine key)
+/// count × state:u8 (0 sealed, 1 purged)   count × key kind:u8 (0 account, 2 engine, 3 item, 4 records)
+/// count × key number   count × key index
 /// count × payload length   payload bytes, concatenated   32-byte digest per purged event
 /// previous link (32)   last link (32)
 /// ```
@@ -57,7 +68,7 @@ package struct SealedEvent: Equatable, Sendable {
 /// sealed payloads are ciphertext and stay as they are.
 package struct Block: Equatable {
     package static let magic: [UInt8] = Array("LTHB".utf8)
-    package static let format: UInt8 = 2
+    package static let format: UInt8 = 3
 
     package var events: [SealedEvent]
     /// The chain link before the first event, and after the last.
@@ -84,9 +95,11 @@ package struct Block: Equatable {
         }
         var accounts: [String: Int] = [:], accountNames: [String] = []
         var types: [String: Int] = [:], typeNames: [String] = []
-        var accountIndex: [Int] = [], typeIndex: [Int] = []
+        var sessions: [Session: Int] = [:], sessionList: [Session] = []
+        var accountIndex: [Int] = [], typeIndex: [Int] = [], sessionIndex: [Int] = []
         accountIndex.reserveCapacity(events.count)
         typeIndex.reserveCapacity(events.count)
+        sessionIndex.reserveCapacity(events.count)
         for k in events.indices {
             let header = events[k].header
             accountIndex.append(accounts[header.account] ?? {
@@ -99,6 +112,12 @@ package struct Block: Equatable {
                 typeNames.append(header.type)
                 return typeNames.count - 1
             }())
+            let session = events[k].nonce.session
+            sessionIndex.append(sessions[session] ?? {
+                sessions[session] = sessionList.count
+                sessionList.append(session)
+                return sessionList.count - 1
+            }())
         }
         var w = BinaryWriter(capacity: events.count * 96)
         w.raw(Block.magic)
@@ -109,6 +128,8 @@ package struct Block: Equatable {
         for a in accountNames { w.string(a) }
         w.varint(typeNames.count)
         for t in typeNames { w.string(t) }
+        w.varint(sessionList.count)
+        for s in sessionList { s.write(into: &w) }
         for a in accountIndex { w.varint(a) }
         for t in typeIndex { w.varint(t) }
         for k in events.indices { w.varint(UInt64(events[k].header.version)) }
@@ -119,7 +140,7 @@ package struct Block: Equatable {
             previousAt = at
         }
         for k in events.indices { w.u8(UInt8(bitPattern: events[k].header.at.fractionDigits)) }
-        for k in events.indices { w.u64(events[k].nonce.session) }
+        for s in sessionIndex { w.varint(s) }
         var previousCounter: Int64 = 0
         for k in events.indices {
             let counter = Int64(events[k].nonce.counter)
@@ -127,17 +148,15 @@ package struct Block: Equatable {
             previousCounter = counter
         }
         for k in events.indices { w.string(events[k].header.id ?? "") }
+        for k in events.indices { w.u8(events[k].isPurged ? 1 : 0) }
+        for k in events.indices { w.u8(events[k].key.kind.rawValue) }
+        for k in events.indices { w.varint(events[k].key.number) }
+        for k in events.indices { w.varint(events[k].key.index) }
         for k in events.indices {
-            switch events[k].body {
-            case .sealed(_, let scope): w.u8(scope.rawValue)
-            case .purged: w.u8(1)
-            }
+            if case .sealed(let bytes) = events[k].body { w.varint(bytes.count) } else { w.varint(0) }
         }
         for k in events.indices {
-            if case .sealed(let bytes, _) = events[k].body { w.varint(bytes.count) } else { w.varint(0) }
-        }
-        for k in events.indices {
-            if case .sealed(let bytes, _) = events[k].body { w.raw(bytes) }
+            if case .sealed(let bytes) = events[k].body { w.raw(bytes) }
         }
         for k in events.indices {
             if case .purged(let digest) = events[k].body {
@@ -160,10 +179,13 @@ package struct Block: Equatable {
             guard format == Block.format else { throw corrupt("unknown block format \(format)") }
             let firstSeq = Int64(bitPattern: try r.u64())
             let count = try r.count(limit: Journal.maxBlockEvents)
-            guard count > 0, firstSeq > 0 else { throw corrupt("empty block or bad first sequence") }
+            guard count > 0, firstSeq > 0, firstSeq <= Int64.max - Int64(count) else { throw corrupt("empty block or bad first sequence") }
             let accountNames = try (0..<(try r.count(limit: count))).map { _ in try r.string() }
             let typeNames = try (0..<(try r.count(limit: count))).map { _ in try r.string() }
-            guard !accountNames.isEmpty, !typeNames.isEmpty else { throw corrupt("no account or type table") }
+            let sessionList = try (0..<(try r.count(limit: count))).map { _ in
+                Session(high: try r.u64(), low: try r.u64())
+            }
+            guard !accountNames.isEmpty, !typeNames.isEmpty, !sessionList.isEmpty else { throw corrupt("no account, type or session table") }
             let accountIdx = try (0..<count).map { _ in try r.count(limit: accountNames.count - 1) }
             let typeIdx = try (0..<count).map { _ in try r.count(limit: typeNames.count - 1) }
             let versions = try (0..<count).map { _ in Int64(bitPattern: try r.varint()) }
@@ -173,37 +195,44 @@ package struct Block: Equatable {
                 return at
             }
             let fractionDigits = try (0..<count).map { _ in Int8(bitPattern: try r.u8()) }
-            let sessions = try (0..<count).map { _ in try r.u64() }
+            let sessionIdx = try (0..<count).map { _ in try r.count(limit: sessionList.count - 1) }
             var counter: Int64 = 0
             let counters = try (0..<count).map { _ -> UInt32 in
-                counter += try r.zigzag()
-                guard let c = UInt32(exactly: counter) else { throw corrupt("nonce counter out of range") }
+                let (sum, overflow) = counter.addingReportingOverflow(try r.zigzag())
+                guard !overflow, let c = UInt32(exactly: sum) else { throw corrupt("nonce counter out of range") }
+                counter = sum
                 return c
             }
             let ids = try (0..<count).map { _ in try r.string() }
             let states = try (0..<count).map { _ in try r.u8() }
+            let kinds = try (0..<count).map { _ in try r.u8() }
+            let numbers = try (0..<count).map { _ in try r.varint() }
+            let indices = try (0..<count).map { _ in try r.varint() }
             let lengths = try (0..<count).map { _ in try r.count(limit: Journal.maxPayloadBytes + 64) }
             var events: [SealedEvent] = []
             events.reserveCapacity(count)
             for i in 0..<count {
-                guard versions[i] > 0 else { throw corrupt("event \(firstSeq + Int64(i)) has version \(versions[i])") }
+                let seq = firstSeq + Int64(i)
+                guard versions[i] > 0 else { throw corrupt("event \(seq) has version \(versions[i])") }
+                guard let kind = KeyRef.Kind(rawValue: kinds[i]) else { throw corrupt("event \(seq) has unknown key kind \(kinds[i])") }
                 let header = EventHeader(
-                    seq: firstSeq + Int64(i), version: versions[i], account: accountNames[accountIdx[i]],
+                    seq: seq, version: versions[i], account: accountNames[accountIdx[i]],
                     type: typeNames[typeIdx[i]], at: Timestamp(nanoseconds: times[i], fractionDigits: fractionDigits[i]),
                     id: ids[i].isEmpty ? nil : ids[i])
+                let nonce = NonceID(session: sessionList[sessionIdx[i]], counter: counters[i])
+                let key = KeyRef(kind, number: numbers[i], index: indices[i])
                 switch states[i] {
-                case 0, 2:
-                    let scope = SealScope(rawValue: states[i])!
-                    events.append(SealedEvent(header: header, nonce: NonceID(session: sessions[i], counter: counters[i]), body: .sealed(Array(try r.bytes(lengths[i])), scope)))
+                case 0:
+                    events.append(SealedEvent(header: header, nonce: nonce, key: key, body: .sealed(Array(try r.bytes(lengths[i])))))
                 case 1:
-                    guard lengths[i] == 0 else { throw corrupt("purged event \(header.seq) has a payload") }
-                    events.append(SealedEvent(header: header, nonce: NonceID(session: sessions[i], counter: counters[i]), body: .purged(digest: [])))
+                    guard lengths[i] == 0 else { throw corrupt("purged event \(seq) has a payload") }
+                    events.append(SealedEvent(header: header, nonce: nonce, key: key, body: .purged(digest: [])))
                 default:
-                    throw corrupt("event \(header.seq) has unknown state \(states[i])")
+                    throw corrupt("event \(seq) has unknown state \(states[i])")
                 }
             }
-            for i in events.indices {
-                if case .purged = events[i].body { events[i].body = .purged(digest: Array(try r.bytes(32))) }
+            for i in events.indices where events[i].isPurged {
+                events[i].body = .purged(digest: Array(try r.bytes(32)))
             }
             let previousLink = Array(try r.bytes(32))
             let lastLink = Array(try r.bytes(32))

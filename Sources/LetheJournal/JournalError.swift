@@ -22,6 +22,9 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
         case keys
         /// SQLite or the file system failed.
         case storage
+        /// Erasures were done, but a file still holds what they removed (a reader kept its WAL
+        /// from being truncated); the next open or retention run finishes it.
+        case erasureIncomplete
     }
 
     public var code: Code

@@ -11,19 +11,30 @@ private struct ResultSlots<T>: @unchecked Sendable {
     let results: UnsafeMutableBufferPointer<Result<T, any Error>>
 }
 
-/// Opens a key store on its first use.
+/// Opens a key store on its first use, with the journal's own keys.
 final class LazyKeyStore {
     private let open: () throws -> KeyStore
     private var store: KeyStore?
+    private var journalKeys: JournalKeys?
 
     init(open: @escaping () throws -> KeyStore) { self.open = open }
 
-    func lookup(_ account: String, _ scope: SealScope, journalID: () throws -> [UInt8]) throws -> KeyStore.Lookup {
-        if store == nil { store = try open() }
-        switch scope {
-        case .subject: return try store!.lookup(account)
-        case .journal: return .key(store!.engineKey(journalID: try journalID()))
-        }
+    func lookup(_ account: String, _ ref: KeyRef, journalID: () throws -> [UInt8]) throws -> KeyStore.Lookup {
+        let store = try opened()
+        if journalKeys == nil { journalKeys = try store.journalKeys(try journalID(), create: false) }
+        return try store.lookup(account, ref, journal: journalKeys!)
+    }
+
+    /// Drops keys destroyed since the last look (by any process); `dropping` runs when it did.
+    func refresh(dropping: () -> Void = {}) throws {
+        if try store?.refresh() == true { dropping() }
+    }
+
+    private func opened() throws -> KeyStore {
+        if let store { return store }
+        let store = try open()
+        self.store = store
+        return store
     }
 }
 
@@ -32,16 +43,17 @@ final class LazyKeyStore {
 public final class JournalReader {
     let db: SQLiteDatabase
     let path: String
-    /// Finds the key that sealed a payload (an account's key, or the engine key); nil for a
-    /// reader that only checks structure.
-    private var lookupKey: ((String, SealScope) throws -> KeyStore.Lookup)?
+    /// Finds the key that sealed a payload; nil for a reader that only checks structure.
+    private var lookupKey: ((String, KeyRef) throws -> KeyStore.Lookup)?
+    /// Drops cached keys that another process destroyed: before each group of reads.
+    private var refreshKeys: () throws -> Void = {}
     private let keysPath: String
 
     /// A reader on the writer's own connection, inside its transaction (it sees the batch in progress).
-    init(db: SQLiteDatabase, path: String, keysPath: String, lookupKey: @escaping (String, SealScope) throws -> KeyStore.Lookup) {
+    init(db: SQLiteDatabase, path: String, lookupKey: @escaping (String, KeyRef) throws -> KeyStore.Lookup) {
         self.db = db
         self.path = path
-        self.keysPath = keysPath
+        self.keysPath = ""
         self.lookupKey = lookupKey
     }
 
@@ -61,16 +73,24 @@ public final class JournalReader {
             // The key store is opened on first need: a reader of structure never touches it.
             let lazy = LazyKeyStore(open: openKeys)
             let db = self.db
-            lookupKey = { account, scope in try lazy.lookup(account, scope) { try JournalReader.journalID(db) } }
+            lookupKey = { account, ref in try lazy.lookup(account, ref) { try JournalReader.journalID(db) } }
+            refreshKeys = { try lazy.refresh() }
         }
     }
 
-    /// Checks a journal without opening it for writing and without the key store: works on a
-    /// damaged one. With a master key, the chain head's MAC is checked too (`report.anchored`).
-    public static func verify(path: String, master: MasterKeySource? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+    /// Checks a journal without opening it for writing: works on a damaged one. With its key
+    /// store and the master key, the chain head's MAC is checked too (`report.anchored`).
+    public static func verify(path: String, keysPath: String? = nil, master: MasterKeySource? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
         let reader = try JournalReader(path: path, openKeys: nil)
-        let key = try master.map { try $0.load(create: false, entropy: .system) }
-        return try reader.snapshot { try reader.verify(master: key, progress: progress) }
+        var anchor: SymmetricKey?
+        if let master, let keysPath {
+            guard FileManager.default.fileExists(atPath: keysPath) else {
+                throw JournalError(.keys, "no key store at \(keysPath): the journal's head cannot be authenticated without it")
+            }
+            let keys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: .system, synchronous: .normal)
+            anchor = try keys.journalKeys(try reader.snapshot { try JournalReader.journalID(reader.db) }, create: false).anchor
+        }
+        return try reader.snapshot { try reader.verify(anchor: anchor, progress: progress) }
     }
 
     func snapshot<T>(_ body: () throws -> T) throws -> T {
@@ -116,26 +136,27 @@ public final class JournalReader {
 
     static func tailRows(_ db: SQLiteDatabase) throws -> ([SealedEvent], [[UInt8]]) {
         let s = try db.statement("""
-            SELECT seq, account, version, type, at, event_id, session, counter, payload, digest, link, at_digits, scope FROM tail ORDER BY seq
+            SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
+                   key_kind, key_number, key_index, payload, digest, link FROM tail ORDER BY seq
             """)
+        defer { s.reset() }
         var events: [SealedEvent] = []
         var links: [[UInt8]] = []
         while try s.step() {
+            let seq = s.int(0)
             let header = EventHeader(
-                seq: s.int(0), version: s.int(2), account: s.text(1) ?? "", type: s.text(3) ?? "",
-                at: Timestamp(nanoseconds: s.int(4), fractionDigits: Int8(truncatingIfNeeded: s.int(11))), id: s.text(5))
-            let body: SealedEvent.Body
-            if s.isNull(8) {
-                body = .purged(digest: s.blob(9))
-            } else {
-                guard let scope = SealScope(rawValue: UInt8(truncatingIfNeeded: s.int(12))) else {
-                    throw JournalError(.corrupt, "unsealed event \(s.int(0)) has an unknown key scope \(s.int(12))")
-                }
-                body = .sealed(s.blob(8), scope)
+                seq: seq, version: s.int(2), account: s.text(1) ?? "", type: s.text(3) ?? "",
+                at: Timestamp(nanoseconds: s.int(4), fractionDigits: Int8(truncatingIfNeeded: s.int(5))), id: s.optionalText(6))
+            guard let session = Session(bytes: s.blob(7)), let counter = UInt32(exactly: s.int(8)) else {
+                throw JournalError(.corrupt, "unsealed event \(seq) has a damaged nonce")
             }
-            let nonce = NonceID(session: UInt64(bitPattern: s.int(6)), counter: UInt32(truncatingIfNeeded: s.int(7)))
-            events.append(SealedEvent(header: header, nonce: nonce, body: body))
-            links.append(s.blob(10))
+            guard let kind = KeyRef.Kind(rawValue: UInt8(truncatingIfNeeded: s.int(9))), (0...255).contains(s.int(9)) else {
+                throw JournalError(.corrupt, "unsealed event \(seq) has an unknown key kind \(s.int(9))")
+            }
+            let key = KeyRef(kind, number: UInt64(bitPattern: s.int(10)), index: UInt64(bitPattern: s.int(11)))
+            let body: SealedEvent.Body = s.isNull(12) ? .purged(digest: s.blob(13)) : .sealed(s.blob(12))
+            events.append(SealedEvent(header: header, nonce: NonceID(session: session, counter: counter), key: key, body: body))
+            links.append(s.blob(14))
         }
         return (events, links)
     }
@@ -216,27 +237,31 @@ public final class JournalReader {
 
     // MARK: Decrypted events
 
-    private func lookup(_ account: String, _ scope: SealScope) throws -> KeyStore.Lookup {
+    private func lookup(_ account: String, _ ref: KeyRef) throws -> KeyStore.Lookup {
         guard let lookupKey else { throw JournalError(.keys, "this reader has no key store") }
-        return try lookupKey(account, scope)
+        return try lookupKey(account, ref)
     }
 
     package func open(_ e: SealedEvent) throws -> StoredEvent {
-        guard case .sealed(_, let scope) = e.body else { return try JournalReader.open(e, key: .none, keysPath: "").get() }
-        return try JournalReader.open(e, key: lookup(e.header.account, scope), keysPath: keysPath).get()
+        guard !e.isPurged else { return try JournalReader.open(e, key: .none, keysPath: "").get() }
+        return try JournalReader.open(e, key: lookup(e.header.account, e.key), keysPath: keysPath).get()
     }
 
     static func open(_ e: SealedEvent, key: KeyStore.Lookup, keysPath: String) -> Result<StoredEvent, JournalError> {
+        var stored = StoredEvent(header: e.header, payload: .purged)
+        stored.key = e.key
         switch e.body {
         case .purged:
-            return .success(StoredEvent(header: e.header, payload: .purged))
-        case .sealed(let bytes, _):
+            return .success(stored)
+        case .sealed(let bytes):
             switch key {
             case .key(let key):
                 return Result { () throws(JournalError) in
                     do {
-                        let plain = try Sealing.open(bytes, key: key, nonce: e.nonce, account: e.header.account, seq: e.header.seq)
-                        return StoredEvent(header: e.header, payload: .plaintext(plain))
+                        let sessionKey = KeyDerivation.sessionKey(key, e.nonce.session)
+                        stored.payload = .plaintext(try Sealing.open(bytes, sessionKey: sessionKey, counter: e.nonce.counter, account: e.header.account, seq: e.header.seq))
+                        stored.sealingKey = key
+                        return stored
                     } catch let error as JournalError {
                         throw error
                     } catch {
@@ -244,36 +269,28 @@ public final class JournalReader {
                     }
                 }
             case .destroyed:
-                return .success(StoredEvent(header: e.header, payload: .shredded))
+                stored.payload = .shredded
+                return .success(stored)
             case .none:
-                return .failure(JournalError(.keys, "event \(e.header.seq): the key store \(keysPath) has no key for its account (wrong key store?)"))
+                return .failure(JournalError(.keys, "event \(e.header.seq): the key store \(keysPath) has no key for it (the key store of another journal?)"))
             }
         }
     }
 
-    /// The keys a group's payloads need, looked up on this thread: the key store's connection is not shared.
-    struct GroupKeys: Sendable {
-        var subjects: [String: KeyStore.Lookup] = [:]
-        var engine: KeyStore.Lookup = .none
-
-        func key(for e: SealedEvent) -> KeyStore.Lookup {
-            guard case .sealed(_, let scope) = e.body else { return .none }
-            return scope == .journal ? engine : subjects[e.header.account] ?? .none
+    /// The key of each of a group's payloads, looked up on this thread (the key store's connection
+    /// is not shared): one lookup per account, item or record, whatever the number of events.
+    private func keys(for events: [SealedEvent]) throws -> [KeyStore.Lookup] {
+        try refreshKeys()
+        struct Name: Hashable { var account: String; var key: KeyRef }
+        var found: [Name: KeyStore.Lookup] = [:]
+        return try events.map { e in
+            guard !e.isPurged else { return .none }
+            let name = Name(account: e.header.account, key: e.key)
+            if let known = found[name] { return known }
+            let lookup = try lookup(e.header.account, e.key)
+            found[name] = lookup
+            return lookup
         }
-    }
-
-    private func keys(for events: [SealedEvent]) throws -> GroupKeys {
-        var keys = GroupKeys()
-        for e in events {
-            guard case .sealed(_, let scope) = e.body else { continue }
-            switch scope {
-            case .subject:
-                if keys.subjects[e.header.account] == nil { keys.subjects[e.header.account] = try lookup(e.header.account, .subject) }
-            case .journal:
-                if case .none = keys.engine { keys.engine = try lookup(e.header.account, .journal) }
-            }
-        }
-        return keys
     }
 
     /// A group of events being opened and transformed on other threads (every core when the group
@@ -286,7 +303,7 @@ public final class JournalReader {
         private let slots: ResultSlots<T>
         private let done = DispatchGroup()
 
-        init(_ events: [SealedEvent], keys: GroupKeys, keysPath: String, transform: @escaping @Sendable (StoredEvent) throws -> T) {
+        init(_ events: [SealedEvent], keys: [KeyStore.Lookup], keysPath: String, transform: @escaping @Sendable (StoredEvent) throws -> T) {
             let buffer = UnsafeMutableBufferPointer<Result<T, any Error>>.allocate(capacity: events.count)
             buffer.initialize(repeating: .failure(JournalError(.corrupt, "not opened")))
             let slots = ResultSlots(results: buffer)
@@ -295,7 +312,7 @@ public final class JournalReader {
             DispatchQueue.global().async(group: done) {
                 DispatchQueue.concurrentPerform(iterations: parts) { part in
                     for k in stride(from: part, to: events.count, by: parts) {
-                        let opened = JournalReader.open(events[k], key: keys.key(for: events[k]), keysPath: keysPath)
+                        let opened = JournalReader.open(events[k], key: keys[k], keysPath: keysPath)
                         slots.results[k] = Result { try transform(try opened.get()) }
                     }
                 }
@@ -353,7 +370,7 @@ public final class JournalReader {
         public var storedBytes: Int64 = 0
         /// The chain's last link, hex: publish it to pin the journal's history.
         public var headLink: String = ""
-        /// Whether the head's MAC was checked against the master key (and matched).
+        /// Whether the head's MAC was checked against the journal's anchor key (and matched).
         public var anchored = false
     }
 
@@ -362,7 +379,7 @@ public final class JournalReader {
     /// damaged block or event.
     ///
     /// - Complexity: one pass over the journal; memory proportional to the number of accounts.
-    public func verify(master: SymmetricKey? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+    func verify(anchor: SymmetricKey?, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
         var report = VerifyReport()
         let head = try headSeq()
         var link = try wrap { try JournalReader.genesis(db) }
@@ -417,7 +434,7 @@ public final class JournalReader {
             }
             try check(e, place: place)
             guard link == stored else { throw JournalError(.corrupt, "\(place): hash chain broken (contents altered)") }
-            if case .sealed(let bytes, _) = e.body { report.storedBytes += Int64(bytes.count) }
+            if case .sealed(let bytes) = e.body { report.storedBytes += Int64(bytes.count) }
             report.tailEvents += 1
             report.events += 1
             expectedSeq += 1
@@ -430,18 +447,17 @@ public final class JournalReader {
             return try s.step() ? s.blob(0) : []
         }
         guard headLink == link else { throw JournalError(.corrupt, "the chain's head link does not match the events (altered)") }
-        if master != nil {
-            report.anchored = true  // an empty journal has nothing to authenticate
-        }
-        if let master, head > 0 {
-            let key = Anchor.key(master: master, journalID: try wrap { try JournalReader.journalID(db) })
+        if let anchor {
             let mac = try wrap {
                 let s = try db.statement("SELECT value FROM meta WHERE key='head_mac'")
+                defer { s.reset() }
                 return try s.step() ? s.blob(0) : []
             }
-            guard mac == Anchor.mac(key: key, headSeq: head, headLink: link) else {
-                throw JournalError(.corrupt, "the chain head is not authenticated by the master key: the journal was rewritten (or another master key was given)")
+            // An empty journal has no MAC yet: nothing was appended under the anchor key.
+            guard head == 0 || mac == Anchor.mac(key: anchor, headSeq: head, headLink: link) else {
+                throw JournalError(.corrupt, "the chain head is not authenticated by the journal's anchor key: the journal was rewritten (or another key store was given)")
             }
+            report.anchored = true
         }
         // The account table the writer relies on must agree with the events.
         let rows = try wrap { try db.statement("SELECT name, version FROM accounts") }

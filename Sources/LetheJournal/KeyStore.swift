@@ -1,236 +1,532 @@
 import Crypto
 import Foundation
 
-/// Where the master key comes from: `LETHE_MASTER_KEY` (64 hex digits) in the environment, or a key
-/// file (32 random bytes, hex) created with mode 0600 on first use, by default `KEYS.master`.
-public struct MasterKeySource: Sendable {
-    public static let environmentVariable = "LETHE_MASTER_KEY"
-
-    public var environment: [String: String]
-    public var keyFile: String
-
-    public init(keysPath: String, environment: [String: String] = ProcessInfo.processInfo.environment, keyFile: String? = nil) {
-        self.environment = environment
-        self.keyFile = keyFile ?? keysPath + ".master"
+/// One account's keys, kept together and wrapped as one under the master key: the account's own
+/// key, one key per item, and one record chain per category of records. Destroying a key is
+/// removing it from the keyring (and the old keyring's bytes from the file).
+package struct Keyring: Sendable {
+    package struct Item: Sendable {
+        package var number: UInt64
+        package var name: String
+        package var key: SymmetricKey
     }
 
-    /// The master key, creating the key file when neither it nor the variable exists and `create` is true.
-    package func load(create: Bool, entropy: Entropy) throws -> SymmetricKey {
-        if let text = environment[Self.environmentVariable] {
-            guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count == 32 else {
-                throw JournalError(.keys, "\(Self.environmentVariable) must be 64 hexadecimal digits (a 256-bit key)")
-            }
-            return SymmetricKey(data: bytes)
+    /// A one-way chain of keys, one per record of a category: key `i + 1` is `step(key i)`. The
+    /// keyring keeps only the key at `base`, so every record before `base` (the expired ones) is
+    /// unreadable for good, and every later one can still be opened.
+    package struct RecordChain: Sendable {
+        package var slot: UInt64
+        package var category: String
+        package var base: UInt64
+        package var key: SymmetricKey
+    }
+
+    package var account: String
+    /// Nil once the account was purged.
+    package var accountKey: SymmetricKey?
+    package var items: [UInt64: Item] = [:]
+    package var chains: [UInt64: RecordChain] = [:]
+    package var nextItem: UInt64 = 1
+    package var nextSlot: UInt64 = 1
+    package var purged: Bool { accountKey == nil }
+
+    package init(account: String, accountKey: SymmetricKey?) {
+        self.account = account
+        self.accountKey = accountKey
+    }
+
+    package func item(named name: String) -> Item? { items.values.first { $0.name == name } }
+    package func chain(category: String) -> RecordChain? { chains.values.first { $0.category == category } }
+
+    static let format: UInt8 = 1
+
+    func encode() -> [UInt8] {
+        var w = BinaryWriter(capacity: 96 + 48 * (items.count + chains.count))
+        w.u8(Keyring.format)
+        if let accountKey {
+            w.u8(1)
+            accountKey.withUnsafeBytes { w.raw($0) }
+        } else {
+            w.u8(0)
         }
-        if let text = try? String(contentsOfFile: keyFile, encoding: .utf8) {
-            guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count == 32 else {
-                throw JournalError(.keys, "master key file \(keyFile) does not hold 64 hexadecimal digits")
-            }
-            return SymmetricKey(data: bytes)
+        w.varint(nextItem)
+        w.varint(items.count)
+        for item in items.values.sorted(by: { $0.number < $1.number }) {
+            w.varint(item.number)
+            w.string(item.name)
+            item.key.withUnsafeBytes { w.raw($0) }
         }
-        guard create else {
-            throw JournalError(.keys, "no master key: set \(Self.environmentVariable) or provide the key file \(keyFile)")
+        w.varint(nextSlot)
+        w.varint(chains.count)
+        for chain in chains.values.sorted(by: { $0.slot < $1.slot }) {
+            w.varint(chain.slot)
+            w.string(chain.category)
+            w.varint(chain.base)
+            chain.key.withUnsafeBytes { w.raw($0) }
         }
-        let bytes = entropy.bytes(32)
-        let fd = open(keyFile, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else {
-            throw JournalError(.keys, "cannot create master key file \(keyFile): \(String(cString: strerror(errno)))")
+        return w.bytes
+    }
+
+    static func decode(_ bytes: [UInt8], account: String) throws -> Keyring {
+        var r = BinaryReader(bytes)
+        guard try r.u8() == format else { throw BinaryReader.Malformed(what: "unknown keyring format") }
+        var ring = Keyring(account: account, accountKey: nil)
+        if try r.u8() == 1 { ring.accountKey = SymmetricKey(data: try r.bytes(32)) }
+        ring.nextItem = try r.varint()
+        for _ in 0..<(try r.count(limit: 1 << 24)) {
+            let item = Item(number: try r.varint(), name: try r.string(), key: SymmetricKey(data: try r.bytes(32)))
+            ring.items[item.number] = item
         }
-        defer { close(fd) }
-        let text = Array((Hex.encode(bytes) + "\n").utf8)
-        guard write(fd, text, text.count) == text.count, fsync(fd) == 0 else {
-            throw JournalError(.keys, "cannot write master key file \(keyFile): \(String(cString: strerror(errno)))")
+        ring.nextSlot = try r.varint()
+        for _ in 0..<(try r.count(limit: 1 << 16)) {
+            let chain = RecordChain(slot: try r.varint(), category: try r.string(), base: try r.varint(), key: SymmetricKey(data: try r.bytes(32)))
+            ring.chains[chain.slot] = chain
         }
-        return SymmetricKey(data: bytes)
+        guard r.isAtEnd else { throw BinaryReader.Malformed(what: "trailing bytes in a keyring") }
+        return ring
     }
 }
 
-/// Each account's own 256-bit data key, wrapped (AES-GCM) under a key derived from the master key.
-///
-/// One SQLite file, separate from the journal and never inside a backup of it. Destroying an
-/// account's key leaves a tombstone row (account id, time), so the store can tell "never had a key"
-/// from "shredded"; the wrapped key itself is overwritten on disk (`secure_delete`).
-package final class KeyStore {
-    package let path: String
-    private let db: SQLiteDatabase
-    private let wrappingKey: SymmetricKey
-    private let master: SymmetricKey
-    private let entropy: Entropy
-    /// Unwrapped keys, so that a busy account costs one unwrap. Bounded: cleared when full.
-    private var cache: [String: SymmetricKey] = [:]
-    private let cacheLimit = 100_000
+/// A journal's own keys, random, kept in the key store under the master key (never derived from
+/// it, so a new master key changes none of them): the engine key of `KeyScope.journal` payloads,
+/// the anchor key that authenticates the chain's head, and the key of its backups.
+package struct JournalKeys: Sendable {
+    package var engine: SymmetricKey
+    package var anchor: SymmetricKey
+    package var backup: SymmetricKey
+}
 
+/// The keys of every account of one or more journals, in one SQLite file apart from the journals
+/// and never inside a backup of one: each account's keyring, and each journal's own keys, wrapped
+/// with AES-256-GCM under a key derived from the master key.
+///
+/// Destroying a key rewrites its keyring (`secure_delete` zeroes the old bytes) and truncates the
+/// WAL; every process notices at its next batch or read (the store's `epoch` moves) and drops the
+/// keys it had cached, so a destroyed key is not used again anywhere.
+package final class KeyStore {
     package enum Lookup: Sendable {
         case key(SymmetricKey)
+        /// The key existed and was destroyed: what it sealed is gone for good.
         case destroyed
+        /// This store never had such a key (a key store of another journal?).
         case none
     }
 
-    package init(path: String, master: MasterKeySource, entropy: Entropy, synchronous: Journal.Synchronous) throws {
+    /// What a batch needs from an account's keyring.
+    package struct Needs: Sendable {
+        package var items: Set<String> = []
+        package var chains: Set<String> = []
+        package init() {}
+    }
+
+    /// A key to destroy.
+    package enum Destruction: Sendable {
+        /// The account's key, its items' keys and its record chains but those of `keeping`.
+        case account(String, keeping: Set<String>)
+        case item(String, number: UInt64)
+        /// The keys of the records of a chain up to `before` (exclusive).
+        case records(String, category: String, before: UInt64)
+    }
+
+    package static let format: Int64 = 2
+    package let path: String
+    private let db: SQLiteDatabase
+    private let entropy: Entropy
+    /// The wrapping keys this master key opens, by generation (two during a rotation).
+    private var wrapping: [Int64: SymmetricKey] = [:]
+    /// Where new wrappings go: the newest generation this master key opens.
+    private var generation: Int64 = 0
+    private var epoch: Int64 = 0
+    private var keyrings: [String: Keyring] = [:]
+    private var journalKeys: [[UInt8]: JournalKeys] = [:]
+    /// Where each record chain was last walked to: reading records in order steps once per record.
+    private var cursors: [ChainID: (index: UInt64, key: SymmetricKey)] = [:]
+    private let cacheLimit = 100_000
+
+    private struct ChainID: Hashable {
+        var account: String
+        var slot: UInt64
+    }
+
+    private static let wrapInfo = Array("lethe key-wrap v2".utf8)
+    private static let checkLabel = Array("lethe key store check v2".utf8)
+
+    /// Opens the key store at `path`, creating it when missing, with the master key of `master`
+    /// (which must not lie beside `dataPaths`, the files it protects).
+    package init(path: String, master: MasterKeySource, dataPaths: [String], entropy: Entropy, synchronous: Journal.Synchronous) throws {
         self.path = path
         self.entropy = entropy
-        let existed = FileManager.default.fileExists(atPath: path)
+        let masterKey = try master.load(besides: dataPaths + [path])
         do {
+            try PrivateFile.prepareDatabase(path)
             db = try SQLiteDatabase(path: path)
             try db.enableWAL()
-            try db.execute("""
-                PRAGMA synchronous=\(synchronous.pragma); PRAGMA secure_delete=ON;
-                CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
-                CREATE TABLE IF NOT EXISTS keys(
-                    account TEXT PRIMARY KEY, wrapped BLOB, created INTEGER NOT NULL, destroyed INTEGER
-                ) WITHOUT ROWID;
-                CREATE TABLE IF NOT EXISTS erased(journal BLOB NOT NULL, account TEXT NOT NULL, seqs TEXT NOT NULL);
-                """)
-        } catch {
-            throw JournalError(.keys, "cannot open key store \(path)", underlying: error)
-        }
-        let hasKeys = existed && ((try? db.scalarInt("SELECT count(*) FROM keys")) ?? 0) > 0
-        let master = try master.load(create: !hasKeys, entropy: entropy)
-        self.master = master
-        let salt: [UInt8]
-        do {
-            let s = try db.statement("SELECT value FROM meta WHERE key='salt'")
-            defer { s.reset() }
-            if try s.step() {
-                salt = s.blob(0)
-            } else {
-                salt = entropy.bytes(16)
-                try db.statement("INSERT INTO meta(key, value) VALUES('salt', ?)").bind(1, salt).run()
+            try db.execute("PRAGMA synchronous=\(synchronous.pragma); PRAGMA secure_delete=ON;")
+            if try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='keys'") == 1 {
+                throw JournalError(.keys, "the key store \(path) has format 1; this build reads format \(KeyStore.format) (no migration: make a new journal and import an export)")
             }
-        } catch {
-            throw JournalError(.keys, "cannot read key store \(path)", underlying: error)
-        }
-        wrappingKey = HKDF<SHA256>.deriveKey(
-            inputKeyMaterial: master, salt: salt, info: Array("lethe key-wrap v1".utf8), outputByteCount: 32)
-        // Prove the master key opens this store now, not at the first read of an old account.
-        do {
-            let s = try db.statement("SELECT account, wrapped FROM keys WHERE wrapped IS NOT NULL LIMIT 1")
-            defer { s.reset() }
-            if try s.step(), let account = s.text(0) {
-                _ = try unwrap(s.blob(1), account: account)
-            }
-        }
-    }
-
-    /// The key that authenticates the chain head of the journal with this id.
-    package func anchorKey(journalID: [UInt8]) -> SymmetricKey { Anchor.key(master: master, journalID: journalID) }
-    package func engineKey(journalID: [UInt8]) -> SymmetricKey { Anchor.engineKey(master: master, journalID: journalID) }
-
-    private func unwrap(_ wrapped: [UInt8], account: String) throws -> SymmetricKey {
-        do {
-            let box = try AES.GCM.SealedBox(combined: wrapped)
-            return SymmetricKey(data: try AES.GCM.open(box, using: wrappingKey, authenticating: Array(account.utf8)))
-        } catch {
-            throw JournalError(.keys, "the master key does not open the key store \(path) (wrong key, or the store was altered)")
-        }
-    }
-
-    /// The account's data key, if it has one that was not destroyed.
-    package func lookup(_ account: String) throws -> Lookup {
-        if let key = cache[account] { return .key(key) }
-        let wrapped: [UInt8]?
-        do {
-            let s = try db.statement("SELECT wrapped FROM keys WHERE account = ?")
-            // Reset at once: a statement left on its row would pin a stale snapshot, and keys
-            // created by another process since would stay invisible.
-            defer { s.reset() }
-            s.bind(1, account)
-            guard try s.step() else { return .none }
-            wrapped = s.isNull(0) ? nil : s.blob(0)
-        } catch {
-            throw JournalError(.keys, "cannot read key store \(path)", underlying: error)
-        }
-        guard let wrapped else { return .destroyed }
-        let key = try unwrap(wrapped, account: account)
-        remember(account, key)
-        return .key(key)
-    }
-
-    private func remember(_ account: String, _ key: SymmetricKey) {
-        if cache.count >= cacheLimit { cache.removeAll(keepingCapacity: true) }
-        cache[account] = key
-    }
-
-    /// Creates and durably stores keys for `accounts`, in one transaction. An account that got a
-    /// key meanwhile (another process) keeps that one; one whose key was destroyed gets nil.
-    package func createKeys(for accounts: [String], at time: Timestamp) throws -> [SymmetricKey?] {
-        guard !accounts.isEmpty else { return [] }
-        do {
-            let created: [SymmetricKey?] = try db.transaction {
-                let insert = try db.statement("INSERT INTO keys(account, wrapped, created) VALUES(?, ?, ?) ON CONFLICT(account) DO NOTHING")
-                return try accounts.map { account in
-                    let key = SymmetricKey(data: entropy.bytes(32))
-                    let nonce = try AES.GCM.Nonce(data: entropy.bytes(12))
-                    let wrapped = try AES.GCM.seal(
-                        key.withUnsafeBytes { Array($0) }, using: wrappingKey, nonce: nonce,
-                        authenticating: Array(account.utf8))
-                    insert.reset()
-                    try insert.bind(1, account).bind(2, Array(wrapped.combined!)).bind(3, time.nanoseconds).run()
-                    guard db.changes == 1 else { return nil }
-                    remember(account, key)
-                    return key
+            try db.transaction {
+                try db.execute("""
+                    CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS wrapping(generation INTEGER PRIMARY KEY, salt BLOB NOT NULL, check_mac BLOB NOT NULL);
+                    CREATE TABLE IF NOT EXISTS keyrings(
+                        account TEXT PRIMARY KEY, generation INTEGER NOT NULL, sealed BLOB NOT NULL,
+                        created INTEGER NOT NULL, purged INTEGER) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS journals(id BLOB PRIMARY KEY, generation INTEGER NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+                    """)
+                if try db.scalarInt("SELECT count(*) FROM wrapping") == 0 {
+                    guard try db.scalarInt("SELECT count(*) FROM keyrings") == 0, try db.scalarInt("SELECT count(*) FROM journals") == 0 else {
+                        throw JournalError(.keys, "the key store \(path) holds keys but no wrapping salt (damaged)")
+                    }
+                    try insertGeneration(1, master: masterKey)
+                    try db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('format', \(KeyStore.format)), ('epoch', 0)")
                 }
             }
-            return try zip(accounts, created).map { account, key in
-                if let key { return key }
-                if case .key(let existing) = try lookup(account) { return existing }
-                return nil
+            let format = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
+            guard format == KeyStore.format else {
+                throw JournalError(.keys, "the key store \(path) has format \(format.map(String.init) ?? "none"); this build reads format \(KeyStore.format)")
             }
+            let s = try db.statement("SELECT generation, salt, check_mac FROM wrapping ORDER BY generation")
+            while try s.step() {
+                let key = KeyStore.wrappingKey(master: masterKey, salt: s.blob(1))
+                if KeyStore.check(key) == s.blob(2) { wrapping[s.int(0)] = key }
+            }
+            s.reset()
+            epoch = try db.scalarInt("SELECT value FROM meta WHERE key='epoch'") ?? 0
         } catch let e as JournalError {
             throw e
         } catch {
-            throw JournalError(.keys, "cannot store new account keys in \(path)", underlying: error)
+            throw JournalError(.keys, "cannot open the key store \(path)", underlying: error)
         }
+        guard let newest = wrapping.keys.max() else {
+            throw JournalError(.keys, "the master key does not open the key store \(path) (wrong key, or the store was altered)")
+        }
+        generation = newest
     }
 
-    /// Remembers erasures of single events (their keys live on): the key store outlives any
-    /// backup of the journal, so a restore can erase them again (`erasedEvents`).
-    package func rememberErasures(journal: [UInt8], _ erasures: [(account: String, seqs: [Int64])]) throws {
-        guard !erasures.isEmpty else { return }
+    private static func wrappingKey(master: SymmetricKey, salt: [UInt8]) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: master, salt: salt, info: wrapInfo, outputByteCount: 32)
+    }
+
+    private static func check(_ wrappingKey: SymmetricKey) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: checkLabel, using: wrappingKey))
+    }
+
+    private func insertGeneration(_ g: Int64, master: SymmetricKey) throws {
+        let salt = entropy.bytes(16)
+        try db.statement("INSERT INTO wrapping(generation, salt, check_mac) VALUES(?, ?, ?)")
+            .bind(1, g).bind(2, salt).bind(3, KeyStore.check(KeyStore.wrappingKey(master: master, salt: salt))).run()
+    }
+
+    // MARK: Wrapping
+
+    private func wrap(_ plain: [UInt8], label: String, name: [UInt8]) throws -> [UInt8] {
+        let nonce = try AES.GCM.Nonce(data: entropy.bytes(12))
+        // A 256-bit key and a 12-byte nonce: sealing cannot fail; `combined` exists for that nonce size.
+        return Array(try AES.GCM.seal(plain, using: wrapping[generation]!, nonce: nonce, authenticating: Array(label.utf8) + name).combined!)
+    }
+
+    private func unwrap(_ sealed: [UInt8], generation g: Int64, label: String, name: [UInt8], what: String) throws -> [UInt8] {
+        guard let key = wrapping[g] else {
+            throw JournalError(.keys, "\(what) in the key store \(path) is wrapped under another master key (generation \(g)): a rotation is in progress or was done with a key this process was not given; finish it with `lethe keys rotate`, then use the new master key")
+        }
         do {
-            try db.transaction {
-                let s = try db.statement("INSERT INTO erased(journal, account, seqs) VALUES(?, ?, ?)")
-                for e in erasures { try s.bind(1, journal).bind(2, e.account).bind(3, e.seqs.map(String.init).joined(separator: ",")).run() }
-            }
+            return Array(try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key, authenticating: Array(label.utf8) + name))
         } catch {
-            throw JournalError(.keys, "cannot record erasures in \(path)", underlying: error)
+            throw JournalError(.keys, "\(what) in the key store \(path) does not open under the master key (the store was altered)")
         }
     }
 
-    /// The single-event erasures remembered for `journal`.
-    package func erasedEvents(journal: [UInt8]) throws -> [(account: String, seqs: [Int64])] {
+    private func failing<T>(_ what: String, _ body: () throws -> T) throws -> T {
         do {
-            let s = try db.statement("SELECT account, seqs FROM erased WHERE journal = ?")
+            return try body()
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError(.keys, "cannot \(what) in the key store \(path)", underlying: error)
+        }
+    }
+
+    // MARK: Freshness
+
+    /// Drops every cached key when another process (or this one) destroyed keys since the last
+    /// look: called before each batch and each group of reads.
+    @discardableResult
+    package func refresh() throws -> Bool {
+        let now = try failing("read") { try db.scalarInt("SELECT value FROM meta WHERE key='epoch'") ?? 0 }
+        guard now != epoch else { return false }
+        epoch = now
+        keyrings.removeAll(keepingCapacity: true)
+        cursors.removeAll(keepingCapacity: true)
+        return true
+    }
+
+    // MARK: Keyrings
+
+    private func readKeyring(_ account: String) throws -> Keyring? {
+        let s = try db.statement("SELECT generation, sealed FROM keyrings WHERE account = ?")
+        // Reset at once: a statement left on its row would pin a stale snapshot.
+        defer { s.reset() }
+        s.bind(1, account)
+        guard try s.step() else { return nil }
+        let plain = try unwrap(s.blob(1), generation: s.int(0), label: "lethe keyring v1", name: Array(account.utf8), what: "the keys of account \(account)")
+        do {
+            return try Keyring.decode(plain, account: account)
+        } catch {
+            throw JournalError(.keys, "the keys of account \(account) in the key store \(path) are damaged")
+        }
+    }
+
+    private func writeKeyring(_ ring: Keyring, at time: Timestamp) throws {
+        let sealed = try wrap(ring.encode(), label: "lethe keyring v1", name: Array(ring.account.utf8))
+        try db.statement("""
+            INSERT INTO keyrings(account, generation, sealed, created, purged) VALUES(?1, ?2, ?3, ?4, ?5)
+            ON CONFLICT(account) DO UPDATE SET generation = ?2, sealed = ?3, purged = coalesce(purged, ?5)
+            """).bind(1, ring.account).bind(2, generation).bind(3, sealed).bind(4, time.nanoseconds / 1_000_000_000)
+            .bind(5, ring.purged ? time.nanoseconds / 1_000_000_000 : nil as Int64?).run()
+    }
+
+    private func remember(_ ring: Keyring) {
+        if keyrings.count >= cacheLimit { keyrings.removeAll(keepingCapacity: true) }
+        keyrings[ring.account] = ring
+    }
+
+    /// The account's keyring (cached), nil when the store has none.
+    package func keyring(_ account: String) throws -> Keyring? {
+        if let ring = keyrings[account] { return ring }
+        let ring = try failing("read the keys of account \(account)") { try readKeyring(account) }
+        if let ring { remember(ring) }
+        return ring
+    }
+
+    /// Makes sure every account of `needs` has its account key and the item keys and record
+    /// chains it names, creating what is missing in one transaction (committed before anything
+    /// sealed under them can reach a journal). A purged account gets nothing new.
+    package func provide(_ needs: [String: Needs], at time: Timestamp) throws -> [String: Keyring] {
+        func satisfied(_ ring: Keyring, _ need: Needs) -> Bool {
+            ring.purged || (need.items.allSatisfy { ring.item(named: $0) != nil } && need.chains.allSatisfy { ring.chain(category: $0) != nil })
+        }
+        var out: [String: Keyring] = [:]
+        var missing: [String] = []
+        for (account, need) in needs {
+            if let ring = try keyring(account), satisfied(ring, need) { out[account] = ring } else { missing.append(account) }
+        }
+        guard !missing.isEmpty else { return out }
+        let made: [Keyring] = try failing("store new keys") {
+            try db.transaction {
+                try missing.map { account in
+                    // Read again under the write lock: another process may have added keys.
+                    var ring = try readKeyring(account) ?? Keyring(account: account, accountKey: SymmetricKey(data: entropy.bytes(32)))
+                    if !ring.purged {
+                        for name in needs[account]!.items where ring.item(named: name) == nil {
+                            ring.items[ring.nextItem] = .init(number: ring.nextItem, name: name, key: SymmetricKey(data: entropy.bytes(32)))
+                            ring.nextItem += 1
+                        }
+                        for category in needs[account]!.chains where ring.chain(category: category) == nil {
+                            ring.chains[ring.nextSlot] = .init(slot: ring.nextSlot, category: category, base: 0, key: SymmetricKey(data: entropy.bytes(32)))
+                            ring.nextSlot += 1
+                        }
+                    }
+                    try writeKeyring(ring, at: time)
+                    return ring
+                }
+            }
+        }
+        for ring in made {
+            remember(ring)
+            out[ring.account] = ring
+        }
+        return out
+    }
+
+    /// The key `ref` names for `account`; `journal` gives the journal's own keys.
+    package func lookup(_ account: String, _ ref: KeyRef, journal: JournalKeys) throws -> Lookup {
+        if ref.kind == .journal { return .key(journal.engine) }
+        guard let ring = try keyring(account) else { return .none }
+        switch ref.kind {
+        case .journal:
+            return .key(journal.engine)
+        case .account:
+            return ring.accountKey.map { .key($0) } ?? .destroyed
+        case .item:
+            if let item = ring.items[ref.number] { return .key(item.key) }
+            // Items are numbered in order: a number below the next one existed and was destroyed.
+            return ref.number < ring.nextItem ? .destroyed : .none
+        case .records:
+            guard let chain = ring.chains[ref.number] else { return ring.purged || ref.number < ring.nextSlot ? .destroyed : .none }
+            return recordKey(account, chain, index: ref.index).map { .key($0) } ?? .destroyed
+        }
+    }
+
+    /// Key `index` of a record chain: nil below the chain's base (destroyed). Walks forward from
+    /// where the chain was last walked to, never from a key before the base.
+    package func recordKey(_ account: String, _ chain: Keyring.RecordChain, index: UInt64) -> SymmetricKey? {
+        guard index >= chain.base else { return nil }
+        let id = ChainID(account: account, slot: chain.slot)
+        var (at, key) = (chain.base, chain.key)
+        if let cursor = cursors[id], cursor.index >= chain.base, cursor.index <= index { (at, key) = cursor }
+        while at < index {
+            key = KeyDerivation.step(key)
+            at += 1
+        }
+        if cursors.count >= cacheLimit { cursors.removeAll(keepingCapacity: true) }
+        cursors[id] = (at, key)
+        return key
+    }
+
+    // MARK: Journal keys
+
+    /// The keys of the journal `id`; created when `create` and missing.
+    package func journalKeys(_ id: [UInt8], create: Bool) throws -> JournalKeys {
+        if let keys = journalKeys[id] { return keys }
+        func read() throws -> JournalKeys? {
+            let s = try db.statement("SELECT generation, sealed FROM journals WHERE id = ?")
             defer { s.reset() }
-            s.bind(1, journal)
-            var out: [(String, [Int64])] = []
-            while try s.step() { out.append((s.text(0) ?? "", (s.text(1) ?? "").split(separator: ",").compactMap { Int64($0) })) }
-            return out
-        } catch {
-            throw JournalError(.keys, "cannot read erasures in \(path)", underlying: error)
+            s.bind(1, id)
+            guard try s.step() else { return nil }
+            let plain = try unwrap(s.blob(1), generation: s.int(0), label: "lethe journal keys v1", name: id, what: "the keys of journal \(Hex.encode(id))")
+            guard plain.count == 96 else { throw JournalError(.keys, "the keys of journal \(Hex.encode(id)) in \(path) are damaged") }
+            return JournalKeys(engine: SymmetricKey(data: plain[0..<32]), anchor: SymmetricKey(data: plain[32..<64]), backup: SymmetricKey(data: plain[64..<96]))
         }
-    }
-
-    /// Destroys the account's key for good: the wrapped bytes are overwritten, a tombstone stays.
-    package func destroyKey(_ account: String, at time: Timestamp) throws {
-        try destroyKeys([account], at: time)
-    }
-
-    /// Destroys these accounts' keys in one transaction, then truncates the WAL once.
-    package func destroyKeys(_ accounts: [String], at time: Timestamp) throws {
-        guard !accounts.isEmpty else { return }
-        for account in accounts { cache[account] = nil }
-        do {
-            try db.transaction {
-                let s = try db.statement("""
-                    INSERT INTO keys(account, wrapped, created, destroyed) VALUES(?1, NULL, ?2, ?2)
-                    ON CONFLICT(account) DO UPDATE SET wrapped = NULL, destroyed = coalesce(destroyed, ?2)
-                    """)
-                for account in accounts { try s.bind(1, account).bind(2, time.nanoseconds).run() }
+        let keys: JournalKeys = try failing("read the keys of journal \(Hex.encode(id))") {
+            if let keys = try read() { return keys }
+            guard create else {
+                throw JournalError(.keys, "the key store \(path) has no keys for journal \(Hex.encode(id)) (the key store of another journal?)")
             }
-            try db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        } catch {
-            throw JournalError(.keys, "cannot destroy keys in \(path)", underlying: error)
+            return try db.transaction {
+                if let keys = try read() { return keys }
+                let plain = entropy.bytes(96)
+                try db.statement("INSERT INTO journals(id, generation, sealed) VALUES(?, ?, ?)")
+                    .bind(1, id).bind(2, generation).bind(3, try wrap(plain, label: "lethe journal keys v1", name: id)).run()
+                return JournalKeys(engine: SymmetricKey(data: plain[0..<32]), anchor: SymmetricKey(data: plain[32..<64]), backup: SymmetricKey(data: plain[64..<96]))
+            }
+        }
+        journalKeys[id] = keys
+        return keys
+    }
+
+    // MARK: Destruction
+
+    /// Destroys keys, in one transaction that also marks the WAL for truncation: the caller then
+    /// truncates it (`truncateWAL`). An account with no keyring gets an empty, purged one, so the
+    /// store can tell "purged" from "never seen".
+    package func destroy(_ destructions: [Destruction], at time: Timestamp) throws {
+        guard !destructions.isEmpty else { return }
+        try failing("destroy keys") {
+            try db.transaction {
+                for d in destructions {
+                    switch d {
+                    case .account(let account, let keeping):
+                        var ring = try readKeyring(account) ?? Keyring(account: account, accountKey: nil)
+                        ring.accountKey = nil
+                        ring.items.removeAll()
+                        ring.chains = ring.chains.filter { keeping.contains($0.value.category) }
+                        try writeKeyring(ring, at: time)
+                    case .item(let account, let number):
+                        guard var ring = try readKeyring(account), ring.items[number] != nil else { continue }
+                        ring.items[number] = nil
+                        try writeKeyring(ring, at: time)
+                    case .records(let account, let category, let before):
+                        guard var ring = try readKeyring(account), var chain = ring.chain(category: category), before > chain.base else { continue }
+                        while chain.base < before {
+                            chain.key = KeyDerivation.step(chain.key)
+                            chain.base += 1
+                        }
+                        ring.chains[chain.slot] = chain
+                        try writeKeyring(ring, at: time)
+                    }
+                }
+                try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
+                try db.markWALDirty()
+            }
+        }
+        // This process forgets them at once.
+        try refresh()
+    }
+
+    /// Truncates the WAL (see `SQLiteDatabase.truncateWAL`).
+    package func truncateWAL(wait: Duration) throws -> Bool {
+        try failing("truncate the WAL") { try db.truncateWAL(wait: wait) }
+    }
+
+    /// Whether an erasure left this store's WAL to be truncated.
+    package func isWALDirty() throws -> Bool { try failing("read") { try db.isWALDirty() } }
+
+    // MARK: Rotation
+
+    /// Re-wraps every keyring and journal key under `next` (a new master key), online: other
+    /// processes go on meanwhile, and a rotation that was interrupted is finished by running it
+    /// again with the same two keys. When it returns, nothing in the store opens with the old
+    /// master key any more, so every copy of the store taken before is useless once the old key
+    /// is destroyed. Returns how many keyrings and journals were re-wrapped.
+    package func rotate(to next: SymmetricKey) throws -> Int {
+        try failing("rotate the master key") {
+            let target: Int64 = try db.transaction {
+                let newest = try db.scalarInt("SELECT max(generation) FROM wrapping") ?? 0
+                if newest > generation {
+                    // An interrupted rotation: it must be to the same key.
+                    let s = try db.statement("SELECT salt, check_mac FROM wrapping WHERE generation = ?")
+                    defer { s.reset() }
+                    s.bind(1, newest)
+                    guard try s.step(), KeyStore.check(KeyStore.wrappingKey(master: next, salt: s.blob(0))) == s.blob(1) else {
+                        throw JournalError(.keys, "the key store \(path) is being rotated to another master key: finish that rotation first")
+                    }
+                    return newest
+                }
+                try insertGeneration(newest + 1, master: next)
+                return newest + 1
+            }
+            let s = try db.statement("SELECT salt FROM wrapping WHERE generation = ?")
+            s.bind(1, target)
+            _ = try s.step()
+            wrapping[target] = KeyStore.wrappingKey(master: next, salt: s.blob(0))
+            s.reset()
+            let old = generation
+            generation = target
+            var moved = 0
+            // In batches, each in its own transaction; rows added meanwhile under the old
+            // generation are picked up by the next pass.
+            while true {
+                let count: Int = try db.transaction {
+                    var n = 0
+                    let rings = try db.statement("SELECT account, generation, sealed FROM keyrings WHERE generation < ? LIMIT 1000")
+                    rings.bind(1, target)
+                    var ringRows: [(String, Int64, [UInt8])] = []
+                    while try rings.step() { ringRows.append((rings.text(0) ?? "", rings.int(1), rings.blob(2))) }
+                    rings.reset()
+                    for (account, g, sealed) in ringRows {
+                        let label = "lethe keyring v1", name = Array(account.utf8)
+                        let plain = try unwrap(sealed, generation: g, label: label, name: name, what: "the keys of account \(account)")
+                        try db.statement("UPDATE keyrings SET generation = ?, sealed = ? WHERE account = ?")
+                            .bind(1, target).bind(2, try wrap(plain, label: label, name: name)).bind(3, account).run()
+                        n += 1
+                    }
+                    let journals = try db.statement("SELECT id, generation, sealed FROM journals WHERE generation < ? LIMIT 1000")
+                    journals.bind(1, target)
+                    var journalRows: [([UInt8], Int64, [UInt8])] = []
+                    while try journals.step() { journalRows.append((journals.blob(0), journals.int(1), journals.blob(2))) }
+                    journals.reset()
+                    for (id, g, sealed) in journalRows {
+                        let label = "lethe journal keys v1"
+                        let plain = try unwrap(sealed, generation: g, label: label, name: id, what: "the keys of journal \(Hex.encode(id))")
+                        try db.statement("UPDATE journals SET generation = ?, sealed = ? WHERE id = ?")
+                            .bind(1, target).bind(2, try wrap(plain, label: label, name: id)).bind(3, id).run()
+                        n += 1
+                    }
+                    if n == 0 {
+                        try db.statement("DELETE FROM wrapping WHERE generation < ?").bind(1, target).run()
+                        try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
+                        try db.markWALDirty()
+                    }
+                    return n
+                }
+                moved += count
+                if count == 0 { break }
+            }
+            wrapping[old] = nil
+            keyrings.removeAll()
+            journalKeys.removeAll()
+            return moved
         }
     }
 }

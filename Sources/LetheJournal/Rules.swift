@@ -20,7 +20,7 @@ public protocol RulesChecker: AnyObject {
     func load(_ account: String, history: [StoredEvent]) throws
     /// nil admits the event (and the checker applies it); otherwise the reason it is refused.
     /// `scope` is the key it is sealed under, which the domain may require per type.
-    func admit(account: String, type: String, payload: [UInt8], scope: SealScope, at: Timestamp) -> String?
+    func admit(account: String, type: String, payload: [UInt8], scope: KeyScope, at: Timestamp) -> String?
     /// Drops every state: after a rolled-back batch, or when another process moved the journal.
     func forget()
 }

@@ -3,6 +3,8 @@ import Foundation
 
 // `SQLITE_TRANSIENT` is a macro Swift does not import.
 private let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+/// What an empty string is bound from (a null pointer would bind NULL).
+nonisolated(unsafe) private let emptyText: UnsafePointer<CChar> = ("" as StaticString).utf8Start.withMemoryRebound(to: CChar.self, capacity: 1) { $0 }
 
 /// An error from SQLite, with the statement that failed and SQLite's own message.
 ///
@@ -156,6 +158,47 @@ package final class SQLiteDatabase {
         return Array(repeating: group, count: rows).joined(separator: ", ")
     }
 
+    /// Remembers, in the transaction that removes personal data, that the WAL still holds its old
+    /// pages: until `truncateWAL` succeeds, every open and every retention run tries again.
+    package func markWALDirty() throws {
+        try execute("INSERT OR REPLACE INTO meta(key, value) VALUES('wal_dirty', 1)")
+    }
+
+    /// Whether an earlier erasure left the WAL to be truncated.
+    package func isWALDirty() throws -> Bool {
+        try scalarInt("SELECT count(*) FROM meta WHERE key='wal_dirty'") ?? 0 > 0
+    }
+
+    /// Copies the WAL into the database and truncates it to nothing, so no old page survives
+    /// there, then clears the mark of `markWALDirty`. A reader holding an older snapshot keeps
+    /// the WAL busy: it is waited for up to `wait`. Returns whether the WAL was truncated.
+    package func truncateWAL(wait: Duration) throws -> Bool {
+        resetAll()
+        let deadline = ContinuousClock.now + wait
+        defer { sqlite3_busy_timeout(handle, Int32(Self.busyTimeoutMilliseconds)) }
+        func checkpoint() throws -> Bool {
+            let left = (deadline - ContinuousClock.now).components
+            let milliseconds = max(0, Int(left.seconds) * 1000 + Int(left.attoseconds / 1_000_000_000_000_000))
+            // The checkpoint waits (through the busy handler) for readers and writers: at most
+            // until the deadline.
+            sqlite3_busy_timeout(handle, Int32(min(milliseconds, Self.busyTimeoutMilliseconds)))
+            let s = try statement("PRAGMA wal_checkpoint(TRUNCATE)")
+            defer { s.reset() }
+            return try s.step() && s.int(0) == 0
+        }
+        while true {
+            if try checkpoint() { break }
+            guard ContinuousClock.now < deadline else { return false }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        if try isWALDirty() {
+            try execute("DELETE FROM meta WHERE key='wal_dirty'")
+            // What that wrote is the mark's page alone; truncated too unless a reader came meanwhile.
+            _ = try checkpoint()
+        }
+        return true
+    }
+
     /// Replaces this database's content with `source`'s, in one step under this database's write
     /// lock (SQLite's online backup): other connections see the old content or the new, never a
     /// mix, and the file itself (with its WAL) stays in place.
@@ -197,8 +240,23 @@ package final class SQLiteStatement {
     }
 
     @discardableResult
+    package func bind(_ index: Int32, _ value: Int64?) -> SQLiteStatement {
+        if let value { sqlite3_bind_int64(stmt, index, value) } else { sqlite3_bind_null(stmt, index) }
+        return self
+    }
+
+    @discardableResult
     package func bind(_ index: Int32, _ value: String?) -> SQLiteStatement {
-        if let value { sqlite3_bind_text(stmt, index, value, -1, sqliteTransient) } else { sqlite3_bind_null(stmt, index) }
+        guard var value else {
+            sqlite3_bind_null(stmt, index)
+            return self
+        }
+        // With its byte count: a NUL inside the text must not cut it short.
+        value.withUTF8 { utf8 in
+            utf8.withMemoryRebound(to: CChar.self) { chars in
+                _ = sqlite3_bind_text(stmt, index, chars.baseAddress ?? emptyText, Int32(chars.count), sqliteTransient)
+            }
+        }
         return self
     }
 
@@ -232,6 +290,9 @@ package final class SQLiteStatement {
 
     package func isNull(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_NULL }
     package func isInteger(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_INTEGER }
+    package func isBlob(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_BLOB }
+    /// A blob column that may be NULL.
+    package func optionalBlob(_ column: Int32) -> [UInt8]? { isNull(column) ? nil : blob(column) }
     package var columnCount: Int32 { sqlite3_column_count(stmt) }
     package func columnName(_ column: Int32) -> String { String(cString: sqlite3_column_name(stmt, column)) }
     /// A text column that may be NULL.
@@ -239,7 +300,7 @@ package final class SQLiteStatement {
     package func int(_ column: Int32) -> Int64 { sqlite3_column_int64(stmt, column) }
     package func text(_ column: Int32) -> String? {
         guard let p = sqlite3_column_text(stmt, column) else { return nil }
-        return String(cString: p)
+        return String(decoding: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(stmt, column))), as: UTF8.self)
     }
     package func blob(_ column: Int32) -> [UInt8] {
         let count = Int(sqlite3_column_bytes(stmt, column))

@@ -1,38 +1,131 @@
 import Crypto
 
-/// Where an event's nonce comes from: the sealing session's random 64-bit id and a 32-bit
-/// counter that the session hands out once per sealed payload.
-///
-/// Stored with each event (two block columns that compress to almost nothing). Independent of
-/// the sequence number, so payloads can be sealed before the writer decides their place, on any
-/// thread; unique under every key, since sessions are random and a session takes a new id
-/// before its counter would wrap. A restored backup cannot bring a nonce back either: every
-/// session after the restore has a fresh id.
+/// Which key seals an event's payload. Keys are the unit of erasure: destroying a key makes every
+/// copy of what it sealed unreadable, in the journal, its WAL, its backups and old copies alike.
+public enum KeyScope: Sendable, Hashable {
+    /// The account's own key, destroyed by the account's purge.
+    case account
+    /// One item's key (by the item's id, within the account), destroyed when the item is purged
+    /// and by the account's purge.
+    case item(String)
+    /// A key of its own for each record of a category (page views, survey answers, ...), from a
+    /// one-way chain per account and category: the records expire oldest first, and expiring
+    /// them destroys exactly their keys (see `RecordChain`).
+    case records(String)
+    /// The journal's engine key, never destroyed: for the company's own records about an account
+    /// that must outlive its keys (the engine's purge events, legal holds, the trash's moves).
+    case journal
+}
+
+/// Where an event's key is found, as stored with the event: the scope's kind, and for an item its
+/// number (within the account's keyring), for a record its chain's slot and its index.
+package struct KeyRef: Hashable, Sendable {
+    package enum Kind: UInt8, Sendable {
+        case account = 0
+        case journal = 2
+        case item = 3
+        case records = 4
+    }
+
+    package var kind: Kind
+    /// The item's number, or the record chain's slot; 0 for the other kinds.
+    package var number: UInt64
+    /// The record's index in its chain; 0 for the other kinds.
+    package var index: UInt64
+
+    package init(_ kind: Kind, number: UInt64 = 0, index: UInt64 = 0) {
+        self.kind = kind
+        self.number = number
+        self.index = index
+    }
+
+    package static let account = KeyRef(.account)
+    package static let journal = KeyRef(.journal)
+}
+
+/// A sealing session: 128 random bits that every process (and every 2^32 payloads) draws anew.
+/// A payload is sealed under a key derived from its key and the session, with the session's
+/// counter as the nonce, so no nonce can repeat under any key unless two sessions draw the same
+/// 128 bits: across processes, crashes, copied folders and restored backups alike.
+package struct Session: Hashable, Sendable {
+    package var high: UInt64
+    package var low: UInt64
+
+    package init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
+
+    package static func random(_ entropy: Entropy) -> Session {
+        var r = BinaryReader(entropy.bytes(16))
+        // Exactly 16 bytes: neither read can fail.
+        return Session(high: (try? r.u64()) ?? 0, low: (try? r.u64()) ?? 0)
+    }
+
+    package func write(into w: inout BinaryWriter) {
+        w.u64(high)
+        w.u64(low)
+    }
+
+    package var bytes: [UInt8] {
+        var w = BinaryWriter(capacity: 16)
+        write(into: &w)
+        return w.bytes
+    }
+
+    package init?(bytes: [UInt8]) {
+        guard bytes.count == 16 else { return nil }
+        var r = BinaryReader(bytes)
+        guard let high = try? r.u64(), let low = try? r.u64() else { return nil }
+        self.init(high: high, low: low)
+    }
+}
+
+/// An event's nonce: its sealing session and the session's counter.
 package struct NonceID: Hashable, Sendable {
-    package var session: UInt64
+    package var session: Session
     package var counter: UInt32
 
-    package init(session: UInt64, counter: UInt32) {
+    package init(session: Session, counter: UInt32) {
         self.session = session
         self.counter = counter
     }
 }
 
-/// Which key seals an event's payload.
-public enum SealScope: UInt8, Sendable, Hashable {
-    /// The account's own data key: destroying it (crypto-shredding) makes the payload unreadable
-    /// everywhere. For the data subject's personal data.
-    case subject = 0
-    /// The journal's engine key, derived from the master key and never destroyed: for records that
-    /// must outlive the subject's key (the engine's own purge events, the staff access log). Such
-    /// a payload can still be removed event by event (`Erasure.events`).
-    case journal = 2
+/// The keys derived from a stored key: one per sealing session for payloads, one for the read
+/// models' fields, and the step of a record chain. All HMAC-SHA256 or SHA-256 with a label of
+/// their own, so no two uses share a key.
+package enum KeyDerivation {
+    /// The AES-256-GCM key of payloads sealed in `session` under `key`.
+    package static func sessionKey(_ key: SymmetricKey, _ session: Session) -> SymmetricKey {
+        var w = BinaryWriter(capacity: 32)
+        w.raw(sessionLabel)
+        session.write(into: &w)
+        return SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: w.bytes, using: key))
+    }
+
+    /// The key of the read models' fields copied from payloads sealed under `key`: it dies with it.
+    package static func fieldKey(_ key: SymmetricKey) -> SymmetricKey {
+        SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: fieldLabel, using: key))
+    }
+
+    /// The next key of a record chain: one-way, so destroying a key destroys every earlier one.
+    package static func step(_ key: SymmetricKey) -> SymmetricKey {
+        var h = SHA256()
+        h.update(data: stepLabel)
+        key.withUnsafeBytes { h.update(bufferPointer: $0) }
+        return SymmetricKey(data: h.finalize())
+    }
+
+    private static let sessionLabel = Array("lethe seal v2".utf8)
+    private static let fieldLabel = Array("lethe fields v1".utf8)
+    private static let stepLabel = Array("lethe record chain step v1".utf8)
 }
 
-/// Seals one event's plaintext payload under its account's data key: compress (when that helps),
-/// then AES-256-GCM with the event's `NonceID`. The additional data is the account id, so a
-/// payload moved to another account does not open; the chain (which covers the ciphertext's
-/// digest) pins it to its event.
+/// Seals one event's plaintext payload: compress (when that helps), then AES-256-GCM under the
+/// key derived from the event's key and its session, with the session's counter as the nonce.
+/// The additional data is the account id, so a payload moved to another account does not open;
+/// the chain (which covers the ciphertext's digest) pins it to its event.
 package enum Sealing {
     static let tagBytes = 16
     private static let raw: UInt8 = 0
@@ -40,13 +133,15 @@ package enum Sealing {
     /// Payloads below this size are not worth an LZ4 attempt.
     private static let compressAbove = 96
 
-    static func nonceBytes(_ id: NonceID, into w: inout BinaryWriter) {
-        w.u64(id.session)
-        w.u32(id.counter)
+    static func nonce(_ counter: UInt32) -> [UInt8] {
+        var w = BinaryWriter(capacity: 12)
+        w.u32(counter)
+        w.u64(0)
+        return w.bytes
     }
 
-    /// `ciphertext || tag` of the framed (and possibly compressed) payload.
-    package static func seal(_ payload: [UInt8], key: SymmetricKey, nonce id: NonceID, account: String) -> [UInt8] {
+    /// `ciphertext || tag` of the framed (and possibly compressed) payload. `key` is the session key.
+    package static func seal(_ payload: [UInt8], sessionKey key: SymmetricKey, counter: UInt32, account: String) -> [UInt8] {
         var framed = BinaryWriter(capacity: payload.count + 8)
         if payload.count > compressAbove, let packed = LZ4.compressBlock(payload[...]) {
             framed.u8(lz4)
@@ -56,10 +151,10 @@ package enum Sealing {
             framed.u8(raw)
             framed.raw(payload)
         }
-        var n = BinaryWriter(capacity: 12)
-        nonceBytes(id, into: &n)
-        // AES-GCM with a well-formed key and a 12-byte nonce cannot fail.
-        let box = try! AES.GCM.seal(framed.bytes, using: key, nonce: try! AES.GCM.Nonce(data: n.bytes), authenticating: Array(account.utf8))
+        // AES-GCM with a 256-bit key and a 12-byte nonce cannot fail.
+        guard let nonce = try? AES.GCM.Nonce(data: nonce(counter)),
+              let box = try? AES.GCM.seal(framed.bytes, using: key, nonce: nonce, authenticating: Array(account.utf8))
+        else { preconditionFailure("AES-GCM refused a well-formed key and nonce") }
         var out = [UInt8]()
         out.reserveCapacity(box.ciphertext.count + tagBytes)
         box.ciphertext.withUnsafeBytes { out.append(contentsOf: $0) }
@@ -68,18 +163,18 @@ package enum Sealing {
     }
 
     /// The plaintext payload; throws `.corrupt` naming event `seq` when authentication or decompression fails.
-    package static func open(_ sealed: [UInt8], key: SymmetricKey, nonce id: NonceID, account: String, seq: Int64) throws -> [UInt8] {
+    package static func open(_ sealed: [UInt8], sessionKey key: SymmetricKey, counter: UInt32, account: String, seq: Int64) throws -> [UInt8] {
         guard sealed.count >= tagBytes + 1 else { throw JournalError(.corrupt, "event \(seq): sealed payload too short") }
         let framed: [UInt8]
         do {
             // nonce ‖ ciphertext ‖ tag in one buffer: the cheapest way into swift-crypto.
             var combined = BinaryWriter(capacity: 12 + sealed.count)
-            nonceBytes(id, into: &combined)
+            combined.raw(nonce(counter))
             combined.raw(sealed)
             let box = try AES.GCM.SealedBox(combined: combined.bytes)
             framed = try AES.GCM.open(box, using: key, authenticating: Array(account.utf8)).withUnsafeBytes { Array($0) }
         } catch {
-            throw JournalError(.corrupt, "event \(seq): payload does not authenticate under its account key")
+            throw JournalError(.corrupt, "event \(seq): payload does not authenticate under its key")
         }
         var r = BinaryReader(framed)
         do {
@@ -99,13 +194,17 @@ package enum Sealing {
         }
     }
 
-    /// What the hash chain covers for a payload: its nonce, the key it is sealed under (its scope)
-    /// and its ciphertext, never the plaintext.
-    package static func digest(nonce id: NonceID, scope: SealScope, sealed: [UInt8]) -> [UInt8] {
+    /// What the hash chain covers for a payload: its nonce, the key it is sealed under (kind,
+    /// number, index) and its ciphertext, never the plaintext.
+    package static func digest(nonce id: NonceID, key: KeyRef, sealed: [UInt8]) -> [UInt8] {
+        var w = BinaryWriter(capacity: 64 + sealed.count)
+        id.session.write(into: &w)
+        w.u32(id.counter)
+        w.u8(key.kind.rawValue)
+        w.u64(key.number)
+        w.u64(key.index)
         var h = SHA256()
-        withUnsafeBytes(of: id.session.littleEndian) { h.update(bufferPointer: $0) }
-        withUnsafeBytes(of: id.counter.littleEndian) { h.update(bufferPointer: $0) }
-        withUnsafeBytes(of: scope.rawValue) { h.update(bufferPointer: $0) }
+        w.bytes.withUnsafeBytes { h.update(bufferPointer: $0) }
         h.update(data: sealed)
         return h.finalize().withUnsafeBytes { Array($0) }
     }
@@ -163,23 +262,14 @@ package enum Chain {
     }
 }
 
-/// The anchor: an HMAC-SHA256 of the chain's head under a key derived from the master key.
+/// The anchor: an HMAC-SHA256 of the chain's head under the journal's anchor key (random, kept
+/// in the key store under the master key).
 ///
 /// The chain alone shows that history was not altered *unless* someone rewrote it all
 /// consistently, which anyone with write access to the file could do. The anchor closes that:
-/// without the master key the head's MAC cannot be recomputed, so a rewritten chain is detected.
+/// without the key store and the master key the head's MAC cannot be recomputed, so a rewritten
+/// chain is detected.
 package enum Anchor {
-    package static func key(master: SymmetricKey, journalID: [UInt8]) -> SymmetricKey {
-        HKDF<SHA256>.deriveKey(
-            inputKeyMaterial: master, salt: journalID, info: Array("lethe chain anchor v1".utf8), outputByteCount: 32)
-    }
-
-    /// The key of `SealScope.journal` payloads: also derived from the master key, for this journal only.
-    package static func engineKey(master: SymmetricKey, journalID: [UInt8]) -> SymmetricKey {
-        HKDF<SHA256>.deriveKey(
-            inputKeyMaterial: master, salt: journalID, info: Array("lethe engine events v1".utf8), outputByteCount: 32)
-    }
-
     package static func mac(key: SymmetricKey, headSeq: Int64, headLink: [UInt8]) -> [UInt8] {
         var w = BinaryWriter(capacity: 40)
         w.u64(UInt64(headSeq))

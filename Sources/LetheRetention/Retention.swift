@@ -64,11 +64,15 @@ public struct RetentionRun: Sendable, Equatable {
     public var held = 0
     /// Erasures left over by an interrupted run, finished first.
     public var finishedEarlier = 0
+    /// Times the run decided again because an account changed while it was deciding.
+    public var replanned = 0
 
     public var summary: String {
         "retention run at \(now): \(accountsPurged.count) accounts purged, \(itemsPurged) items purged, "
             + "\(recordsExpired) records expired, \(processorRequests) processor erasure requests, \(held) due obligations held"
             + (finishedEarlier > 0 ? ", \(finishedEarlier) erasures of an interrupted run finished" : "")
+            + (accountsPurged.isEmpty && itemsPurged == 0 && recordsExpired == 0 && finishedEarlier == 0 ? ""
+               : "; their keys destroyed, their payloads removed, and the WALs of the journal, key store and read models truncated")
     }
 }
 
@@ -87,11 +91,21 @@ public final class Retention: Sendable {
     private let logger: Logger
     /// One run at a time in this process (other processes are kept apart by the journal).
     private let running = Mutex(())
+    /// Called after a run has decided and before it appends (tests put a concurrent event there).
+    private let beforeAppend: @Sendable () throws -> Void
 
     public init(journal: Journal, views: ReadModels, logger: Logger = Logger(label: "lethe.retention")) {
         self.journal = journal
         self.views = views
         self.logger = logger
+        beforeAppend = {}
+    }
+
+    package init(journal: Journal, views: ReadModels, logger: Logger = Logger(label: "lethe.retention"), beforeAppend: @escaping @Sendable () throws -> Void) {
+        self.journal = journal
+        self.views = views
+        self.logger = logger
+        self.beforeAppend = beforeAppend
     }
 
     // MARK: Report
@@ -140,75 +154,168 @@ public final class Retention: Sendable {
 
     // MARK: Run
 
+    /// How often a run decides again when accounts change under it before it gives up.
+    static let attempts = 3
+
     /// Executes every obligation due at `now` and not held, and expires the raw records past
-    /// their windows; then the read models drop what was purged and their WAL is truncated.
+    /// their windows; then the read models drop what was purged, and the WAL of every file is
+    /// truncated.
+    ///
+    /// The run's events are decided on one view of the read models (at their checkpoint) and
+    /// appended all or nothing, each account's first one expecting the account's version at that
+    /// checkpoint: an event appended meanwhile (a legal hold placed, an item restored, an account
+    /// reactivated, another run) refuses the whole batch, and the run decides again.
+    ///
+    /// Throws `.erasureIncomplete` naming the files whose WAL a reader kept from being truncated:
+    /// the purges are done (keys destroyed, payloads removed), and the next open or run truncates it.
     public func run(now: Timestamp) throws -> RetentionRun {
         try running.withLock { _ in
             var result = RetentionRun(now: now)
-            result.finishedEarlier = try journal.finishErasures()
-            let report = try report(asOf: now, horizonDays: 0, executed: false)
-            var work: [String: (obligations: [RetentionReport.Obligation], records: [(RetentionPolicy.RecordRule, [Views.Record])])] = [:]
-            for o in report.obligations where o.status == "due" {
-                if o.held { result.held += 1 } else { work[o.account, default: ([], [])].obligations.append(o) }
+            var incomplete: [String] = []
+            func noting(_ body: () throws -> Void) throws {
+                do { try body() } catch let e as JournalError where e.code == .erasureIncomplete { incomplete.append(e.message) }
             }
-            for rule in policy.records {
-                let cutoff = Timestamp(nanoseconds: now.nanoseconds - rule.afterDays * RetentionPolicy.day * 1_000_000_000)
-                for (account, due) in try views.records(of: rule.type, through: cutoff) {
-                    // A legal hold keeps everything of the account as it is, raw records too.
-                    if try !views.openCases(account: account, at: now).isEmpty { continue }
-                    work[account, default: ([], [])].records.append((rule, due))
+            try noting { result.finishedEarlier = try journal.finishErasures() }
+            for attempt in 1...Retention.attempts {
+                var attemptResult = RetentionRun(now: now)
+                attemptResult.finishedEarlier = result.finishedEarlier
+                do {
+                    try decideAndAppend(now: now, into: &attemptResult)
+                    result = attemptResult
+                    result.replanned = attempt - 1
+                    break
+                } catch let e as JournalError where e.code == .versionConflict || e.code == .refusedByRules {
+                    guard attempt < Retention.attempts else {
+                        throw JournalError(e.code, "the journal kept changing under the retention run (\(Retention.attempts) attempts); nothing was purged: \(e.message)")
+                    }
+                    logger.info("accounts changed while the run decided; deciding again", metadata: ["why": "\(e.message)"])
                 }
             }
-            for account in work.keys.sorted() {
-                try execute(account: account, work[account]!.obligations, work[account]!.records, now: now, into: &result)
-            }
             // The erasures all at once: each block is rewritten once, however many accounts it holds.
-            try journal.finishErasures()
+            try noting { try journal.finishErasures() }
             try views.catchUp()
-            try views.checkpointWAL()
+            if try views.walNeedsTruncation(), try !views.truncateWAL(wait: journal.options.truncateWait) {
+                incomplete.append(Journal.busyWAL(views.path))
+            }
             logger.info("\(result.summary)")
+            guard incomplete.isEmpty else {
+                throw JournalError(.erasureIncomplete, "\(result.summary); but \(incomplete.joined(separator: "; "))")
+            }
             return result
         }
     }
 
-    /// Purges the accounts whose key was destroyed but whose journal has no `AccountPurged`: what
-    /// a journal restored from a backup shows of the purges made after the backup (the live key
-    /// store remembers them). The rule is that of the account's pending account obligation, or
-    /// `erasure-request` when it has none (a purge with no obligation pending at the backup came
-    /// from a request made after it). Returns the accounts purged.
+    /// What a run does to one account.
+    private struct Work {
+        var obligations: [RetentionReport.Obligation] = []
+        var records: [(RetentionPolicy.RecordRule, [Views.Record])] = []
+    }
+
+    /// Decides every purge due at `now` from the read models and appends it, all or nothing.
+    private func decideAndAppend(now: Timestamp, into result: inout RetentionRun) throws {
+        let report = try report(asOf: now, horizonDays: 0, executed: false)
+        let checkpoint = try views.checkpoint
+        var work: [String: Work] = [:]
+        for o in report.obligations where o.status == "due" {
+            if o.held { result.held += 1 } else { work[o.account, default: Work()].obligations.append(o) }
+        }
+        for rule in policy.records {
+            let cutoff = Timestamp(nanoseconds: now.nanoseconds - rule.afterDays * RetentionPolicy.day * 1_000_000_000)
+            for (account, due) in try views.records(of: rule.type, through: cutoff) {
+                // A legal hold keeps everything of the account as it is, raw records too.
+                if try !views.openCases(account: account, at: now).isEmpty { continue }
+                work[account, default: Work()].records.append((rule, due))
+            }
+        }
+        guard !work.isEmpty else { return }
+        var plan = Plan(now: now)
+        for account in work.keys.sorted() {
+            try decide(account: account, work[account]!, plan: &plan, into: &result)
+        }
+        guard !plan.events.isEmpty else { return }
+        plan.addStatistics(policy)
+        // Every account's first event expects the version the decision was made on.
+        let versions = try journal.versions(of: Set(plan.events.map(\.account)), asOf: checkpoint)
+        var expecting = Set<String>()
+        for k in plan.events.indices where expecting.insert(plan.events[k].account).inserted {
+            plan.events[k].expectedVersion = versions[plan.events[k].account]
+        }
+        try beforeAppend()
+        try journal.append(plan.events, erasing: plan.erasures, allOrNothing: true, finish: false)
+    }
+
+    /// A run's events and erasures, and the page views it expires (for the anonymous counts).
+    private struct Plan {
+        var now: Timestamp
+        var events: [NewEvent] = []
+        var erasures: [Erasure] = []
+        var pageViews: [String: Int64] = [:]
+
+        /// One `RecordsExpired` of the engine's statistics account with the daily per-path
+        /// counts of every page view this run expires, tied to no account.
+        mutating func addStatistics(_ policy: RetentionPolicy) {
+            guard !pageViews.isEmpty else { return }
+            let counts: [JSONValue] = pageViews.keys.sorted().map { key in
+                let parts = key.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+                return .object(["day": .string(parts[0]), "path": .string(parts[1]), "views": .int(pageViews[key]!)])
+            }
+            let rule = policy.recordRule(for: .pageViewed)?.rule ?? "page-views"
+            events.append(NewEvent(
+                .recordsExpired, account: RetentionPolicy.statisticsAccount, at: now,
+                data: ["category": "page-views", "rule": .string(rule), "counts": .array(counts)],
+                id: "lethe:page-view-statistics:\(now.nanoseconds):\(events.count)"))
+        }
+
+        mutating func count(_ records: [Views.Record]) {
+            for r in records { if let day = r.day, let path = r.path { pageViews["\(day)\u{0}\(path)", default: 0] += 1 } }
+        }
+    }
+
+    /// Purges the accounts whose keys were destroyed but whose journal has no `AccountPurged`:
+    /// what a journal restored from a backup shows of the purges made after the backup (the live
+    /// key store remembers them). Each is purged again with its whole audit trail: a
+    /// `ProcessorErasureRequested` for each processor that received a category of its data (the
+    /// categories read from its events' types, its data being unreadable), then `AccountPurged`,
+    /// under the rule of its pending account obligation, or `erasure-request` when it has none (a
+    /// purge with no obligation pending at the backup came from a request made after it).
+    /// Returns the accounts purged.
     public func purgeShreddedAccounts(now: Timestamp) throws -> [String] {
         try views.catchUp()
         var purged: [String] = []
         let pending = try views.obligations(pendingAt: now).filter { $0.item == nil }
         for account in try journal.accountsWithDestroyedKeys() {
-            guard try views.account(account)?.status != "purged" else { continue }
+            guard try views.account(account)?.status != "purged", let last = try journal.latestTime(of: account) else { continue }
             let rule = pending.filter { $0.account == account }.min { $0.start < $1.start }?.rule ?? RetentionPolicy.erasure
-            guard let last = try journal.latestTime(of: account) else { continue }
+            var categories = Set<String>()
+            try journal.read { reader in
+                try reader.events(account: account) { e in
+                    if e.payload != .purged, let type = EventType(rawValue: e.header.type), let c = RetentionPolicy.category(of: type) { categories.insert(c) }
+                }
+            }
             let at = max(now, last)
-            let event = NewEvent(
-                id: "lethe:\(rule):\(account):restored", account: account, type: EventType.accountPurged.rawValue, at: at,
-                payload: PayloadCodec.standard.encode(type: EventType.accountPurged.rawValue, data: ["rule": .string(rule)]), scope: .journal)
-            if case .appended = try journal.append([event], erasing: [.account(account)], finish: false)[0] { purged.append(account) }
+            let id = "lethe:\(rule):\(account):restored"
+            var events = policy.recipients(of: categories).map { p in
+                NewEvent(.processorErasureRequested, account: account, at: at, data: ["processor": .string(p.name)], id: id + ":" + p.name)
+            }
+            events.append(NewEvent(.accountPurged, account: account, at: at, data: ["rule": .string(rule)], id: id))
+            let outcomes = try journal.append(events, erasing: [.account(account, keeping: EventType.chainsOutlivingAccount)], finish: false)
+            if case .appended = outcomes.last { purged.append(account) }
         }
         try journal.finishErasures()
         try views.catchUp()
-        try views.checkpointWAL()
+        _ = try views.truncateWAL(wait: journal.options.truncateWait)
         return purged
     }
 
-    /// One account's due work, from the read models alone (no pass over the account's events):
-    /// its purge events and the erasures they announce, appended together.
-    private func execute(
-        account: String, _ obligations: [RetentionReport.Obligation], _ records: [(RetentionPolicy.RecordRule, [Views.Record])],
-        now: Timestamp, into result: inout RetentionRun
-    ) throws {
+    /// One account's due work, from the read models alone (no pass over the account's events).
+    private func decide(account: String, _ work: Work, plan: inout Plan, into result: inout RetentionRun) throws {
         guard let last = try journal.latestTime(of: account) else { return }
         // A purge is recorded after everything the account already holds (its own time order).
         // When the account has events after `now`, what is purged must still be pending then:
         // an item restored, an account reactivated, or a case opened after `now` stops it.
-        let at = max(now, last)
-        var obligations = obligations
-        if at > now {
+        let at = max(plan.now, last)
+        var obligations = work.obligations
+        if at > plan.now {
             let stillPending = Set(try views.obligations(account: account, pendingAt: at).map { "\($0.item ?? "")\u{0}\($0.rule)\u{0}\($0.start.nanoseconds)" })
             obligations = obligations.filter { stillPending.contains("\($0.item ?? "")\u{0}\($0.rule)\u{0}\($0.start.nanoseconds)") }
             if try !views.openCases(account: account, at: at).isEmpty {
@@ -216,70 +323,45 @@ public final class Retention: Sendable {
                 return
             }
         }
-        let codec = PayloadCodec.standard
         func event(_ type: EventType, id: String, _ data: JSONObject) -> NewEvent {
-            NewEvent(id: id, account: account, type: type.rawValue, at: at, payload: codec.encode(type: type.rawValue, data: data), scope: type.scope)
+            NewEvent(type, account: account, at: at, data: data, id: id)
         }
-        /// What expired page views leave behind: anonymous counts per day and path.
-        func counts(_ records: [Views.Record]) -> JSONValue {
-            var counts: [String: Int64] = [:]
-            for r in records { if let day = r.day, let path = r.path { counts["\(day)\u{0}\(path)", default: 0] += 1 } }
-            return .array(counts.keys.sorted().map { key in
-                let parts = key.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-                return .object(["day": .string(parts[0]), "path": .string(parts[1]), "views": .int(counts[key]!)])
-            })
-        }
-        func expiry(_ rule: String, category: String, _ records: [Views.Record], id: String) -> NewEvent {
-            var data: JSONObject = ["category": .string(category), "rule": .string(rule), "through": .string(records.map(\.at).max()!.rfc3339)]
-            if records.contains(where: { $0.path != nil }) { data["counts"] = counts(records) }
-            return event(.recordsExpired, id: id, data)
-        }
-        var events: [NewEvent] = []
-        var erasures: [Erasure] = []
-        var expired = 0
         let purge = obligations.filter({ $0.item == nil }).min(by: { ($0.due, $0.rule) < ($1.due, $1.rule) })
-        // Raw records past their windows. Before an account purge, only those that would outlive
-        // it (sealed under the engine key); the others go with the account's key.
-        for (rule, due) in records where !due.isEmpty && (purge == nil || rule.type.scope == .journal) {
-            events.append(expiry(rule.rule, category: rule.category, due, id: "lethe:\(rule.rule):\(account):\(due.last!.seq)"))
-            erasures.append(.events(account: account, seqs: due.map(\.seq)))
-            expired += due.count
+        // Raw records past their windows. Before an account purge, only those that outlive it
+        // (the access log); the others go with the account's keys.
+        for (rule, due) in work.records where !due.isEmpty {
+            let chain = rule.type.recordChain ?? rule.category
+            guard purge == nil || EventType.chainsOutlivingAccount.contains(chain) else { continue }
+            let through = due.map(\.at).max()!
+            plan.events.append(event(.recordsExpired, id: "lethe:\(rule.rule):\(account):\(due.last!.seq)",
+                                     ["category": .string(rule.category), "rule": .string(rule.rule), "through": .string(through.rfc3339)]))
+            plan.erasures.append(.records(account: account, category: chain, through: through))
+            plan.count(due)
+            result.recordsExpired += due.count
         }
         if let purge {
             // The whole account: its page views leave their anonymous counts, each processor that
-            // received its data is asked to erase it, then the account is purged and its key destroyed.
+            // received its data is asked to erase it, then the account is purged and its keys destroyed.
             let key = "lethe:\(purge.rule):\(account):\(purge.start.nanoseconds)"
-            let pageViews = try views.records(of: .pageViewed, account: account)
-            if !pageViews.isEmpty { events.append(expiry(purge.rule, category: "page-views", pageViews, id: key + ":page-views")) }
+            plan.count(try views.records(of: .pageViewed, account: account))
             let processors = policy.recipients(of: try views.categoriesHeld(account: account))
             for p in processors {
-                events.append(event(.processorErasureRequested, id: key + ":" + p.name, ["processor": .string(p.name)]))
+                plan.events.append(event(.processorErasureRequested, id: key + ":" + p.name, ["processor": .string(p.name)]))
             }
-            events.append(event(.accountPurged, id: key, ["rule": .string(purge.rule)]))
-            erasures.append(.account(account))
+            plan.events.append(event(.accountPurged, id: key, ["rule": .string(purge.rule)]))
+            plan.erasures.append(.account(account, keeping: EventType.chainsOutlivingAccount))
             result.accountsPurged.append(account)
             result.processorRequests += processors.count
         } else {
             for o in obligations {
                 guard let item = o.item else { continue }
-                // The item's own data (ItemCreated: kind, label, content) is erased; its trash
-                // moves and this purge event keep only its id.
-                events.append(event(.itemPurged, id: "lethe:\(o.rule):\(account):\(o.start.nanoseconds):\(item)", ["item": .string(item), "rule": .string(o.rule)]))
-                if let seq = try views.itemCreatedSeq(account: account, item: item) {
-                    erasures.append(.events(account: account, seqs: [seq]))
-                }
+                // The item's own data (ItemCreated: kind, label, content) goes with its key; its
+                // trash moves and this purge event keep only its id.
+                plan.events.append(event(.itemPurged, id: "lethe:\(o.rule):\(account):\(o.start.nanoseconds):\(item)", ["item": .string(item), "rule": .string(o.rule)]))
+                plan.erasures.append(.item(account: account, item: item))
                 result.itemsPurged += 1
             }
         }
-        guard !events.isEmpty else { return }
-        var refused = false
-        for outcome in try journal.append(events, erasing: erasures, finish: false) {
-            if case .rejected(let error) = outcome {
-                refused = true
-                logger.warning("a purge event was refused", metadata: ["account": "\(account)", "why": "\(error.message)"])
-            }
-        }
-        if !refused { result.recordsExpired += expired }
     }
 }
 

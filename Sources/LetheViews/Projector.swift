@@ -1,11 +1,16 @@
+import Crypto
 import LetheEvents
 import LetheJournal
 
 /// An event as the read models take it: its header and its data, nil when the payload is gone
-/// (purged or shredded).
+/// (purged or shredded), with the field key of the key that sealed it (nil once that is gone).
 public struct ProjectedEvent: Sendable {
     public var header: EventHeader
     public var data: JSONObject?
+    /// Which key sealed the payload (an item's number, a record's chain slot and index).
+    package var key: KeyRef = .account
+    /// The key the read models seal this event's personal fields under (`Field`).
+    package var fieldKey: SymmetricKey?
 
     public init(header: EventHeader, data: JSONObject?) {
         self.header = header
@@ -15,7 +20,9 @@ public struct ProjectedEvent: Sendable {
     /// Decodes a stored event (on any thread: it is what `catchUp` runs on every core).
     public init(_ event: StoredEvent, codec: PayloadCodec = .standard) throws {
         header = event.header
+        key = event.key
         guard case .plaintext(let bytes) = event.payload else { return }
+        fieldKey = event.sealingKey.map(KeyDerivation.fieldKey)
         do {
             data = try codec.decode(type: event.header.type, payload: bytes)
         } catch {
@@ -28,23 +35,27 @@ public struct ProjectedEvent: Sendable {
 /// result whether an event's payload was read or is gone, once the engine's purge event that
 /// removed it has been applied too: that is what makes a rebuild equal to incremental catch-up.
 ///
-/// - A keyed fact (an item, an address, a payment, a ticket, a consent, a hold, a page view)
-///   is written only from readable data; a purge deletes the account's or item's rows.
+/// - A keyed fact (an item, an address, a payment, a ticket, a consent, a hold, a record) is
+///   written only from readable data; a purge deletes the account's or item's rows.
 /// - A logged fact (a disclosure, a notice) keeps its row after a purge, with the personal
 ///   fields null: the history shows it happened, not what it said.
-/// - An access keeps its record (sealed under the engine key, it outlives the account's key), but
-///   after the account's purge it has no verdict (`authorized` null): the tickets and legal cases
-///   that justified it were purged with the account, and a rebuild could not judge it again.
-/// - Events of an account that never signed up change nothing, as in `AccountState`.
+/// - An access keeps its record (its chain outlives the account's key), but after the account's
+///   purge it has no verdict (`authorized` null): the tickets and legal cases that justified it
+///   were purged with the account, and a rebuild could not judge it again.
+/// - Personal values are sealed (`Field`) under the field key of the event's own key.
+/// - Events of an account that never signed up change nothing, as in `AccountState`; the engine's
+///   statistics account only adds anonymous page-view counts.
 final class Projector {
     private let db: SQLiteDatabase
+    /// The field key of (account, key), nil once that key is gone.
+    private let keys: (String, KeyRef) throws -> SymmetricKey?
     private let accountStatus, insertAccount, setProfile, setCancelled, setErasure, purgeAccount: SQLiteStatement
     private let insertItem, deleteItem, restoreItem, removeItem: SQLiteStatement
     private let insertAddress, insertPayment, upsertTicket, hasTicket: SQLiteStatement
     private let grantConsent, revokeConsent, hasConsent, insertNotice, hasMergerNotice, insertDisclosure: SQLiteStatement
-    private let placeHold, releaseHold, hasHold, insertAccess, insertPageView: SQLiteStatement
+    private let placeHold, releaseHold, hasHold, insertAccess: SQLiteStatement
     private let startObligation, endObligations, endItemObligations, endAccountObligations: SQLiteStatement
-    private let insertRecord, expireRecords, expireAccesses, dropPageViews, dropEmptyPageViews, addPageViewStats, insertErasureRequest: SQLiteStatement
+    private let insertRecord, expireRecords, expireAccesses, addPageViewStats, insertErasureRequest: SQLiteStatement
     /// Event types whose raw records expire on their own (the policy's record rules), by type.
     private let recordRules: [EventType: RetentionPolicy.RecordRule]
     private let recordRulesByName: [String: RetentionPolicy.RecordRule]
@@ -53,8 +64,9 @@ final class Projector {
     /// seen since `forget`: most events need their account's status, few change it.
     private var statuses: [String: String?] = [:]
 
-    init(db: SQLiteDatabase, policy: RetentionPolicy) throws {
+    init(db: SQLiteDatabase, policy: RetentionPolicy, keys: @escaping (String, KeyRef) throws -> SymmetricKey?) throws {
         self.db = db
+        self.keys = keys
         recordRules = Dictionary(uniqueKeysWithValues: policy.records.map { ($0.type, $0) })
         recordRulesByName = Dictionary(uniqueKeysWithValues: policy.records.map { ($0.rule, $0) })
         func s(_ sql: String) throws -> SQLiteStatement { try db.statement(sql) }
@@ -64,23 +76,26 @@ final class Projector {
         setCancelled = try s("UPDATE accounts SET status=?2, cancelled_at=?3 WHERE account=?1")
         setErasure = try s("UPDATE accounts SET erasure_requested_at=coalesce(erasure_requested_at, ?2) WHERE account=?1")
         purgeAccount = try s("UPDATE accounts SET status='purged', name=NULL, company=NULL, email=NULL, purged_at=?2 WHERE account=?1")
-        insertItem = try s("INSERT OR IGNORE INTO items(account, item, kind, label, state, created_at, created_seq) VALUES(?1, ?2, ?3, ?4, 'live', ?5, ?6)")
+        insertItem = try s("""
+            INSERT OR IGNORE INTO items(account, item, key_number, kind, label, state, created_at, created_seq)
+            VALUES(?1, ?2, ?3, ?4, ?5, 'live', ?6, ?7)
+            """)
         deleteItem = try s("UPDATE items SET state='trash', deleted_at=?3, deleted_ns=?4 WHERE account=?1 AND item=?2 AND state='live'")
         restoreItem = try s("UPDATE items SET state='live', deleted_at=NULL, deleted_ns=NULL WHERE account=?1 AND item=?2 AND state='trash'")
         removeItem = try s("DELETE FROM items WHERE account=?1 AND item=?2")
-        insertAddress = try s("INSERT INTO billing_addresses VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
-        insertPayment = try s("INSERT INTO payments VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+        insertAddress = try s("INSERT INTO billing_addresses VALUES(?1, ?2, ?3, ?4)")
+        insertPayment = try s("INSERT INTO payments VALUES(?1, ?2, ?3, ?4)")
         upsertTicket = try s("""
-            INSERT INTO tickets VALUES(?1, ?2, ?3, ?4, 1, ?3)
-            ON CONFLICT(account, ticket) DO UPDATE SET messages=messages+1, last_message_at=?3, subject=coalesce(subject, ?4)
+            INSERT INTO tickets VALUES(?1, ?2, ?3, ?4, ?5, 1, ?4)
+            ON CONFLICT(account, ticket_tag) DO UPDATE SET messages=messages+1, last_message_at=?4, subject=coalesce(subject, ?5)
             """)
-        hasTicket = try s("SELECT 1 FROM tickets WHERE account=?1 AND ticket=?2")
-        grantConsent = try s("INSERT OR IGNORE INTO consents VALUES(?1, ?2, ?3)")
-        revokeConsent = try s("DELETE FROM consents WHERE account=?1 AND purpose=?2")
-        hasConsent = try s("SELECT 1 FROM consents WHERE account=?1 AND purpose=?2")
+        hasTicket = try s("SELECT 1 FROM tickets WHERE account=?1 AND ticket_tag=?2")
+        grantConsent = try s("INSERT OR IGNORE INTO consents VALUES(?1, ?2, ?3, ?4)")
+        revokeConsent = try s("DELETE FROM consents WHERE account=?1 AND purpose_tag=?2")
+        hasConsent = try s("SELECT 1 FROM consents WHERE account=?1 AND purpose_tag=?2")
         insertNotice = try s("INSERT INTO notices VALUES(?1, ?2, ?3, ?4, ?5)")
         hasMergerNotice = try s("SELECT 1 FROM notices WHERE account=?1 AND topic='merger'")
-        insertDisclosure = try s("INSERT INTO disclosures VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+        insertDisclosure = try s("INSERT INTO disclosures VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")
         placeHold = try s("""
             INSERT INTO legal_holds(account, "case", placed_seq, reason, placed_at, placed_ns)
             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (
@@ -94,32 +109,26 @@ final class Projector {
             """)
         endItemObligations = try s("UPDATE obligations SET end_at=?3, end_ns=?4, ended_by=?5 WHERE account=?1 AND item=?2 AND end_ns IS NULL")
         endAccountObligations = try s("UPDATE obligations SET end_at=?2, end_ns=?3, ended_by='AccountPurged' WHERE account=?1 AND end_ns IS NULL")
-        insertRecord = try s("INSERT OR IGNORE INTO records VALUES(?1, ?2, ?3, ?4, ?5, ?6)")
+        insertRecord = try s("INSERT OR IGNORE INTO records VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
         // `+at_ns`: by the primary key (this account's records), never by the time index (everybody's).
         expireRecords = try s("DELETE FROM records WHERE account=?1 AND type=?2 AND +at_ns<=?3")
-        expireAccesses = try s("UPDATE access_log SET actor=NULL, ip=NULL, reason=NULL, ticket=NULL, authorized=NULL WHERE account=?1 AND at_ns<=?2")
-        dropPageViews = try s("UPDATE page_views SET views=views-?4 WHERE account=?1 AND day=?2 AND path=?3")
-        dropEmptyPageViews = try s("DELETE FROM page_views WHERE account=?1 AND day=?2 AND path=?3 AND views <= 0")
+        expireAccesses = try s("UPDATE access_log SET access=NULL, authorized=NULL WHERE account=?1 AND at_ns<=?2")
         addPageViewStats = try s("INSERT INTO page_view_stats VALUES(?1, ?2, ?3) ON CONFLICT DO UPDATE SET views=views+?3")
         insertErasureRequest = try s("INSERT INTO erasure_requests VALUES(?1, ?2, ?3, ?4)")
-        insertAccess = try s("INSERT INTO access_log VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
-        insertPageView = try s("INSERT INTO page_views VALUES(?1, ?2, ?3, 1) ON CONFLICT DO UPDATE SET views=views+1")
+        insertAccess = try s("INSERT INTO access_log VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+        let outliving = EventType.allCases.filter { $0.recordChain.map(EventType.chainsOutlivingAccount.contains) ?? false }
         purgeStatements = try [
             "DELETE FROM items WHERE account=?1",
             "DELETE FROM billing_addresses WHERE account=?1",
             "DELETE FROM payments WHERE account=?1",
             "DELETE FROM tickets WHERE account=?1",
             "DELETE FROM consents WHERE account=?1",
-            "DELETE FROM page_views WHERE account=?1",
-            // The records sealed under the account's key went with it; the engine-sealed ones stay.
-            "DELETE FROM records WHERE account=?1 AND type NOT IN (\(EventType.allCases.filter { $0.scope == .journal }.map { "'\($0.rawValue)'" }.joined(separator: ",")))",
+            // The records sealed under the account's chains went with it; those that outlive it stay.
+            "DELETE FROM records WHERE account=?1 AND type NOT IN (\(outliving.map { "'\($0.rawValue)'" }.joined(separator: ",")))",
             "UPDATE notices SET topic=NULL, version=NULL WHERE account=?1",
-            """
-            UPDATE disclosures SET recipient=NULL, basis=NULL, categories='[]', without_consent=0, without_merger_notice=0
-            WHERE account=?1
-            """,
-            // The access records outlive the account (engine key), but the tickets and cases that
-            // justified them went with it: they can no longer be judged.
+            "UPDATE disclosures SET disclosure=NULL, without_consent=0, without_merger_notice=0 WHERE account=?1",
+            // The access records outlive the account, but the tickets and cases that justified
+            // them went with it: they can no longer be judged.
             "UPDATE access_log SET authorized=NULL WHERE account=?1",
         ].map(s)
     }
@@ -130,8 +139,17 @@ final class Projector {
         return try statement.step()
     }
 
-    /// Drops the cached statuses (at the end of a transaction: memory stays bounded by its size).
-    func forget() { statuses.removeAll(keepingCapacity: true) }
+    /// Whether a purge or an expiry was applied since the last `forget`.
+    private var erased = false
+
+    /// Drops the cached statuses (at the end of a transaction: memory stays bounded by its size);
+    /// returns whether the transaction applied a purge or an expiry.
+    @discardableResult
+    func forget() -> Bool {
+        statuses.removeAll(keepingCapacity: true)
+        defer { erased = false }
+        return erased
+    }
 
     private func status(of account: String) throws -> String? {
         if let cached = statuses[account] { return cached }
@@ -144,16 +162,35 @@ final class Projector {
 
     func apply(_ event: ProjectedEvent) throws {
         guard let type = EventType(rawValue: event.header.type) else { return }
+        if [.accountPurged, .itemPurged, .recordsExpired, .consentRevoked].contains(type) { erased = true }
         let h = event.header
         let account = h.account
+        if account == RetentionPolicy.statisticsAccount {
+            if type == .recordsExpired { try addStatistics(event.data) }
+            return
+        }
         let at = h.at.rfc3339
         let data = event.data
         func text(_ key: String) -> String? { data?[key]?.string }
+        /// A personal value of this event, sealed for `field` (nil without data or key).
+        func sealed(_ field: Field, _ value: String?) -> [UInt8]? {
+            guard let key = event.fieldKey else { return nil }
+            return field.seal(value, key: key, seq: h.seq, account: account)
+        }
+        func sealed(_ field: Field, _ object: JSONObject) -> [UInt8]? {
+            guard let key = event.fieldKey else { return nil }
+            return field.seal(object, key: key, seq: h.seq, account: account)
+        }
+        /// The keyed tag of a value, under the account's own field key.
+        func tag(_ field: Field, _ value: String) throws -> [UInt8]? {
+            try keys(account, .account).map { field.tag(value, key: $0) }
+        }
 
         let status = try self.status(of: account)
         if type == .accountSignedUp {
             guard status == nil else { return }
-            try insertAccount.bind(1, account).bind(2, text("name")).bind(3, text("company")).bind(4, text("email")).bind(5, at).run()
+            try insertAccount.bind(1, account).bind(2, sealed(.name, text("name"))).bind(3, sealed(.company, text("company")))
+                .bind(4, sealed(.email, text("email"))).bind(5, at).run()
             statuses[account] = "active"
             return
         }
@@ -163,7 +200,8 @@ final class Projector {
         case .accountSignedUp:
             break
         case .profileUpdated:
-            try setProfile.bind(1, account).bind(2, text("name")).bind(3, text("company")).bind(4, text("email")).run()
+            try setProfile.bind(1, account).bind(2, sealed(.name, text("name"))).bind(3, sealed(.company, text("company")))
+                .bind(4, sealed(.email, text("email"))).run()
         case .accountCancelled:
             if status == "active" {
                 try setCancelled.bind(1, account).bind(2, "cancelled").bind(3, at).run()
@@ -186,25 +224,17 @@ final class Projector {
             for statement in purgeStatements { try statement.bind(1, account).run() }
             try endAccountObligations.bind(1, account).bind(2, at).bind(3, h.at.nanoseconds).run()
         case .recordsExpired:
-            // `through`: the newest record it expired; `counts`: the anonymous page-view counts
-            // the expired records leave behind (day, path, views).
+            // `through`: the newest record it expired.
             guard let rule = text("rule"), let through = text("through").flatMap(Timestamp.init(rfc3339:)) else { return }
             let type = recordRulesByName[rule]?.type ?? (text("category") == "page-views" ? .pageViewed : nil)
             if let type { try expireRecords.bind(1, account).bind(2, type.rawValue).bind(3, through.nanoseconds).run() }
             if type == .accountAccessed { try expireAccesses.bind(1, account).bind(2, through.nanoseconds).run() }
-            if case .array(let counts)? = data?["counts"] {
-                for case .object(let c) in counts {
-                    guard let day = c["day"]?.string, let path = c["path"]?.string, case .int(let views)? = c["views"] else { continue }
-                    try dropPageViews.bind(1, account).bind(2, day).bind(3, path).bind(4, views).run()
-                    try dropEmptyPageViews.bind(1, account).bind(2, day).bind(3, path).run()
-                    try addPageViewStats.bind(1, day).bind(2, path).bind(3, views).run()
-                }
-            }
         case .processorErasureRequested:
             try insertErasureRequest.bind(1, h.seq).bind(2, account).bind(3, text("processor")).bind(4, at).run()
         case .itemCreated:
             guard let item = text("item") else { return }
-            try insertItem.bind(1, account).bind(2, item).bind(3, text("kind") ?? "").bind(4, text("label")).bind(5, at).bind(6, h.seq).run()
+            try insertItem.bind(1, account).bind(2, item).bind(3, Int64(bitPattern: event.key.number)).bind(4, sealed(.itemKind, text("kind")))
+                .bind(5, sealed(.itemLabel, text("label"))).bind(6, at).bind(7, h.seq).run()
         case .itemDeleted:
             guard let item = text("item") else { return }
             try deleteItem.bind(1, account).bind(2, item).bind(3, at).bind(4, h.at.nanoseconds).run()
@@ -219,80 +249,88 @@ final class Projector {
             try removeItem.bind(1, account).bind(2, item).run()
             try endItemObligations.bind(1, account).bind(2, item).bind(3, at).bind(4, h.at.nanoseconds).bind(5, type.rawValue).run()
         case .billingAddressSet:
-            guard data != nil else { return }
-            try insertAddress.bind(1, account).bind(2, h.seq).bind(3, at).bind(4, text("line1")).bind(5, text("line2"))
-                .bind(6, text("city")).bind(7, text("region")).bind(8, text("postcode")).bind(9, text("country")).run()
+            guard let data, let address = sealed(.address, data) else { return }
+            try insertAddress.bind(1, account).bind(2, h.seq).bind(3, at).bind(4, address).run()
         case .paymentRecorded:
-            guard let data else { return }
-            let amount: Int64? = if case .int(let v)? = data["amount_minor"] { v } else { nil }
-            insertPayment.bind(1, account).bind(2, h.seq).bind(3, at).bind(4, text("transaction"))
-            if let amount { insertPayment.bind(5, amount) } else { insertPayment.bind(5, nil as String?) }
-            try insertPayment.bind(6, text("currency")).bind(7, text("card_last4")).bind(8, text("processor")).run()
+            guard let data, let payment = sealed(.payment, data) else { return }
+            try insertPayment.bind(1, account).bind(2, h.seq).bind(3, at).bind(4, payment).run()
         case .supportMessageReceived:
-            guard let ticket = text("ticket") else { return }
-            try upsertTicket.bind(1, account).bind(2, ticket).bind(3, at).bind(4, text("subject")).run()
+            guard let ticket = text("ticket"), let ticketTag = try tag(.ticket, ticket) else { return }
+            try upsertTicket.bind(1, account).bind(2, ticketTag).bind(3, sealed(.ticket, ticket)).bind(4, at)
+                .bind(5, sealed(.ticketSubject, text("subject"))).run()
         case .consentGranted:
-            guard let purpose = text("purpose") else { return }
-            try grantConsent.bind(1, account).bind(2, purpose).bind(3, at).run()
+            guard let purpose = text("purpose"), let purposeTag = try tag(.purpose, purpose) else { return }
+            try grantConsent.bind(1, account).bind(2, purposeTag).bind(3, sealed(.purpose, purpose)).bind(4, at).run()
         case .consentRevoked:
-            guard let purpose = text("purpose") else { return }
-            try revokeConsent.bind(1, account).bind(2, purpose).run()
+            guard let purpose = text("purpose"), let purposeTag = try tag(.purpose, purpose) else { return }
+            try revokeConsent.bind(1, account).bind(2, purposeTag).run()
         case .noticeSent:
             try insertNotice.bind(1, account).bind(2, h.seq).bind(3, at).bind(4, text("topic")).bind(5, text("version")).run()
         case .dataShared:
             let recipient = text("recipient")
             let basis = text("basis")
-            var categories = JSONWriter()
-            categories.write(data?["categories"] ?? .array([]))
             var withoutConsent = false
             if basis == "consent" {
-                hasConsent.bind(1, account).bind(2, "share:" + (recipient ?? ""))
-                withoutConsent = try !exists(hasConsent)
+                if let consent = try tag(.purpose, "share:" + (recipient ?? "")) {
+                    hasConsent.bind(1, account).bind(2, consent)
+                    withoutConsent = try !exists(hasConsent)
+                } else {
+                    withoutConsent = true
+                }
             }
             var withoutNotice = false
             if basis == "merger" {
                 hasMergerNotice.bind(1, account)
                 withoutNotice = try !exists(hasMergerNotice)
             }
-            try insertDisclosure.bind(1, h.seq).bind(2, account).bind(3, at).bind(4, h.at.nanoseconds).bind(5, recipient)
-                .bind(6, basis).bind(7, String(decoding: categories.bytes, as: UTF8.self))
-                .bind(8, withoutConsent ? 1 : 0).bind(9, withoutNotice ? 1 : 0).run()
+            let disclosure = data.flatMap { sealed(.disclosure, JSONObject($0.fields.filter { ["recipient", "basis", "categories"].contains($0.key) })) }
+            try insertDisclosure.bind(1, h.seq).bind(2, account).bind(3, at).bind(4, h.at.nanoseconds).bind(5, disclosure)
+                .bind(6, withoutConsent ? 1 : 0).bind(7, withoutNotice ? 1 : 0).run()
         case .legalHoldPlaced:
             guard let c = text("case") else { return }
-            try placeHold.bind(1, account).bind(2, c).bind(3, h.seq).bind(4, text("reason")).bind(5, at).bind(6, h.at.nanoseconds).run()
+            try placeHold.bind(1, account).bind(2, c).bind(3, h.seq).bind(4, sealed(.holdReason, text("reason"))).bind(5, at)
+                .bind(6, h.at.nanoseconds).run()
         case .legalHoldReleased:
             guard let c = text("case") else { return }
             try releaseHold.bind(1, account).bind(2, c).bind(3, at).bind(4, h.at.nanoseconds).run()
         case .accountAccessed:
             insertAccess.bind(1, h.seq).bind(2, account).bind(3, at).bind(4, h.at.nanoseconds)
-            if data != nil {
-                let ticket = text("ticket")
+                .bind(5, Int64(bitPattern: event.key.number)).bind(6, Int64(bitPattern: event.key.index))
+            if let data, let access = sealed(.access, data) {
                 var authorized = false
-                if let ticket {
-                    hasTicket.bind(1, account).bind(2, ticket)
+                if let ticket = text("ticket"), let ticketTag = try tag(.ticket, ticket) {
+                    hasTicket.bind(1, account).bind(2, ticketTag)
                     authorized = try exists(hasTicket)
                 }
                 if !authorized {
                     hasHold.bind(1, account)
                     authorized = try exists(hasHold)
                 }
-                insertAccess.bind(5, text("actor")).bind(6, text("ip")).bind(7, text("reason")).bind(8, ticket).bind(9, authorized ? 1 : 0)
+                insertAccess.bind(7, access).bind(8, authorized ? 1 : 0)
             } else {
-                insertAccess.bind(5, nil as String?).bind(6, nil as String?).bind(7, nil as String?).bind(8, nil as String?).bind(9, nil as String?)
+                insertAccess.bind(7, nil as [UInt8]?).bind(8, nil as Int64?)
             }
             try insertAccess.run()
-        case .pageViewed:
-            guard let path = text("path") else { return }
-            try insertPageView.bind(1, account).bind(2, String(at.prefix(10))).bind(3, path).run()
-        case .surveyAnswered:
+        case .pageViewed, .surveyAnswered:
             break
         }
         // A raw record whose category expires on its own, while its payload is there to expire.
+        // A page view keeps its day and its path (sealed under the record's own key): its expiry
+        // leaves them as anonymous counts.
         if data != nil, recordRules[type] != nil {
-            // A page view keeps its day and path: what its expiry leaves as anonymous counts.
             let pageView = type == .pageViewed
             try insertRecord.bind(1, account).bind(2, type.rawValue).bind(3, h.seq).bind(4, h.at.nanoseconds)
-                .bind(5, pageView ? String(at.prefix(10)) : nil).bind(6, pageView ? text("path") : nil).run()
+                .bind(5, pageView ? String(at.prefix(10)) : nil).bind(6, Int64(bitPattern: event.key.number))
+                .bind(7, Int64(bitPattern: event.key.index)).bind(8, pageView ? sealed(.path, text("path")) : nil).run()
+        }
+    }
+
+    /// The anonymous daily page-view counts an expiry left behind (`counts`: day, path, views).
+    private func addStatistics(_ data: JSONObject?) throws {
+        guard case .array(let counts)? = data?["counts"] else { return }
+        for case .object(let c) in counts {
+            guard let day = c["day"]?.string, let path = c["path"]?.string, case .int(let views)? = c["views"] else { continue }
+            try addPageViewStats.bind(1, day).bind(2, path).bind(3, views).run()
         }
     }
 

@@ -1,3 +1,4 @@
+import Crypto
 import LetheEvents
 import LetheJournal
 
@@ -162,6 +163,13 @@ extension Optional where Wrapped == String {
 }
 
 extension ReadModels {
+    /// Runs `body` in one read transaction, with the field keys at hand (nil for a key that is gone).
+    private func sealedQuery<T>(_ body: (SQLiteDatabase, (String, KeyRef) throws -> SymmetricKey?) throws -> T) throws -> T {
+        try fieldKeys.withKeys { keys in
+            try withoutActuallyEscaping(keys) { keys in try query { db in try body(db, keys) } }
+        }
+    }
+
     private func rows<T>(_ sql: String, _ binds: [String], _ row: (SQLiteStatement) -> T) throws -> [T] {
         try query { db in
             let s = try db.statement(sql)
@@ -172,104 +180,167 @@ extension ReadModels {
         }
     }
 
+    /// Rows of one account whose fields are sealed under the account's own key.
+    private func accountRows<T>(_ sql: String, _ account: String, _ row: (SQLiteStatement, SymmetricKey?) throws -> T) throws -> [T] {
+        try sealedQuery { db, keys in
+            let key = try keys(account, .account)
+            let s = try db.statement(sql)
+            s.bind(1, account)
+            var out: [T] = []
+            while try s.step() { out.append(try row(s, key)) }
+            return out
+        }
+    }
+
     /// The account's current status and profile; nil when it never signed up.
     public func account(_ account: String) throws -> Views.Account? {
-        try rows("SELECT * FROM accounts WHERE account=?1", [account]) {
+        try accountRows("SELECT * FROM accounts WHERE account=?1", account) { s, key in
             Views.Account(
-                account: $0.text(0)!, status: $0.text(1)!, name: $0.optionalText(2), company: $0.optionalText(3),
-                email: $0.optionalText(4), signedUpAt: $0.text(5)!, cancelledAt: $0.optionalText(6),
-                erasureRequestedAt: $0.optionalText(7), purgedAt: $0.optionalText(8))
+                account: s.text(0)!, status: s.text(1)!, name: Field.name.openText(s.optionalBlob(2), key: key, account: account),
+                company: Field.company.openText(s.optionalBlob(3), key: key, account: account),
+                email: Field.email.openText(s.optionalBlob(4), key: key, account: account), signedUpAt: s.text(5)!,
+                cancelledAt: s.optionalText(6), erasureRequestedAt: s.optionalText(7), purgedAt: s.optionalText(8))
         }.first
     }
 
     /// The account's items, live and in the trash, in order of creation.
     public func items(account: String) throws -> [Views.Item] {
-        try rows("SELECT item, kind, label, state, created_at, deleted_at FROM items WHERE account=?1 ORDER BY created_at, item", [account]) {
-            Views.Item(item: $0.text(0)!, kind: $0.text(1)!, label: $0.optionalText(2), state: $0.text(3)!, createdAt: $0.text(4)!, deletedAt: $0.optionalText(5))
+        try sealedQuery { db, keys in
+            let s = try db.statement("SELECT item, kind, label, state, created_at, deleted_at, key_number FROM items WHERE account=?1 ORDER BY created_at, item")
+            s.bind(1, account)
+            var out: [Views.Item] = []
+            while try s.step() {
+                let key = try keys(account, KeyRef(.item, number: UInt64(bitPattern: s.int(6))))
+                out.append(Views.Item(
+                    item: s.text(0)!, kind: Field.itemKind.openText(s.optionalBlob(1), key: key, account: account) ?? "",
+                    label: Field.itemLabel.openText(s.optionalBlob(2), key: key, account: account), state: s.text(3)!,
+                    createdAt: s.text(4)!, deletedAt: s.optionalText(5)))
+            }
+            return out
         }
     }
 
     /// Every billing address the account set, oldest first (the last one is in use).
     public func billingAddresses(account: String) throws -> [Views.BillingAddress] {
-        try rows("SELECT set_at, line1, line2, city, region, postcode, country FROM billing_addresses WHERE account=?1 ORDER BY seq", [account]) {
-            Views.BillingAddress(
-                setAt: $0.text(0)!, line1: $0.optionalText(1), line2: $0.optionalText(2), city: $0.optionalText(3),
-                region: $0.optionalText(4), postcode: $0.optionalText(5), country: $0.optionalText(6))
+        try accountRows("SELECT set_at, address FROM billing_addresses WHERE account=?1 ORDER BY seq", account) { s, key in
+            let a = Field.address.openObject(s.optionalBlob(1), key: key, account: account) ?? [:]
+            return Views.BillingAddress(
+                setAt: s.text(0)!, line1: a["line1"]?.string, line2: a["line2"]?.string, city: a["city"]?.string,
+                region: a["region"]?.string, postcode: a["postcode"]?.string, country: a["country"]?.string)
         }
     }
 
     /// The account's payments, oldest first, with the card's last four digits only.
     public func payments(account: String) throws -> [Views.Payment] {
-        try rows("SELECT at, \"transaction\", amount_minor, currency, card_last4, processor FROM payments WHERE account=?1 ORDER BY seq", [account]) {
-            Views.Payment(
-                at: $0.text(0)!, transaction: $0.optionalText(1), amountMinor: $0.isNull(2) ? nil : $0.int(2),
-                currency: $0.optionalText(3), cardLast4: $0.optionalText(4), processor: $0.optionalText(5))
+        try accountRows("SELECT at, payment FROM payments WHERE account=?1 ORDER BY seq", account) { s, key in
+            let p = Field.payment.openObject(s.optionalBlob(1), key: key, account: account) ?? [:]
+            let amount: Int64? = if case .int(let v)? = p["amount_minor"] { v } else { nil }
+            return Views.Payment(
+                at: s.text(0)!, transaction: p["transaction"]?.string, amountMinor: amount, currency: p["currency"]?.string,
+                cardLast4: p["card_last4"]?.string, processor: p["processor"]?.string)
         }
     }
 
     /// The support tickets the account opened.
     public func tickets(account: String) throws -> [Views.Ticket] {
-        try rows("SELECT ticket, opened_at, subject, messages, last_message_at FROM tickets WHERE account=?1 ORDER BY opened_at, ticket", [account]) {
-            Views.Ticket(ticket: $0.text(0)!, openedAt: $0.text(1)!, subject: $0.optionalText(2), messages: $0.int(3), lastMessageAt: $0.text(4)!)
+        try accountRows("SELECT ticket, opened_at, subject, messages, last_message_at FROM tickets WHERE account=?1 ORDER BY opened_at, ticket_tag", account) { s, key in
+            Views.Ticket(
+                ticket: Field.ticket.openText(s.optionalBlob(0), key: key, account: account) ?? "", openedAt: s.text(1)!,
+                subject: Field.ticketSubject.openText(s.optionalBlob(2), key: key, account: account), messages: s.int(3), lastMessageAt: s.text(4)!)
         }
     }
 
     /// The consents in force.
     public func consents(account: String) throws -> [Views.Consent] {
-        try rows("SELECT purpose, granted_at FROM consents WHERE account=?1 ORDER BY purpose", [account]) {
-            Views.Consent(purpose: $0.text(0)!, grantedAt: $0.text(1)!)
-        }
+        try accountRows("SELECT purpose, granted_at FROM consents WHERE account=?1", account) { s, key in
+            Views.Consent(purpose: Field.purpose.openText(s.optionalBlob(0), key: key, account: account) ?? "", grantedAt: s.text(1)!)
+        }.sorted { $0.purpose < $1.purpose }
     }
 
     /// Open legal cases.
     public func legalHolds(account: String) throws -> [Views.LegalHold] {
-        try rows("SELECT \"case\", reason, placed_at FROM legal_holds WHERE account=?1 AND released_ns IS NULL ORDER BY placed_seq", [account]) {
-            Views.LegalHold(case: $0.text(0)!, reason: $0.optionalText(1), placedAt: $0.text(2)!)
+        try sealedQuery { db, keys in
+            let key = try keys(account, .journal)
+            let s = try db.statement("SELECT \"case\", reason, placed_at FROM legal_holds WHERE account=?1 AND released_ns IS NULL ORDER BY placed_seq")
+            s.bind(1, account)
+            var out: [Views.LegalHold] = []
+            while try s.step() {
+                out.append(Views.LegalHold(case: s.text(0)!, reason: Field.holdReason.openText(s.optionalBlob(1), key: key, account: account), placedAt: s.text(2)!))
+            }
+            return out
         }
     }
 
     /// Every `DataShared`, flagged, in time order (one account's, or all).
     public func disclosures(account: String? = nil) throws -> [Views.Disclosure] {
-        let columns = "seq, account, at, recipient, basis, categories, without_consent, without_merger_notice"
+        let columns = "seq, account, at, disclosure, without_consent, without_merger_notice"
         let sql = account == nil
             ? "SELECT \(columns) FROM disclosures ORDER BY at_ns, seq"
             : "SELECT \(columns) FROM disclosures WHERE account=?1 ORDER BY at_ns, seq"
-        return try rows(sql, account.map { [$0] } ?? []) { s in
-            let categories = (try? JSONParser.parse(s.text(5) ?? "[]")).flatMap { value -> [String]? in
-                guard case .array(let items) = value else { return nil }
-                return items.compactMap(\.string)
-            } ?? []
-            return Views.Disclosure(
-                seq: s.int(0), account: s.text(1)!, at: s.text(2)!, recipient: s.optionalText(3), basis: s.optionalText(4),
-                categories: categories, withoutConsent: s.int(6) != 0, withoutMergerNotice: s.int(7) != 0)
+        return try sealedQuery { db, keys in
+            let s = try db.statement(sql)
+            if let account { s.bind(1, account) }
+            var out: [Views.Disclosure] = []
+            while try s.step() {
+                let owner = s.text(1)!
+                let d = Field.disclosure.openObject(s.optionalBlob(3), key: try keys(owner, .account), account: owner) ?? [:]
+                let categories: [String] = if case .array(let items)? = d["categories"] { items.compactMap(\.string) } else { [] }
+                out.append(Views.Disclosure(
+                    seq: s.int(0), account: owner, at: s.text(2)!, recipient: d["recipient"]?.string, basis: d["basis"]?.string,
+                    categories: categories, withoutConsent: s.int(4) != 0, withoutMergerNotice: s.int(5) != 0))
+            }
+            return out
         }
     }
 
     /// Staff accesses with their verdicts, in time order (one account's, or all), handed to
     /// `body` one by one: the whole log is never held in memory.
     public func accessLog(account: String? = nil, _ body: (Views.Access) throws -> Void) throws {
-        let columns = "seq, at, account, actor, ip, reason, ticket, authorized"
+        let columns = "seq, at, account, key_number, key_index, access, authorized"
         let sql = account == nil
             ? "SELECT \(columns) FROM access_log ORDER BY at_ns, seq"
             : "SELECT \(columns) FROM access_log WHERE account=?1 ORDER BY at_ns, seq"
-        try query { db in
+        try sealedQuery { db, keys in
             let s = try db.statement(sql)
             if let account { s.bind(1, account) }
             while try s.step() {
+                let owner = s.text(2)!
+                let ref = KeyRef(.records, number: UInt64(bitPattern: s.int(3)), index: UInt64(bitPattern: s.int(4)))
+                let sealed = s.optionalBlob(5)
+                let a = try sealed.flatMap { Field.access.openObject($0, key: try keys(owner, ref), account: owner) } ?? [:]
                 try body(Views.Access(
-                    seq: s.int(0), at: s.text(1)!, account: s.text(2)!, actor: s.optionalText(3), ip: s.optionalText(4),
-                    reason: s.optionalText(5), ticket: s.optionalText(6), authorized: s.isNull(7) ? nil : s.int(7) != 0))
+                    seq: s.int(0), at: s.text(1)!, account: owner, actor: a["actor"]?.string, ip: a["ip"]?.string,
+                    reason: a["reason"]?.string, ticket: a["ticket"]?.string, authorized: s.isNull(6) ? nil : s.int(6) != 0))
             }
         }
     }
 
-    /// Page views per day and path, from `fromDay` through `toDay` (`YYYY-MM-DD`, inclusive).
+    /// Page views per day and path, from `fromDay` through `toDay` (`YYYY-MM-DD`, inclusive): the
+    /// raw page views still held (their paths opened with their own keys) and the anonymous
+    /// counts that expired ones left.
     public func pageViews(fromDay: String = "0000-00-00", toDay: String = "9999-99-99") throws -> [Views.PageViewCount] {
-        try rows("SELECT day, path, views FROM page_views_daily WHERE day BETWEEN ?1 AND ?2 ORDER BY day, path", [fromDay, toDay]) {
-            Views.PageViewCount(day: $0.text(0)!, path: $0.text(1)!, views: $0.int(2))
+        var counts: [String: [String: Int64]] = [:]
+        try sealedQuery { db, keys in
+            let live = try db.statement("""
+                SELECT account, day, key_number, key_index, path FROM records WHERE type='PageViewed' AND day BETWEEN ?1 AND ?2
+                """)
+            live.bind(1, fromDay).bind(2, toDay)
+            while try live.step() {
+                let account = live.text(0)!
+                let ref = KeyRef(.records, number: UInt64(bitPattern: live.int(2)), index: UInt64(bitPattern: live.int(3)))
+                guard let path = Field.path.openText(live.optionalBlob(4), key: try keys(account, ref), account: account) else { continue }
+                counts[live.text(1)!, default: [:]][path, default: 0] += 1
+            }
+            live.reset()
+            let stats = try db.statement("SELECT day, path, views FROM page_view_stats WHERE day BETWEEN ?1 AND ?2")
+            stats.bind(1, fromDay).bind(2, toDay)
+            while try stats.step() { counts[stats.text(0)!, default: [:]][stats.text(1)!, default: 0] += stats.int(2) }
+            stats.reset()
+        }
+        return counts.keys.sorted().flatMap { day in
+            counts[day]!.keys.sorted().map { Views.PageViewCount(day: day, path: $0, views: counts[day]![$0]!) }
         }
     }
-
     // MARK: Retention
 
     /// Obligations pending at `asOf`: started by then, and not ended (restored, reactivated or
@@ -350,29 +421,37 @@ extension ReadModels {
     }
 
     /// Raw records of `type` from `cutoff` or earlier (still held), by account, in order: what a
-    /// record rule has to expire. Read through the records' time index.
+    /// record rule has to expire. Read through the records' time index; a page view's path is
+    /// opened with its own key.
     public func records(of type: EventType, through cutoff: Timestamp) throws -> [String: [Views.Record]] {
-        try query { db in
-            let s = try db.statement("SELECT account, seq, at_ns, day, path FROM records WHERE type=?1 AND at_ns<=?2 ORDER BY account, seq")
+        try sealedQuery { db, keys in
+            let s = try db.statement("SELECT account, seq, at_ns, day, key_number, key_index, path FROM records WHERE type=?1 AND at_ns<=?2 ORDER BY account, seq")
             s.bind(1, type.rawValue).bind(2, cutoff.nanoseconds)
             var out: [String: [Views.Record]] = [:]
-            while try s.step() {
-                out[s.text(0)!, default: []].append(Views.Record(
-                    seq: s.int(1), at: Timestamp(nanoseconds: s.int(2)), day: s.optionalText(3), path: s.optionalText(4)))
-            }
+            while try s.step() { out[s.text(0)!, default: []].append(try record(s, account: s.text(0)!, from: 1, keys)) }
             return out
         }
     }
 
     /// All the account's raw records of `type` still held.
     public func records(of type: EventType, account: String) throws -> [Views.Record] {
-        try query { db in
-            let s = try db.statement("SELECT seq, at_ns, day, path FROM records WHERE account=?1 AND type=?2 ORDER BY seq")
+        try sealedQuery { db, keys in
+            let s = try db.statement("SELECT seq, at_ns, day, key_number, key_index, path FROM records WHERE account=?1 AND type=?2 ORDER BY seq")
             s.bind(1, account).bind(2, type.rawValue)
             var out: [Views.Record] = []
-            while try s.step() { out.append(Views.Record(seq: s.int(0), at: Timestamp(nanoseconds: s.int(1)), day: s.optionalText(2), path: s.optionalText(3))) }
+            while try s.step() { out.append(try record(s, account: account, from: 0, keys)) }
             return out
         }
+    }
+
+    /// A `records` row from column `k` on: seq, at_ns, day, key_number, key_index, path.
+    private func record(_ s: SQLiteStatement, account: String, from k: Int32, _ keys: (String, KeyRef) throws -> SymmetricKey?) throws -> Views.Record {
+        let sealed = s.optionalBlob(k + 5)
+        let path = try sealed.flatMap { sealed -> String? in
+            let ref = KeyRef(.records, number: UInt64(bitPattern: s.int(k + 3)), index: UInt64(bitPattern: s.int(k + 4)))
+            return Field.path.openText(sealed, key: try keys(account, ref), account: account)
+        }
+        return Views.Record(seq: s.int(k), at: Timestamp(nanoseconds: s.int(k + 1)), day: s.optionalText(k + 2), path: path)
     }
 
     /// The sequence number of the event that created the item (whose payload holds its data).
@@ -394,7 +473,7 @@ extension ReadModels {
                 ("payments", "SELECT 1 FROM payments WHERE account=?1"),
                 ("support", "SELECT 1 FROM tickets WHERE account=?1"),
                 ("items", "SELECT 1 FROM items WHERE account=?1"),
-                ("page-views", "SELECT 1 FROM page_views WHERE account=?1"),
+                ("page-views", "SELECT 1 FROM records WHERE account=?1 AND type='PageViewed'"),
                 ("surveys", "SELECT 1 FROM records WHERE account=?1 AND type='SurveyAnswered'"),
             ]
             for (category, sql) in checks {

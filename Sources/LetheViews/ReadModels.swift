@@ -24,6 +24,8 @@ public final class ReadModels: Sendable {
     /// The retention policy: which records expire on their own is part of what is projected.
     public let policy: RetentionPolicy
     private let connection: Mutex<Connection>
+    /// The keys personal fields are sealed under (derived from the journal's keys).
+    let fieldKeys: FieldKeys
 
     /// Events applied per transaction during catch-up.
     public let chunkEvents: Int64
@@ -61,9 +63,14 @@ public final class ReadModels: Sendable {
                 }
             }
             try ReadModels.initialize(db, identity: identity)
+            // A purge whose WAL could not be truncated left a mark: every open tries again.
+            if try db.isWALDirty(), try !db.truncateWAL(wait: .seconds(1)) {
+                logger.warning("the read models' WAL still holds purged data: a reader holds an old snapshot", metadata: ["path": "\(path)"])
+            }
             return db
         }
         connection = Mutex(Connection(db: db))
+        fieldKeys = journal.fieldKeys()
     }
 
     /// What the rows are made from: the journal's identity, and what of the policy shapes them
@@ -99,6 +106,7 @@ public final class ReadModels: Sendable {
     /// Opens a read models file; a `scratch` file (private to one rebuild, thrown away after it)
     /// is written without a journal or syncs.
     private static func open(_ path: String, scratch: Bool = false) throws -> SQLiteDatabase {
+        try PrivateFile.prepareDatabase(path)
         let db = try SQLiteDatabase(path: path)
         if scratch {
             try db.execute("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF")
@@ -170,7 +178,8 @@ public final class ReadModels: Sendable {
             let head = try reader.headSeq()
             var applied: Int64 = 0
             guard try ReadModels.checkpoint(db) < head else { return 0 }
-            let projector = try Projector(db: db, policy: policy)
+            return try fieldKeys.withKeys { keys in try withoutActuallyEscaping(keys) { keys in
+            let projector = try Projector(db: db, policy: policy, keys: keys)
             let setCheckpoint = try db.statement("UPDATE meta SET value=?1 WHERE key='checkpoint'")
             while true {
                 // Under the write lock: where this file stands now (another process may have moved it).
@@ -182,7 +191,8 @@ public final class ReadModels: Sendable {
                         try projector.apply(event)
                     }
                     try setCheckpoint.bind(1, through).run()
-                    projector.forget()
+                    // A purge applied here leaves old pages in the WAL until it is truncated.
+                    if projector.forget() { try db.markWALDirty() }
                     applied += through - from
                     logger.trace("read models caught up", metadata: ["checkpoint": "\(through)", "head": "\(head)"])
                     progress?(through, head)
@@ -191,6 +201,7 @@ public final class ReadModels: Sendable {
                 if done { break }
             }
             return applied
+            } }
         }
     }
 
@@ -206,7 +217,7 @@ public final class ReadModels: Sendable {
                     try ReadModels.initialize(scratch, identity: identity)
                     let applied = try catchUp(scratch, progress: progress)
                     try connection.db.replaceContents(from: scratch)
-                    try connection.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    _ = try connection.db.truncateWAL(wait: .seconds(10))
                     return applied
                 }
             }
@@ -233,7 +244,9 @@ public final class ReadModels: Sendable {
                     var row = JSONObject()
                     for (c, name) in columns.enumerated() {
                         let c = Int32(c)
-                        row.fields.append(.init(key: name, value: s.isNull(c) ? .null : s.isInteger(c) ? .int(s.int(c)) : .string(s.text(c) ?? "")))
+                        let value: JSONValue = s.isNull(c) ? .null : s.isInteger(c) ? .int(s.int(c))
+                            : s.isBlob(c) ? .string(Hex.encode(s.blob(c))) : .string(s.text(c) ?? "")
+                        row.fields.append(.init(key: name, value: value))
                     }
                     var line = JSONWriter()
                     line.write(JSONValue.object(["table": .string(table), "row": .object(row)]))
@@ -245,10 +258,18 @@ public final class ReadModels: Sendable {
         } }
     }
 
-    /// Copies the WAL into the file and truncates it: after a purge, no old page of the read
-    /// models survives in the WAL (freed pages in the file are zeroed by `secure_delete`).
-    public func checkpointWAL() throws {
-        try named { try connection.withLock { try $0.db.execute("PRAGMA wal_checkpoint(TRUNCATE)") } }
+    /// Copies the WAL into the file and truncates it, waiting up to `wait` for readers that hold
+    /// an old snapshot: after a purge, no old page of the read models survives in the WAL (and
+    /// what the freed pages of the file held was sealed under keys the purge destroyed, and
+    /// zeroed by `secure_delete`). Returns whether it was truncated; until it is, the next open
+    /// or run tries again.
+    public func truncateWAL(wait: Duration = .seconds(10)) throws -> Bool {
+        try named { try connection.withLock { try $0.db.truncateWAL(wait: wait) } }
+    }
+
+    /// Whether a purge left the WAL to be truncated.
+    public func walNeedsTruncation() throws -> Bool {
+        try named { try connection.withLock { try $0.db.isWALDirty() } }
     }
 
     /// How many rows each table holds, in `dump`'s order.

@@ -20,17 +20,17 @@ import Testing
         try writer.run()
         defer { if writer.isRunning { kill(writer.processIdentifier, SIGKILL); writer.waitUntilExit() } }
         while (try? JournalReader.verify(path: path).events) ?? 0 < 200 { usleep(20_000) }
-        let journal = try Journal(path: path, master: testMaster(path + ".keys"))
+        let journal = try Journal(path: path, keysPath: path + ".keys", master: testMaster)
         var restoredCounts: [Int64] = []
         for n in 0..<3 {
             let file = dir.path("b\(n).backup")
-            let manifest = try Backup.create(journal, to: file, now: ts("2026-06-01T00:00:00Z"))
+            let manifest = try Backup.create(journal, to: file, now: ts("2026-06-01T00:00:00Z")).manifest
             let target = dir.path("restored\(n).lethe")
-            try Backup.restore(file, to: target, keysPath: path + ".keys", master: testMaster(path + ".keys"))
-            let report = try JournalReader.verify(path: target, master: testMaster(path + ".keys"))
+            try Backup.restore(file, to: target, keysPath: path + ".keys", master: testMaster)
+            let report = try JournalReader.verify(path: target, keysPath: path + ".keys", master: testMaster)
             #expect(report.anchored && report.events == manifest.lastSeq)
             // Every event decrypts with the live key store.
-            let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster(path + ".keys"))
+            let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster)
             var count: Int64 = 0
             try restored.read { try $0.events { if case .plaintext = $0.payload { count += 1 } } }
             #expect(count == manifest.lastSeq)
@@ -72,10 +72,14 @@ import Testing
         #expect(try run("lethe", ["backup", "restore", dir.path("short.backup"), "--journal", dir.path("x.lethe"), "--keys", journal + ".keys"]).status != 0)
         let over = try run("lethe", ["backup", "restore", backup, "--journal", journal])
         #expect(over.status != 0 && over.stderr.contains("refuses to overwrite"))
-        // Another master key cannot open it.
+        // Another master key cannot open the key store that holds the backup's key.
         let foreign = try run("lethe", ["backup", "restore", backup, "--journal", dir.path("y.lethe"), "--keys", journal + ".keys"],
                               environment: [MasterKeySource.environmentVariable: String(repeating: "cd", count: 32)])
-        #expect(foreign.status != 0 && foreign.stderr.contains("does not authenticate"))
+        #expect(foreign.status != 0 && foreign.stderr.contains("does not open the key store"), "\(foreign.stderr)")
+        // Nor can another journal's key store.
+        _ = try run("lethe", ["import", "-", "--journal", dir.path("other.lethe")], stdin: #"{"type":"AccountSignedUp","account":"x","at":"2026-01-01T00:00:00Z","data":{"name":"X","email":"x@example.com"}}"#)
+        let alien = try run("lethe", ["backup", "restore", backup, "--journal", dir.path("z.lethe"), "--keys", dir.path("other.lethe.keys")])
+        #expect(alien.status != 0 && alien.stderr.contains("has no keys for journal"), "\(alien.stderr)")
     }
 
     @Test func noPersonalDataOfTheFixtureIsInTheBackupAndItSaysWhatItHolds() throws {
@@ -113,32 +117,48 @@ import Testing
         let target = dir.path("restored.lethe")
         let r = try run("lethe", ["backup", "restore", backup, "--journal", target, "--keys", journal + ".keys", "--now", "2027-06-02T00:00:00Z"])
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(purged.contains("acc_1") && r.stdout.contains("(1 whose keys were destroyed after it, \(purged.count - 1) due now)"), "\(r.stdout)")
+        #expect(purged.contains("acc_1") && r.stdout.contains("(\(purged.count) whose keys were destroyed after it, 0 due now)"), "\(r.stdout)")
         for account in purged {
             let state = try run("lethe", ["state", "--journal", target, "--keys", journal + ".keys", "--account", account, "--now", "2027-06-03T00:00:00Z"]).stdout
             #expect(state.contains(#""status":"purged","profile":{"name":null,"company":null,"email":null}"#), "\(account): \(state)")
             let lines = try run("lethe", ["export", "--journal", target, "--keys", journal + ".keys", "--account", account, "--now", "2027-06-03T00:00:00Z"]).stdout.split(separator: "\n")
+            // What stays readable: the engine's records, and the access log, which outlives the account.
+            let kept = EventType.allCases.filter { $0.keyScope([:]) == .journal || $0.recordChain.map(EventType.chainsOutlivingAccount.contains) == true }
             #expect(lines.filter { !$0.contains(#""redacted":true"#) }.allSatisfy { line in
-                EventType.allCases.filter { $0.scope == .journal }.contains { line.contains("\"type\":\"\($0.rawValue)\"") }
+                kept.contains { line.contains("\"type\":\"\($0.rawValue)\"") }
             }, "\(account)")
+            // And the processors were asked again to erase it, in the restored history too.
+            #expect(lines.contains { $0.contains(#""type":"ProcessorErasureRequested""#) }, "\(account)")
         }
         #expect(try run("lethe", ["verify", "--journal", target, "--keys", journal + ".keys"]).status == 0)
     }
 
-    @Test func singleEventErasuresAfterTheBackupAreDoneAgainBeforeTheRestoreTakesItsName() throws {
-        // An item purge or a record expiry erases events whose account key lives on: only the
-        // key store's memory of them keeps a restore from bringing them back.
+    @Test func itemsAndRecordsErasedAfterTheBackupStayUnreadableInTheRestoredJournal() throws {
+        // An item purge and a record expiry after the backup destroy their keys: the restored
+        // journal still holds their payloads, and they do not open. No ledger of erasures is
+        // needed: the live key store is the memory.
         let dir = TempDir()
         let path = dir.path("j.lethe")
         let journal = try openJournal(dir, name: "j.lethe", blockEvents: 4)
-        for i in 0..<10 { try journal.append(event("a", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/secret-\(i)"), "visitor": "v"])) }
+        try journal.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
+        try journal.append(NewEvent(.itemCreated, account: "a", at: ts("2026-01-01T00:00:01Z"), data: ["item": "doc", "kind": "file", "label": "Secret plans"]))
+        for i in 2..<8 { try journal.append(event("a", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/secret-\(i)"), "visitor": "v"])) }
         try Backup.create(journal, to: dir.path("b.backup"), now: ts("2026-02-01T00:00:00Z"))
-        try journal.append([], erasing: [.events(account: "a", seqs: [2, 9])])
+        try journal.append([NewEvent(.itemPurged, account: "a", at: ts("2026-03-01T00:00:00Z"), data: ["item": "doc", "rule": "trash-30d"])],
+                           erasing: [.item(account: "a", item: "doc")])
+        try journal.append([NewEvent(.recordsExpired, account: "a", at: ts("2026-03-01T00:00:00Z"),
+                                     data: ["category": "page-views", "rule": "page-views-90d", "through": "2026-01-01T00:00:04Z"])],
+                           erasing: [.records(account: "a", category: "page-views", through: ts("2026-01-01T00:00:04Z"))])
         let target = dir.path("restored.lethe")
-        try Backup.restore(dir.path("b.backup"), to: target, keysPath: path + ".keys", master: testMaster(path + ".keys"))
-        let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster(path + ".keys"))
+        try Backup.restore(dir.path("b.backup"), to: target, keysPath: path + ".keys", master: testMaster)
+        let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster)
         let payloads = try allEvents(restored).map(\.payload)
-        #expect(payloads.enumerated().allSatisfy { k, p in [1, 8].contains(k) ? p == .purged : p != .purged })
-        #expect(try JournalReader.verify(path: target, master: testMaster(path + ".keys")).purgedEvents == 2)
+        // Events 2 (the item) and 3–5 (page views up to 00:00:04) are shredded; 6–8 and the signup open.
+        #expect(payloads.count == 8)
+        for (k, p) in payloads.enumerated() {
+            let shredded = (1...4).contains(k)
+            #expect(shredded ? p == .shredded : { if case .plaintext = p { true } else { false } }(), "event \(k + 1): \(p)")
+        }
+        #expect(try JournalReader.verify(path: target, keysPath: path + ".keys", master: testMaster).anchored)
     }
 }

@@ -92,7 +92,7 @@ import Testing
         _ = try run("lethe", ["import", fixture, "--journal", journal])
         let ok = try run("lethe", ["verify", "--journal", journal])
         #expect(ok.status == 0 && ok.stdout.hasPrefix("ok: 3012 events (1 sealed blocks, 964 unsealed, 0 purged) of 60 accounts"))
-        #expect(ok.stdout.hasSuffix("(authenticated by the master key)\n"))
+        #expect(ok.stdout.hasSuffix("(authenticated by the key store's anchor key)\n"))
         // Flip one byte in the middle of the first block, as a disk or an intruder might.
         let db = try SQLiteDatabase(path: journal)
         let read = try db.statement("SELECT frame FROM blocks WHERE id = 1")
@@ -132,10 +132,10 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: keys) && !FileManager.default.fileExists(atPath: journal + ".keys"))
         let good = try run("lethe", ["export", "--journal", journal, "--keys", keys])
         #expect(good.status == 0 && good.stdout.split(separator: "\n").count == 3012)
-        // The default key store (empty, new) holds none of these accounts' keys.
+        // The default key store (empty, new) holds none of this journal's keys, and makes none up.
         let wrong = try run("lethe", ["export", "--journal", journal])
         #expect(wrong.status != 0)
-        #expect(wrong.stderr.hasPrefix("lethe export: event 1: the key store \(journal).keys has no key for its account"), "\(wrong.stderr)")
+        #expect(wrong.stderr.hasPrefix("lethe export: the key store \(journal).keys has no keys for journal "), "\(wrong.stderr)")
     }
 
     @Test func progressShowsOnATerminalOnly() throws {

@@ -34,7 +34,7 @@ import Testing
             }
             // Reopen the way a restarted service would (a writer killed before it created the file
             // leaves none, or an empty one), verify, then read everything back.
-            let journal = try Journal(path: path, master: testMaster(path + ".keys"))
+            let journal = try Journal(path: path, keysPath: path + ".keys", master: testMaster)
             let report = try JournalReader.verify(path: path)
             var ids = Set<String>()
             try journal.read { try $0.events { if let id = $0.header.id { ids.insert(id) } } }

@@ -3,7 +3,8 @@ import LetheEvents
 @testable import LetheJournal
 import Testing
 
-/// Purges that leave nothing behind in the journal's files, while the chain still verifies.
+/// Erasures destroy keys first, then remove what they sealed from the journal's files, while the
+/// chain still verifies.
 @Suite struct ErasureTests {
     /// Every sealed payload stored for `account` (blocks and tail), as the file holds them.
     func storedCiphertexts(_ j: Journal, account: String) throws -> [[UInt8]] {
@@ -12,10 +13,10 @@ import Testing
         let s = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks")
         while try s.step() {
             let block = try JournalReader.decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2))
-            for e in block.events where e.header.account == account { if case .sealed(let b, _) = e.body { out.append(b) } }
+            for e in block.events where e.header.account == account { if case .sealed(let b) = e.body { out.append(b) } }
         }
         s.reset()
-        for e in try JournalReader.tailRows(db).0 where e.header.account == account { if case .sealed(let b, _) = e.body { out.append(b) } }
+        for e in try JournalReader.tailRows(db).0 where e.header.account == account { if case .sealed(let b) = e.body { out.append(b) } }
         return out
     }
 
@@ -34,13 +35,11 @@ import Testing
             try j.append(event(account, .supportMessageReceived, at: "2026-01-01T00:00:0\(i)Z",
                                data: ["ticket": .string("T-\(i)"), "from_email": "x@example.com", "body": .string("secret \(i)")]))
         }
-        // A record that must outlive the account's key: sealed under the engine key.
-        try j.append(NewEvent(account: "gone", type: "AccountAccessed", at: ts("2026-01-02T00:00:00Z"),
-                              payload: codec.encode(type: "AccountAccessed", data: ["actor": "staff_1", "ip": "203.0.113.1", "reason": "support"]),
-                              scope: .journal))
+        // A record that outlives the account's keys: the access log's chain is kept.
+        try j.append(event("gone", .accountAccessed, at: "2026-01-02T00:00:00Z", data: ["actor": "staff_1", "ip": "203.0.113.1", "reason": "support"]))
     }
 
-    @Test func anAccountErasureRemovesItsPayloadsKeepsTheEnginesAndTheChain() throws {
+    @Test func anAccountErasureDestroysItsKeysRemovesItsPayloadsKeepsWhatOutlivesItAndTheChain() throws {
         let dir = TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         try history(j)
@@ -48,10 +47,11 @@ import Testing
         let kept = try storedCiphertexts(j, account: "kept")
         #expect(before.count == 6 && kept.count == 5)
         #expect(try anyInFiles(j, before))  // the search finds them while they are there
+        // A copy of the journal taken before the purge.
+        try copyJournal(j.path, to: dir.path("copy.lethe"))
 
-        let purge = NewEvent(id: "purge-gone", account: "gone", type: "AccountPurged", at: ts("2026-02-01T00:00:00Z"),
-                             payload: codec.encode(type: "AccountPurged", data: ["rule": "erasure-request"]), scope: .journal)
-        let outcomes = try j.append([purge], erasing: [.account("gone")])
+        let purge = NewEvent(.accountPurged, account: "gone", at: ts("2026-02-01T00:00:00Z"), data: ["rule": "erasure-request"], id: "purge-gone")
+        let outcomes = try j.append([purge], erasing: [.account("gone", keeping: ["access-log"])])
         #expect(outcomes.count == 1 && j.headSeq == 12)
 
         let events = try allEvents(j)
@@ -62,33 +62,84 @@ import Testing
         #expect(events.filter { $0.header.account == "kept" }.allSatisfy { if case .plaintext = $0.payload { true } else { false } })
         // Physically gone from the database file and its WAL (checkpointed and truncated); the
         // other account's payloads are untouched; the chain still verifies.
-        #expect(try storedCiphertexts(j, account: "gone").count == 2)  // the access record and the purge event
-        #expect(try !anyInFiles(j, before.filter { b in try! storedCiphertexts(j, account: "gone").contains(b) == false }))
+        let left = try storedCiphertexts(j, account: "gone")
+        #expect(left.count == 2)  // the access record and the purge event
+        #expect(try !anyInFiles(j, before.filter { !left.contains($0) }))
         #expect(try storedCiphertexts(j, account: "kept") == kept)
-        #expect((try? FileManager.default.attributesOfItem(atPath: j.path + "-wal")[.size] as? Int) ?? 0 == 0)
-        let report = try JournalReader.verify(path: j.path, master: testMaster(j.keysPath))
+        for wal in [j.path + "-wal", j.keysPath + "-wal"] {
+            #expect((try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0 == 0, "\(wal)")
+        }
+        let report = try verified(j)
         #expect(report.events == 12 && report.purgedEvents == 5 && report.anchored)
-        // The key is gone: the account's own data cannot come back; the engine can still write.
+        // The copy taken before still holds the payloads, and they no longer open: the keys are gone.
+        let copy = try Journal(path: dir.path("copy.lethe"), keysPath: j.keysPath, master: testMaster)
+        let old = try allEvents(copy).filter { $0.header.account == "gone" && $0.header.type == "SupportMessageReceived" }
+        #expect(old.count == 5 && old.allSatisfy { $0.payload == .shredded })
+        // The account takes nothing sealed under its keys any more; the engine can still write.
         #expect { try j.append(event("gone", at: "2026-03-01T00:00:00Z")) } throws: { ($0 as? JournalError)?.code == .accountShredded }
         // Running it again does nothing more, and a repeated purge event is a duplicate.
         #expect(try j.finishErasures() == 0)
         #expect(try j.append([purge], erasing: [.account("gone")]).count == 1 && j.headSeq == 12)
     }
 
-    @Test func anEventErasureRemovesOnlyThoseEvents() throws {
+    @Test func anItemErasureDestroysThatItemsKeyAlone() throws {
         let dir = TempDir()
         let j = try openJournal(dir, blockEvents: 4)
-        try history(j)
-        let target: [Int64] = [1, 9]  // one in a sealed block, one in the tail
-        let before = try allEvents(j)
-        let victims = try storedCiphertexts(j, account: "gone")
-        try j.append([], erasing: [.events(account: "gone", seqs: target)])
-        let after = try allEvents(j)
-        for (b, a) in zip(before, after) {
-            #expect(a.payload == (target.contains(b.header.seq) ? .purged : b.payload), "event \(b.header.seq)")
+        try j.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
+        for (i, item) in ["doc", "pic", "zip"].enumerated() {
+            try j.append(NewEvent(.itemCreated, account: "a", at: ts("2026-01-01T00:00:0\(i + 1)Z"), data: ["item": .string(item), "kind": "file", "label": .string("label of \(item)")]))
         }
-        #expect(try storedCiphertexts(j, account: "gone").count == victims.count - 2)
-        #expect(try JournalReader.verify(path: j.path).purgedEvents == 2)
+        try copyJournal(j.path, to: dir.path("copy.lethe"))
+        try j.append([NewEvent(.itemPurged, account: "a", at: ts("2026-02-01T00:00:00Z"), data: ["item": "pic", "rule": "trash-30d"])],
+                     erasing: [.item(account: "a", item: "pic")])
+        let labels = try allEvents(j).filter { $0.header.type == "ItemCreated" }.map { e -> String in
+            e.payload == .purged ? "purged" : (try? data(e)["label"]?.string) ?? "?"
+        }
+        #expect(labels == ["label of doc", "purged", "label of zip"])
+        // In the copy taken before: only that item's payload is unreadable.
+        let copy = try Journal(path: dir.path("copy.lethe"), keysPath: j.keysPath, master: testMaster)
+        #expect(try allEvents(copy).filter { $0.header.type == "ItemCreated" }.map(\.payload).map { $0 == .shredded } == [false, true, false])
+        #expect(try verified(j).purgedEvents == 1)
+    }
+
+    @Test func aRecordExpiryDestroysExactlyTheExpiredRecordsKeys() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 4)
+        for i in 0..<9 {
+            try j.append(event(i % 2 == 0 ? "a" : "b", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/p\(i)"), "visitor": "v"]))
+        }
+        try copyJournal(j.path, to: dir.path("copy.lethe"))
+        // a's page views at seconds 0, 2 and 4 expire; those at 6 and 8 stay, as do b's.
+        try j.append([NewEvent(.recordsExpired, account: "a", at: ts("2026-02-01T00:00:00Z"),
+                               data: ["category": "page-views", "rule": "page-views-90d", "through": "2026-01-01T00:00:04Z"])],
+                     erasing: [.records(account: "a", category: "page-views", through: ts("2026-01-01T00:00:04Z"))])
+        let expired: Set<Int64> = [1, 3, 5]
+        for e in try allEvents(j) where e.header.type == "PageViewed" {
+            #expect((e.payload == .purged) == expired.contains(e.header.seq), "event \(e.header.seq)")
+        }
+        let copy = try Journal(path: dir.path("copy.lethe"), keysPath: j.keysPath, master: testMaster)
+        for e in try allEvents(copy) {
+            #expect((e.payload == .shredded) == expired.contains(e.header.seq), "event \(e.header.seq) of the copy")
+        }
+        // The records that stay still open, and new ones take the chain's next keys.
+        try j.append(event("a", at: "2026-02-02T00:00:00Z", data: ["path": "/new", "visitor": "v"]))
+        #expect(try data(allEvents(j).last!)["path"] == "/new")
+        #expect(try verified(j).purgedEvents == 3)
+    }
+
+    @Test func anExpiryThatWouldSkipAKeptRecordIsRefusedAndDestroysNothing() throws {
+        // Indices grow with time along a chain; an erasure through a time that leaves an earlier
+        // record standing can only come from a damaged journal: nothing is destroyed.
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 8)
+        for i in 0..<4 { try j.append(event("a", at: "2026-01-01T00:00:0\(i)Z")) }
+        // Swap two records' indices behind the engine's back (in the tail).
+        try tamper(j.path, "UPDATE tail SET key_index = 9 WHERE seq = 1")
+        try tamper(j.path, "UPDATE tail SET key_index = 0 WHERE seq = 4")
+        let reopened = try openJournal(dir, blockEvents: 8, seed: 2)
+        #expect {
+            try reopened.append([], erasing: [.records(account: "a", category: "page-views", through: ts("2026-01-01T00:00:02Z"))])
+        } throws: { ($0 as? JournalError)?.message.contains("not in the order of their keys") == true }
     }
 
     @Test func anErasureRecordedBeforeACrashIsFinishedLater() throws {
@@ -98,23 +149,23 @@ import Testing
             try history(j)
         }
         // What a crash right after the purge event's commit leaves: the erasure recorded, not done.
-        try tamper(dir.path("j.lethe"), "INSERT INTO erasures(account, seqs) VALUES('kept', '2,4')")
+        try tamper(dir.path("j.lethe"), "INSERT INTO erasures(account, kind, keeping) VALUES('kept', 0, '')")
         let j = try openJournal(dir, blockEvents: 4, seed: 2)
         #expect(try j.finishErasures() == 1)
-        #expect(try allEvents(j).filter { [2, 4].contains($0.header.seq) }.allSatisfy { $0.payload == .purged })
+        #expect(try allEvents(j).filter { $0.header.account == "kept" }.allSatisfy { $0.payload == .purged })
         #expect(try j.finishErasures() == 0)
-        #expect(try JournalReader.verify(path: j.path).purgedEvents == 2)
+        #expect(try verified(j).purgedEvents == 5)
     }
 
     @Test func anotherWritersTailDoesNotBringErasedPayloadsBack() throws {
         let dir = TempDir()
         let a = try openJournal(dir, blockEvents: 4)
-        try history(a)  // 11 events: two blocks, three in the tail
+        for i in 0..<11 { try a.append(event(i == 9 ? "gone" : "kept", at: "2026-01-01T00:00:\(10 + i)Z")) }  // two blocks, three in the tail
         let b = try openJournal(dir, blockEvents: 4, seed: 3)
-        try b.append([], erasing: [.events(account: "gone", seqs: [9])])  // in the tail
+        try b.append([], erasing: [.records(account: "gone", category: "page-views", through: ts("2026-01-01T00:00:19Z"))])  // event 10, in the tail
         // Writer `a` seals its (stale) tail into a block: it must reload it first.
         for i in 0..<4 { try a.append(event("kept", at: "2026-01-03T00:00:0\(i)Z")) }
-        #expect(try allEvents(a).first { $0.header.seq == 9 }?.payload == .purged)
-        #expect(try JournalReader.verify(path: a.path).purgedEvents == 1)
+        #expect(try allEvents(a).first { $0.header.seq == 10 }?.payload == .purged)
+        #expect(try verified(a).purgedEvents == 1)
     }
 }

@@ -22,7 +22,7 @@ import Testing
         // Per-account versions count from 1 without gaps.
         #expect(events.filter { $0.header.account == "acc_1" }.map(\.header.version) == Array(1...7))
         // 21 events with 8 per block: two sealed blocks and 5 in the tail.
-        let report = try j.read { try $0.verify() }
+        let report = try verified(j)
         #expect(report.blocks == 2 && report.tailEvents == 5 && report.events == 21 && report.accounts == 3)
     }
 
@@ -106,7 +106,7 @@ import Testing
         #expect(j.headSeq == 6)
         #expect(try j.version(of: "a") == 6)
         for i in 0..<6 { try j.append(event("a", at: "2026-01-01T00:01:0\(i)Z")) }
-        let report = try j.read { try $0.verify() }
+        let report = try verified(j)
         #expect(report.events == 12 && report.blocks == 3)
         #expect(try allEvents(j).count == 12)
     }
@@ -130,7 +130,7 @@ import Testing
         ])
         #expect(outcomes.map(kind) == ["appended", "rejected", "appended"])
         #expect(try j.version(of: "a") == 4 && j.version(of: "b") == 0)
-        #expect(try j.read { try $0.verify() }.events == 4)
+        #expect(try verified(j).events == 4)
     }
 
     @Test func anEventIdMakesARepeatANoOp() throws {
@@ -168,33 +168,23 @@ import Testing
         let dir = TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         for i in 0..<6 { try j.append(event(i % 2 == 0 ? "gone" : "kept", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/secret-\(i)")])) }
-        try j.destroyKey(of: "gone", at: ts("2026-02-01T00:00:00Z"))
+        try j.destroyKeys(of: "gone", at: ts("2026-02-01T00:00:00Z"))
         let events = try allEvents(j)
         #expect(events.filter { $0.header.account == "gone" }.allSatisfy { $0.payload == .shredded })
         #expect(events.filter { $0.header.account == "kept" }.allSatisfy { if case .plaintext = $0.payload { true } else { false } })
         #expect { try j.append(event("gone", at: "2026-03-01T00:00:00Z")) } throws: { ($0 as? JournalError)?.code == .accountShredded }
-        #expect(try j.read { try $0.verify() }.events == 6)
+        #expect(try verified(j).events == 6)
     }
 
     @Test func theWrongMasterKeyIsRefusedAtOpen() throws {
         let dir = TempDir()
         _ = try openJournal(dir).append(event("a", at: "2026-01-01T00:00:00Z"))
         let path = dir.path("j.lethe")
-        let wrong = MasterKeySource(keysPath: path + ".keys", environment: [MasterKeySource.environmentVariable: String(repeating: "cd", count: 32)])
+        let wrong = MasterKeySource.key(String(repeating: "cd", count: 32))
         #expect { try Journal(path: path, master: wrong) } throws: { ($0 as? JournalError)?.code == .keys }
-        let missing = MasterKeySource(keysPath: path + ".keys", environment: [:])
-        #expect { try Journal(path: path, master: missing) } throws: { ($0 as? JournalError)?.message.contains("no master key") == true }
-    }
-
-    @Test func createsAPrivateMasterKeyFileOnFirstUse() throws {
-        let dir = TempDir()
-        let path = dir.path("j.lethe")
-        let j = try Journal(path: path, master: MasterKeySource(keysPath: path + ".keys", environment: [:]))
-        try j.append(event("a", at: "2026-01-01T00:00:00Z"))
-        let attrs = try FileManager.default.attributesOfItem(atPath: path + ".keys.master")
-        #expect((attrs[.posixPermissions] as? Int) == 0o600)
-        let again = try Journal(path: path, master: MasterKeySource(keysPath: path + ".keys", environment: [:]))
-        #expect(try data(allEvents(again)[0])["path"] == "/pricing")
+        #expect { try Journal(path: path, master: MasterKeySource(environment: [:])) } throws: {
+            ($0 as? JournalError)?.message.contains("no master key") == true
+        }
     }
 
     @Test func nothingPersonalIsStoredInPlainText() throws {
@@ -228,20 +218,37 @@ import Testing
         #expect(Set(nonces.map(\.session)).count == 3)
     }
 
-    @Test func aPayloadOpensOnlyWithItsNonceAccountAndKey() throws {
+    @Test func aPayloadOpensOnlyWithItsSessionCounterAccountAndKey() throws {
         let key = SymmetricKey(data: [UInt8](repeating: 7, count: 32))
-        let nonce = NonceID(session: 1, counter: 1)
-        let a = Sealing.seal([1, 2, 3], key: key, nonce: nonce, account: "a")
-        #expect(a != Sealing.seal([1, 2, 3], key: key, nonce: NonceID(session: 2, counter: 1), account: "a"))
-        #expect(try Sealing.open(a, key: key, nonce: nonce, account: "a", seq: 1) == [1, 2, 3])
-        #expect(throws: JournalError.self) { try Sealing.open(a, key: key, nonce: NonceID(session: 1, counter: 2), account: "a", seq: 1) }
-        #expect(throws: JournalError.self) { try Sealing.open(a, key: key, nonce: nonce, account: "b", seq: 1) }
-        #expect(throws: JournalError.self) { try Sealing.open(a, key: SymmetricKey(data: [UInt8](repeating: 8, count: 32)), nonce: nonce, account: "a", seq: 1) }
+        let (one, two) = (Session(high: 1, low: 1), Session(high: 1, low: 2))
+        let k1 = KeyDerivation.sessionKey(key, one)
+        let a = Sealing.seal([1, 2, 3], sessionKey: k1, counter: 1, account: "a")
+        #expect(a != Sealing.seal([1, 2, 3], sessionKey: KeyDerivation.sessionKey(key, two), counter: 1, account: "a"))
+        #expect(a != Sealing.seal([1, 2, 3], sessionKey: k1, counter: 2, account: "a"))
+        #expect(try Sealing.open(a, sessionKey: k1, counter: 1, account: "a", seq: 1) == [1, 2, 3])
+        #expect(throws: JournalError.self) { try Sealing.open(a, sessionKey: KeyDerivation.sessionKey(key, two), counter: 1, account: "a", seq: 1) }
+        #expect(throws: JournalError.self) { try Sealing.open(a, sessionKey: k1, counter: 2, account: "a", seq: 1) }
+        #expect(throws: JournalError.self) { try Sealing.open(a, sessionKey: k1, counter: 1, account: "b", seq: 1) }
+        let other = KeyDerivation.sessionKey(SymmetricKey(data: [UInt8](repeating: 8, count: 32)), one)
+        #expect(throws: JournalError.self) { try Sealing.open(a, sessionKey: other, counter: 1, account: "a", seq: 1) }
         // Large payloads are compressed before they are encrypted.
         let big = [UInt8](repeating: 65, count: 4000)
-        let sealedBig = Sealing.seal(big, key: key, nonce: nonce, account: "a")
+        let sealedBig = Sealing.seal(big, sessionKey: k1, counter: 3, account: "a")
         #expect(sealedBig.count < 200)
-        #expect(try Sealing.open(sealedBig, key: key, nonce: nonce, account: "a", seq: 1) == big)
+        #expect(try Sealing.open(sealedBig, sessionKey: k1, counter: 3, account: "a", seq: 1) == big)
+    }
+
+    @Test func derivedKeysMatchTheirKnownAnswers() throws {
+        // Computed outside Swift (Python's hashlib and hmac): a faster implementation, or a
+        // changed label, cannot silently orphan stored payloads, fields or record chains.
+        let key = SymmetricKey(data: [UInt8](repeating: 1, count: 32))
+        func hex(_ k: SymmetricKey) -> String { k.withUnsafeBytes { Hex.encode($0) } }
+        // The next key of a record chain: SHA-256("lethe record chain step v1" ‖ key).
+        #expect(hex(KeyDerivation.step(key)) == "aa9ac3822294f589761ae5ba0febe09e0c0165d1786658fb3fafd956f0da1073")
+        // A session's key: HMAC-SHA256(key, "lethe seal v2" ‖ session high ‖ session low, little-endian).
+        #expect(hex(KeyDerivation.sessionKey(key, Session(high: 1, low: 2))) == "3317eb996cb6a81e8ea6f86e5126a9dc5ae90b7916980e089816e9ff969c9203")
+        // The read models' field key: HMAC-SHA256(key, "lethe fields v1").
+        #expect(hex(KeyDerivation.fieldKey(key)) == "52d284539371d5511bd438f171d7be01926600b699f83c6a94c9c91106b5714b")
     }
 }
 
@@ -295,7 +302,7 @@ func kind(_ o: AppendOutcome) -> String {
         }
         // A stale expectation from either side is refused.
         #expect { try a.append(event("acc_0", at: "2026-01-01T01:00:00Z", expected: 0)) } throws: { ($0 as? JournalError)?.code == .versionConflict }
-        let report = try JournalReader.verify(path: a.path, master: testMaster(a.keysPath))
+        let report = try JournalReader.verify(path: a.path, keysPath: a.keysPath, master: testMaster)
         #expect(report.events == 120 && report.anchored)
         #expect(try allEvents(b).map(\.header.id) == (0..<120).map { "e\($0)" })
     }

@@ -72,7 +72,7 @@ import Testing
             try journal.read { try $0.events(account: account) { mine.append($0.header.seq) } }
             #expect(mine == model.events.filter { $0.account == account }.map(\.seq))
         }
-        let report = try JournalReader.verify(path: journal.path, master: testMaster(journal.keysPath))
+        let report = try JournalReader.verify(path: journal.path, keysPath: journal.keysPath, master: testMaster)
         #expect(report.events == Int64(model.events.count) && report.anchored)
     }
 }

@@ -12,21 +12,27 @@ import Testing
         options.synchronous = .normal
         options.rules = ContractRules()
         let path = dir.path("r.lethe")
-        return try Journal(path: path, master: testMaster(path + ".keys"), options: options)
+        return try Journal(path: path, master: testMaster, options: options)
     }
 
     func e(_ account: String, _ type: EventType, _ data: JSONObject = [:], at second: Int) -> NewEvent {
-        NewEvent(account: account, type: type.rawValue, at: Timestamp(seconds: 1_767_225_600 + Int64(second)),
-                 payload: codec.encode(type: type.rawValue, data: data), scope: type.scope)
+        NewEvent(type, account: account, at: Timestamp(seconds: 1_767_225_600 + Int64(second)), data: data)
     }
 
     @Test func theKeyIsDecidedByTheType() throws {
         let dir = TempDir()
         let j = try journal(dir)
         var access = e("a", .accountAccessed, ["actor": "s", "ip": "203.0.113.1", "reason": "r"], at: 1)
-        access.scope = .subject
-        let outcomes = try j.append([e("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: 0), access])
-        #expect(reasons(outcomes) == [nil, "AccountAccessed is sealed under the engine key"])
+        access.scope = .account
+        var item = e("a", .itemCreated, ["item": "doc", "kind": "file"], at: 2)
+        item.scope = .item("another")
+        var hold = e("a", .legalHoldPlaced, ["case": "C-1", "reason": "r"], at: 3)
+        hold.scope = .account
+        let outcomes = try j.append([e("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: 0), access, item, hold])
+        #expect(reasons(outcomes) == [
+            nil, "AccountAccessed is sealed under another key than its type's", "ItemCreated is sealed under another key than its type's",
+            "LegalHoldPlaced is sealed under another key than its type's",
+        ])
     }
 
     func reasons(_ outcomes: [AppendOutcome]) -> [String?] {

@@ -20,8 +20,11 @@ final class TempDir {
 /// A master key for tests, passed through the environment the way an operator would.
 let testMasterKey = String(repeating: "ab", count: 32)
 
-func testMaster(_ keysPath: String) -> MasterKeySource {
-    MasterKeySource(keysPath: keysPath, environment: [MasterKeySource.environmentVariable: testMasterKey])
+let testMaster = MasterKeySource.key(testMasterKey)
+
+/// Verifies a journal with its key store and the test master key (the head authenticated).
+func verified(_ j: Journal) throws -> JournalReader.VerifyReport {
+    try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: testMaster)
 }
 
 /// A journal with deterministic randomness and the test master key.
@@ -34,7 +37,7 @@ func openJournal(_ dir: TempDir, name: String = "j.lethe", blockEvents: Int = 8,
     options.synchronous = .normal
     options.clock = .fixed(ts("2026-06-01T00:00:00Z"))
     let path = dir.path(name)
-    return try Journal(path: path, master: testMaster(path + ".keys"), options: options)
+    return try Journal(path: path, master: testMaster, options: options)
 }
 
 func ts(_ s: String) -> Timestamp { Timestamp(rfc3339: s)! }
@@ -43,8 +46,7 @@ let codec = PayloadCodec.standard
 
 func event(_ account: String, _ type: EventType = .pageViewed, at: String, id: String? = nil,
            data: JSONObject = ["path": "/pricing", "visitor": "v1"], expected: Int64? = nil) -> NewEvent {
-    NewEvent(id: id, account: account, type: type.rawValue, at: ts(at), payload: codec.encode(type: type.rawValue, data: data),
-             expectedVersion: expected, scope: type.scope)
+    NewEvent(type, account: account, at: ts(at), data: data, id: id, expectedVersion: expected)
 }
 
 /// All events of the journal, decrypted, in order.
@@ -57,6 +59,14 @@ func allEvents(_ j: Journal) throws -> [StoredEvent] {
 func data(_ e: StoredEvent) throws -> JSONObject {
     guard case .plaintext(let p) = e.payload else { throw Rejection("no payload") }
     return try codec.decode(type: e.header.type, payload: p)
+}
+
+/// Copies a journal's file and its WAL, as `cp` of the folder would: what an attacker or an
+/// unlucky operator holds once they have a copy.
+func copyJournal(_ from: String, to: String) throws {
+    for suffix in ["", "-wal"] where FileManager.default.fileExists(atPath: from + suffix) {
+        try FileManager.default.copyItem(atPath: from + suffix, toPath: to + suffix)
+    }
 }
 
 /// Runs SQL on a journal file behind the engine's back (to simulate tampering).

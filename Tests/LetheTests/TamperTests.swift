@@ -181,7 +181,7 @@ import Testing
         let l0 = Chain.link(previous: sealedLink, header: forged[0].header, digest: forged[0].digest)
         let l1 = Chain.link(previous: l0, header: forged[1].header, digest: forged[1].digest)
         for (e, link) in zip(forged, [l0, l1]) {
-            guard case .sealed(let bytes, _) = e.body else { Issue.record("unsealed event without payload"); return }
+            guard case .sealed(let bytes) = e.body else { Issue.record("unsealed event without payload"); return }
             try db.statement("UPDATE tail SET payload = ?, link = ? WHERE seq = ?").bind(1, bytes).bind(2, link).bind(3, e.header.seq).run()
         }
         try db.statement("UPDATE meta SET value = ? WHERE key = 'head_link'").bind(1, l1).run()
@@ -191,7 +191,7 @@ import Testing
         #expect(try JournalReader.verify(path: path).anchored == false)
         // With it, the head's MAC gives it away, and the engine refuses to write on top of it.
         #expect {
-            try JournalReader.verify(path: path, master: testMaster(path + ".keys"))
+            try JournalReader.verify(path: path, keysPath: path + ".keys", master: testMaster)
         } throws: { ($0 as? JournalError)?.message.hasPrefix("the chain head is not authenticated") == true }
         #expect { try openJournal(dir, blockEvents: 4) } throws: { ($0 as? JournalError)?.code == .corrupt }
     }
@@ -199,10 +199,10 @@ import Testing
     @Test func anHonestJournalIsAuthenticated() throws {
         let dir = TempDir()
         let j = try openJournal(dir, blockEvents: 4)
-        #expect(try JournalReader.verify(path: j.path, master: testMaster(j.keysPath)).anchored)
+        #expect(try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: testMaster).anchored)
         for i in 0..<9 { try j.append(event("acc_\(i % 2)", at: "2026-01-01T00:00:0\(i)Z")) }
-        #expect(try JournalReader.verify(path: j.path, master: testMaster(j.keysPath)).anchored)
-        let other = MasterKeySource(keysPath: j.keysPath, environment: [MasterKeySource.environmentVariable: String(repeating: "0f", count: 32)])
-        #expect(throws: JournalError.self) { try JournalReader.verify(path: j.path, master: other) }
+        #expect(try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: testMaster).anchored)
+        let other = MasterKeySource.key(String(repeating: "0f", count: 32))
+        #expect(throws: JournalError.self) { try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: other) }
     }
 }

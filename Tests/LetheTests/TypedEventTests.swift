@@ -48,7 +48,7 @@ import Testing
         options.rules = ContractRules()
         options.synchronous = .normal
         let path = dir.path("t.lethe")
-        let j = try Journal(path: path, master: testMaster(path + ".keys"), options: options)
+        let j = try Journal(path: path, master: testMaster, options: options)
         let t0 = ts("2026-01-01T00:00:00Z")
         for (k, event) in all.enumerated() {
             try j.record(event, account: "acc_1", at: t0.adding(seconds: Int64(k)), id: "t\(k)")

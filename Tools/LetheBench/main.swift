@@ -55,7 +55,7 @@ func open(_ name: String, _ configure: (inout Journal.Options) -> Void = { _ in 
     if blockEvents > 0 { options.blockEvents = blockEvents }
     configure(&options)
     let path = dir + "/" + name
-    return try Journal(path: path, master: MasterKeySource(keysPath: path + ".keys", environment: [MasterKeySource.environmentVariable: master]), options: options)
+    return try Journal(path: path, master: .key(master), options: options)
 }
 
 let inputBytes = fileSize(file)

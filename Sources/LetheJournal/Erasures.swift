@@ -1,0 +1,233 @@
+import Foundation
+import Synchronization
+
+/// How an erasure is recorded in the journal's `erasures` table until it is carried out.
+enum ErasureKind: Int64 {
+    case account = 0
+    case item = 1
+    case records = 2
+}
+
+/// An erasure recorded with its purge event and not carried out yet.
+struct RecordedErasure {
+    var id: Int64
+    var account: String
+    var kind: ErasureKind
+    /// The item's id, or the records' category.
+    var name: String?
+    /// The item's number, or the record chain's slot, as the keyring said when it was recorded.
+    var number: UInt64?
+    /// For records: the time of the newest record expired.
+    var through: Int64?
+    /// For an account: the record categories that outlive it.
+    var keeping: Set<String>
+}
+
+/// What a batch of erasures destroys in the key store, and which stored payloads go with it.
+struct ErasurePlan {
+    var destructions: [KeyStore.Destruction] = []
+    /// Per account: whether a stored event's payload goes.
+    var targets: [String: [(SealedEvent) -> Bool]] = [:]
+
+    func erases(_ e: SealedEvent) -> Bool {
+        guard !e.isPurged, let tests = targets[e.header.account] else { return false }
+        return tests.contains { $0(e) }
+    }
+}
+
+extension Writer {
+    /// Records `erasures` in the current transaction, with the item numbers and chain slots the
+    /// keyrings give them now (their keys may be gone by the time they are carried out).
+    func record(_ erasures: [Erasure], sealer: SealerLock) throws {
+        guard !erasures.isEmpty else { return }
+        let insert = try db.statement("INSERT INTO erasures(account, kind, name, number, through, keeping) VALUES(?, ?, ?, ?, ?, ?)")
+        for erasure in erasures {
+            let ring = try sealer.withLock { try $0.keys.keyring(erasure.account) }
+            insert.bind(1, erasure.account)
+            switch erasure {
+            case .account(_, let keeping):
+                insert.bind(2, ErasureKind.account.rawValue).bind(6, keeping.sorted().joined(separator: "\n"))
+            case .item(_, let item):
+                insert.bind(2, ErasureKind.item.rawValue).bind(3, item)
+                if let number = ring?.item(named: item)?.number { insert.bind(4, Int64(bitPattern: number)) }
+            case .records(_, let category, let through):
+                insert.bind(2, ErasureKind.records.rawValue).bind(3, category).bind(5, through.nanoseconds)
+                if let slot = ring?.chain(category: category)?.slot { insert.bind(4, Int64(bitPattern: slot)) }
+            }
+            try insert.run()
+        }
+    }
+
+    /// The oldest recorded erasures not done yet, up to `limit`.
+    func pendingErasures(limit: Int) throws -> [RecordedErasure] {
+        let s = try db.statement("SELECT id, account, kind, name, number, through, keeping FROM erasures ORDER BY id LIMIT ?")
+        defer { s.reset() }
+        s.bind(1, Int64(limit))
+        var out: [RecordedErasure] = []
+        while try s.step() {
+            guard let kind = ErasureKind(rawValue: s.int(2)) else {
+                throw JournalError(.corrupt, "erasure \(s.int(0)) has an unknown kind \(s.int(2))")
+            }
+            out.append(RecordedErasure(
+                id: s.int(0), account: s.text(1) ?? "", kind: kind, name: s.optionalText(3),
+                number: s.isNull(4) ? nil : UInt64(bitPattern: s.int(4)), through: s.isNull(5) ? nil : s.int(5),
+                keeping: Set((s.optionalText(6) ?? "").split(separator: "\n").map(String.init))))
+        }
+        return out
+    }
+
+    /// Works out what `erasures` destroy: the keys, and the payloads sealed under them. A record
+    /// expiry destroys its chain's keys up to the newest expired record, after checking that the
+    /// records it expires are exactly the beginning of the chain (indices grow with time).
+    func plan(_ erasures: [RecordedErasure], keyring: (String) throws -> Keyring?) throws -> ErasurePlan {
+        var plan = ErasurePlan()
+        var expiries: [String: [(slot: UInt64, category: String, through: Int64)]] = [:]
+        for erasure in erasures {
+            let account = erasure.account
+            switch erasure.kind {
+            case .account:
+                plan.destructions.append(.account(account, keeping: erasure.keeping))
+                let kept = Set(try keyring(account)?.chains.values.filter { erasure.keeping.contains($0.category) }.map(\.slot) ?? [])
+                plan.targets[account, default: []].append { e in
+                    e.key.kind != .journal && !(e.key.kind == .records && kept.contains(e.key.number))
+                }
+            case .item:
+                guard let number = erasure.number else { continue }
+                plan.destructions.append(.item(account, number: number))
+                plan.targets[account, default: []].append { $0.key.kind == .item && $0.key.number == number }
+            case .records:
+                guard let slot = erasure.number, let category = erasure.name, let through = erasure.through else { continue }
+                expiries[account, default: []].append((slot, category, through))
+                plan.targets[account, default: []].append { e in
+                    e.key.kind == .records && e.key.number == slot && e.header.at.nanoseconds <= through
+                }
+            }
+        }
+        guard !expiries.isEmpty else { return plan }
+        // Each chain's expired records: the newest index among them, and the check that no
+        // record of the chain below it is kept.
+        struct Chain: Hashable { var account: String; var slot: UInt64 }
+        var newestExpired: [Chain: UInt64] = [:]
+        var oldestKept: [Chain: UInt64] = [:]
+        var through: [Chain: Int64] = [:]
+        for (account, list) in expiries {
+            for e in list { through[Chain(account: account, slot: e.slot), default: .min] = max(through[Chain(account: account, slot: e.slot)] ?? .min, e.through) }
+        }
+        func visit(_ e: SealedEvent) {
+            guard e.key.kind == .records, let limit = through[Chain(account: e.header.account, slot: e.key.number)] else { return }
+            let chain = Chain(account: e.header.account, slot: e.key.number)
+            if e.header.at.nanoseconds <= limit {
+                newestExpired[chain] = max(newestExpired[chain] ?? 0, e.key.index)
+            } else {
+                oldestKept[chain] = min(oldestKept[chain] ?? .max, e.key.index)
+            }
+        }
+        try forEachBlock(holding: Set(expiries.keys)) { _, block in block.events.forEach(visit) }
+        unsealed.forEach(visit)
+        for (account, list) in expiries {
+            for e in list {
+                let chain = Chain(account: account, slot: e.slot)
+                guard let newest = newestExpired[chain] else { continue }
+                if let kept = oldestKept[chain], kept <= newest {
+                    throw JournalError(.corrupt, "the \(e.category) records of \(account) are not in the order of their keys (index \(kept) is kept, \(newest) expires); nothing was erased")
+                }
+                plan.destructions.append(.records(account, category: e.category, before: newest + 1))
+            }
+        }
+        return plan
+    }
+
+    /// Physically removes the payloads `plan` names, in one transaction with the removal of the
+    /// erasures' records: every block that holds one is decoded, its payloads replaced by their
+    /// digests, and written back, once however many erasures touch it; the tail's rows likewise.
+    /// Payloads already gone are skipped.
+    func scrub(_ erasures: [RecordedErasure], _ plan: ErasurePlan) throws {
+        let accounts = Set(plan.targets.keys)
+        do {
+            try db.transaction {
+                let update = try db.statement("UPDATE blocks SET frame = ? WHERE id = ?")
+                try forEachBlock(holding: accounts) { blockID, block in
+                    guard block.events.contains(where: plan.erases) else { return }
+                    var scrubbed = block
+                    for k in scrubbed.events.indices where plan.erases(scrubbed.events[k]) {
+                        scrubbed.events[k].body = .purged(digest: scrubbed.events[k].digest)
+                    }
+                    let content = scrubbed.encode()
+                    #if DEBUG
+                    assert(try! Block.decode(content, where: "scrubbed block") == scrubbed, "block does not round-trip")
+                    #endif
+                    try update.bind(1, try LZ4.compressFrame(content)).bind(2, blockID).run()
+                }
+                let clearTail = try db.statement("UPDATE tail SET payload = NULL, digest = ? WHERE seq = ?")
+                for e in try JournalReader.tailRows(db).0 where plan.erases(e) {
+                    try clearTail.bind(1, e.digest).bind(2, e.header.seq).run()
+                }
+                let done = try db.statement("DELETE FROM erasures WHERE id = ?")
+                for erasure in erasures { try done.bind(1, erasure.id).run() }
+                try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'erased'")
+                try db.markWALDirty()
+            }
+            try reload()
+        } catch {
+            try? reload()
+            throw JournalError.storage("erasing the payloads of \(accounts.count) accounts failed; it will be retried", error)
+        }
+    }
+}
+
+extension Journal {
+    /// Carries out every recorded erasure that is not done yet, oldest first: the keys are
+    /// destroyed in the key store (so every copy of what they sealed, backups and old copies of
+    /// the file included, is unreadable for good), then the payloads are physically removed
+    /// from their blocks and the tail (each keeps its digest, so the chain still verifies), freed
+    /// pages are overwritten (`secure_delete`), and the WALs of the journal and the key store are
+    /// truncated. Idempotent; safe to run from several processes. Returns how many erasures it did.
+    ///
+    /// Throws `.erasureIncomplete`, naming the files, when a reader holding an old snapshot kept a
+    /// WAL from being truncated for `Options.truncateWait`: the erasures are done, and the mark
+    /// they left makes the next open or run truncate it.
+    @discardableResult
+    public func finishErasures() throws -> Int {
+        let done = try writer.withLock { writer -> Int in
+            var done = 0
+            while true {
+                let batch = try writer.pendingErasures(limit: 10_000)
+                guard !batch.isEmpty else { break }
+                let plan = try writer.plan(batch) { account in try self.sealer.withLock { try $0.keys.keyring(account) } }
+                // Keys first: a crash after this leaves the payloads unreadable already, and the
+                // erasures recorded, for the next call to remove.
+                try sealer.withLock { try $0.keys.destroy(plan.destructions, at: options.clock.now()) }
+                try writer.scrub(batch, plan)
+                done += batch.count
+            }
+            if done > 0 { options.logger.debug("erasures done", metadata: ["count": "\(done)"]) }
+            return done
+        }
+        let unfinished = try truncateWALs()
+        guard unfinished.isEmpty else {
+            throw JournalError(.erasureIncomplete, "\(done) erasures done, but " + unfinished.joined(separator: "; ") + "; the next open or retention run truncates it")
+        }
+        return done
+    }
+
+    /// Truncates the WAL of the journal and of the key store where an erasure left it to be
+    /// truncated, waiting up to `Options.truncateWait` for readers. Returns a description of each
+    /// WAL that still holds old pages (with the processes holding its file open), or nothing.
+    package func truncateWALs() throws -> [String] {
+        var unfinished: [String] = []
+        let wait = options.truncateWait
+        if try !writer.withLock({ try !$0.db.isWALDirty() || $0.db.truncateWAL(wait: wait) }) {
+            unfinished.append(Journal.busyWAL(path))
+        }
+        if try !sealer.withLock({ try !$0.keys.isWALDirty() || $0.keys.truncateWAL(wait: wait) }) {
+            unfinished.append(Journal.busyWAL(keysPath))
+        }
+        return unfinished
+    }
+
+    /// Says which WAL is still busy, and who holds its database open.
+    package static func busyWAL(_ path: String) -> String {
+        let holders = PrivateFile.holders(of: path)
+        return "\(path)-wal still holds purged data (a reader holds an old snapshot\(holders.isEmpty ? "" : ": process " + holders.joined(separator: ", ")))"
+    }
+}

@@ -1,0 +1,493 @@
+import Crypto
+import Foundation
+import Synchronization
+
+/// The writer's state: the connection, the head of the chain, the unsealed tail and the caches.
+///
+/// Lives inside the journal's mutex, so it is never touched by two threads at once.
+final class Writer {
+    struct AccountRow {
+        var id: Int64
+        var version: Int64
+        var lastAt: Int64
+        /// The last index appended to each of the account's record chains, by category.
+        var chains: [String: UInt64] = [:]
+    }
+
+    let db: SQLiteDatabase
+    let options: Options
+    /// Authenticates the chain head (see `Anchor`).
+    private let anchorKey: SymmetricKey
+    private(set) var headSeq: Int64 = 0
+    /// How many erasures the journal has done (meta `erased`): when another process erased, the tail in memory is stale.
+    private(set) var erased: Int64 = 0
+    private var headLink: [UInt8] = []
+    /// The chain link after the last sealed block: the link before the first tail event.
+    private var sealedLink: [UInt8] = []
+    private var tail: [SealedEvent] = []
+    private var tailLinks: [[UInt8]] = []
+    private var nextAccountID: Int64 = 1
+    private var nextBlockID: Int64 = 1
+    /// The domain's rules, following the accounts this writer has seen.
+    private let rules: (any RulesChecker)?
+    /// Finds keys during an append (to read an account's history for the rules).
+    private var lookupKey: ((String, KeyRef) throws -> KeyStore.Lookup)?
+    /// Known accounts; a cache of the `accounts` table, cleared when it outgrows `accountCacheLimit`.
+    private var accounts: [String: AccountRow] = [:]
+    private let accountCacheLimit = 200_000
+
+    typealias Options = Journal.Options
+
+    init(db: SQLiteDatabase, anchorKey: SymmetricKey, options: Options) throws {
+        self.db = db
+        self.options = options
+        self.anchorKey = anchorKey
+        rules = options.rules?.makeChecker()
+        try reload()
+        options.logger.debug("journal opened", metadata: [
+            "path": "\(db.path)", "head_seq": "\(headSeq)", "unsealed": "\(tail.count)",
+        ])
+    }
+
+    /// Reads the head, the tail and the id counters from disk.
+    func reload() throws {
+        // Statements left on a row would hold this snapshot open after the reload.
+        defer { db.resetAll() }
+        rules?.forget()
+        do {
+            headSeq = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0
+            erased = try db.scalarInt("SELECT value FROM meta WHERE key='erased'") ?? 0
+            let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
+            headLink = try s.step() ? s.blob(0) : []
+            nextAccountID = (try db.scalarInt("SELECT max(id) FROM accounts") ?? 0) + 1
+            nextBlockID = (try db.scalarInt("SELECT max(id) FROM blocks") ?? 0) + 1
+            let lastBlockSeq = try db.scalarInt("SELECT max(last_seq) FROM blocks") ?? 0
+            sealedLink = try JournalReader.lastSealedLink(db)
+            (tail, tailLinks) = try JournalReader.tailRows(db)
+            accounts.removeAll()
+            let tailEnd = tail.last?.header.seq ?? lastBlockSeq
+            guard headLink.count == Chain.linkBytes, tailEnd == headSeq,
+                  tail.first.map({ $0.header.seq == lastBlockSeq + 1 }) ?? true
+            else {
+                throw JournalError(.corrupt, "journal head (event \(headSeq)) does not match its stored events (last \(tailEnd)); run `lethe verify`")
+            }
+            // Never write on top of a head that the anchor key did not sign.
+            if headSeq > 0 {
+                let s = try db.statement("SELECT value FROM meta WHERE key='head_mac'")
+                let mac = try s.step() ? s.blob(0) : []
+                guard mac == Anchor.mac(key: anchorKey, headSeq: headSeq, headLink: headLink) else {
+                    throw JournalError(.corrupt, "the journal's head is not authenticated by its anchor key (rewritten, or another key store); run `lethe verify`")
+                }
+            }
+        } catch {
+            throw JournalError.storage("cannot read the journal's head", error)
+        }
+    }
+
+    func accountRow(_ name: String) throws -> AccountRow? {
+        if let row = accounts[name] { return row }
+        let s = try db.statement("SELECT id, version, last_at, chains FROM accounts WHERE name = ?")
+        defer { s.reset() }
+        s.bind(1, name)
+        guard try s.step() else { return nil }
+        let chains = s.isNull(3) ? [:] : try ChainMarks.decode(s.blob(3))
+        let row = AccountRow(id: s.int(0), version: s.int(1), lastAt: s.int(2), chains: chains)
+        remember(name, row)
+        return row
+    }
+
+    private func remember(_ name: String, _ row: AccountRow) {
+        if accounts.count >= accountCacheLimit { accounts.removeAll(keepingCapacity: true) }
+        accounts[name] = row
+    }
+
+    /// The sequence numbers of those of `ids` that the journal already holds.
+    private func existingSeqs(of ids: [String]) throws -> [String: Int64] {
+        var found: [String: Int64] = [:]
+        try db.inChunks(of: 256, count: ids.count, sql: { n in
+            "SELECT id, seq FROM event_ids WHERE id IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(k + 1), ids[i]) }
+            while try s.step() { found[s.text(0)!] = s.int(1) }
+        }
+        return found
+    }
+
+    /// The accounts whose whole erasure is recorded and not done yet: they take nothing but the
+    /// engine's records, as if their keys were gone already.
+    private func accountsBeingErased() throws -> Set<String> {
+        let s = try db.statement("SELECT account FROM erasures WHERE kind = \(ErasureKind.account.rawValue)")
+        defer { s.reset() }
+        var out = Set<String>()
+        while try s.step() { out.insert(s.text(0) ?? "") }
+        return out
+    }
+
+    func append(_ batch: PreparedBatch, erasing erasures: [Erasure], allOrNothing: Bool = false, sealer: SealerLock) throws -> [AppendOutcome] {
+        guard !batch.items.isEmpty || !erasures.isEmpty else { return [] }
+        lookupKey = { account, ref in try sealer.withLock { try $0.lookup(account, ref) } }
+        defer { lookupKey = nil }
+        do {
+            return try db.transaction {
+                // Another process may have appended, or erased payloads this writer holds in its tail.
+                if try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") != headSeq
+                    || db.scalarInt("SELECT value FROM meta WHERE key='erased'") != erased {
+                    options.logger.debug("journal moved under this writer; reloading", metadata: ["head_seq": "\(headSeq)"])
+                    try reload()
+                }
+                // Accounts whose keys were destroyed, or are about to be, take nothing sealed
+                // under them (checked here, under the write lock, against the key store as it is now).
+                let accounts = Set(batch.items.filter { $0.scope != .journal }.map(\.account))
+                let closed = try sealer.withLock { try $0.purged(among: accounts) }.union(accountsBeingErased())
+                let outcomes = try appendInTransaction(batch.items, closed: closed, sealer: sealer)
+                if allOrNothing {
+                    for (item, outcome) in zip(batch.items, outcomes) {
+                        if case .rejected(let why) = outcome {
+                            // Rolls the whole batch back (the caches are reloaded below).
+                            throw JournalError(why.code, "nothing of the batch was written: its event of \(item.account) was refused: \(why.message)")
+                        }
+                    }
+                }
+                var refused = Set<String>()
+                for (item, outcome) in zip(batch.items, outcomes) { if case .rejected = outcome { refused.insert(item.account) } }
+                try record(erasures.filter { !refused.contains($0.account) }, sealer: sealer)
+                return outcomes
+            }
+        } catch {
+            // The transaction rolled back: forget whatever this batch cached.
+            rules?.forget()
+            try? reload()
+            sealer.withLock { $0.forgetChains() }
+            throw JournalError.storage("append failed; nothing of the batch was written", error)
+        }
+    }
+
+    private func appendInTransaction(_ batch: [PreparedBatch.Item], closed: Set<String>, sealer: SealerLock) throws -> [AppendOutcome] {
+        // Accounts of this batch, staged until the commit.
+        var staged: [String: AccountRow] = [:]
+        var newAccounts: [String] = []
+        // Ids already in the journal are looked up for the whole batch at once (the write lock is
+        // held, so none can appear meanwhile); the batch's own ids join them as they are taken,
+        // and are recorded after the loop.
+        var known = try existingSeqs(of: batch.compactMap { $0.id })
+        var claims: [(id: String, seq: Int64)] = []
+        var outcomes: [AppendOutcome] = []
+        outcomes.reserveCapacity(batch.count)
+        var sealed: [SealedEvent] = []
+        var digests: [[UInt8]] = []
+        sealed.reserveCapacity(batch.count)
+        digests.reserveCapacity(batch.count)
+        var seq = headSeq
+        try loadHistories(for: batch)
+        for e in batch {
+            var body: PreparedBatch.Sealed
+            switch e.sealed {
+            case .failure(let error):
+                outcomes.append(.rejected(error))
+                continue
+            case .success(let s):
+                body = s
+            }
+            // An id the journal or this batch already holds makes the event a no-op.
+            if let id = e.id, let earlier = known[id] {
+                outcomes.append(.duplicate(seq: earlier))
+                continue
+            }
+            func refuse(_ error: JournalError) { outcomes.append(.rejected(error)) }
+            if e.scope != .journal && closed.contains(e.account) {
+                refuse(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
+                continue
+            }
+            var row: AccountRow
+            var isNew = false
+            if let s = staged[e.account] {
+                row = s
+            } else if let known = try accountRow(e.account) {
+                row = known
+            } else {
+                row = AccountRow(id: nextAccountID + Int64(newAccounts.count), version: 0, lastAt: .min)
+                isNew = true
+            }
+            if let expected = e.expectedVersion, expected != row.version {
+                refuse(JournalError(
+                    .versionConflict, "account \(e.account) is at version \(row.version), not the expected \(expected)"))
+                continue
+            }
+            if e.at.nanoseconds < row.lastAt {
+                refuse(JournalError(
+                    .timeOrder, "field at: \(e.at) is older than account \(e.account)'s latest event (\(Timestamp(nanoseconds: row.lastAt)))"))
+                continue
+            }
+            // Last, the domain's rules: an event they admit is accepted, so their state stays true.
+            if let rules, let plaintext = e.plaintext {
+                if !rules.follows(e.account) && rules.needsHistory(type: e.type) {
+                    try rules.load(e.account, history: history(of: e.account))
+                }
+                if let why = rules.admit(account: e.account, type: e.type, payload: plaintext, scope: e.scope, at: e.at) {
+                    refuse(JournalError(.refusedByRules, why))
+                    continue
+                }
+            }
+            // A record's index only grows along its chain, in journal order: that is what lets
+            // its expiry destroy exactly the keys of the expired records. When another writer
+            // took this index meanwhile, the record is sealed again under the next one.
+            if case .records(let category) = e.scope {
+                if let last = row.chains[category], body.key.index <= last, let plaintext = e.plaintext {
+                    body = try sealer.withLock { try $0.reseal(plaintext, account: e.account, category: category, atLeast: last + 1) }
+                }
+                row.chains[category] = body.key.index
+            }
+            if isNew { newAccounts.append(e.account) }
+            seq += 1
+            if let id = e.id {
+                known[id] = seq
+                claims.append((id, seq))
+            }
+            row.version += 1
+            row.lastAt = e.at.nanoseconds
+            staged[e.account] = row
+            let header = EventHeader(seq: seq, version: row.version, account: e.account, type: e.type, at: e.at, id: e.id)
+            sealed.append(SealedEvent(header: header, nonce: body.nonce, key: body.key, body: .sealed(body.body)))
+            digests.append(body.digest)
+            outcomes.append(.appended(header))
+        }
+        // The chain is computed on another core while the ids and account rows are written.
+        let chain = Background(inline: sealed.count < 256) { [headLink, sealed, digests] in
+            var link = headLink
+            var scratch: [UInt8] = []
+            return zip(sealed, digests).map { e, digest in
+                link = Chain.link(previous: link, header: e.header, digest: digest, scratch: &scratch)
+                return link
+            }
+        }
+        // Plain inserts: an id recorded twice would be a bug, and its error rolls the batch back.
+        try db.inChunks(of: 128, count: claims.count, sql: {
+            "INSERT INTO event_ids(id, seq) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), claims[i].id).bind(Int32(2 * k + 2), claims[i].seq) }
+            try s.run()
+        }
+        try writeAccounts(staged)
+        try write(sealed: sealed, links: chain.value(), staged: staged, newAccounts: newAccounts)
+        sealer.withLock { sealer in
+            for (account, row) in staged where !row.chains.isEmpty { sealer.appended(account: account, chains: row.chains) }
+        }
+        return outcomes
+    }
+
+    /// The account's stored events, decrypted, read on this connection inside the transaction.
+    ///
+    /// - Complexity: nothing for an account the journal has never seen; otherwise the blocks that
+    ///   hold its events, plus the unsealed tail this writer keeps in memory.
+    private func history(of account: String) throws -> [StoredEvent] {
+        guard let lookupKey, try accountRow(account) != nil else { return [] }
+        let reader = JournalReader(db: db, path: db.path, lookupKey: lookupKey)
+        var sealed: [SealedEvent] = []
+        try reader.scanBlocks(account: account) { sealed.append($0) }
+        sealed += tail.filter { $0.header.account == account }
+        return try sealed.map { try reader.open($0) }
+    }
+
+    /// Gives the rules the histories of the batch's accounts they do not follow yet, a group of
+    /// accounts at a time, reading each block that holds any of them once per group: accounts are
+    /// interleaved in blocks, so loading them one by one would decode the same blocks again and
+    /// again. (An account whose state is dropped meanwhile is loaded alone when its turn comes.)
+    private func loadHistories(for batch: [PreparedBatch.Item]) throws {
+        guard let rules, let lookupKey else { return }
+        var seen = Set<String>()
+        var missing: [String] = []
+        for e in batch where e.plaintext != nil && seen.insert(e.account).inserted {
+            guard case .success = e.sealed, !rules.follows(e.account), rules.needsHistory(type: e.type) else { continue }
+            missing.append(e.account)
+        }
+        guard missing.count > 1 else { return }
+        rules.makeRoom(for: missing.count)
+        let reader = JournalReader(db: db, path: db.path, lookupKey: lookupKey)
+        // Groups of accounts holding up to ~500,000 events between them (their versions): each
+        // group reads the blocks that hold any of them once, and memory stays bounded.
+        var start = 0
+        while start < missing.count {
+            var names = Set<String>()
+            var events: Int64 = 0
+            while start < missing.count && events < 500_000 {
+                let account = missing[start]
+                start += 1
+                guard let row = try accountRow(account) else {
+                    try rules.load(account, history: [])  // a new account: no history
+                    continue
+                }
+                names.insert(account)
+                events += row.version
+            }
+            guard !names.isEmpty else { continue }
+            var sealed: [String: [SealedEvent]] = [:]
+            try forEachBlock(holding: names) { _, block in
+                for e in block.events where names.contains(e.header.account) { sealed[e.header.account, default: []].append(e) }
+            }
+            for e in tail where names.contains(e.header.account) { sealed[e.header.account, default: []].append(e) }
+            for account in names where !rules.follows(account) {
+                try rules.load(account, history: try (sealed[account] ?? []).map { try reader.open($0) })
+            }
+        }
+    }
+
+    /// Stores the batch's account rows (new ones, and new versions, times and chain marks).
+    private func writeAccounts(_ staged: [String: AccountRow]) throws {
+        let rows = Array(staged)
+        try db.inChunks(of: 128, count: rows.count, sql: { n in """
+            INSERT INTO accounts(id, name, version, last_at, chains) VALUES \(SQLiteDatabase.placeholders(rows: n, columns: 5))
+            ON CONFLICT(id) DO UPDATE SET version = excluded.version, last_at = excluded.last_at, chains = excluded.chains
+            """ }) { s, range in
+            for (k, i) in range.enumerated() {
+                let p = Int32(5 * k)
+                let row = rows[i].value
+                s.bind(p + 1, row.id).bind(p + 2, rows[i].key).bind(p + 3, row.version).bind(p + 4, row.lastAt)
+                    .bind(p + 5, ChainMarks.encode(row.chains))
+            }
+            try s.run()
+        }
+    }
+
+    /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.
+    private func write(sealed: [SealedEvent], links: [[UInt8]], staged: [String: AccountRow], newAccounts: [String]) throws {
+        guard !sealed.isEmpty else { return }
+        var blockID = nextBlockID
+        let blockSize = options.blockEvents
+        var newTail: [SealedEvent]?
+        var newTailLinks: [[UInt8]] = []
+        var newSealedLink = sealedLink
+        if tail.count + sealed.count >= blockSize {
+            // (An empty tail, the usual case for large batches, costs no copy of the batch.)
+            var pending = tail.isEmpty ? sealed : tail + sealed
+            var pendingLinks = tail.isEmpty ? links : tailLinks + links
+            try db.statement("DELETE FROM tail").run()
+            // Encoding and compressing are pure work: the batch's blocks are made on every core.
+            let starts = Array(stride(from: 0, through: pending.count - blockSize, by: blockSize))
+            let (events, eventLinks, first) = (pending, pendingLinks, sealedLink)
+            let frames = starts.parallelMap(minimumSlice: 1) { start in
+                Result<[UInt8], any Error> {
+                    let previous = start == 0 ? first : eventLinks[start - 1], last = eventLinks[start + blockSize - 1]
+                    let content = Block.encode(events[start..<start + blockSize], previousLink: previous, lastLink: last)
+                    #if DEBUG
+                    // Assert what is about to be written: it decodes to the same block.
+                    assert(try! Block.decode(content, where: "new block")
+                           == Block(events: Array(events[start..<start + blockSize]), previousLink: previous, lastLink: last),
+                           "block does not round-trip")
+                    #endif
+                    return try LZ4.compressFrame(content)
+                }
+            }
+            let insertBlock = try db.statement("INSERT INTO blocks(id, first_seq, last_seq, frame) VALUES(?, ?, ?, ?)")
+            var postings: [(account: Int64, block: Int64)] = []
+            for (start, frame) in zip(starts, frames) {
+                try insertBlock.bind(1, blockID).bind(2, pending[start].header.seq).bind(3, pending[start + blockSize - 1].header.seq)
+                    .bind(4, try frame.get()).run()
+                var indexed = Set<Int64>()
+                for e in pending[start..<start + blockSize] {
+                    let id = try staged[e.header.account]?.id ?? accountRow(e.header.account)!.id
+                    if indexed.insert(id).inserted { postings.append((id, blockID)) }
+                }
+                blockID += 1
+            }
+            let sealedCount = starts.count * blockSize
+            newSealedLink = pendingLinks[sealedCount - 1]
+            try db.inChunks(of: 256, count: postings.count, sql: {
+                "INSERT INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
+            }) { s, range in
+                for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), postings[i].account).bind(Int32(2 * k + 2), postings[i].block) }
+                try s.run()
+            }
+            try mergeRecentPostingsIfDue()
+            options.logger.trace("sealed blocks", metadata: ["blocks": "\(starts.count)", "last_seq": "\(pending[sealedCount - 1].header.seq)"])
+            pending.removeFirst(sealedCount)
+            pendingLinks.removeFirst(sealedCount)
+            try insertTail(pending, pendingLinks)
+            (newTail, newTailLinks) = (pending, pendingLinks)
+        } else {
+            try insertTail(sealed, links)
+        }
+        let head = sealed.last!.header.seq
+        let meta = try db.statement("UPDATE meta SET value = ? WHERE key = ?")
+        try meta.bind(1, head).bind(2, "head_seq").run()
+        try meta.bind(1, links.last!).bind(2, "head_link").run()
+        try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES('head_mac', ?)")
+            .bind(1, Anchor.mac(key: anchorKey, headSeq: head, headLink: links.last!)).run()
+
+        // The caches move now; should the caller's COMMIT fail, `append` reloads them from disk.
+        headSeq = head
+        headLink = links.last!
+        if let newTail {
+            tail = newTail
+            tailLinks = newTailLinks
+        } else {
+            tail.append(contentsOf: sealed)
+            tailLinks.append(contentsOf: links)
+        }
+        nextBlockID = blockID
+        sealedLink = newSealedLink
+        nextAccountID += Int64(newAccounts.count)
+        for (name, row) in staged { remember(name, row) }
+    }
+
+    /// The per-account block index is kept in two tables. A new block's postings (one per
+    /// account in it) go to the small `recent_account_blocks`, and move to `account_blocks` in
+    /// one pass, in account order, once `recentPostingsLimit` have gathered.
+    ///
+    /// Inserted straight into the large index, the postings of every block land all over it
+    /// (accounts are interleaved in time), so each commit rewrote most of its pages, and the
+    /// import slowed down as the journal grew (by a third over 3 M events). The small table stays
+    /// in the page cache, and a merge rewrites each page of the large one once for hundreds of
+    /// thousands of postings. Readers look in both tables.
+    private func mergeRecentPostingsIfDue() throws {
+        guard try db.scalarInt("SELECT count(*) FROM recent_account_blocks") ?? 0 >= options.recentPostingsLimit else { return }
+        try db.execute("""
+            INSERT OR IGNORE INTO account_blocks(account_id, block_id)
+                SELECT account_id, block_id FROM recent_account_blocks ORDER BY account_id, block_id;
+            DELETE FROM recent_account_blocks;
+            """)
+        options.logger.debug("per-account block index merged")
+    }
+
+    /// Every sealed block that holds an event of any of `accounts`, each once, in journal order
+    /// (found through the per-account block index). The block IDs are gathered before the first
+    /// block is read, so `body` may rewrite the blocks it is given.
+    func forEachBlock(holding accounts: Set<String>, _ body: (Int64, Block) throws -> Void) throws {
+        var blockIDs = Set<Int64>()
+        let find = try db.statement(JournalReader.blocksOfAccount)
+        for account in accounts {
+            find.bind(1, account)
+            while try find.step() { blockIDs.insert(find.int(0)) }
+            find.reset()
+        }
+        let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
+        for blockID in blockIDs.sorted() {
+            read.bind(1, blockID)
+            guard try read.step() else { read.reset(); continue }
+            let block = try JournalReader.decodeFrame(read.blob(2), id: blockID, first: read.int(0), last: read.int(1))
+            read.reset()
+            try body(blockID, block)
+        }
+    }
+
+    /// The unsealed tail as this writer holds it.
+    var unsealed: [SealedEvent] { tail }
+
+    func insertTail(_ events: [SealedEvent], _ links: [[UInt8]]) throws {
+        let insert = try db.statement("""
+            INSERT INTO tail(seq, account, version, type, at, at_digits, event_id, session, counter,
+                             key_kind, key_number, key_index, payload, digest, link)
+            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for (e, link) in zip(events, links) {
+            insert.bind(1, e.header.seq).bind(2, e.header.account).bind(3, e.header.version).bind(4, e.header.type)
+                .bind(5, e.header.at.nanoseconds).bind(6, Int64(e.header.at.fractionDigits)).bind(7, e.header.id)
+                .bind(8, e.nonce.session.bytes).bind(9, Int64(e.nonce.counter))
+                .bind(10, Int64(e.key.kind.rawValue)).bind(11, Int64(bitPattern: e.key.number)).bind(12, Int64(bitPattern: e.key.index))
+            switch e.body {
+            case .sealed(let bytes): insert.bind(13, bytes).bind(14, nil as [UInt8]?)
+            case .purged(let digest): insert.bind(13, nil as [UInt8]?).bind(14, digest)
+            }
+            try insert.bind(15, link).run()
+        }
+    }
+}

@@ -1,0 +1,316 @@
+import Foundation
+import LetheEvents
+@testable import LetheJournal
+import LetheRetention
+import LetheViews
+import Synchronization
+import Testing
+
+/// Many needles searched at once: each file is scanned once, every 8-byte window looked up in a
+/// set of the needles' first 8 bytes, and a hit checked in full.
+struct NeedleSearch {
+    private var byPrefix: [UInt64: [[UInt8]]] = [:]
+
+    init(_ needles: some Sequence<String>) {
+        for needle in needles {
+            let bytes = Array(needle.utf8)
+            guard bytes.count >= 8 else { continue }
+            byPrefix[Self.word(bytes, 0), default: []].append(bytes)
+        }
+    }
+
+    var count: Int { byPrefix.values.reduce(0) { $0 + $1.count } }
+
+    private static func word(_ b: UnsafeRawBufferPointer, _ i: Int) -> UInt64 { b.loadUnaligned(fromByteOffset: i, as: UInt64.self) }
+    private static func word(_ b: [UInt8], _ i: Int) -> UInt64 { b.withUnsafeBytes { word($0, i) } }
+
+    /// The needles found in `data`.
+    func found(in data: Data) -> Set<String> {
+        var out = Set<String>()
+        data.withUnsafeBytes { b in
+            guard b.count >= 8 else { return }
+            for i in 0...(b.count - 8) {
+                guard let candidates = byPrefix[Self.word(b, i)] else { continue }
+                for c in candidates where i + c.count <= b.count && memcmp(b.baseAddress! + i, c, c.count) == 0 {
+                    out.insert(String(decoding: c, as: UTF8.self))
+                }
+            }
+        }
+        return out
+    }
+}
+
+@Suite struct ErasureGuaranteeTests {
+    /// Every string value in an event's data, nested ones included.
+    static func strings(_ value: JSONValue) -> [String] {
+        switch value {
+        case .string(let s): [s]
+        case .array(let items): items.flatMap(strings)
+        case .object(let o): o.fields.flatMap { [$0.key] + strings($0.value) }
+        default: []
+        }
+    }
+
+    /// Every file of `dir`, raw, and each sealed block of `journal` decompressed with the standard
+    /// `lz4` tool, as an investigator would.
+    static func everyByte(_ dir: TempDir, journal: String) throws -> [(String, Data)] {
+        var out: [(String, Data)] = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir.url.path) {
+            out.append((name, try Data(contentsOf: dir.url.appendingPathComponent(name))))
+        }
+        let ids = try run("/usr/bin/sqlite3", [journal, "SELECT id FROM blocks"]).stdout.split(separator: "\n")
+        for id in ids {
+            let frame = FileManager.default.temporaryDirectory.appendingPathComponent("lethe-block-\(UUID().uuidString).lz4").path
+            _ = try run("/usr/bin/sqlite3", [journal, "SELECT writefile('\(frame)', frame) FROM blocks WHERE id=\(id)"])
+            _ = try run("/usr/bin/lz4", ["-d", "-f", "-q", frame, frame + ".out"])
+            out.append(("block \(id) of \(journal)", try Data(contentsOf: URL(fileURLWithPath: frame + ".out"))))
+            try? FileManager.default.removeItem(atPath: frame)
+            try? FileManager.default.removeItem(atPath: frame + ".out")
+        }
+        return out
+    }
+
+    @Test(arguments: [5, 6] as [UInt64])
+    func purgedValuesAreInNoFileAndNoCopyTakenBeforeTheRunRevealsThem(seed: UInt64) throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent("lethe-history-\(UUID().uuidString).ndjson").path
+        defer { try? FileManager.default.removeItem(atPath: input) }
+        #expect(try run("lethe-gen", ["--accounts", "2000", "--events", "24000", "--seed", "\(seed)", "--output", input]).status == 0)
+        #expect(try run("lethe", ["import", input, "--journal", journal]).status == 0)
+        #expect(try run("lethe", ["views", "--journal", journal]).status == 0)  // the read models hold every record
+        // An old copy of the whole folder (journal, key store, read models, their WALs), taken
+        // before the run, as a VM snapshot or a careless `cp -r` would.
+        let old = TempDir()
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir.url.path) {
+            try FileManager.default.copyItem(atPath: dir.path(name), toPath: old.path(name))
+        }
+        let r = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2027-01-15T00:00:00Z"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains(" accounts purged") && !r.stdout.contains(" 0 accounts purged"), "\(r.stdout)")
+
+        // What was purged: the data of every event the journal now shows redacted. What is still
+        // held (by a live event, or as the policy's anonymous page-view statistics) is not a
+        // purged value, even where a purged event held it too.
+        let originals = Dictionary(uniqueKeysWithValues: try String(contentsOfFile: input, encoding: .utf8).split(separator: "\n").compactMap { line -> (String, JSONObject)? in
+            guard let o = try? JSONParser.parse(String(line)).object, let id = o["id"]?.string else { return nil }
+            return (id, o)
+        })
+        var purged = Set<String>(), held = Set<String>()
+        var redactedEvents = 0
+        for line in try run("lethe", ["export", "--journal", journal]).stdout.split(separator: "\n") {
+            guard let o = try JSONParser.parse(String(line)).object, let id = o["id"]?.string, let original = originals[id] else { continue }
+            let values = Self.strings(original["data"] ?? .null)
+            if o["redacted"] == .bool(true) {
+                redactedEvents += 1
+                purged.formUnion(values)
+                if let path = original["data"]?.object?["path"]?.string { held.insert(path) }  // kept as anonymous counts
+            } else {
+                held.formUnion(values)
+            }
+        }
+        // (A purged value inside a held one, "25 Broadway" in "125 Broadway", is not a finding.)
+        let candidates = purged.subtracting(held)
+        let search = NeedleSearch(candidates.subtracting(NeedleSearch(candidates).found(in: Data(held.joined(separator: "\u{0}").utf8))))
+        #expect(redactedEvents > 1000 && search.count > 500, "\(redactedEvents) redacted events, \(search.count) purged values")
+
+        // The search finds what it looks for, also in a WAL: a purged value planted in a file.
+        let planted = candidates.sorted().first { $0.utf8.count >= 8 && search.found(in: Data($0.utf8)).contains($0) }!
+        try Data(("x" + planted + "x").utf8).write(to: URL(fileURLWithPath: dir.path("planted.lethe-wal")))
+        #expect(try Self.everyByte(dir, journal: journal).contains { search.found(in: $0.1).contains(planted) })
+        try FileManager.default.removeItem(atPath: dir.path("planted.lethe-wal"))
+
+        // No purged value in any file of the folder (WALs included) or any decompressed block.
+        for (name, bytes) in try Self.everyByte(dir, journal: journal) {
+            let found = search.found(in: bytes)
+            #expect(found.isEmpty, "\(found.count) purged values in \(name), such as \(found.prefix(3))")
+        }
+        // The old copy still holds them as ciphertext, and read with the live key store it
+        // reveals none: their keys are gone.
+        let export = try run("lethe", ["export", "--journal", old.path("j.lethe"), "--keys", journal + ".keys"])
+        #expect(export.status == 0, "\(export.stderr)")
+        let revealed = search.found(in: Data(export.stdout.utf8))
+        #expect(revealed.isEmpty, "the copy taken before the run reveals \(revealed.count) purged values, such as \(revealed.prefix(3))")
+        #expect(export.stdout.components(separatedBy: #""redacted":true"#).count - 1 >= redactedEvents - 10)
+    }
+
+    /// A `sqlite3` shell holding a read transaction open on `file` until `release` is called.
+    final class Reader {
+        let process = Process()
+        let input = Pipe()
+
+        init(_ file: String) throws {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+            process.arguments = [file]
+            process.standardInput = input
+            let out = Pipe()
+            process.standardOutput = out
+            try process.run()
+            input.fileHandleForWriting.write(Data("BEGIN; SELECT count(*) FROM sqlite_master;\n".utf8))
+            // The snapshot is held once the answer is out.
+            _ = out.fileHandleForReading.availableData
+        }
+
+        func release() {
+            try? input.fileHandleForWriting.close()
+            process.waitUntilExit()
+        }
+    }
+
+    @Test(arguments: ["j.lethe", "j.lethe.keys", "j.lethe.views"])
+    func aReaderHoldingASnapshotMakesTheRunFailLoudlyAndTheNextOneFinishes(file: String) throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        var lines: [String] = []
+        for n in 0..<20 {
+            lines.append(#"{"type":"AccountSignedUp","account":"a\#(n)","at":"2026-01-01T00:00:00Z","data":{"name":"Name \#(n)","email":"n\#(n)@example.com"}}"#)
+            if n < 10 { lines.append(#"{"type":"ErasureRequested","account":"a\#(n)","at":"2026-01-02T00:00:00Z","data":{}}"#) }
+        }
+        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: lines.joined(separator: "\n")).status == 0)
+        #expect(try run("lethe", ["views", "--journal", journal]).status == 0)
+        let reader = try Reader(dir.path(file))
+        let r = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-02-01T00:00:00Z", "--wal-wait", "0.3"])
+        reader.release()
+        // Loud: a non-zero exit naming the file, and what holds it.
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("\(dir.path(file))-wal still holds purged data (a reader holds an old snapshot: process"), "\(r.stderr)")
+        #expect(r.stderr.contains("(sqlite3)") && r.stderr.contains("10 accounts purged"), "\(r.stderr)")
+        // The mark it left makes the next run finish the job, and say all is well.
+        let again = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-02-01T00:00:00Z", "--wal-wait", "5"])
+        #expect(again.status == 0, "\(again.stderr)")
+        for f in ["j.lethe", "j.lethe.keys", "j.lethe.views"] {
+            let wal = dir.path(f) + "-wal"
+            #expect((try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0 == 0, "\(wal)")
+            #expect(try run("/usr/bin/sqlite3", [dir.path(f), "SELECT count(*) FROM meta WHERE key='wal_dirty'"]).stdout == "0\n", "\(f)")
+        }
+        #expect(try run("lethe", ["export", "--journal", journal]).stdout.components(separatedBy: #""type":"AccountPurged""#).count - 1 == 10)
+    }
+
+    @Test func theMasterKeyNeverLivesBesideTheDataAndIsNeverMadeSilently() throws {
+        let dir = TempDir(), secrets = TempDir()
+        let journal = dir.path("j.lethe")
+        let line = #"{"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}"#
+        /// `lethe` with neither master key variable set, but those of `environment`.
+        func lethe(_ args: [String], _ environment: [String: String], stdin: String? = nil) throws -> CommandResult {
+            try run("/usr/bin/env", ["-u", MasterKeySource.environmentVariable, "-u", MasterKeySource.fileVariable]
+                    + environment.map { "\($0.key)=\($0.value)" } + [productsDirectory.appendingPathComponent("lethe").path] + args,
+                    stdin: stdin)
+        }
+        // No key at all: one line saying how to give one, and nothing created.
+        let missing = try lethe(["import", "-", "--journal", journal], [:], stdin: line)
+        #expect(missing.status != 0 && missing.stderr.split(separator: "\n").count == 1)
+        #expect(missing.stderr.contains("LETHE_MASTER_KEY") && missing.stderr.contains("--master-key") && missing.stderr.contains("lethe keys init"), "\(missing.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.url.path).isEmpty)
+
+        // `keys init` makes an owner-only key file, and refuses to overwrite anything or follow a link.
+        let key = secrets.path("master.key")
+        #expect(try lethe(["keys", "init", key], [:]).status == 0)
+        #expect((try FileManager.default.attributesOfItem(atPath: key)[.posixPermissions] as? Int) == 0o600)
+        #expect(try lethe(["keys", "init", key], [:]).status != 0)
+        try FileManager.default.createSymbolicLink(atPath: secrets.path("link.key"), withDestinationPath: secrets.path("target.key"))
+        #expect(try lethe(["keys", "init", secrets.path("link.key")], [:]).status != 0)
+        #expect(!FileManager.default.fileExists(atPath: secrets.path("target.key")))
+
+        // With it, by option or by variable, everything works.
+        #expect(try lethe(["import", "-", "--journal", journal, "--master-key", key], [:], stdin: line).status == 0)
+        #expect(try lethe(["verify", "--journal", journal], [MasterKeySource.fileVariable: key]).status == 0)
+
+        // A key file beside the journal or the key store is refused, even owner-only.
+        let beside = dir.path("master.key")
+        try FileManager.default.copyItem(atPath: key, toPath: beside)
+        let besideRun = try lethe(["verify", "--journal", journal, "--master-key", beside], [:])
+        #expect(besideRun.status != 0 && besideRun.stderr.contains("same directory"), "\(besideRun.stderr)")
+        // A key file that group or others can read is refused, with the fix.
+        chmod(key, 0o640)
+        let open = try lethe(["verify", "--journal", journal, "--master-key", key], [:])
+        #expect(open.status != 0 && open.stderr.contains("chmod 600"), "\(open.stderr)")
+        chmod(key, 0o600)
+        // Without the master key, verify checks what it can, says so, and fails unless told.
+        let unauthenticated = try lethe(["verify", "--journal", journal], [:])
+        #expect(unauthenticated.status != 0 && unauthenticated.stdout.contains("(not authenticated: no master key given)"))
+        #expect(try lethe(["verify", "--journal", journal, "--unauthenticated"], [:]).status == 0)
+    }
+
+    @Test func everyFileTheEngineWritesIsOwnerOnlyAndNoOutputFollowsALink() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let fixture = fixturesDirectory.appendingPathComponent("small.ndjson").path
+        // A permissive umask, as on many servers.
+        func lethe(_ args: [String]) throws -> CommandResult {
+            try run("/bin/sh", ["-c", "umask 022; exec \"$0\" \"$@\"", productsDirectory.appendingPathComponent("lethe").path] + args)
+        }
+        _ = try lethe(["import", fixture, "--journal", journal])
+        #expect(try lethe(["views", "--journal", journal]).status == 0)
+        #expect(try lethe(["retention", "dry-run", "--journal", journal, "--as-of", "2027-01-15T00:00:00Z", "--format", "csv", "-o", dir.path("report.csv")]).status == 0)
+        #expect(try lethe(["subject-report", "--journal", journal, "--account", "acc_1", "--format", "html", "-o", dir.path("acc_1.html")]).status == 0)
+        #expect(try lethe(["backup", "create", dir.path("j.backup"), "--journal", journal]).status == 0)
+        #expect(try lethe(["retention", "run", "--journal", journal, "--now", "2027-01-15T00:00:00Z"]).status == 0)
+        #expect(try lethe(["backup", "restore", dir.path("j.backup"), "--journal", dir.path("restored.lethe"), "--keys", journal + ".keys", "--now", "2027-01-15T00:00:00Z"]).status == 0)
+        #expect(try lethe(["rebuild", "--journal", journal]).status == 0)
+        // A report over an existing world-readable file, and over a link: both replaced by a
+        // new owner-only file; the link's target is left alone.
+        FileManager.default.createFile(atPath: dir.path("existing.json"), contents: Data("old".utf8), attributes: [.posixPermissions: 0o644])
+        #expect(try lethe(["subject-report", "--journal", journal, "--account", "acc_41", "-o", dir.path("existing.json")]).status == 0)
+        let target = TempDir()
+        FileManager.default.createFile(atPath: target.path("victim"), contents: Data("untouched".utf8), attributes: [.posixPermissions: 0o644])
+        try FileManager.default.createSymbolicLink(atPath: dir.path("link.json"), withDestinationPath: target.path("victim"))
+        #expect(try lethe(["subject-report", "--journal", journal, "--account", "acc_3", "-o", dir.path("link.json")]).status == 0)
+        #expect(try String(contentsOfFile: target.path("victim"), encoding: .utf8) == "untouched")
+        #expect((try FileManager.default.attributesOfItem(atPath: dir.path("link.json"))[.type] as? FileAttributeType) == .typeRegular)
+
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir.url.path)
+        #expect(names.contains("j.lethe.views") && names.contains("restored.lethe") && names.contains("j.backup"))
+        // Nothing in clear beside the backup, and no temporary file left.
+        #expect(!names.contains { $0.contains("snapshot") || $0.contains(".tmp-") || $0.hasSuffix(".restoring") }, "\(names)")
+        for name in names {
+            let mode = try FileManager.default.attributesOfItem(atPath: dir.path(name))[.posixPermissions] as? Int ?? 0o777
+            #expect(mode & 0o077 == 0, "\(name) has mode \(String(mode, radix: 8))")
+        }
+    }
+
+    @Test func aKeyDestroyedByAnotherProcessIsNeverUsedAgain() throws {
+        let dir = TempDir()
+        // A long-running service, which has used (and cached) the account's keys...
+        let service = try openJournal(dir, blockEvents: 4)
+        try service.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
+        try service.append(event("a", at: "2026-01-01T00:00:01Z"))
+        // ...while another process purges the account.
+        let other = try openJournal(dir, blockEvents: 4, seed: 2)
+        try other.append([NewEvent(.accountPurged, account: "a", at: ts("2026-02-01T00:00:00Z"), data: ["rule": "erasure-request"])],
+                         erasing: [.account("a", keeping: EventType.chainsOutlivingAccount)])
+        // The service seals nothing more under the destroyed keys, whether it prepares first or appends at once.
+        let prepared = try service.prepare([NewEvent(.profileUpdated, account: "a", at: ts("2026-02-02T00:00:00Z"), data: ["name": "Ada L."])])
+        #expect(try service.append(prepared).allSatisfy { if case .rejected(let e) = $0 { e.code == .accountShredded } else { false } })
+        #expect { try service.append(event("a", at: "2026-02-02T00:00:01Z")) } throws: { ($0 as? JournalError)?.code == .accountShredded }
+        // Nor do its read models open the account's fields.
+        let views = try ReadModels(journal: service)
+        try views.catchUp()
+        #expect(try views.account("a")?.name == nil)
+        #expect(try allEvents(service).filter { $0.header.account == "a" && $0.header.type != "AccountPurged" }.allSatisfy { $0.payload == .purged })
+    }
+
+    @Test func aLegalHoldPlacedWhileARunDecidesStopsThatPurge() throws {
+        let dir = TempDir()
+        var options = Journal.Options()
+        options.entropy = .seeded(3)
+        options.synchronous = .normal
+        options.rules = ContractRules()
+        let journal = try Journal(path: dir.path("h.lethe"), master: testMaster, options: options)
+        for account in ["held", "free"] {
+            try journal.append(NewEvent(.accountSignedUp, account: account, at: ts("2026-01-01T00:00:00Z"), data: ["name": "N", "email": "n@example.com"]))
+            try journal.append(NewEvent(.erasureRequested, account: account, at: ts("2026-01-02T00:00:00Z"), data: [:]))
+        }
+        let views = try ReadModels(journal: journal)
+        let placed = Mutex(false)
+        let retention = Retention(journal: journal, views: views) {
+            // Between the run's decision and its append: a case is opened on one account.
+            guard placed.withLock({ done in defer { done = true }; return !done }) else { return }
+            try journal.append(NewEvent(.legalHoldPlaced, account: "held", at: ts("2026-01-03T00:00:00Z"), data: ["case": "C-7", "reason": "litigation"]))
+        }
+        let result = try retention.run(now: ts("2026-02-01T00:00:00Z"))
+        #expect(result.accountsPurged == ["free"] && result.held == 1 && result.replanned == 1, "\(result)")
+        try views.catchUp()
+        #expect(try views.account("held")?.status == "active" && views.account("held")?.name == "N")
+        #expect(try views.account("free")?.status == "purged")
+    }
+}

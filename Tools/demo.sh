@@ -11,6 +11,13 @@ bin=.build/release
 out=${LETHE_DEMO_DIR:-out}
 rm -rf "$out" && mkdir -p "$out"
 journal="$out/demo.lethe"
+# The master key never lives beside the data: a directory of its own, outside $out.
+secrets=${LETHE_DEMO_SECRETS:-$out.secrets}
+rm -rf "$secrets" && mkdir -p "$secrets" && chmod 700 "$secrets"
+echo "== a master key, made explicitly and kept apart from the data"
+"$bin/lethe" keys init "$secrets/master.key" | sed 's/^/   /'
+export LETHE_MASTER_KEY_FILE="$secrets/master.key"
+unset LETHE_MASTER_KEY
 
 echo "== generating a year of history for 2,000 accounts (with 10 bad lines, one of each kind)"
 "$bin/lethe-gen" --accounts 2000 --events 200000 --seed 2026 --bad 10 --output "$out/history.ndjson"
@@ -57,6 +64,9 @@ echo "== retention as of $now: the dry run (changes nothing), also as JSON and a
 "$bin/lethe" retention dry-run --journal "$journal" --as-of "$now" --horizon 30 --format json --output "$out/retention.json"
 "$bin/lethe" retention dry-run --journal "$journal" --as-of "$now" --horizon 30 --format html --output "$out/retention.html"
 echo "   $out/retention.json, $out/retention.html"
+# A copy of the journal taken before the run, as a VM snapshot or a careless `cp` would.
+cp "$journal" "$out/before-run.lethe"
+[ -f "$journal-wal" ] && cp "$journal-wal" "$out/before-run.lethe-wal"
 echo "== the scheduler's run at $now: every due, unheld obligation executed, raw records past their windows expired"
 "$bin/lethe" retention run --journal "$journal" --now "$now" | sed 's/^/   /'
 echo "== run again at the same time: nothing more"
@@ -72,6 +82,13 @@ if grep -a -q -F "$purged_email" "$journal"* ; then
 else
     echo "   $purged's e-mail address is in none of the engine's files (journal, WAL, keys, read models)"
 fi
+echo "== the copy taken before the run, read with the live key store: what was purged stays unreadable"
+"$bin/lethe" export --journal "$out/before-run.lethe" --keys "$journal.keys" > "$out/before-run.ndjson"
+if grep -q -F "$purged_email" "$out/before-run.ndjson"; then
+    echo "   FOUND $purged's e-mail address through the old copy"; exit 1
+fi
+echo "   $(grep -c '"redacted":true' "$out/before-run.ndjson") of its $(wc -l < "$out/before-run.ndjson") events are unreadable now (their keys are gone), $purged's among them"
+rm -f "$out/before-run.lethe" "$out/before-run.lethe-wal" "$out/before-run.ndjson"
 "$bin/lethe" retention dry-run --journal "$journal" --as-of "$now" --horizon 30 --format html --output "$out/retention-after-run.html"
 echo "   after the run: $out/retention-after-run.html (with each purge's delay after its due time)"
 echo "== an encrypted backup, what it says of itself (no key needed), and a restore verified before it is written"
@@ -81,13 +98,19 @@ echo "== an encrypted backup, what it says of itself (no key needed), and a rest
 "$bin/lethe" verify --journal "$out/restored.lethe" --keys "$journal.keys" | cut -c1-100 | sed 's/^/   /'
 echo "== active accounts not yet told of policy version 2026-06"
 "$bin/lethe" policy-notices --journal "$journal" --version 2026-06 | sed 's/"pending":\[[^]]*\]/"pending":[…]/'
-echo "== what is on disk"
-ls -l "$journal" "$journal.keys" "$journal.keys.master" "$journal.views" | awk '{print "   " $5 " bytes  " $9}'
-echo "   NDJSON: $(wc -c < "$out/history.ndjson") bytes"
+echo "== what is on disk (every file owner-only; the master key elsewhere)"
+ls -l "$journal" "$journal.keys" "$journal.views" "$out/demo.backup" | awk '{print "   " $1 "  " $5 " bytes  " $9}'
+echo "   NDJSON: $(wc -c < "$out/history.ndjson") bytes; master key: $LETHE_MASTER_KEY_FILE"
 email=$(head -1 "$out/history.ndjson" | sed 's/.*"email":"\([^"]*\)".*/\1/')
-if grep -a -q -F "$email" "$journal" "$journal.keys"; then
+if grep -a -q -F "$email" "$journal" "$journal.keys" "$journal.views"; then
     echo "   FOUND the first customer's e-mail address in plain text"; exit 1
 else
-    echo "   the first customer's e-mail address appears nowhere in the journal or key store files"
+    echo "   the first customer's e-mail address appears nowhere in the journal, key store or read models files"
 fi
+echo "== rotating the master key: the key store re-wrapped online; then the old key is destroyed"
+"$bin/lethe" keys init "$secrets/master-2.key" > /dev/null
+"$bin/lethe" keys rotate --journal "$journal" --new-master-key "$secrets/master-2.key" | sed 's/^/   /'
+rm -f "$secrets/master.key"
+export LETHE_MASTER_KEY_FILE="$secrets/master-2.key"
+"$bin/lethe" verify --journal "$journal" | cut -c1-100 | sed 's/^/   /'
 echo "== done: $out"

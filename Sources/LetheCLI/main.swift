@@ -91,6 +91,7 @@ struct JournalOptions: ParsableArguments {
         var options = Journal.Options()
         options.clock = clock
         options.rules = ContractRules()
+        options.recordCategories = EventType.recordCategories
         options.truncateWait = .milliseconds(Int(max(0, walWait) * 1000))
         return try Journal(path: journal, keysPath: keys, master: master, options: options)
     }

@@ -48,13 +48,16 @@ public enum EventType: String, CaseIterable, Sendable {
         }
     }
 
+    /// Every record chain of the contract (for `Journal.Options.recordCategories`).
+    public static let recordCategories = Set(allCases.compactMap(\.recordChain))
+
     /// The record chains that outlive an account's purge: the staff access log is the company's
     /// record of who looked at the account (with its own window), not the subject's data.
     public static let chainsOutlivingAccount: Set<String> = ["access-log"]
 
     /// The key that seals an event of this type with `data`. Keys are the unit of erasure:
     ///
-    /// - an item's own data (`ItemCreated`) under the item's key, destroyed by `ItemPurged`;
+    /// - an item's own data (`ItemCreated`) under a key of its own, destroyed by `ItemPurged`;
     /// - each record of a category that expires on its own (page views, survey answers, staff
     ///   accesses) under its own key from the account's chain for that category, destroyed as
     ///   the records expire, oldest first;
@@ -66,7 +69,7 @@ public enum EventType: String, CaseIterable, Sendable {
     public func keyScope(_ data: JSONObject) -> KeyScope {
         if let chain = recordChain { return .records(chain) }
         switch self {
-        case .itemCreated: return .item(data["item"]?.string ?? "")
+        case .itemCreated: return .own
         case .legalHoldPlaced, .legalHoldReleased, .itemDeleted, .itemRestored: return .journal
         default: return isEngineOnly ? .journal : .account
         }

@@ -318,6 +318,9 @@ public enum Backup {
             throw JournalError(.storage, "\(target) exists; restore refuses to overwrite a journal (say so explicitly to replace it)")
         }
         let (manifest, header) = try readHeader(path)
+        guard FileManager.default.fileExists(atPath: keysPath) else {
+            throw JournalError(.keys, "no key store at \(keysPath): a backup is read with the live key store of its journal (backups never hold one)")
+        }
         let journalID = Hex.decode(manifest.journal)!
         let key = try KeyStore(path: keysPath, master: master, dataPaths: [target], entropy: .system, synchronous: .normal)
             .journalKeys(journalID, create: false).backup

@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// Where random bytes come from: the system's CSPRNG in production, a seeded generator in tests.
@@ -6,16 +7,27 @@ public struct Entropy: Sendable {
 
     public init(bytes: @escaping @Sendable (Int) -> [UInt8]) { self.bytes = bytes }
 
-    /// `SystemRandomNumberGenerator`: getrandom(2) on Linux, cryptographically secure.
+    /// The system's CSPRNG: the kernel's, read from `/dev/urandom` (kept open) in one call for
+    /// all the bytes, so a key costs one system call rather than one per 8 bytes;
+    /// `SystemRandomNumberGenerator` where that file cannot be read.
     public static let system = Entropy { count in
-        var g = SystemRandomNumberGenerator()
-        var out = [UInt8]()
-        out.reserveCapacity(count + 8)
-        while out.count < count {
-            withUnsafeBytes(of: g.next()) { out.append(contentsOf: $0) }
+        var out = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        if urandom >= 0 {
+            while filled < count {
+                let n = out.withUnsafeMutableBytes { read(urandom, $0.baseAddress! + filled, count - filled) }
+                if n > 0 { filled += n } else if n < 0 && errno == EINTR { continue } else { break }
+            }
         }
-        return Array(out.prefix(count))
+        if filled < count {
+            var g = SystemRandomNumberGenerator()
+            for i in 0..<count { out[i] = UInt8(truncatingIfNeeded: g.next()) }
+        }
+        return out
     }
+
+    /// `/dev/urandom`, opened once for the process.
+    private static let urandom: Int32 = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
 
     /// Deterministic bytes from a seed (SplitMix64). For tests only: never for real keys.
     public static func seeded(_ seed: UInt64) -> Entropy {

@@ -4,7 +4,7 @@ import Synchronization
 /// How an erasure is recorded in the journal's `erasures` table until it is carried out.
 enum ErasureKind: Int64 {
     case account = 0
-    case item = 1
+    case event = 1
     case records = 2
 }
 
@@ -13,9 +13,10 @@ struct RecordedErasure {
     var id: Int64
     var account: String
     var kind: ErasureKind
-    /// The item's id, or the records' category.
+    /// The records' category.
     var name: String?
-    /// The item's number, or the record chain's slot, as the keyring said when it was recorded.
+    /// The event's sequence number, or the record chain's slot as the keyring said when the
+    /// erasure was recorded.
     var number: UInt64?
     /// For records: the time of the newest record expired.
     var through: Int64?
@@ -36,20 +37,19 @@ struct ErasurePlan {
 }
 
 extension Writer {
-    /// Records `erasures` in the current transaction, with the item numbers and chain slots the
-    /// keyrings give them now (their keys may be gone by the time they are carried out).
+    /// Records `erasures` in the current transaction, with the chain slots the keyrings give them
+    /// now (their keys may be gone by the time they are carried out).
     func record(_ erasures: [Erasure], sealer: SealerLock) throws {
         guard !erasures.isEmpty else { return }
         let insert = try db.statement("INSERT INTO erasures(account, kind, name, number, through, keeping) VALUES(?, ?, ?, ?, ?, ?)")
         for erasure in erasures {
-            let ring = try sealer.withLock { try $0.keys.keyring(erasure.account) }
+            let ring = try keys.keyring(erasure.account)
             insert.bind(1, erasure.account)
             switch erasure {
             case .account(_, let keeping):
                 insert.bind(2, ErasureKind.account.rawValue).bind(6, keeping.sorted().joined(separator: "\n"))
-            case .item(_, let item):
-                insert.bind(2, ErasureKind.item.rawValue).bind(3, item)
-                if let number = ring?.item(named: item)?.number { insert.bind(4, Int64(bitPattern: number)) }
+            case .event(_, let seq):
+                insert.bind(2, ErasureKind.event.rawValue).bind(4, seq)
             case .records(_, let category, let through):
                 insert.bind(2, ErasureKind.records.rawValue).bind(3, category).bind(5, through.nanoseconds)
                 if let slot = ring?.chain(category: category)?.slot { insert.bind(4, Int64(bitPattern: slot)) }
@@ -76,63 +76,68 @@ extension Writer {
         return out
     }
 
-    /// Works out what `erasures` destroy: the keys, and the payloads sealed under them. A record
-    /// expiry destroys its chain's keys up to the newest expired record, after checking that the
-    /// records it expires are exactly the beginning of the chain (indices grow with time).
+    /// Works out what `erasures` destroy: the keys, and the payloads sealed under them. The
+    /// accounts' events are read (their blocks, through the per-account index, and the tail) for
+    /// the own keys they name, and for the record chains: a record expiry destroys its chain's
+    /// keys up to the newest expired record, after checking that the records it expires are
+    /// exactly the beginning of the chain (indices grow with time).
     func plan(_ erasures: [RecordedErasure], keyring: (String) throws -> Keyring?) throws -> ErasurePlan {
         var plan = ErasurePlan()
-        var expiries: [String: [(slot: UInt64, category: String, through: Int64)]] = [:]
+        struct Chain: Hashable { var account: String; var slot: UInt64 }
+        var wholeAccounts = Set<String>()
+        var events: [String: Set<Int64>] = [:]
+        var expiries: [Chain: (category: String, through: Int64)] = [:]
         for erasure in erasures {
             let account = erasure.account
             switch erasure.kind {
             case .account:
+                wholeAccounts.insert(account)
                 plan.destructions.append(.account(account, keeping: erasure.keeping))
                 let kept = Set(try keyring(account)?.chains.values.filter { erasure.keeping.contains($0.category) }.map(\.slot) ?? [])
                 plan.targets[account, default: []].append { e in
                     e.key.kind != .journal && !(e.key.kind == .records && kept.contains(e.key.number))
                 }
-            case .item:
-                guard let number = erasure.number else { continue }
-                plan.destructions.append(.item(account, number: number))
-                plan.targets[account, default: []].append { $0.key.kind == .item && $0.key.number == number }
+            case .event:
+                guard let seq = erasure.number.map({ Int64(bitPattern: $0) }) else { continue }
+                events[account, default: []].insert(seq)
+                plan.targets[account, default: []].append { $0.header.seq == seq }
             case .records:
                 guard let slot = erasure.number, let category = erasure.name, let through = erasure.through else { continue }
-                expiries[account, default: []].append((slot, category, through))
+                let chain = Chain(account: account, slot: slot)
+                expiries[chain] = (category, max(expiries[chain]?.through ?? .min, through))
                 plan.targets[account, default: []].append { e in
                     e.key.kind == .records && e.key.number == slot && e.header.at.nanoseconds <= through
                 }
             }
         }
-        guard !expiries.isEmpty else { return plan }
         // Each chain's expired records: the newest index among them, and the check that no
-        // record of the chain below it is kept.
-        struct Chain: Hashable { var account: String; var slot: UInt64 }
+        // record of the chain below it is kept; and the own keys to destroy.
         var newestExpired: [Chain: UInt64] = [:]
         var oldestKept: [Chain: UInt64] = [:]
-        var through: [Chain: Int64] = [:]
-        for (account, list) in expiries {
-            for e in list { through[Chain(account: account, slot: e.slot), default: .min] = max(through[Chain(account: account, slot: e.slot)] ?? .min, e.through) }
-        }
+        var own: [String: [UInt64]] = [:]
         func visit(_ e: SealedEvent) {
-            guard e.key.kind == .records, let limit = through[Chain(account: e.header.account, slot: e.key.number)] else { return }
-            let chain = Chain(account: e.header.account, slot: e.key.number)
+            let account = e.header.account
+            if e.key.kind == .own, wholeAccounts.contains(account) || events[account]?.contains(e.header.seq) == true {
+                own[account, default: []].append(e.key.number)
+            }
+            guard e.key.kind == .records, let limit = expiries[Chain(account: account, slot: e.key.number)]?.through else { return }
+            let chain = Chain(account: account, slot: e.key.number)
             if e.header.at.nanoseconds <= limit {
                 newestExpired[chain] = max(newestExpired[chain] ?? 0, e.key.index)
             } else {
                 oldestKept[chain] = min(oldestKept[chain] ?? .max, e.key.index)
             }
         }
-        try forEachBlock(holding: Set(expiries.keys)) { _, block in block.events.forEach(visit) }
+        let accounts = wholeAccounts.union(events.keys).union(expiries.keys.map(\.account))
+        try forEachBlock(holding: accounts) { _, block in block.events.forEach(visit) }
         unsealed.forEach(visit)
-        for (account, list) in expiries {
-            for e in list {
-                let chain = Chain(account: account, slot: e.slot)
-                guard let newest = newestExpired[chain] else { continue }
-                if let kept = oldestKept[chain], kept <= newest {
-                    throw JournalError(.corrupt, "the \(e.category) records of \(account) are not in the order of their keys (index \(kept) is kept, \(newest) expires); nothing was erased")
-                }
-                plan.destructions.append(.records(account, category: e.category, before: newest + 1))
+        for (account, ids) in own { plan.destructions.append(.own(account, ids: ids)) }
+        for (chain, expiry) in expiries {
+            guard let newest = newestExpired[chain] else { continue }
+            if let kept = oldestKept[chain], kept <= newest {
+                throw JournalError(.corrupt, "the \(expiry.category) records of \(chain.account) are not in the order of their keys (index \(kept) is kept, \(newest) expires); nothing was erased")
             }
+            plan.destructions.append(.records(chain.account, category: expiry.category, before: newest + 1))
         }
         return plan
     }
@@ -193,7 +198,8 @@ extension Journal {
             while true {
                 let batch = try writer.pendingErasures(limit: 10_000)
                 guard !batch.isEmpty else { break }
-                let plan = try writer.plan(batch) { account in try self.sealer.withLock { try $0.keys.keyring(account) } }
+                try writer.keys.refresh()
+                let plan = try writer.plan(batch) { try writer.keys.keyring($0) }
                 // Keys first: a crash after this leaves the payloads unreadable already, and the
                 // erasures recorded, for the next call to remove.
                 try sealer.withLock { try $0.keys.destroy(plan.destructions, at: options.clock.now()) }
@@ -211,11 +217,12 @@ extension Journal {
     }
 
     /// Truncates the WAL of the journal and of the key store where an erasure left it to be
-    /// truncated, waiting up to `Options.truncateWait` for readers. Returns a description of each
-    /// WAL that still holds old pages (with the processes holding its file open), or nothing.
-    package func truncateWALs() throws -> [String] {
+    /// truncated, waiting up to `wait` (by default `Options.truncateWait`) for readers. Returns a
+    /// description of each WAL that still holds old pages (with the processes holding its file
+    /// open), or nothing.
+    package func truncateWALs(wait: Duration? = nil) throws -> [String] {
         var unfinished: [String] = []
-        let wait = options.truncateWait
+        let wait = wait ?? options.truncateWait
         if try !writer.withLock({ try !$0.db.isWALDirty() || $0.db.truncateWAL(wait: wait) }) {
             unfinished.append(Journal.busyWAL(path))
         }

@@ -36,19 +36,20 @@ public struct NewEvent: Sendable {
 /// is unreadable for good, backups and old copies of the file included), then the payloads
 /// themselves, physically, from the journal's file.
 public enum Erasure: Sendable, Hashable {
-    /// The account's key, its items' keys and its record chains but those of the categories in
+    /// The account's key, the own keys of its events and its record chains but those of the categories in
     /// `keeping` (records that outlive the account, as the staff access log does); payloads
     /// sealed under the engine key stay.
     case account(String, keeping: Set<String> = [])
-    /// One item's key, and with it what was sealed under it.
-    case item(account: String, item: String)
+    /// The event `seq`'s payload, and its own key when it has one (`KeyScope.own`: an item's
+    /// `ItemCreated`), with which every copy of it goes.
+    case event(account: String, seq: Int64)
     /// The account's records of a category up to `through` (inclusive): they expire oldest first,
     /// so their keys are the beginning of the category's chain.
     case records(account: String, category: String, through: Timestamp)
 
     public var account: String {
         switch self {
-        case .account(let a, _), .item(let a, _), .records(let a, _, _): a
+        case .account(let a, _), .event(let a, _), .records(let a, _, _): a
         }
     }
 }
@@ -74,7 +75,7 @@ public struct StoredEvent: Sendable {
 
     public var header: EventHeader
     public var payload: Payload
-    /// The key the payload was sealed under (a reference: kind, item number, record index).
+    /// The key the payload was sealed under (a reference: kind, own key id, record index).
     package var key: KeyRef = .account
     /// That key itself, when it still exists: what the read models seal their copy of the
     /// payload's fields under (`KeyDerivation.fieldKey`), so that the copy dies with it.
@@ -89,7 +90,7 @@ public struct StoredEvent: Sendable {
 /// The append-only, tamper-evident store of personal-data events: one SQLite file in WAL mode.
 ///
 /// Events get a global sequence number and a per-account version. Their payloads are sealed with
-/// AES-GCM under keys kept in a separate `KeyStore` file (the account's, an item's, a record's,
+/// AES-GCM under keys kept in a separate `KeyStore` file (the account's, an event's own, a record's,
 /// or the engine's: see `KeyScope`) and chained with SHA-256; they wait in a small unsealed tail
 /// until `blockEvents` have gathered, then move, in one transaction, into a block compressed as a
 /// standard LZ4 frame. See the README for the format.
@@ -117,6 +118,9 @@ public final class Journal: Sendable {
         /// The domain's rules, checked against each account's history as events are decided.
         public var rules: (any EventRules)?
         public var logger: Logger = Logger(label: "lethe.journal")
+        /// The record categories of the domain (`KeyScope.records`): an account's first record
+        /// chain is made with all of them, one key store write instead of one per category.
+        public var recordCategories: Set<String> = []
         /// How long an erasure waits for readers that hold an old snapshot of a file before it
         /// reports that file's WAL as not yet truncated.
         public var truncateWait: Duration = .seconds(10)
@@ -165,12 +169,16 @@ public final class Journal: Sendable {
         let isNew = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") == 0
         journalKeys = try keys.journalKeys(journalID, create: isNew)
         let keysDirty = try keys.isWALDirty()
-        writer = Mutex(try Writer(db: db, anchorKey: journalKeys.anchor, options: options))
-        sealer = SealerLock(try Sealer(keys: keys, journalKeys: journalKeys, journalPath: path, entropy: options.entropy))
+        // The writer has a key store connection of its own: it checks keys under the journal's
+        // write lock without waiting for a batch being sealed.
+        let writerKeys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: options.entropy, synchronous: options.synchronous)
+        writer = Mutex(try Writer(db: db, keys: writerKeys, journalKeys: journalKeys, options: options))
+        sealer = SealerLock(try Sealer(keys: keys, journalKeys: journalKeys, journalPath: path, entropy: options.entropy, recordCategories: options.recordCategories))
         // An erasure that could not truncate a WAL (a reader held an old snapshot) left a mark:
         // every open tries again.
+        // (Briefly: an open is not the place to wait for readers; the next retention run waits.)
         if try keysDirty || writer.withLock({ try $0.db.isWALDirty() }) {
-            if let unfinished = try? truncateWALs(), !unfinished.isEmpty {
+            if let unfinished = try? truncateWALs(wait: min(options.truncateWait, .milliseconds(200))), !unfinished.isEmpty {
                 options.logger.warning("a WAL still holds purged data: \(unfinished.joined(separator: "; "))")
             }
         }
@@ -303,7 +311,7 @@ public final class Journal: Sendable {
 
     /// Checks and seals `events` (compression, AES-GCM, digests) without taking the writer's lock:
     /// a caller can prepare the next batch while the previous one is being appended. Keys the
-    /// events need (a new account's, a new item's, a new record chain) are created and committed
+    /// events need (a new account's, an event's own, a new record chain) are created and committed
     /// to the key store here, before any event sealed under them is written.
     ///
     /// - Complexity: O(n) in the batch.
@@ -311,12 +319,23 @@ public final class Journal: Sendable {
         let keepPlaintext = options.rules != nil
         let checked = events.map { Journal.check($0) }
         let valid = events.indices.filter { checked[$0] == nil }
-        let sealed = try sealer.withLock { try $0.seal(valid.map { events[$0] }, at: options.clock.now()) }
-        var results: [Result<PreparedBatch.Sealed, JournalError>?] = checked.map { $0.map { .failure($0) } }
-        for (k, index) in valid.enumerated() { results[index] = sealed[k] }
+        let toSeal = valid.count == events.count ? events : valid.map { events[$0] }
+        // Keys and nonces under the sealer's lock; the sealing itself, on every core, outside it
+        // (the writer takes that lock too, while this batch is being sealed).
+        let (plans, epoch) = try sealer.withLock { sealer in (try sealer.plan(toSeal, at: options.clock.now()), sealer.keys.seenEpoch) }
+        let sealed = Sealer.seal(toSeal, plans)
+        // Each event's outcome: sealed, or refused by `check` (in order; no intermediate copies).
+        var next = 0
         return PreparedBatch(items: events.indices.map { k in
-            PreparedBatch.Item(events[k], sealed: results[k]!, keepPlaintext: keepPlaintext)
-        })
+            let outcome: Result<PreparedBatch.Sealed, JournalError>
+            if let refusal = checked[k] {
+                outcome = .failure(refusal)
+            } else {
+                outcome = sealed[next]
+                next += 1
+            }
+            return PreparedBatch.Item(events[k], sealed: outcome, keepPlaintext: keepPlaintext)
+        }, epoch: epoch)
     }
 
     static func check(_ e: NewEvent) -> JournalError? {
@@ -326,8 +345,6 @@ public final class Journal: Sendable {
         if let id = e.id, id.isEmpty || id.utf8.count > Journal.maxIDBytes { return bad("id", "must be 1 to \(Journal.maxIDBytes) bytes") }
         if e.payload.count > Journal.maxPayloadBytes { return bad("data", "payload above \(Journal.maxPayloadBytes) bytes") }
         switch e.scope {
-        case .item(let name) where name.isEmpty || name.utf8.count > Journal.maxIDBytes:
-            return bad("scope", "an item's name must be 1 to \(Journal.maxIDBytes) bytes")
         case .records(let category) where category.isEmpty || category.utf8.count > Journal.maxTypeBytes:
             return bad("scope", "a record category must be 1 to \(Journal.maxTypeBytes) bytes")
         default:
@@ -433,10 +450,13 @@ public struct PreparedBatch: Sendable {
     }
 
     var items: [Item]
+    /// The key store's epoch when the batch was sealed: while it has not moved, no key the batch
+    /// was sealed under can have been destroyed since.
+    var epoch: Int64?
 
     public var count: Int { items.count }
 
-    public static let empty = PreparedBatch(items: [])
+    public static let empty = PreparedBatch(items: [], epoch: nil)
 }
 
 /// The keys the read models seal their copies of personal fields under: for each key that seals

@@ -25,9 +25,13 @@ final class LazyKeyStore {
         return try store.lookup(account, ref, journal: journalKeys!)
     }
 
-    /// Drops keys destroyed since the last look (by any process); `dropping` runs when it did.
-    func refresh(dropping: () -> Void = {}) throws {
-        if try store?.refresh() == true { dropping() }
+    /// Drops keys destroyed since the last look (by any process); `dropping` runs, and it returns
+    /// true, when it did.
+    @discardableResult
+    func refresh(dropping: () -> Void = {}) throws -> Bool {
+        guard try store?.refresh() == true else { return false }
+        dropping()
+        return true
     }
 
     private func opened() throws -> KeyStore {
@@ -45,8 +49,8 @@ public final class JournalReader {
     let path: String
     /// Finds the key that sealed a payload; nil for a reader that only checks structure.
     private var lookupKey: ((String, KeyRef) throws -> KeyStore.Lookup)?
-    /// Drops cached keys that another process destroyed: before each group of reads.
-    private var refreshKeys: () throws -> Void = {}
+    /// Drops cached keys that another process destroyed: before each group of reads. True when it did.
+    private var refreshKeys: () throws -> Bool = { false }
     private let keysPath: String
 
     /// A reader on the writer's own connection, inside its transaction (it sees the batch in progress).
@@ -244,10 +248,26 @@ public final class JournalReader {
 
     package func open(_ e: SealedEvent) throws -> StoredEvent {
         guard !e.isPurged else { return try JournalReader.open(e, key: .none, keysPath: "").get() }
-        return try JournalReader.open(e, key: lookup(e.header.account, e.key), keysPath: keysPath).get()
+        return try JournalReader.open(e, key: OpeningKey(lookup(e.header.account, e.key)), keysPath: keysPath).get()
     }
 
-    static func open(_ e: SealedEvent, key: KeyStore.Lookup, keysPath: String) -> Result<StoredEvent, JournalError> {
+    /// The key that opens one payload: the key it was sealed under and, when already known, the
+    /// sealing key derived from it.
+    enum OpeningKey: Sendable {
+        case key(SymmetricKey, session: SymmetricKey?)
+        case destroyed
+        case none
+
+        init(_ lookup: KeyStore.Lookup, session: SymmetricKey? = nil) {
+            switch lookup {
+            case .key(let k): self = .key(k, session: session)
+            case .destroyed: self = .destroyed
+            case .none: self = .none
+            }
+        }
+    }
+
+    static func open(_ e: SealedEvent, key: OpeningKey, keysPath: String) -> Result<StoredEvent, JournalError> {
         var stored = StoredEvent(header: e.header, payload: .purged)
         stored.key = e.key
         switch e.body {
@@ -255,11 +275,11 @@ public final class JournalReader {
             return .success(stored)
         case .sealed(let bytes):
             switch key {
-            case .key(let key):
+            case .key(let key, let known):
                 return Result { () throws(JournalError) in
                     do {
-                        let sessionKey = KeyDerivation.sessionKey(key, e.nonce.session)
-                        stored.payload = .plaintext(try Sealing.open(bytes, sessionKey: sessionKey, counter: e.nonce.counter, account: e.header.account, seq: e.header.seq))
+                        let sealingKey = known ?? KeyDerivation.sealingKey(key, kind: e.key.kind, session: e.nonce.session)
+                        stored.payload = .plaintext(try Sealing.open(bytes, key: sealingKey, nonce: e.nonce, kind: e.key.kind, account: e.header.account, seq: e.header.seq))
                         stored.sealingKey = key
                         return stored
                     } catch let error as JournalError {
@@ -277,19 +297,31 @@ public final class JournalReader {
         }
     }
 
+    private struct SessionKeyName: Hashable {
+        var account: String
+        var key: KeyRef
+        var session: Session
+    }
+
+    /// Session keys of the keys that seal many payloads (accounts, the engine), derived
+    /// once per read rather than once per payload; cleared when keys were destroyed anywhere.
+    private var sessionKeys: [SessionKeyName: (KeyStore.Lookup, SymmetricKey?)] = [:]
+
     /// The key of each of a group's payloads, looked up on this thread (the key store's connection
-    /// is not shared): one lookup per account, item or record, whatever the number of events.
-    private func keys(for events: [SealedEvent]) throws -> [KeyStore.Lookup] {
-        try refreshKeys()
-        struct Name: Hashable { var account: String; var key: KeyRef }
-        var found: [Name: KeyStore.Lookup] = [:]
+    /// is not shared): once per key and session, whatever the number of events. A
+    /// single-use key (a record's, an own key) serves one payload and seals it itself.
+    private func keys(for events: [SealedEvent]) throws -> [OpeningKey] {
+        if try refreshKeys() { sessionKeys.removeAll(keepingCapacity: true) }
         return try events.map { e in
             guard !e.isPurged else { return .none }
-            let name = Name(account: e.header.account, key: e.key)
-            if let known = found[name] { return known }
+            if e.key.kind.isSingleUse { return OpeningKey(try lookup(e.header.account, e.key)) }
+            let name = SessionKeyName(account: e.key.kind == .journal ? "" : e.header.account, key: e.key, session: e.nonce.session)
+            if let (lookup, session) = sessionKeys[name] { return OpeningKey(lookup, session: session) }
             let lookup = try lookup(e.header.account, e.key)
-            found[name] = lookup
-            return lookup
+            let session: SymmetricKey? = if case .key(let k) = lookup { KeyDerivation.sessionKey(k, e.nonce.session) } else { nil }
+            if sessionKeys.count >= 200_000 { sessionKeys.removeAll(keepingCapacity: true) }
+            sessionKeys[name] = (lookup, session)
+            return OpeningKey(lookup, session: session)
         }
     }
 
@@ -303,7 +335,7 @@ public final class JournalReader {
         private let slots: ResultSlots<T>
         private let done = DispatchGroup()
 
-        init(_ events: [SealedEvent], keys: [KeyStore.Lookup], keysPath: String, transform: @escaping @Sendable (StoredEvent) throws -> T) {
+        init(_ events: [SealedEvent], keys: [OpeningKey], keysPath: String, transform: @escaping @Sendable (StoredEvent) throws -> T) {
             let buffer = UnsafeMutableBufferPointer<Result<T, any Error>>.allocate(capacity: events.count)
             buffer.initialize(repeating: .failure(JournalError(.corrupt, "not opened")))
             let slots = ResultSlots(results: buffer)

@@ -2,15 +2,10 @@ import Crypto
 import Foundation
 
 /// One account's keys, kept together and wrapped as one under the master key: the account's own
-/// key, one key per item, and one record chain per category of records. Destroying a key is
-/// removing it from the keyring (and the old keyring's bytes from the file).
+/// key and one record chain per category of records. Destroying a key is removing it from the
+/// keyring (and the old keyring's bytes from the file). (Keys of single events, `KeyScope.own`,
+/// are rows of their own: see `KeyStore`.)
 package struct Keyring: Sendable {
-    package struct Item: Sendable {
-        package var number: UInt64
-        package var name: String
-        package var key: SymmetricKey
-    }
-
     /// A one-way chain of keys, one per record of a category: key `i + 1` is `step(key i)`. The
     /// keyring keeps only the key at `base`, so every record before `base` (the expired ones) is
     /// unreadable for good, and every later one can still be opened.
@@ -24,9 +19,7 @@ package struct Keyring: Sendable {
     package var account: String
     /// Nil once the account was purged.
     package var accountKey: SymmetricKey?
-    package var items: [UInt64: Item] = [:]
     package var chains: [UInt64: RecordChain] = [:]
-    package var nextItem: UInt64 = 1
     package var nextSlot: UInt64 = 1
     package var purged: Bool { accountKey == nil }
 
@@ -35,26 +28,18 @@ package struct Keyring: Sendable {
         self.accountKey = accountKey
     }
 
-    package func item(named name: String) -> Item? { items.values.first { $0.name == name } }
     package func chain(category: String) -> RecordChain? { chains.values.first { $0.category == category } }
 
     static let format: UInt8 = 1
 
     func encode() -> [UInt8] {
-        var w = BinaryWriter(capacity: 96 + 48 * (items.count + chains.count))
+        var w = BinaryWriter(capacity: 48 + 48 * chains.count)
         w.u8(Keyring.format)
         if let accountKey {
             w.u8(1)
             accountKey.withUnsafeBytes { w.raw($0) }
         } else {
             w.u8(0)
-        }
-        w.varint(nextItem)
-        w.varint(items.count)
-        for item in items.values.sorted(by: { $0.number < $1.number }) {
-            w.varint(item.number)
-            w.string(item.name)
-            item.key.withUnsafeBytes { w.raw($0) }
         }
         w.varint(nextSlot)
         w.varint(chains.count)
@@ -72,11 +57,6 @@ package struct Keyring: Sendable {
         guard try r.u8() == format else { throw BinaryReader.Malformed(what: "unknown keyring format") }
         var ring = Keyring(account: account, accountKey: nil)
         if try r.u8() == 1 { ring.accountKey = SymmetricKey(data: try r.bytes(32)) }
-        ring.nextItem = try r.varint()
-        for _ in 0..<(try r.count(limit: 1 << 24)) {
-            let item = Item(number: try r.varint(), name: try r.string(), key: SymmetricKey(data: try r.bytes(32)))
-            ring.items[item.number] = item
-        }
         ring.nextSlot = try r.varint()
         for _ in 0..<(try r.count(limit: 1 << 16)) {
             let chain = RecordChain(slot: try r.varint(), category: try r.string(), base: try r.varint(), key: SymmetricKey(data: try r.bytes(32)))
@@ -97,8 +77,12 @@ package struct JournalKeys: Sendable {
 }
 
 /// The keys of every account of one or more journals, in one SQLite file apart from the journals
-/// and never inside a backup of one: each account's keyring, and each journal's own keys, wrapped
-/// with AES-256-GCM under a key derived from the master key.
+/// and never inside a backup of one: each account's keyring, the own keys of single events, and
+/// each journal's own keys, wrapped with AES-256-GCM under a key derived from the master key.
+///
+/// Own keys are rows numbered in the order they are made (a new one lands at the end of the
+/// table, whatever its account): making keys for thousands of items costs appends, not rewrites
+/// of keyrings scattered over the file.
 ///
 /// Destroying a key rewrites its keyring (`secure_delete` zeroes the old bytes) and truncates the
 /// WAL; every process notices at its next batch or read (the store's `epoch` moves) and drops the
@@ -114,18 +98,25 @@ package final class KeyStore {
 
     /// What a batch needs from an account's keyring.
     package struct Needs: Sendable {
-        package var items: Set<String> = []
         package var chains: Set<String> = []
         package init() {}
     }
 
     /// A key to destroy.
     package enum Destruction: Sendable {
-        /// The account's key, its items' keys and its record chains but those of `keeping`.
+        /// The account's key and its record chains but those of `keeping` (its own keys are
+        /// destroyed by `.own`, with the ids its events give).
         case account(String, keeping: Set<String>)
-        case item(String, number: UInt64)
+        /// Own keys (their ids) of the account's events.
+        case own(String, ids: [UInt64])
         /// The keys of the records of a chain up to `before` (exclusive).
         case records(String, category: String, before: UInt64)
+
+        var account: String {
+            switch self {
+            case .account(let a, _), .own(let a, _), .records(let a, _, _): a
+            }
+        }
     }
 
     package static let format: Int64 = 2
@@ -137,10 +128,12 @@ package final class KeyStore {
     /// Where new wrappings go: the newest generation this master key opens.
     private var generation: Int64 = 0
     private var epoch: Int64 = 0
-    private var keyrings: [String: Keyring] = [:]
+    /// Keyrings as last read or written, with the sealed bytes stored for them (what an update
+    /// expects to find, so that a keyring changed by another process is read again first).
+    private var keyrings: [String: (ring: Keyring, sealed: [UInt8])] = [:]
     private var journalKeys: [[UInt8]: JournalKeys] = [:]
     /// Where each record chain was last walked to: reading records in order steps once per record.
-    private var cursors: [ChainID: (index: UInt64, key: SymmetricKey)] = [:]
+    private var cursors: [ChainID: (index: UInt64, key: ChainKey)] = [:]
     private let cacheLimit = 100_000
 
     private struct ChainID: Hashable {
@@ -161,7 +154,7 @@ package final class KeyStore {
             try PrivateFile.prepareDatabase(path)
             db = try SQLiteDatabase(path: path)
             try db.enableWAL()
-            try db.execute("PRAGMA synchronous=\(synchronous.pragma); PRAGMA secure_delete=ON;")
+            try db.execute("PRAGMA synchronous=\(synchronous.pragma); PRAGMA secure_delete=ON; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=8192;")
             if try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='keys'") == 1 {
                 throw JournalError(.keys, "the key store \(path) has format 1; this build reads format \(KeyStore.format) (no migration: make a new journal and import an export)")
             }
@@ -173,6 +166,7 @@ package final class KeyStore {
                         account TEXT PRIMARY KEY, generation INTEGER NOT NULL, sealed BLOB NOT NULL,
                         created INTEGER NOT NULL, purged INTEGER) WITHOUT ROWID;
                     CREATE TABLE IF NOT EXISTS journals(id BLOB PRIMARY KEY, generation INTEGER NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+                    CREATE TABLE IF NOT EXISTS own_keys(id INTEGER PRIMARY KEY AUTOINCREMENT, generation INTEGER NOT NULL, sealed BLOB NOT NULL);
                     """)
                 if try db.scalarInt("SELECT count(*) FROM wrapping") == 0 {
                     guard try db.scalarInt("SELECT count(*) FROM keyrings") == 0, try db.scalarInt("SELECT count(*) FROM journals") == 0 else {
@@ -251,6 +245,14 @@ package final class KeyStore {
 
     /// Drops every cached key when another process (or this one) destroyed keys since the last
     /// look: called before each batch and each group of reads.
+    /// The epoch this process last saw (see `refresh`).
+    package var seenEpoch: Int64 { epoch }
+
+    /// Whether keys were destroyed since this process last looked, without dropping anything.
+    package func epochMoved(since seen: Int64) throws -> Bool {
+        try failing("read") { try db.scalarInt("SELECT value FROM meta WHERE key='epoch'") ?? 0 } != seen
+    }
+
     @discardableResult
     package func refresh() throws -> Bool {
         let now = try failing("read") { try db.scalarInt("SELECT value FROM meta WHERE key='epoch'") ?? 0 }
@@ -258,101 +260,170 @@ package final class KeyStore {
         epoch = now
         keyrings.removeAll(keepingCapacity: true)
         cursors.removeAll(keepingCapacity: true)
+        ownKeys.removeAll(keepingCapacity: true)
         return true
     }
 
     // MARK: Keyrings
 
-    private func readKeyring(_ account: String) throws -> Keyring? {
+    private func readKeyring(_ account: String) throws -> (ring: Keyring, sealed: [UInt8])? {
         let s = try db.statement("SELECT generation, sealed FROM keyrings WHERE account = ?")
         // Reset at once: a statement left on its row would pin a stale snapshot.
         defer { s.reset() }
         s.bind(1, account)
         guard try s.step() else { return nil }
-        let plain = try unwrap(s.blob(1), generation: s.int(0), label: "lethe keyring v1", name: Array(account.utf8), what: "the keys of account \(account)")
+        let sealed = s.blob(1)
+        let plain = try unwrap(sealed, generation: s.int(0), label: "lethe keyring v1", name: Array(account.utf8), what: "the keys of account \(account)")
         do {
-            return try Keyring.decode(plain, account: account)
+            return (try Keyring.decode(plain, account: account), sealed)
         } catch {
             throw JournalError(.keys, "the keys of account \(account) in the key store \(path) are damaged")
         }
     }
 
-    private func writeKeyring(_ ring: Keyring, at time: Timestamp) throws {
+    /// Stores `ring` if the stored keyring is still `expected` (nil: there is none); returns the
+    /// sealed bytes written, or nil when another process changed it first.
+    private func writeKeyring(_ ring: Keyring, expected: [UInt8]?, at time: Timestamp) throws -> [UInt8]? {
         let sealed = try wrap(ring.encode(), label: "lethe keyring v1", name: Array(ring.account.utf8))
-        try db.statement("""
-            INSERT INTO keyrings(account, generation, sealed, created, purged) VALUES(?1, ?2, ?3, ?4, ?5)
-            ON CONFLICT(account) DO UPDATE SET generation = ?2, sealed = ?3, purged = coalesce(purged, ?5)
-            """).bind(1, ring.account).bind(2, generation).bind(3, sealed).bind(4, time.nanoseconds / 1_000_000_000)
-            .bind(5, ring.purged ? time.nanoseconds / 1_000_000_000 : nil as Int64?).run()
+        let seconds = time.nanoseconds / 1_000_000_000
+        if let expected {
+            try db.statement("""
+                UPDATE keyrings SET generation = ?2, sealed = ?3, purged = coalesce(purged, ?4) WHERE account = ?1 AND sealed = ?5
+                """).bind(1, ring.account).bind(2, generation).bind(3, sealed).bind(4, ring.purged ? seconds : nil as Int64?)
+                .bind(5, expected).run()
+        } else {
+            try db.statement("""
+                INSERT INTO keyrings(account, generation, sealed, created, purged) VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(account) DO NOTHING
+                """).bind(1, ring.account).bind(2, generation).bind(3, sealed).bind(4, seconds)
+                .bind(5, ring.purged ? seconds : nil as Int64?).run()
+        }
+        return db.changes == 1 ? sealed : nil
     }
 
-    private func remember(_ ring: Keyring) {
+    /// Applies `change` to the account's keyring and stores it, inside a transaction: starting
+    /// from the cached keyring when it is current, and reading it again when another process
+    /// changed it meanwhile.
+    private func update(_ account: String, at time: Timestamp, _ change: (inout Keyring) -> Void) throws -> Keyring {
+        var current = keyrings[account]
+        for _ in 0..<3 {
+            var ring = current?.ring ?? Keyring(account: account, accountKey: SymmetricKey(data: entropy.bytes(32)))
+            change(&ring)
+            let written = try writeKeyring(ring, expected: current?.sealed, at: time)
+            if let sealed = written {
+                remember(ring, sealed: sealed)
+                return ring
+            }
+            current = try readKeyring(account)
+        }
+        throw JournalError(.keys, "the keys of account \(account) kept changing under this process")
+    }
+
+    private func remember(_ ring: Keyring, sealed: [UInt8]) {
         if keyrings.count >= cacheLimit { keyrings.removeAll(keepingCapacity: true) }
-        keyrings[ring.account] = ring
+        keyrings[ring.account] = (ring, sealed)
     }
 
     /// The account's keyring (cached), nil when the store has none.
     package func keyring(_ account: String) throws -> Keyring? {
-        if let ring = keyrings[account] { return ring }
-        let ring = try failing("read the keys of account \(account)") { try readKeyring(account) }
-        if let ring { remember(ring) }
-        return ring
+        if let cached = keyrings[account] { return cached.ring }
+        guard let row = try failing("read the keys of account \(account)", { try readKeyring(account) }) else { return nil }
+        remember(row.ring, sealed: row.sealed)
+        return row.ring
     }
 
-    /// Makes sure every account of `needs` has its account key and the item keys and record
-    /// chains it names, creating what is missing in one transaction (committed before anything
-    /// sealed under them can reach a journal). A purged account gets nothing new.
-    package func provide(_ needs: [String: Needs], at time: Timestamp) throws -> [String: Keyring] {
-        func satisfied(_ ring: Keyring, _ need: Needs) -> Bool {
-            ring.purged || (need.items.allSatisfy { ring.item(named: $0) != nil } && need.chains.allSatisfy { ring.chain(category: $0) != nil })
-        }
+    /// Makes sure every account of `needs` has its account key and the record chains it names,
+    /// and makes `ownKeys` new own keys, in one transaction (committed before anything sealed
+    /// under them can reach a journal). A purged account gets nothing new.
+    ///
+    /// A keyring's first chains are made all at once, with those of `initialChains` (the record
+    /// categories the domain uses): one write instead of one per category as they first appear.
+    package func provide(
+        _ needs: [String: Needs], ownKeys: Int = 0, initialChains: Set<String> = [], at time: Timestamp
+    ) throws -> (keyrings: [String: Keyring], own: [(id: UInt64, key: SymmetricKey)]) {
         var out: [String: Keyring] = [:]
         var missing: [String] = []
         for (account, need) in needs {
-            if let ring = try keyring(account), satisfied(ring, need) { out[account] = ring } else { missing.append(account) }
+            if let ring = try keyring(account), ring.purged || need.chains.allSatisfy({ ring.chain(category: $0) != nil }) {
+                out[account] = ring
+            } else {
+                missing.append(account)
+            }
         }
-        guard !missing.isEmpty else { return out }
-        let made: [Keyring] = try failing("store new keys") {
+        guard !missing.isEmpty || ownKeys > 0 else { return (out, []) }
+        return try failing("store new keys") {
             try db.transaction {
-                try missing.map { account in
-                    // Read again under the write lock: another process may have added keys.
-                    var ring = try readKeyring(account) ?? Keyring(account: account, accountKey: SymmetricKey(data: entropy.bytes(32)))
-                    if !ring.purged {
-                        for name in needs[account]!.items where ring.item(named: name) == nil {
-                            ring.items[ring.nextItem] = .init(number: ring.nextItem, name: name, key: SymmetricKey(data: entropy.bytes(32)))
-                            ring.nextItem += 1
-                        }
-                        for category in needs[account]!.chains where ring.chain(category: category) == nil {
+                for account in missing {
+                    out[account] = try update(account, at: time) { ring in
+                        guard !ring.purged else { return }
+                        let chains = ring.chains.isEmpty && !needs[account]!.chains.isEmpty
+                            ? needs[account]!.chains.union(initialChains) : needs[account]!.chains
+                        for category in chains.sorted() where ring.chain(category: category) == nil {
                             ring.chains[ring.nextSlot] = .init(slot: ring.nextSlot, category: category, base: 0, key: SymmetricKey(data: entropy.bytes(32)))
                             ring.nextSlot += 1
                         }
                     }
-                    try writeKeyring(ring, at: time)
-                    return ring
                 }
+                var own: [(id: UInt64, key: SymmetricKey)] = []
+                if ownKeys > 0 {
+                    // Numbered on from the last id ever made (under the write lock): appended in order.
+                    let last = UInt64(max(0, try db.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = 'own_keys'") ?? 0))
+                    let insert = try db.statement("INSERT INTO own_keys(id, generation, sealed) VALUES(?, ?, ?)")
+                    let material = entropy.bytes(32 * ownKeys)
+                    for k in 0..<ownKeys {
+                        let id = last + 1 + UInt64(k)
+                        let key = SymmetricKey(data: material[(32 * k)..<(32 * k + 32)])
+                        let sealed = try wrap(key.withUnsafeBytes { Array($0) }, label: "lethe own key v1", name: KeyStore.ownName(id))
+                        try insert.bind(1, Int64(bitPattern: id)).bind(2, generation).bind(3, sealed).run()
+                        own.append((id, key))
+                        rememberOwn(id, key)
+                    }
+                }
+                return (out, own)
             }
         }
-        for ring in made {
-            remember(ring)
-            out[ring.account] = ring
+    }
+
+    private static func ownName(_ id: UInt64) -> [UInt8] { withUnsafeBytes(of: id.littleEndian) { Array($0) } }
+
+    /// Own keys as last read or made (bounded); dropped when keys were destroyed anywhere.
+    private var ownKeys: [UInt64: SymmetricKey] = [:]
+
+    private func rememberOwn(_ id: UInt64, _ key: SymmetricKey) {
+        if ownKeys.count >= cacheLimit { ownKeys.removeAll(keepingCapacity: true) }
+        ownKeys[id] = key
+    }
+
+    /// An own key: `.destroyed` when its row is gone (ids are never reused), `.none` for an id
+    /// this store never made.
+    private func ownKey(_ id: UInt64) throws -> Lookup {
+        if let key = ownKeys[id] { return .key(key) }
+        let s = try db.statement("SELECT generation, sealed FROM own_keys WHERE id = ?")
+        defer { s.reset() }
+        s.bind(1, Int64(bitPattern: id))
+        if try s.step() {
+            let plain = try unwrap(s.blob(1), generation: s.int(0), label: "lethe own key v1", name: KeyStore.ownName(id), what: "own key \(id)")
+            guard plain.count == 32 else { throw JournalError(.keys, "own key \(id) in the key store \(path) is damaged") }
+            let key = SymmetricKey(data: plain)
+            rememberOwn(id, key)
+            return .key(key)
         }
-        return out
+        s.reset()
+        let made = try db.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = 'own_keys'") ?? 0
+        return id <= UInt64(max(0, made)) ? .destroyed : .none
     }
 
     /// The key `ref` names for `account`; `journal` gives the journal's own keys.
     package func lookup(_ account: String, _ ref: KeyRef, journal: JournalKeys) throws -> Lookup {
-        if ref.kind == .journal { return .key(journal.engine) }
-        guard let ring = try keyring(account) else { return .none }
         switch ref.kind {
         case .journal:
             return .key(journal.engine)
+        case .own:
+            return try failing("read own key \(ref.number)") { try ownKey(ref.number) }
         case .account:
+            guard let ring = try keyring(account) else { return .none }
             return ring.accountKey.map { .key($0) } ?? .destroyed
-        case .item:
-            if let item = ring.items[ref.number] { return .key(item.key) }
-            // Items are numbered in order: a number below the next one existed and was destroyed.
-            return ref.number < ring.nextItem ? .destroyed : .none
         case .records:
+            guard let ring = try keyring(account) else { return .none }
             guard let chain = ring.chains[ref.number] else { return ring.purged || ref.number < ring.nextSlot ? .destroyed : .none }
             return recordKey(account, chain, index: ref.index).map { .key($0) } ?? .destroyed
         }
@@ -363,7 +434,7 @@ package final class KeyStore {
     package func recordKey(_ account: String, _ chain: Keyring.RecordChain, index: UInt64) -> SymmetricKey? {
         guard index >= chain.base else { return nil }
         let id = ChainID(account: account, slot: chain.slot)
-        var (at, key) = (chain.base, chain.key)
+        var (at, key) = (chain.base, ChainKey(chain.key))
         if let cursor = cursors[id], cursor.index >= chain.base, cursor.index <= index { (at, key) = cursor }
         while at < index {
             key = KeyDerivation.step(key)
@@ -371,7 +442,7 @@ package final class KeyStore {
         }
         if cursors.count >= cacheLimit { cursors.removeAll(keepingCapacity: true) }
         cursors[id] = (at, key)
-        return key
+        return key.symmetricKey
     }
 
     // MARK: Journal keys
@@ -415,25 +486,30 @@ package final class KeyStore {
         try failing("destroy keys") {
             try db.transaction {
                 for d in destructions {
+                    if case .own = d {} else {
+                        // Always from the stored keyring, never a cached one.
+                        keyrings[d.account] = try readKeyring(d.account)
+                    }
+                    let stored = keyrings[d.account]
                     switch d {
                     case .account(let account, let keeping):
-                        var ring = try readKeyring(account) ?? Keyring(account: account, accountKey: nil)
-                        ring.accountKey = nil
-                        ring.items.removeAll()
-                        ring.chains = ring.chains.filter { keeping.contains($0.value.category) }
-                        try writeKeyring(ring, at: time)
-                    case .item(let account, let number):
-                        guard var ring = try readKeyring(account), ring.items[number] != nil else { continue }
-                        ring.items[number] = nil
-                        try writeKeyring(ring, at: time)
-                    case .records(let account, let category, let before):
-                        guard var ring = try readKeyring(account), var chain = ring.chain(category: category), before > chain.base else { continue }
-                        while chain.base < before {
-                            chain.key = KeyDerivation.step(chain.key)
-                            chain.base += 1
+                        _ = try updateStored(account, stored, at: time) { ring in
+                            ring.accountKey = nil
+                            ring.chains = ring.chains.filter { keeping.contains($0.value.category) }
                         }
-                        ring.chains[chain.slot] = chain
-                        try writeKeyring(ring, at: time)
+                    case .own(_, let ids):
+                        let delete = try db.statement("DELETE FROM own_keys WHERE id = ?")
+                        for id in ids { try delete.bind(1, Int64(bitPattern: id)).run() }
+                    case .records(let account, let category, let before):
+                        guard let chain = stored?.ring.chain(category: category), before > chain.base else { continue }
+                        _ = try updateStored(account, stored, at: time) { ring in
+                            var chain = chain
+                            while chain.base < before {
+                                chain.key = KeyDerivation.step(chain.key)
+                                chain.base += 1
+                            }
+                            ring.chains[chain.slot] = chain
+                        }
                     }
                 }
                 try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
@@ -442,6 +518,19 @@ package final class KeyStore {
         }
         // This process forgets them at once.
         try refresh()
+    }
+
+    /// `update` from the keyring just read (or, when there is none, an empty purged one).
+    private func updateStored(_ account: String, _ stored: (ring: Keyring, sealed: [UInt8])?, at time: Timestamp, _ change: (inout Keyring) -> Void) throws -> Keyring {
+        guard stored == nil else { return try update(account, at: time, change) }
+        keyrings[account] = nil
+        var ring = Keyring(account: account, accountKey: nil)
+        change(&ring)
+        guard let sealed = try writeKeyring(ring, expected: nil, at: time) else {
+            return try update(account, at: time, change)
+        }
+        remember(ring, sealed: sealed)
+        return ring
     }
 
     /// Truncates the WAL (see `SQLiteDatabase.truncateWAL`).
@@ -459,7 +548,10 @@ package final class KeyStore {
     /// again with the same two keys. When it returns, nothing in the store opens with the old
     /// master key any more, so every copy of the store taken before is useless once the old key
     /// is destroyed. Returns how many keyrings and journals were re-wrapped.
-    package func rotate(to next: SymmetricKey) throws -> Int {
+    ///
+    /// `batch` rows are re-wrapped per transaction; `stopAfter` (for tests) stops after that many
+    /// batches, as a crash would.
+    package func rotate(to next: SymmetricKey, batch: Int = 1000, stopAfter: Int? = nil) throws -> Int {
         try failing("rotate the master key") {
             let target: Int64 = try db.transaction {
                 let newest = try db.scalarInt("SELECT max(generation) FROM wrapping") ?? 0
@@ -484,13 +576,16 @@ package final class KeyStore {
             let old = generation
             generation = target
             var moved = 0
+            var batches = 0
             // In batches, each in its own transaction; rows added meanwhile under the old
             // generation are picked up by the next pass.
             while true {
+                if let stopAfter, batches == stopAfter { return moved }
+                batches += 1
                 let count: Int = try db.transaction {
                     var n = 0
-                    let rings = try db.statement("SELECT account, generation, sealed FROM keyrings WHERE generation < ? LIMIT 1000")
-                    rings.bind(1, target)
+                    let rings = try db.statement("SELECT account, generation, sealed FROM keyrings WHERE generation < ? LIMIT ?")
+                    rings.bind(1, target).bind(2, Int64(batch))
                     var ringRows: [(String, Int64, [UInt8])] = []
                     while try rings.step() { ringRows.append((rings.text(0) ?? "", rings.int(1), rings.blob(2))) }
                     rings.reset()
@@ -501,8 +596,20 @@ package final class KeyStore {
                             .bind(1, target).bind(2, try wrap(plain, label: label, name: name)).bind(3, account).run()
                         n += 1
                     }
-                    let journals = try db.statement("SELECT id, generation, sealed FROM journals WHERE generation < ? LIMIT 1000")
-                    journals.bind(1, target)
+                    let owns = try db.statement("SELECT id, generation, sealed FROM own_keys WHERE generation < ? LIMIT ?")
+                    owns.bind(1, target).bind(2, Int64(batch))
+                    var ownRows: [(Int64, Int64, [UInt8])] = []
+                    while try owns.step() { ownRows.append((owns.int(0), owns.int(1), owns.blob(2))) }
+                    owns.reset()
+                    for (id, g, sealed) in ownRows {
+                        let label = "lethe own key v1", name = KeyStore.ownName(UInt64(bitPattern: id))
+                        let plain = try unwrap(sealed, generation: g, label: label, name: name, what: "own key \(id)")
+                        try db.statement("UPDATE own_keys SET generation = ?, sealed = ? WHERE id = ?")
+                            .bind(1, target).bind(2, try wrap(plain, label: label, name: name)).bind(3, id).run()
+                        n += 1
+                    }
+                    let journals = try db.statement("SELECT id, generation, sealed FROM journals WHERE generation < ? LIMIT ?")
+                    journals.bind(1, target).bind(2, Int64(batch))
                     var journalRows: [([UInt8], Int64, [UInt8])] = []
                     while try journals.step() { journalRows.append((journals.blob(0), journals.int(1), journals.blob(2))) }
                     journals.reset()
@@ -526,6 +633,7 @@ package final class KeyStore {
             wrapping[old] = nil
             keyrings.removeAll()
             journalKeys.removeAll()
+            ownKeys.removeAll()
             return moved
         }
     }

@@ -1,9 +1,9 @@
 import Crypto
 import Foundation
 
-/// Where the master key comes from, and the rules it must keep (CLI.md): `LETHE_MASTER_KEY` (64
-/// hexadecimal digits) in the environment, or a key file named explicitly (`--master-key FILE` or
-/// `LETHE_MASTER_KEY_FILE`) that only its owner can read and that does not lie in the directory
+/// Where the master key comes from, and the rules it must keep (CLI.md): a key file named
+/// explicitly (`--master-key FILE`), else `LETHE_MASTER_KEY` (64 hexadecimal digits) in the
+/// environment, else the key file `LETHE_MASTER_KEY_FILE` names. A key file must be one that only its owner can read and that does not lie in the directory
 /// of the journal or of the key store. Nothing is ever created silently: `createKeyFile` (`lethe
 /// keys init FILE`) makes a key file.
 ///
@@ -32,14 +32,15 @@ public struct MasterKeySource: Sendable {
     public var file: String? { keyFile ?? environment[Self.fileVariable] }
 
     /// Whether a key is given at all (it may still be refused when loaded).
-    public var isGiven: Bool { environment[Self.environmentVariable] != nil || file != nil }
+    public var isGiven: Bool { keyFile != nil || environment[Self.environmentVariable] != nil || file != nil }
 
     public static let missing = "no master key: set \(environmentVariable) (64 hexadecimal digits) or name a key file with --master-key FILE or \(fileVariable) (`lethe keys init FILE` makes one; keep it outside the journal's directory)"
 
     /// The master key. `dataPaths` are the files it protects (journal, key store): a key file in
     /// the directory of any of them is refused.
     package func load(besides dataPaths: [String]) throws -> SymmetricKey {
-        if let text = environment[Self.environmentVariable] {
+        // A file named on the command line wins over the environment.
+        if keyFile == nil, let text = environment[Self.environmentVariable] {
             guard let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count == 32 else {
                 throw JournalError(.keys, "\(Self.environmentVariable) must be 64 hexadecimal digits (a 256-bit key)")
             }

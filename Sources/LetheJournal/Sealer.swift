@@ -14,24 +14,65 @@ final class SealerLock: Sendable {
     }
 }
 
-/// The last record index of each of an account's record chains, as the `accounts` table keeps it
-/// (`chains`): varint count, then (category, last index) pairs.
-enum ChainMarks {
-    static func encode(_ marks: [String: UInt64]) -> [UInt8]? {
-        guard !marks.isEmpty else { return nil }
-        var w = BinaryWriter(capacity: 16 * marks.count)
-        w.varint(marks.count)
-        for (category, last) in marks.sorted(by: { $0.key < $1.key }) {
+/// The last record index of each of an account's record chains, by category, as the `accounts`
+/// table keeps it (`chains`: varint count, then (category, last index) pairs).
+///
+/// A value with a few slots inline (an account has one chain per record category, three for the
+/// contract): copying an account's row, once per event in the writer, allocates nothing.
+struct ChainMarks: Equatable, Sendable {
+    private var slots: [(String, UInt64)?] { [a, b, c, d] }
+    private var a, b, c, d: (String, UInt64)?
+    /// Past four categories.
+    private var more: [String: UInt64]?
+
+    static func == (x: ChainMarks, y: ChainMarks) -> Bool { x.sorted.elementsEqual(y.sorted) { $0 == $1 } }
+
+    var isEmpty: Bool { a == nil && more == nil }
+
+    subscript(category: String) -> UInt64? {
+        get {
+            if let a, a.0 == category { return a.1 }
+            if let b, b.0 == category { return b.1 }
+            if let c, c.0 == category { return c.1 }
+            if let d, d.0 == category { return d.1 }
+            return more?[category]
+        }
+        set {
+            guard let newValue else { return }  // marks only grow; none is ever removed
+            if a == nil || a!.0 == category { a = (category, newValue) }
+            else if b == nil || b!.0 == category { b = (category, newValue) }
+            else if c == nil || c!.0 == category { c = (category, newValue) }
+            else if d == nil || d!.0 == category { d = (category, newValue) }
+            else { more = (more ?? [:]).merging([category: newValue]) { $1 } }
+        }
+    }
+
+    /// (category, last index) pairs, by category.
+    var sorted: [(String, UInt64)] {
+        (slots.compactMap { $0 } + (more.map { Array($0) } ?? [])).sorted { $0.0 < $1.0 }
+    }
+
+    func encode() -> [UInt8]? {
+        guard !isEmpty else { return nil }
+        let extra = more.map { $0.sorted { $0.key < $1.key } } ?? []
+        var w = BinaryWriter(capacity: 48)
+        w.varint((a == nil ? 0 : 1) + (b == nil ? 0 : 1) + (c == nil ? 0 : 1) + (d == nil ? 0 : 1) + extra.count)
+        for slot in [a, b, c, d] {
+            guard let (category, last) = slot else { continue }
+            w.string(category)
+            w.varint(last)
+        }
+        for (category, last) in extra {
             w.string(category)
             w.varint(last)
         }
         return w.bytes
     }
 
-    static func decode(_ bytes: [UInt8]) throws -> [String: UInt64] {
-        guard !bytes.isEmpty else { return [:] }
+    static func decode(_ bytes: [UInt8]) throws -> ChainMarks {
+        var marks = ChainMarks()
+        guard !bytes.isEmpty else { return marks }
         var r = BinaryReader(bytes)
-        var marks: [String: UInt64] = [:]
         for _ in 0..<(try r.count(limit: 1 << 16)) { marks[try r.string()] = try r.varint() }
         return marks
     }
@@ -49,155 +90,255 @@ final class Sealer {
     private let entropy: Entropy
     private var session: Session
     private var nextCounter: UInt64 = 0
-    /// The next index each record chain hands out, per account and category (bounded cache).
-    private var nextIndex: [ChainName: UInt64] = [:]
+    /// What this process knows of each account it seals for (bounded): one lookup per event.
+    private var accounts: [String: AccountKeys] = [:]
+    /// The key store's epoch when `accounts` was last valid.
+    private var cachedEpoch: Int64 = -1
+    /// The engine key's session key.
+    private var engineSession: SymmetricKey
     private let journalPath: String
     /// A read-only connection to the journal, for the chains' last indices on a cache miss.
     private var journal: SQLiteDatabase?
 
-    struct ChainName: Hashable {
-        var account: String
-        var category: String
+    /// An account's keyring, with the session key derived from it for this session and where
+    /// each of its record chains stands.
+    private final class AccountKeys {
+        var ring: Keyring
+        var accountSession: SymmetricKey?
+        /// By category (an account has a few: a list is quicker than a dictionary).
+        var chains: [(category: String, state: ChainState)] = []
+
+        init(_ ring: Keyring) { self.ring = ring }
+
+        func chain(_ category: String) -> ChainState? {
+            for c in chains where c.category == category { return c.state }
+            return nil
+        }
     }
 
-    init(keys: KeyStore, journalKeys: JournalKeys, journalPath: String, entropy: Entropy) throws {
+    /// The next index a chain hands out, and the key it was last walked to.
+    private final class ChainState {
+        let slot: UInt64
+        var next: UInt64
+        var cursor: (index: UInt64, key: ChainKey)
+
+        init(slot: UInt64, next: UInt64, cursor: (UInt64, ChainKey)) {
+            (self.slot, self.next, self.cursor) = (slot, next, cursor)
+        }
+    }
+
+    /// The domain's record categories, made with an account's first chain.
+    private let recordCategories: Set<String>
+
+    init(keys: KeyStore, journalKeys: JournalKeys, journalPath: String, entropy: Entropy, recordCategories: Set<String>) throws {
+        self.recordCategories = recordCategories
         self.keys = keys
         self.journalKeys = journalKeys
         self.journalPath = journalPath
         self.entropy = entropy
-        session = Session.random(entropy)
+        let session = Session.random(entropy)
+        self.session = session
+        engineSession = KeyDerivation.sessionKey(journalKeys.engine, session)
     }
 
-    /// `n` fresh nonces; a session that would run out of counters draws a new id first.
+    /// `n` fresh nonces; a session that would run out of counters draws a new id first (and
+    /// forgets the session keys of the old one).
     private func reserve(_ n: Int) -> [NonceID] {
         if nextCounter + UInt64(n) > UInt64(UInt32.max) {
             session = Session.random(entropy)
             nextCounter = 0
+            engineSession = KeyDerivation.sessionKey(journalKeys.engine, session)
+            for a in accounts.values { a.accountSession = nil }
         }
         defer { nextCounter += UInt64(n) }
         return (0..<n).map { NonceID(session: session, counter: UInt32(nextCounter + UInt64($0))) }
     }
 
-    /// The key that opens payloads of `account` sealed under `ref`.
-    func lookup(_ account: String, _ ref: KeyRef) throws -> KeyStore.Lookup {
-        try keys.lookup(account, ref, journal: journalKeys)
-    }
-
-    /// The accounts among `accounts` whose keys were destroyed (a purge).
-    func purged(among accounts: Set<String>) throws -> Set<String> {
-        try keys.refresh()
-        return try Set(accounts.filter { try keys.keyring($0)?.purged ?? false })
-    }
-
-    private struct Resolved {
-        var key: SymmetricKey
-        var ref: KeyRef
-    }
-
-    /// Seals each event under its key (creating the keys it needs first), on every core.
-    func seal(_ events: [NewEvent], at time: Timestamp) throws -> [Result<PreparedBatch.Sealed, JournalError>] {
-        guard !events.isEmpty else { return [] }
-        try keys.refresh()
-        var needs: [String: KeyStore.Needs] = [:]
-        for e in events {
-            switch e.scope {
-            case .journal: continue
-            case .account: if needs[e.account] == nil { needs[e.account] = .init() }
-            case .item(let name): needs[e.account, default: .init()].items.insert(name)
-            case .records(let category): needs[e.account, default: .init()].chains.insert(category)
-            }
+    /// How one event is sealed, decided under the sealer's lock: its nonce, its key reference,
+    /// and the sealing key (`KeyDerivation.sealingKey`).
+    struct Plan: Sendable {
+        enum Key: Sendable {
+            /// The sealing key itself (a session key, or an own key).
+            case sealing(SymmetricKey)
+            /// A record's key, held inline until the sealing, on another core, needs it.
+            case record(ChainKey)
         }
-        let rings = try keys.provide(needs, at: time)
-        try loadChainMarks(for: events)
-        let resolved: [Result<Resolved, JournalError>] = events.map { e in
-            if case .journal = e.scope { return .success(Resolved(key: journalKeys.engine, ref: .journal)) }
-            guard let ring = rings[e.account], let accountKey = ring.accountKey else {
-                return .failure(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
-            }
-            switch e.scope {
-            case .journal, .account:
-                return .success(Resolved(key: accountKey, ref: .account))
-            case .item(let name):
-                guard let item = ring.item(named: name) else { return .failure(JournalError(.keys, "no key for item \(name) of \(e.account)")) }
-                return .success(Resolved(key: item.key, ref: KeyRef(.item, number: item.number)))
-            case .records(let category):
-                guard let chain = ring.chain(category: category) else { return .failure(JournalError(.keys, "no record chain \(category) for \(e.account)")) }
-                return .success(record(e.account, chain, atLeast: 0))
-            }
+
+        var nonce: NonceID
+        var ref: KeyRef
+        var key: Key
+    }
+
+    private func known(_ account: String) throws -> AccountKeys? {
+        if let a = accounts[account] { return a }
+        guard let ring = try keys.keyring(account) else { return nil }
+        if accounts.count >= 200_000 { accounts.removeAll(keepingCapacity: true) }
+        let a = AccountKeys(ring)
+        accounts[account] = a
+        return a
+    }
+
+    /// Decides how each event is sealed (creating the keys it needs first). The sealing itself,
+    /// pure work, is `Sealer.seal(_:_:)`, outside the lock.
+    ///
+    /// One pass over the batch with what this process knows; the events it cannot place yet (a
+    /// new account or chain, an event with a key of its own, or a chain this process has not followed) wait for the keys
+    /// to be made, in one transaction, and the chains' marks to be read, then take their turn,
+    /// in order.
+    func plan(_ events: [NewEvent], at time: Timestamp) throws -> [Result<Plan, JournalError>] {
+        guard !events.isEmpty else { return [] }
+        // Keys destroyed since this cache was made (by any process, this one included): forget it.
+        try keys.refresh()
+        if keys.seenEpoch != cachedEpoch {
+            accounts.removeAll(keepingCapacity: true)
+            cachedEpoch = keys.seenEpoch
         }
         let nonces = reserve(events.count)
-        // Sealing is pure work on values: large batches are sealed on every core.
-        let work = events.indices.map { k in (event: events[k], nonce: nonces[k], key: resolved[k]) }
-        return work.parallelMap { e, nonce, key -> Result<PreparedBatch.Sealed, JournalError> in
-            key.map { Sealer.seal(e.payload, account: e.account, under: $0, nonce: nonce) }
+        let unplaced = Result<Plan, JournalError>.failure(JournalError(.keys, "not placed"))
+        var plans = [Result<Plan, JournalError>](repeating: unplaced, count: events.count)
+        var waiting: [Int] = []
+        for k in events.indices {
+            if let plan = try place(events, k, nonces[k]) { plans[k] = plan } else { waiting.append(k) }
+        }
+        if !waiting.isEmpty {
+            var needs: [String: KeyStore.Needs] = [:]
+            var unfollowed = Set<String>()
+            var ownKeys = 0
+            for k in waiting {
+                let account = events[k].account
+                if needs[account] == nil { needs[account] = .init() }
+                switch events[k].scope {
+                case .journal, .account: break
+                case .own: ownKeys += 1
+                case .records(let category):
+                    needs[account]!.chains.insert(category)
+                    unfollowed.insert(account)
+                }
+            }
+            let made = try keys.provide(needs, ownKeys: ownKeys, initialChains: recordCategories, at: time)
+            for (account, ring) in made.keyrings {
+                if let a = accounts[account] { a.ring = ring } else { accounts[account] = AccountKeys(ring) }
+            }
+            let marks = try chainMarks(of: unfollowed)
+            var own = made.own.makeIterator()
+            for k in waiting {
+                if case .own = events[k].scope {
+                    // A key of its own, made for this event (never for another).
+                    let key = own.next()!
+                    guard let a = try known(events[k].account), !a.ring.purged else {
+                        plans[k] = .failure(JournalError(.accountShredded, "account \(events[k].account) was erased; it takes no new events"))
+                        continue
+                    }
+                    plans[k] = .success(Plan(nonce: nonces[k], ref: KeyRef(.own, number: key.id), key: .sealing(key.key)))
+                    continue
+                }
+                plans[k] = try place(events, k, nonces[k], marks: marks) ?? .failure(JournalError(.keys, "no key for an event of \(events[k].account)"))
+            }
+        }
+        return plans
+    }
+
+    /// Where the journal left the chains (category → last index), by account: read when the
+    /// chains are not followed yet, so that records take the next index without a clash in the writer.
+    private typealias Marks = [String: ChainMarks]
+
+    /// The plan of one event, or nil when its keys are not at hand yet (or, with `marks`, when
+    /// there is no key for it at all).
+    private func place(_ events: [NewEvent], _ k: Int, _ nonce: NonceID, marks: Marks? = nil) throws -> Result<Plan, JournalError>? {
+        // (By index: the event is not copied.)
+        let scope = events[k].scope
+        if case .journal = scope { return .success(Plan(nonce: nonce, ref: .journal, key: .sealing(engineSession))) }
+        guard let a = try known(events[k].account) else { return nil }
+        guard let accountKey = a.ring.accountKey else {
+            return .failure(JournalError(.accountShredded, "account \(events[k].account) was erased; it takes no new events"))
+        }
+        switch scope {
+        case .journal, .account:
+            let session = a.accountSession ?? KeyDerivation.sessionKey(accountKey, self.session)
+            a.accountSession = session
+            return .success(Plan(nonce: nonce, ref: .account, key: .sealing(session)))
+        case .own:
+            return nil  // a key of its own is made for it
+        case .records(let category):
+            guard let (ref, key) = record(a, category: category, atLeast: 0, marks: marks) else { return nil }
+            return .success(Plan(nonce: nonce, ref: ref, key: .record(key)))
         }
     }
 
-    private static func seal(_ payload: [UInt8], account: String, under key: Resolved, nonce: NonceID) -> PreparedBatch.Sealed {
-        let body = Sealing.seal(payload, sessionKey: KeyDerivation.sessionKey(key.key, nonce.session), counter: nonce.counter, account: account)
-        return PreparedBatch.Sealed(nonce: nonce, key: key.ref, body: body, digest: Sealing.digest(nonce: nonce, key: key.ref, sealed: body))
+    /// Seals each event as planned, on every core.
+    static func seal(_ events: [NewEvent], _ plans: [Result<Plan, JournalError>]) -> [Result<PreparedBatch.Sealed, JournalError>] {
+        // By index: neither the events nor their plans are copied.
+        return Array(events.indices).parallelMap { k in plans[k].map { seal(events[k].payload, account: events[k].account, $0) } }
+    }
+
+    private static func seal(_ payload: [UInt8], account: String, _ plan: Plan) -> PreparedBatch.Sealed {
+        let key: SymmetricKey = switch plan.key {
+        case .sealing(let k): k
+        case .record(let k): k.symmetricKey
+        }
+        let body = Sealing.seal(payload, key: key, nonce: plan.nonce, kind: plan.ref.kind, account: account)
+        return PreparedBatch.Sealed(nonce: plan.nonce, key: plan.ref, body: body, digest: Sealing.digest(nonce: plan.nonce, key: plan.ref, sealed: body))
     }
 
     /// The next index of the account's chain (at least `atLeast`, never below the chain's base,
-    /// whose earlier keys are destroyed) and its key.
-    private func record(_ account: String, _ chain: Keyring.RecordChain, atLeast: UInt64) -> Resolved {
-        let name = ChainName(account: account, category: chain.category)
-        let index = max(nextIndex[name] ?? 0, chain.base, atLeast)
-        if nextIndex.count >= 200_000 { nextIndex.removeAll(keepingCapacity: true) }
-        nextIndex[name] = index + 1
-        // The index is at or above the base: the key exists.
-        let key = keys.recordKey(account, chain, index: index)!
-        return Resolved(key: key, ref: KeyRef(.records, number: chain.slot, index: index))
+    /// whose earlier keys are destroyed) and its key, walked forward from where the chain was
+    /// last walked to. Nil for a chain this process does not follow yet, unless `marks` says
+    /// where the journal left it.
+    private func record(_ a: AccountKeys, category: String, atLeast: UInt64, marks: Marks?) -> (KeyRef, ChainKey)? {
+        let state: ChainState
+        if let known = a.chain(category) {
+            state = known
+        } else {
+            guard let marks, let chain = a.ring.chain(category: category) else { return nil }
+            let mark = marks[a.ring.account]?[category].map { $0 + 1 } ?? 0
+            state = ChainState(slot: chain.slot, next: max(chain.base, mark), cursor: (chain.base, ChainKey(chain.key)))
+            a.chains.append((category, state))
+        }
+        let index = max(state.next, atLeast)
+        if index < state.cursor.index {
+            // Only when another writer's records moved past ours: walk again from the base.
+            guard let chain = a.ring.chain(category: category) else { return nil }
+            state.cursor = (chain.base, ChainKey(chain.key))
+        }
+        while state.cursor.index < index {
+            state.cursor = (state.cursor.index + 1, KeyDerivation.step(state.cursor.key))
+        }
+        state.next = index + 1
+        return (KeyRef(.records, number: state.slot, index: index), state.cursor.key)
     }
 
     /// Seals a record again under the chain's next index from `atLeast` on: another writer
     /// appended a record of the same chain meanwhile, at the index this one was sealed with.
     func reseal(_ payload: [UInt8], account: String, category: String, atLeast: UInt64) throws -> PreparedBatch.Sealed {
-        guard let ring = try keys.keyring(account), !ring.purged, let chain = ring.chain(category: category) else {
+        guard let a = try known(account), !a.ring.purged,
+              let (ref, key) = record(a, category: category, atLeast: atLeast, marks: try chainMarks(of: [account]))
+        else {
             throw JournalError(.accountShredded, "account \(account) was erased; it takes no new events")
         }
-        return Sealer.seal(payload, account: account, under: record(account, chain, atLeast: atLeast), nonce: reserve(1)[0])
+        return Sealer.seal(payload, account: account, Plan(nonce: reserve(1)[0], ref: ref, key: .record(key)))
     }
 
     /// Forgets where the chains stand (a batch rolled back): they are read again from the journal.
-    func forgetChains() { nextIndex.removeAll(keepingCapacity: true) }
+    func forgetChains() { for a in accounts.values { a.chains.removeAll() } }
 
-    /// Tells the sealer where the writer left each chain it appended to.
-    func appended(account: String, chains: [String: UInt64]) {
-        for (category, last) in chains {
-            let name = ChainName(account: account, category: category)
-            nextIndex[name] = max(nextIndex[name] ?? 0, last + 1)
-        }
-    }
-
-    /// Reads, for the batch's accounts whose chains this process has not followed yet, where the
-    /// journal left their chains: records then take the next index without a clash in the writer.
-    private func loadChainMarks(for events: [NewEvent]) throws {
-        var missing = Set<String>()
-        for e in events {
-            if case .records(let category) = e.scope, nextIndex[ChainName(account: e.account, category: category)] == nil {
-                missing.insert(e.account)
-            }
-        }
-        guard !missing.isEmpty, FileManager.default.fileExists(atPath: journalPath) else { return }
-        let accounts = Array(missing)
+    /// Reads where the journal left the chains of `accounts` (only a hint: the writer checks
+    /// every index, and seals a clashing record again).
+    private func chainMarks(of accounts: Set<String>) throws -> Marks {
+        guard !accounts.isEmpty, FileManager.default.fileExists(atPath: journalPath) else { return [:] }
+        let names = Array(accounts)
+        var marks: Marks = [:]
         do {
             if journal == nil { journal = try SQLiteDatabase(path: journalPath, readOnly: true) }
-            try journal!.inChunks(of: 256, count: accounts.count, sql: { n in
+            try journal!.inChunks(of: 256, count: names.count, sql: { n in
                 "SELECT name, chains FROM accounts WHERE chains IS NOT NULL AND name IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
             }) { s, range in
-                for (k, i) in range.enumerated() { s.bind(Int32(k + 1), accounts[i]) }
-                while try s.step() {
-                    let account = s.text(0) ?? ""
-                    for (category, last) in try ChainMarks.decode(s.blob(1)) {
-                        let name = ChainName(account: account, category: category)
-                        nextIndex[name] = max(nextIndex[name] ?? 0, last + 1)
-                    }
-                }
+                for (k, i) in range.enumerated() { s.bind(Int32(k + 1), names[i]) }
+                while try s.step() { marks[s.text(0) ?? ""] = try ChainMarks.decode(s.blob(1)) }
             }
         } catch {
-            // Only a hint: the writer checks every index and seals a clashing record again.
             journal = nil
         }
+        return marks
     }
 }
+

@@ -5,9 +5,9 @@ import Crypto
 public enum KeyScope: Sendable, Hashable {
     /// The account's own key, destroyed by the account's purge.
     case account
-    /// One item's key (by the item's id, within the account), destroyed when the item is purged
-    /// and by the account's purge.
-    case item(String)
+    /// A key of its own, for one event whose data is erased alone (an item's `ItemCreated`):
+    /// destroyed by the erasure that names the event (`Erasure.event`), and by the account's.
+    case own
     /// A key of its own for each record of a category (page views, survey answers, ...), from a
     /// one-way chain per account and category: the records expire oldest first, and expiring
     /// them destroys exactly their keys (see `RecordChain`).
@@ -17,18 +17,21 @@ public enum KeyScope: Sendable, Hashable {
     case journal
 }
 
-/// Where an event's key is found, as stored with the event: the scope's kind, and for an item its
-/// number (within the account's keyring), for a record its chain's slot and its index.
+/// Where an event's key is found, as stored with the event: the scope's kind, and for an own key
+/// its id (in the key store), for a record its chain's slot and its index.
 package struct KeyRef: Hashable, Sendable {
     package enum Kind: UInt8, Sendable {
         case account = 0
         case journal = 2
-        case item = 3
+        case own = 3
         case records = 4
+
+        /// Keys that seal one payload per history (a record's, an own key).
+        package var isSingleUse: Bool { self == .records || self == .own }
     }
 
     package var kind: Kind
-    /// The item's number, or the record chain's slot; 0 for the other kinds.
+    /// The own key's id, or the record chain's slot; 0 for the other kinds.
     package var number: UInt64
     /// The record's index in its chain; 0 for the other kinds.
     package var index: UInt64
@@ -44,9 +47,16 @@ package struct KeyRef: Hashable, Sendable {
 }
 
 /// A sealing session: 128 random bits that every process (and every 2^32 payloads) draws anew.
-/// A payload is sealed under a key derived from its key and the session, with the session's
-/// counter as the nonce, so no nonce can repeat under any key unless two sessions draw the same
-/// 128 bits: across processes, crashes, copied folders and restored backups alike.
+///
+/// A key that seals many payloads (an account's, the engine's) never seals one
+/// itself: each session seals under its own key derived from it and the session, with the
+/// session's counter as the nonce, so no nonce repeats under any key unless two sessions draw the
+/// same 128 bits. A single-use key seals one payload per history (the writer gives each index of a
+/// record chain to one event; an own key is made for one event): it seals directly, with the
+/// session's first 64 bits and the counter as the nonce, so that the same key used again in
+/// another history (a journal restored from a backup and written on) repeats no nonce unless two
+/// sessions draw the same 64 bits. Across
+/// processes, crashes, copied folders and restored backups alike.
 package struct Session: Hashable, Sendable {
     package var high: UInt64
     package var low: UInt64
@@ -92,10 +102,43 @@ package struct NonceID: Hashable, Sendable {
     }
 }
 
+/// A 256-bit key held inline, for walking record chains without allocating.
+package struct ChainKey: Sendable, Equatable {
+    private var a, b, c, d: UInt64
+
+    package init(_ bytes: UnsafeRawBufferPointer) {
+        a = bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+        b = bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        c = bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+        d = bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
+    }
+
+    package init(_ key: SymmetricKey) { self = key.withUnsafeBytes { ChainKey($0) } }
+
+    func store(into bytes: UnsafeMutableRawBufferPointer) {
+        bytes.storeBytes(of: a, toByteOffset: 0, as: UInt64.self)
+        bytes.storeBytes(of: b, toByteOffset: 8, as: UInt64.self)
+        bytes.storeBytes(of: c, toByteOffset: 16, as: UInt64.self)
+        bytes.storeBytes(of: d, toByteOffset: 24, as: UInt64.self)
+    }
+
+    package var symmetricKey: SymmetricKey {
+        var bytes = [UInt8](repeating: 0, count: 32)
+        bytes.withUnsafeMutableBytes { store(into: $0) }
+        return SymmetricKey(data: bytes)
+    }
+}
+
 /// The keys derived from a stored key: one per sealing session for payloads, one for the read
 /// models' fields, and the step of a record chain. All HMAC-SHA256 or SHA-256 with a label of
 /// their own, so no two uses share a key.
 package enum KeyDerivation {
+    /// The AES-256-GCM key a payload is sealed with: the session key of a key that seals many
+    /// payloads, a single-use key (a record's, an own key) itself (see `Session`).
+    package static func sealingKey(_ key: SymmetricKey, kind: KeyRef.Kind, session: Session) -> SymmetricKey {
+        kind.isSingleUse ? key : sessionKey(key, session)
+    }
+
     /// The AES-256-GCM key of payloads sealed in `session` under `key`.
     package static func sessionKey(_ key: SymmetricKey, _ session: Session) -> SymmetricKey {
         var w = BinaryWriter(capacity: 32)
@@ -111,15 +154,24 @@ package enum KeyDerivation {
 
     /// The next key of a record chain: one-way, so destroying a key destroys every earlier one.
     package static func step(_ key: SymmetricKey) -> SymmetricKey {
-        var h = SHA256()
-        h.update(data: stepLabel)
-        key.withUnsafeBytes { h.update(bufferPointer: $0) }
-        return SymmetricKey(data: h.finalize())
+        key.withUnsafeBytes { step(ChainKey($0)) }.symmetricKey
+    }
+
+    /// `step` on a key held inline (no allocation: this runs once per record).
+    package static func step(_ key: ChainKey) -> ChainKey {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: stepLabel.count + 32) { buffer in
+            for (i, b) in stepLabel.enumerated() { buffer[i] = b }
+            key.store(into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[stepLabel.count...]))
+            var h = SHA256()
+            h.update(bufferPointer: UnsafeRawBufferPointer(buffer))
+            return h.finalize().withUnsafeBytes { ChainKey($0) }
+        }
     }
 
     private static let sessionLabel = Array("lethe seal v2".utf8)
     private static let fieldLabel = Array("lethe fields v1".utf8)
-    private static let stepLabel = Array("lethe record chain step v1".utf8)
+    /// (Short enough that label and key fit one SHA-256 block: this runs once per record.)
+    private static let stepLabel = Array("lethe chain step v1".utf8)
 }
 
 /// Seals one event's plaintext payload: compress (when that helps), then AES-256-GCM under the
@@ -133,15 +185,24 @@ package enum Sealing {
     /// Payloads below this size are not worth an LZ4 attempt.
     private static let compressAbove = 96
 
-    static func nonce(_ counter: UInt32) -> [UInt8] {
+    /// The 12-byte nonce of a payload (see `Session`): for a key that seals many payloads, the
+    /// session's counter (the key is the session's own); for a single-use key, the session's
+    /// first 64 bits and the counter.
+    package static func nonce(_ id: NonceID, kind: KeyRef.Kind) -> [UInt8] {
         var w = BinaryWriter(capacity: 12)
-        w.u32(counter)
-        w.u64(0)
+        if kind.isSingleUse {
+            w.u64(id.session.high)
+            w.u32(id.counter)
+        } else {
+            w.u32(id.counter)
+            w.u64(0)
+        }
         return w.bytes
     }
 
-    /// `ciphertext || tag` of the framed (and possibly compressed) payload. `key` is the session key.
-    package static func seal(_ payload: [UInt8], sessionKey key: SymmetricKey, counter: UInt32, account: String) -> [UInt8] {
+    /// `ciphertext || tag` of the framed (and possibly compressed) payload, under `key`, the
+    /// sealing key (`KeyDerivation.sealingKey`).
+    package static func seal(_ payload: [UInt8], key: SymmetricKey, nonce id: NonceID, kind: KeyRef.Kind, account: String) -> [UInt8] {
         var framed = BinaryWriter(capacity: payload.count + 8)
         if payload.count > compressAbove, let packed = LZ4.compressBlock(payload[...]) {
             framed.u8(lz4)
@@ -152,7 +213,7 @@ package enum Sealing {
             framed.raw(payload)
         }
         // AES-GCM with a 256-bit key and a 12-byte nonce cannot fail.
-        guard let nonce = try? AES.GCM.Nonce(data: nonce(counter)),
+        guard let nonce = try? AES.GCM.Nonce(data: nonce(id, kind: kind)),
               let box = try? AES.GCM.seal(framed.bytes, using: key, nonce: nonce, authenticating: Array(account.utf8))
         else { preconditionFailure("AES-GCM refused a well-formed key and nonce") }
         var out = [UInt8]()
@@ -163,13 +224,13 @@ package enum Sealing {
     }
 
     /// The plaintext payload; throws `.corrupt` naming event `seq` when authentication or decompression fails.
-    package static func open(_ sealed: [UInt8], sessionKey key: SymmetricKey, counter: UInt32, account: String, seq: Int64) throws -> [UInt8] {
+    package static func open(_ sealed: [UInt8], key: SymmetricKey, nonce id: NonceID, kind: KeyRef.Kind, account: String, seq: Int64) throws -> [UInt8] {
         guard sealed.count >= tagBytes + 1 else { throw JournalError(.corrupt, "event \(seq): sealed payload too short") }
         let framed: [UInt8]
         do {
             // nonce ‖ ciphertext ‖ tag in one buffer: the cheapest way into swift-crypto.
             var combined = BinaryWriter(capacity: 12 + sealed.count)
-            combined.raw(nonce(counter))
+            combined.raw(nonce(id, kind: kind))
             combined.raw(sealed)
             let box = try AES.GCM.SealedBox(combined: combined.bytes)
             framed = try AES.GCM.open(box, using: key, authenticating: Array(account.utf8)).withUnsafeBytes { Array($0) }

@@ -11,13 +11,18 @@ final class Writer {
         var version: Int64
         var lastAt: Int64
         /// The last index appended to each of the account's record chains, by category.
-        var chains: [String: UInt64] = [:]
+        var chains = ChainMarks()
+        /// Whether this batch moved a chain mark (only then is `chains` written again).
+        var chainsMoved = false
     }
 
     let db: SQLiteDatabase
     let options: Options
+    /// The writer's own connection to the key store (for the keys it checks and reads).
+    let keys: KeyStore
+    private let journalKeys: JournalKeys
     /// Authenticates the chain head (see `Anchor`).
-    private let anchorKey: SymmetricKey
+    private var anchorKey: SymmetricKey { journalKeys.anchor }
     private(set) var headSeq: Int64 = 0
     /// How many erasures the journal has done (meta `erased`): when another process erased, the tail in memory is stale.
     private(set) var erased: Int64 = 0
@@ -38,10 +43,11 @@ final class Writer {
 
     typealias Options = Journal.Options
 
-    init(db: SQLiteDatabase, anchorKey: SymmetricKey, options: Options) throws {
+    init(db: SQLiteDatabase, keys: KeyStore, journalKeys: JournalKeys, options: Options) throws {
         self.db = db
         self.options = options
-        self.anchorKey = anchorKey
+        self.keys = keys
+        self.journalKeys = journalKeys
         rules = options.rules?.makeChecker()
         try reload()
         options.logger.debug("journal opened", metadata: [
@@ -90,7 +96,7 @@ final class Writer {
         defer { s.reset() }
         s.bind(1, name)
         guard try s.step() else { return nil }
-        let chains = s.isNull(3) ? [:] : try ChainMarks.decode(s.blob(3))
+        let chains = s.isNull(3) ? ChainMarks() : try ChainMarks.decode(s.blob(3))
         let row = AccountRow(id: s.int(0), version: s.int(1), lastAt: s.int(2), chains: chains)
         remember(name, row)
         return row
@@ -125,7 +131,8 @@ final class Writer {
 
     func append(_ batch: PreparedBatch, erasing erasures: [Erasure], allOrNothing: Bool = false, sealer: SealerLock) throws -> [AppendOutcome] {
         guard !batch.items.isEmpty || !erasures.isEmpty else { return [] }
-        lookupKey = { account, ref in try sealer.withLock { try $0.lookup(account, ref) } }
+        let (keys, journalKeys) = (self.keys, self.journalKeys)
+        lookupKey = { account, ref in try keys.lookup(account, ref, journal: journalKeys) }
         defer { lookupKey = nil }
         do {
             return try db.transaction {
@@ -136,9 +143,15 @@ final class Writer {
                     try reload()
                 }
                 // Accounts whose keys were destroyed, or are about to be, take nothing sealed
-                // under them (checked here, under the write lock, against the key store as it is now).
-                let accounts = Set(batch.items.filter { $0.scope != .journal }.map(\.account))
-                let closed = try sealer.withLock { try $0.purged(among: accounts) }.union(accountsBeingErased())
+                // under them: checked here, under the write lock, against the key store as it is
+                // now, unless no key was destroyed anywhere since the batch was sealed.
+                var closed = try accountsBeingErased()
+                if try batch.epoch.map({ try keys.epochMoved(since: $0) }) ?? true {
+                    try keys.refresh()
+                    for account in Set(batch.items.filter({ $0.scope != .journal }).map(\.account)) where try keys.keyring(account)?.purged ?? false {
+                        closed.insert(account)
+                    }
+                }
                 let outcomes = try appendInTransaction(batch.items, closed: closed, sealer: sealer)
                 if allOrNothing {
                     for (item, outcome) in zip(batch.items, outcomes) {
@@ -236,6 +249,7 @@ final class Writer {
                     body = try sealer.withLock { try $0.reseal(plaintext, account: e.account, category: category, atLeast: last + 1) }
                 }
                 row.chains[category] = body.key.index
+                row.chainsMoved = true
             }
             if isNew { newAccounts.append(e.account) }
             seq += 1
@@ -268,10 +282,8 @@ final class Writer {
             try s.run()
         }
         try writeAccounts(staged)
-        try write(sealed: sealed, links: chain.value(), staged: staged, newAccounts: newAccounts)
-        sealer.withLock { sealer in
-            for (account, row) in staged where !row.chains.isEmpty { sealer.appended(account: account, chains: row.chains) }
-        }
+        let links = chain.value()
+        try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
         return outcomes
     }
 
@@ -336,13 +348,13 @@ final class Writer {
         let rows = Array(staged)
         try db.inChunks(of: 128, count: rows.count, sql: { n in """
             INSERT INTO accounts(id, name, version, last_at, chains) VALUES \(SQLiteDatabase.placeholders(rows: n, columns: 5))
-            ON CONFLICT(id) DO UPDATE SET version = excluded.version, last_at = excluded.last_at, chains = excluded.chains
+            ON CONFLICT(id) DO UPDATE SET version = excluded.version, last_at = excluded.last_at, chains = coalesce(excluded.chains, chains)
             """ }) { s, range in
             for (k, i) in range.enumerated() {
                 let p = Int32(5 * k)
                 let row = rows[i].value
                 s.bind(p + 1, row.id).bind(p + 2, rows[i].key).bind(p + 3, row.version).bind(p + 4, row.lastAt)
-                    .bind(p + 5, ChainMarks.encode(row.chains))
+                    .bind(p + 5, row.chainsMoved ? row.chains.encode() : nil)
             }
             try s.run()
         }
@@ -426,7 +438,10 @@ final class Writer {
         nextBlockID = blockID
         sealedLink = newSealedLink
         nextAccountID += Int64(newAccounts.count)
-        for (name, row) in staged { remember(name, row) }
+        for (name, var row) in staged {
+            row.chainsMoved = false
+            remember(name, row)
+        }
     }
 
     /// The per-account block index is kept in two tables. A new block's postings (one per

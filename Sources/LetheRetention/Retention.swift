@@ -213,8 +213,12 @@ public final class Retention: Sendable {
 
     /// Decides every purge due at `now` from the read models and appends it, all or nothing.
     private func decideAndAppend(now: Timestamp, into result: inout RetentionRun) throws {
-        let report = try report(asOf: now, horizonDays: 0, executed: false)
+        // The versions the batch expects are those at a checkpoint no later than what the
+        // decision reads (another process may move the shared read models on meanwhile): an
+        // event in between can only make the append refuse and the run decide again.
+        try views.catchUp()
         let checkpoint = try views.checkpoint
+        let report = try report(asOf: now, horizonDays: 0, executed: false)
         var work: [String: Work] = [:]
         for o in report.obligations where o.status == "due" {
             if o.held { result.held += 1 } else { work[o.account, default: Work()].obligations.append(o) }
@@ -355,10 +359,12 @@ public final class Retention: Sendable {
         } else {
             for o in obligations {
                 guard let item = o.item else { continue }
-                // The item's own data (ItemCreated: kind, label, content) goes with its key; its
-                // trash moves and this purge event keep only its id.
+                // The item's own data (ItemCreated: kind, label, content) goes with its own key;
+                // its trash moves and this purge event keep only its id.
                 plan.events.append(event(.itemPurged, id: "lethe:\(o.rule):\(account):\(o.start.nanoseconds):\(item)", ["item": .string(item), "rule": .string(o.rule)]))
-                plan.erasures.append(.item(account: account, item: item))
+                if let seq = try views.itemCreatedSeq(account: account, item: item) {
+                    plan.erasures.append(.event(account: account, seq: seq))
+                }
                 result.itemsPurged += 1
             }
         }

@@ -163,10 +163,11 @@ extension Optional where Wrapped == String {
 }
 
 extension ReadModels {
-    /// Runs `body` in one read transaction, with the field keys at hand (nil for a key that is gone).
+    /// Runs `body` in one read transaction, with the field keys at hand (nil for a key that is
+    /// gone). Locks in the order catch-up takes them: the connection, then the keys.
     private func sealedQuery<T>(_ body: (SQLiteDatabase, (String, KeyRef) throws -> SymmetricKey?) throws -> T) throws -> T {
-        try fieldKeys.withKeys { keys in
-            try withoutActuallyEscaping(keys) { keys in try query { db in try body(db, keys) } }
+        try query { db in
+            try fieldKeys.withKeys { keys in try withoutActuallyEscaping(keys) { keys in try body(db, keys) } }
         }
     }
 
@@ -210,7 +211,7 @@ extension ReadModels {
             s.bind(1, account)
             var out: [Views.Item] = []
             while try s.step() {
-                let key = try keys(account, KeyRef(.item, number: UInt64(bitPattern: s.int(6))))
+                let key = try keys(account, KeyRef(.own, number: UInt64(bitPattern: s.int(6))))
                 out.append(Views.Item(
                     item: s.text(0)!, kind: Field.itemKind.openText(s.optionalBlob(1), key: key, account: account) ?? "",
                     label: Field.itemLabel.openText(s.optionalBlob(2), key: key, account: account), state: s.text(3)!,

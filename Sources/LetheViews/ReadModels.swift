@@ -64,7 +64,7 @@ public final class ReadModels: Sendable {
             }
             try ReadModels.initialize(db, identity: identity)
             // A purge whose WAL could not be truncated left a mark: every open tries again.
-            if try db.isWALDirty(), try !db.truncateWAL(wait: .seconds(1)) {
+            if try db.isWALDirty(), try !db.truncateWAL(wait: .milliseconds(200)) {
                 logger.warning("the read models' WAL still holds purged data: a reader holds an old snapshot", metadata: ["path": "\(path)"])
             }
             return db

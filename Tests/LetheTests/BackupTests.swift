@@ -145,7 +145,7 @@ import Testing
         for i in 2..<8 { try journal.append(event("a", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/secret-\(i)"), "visitor": "v"])) }
         try Backup.create(journal, to: dir.path("b.backup"), now: ts("2026-02-01T00:00:00Z"))
         try journal.append([NewEvent(.itemPurged, account: "a", at: ts("2026-03-01T00:00:00Z"), data: ["item": "doc", "rule": "trash-30d"])],
-                           erasing: [.item(account: "a", item: "doc")])
+                           erasing: [.event(account: "a", seq: 2)])
         try journal.append([NewEvent(.recordsExpired, account: "a", at: ts("2026-03-01T00:00:00Z"),
                                      data: ["category": "page-views", "rule": "page-views-90d", "through": "2026-01-01T00:00:04Z"])],
                            erasing: [.records(account: "a", category: "page-views", through: ts("2026-01-01T00:00:04Z"))])

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import LetheEvents
 @testable import LetheJournal
@@ -312,5 +313,51 @@ struct NeedleSearch {
         try views.catchUp()
         #expect(try views.account("held")?.status == "active" && views.account("held")?.name == "N")
         #expect(try views.account("free")?.status == "purged")
+    }
+
+    @Test func rotatingTheMasterKeyIsCrashSafeAndLeavesOldCopiesOfTheKeyStoreUseless() throws {
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 8)
+        for n in 0..<25 {
+            try j.append(NewEvent(.accountSignedUp, account: "a\(n)", at: ts("2026-01-01T00:00:00Z"), data: ["name": "N", "email": "n@example.com"]))
+        }
+        let keys = j.keysPath, path = j.path
+        try copyJournal(keys, to: dir.path("old-copy.keys"))
+        let newHex = String(repeating: "5e", count: 32)
+        let newKey = SymmetricKey(data: Hex.decode(newHex)!)
+        func store(_ path: String, _ master: MasterKeySource) throws -> KeyStore {
+            try KeyStore(path: path, master: master, dataPaths: [j.path], entropy: .seeded(9), synchronous: .normal)
+        }
+        // Interrupted after its first batch of ten, as a crash would leave it.
+        #expect(try store(keys, testMaster).rotate(to: newKey, batch: 10, stopAfter: 1) == 11)
+        #expect { try Journal(path: path, master: testMaster) } throws: {
+            ($0 as? JournalError)?.message.contains("a rotation is in progress") == true
+        }
+        // Run again with the same two keys, it finishes; with a third key, it refuses.
+        #expect { try store(keys, testMaster).rotate(to: SymmetricKey(size: .bits256)) } throws: {
+            ($0 as? JournalError)?.message.contains("being rotated to another master key") == true
+        }
+        #expect(try store(keys, testMaster).rotate(to: newKey) == 15)
+        // Now only the new key opens the live store, and every payload still opens with it.
+        #expect { try store(keys, testMaster) } throws: { ($0 as? JournalError)?.message.contains("does not open the key store") == true }
+        let after = try Journal(path: path, master: .key(newHex))
+        #expect(try allEvents(after).allSatisfy { if case .plaintext = $0.payload { true } else { false } })
+        #expect(try JournalReader.verify(path: path, keysPath: keys, master: .key(newHex)).anchored)
+        // A copy of the store taken before opens only with the old key: destroy that, and the copy is useless.
+        #expect { try store(dir.path("old-copy.keys"), .key(newHex)) } throws: { ($0 as? JournalError)?.code == .keys }
+        #expect(throws: Never.self) { try store(dir.path("old-copy.keys"), testMaster) }
+    }
+
+    @Test func theCommandRotatesTheMasterKey() throws {
+        let dir = TempDir(), secrets = TempDir()
+        let journal = dir.path("j.lethe")
+        let line = #"{"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}"#
+        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: line).status == 0)
+        #expect(try run("lethe", ["keys", "init", secrets.path("new.key")]).status == 0)
+        let r = try run("lethe", ["keys", "rotate", "--journal", journal, "--new-master-key", secrets.path("new.key")])
+        #expect(r.status == 0 && r.stdout.hasPrefix("rotated: 2 keyrings and journal keys"), "\(r.stdout)\(r.stderr)")
+        #expect(try run("lethe", ["export", "--journal", journal]).status != 0)  // the old key no longer opens it
+        let export = try run("lethe", ["export", "--journal", journal, "--master-key", secrets.path("new.key")])
+        #expect(export.status == 0 && export.stdout.contains("ada@example.com"), "\(export.stderr)")
     }
 }

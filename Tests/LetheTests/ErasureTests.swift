@@ -91,7 +91,7 @@ import Testing
         }
         try copyJournal(j.path, to: dir.path("copy.lethe"))
         try j.append([NewEvent(.itemPurged, account: "a", at: ts("2026-02-01T00:00:00Z"), data: ["item": "pic", "rule": "trash-30d"])],
-                     erasing: [.item(account: "a", item: "pic")])
+                     erasing: [.event(account: "a", seq: 3)])
         let labels = try allEvents(j).filter { $0.header.type == "ItemCreated" }.map { e -> String in
             e.payload == .purged ? "purged" : (try? data(e)["label"]?.string) ?? "?"
         }

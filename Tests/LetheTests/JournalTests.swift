@@ -218,24 +218,31 @@ import Testing
         #expect(Set(nonces.map(\.session)).count == 3)
     }
 
-    @Test func aPayloadOpensOnlyWithItsSessionCounterAccountAndKey() throws {
+    @Test func aPayloadOpensOnlyWithItsNonceAccountAndKey() throws {
         let key = SymmetricKey(data: [UInt8](repeating: 7, count: 32))
-        let (one, two) = (Session(high: 1, low: 1), Session(high: 1, low: 2))
-        let k1 = KeyDerivation.sessionKey(key, one)
-        let a = Sealing.seal([1, 2, 3], sessionKey: k1, counter: 1, account: "a")
-        #expect(a != Sealing.seal([1, 2, 3], sessionKey: KeyDerivation.sessionKey(key, two), counter: 1, account: "a"))
-        #expect(a != Sealing.seal([1, 2, 3], sessionKey: k1, counter: 2, account: "a"))
-        #expect(try Sealing.open(a, sessionKey: k1, counter: 1, account: "a", seq: 1) == [1, 2, 3])
-        #expect(throws: JournalError.self) { try Sealing.open(a, sessionKey: KeyDerivation.sessionKey(key, two), counter: 1, account: "a", seq: 1) }
-        #expect(throws: JournalError.self) { try Sealing.open(a, sessionKey: k1, counter: 2, account: "a", seq: 1) }
-        #expect(throws: JournalError.self) { try Sealing.open(a, sessionKey: k1, counter: 1, account: "b", seq: 1) }
-        let other = KeyDerivation.sessionKey(SymmetricKey(data: [UInt8](repeating: 8, count: 32)), one)
-        #expect(throws: JournalError.self) { try Sealing.open(a, sessionKey: other, counter: 1, account: "a", seq: 1) }
-        // Large payloads are compressed before they are encrypted.
-        let big = [UInt8](repeating: 65, count: 4000)
-        let sealedBig = Sealing.seal(big, sessionKey: k1, counter: 3, account: "a")
-        #expect(sealedBig.count < 200)
-        #expect(try Sealing.open(sealedBig, sessionKey: k1, counter: 3, account: "a", seq: 1) == big)
+        let (one, two) = (Session(high: 1, low: 1), Session(high: 2, low: 1))
+        for kind in [KeyRef.Kind.account, .records] {
+            // A key that seals many payloads seals under its session's key; a single-use one itself.
+            let k1 = KeyDerivation.sealingKey(key, kind: kind, session: one)
+            #expect((k1 == key) == kind.isSingleUse)
+            let nonce = NonceID(session: one, counter: 1)
+            let a = Sealing.seal([1, 2, 3], key: k1, nonce: nonce, kind: kind, account: "a")
+            #expect(a != Sealing.seal([1, 2, 3], key: KeyDerivation.sealingKey(key, kind: kind, session: two), nonce: NonceID(session: two, counter: 1), kind: kind, account: "a"))
+            #expect(a != Sealing.seal([1, 2, 3], key: k1, nonce: NonceID(session: one, counter: 2), kind: kind, account: "a"))
+            #expect(try Sealing.open(a, key: k1, nonce: nonce, kind: kind, account: "a", seq: 1) == [1, 2, 3])
+            #expect(throws: JournalError.self) { try Sealing.open(a, key: k1, nonce: NonceID(session: one, counter: 2), kind: kind, account: "a", seq: 1) }
+            #expect(throws: JournalError.self) { try Sealing.open(a, key: k1, nonce: nonce, kind: kind, account: "b", seq: 1) }
+            let other = SymmetricKey(data: [UInt8](repeating: 8, count: 32))
+            #expect(throws: JournalError.self) { try Sealing.open(a, key: other, nonce: nonce, kind: kind, account: "a", seq: 1) }
+            // Large payloads are compressed before they are encrypted.
+            let big = [UInt8](repeating: 65, count: 4000)
+            let sealedBig = Sealing.seal(big, key: k1, nonce: NonceID(session: one, counter: 3), kind: kind, account: "a")
+            #expect(sealedBig.count < 200)
+            #expect(try Sealing.open(sealedBig, key: k1, nonce: NonceID(session: one, counter: 3), kind: kind, account: "a", seq: 1) == big)
+        }
+        // A single-use key's nonce holds the session's first 64 bits: the same key used in two
+        // sessions (a restored journal written on) never repeats a nonce.
+        #expect(Sealing.nonce(NonceID(session: one, counter: 1), kind: .records) != Sealing.nonce(NonceID(session: two, counter: 1), kind: .records))
     }
 
     @Test func derivedKeysMatchTheirKnownAnswers() throws {
@@ -243,8 +250,8 @@ import Testing
         // changed label, cannot silently orphan stored payloads, fields or record chains.
         let key = SymmetricKey(data: [UInt8](repeating: 1, count: 32))
         func hex(_ k: SymmetricKey) -> String { k.withUnsafeBytes { Hex.encode($0) } }
-        // The next key of a record chain: SHA-256("lethe record chain step v1" ‖ key).
-        #expect(hex(KeyDerivation.step(key)) == "aa9ac3822294f589761ae5ba0febe09e0c0165d1786658fb3fafd956f0da1073")
+        // The next key of a record chain: SHA-256("lethe chain step v1" ‖ key).
+        #expect(hex(KeyDerivation.step(key)) == "cb0d7f5e99b9006e7cd49361f25059e00822b7d395499367c4d60115ebec3a45")
         // A session's key: HMAC-SHA256(key, "lethe seal v2" ‖ session high ‖ session low, little-endian).
         #expect(hex(KeyDerivation.sessionKey(key, Session(high: 1, low: 2))) == "3317eb996cb6a81e8ea6f86e5126a9dc5ae90b7916980e089816e9ff969c9203")
         // The read models' field key: HMAC-SHA256(key, "lethe fields v1").

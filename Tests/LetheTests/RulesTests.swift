@@ -25,7 +25,7 @@ import Testing
         var access = e("a", .accountAccessed, ["actor": "s", "ip": "203.0.113.1", "reason": "r"], at: 1)
         access.scope = .account
         var item = e("a", .itemCreated, ["item": "doc", "kind": "file"], at: 2)
-        item.scope = .item("another")
+        item.scope = .account
         var hold = e("a", .legalHoldPlaced, ["case": "C-1", "reason": "r"], at: 3)
         hold.scope = .account
         let outcomes = try j.append([e("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: 0), access, item, hold])

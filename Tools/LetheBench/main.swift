@@ -52,6 +52,7 @@ let master = String(repeating: "5a", count: 32)
 func open(_ name: String, _ configure: (inout Journal.Options) -> Void = { _ in }) throws -> Journal {
     var options = Journal.Options()
     options.rules = ContractRules()
+    options.recordCategories = EventType.recordCategories
     if blockEvents > 0 { options.blockEvents = blockEvents }
     configure(&options)
     let path = dir + "/" + name
@@ -115,7 +116,8 @@ print("import (batched): \(summary.imported) events, median of \(repeats): \(fmt
 print("during import (memory, and input rate over each quarter): \(samples.joined(separator: ", ")); peak \(fmt(memoryMiB().peak)) MiB")
 let journalPath = dir + "/bench.lethe"
 let stored = fileSize(journalPath) + fileSize(journalPath + "-wal")
-print("size: journal \(stored) bytes = \(fmt(Double(stored) / imported, 1)) bytes/event (NDJSON \(fmt(Double(inputBytes) / imported, 1)) bytes/event, ratio \(fmt(Double(inputBytes) / Double(stored), 2))x); key store \(fileSize(journalPath + ".keys")) bytes")
+let keyStore = fileSize(journalPath + ".keys") + fileSize(journalPath + ".keys-wal")
+print("size: journal \(stored) bytes = \(fmt(Double(stored) / imported, 1)) bytes/event (NDJSON \(fmt(Double(inputBytes) / imported, 1)) bytes/event, ratio \(fmt(Double(inputBytes) / Double(stored), 2))x); key store \(keyStore) bytes = \(fmt(Double(keyStore) / imported, 1)) bytes/event; both \(fmt(Double(stored + keyStore) / imported, 1)) bytes/event")
 let journal = try open("bench.lethe")
 
 // 3. Full read: every event decrypted and its data decoded into JSON objects, in journal order
@@ -187,7 +189,7 @@ for (n, sync) in [Journal.Synchronous.full, .normal].enumerated() {
     let t = try seconds {
         for i in 0..<singles {
             try single.append(NewEvent(id: "single-\(sync)-\(i)", account: "bench_\(i % 1000)", type: "PageViewed",
-                                       at: base.adding(seconds: Int64(i)), payload: payload))
+                                       at: base.adding(seconds: Int64(i)), payload: payload, scope: EventType.pageViewed.keyScope([:])))
         }
     }
     print("single appends (synchronous=\(sync)): \(singles) in \(fmt(t, 2)) s = \(fmt(Double(singles) / t)) events/s")

@@ -231,13 +231,14 @@ package final class KeyStore {
         }
     }
 
-    private func failing<T>(_ what: String, _ body: () throws -> T) throws -> T {
+    /// Runs `body`, naming `what` failed (a description made only then).
+    private func failing<T>(_ what: @autoclosure () -> String, _ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let e as JournalError {
             throw e
         } catch {
-            throw JournalError(.keys, "cannot \(what) in the key store \(path)", underlying: error)
+            throw JournalError(.keys, "cannot \(what()) in the key store \(path)", underlying: error)
         }
     }
 
@@ -420,11 +421,15 @@ package final class KeyStore {
         case .own:
             return try failing("read own key \(ref.number)") { try ownKey(ref.number) }
         case .account:
+            if let cached = keyrings[account] { return cached.ring.accountKey.map { .key($0) } ?? .destroyed }
             guard let ring = try keyring(account) else { return .none }
             return ring.accountKey.map { .key($0) } ?? .destroyed
         case .records:
-            guard let ring = try keyring(account) else { return .none }
-            guard let chain = ring.chains[ref.number] else { return ring.purged || ref.number < ring.nextSlot ? .destroyed : .none }
+            if keyrings[account] == nil, try keyring(account) == nil { return .none }
+            guard let chain = keyrings[account]?.ring.chains[ref.number] else {
+                guard let ring = keyrings[account]?.ring else { return .none }
+                return ring.purged || ref.number < ring.nextSlot ? .destroyed : .none
+            }
             return recordKey(account, chain, index: ref.index).map { .key($0) } ?? .destroyed
         }
     }

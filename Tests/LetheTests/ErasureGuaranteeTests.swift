@@ -250,10 +250,10 @@ struct NeedleSearch {
         #expect(try lethe(["rebuild", "--journal", journal]).status == 0)
         // A report over an existing world-readable file, and over a link: both replaced by a
         // new owner-only file; the link's target is left alone.
-        FileManager.default.createFile(atPath: dir.path("existing.json"), contents: Data("old".utf8), attributes: [.posixPermissions: 0o644])
+        _ = FileManager.default.createFile(atPath: dir.path("existing.json"), contents: Data("old".utf8), attributes: [.posixPermissions: 0o644])
         #expect(try lethe(["subject-report", "--journal", journal, "--account", "acc_41", "-o", dir.path("existing.json")]).status == 0)
         let target = TempDir()
-        FileManager.default.createFile(atPath: target.path("victim"), contents: Data("untouched".utf8), attributes: [.posixPermissions: 0o644])
+        _ = FileManager.default.createFile(atPath: target.path("victim"), contents: Data("untouched".utf8), attributes: [.posixPermissions: 0o644])
         try FileManager.default.createSymbolicLink(atPath: dir.path("link.json"), withDestinationPath: target.path("victim"))
         #expect(try lethe(["subject-report", "--journal", journal, "--account", "acc_3", "-o", dir.path("link.json")]).status == 0)
         #expect(try String(contentsOfFile: target.path("victim"), encoding: .utf8) == "untouched")

@@ -131,13 +131,17 @@ public enum Backup {
         mutating func record(_ tag: Tag, _ fill: (inout BinaryWriter) -> Void) throws {
             buffer.u8(tag.rawValue)
             fill(&buffer)
-            if buffer.bytes.count >= Backup.chunkBytes { try cut() }
+            // Cut at exactly `chunkBytes`: a record may span chunks (the restore carries an
+            // unfinished one over), so no chunk is ever larger, whatever the size of a record.
+            while buffer.bytes.count >= Backup.chunkBytes { try cut(Backup.chunkBytes) }
         }
 
-        private mutating func cut() throws {
+        private mutating func cut(_ size: Int) throws {
             if let pending { try seal(pending, last: false) }
-            pending = buffer.bytes
-            buffer = BinaryWriter(capacity: Backup.chunkBytes + 65_536)
+            pending = Array(buffer.bytes[..<size])
+            var rest = BinaryWriter(capacity: Backup.chunkBytes + 65_536)
+            rest.raw(buffer.bytes[size...])
+            buffer = rest
         }
 
         private mutating func seal(_ plain: [UInt8], last: Bool) throws {
@@ -155,7 +159,8 @@ public enum Backup {
         /// Ends the stream; returns the number of chunks.
         mutating func finish() throws -> Int {
             buffer.u8(Tag.end.rawValue)
-            try cut()
+            // (`record` left less than `chunkBytes`: with the end record, at most that.)
+            try cut(buffer.bytes.count)
             try seal(pending!, last: true)
             return index
         }
@@ -349,7 +354,8 @@ public enum Backup {
                 guard let prefix = try input.read(upToCount: 4), prefix.count == 4 else { throw damaged("it is cut short") }
                 let length = Int(UInt32(prefix[prefix.startIndex]) | UInt32(prefix[prefix.startIndex + 1]) << 8
                     | UInt32(prefix[prefix.startIndex + 2]) << 16 | UInt32(prefix[prefix.startIndex + 3]) << 24)
-                guard length >= 16, length <= chunkBytes + (chunkBytes >> 2) + 65_536 else { throw damaged("a chunk length is out of range") }
+                // An LZ4 frame of `chunkBytes` that does not compress, its header, and the tag.
+                guard length >= 16, length <= chunkBytes + (chunkBytes >> 7) + 1024 else { throw damaged("a chunk length is out of range") }
                 guard let sealed = try input.read(upToCount: length), sealed.count == length else { throw damaged("it is cut short") }
                 // Whether this is the last chunk is what its additional data says: try both.
                 var plain: [UInt8]?
@@ -363,7 +369,7 @@ public enum Backup {
                     }
                 }
                 guard let plain else { throw damaged("it does not authenticate (altered, or made from another journal or key store)") }
-                pending += try LZ4.decompressFrame(plain, limit: chunkBytes + 65_536)
+                pending += try LZ4.decompressFrame(plain, limit: chunkBytes)
                 offset += 4 + length
                 chunks += 1
                 ended = try loader.load(&pending, last: last, place: { damaged($0) })
@@ -407,7 +413,8 @@ public enum Backup {
         /// Loads every whole record in `bytes` (keeping an unfinished one for the next chunk);
         /// returns true at the end record.
         mutating func load(_ bytes: inout [UInt8], last: Bool, place: (String) -> JournalError) throws -> Bool {
-            var r = BinaryReader(bytes)
+            // A record may continue in the next chunk; no field is longer than a block's frame.
+            var r = BinaryReader(bytes, streamLimit: Journal.maxBlockEvents * (Journal.maxPayloadBytes / 64) + 65_536)
             var consumed = 0
             var ended = false
             try db.transaction {

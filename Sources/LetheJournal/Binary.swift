@@ -62,10 +62,14 @@ package struct BinaryReader {
 
     package let bytes: [UInt8]
     package private(set) var offset: Int
+    /// For a reader of a stream that arrives in pieces: a length prefix beyond the bytes at
+    /// hand but within this limit throws `Truncated` (wait for the next piece), not `Malformed`.
+    private let streamLimit: Int?
 
-    package init(_ bytes: [UInt8], offset: Int = 0) {
+    package init(_ bytes: [UInt8], offset: Int = 0, streamLimit: Int? = nil) {
         self.bytes = bytes
         self.offset = offset
+        self.streamLimit = streamLimit
     }
 
     package var isAtEnd: Bool { offset == bytes.count }
@@ -124,7 +128,7 @@ package struct BinaryReader {
     }
 
     package mutating func lengthPrefixed() throws -> ArraySlice<UInt8> {
-        try bytes(try count(limit: remaining))
+        try bytes(try count(limit: streamLimit ?? remaining))
     }
 
     package mutating func string() throws -> String {

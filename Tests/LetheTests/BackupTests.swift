@@ -161,4 +161,25 @@ import Testing
         }
         #expect(try JournalReader.verify(path: target, keysPath: path + ".keys", master: testMaster).anchored)
     }
+
+    @Test func recordsLargerThanAChunkSpanChunksAndRestore() throws {
+        // Payloads that do not compress (sealed), larger than a 4 MiB chunk, in a sealed block
+        // and in the tail: each chunk stays at most 4 MiB, and the restore joins them again.
+        let dir = TempDir()
+        let path = dir.path("j.lethe")
+        let journal = try openJournal(dir, name: "j.lethe", blockEvents: 2)
+        var rng = SplitMix(seed: 5)
+        for i in 0..<3 {
+            let big = String((0..<(5 << 20)).map { _ in Character(UnicodeScalar(UInt8(97 + rng.next() % 26))) })
+            try journal.append(NewEvent(account: "a", type: "Blob", at: ts("2026-01-01T00:00:0\(i)Z"), payload: Array(big.utf8)))
+        }
+        try journal.append(event("a", at: "2026-01-01T00:00:09Z"))
+        let summary = try Backup.create(journal, to: dir.path("b.backup"), now: ts("2026-02-01T00:00:00Z"))
+        #expect(summary.chunks >= 4)
+        let target = dir.path("restored.lethe")
+        try Backup.restore(dir.path("b.backup"), to: target, keysPath: path + ".keys", master: testMaster)
+        let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster)
+        #expect(try allEvents(restored).map(\.payload) == allEvents(journal).map(\.payload))
+        #expect(try JournalReader.verify(path: target, keysPath: path + ".keys", master: testMaster).events == 4)
+    }
 }

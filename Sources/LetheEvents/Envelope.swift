@@ -85,7 +85,7 @@ public enum EnvelopeValidator {
         guard case .string(let account) = accountValue else { return .failure(Rejection(field: "account", "must be a string, not \(accountValue.typeName)")) }
         guard isValidAccount(account) else { return .failure(Rejection(field: "account", "must match [A-Za-z0-9_.:-]{1,64}")) }
         guard !CardNumbers.contains(account) else { return .failure(Rejection(field: "account", "holds what looks like a full card number")) }
-        guard !account.hasPrefix(RetentionPolicy.engineAccountPrefix) else {
+        guard !account.utf8.starts(with: RetentionPolicy.engineAccountPrefix.utf8) else {
             return .failure(Rejection(field: "account", "names starting with \(RetentionPolicy.engineAccountPrefix) are the engine's own"))
         }
         guard let atValue = o["at"] else { return .failure(Rejection(field: "at", "missing")) }

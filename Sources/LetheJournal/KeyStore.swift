@@ -588,43 +588,39 @@ package final class KeyStore {
                 if let stopAfter, batches == stopAfter { return moved }
                 batches += 1
                 let count: Int = try db.transaction {
-                    var n = 0
-                    let rings = try db.statement("SELECT account, generation, sealed FROM keyrings WHERE generation < ? LIMIT ?")
-                    rings.bind(1, target).bind(2, Int64(batch))
-                    var ringRows: [(String, Int64, [UInt8])] = []
-                    while try rings.step() { ringRows.append((rings.text(0) ?? "", rings.int(1), rings.blob(2))) }
-                    rings.reset()
-                    for (account, g, sealed) in ringRows {
-                        let label = "lethe keyring v1", name = Array(account.utf8)
-                        let plain = try unwrap(sealed, generation: g, label: label, name: name, what: "the keys of account \(account)")
-                        try db.statement("UPDATE keyrings SET generation = ?, sealed = ? WHERE account = ?")
-                            .bind(1, target).bind(2, try wrap(plain, label: label, name: name)).bind(3, account).run()
-                        n += 1
+                    /// Re-wraps up to `batch` rows of `table` still under an older generation; a
+                    /// row's `identify` gives its wrapping name, what to call it in an error, and
+                    /// binds its key to the update's third parameter.
+                    func rewrap(
+                        _ table: String, key: String, label: String,
+                        identify: (SQLiteStatement) -> (name: [UInt8], what: String, bind: (SQLiteStatement) -> Void)
+                    ) throws -> Int {
+                        let select = try db.statement("SELECT \(key), generation, sealed FROM \(table) WHERE generation < ? LIMIT ?")
+                        select.bind(1, target).bind(2, Int64(batch))
+                        var rows: [(id: (name: [UInt8], what: String, bind: (SQLiteStatement) -> Void), generation: Int64, sealed: [UInt8])] = []
+                        while try select.step() { rows.append((identify(select), select.int(1), select.blob(2))) }
+                        select.reset()
+                        for row in rows {
+                            let plain = try unwrap(row.sealed, generation: row.generation, label: label, name: row.id.name, what: row.id.what)
+                            let update = try db.statement("UPDATE \(table) SET generation = ?, sealed = ? WHERE \(key) = ?")
+                            update.bind(1, target).bind(2, try wrap(plain, label: label, name: row.id.name))
+                            row.id.bind(update)
+                            try update.run()
+                        }
+                        return rows.count
                     }
-                    let owns = try db.statement("SELECT id, generation, sealed FROM own_keys WHERE generation < ? LIMIT ?")
-                    owns.bind(1, target).bind(2, Int64(batch))
-                    var ownRows: [(Int64, Int64, [UInt8])] = []
-                    while try owns.step() { ownRows.append((owns.int(0), owns.int(1), owns.blob(2))) }
-                    owns.reset()
-                    for (id, g, sealed) in ownRows {
-                        let label = "lethe own key v1", name = KeyStore.ownName(UInt64(bitPattern: id))
-                        let plain = try unwrap(sealed, generation: g, label: label, name: name, what: "own key \(id)")
-                        try db.statement("UPDATE own_keys SET generation = ?, sealed = ? WHERE id = ?")
-                            .bind(1, target).bind(2, try wrap(plain, label: label, name: name)).bind(3, id).run()
-                        n += 1
+                    let n = try rewrap("keyrings", key: "account", label: "lethe keyring v1") { s in
+                        let account = s.text(0) ?? ""
+                        return (Array(account.utf8), "the keys of account \(account)", { $0.bind(3, account) })
                     }
-                    let journals = try db.statement("SELECT id, generation, sealed FROM journals WHERE generation < ? LIMIT ?")
-                    journals.bind(1, target).bind(2, Int64(batch))
-                    var journalRows: [([UInt8], Int64, [UInt8])] = []
-                    while try journals.step() { journalRows.append((journals.blob(0), journals.int(1), journals.blob(2))) }
-                    journals.reset()
-                    for (id, g, sealed) in journalRows {
-                        let label = "lethe journal keys v1"
-                        let plain = try unwrap(sealed, generation: g, label: label, name: id, what: "the keys of journal \(Hex.encode(id))")
-                        try db.statement("UPDATE journals SET generation = ?, sealed = ? WHERE id = ?")
-                            .bind(1, target).bind(2, try wrap(plain, label: label, name: id)).bind(3, id).run()
-                        n += 1
-                    }
+                        + rewrap("own_keys", key: "id", label: "lethe own key v1") { s in
+                            let id = s.int(0)
+                            return (KeyStore.ownName(UInt64(bitPattern: id)), "own key \(id)", { $0.bind(3, id) })
+                        }
+                        + rewrap("journals", key: "id", label: "lethe journal keys v1") { s in
+                            let id = s.blob(0)
+                            return (id, "the keys of journal \(Hex.encode(id))", { $0.bind(3, id) })
+                        }
                     if n == 0 {
                         try db.statement("DELETE FROM wrapping WHERE generation < ?").bind(1, target).run()
                         try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")

@@ -321,6 +321,11 @@ struct NeedleSearch {
         for n in 0..<25 {
             try j.append(NewEvent(.accountSignedUp, account: "a\(n)", at: ts("2026-01-01T00:00:00Z"), data: ["name": "N", "email": "n@example.com"]))
         }
+        // Two own keys (items), one record chain: every kind of wrapped key is re-wrapped.
+        for item in ["i1", "i2"] {
+            try j.append(NewEvent(.itemCreated, account: "a0", at: ts("2026-01-02T00:00:00Z"), data: ["item_id": .string(item), "kind": "file", "label": "L"]))
+        }
+        try j.append(NewEvent(.pageViewed, account: "a1", at: ts("2026-01-02T00:00:00Z"), data: ["path": "/pricing"]))
         let keys = j.keysPath, path = j.path
         try copyJournal(keys, to: dir.path("old-copy.keys"))
         let newHex = String(repeating: "5e", count: 32)
@@ -328,8 +333,8 @@ struct NeedleSearch {
         func store(_ path: String, _ master: MasterKeySource) throws -> KeyStore {
             try KeyStore(path: path, master: master, dataPaths: [j.path], entropy: .seeded(9), synchronous: .normal)
         }
-        // Interrupted after its first batch of ten, as a crash would leave it.
-        #expect(try store(keys, testMaster).rotate(to: newKey, batch: 10, stopAfter: 1) == 11)
+        // Interrupted after its first batch (ten keyrings, the two own keys, the journal's keys), as a crash would leave it.
+        #expect(try store(keys, testMaster).rotate(to: newKey, batch: 10, stopAfter: 1) == 13)
         #expect { try Journal(path: path, master: testMaster) } throws: {
             ($0 as? JournalError)?.message.contains("a rotation is in progress") == true
         }

@@ -80,6 +80,9 @@ public struct StoredEvent: Sendable {
     /// That key itself, when it still exists: what the read models seal their copy of the
     /// payload's fields under (`KeyDerivation.fieldKey`), so that the copy dies with it.
     package var sealingKey: SymmetricKey?
+    /// The payload's sealing session and counter, unique to it in any history that holds it: what
+    /// the read models' sealed copies of its fields are made unique by (`KeyDerivation.cellKey`).
+    package var origin: NonceID?
 
     public init(header: EventHeader, payload: Payload) {
         self.header = header

@@ -281,6 +281,7 @@ public final class JournalReader {
                         let sealingKey = known ?? KeyDerivation.sealingKey(key, kind: e.key.kind, session: e.nonce.session)
                         stored.payload = .plaintext(try Sealing.open(bytes, key: sealingKey, nonce: e.nonce, kind: e.key.kind, account: e.header.account, seq: e.header.seq))
                         stored.sealingKey = key
+                        stored.origin = e.nonce
                         return stored
                     } catch let error as JournalError {
                         throw error

@@ -152,6 +152,17 @@ package enum KeyDerivation {
         SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: fieldLabel, using: key))
     }
 
+    /// The key of the read models' cells copied from the payload sealed in `session` under the
+    /// key whose field key is `fieldKey`. A session seals each counter once, so a cell's nonce
+    /// (the payload's counter and the column) is used once under this key, in every history: a
+    /// journal restored from a backup and written on reuses sequence numbers, never sessions.
+    package static func cellKey(_ fieldKey: SymmetricKey, session: Session) -> SymmetricKey {
+        var w = BinaryWriter(capacity: 40)
+        w.raw(cellLabel)
+        session.write(into: &w)
+        return SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: w.bytes, using: fieldKey))
+    }
+
     /// The next key of a record chain: one-way, so destroying a key destroys every earlier one.
     package static func step(_ key: SymmetricKey) -> SymmetricKey {
         key.withUnsafeBytes { step(ChainKey($0)) }.symmetricKey
@@ -170,6 +181,7 @@ package enum KeyDerivation {
 
     private static let sessionLabel = Array("lethe seal v2".utf8)
     private static let fieldLabel = Array("lethe fields v1".utf8)
+    private static let cellLabel = Array("lethe cell v1".utf8)
     /// (Short enough that label and key fit one SHA-256 block: this runs once per record.)
     private static let stepLabel = Array("lethe chain step v1".utf8)
 }

@@ -7,10 +7,14 @@ import LetheJournal
 /// dies with that key: after a purge, whatever bytes of it a page, a WAL, a freed block on the
 /// disk or an old copy of the file still hold are ciphertext under a key that no longer exists.
 ///
-/// A sealed cell is `seq:u64 ‖ ciphertext ‖ tag` (AES-256-GCM). The nonce is the sequence number
-/// of the event the value came from and the column's number, and each event gives each column one
-/// value, so no nonce repeats under a key; the same event sealed again (a rebuild) gives the same
-/// bytes, so a rebuild still equals catch-up byte for byte. The additional data is the account.
+/// A sealed cell is `session:16 ‖ counter:u32 ‖ ciphertext ‖ tag` (AES-256-GCM): the sealing
+/// session and counter of the payload the value came from (`StoredEvent.origin`). It is sealed
+/// under that session's cell key (`KeyDerivation.cellKey` of the field key), with the counter and
+/// the column's number as the nonce. A session seals each counter once, and each event gives each
+/// column one value, so no nonce repeats under a key, even across histories (a journal restored
+/// from a backup and written on reuses sequence numbers, not sessions); the same event sealed
+/// again (a rebuild) gives the same bytes, so a rebuild still equals catch-up byte for byte. The
+/// additional data is the account.
 ///
 /// Where the read models need equality (a ticket named by an access, a consent named by a share)
 /// they compare keyed tags (HMAC-SHA256 under the account's field key, 16 bytes), which die with
@@ -26,40 +30,46 @@ enum Field: UInt32 {
     case access
     case path
 
-    private func nonce(_ seq: Int64) -> [UInt8] {
+    private static let originBytes = 20
+
+    private func nonce(_ counter: UInt32) -> AES.GCM.Nonce {
         var bytes = [UInt8](repeating: 0, count: 12)
-        withUnsafeBytes(of: UInt64(bitPattern: seq).littleEndian) { for (i, b) in $0.enumerated() { bytes[i] = b } }
-        withUnsafeBytes(of: rawValue.littleEndian) { for (i, b) in $0.enumerated() { bytes[8 + i] = b } }
-        return bytes
+        withUnsafeBytes(of: counter.littleEndian) { for (i, b) in $0.enumerated() { bytes[i] = b } }
+        withUnsafeBytes(of: rawValue.littleEndian) { for (i, b) in $0.enumerated() { bytes[4 + i] = b } }
+        // Twelve bytes: always a valid nonce.
+        guard let nonce = try? AES.GCM.Nonce(data: bytes) else { preconditionFailure("a 12-byte nonce was refused") }
+        return nonce
     }
 
-    /// `value` sealed for this column of a row made from event `seq`; nil for nil.
-    func seal(_ value: String?, key: SymmetricKey, seq: Int64, account: String) -> [UInt8]? {
+    /// `value` sealed for this column of a row made from the payload sealed at `origin`, under
+    /// the field key `key`; nil for nil.
+    func seal(_ value: String?, key: SymmetricKey, origin: NonceID, account: String) -> [UInt8]? {
         guard let value else { return nil }
-        return seal(Array(value.utf8), key: key, seq: seq, account: account)
+        return seal(Array(value.utf8), key: key, origin: origin, account: account)
     }
 
-    func seal(_ plain: [UInt8], key: SymmetricKey, seq: Int64, account: String) -> [UInt8] {
+    func seal(_ plain: [UInt8], key: SymmetricKey, origin: NonceID, account: String) -> [UInt8] {
+        let cellKey = KeyDerivation.cellKey(key, session: origin.session)
         // A 256-bit key and a 12-byte nonce: sealing cannot fail.
-        guard let nonce = try? AES.GCM.Nonce(data: nonce(seq)),
-              let box = try? AES.GCM.seal(plain, using: key, nonce: nonce, authenticating: Array(account.utf8))
+        guard let box = try? AES.GCM.seal(plain, using: cellKey, nonce: nonce(origin.counter), authenticating: Array(account.utf8))
         else { preconditionFailure("AES-GCM refused a well-formed key and nonce") }
-        var out = [UInt8]()
-        out.reserveCapacity(8 + box.ciphertext.count + 16)
-        withUnsafeBytes(of: UInt64(bitPattern: seq).littleEndian) { out.append(contentsOf: $0) }
-        out.append(contentsOf: box.ciphertext)
-        out.append(contentsOf: box.tag)
-        return out
+        var w = BinaryWriter(capacity: Field.originBytes + plain.count + 16)
+        origin.session.write(into: &w)
+        w.u32(origin.counter)
+        w.raw(box.ciphertext)
+        w.raw(box.tag)
+        return w.bytes
     }
 
-    /// The value of a sealed cell; nil when there is none or its key is gone.
+    /// The value of a sealed cell, under the field key `key`; nil when there is none or its key is gone.
     func open(_ sealed: [UInt8]?, key: SymmetricKey?, account: String) -> [UInt8]? {
-        guard let sealed, let key, sealed.count >= 24 else { return nil }
-        var seq: UInt64 = 0
-        for (i, b) in sealed.prefix(8).enumerated() { seq |= UInt64(b) << (8 * UInt64(i)) }
-        guard let nonce = try? AES.GCM.Nonce(data: nonce(Int64(bitPattern: seq))),
-              let box = try? AES.GCM.SealedBox(nonce: nonce, ciphertext: sealed[8..<(sealed.count - 16)], tag: sealed.suffix(16)),
-              let plain = try? AES.GCM.open(box, using: key, authenticating: Array(account.utf8))
+        guard let sealed, let key, sealed.count >= Field.originBytes + 16 else { return nil }
+        var r = BinaryReader(sealed)
+        guard let high = try? r.u64(), let low = try? r.u64(), let counter = try? r.u32() else { return nil }
+        let cellKey = KeyDerivation.cellKey(key, session: Session(high: high, low: low))
+        guard let box = try? AES.GCM.SealedBox(
+                  nonce: nonce(counter), ciphertext: sealed[Field.originBytes..<(sealed.count - 16)], tag: sealed.suffix(16)),
+              let plain = try? AES.GCM.open(box, using: cellKey, authenticating: Array(account.utf8))
         else { return nil }
         return Array(plain)
     }
@@ -69,10 +79,10 @@ enum Field: UInt32 {
     }
 
     /// A JSON object sealed as one cell (a row's several personal fields).
-    func seal(_ object: JSONObject, key: SymmetricKey, seq: Int64, account: String) -> [UInt8] {
+    func seal(_ object: JSONObject, key: SymmetricKey, origin: NonceID, account: String) -> [UInt8] {
         var w = JSONWriter()
         w.write(JSONValue.object(object))
-        return seal(w.bytes, key: key, seq: seq, account: account)
+        return seal(w.bytes, key: key, origin: origin, account: account)
     }
 
     func openObject(_ sealed: [UInt8]?, key: SymmetricKey?, account: String) -> JSONObject? {

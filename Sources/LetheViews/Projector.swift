@@ -11,6 +11,8 @@ public struct ProjectedEvent: Sendable {
     package var key: KeyRef = .account
     /// The key the read models seal this event's personal fields under (`Field`).
     package var fieldKey: SymmetricKey?
+    /// The payload's sealing session and counter (`StoredEvent.origin`), which the sealed fields carry.
+    package var origin: NonceID?
 
     public init(header: EventHeader, data: JSONObject?) {
         self.header = header
@@ -23,6 +25,7 @@ public struct ProjectedEvent: Sendable {
         key = event.key
         guard case .plaintext(let bytes) = event.payload else { return }
         fieldKey = event.sealingKey.map(KeyDerivation.fieldKey)
+        origin = event.origin
         do {
             data = try codec.decode(type: event.header.type, payload: bytes)
         } catch {
@@ -174,12 +177,12 @@ final class Projector {
         func text(_ key: String) -> String? { data?[key]?.string }
         /// A personal value of this event, sealed for `field` (nil without data or key).
         func sealed(_ field: Field, _ value: String?) -> [UInt8]? {
-            guard let key = event.fieldKey else { return nil }
-            return field.seal(value, key: key, seq: h.seq, account: account)
+            guard let key = event.fieldKey, let origin = event.origin else { return nil }
+            return field.seal(value, key: key, origin: origin, account: account)
         }
         func sealed(_ field: Field, _ object: JSONObject) -> [UInt8]? {
-            guard let key = event.fieldKey else { return nil }
-            return field.seal(object, key: key, seq: h.seq, account: account)
+            guard let key = event.fieldKey, let origin = event.origin else { return nil }
+            return field.seal(object, key: key, origin: origin, account: account)
         }
         /// The keyed tag of a value, under the account's own field key.
         func tag(_ field: Field, _ value: String) throws -> [UInt8]? {

@@ -9,7 +9,7 @@
 /// sealed the payloads; a row names its key where that is not the account's (`key_number`,
 /// `key_index`: an item's number, a record's chain slot and index).
 enum Schema {
-    static let version: Int64 = 4
+    static let version: Int64 = 5
 
     static let create = """
         CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;

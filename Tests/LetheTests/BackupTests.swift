@@ -1,5 +1,6 @@
 import Foundation
 import LetheEvents
+import LetheViews
 @testable import LetheJournal
 import Testing
 
@@ -181,5 +182,37 @@ import Testing
         let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster)
         #expect(try allEvents(restored).map(\.payload) == allEvents(journal).map(\.payload))
         #expect(try JournalReader.verify(path: target, keysPath: path + ".keys", master: testMaster).events == 4)
+    }
+
+    @Test func aRestoredJournalWrittenOnSealsNoReadModelCellUnderAKeyAndNonceTheOldOnesUsed() throws {
+        // An investigator holding the read models of a journal, and of the same journal restored
+        // from a backup and written on: the same sequence number, account and column, two values.
+        // Were they sealed under one key and nonce, their ciphertexts would XOR to their plaintexts'.
+        let dir = TempDir()
+        let path = dir.path("j.lethe")
+        let journal = try openJournal(dir, name: "j.lethe")
+        try journal.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ann", "email": "a@example.com"]))
+        try Backup.create(journal, to: dir.path("b.backup"), now: ts("2026-01-02T00:00:00Z"))
+        try journal.append(NewEvent(.profileUpdated, account: "a", at: ts("2026-01-03T00:00:00Z"), data: ["name": "Xavier"]))
+        _ = try ReadModels(journal: journal).catchUp()
+
+        let target = dir.path("restored.lethe")
+        try Backup.restore(dir.path("b.backup"), to: target, keysPath: path + ".keys", master: testMaster)
+        var options = Journal.Options()
+        options.entropy = .seeded(2)  // another process: another draw of its sessions
+        let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster, options: options)
+        try restored.append(NewEvent(.profileUpdated, account: "a", at: ts("2026-01-03T00:00:00Z"), data: ["name": "Yvonne"]))
+        _ = try ReadModels(journal: restored).catchUp()
+
+        func cell(_ views: String) throws -> [UInt8] {
+            let hex = try run("/usr/bin/sqlite3", [views, "SELECT hex(name) FROM accounts WHERE account='a'"]).stdout
+            return Hex.decode(hex.trimmingCharacters(in: .whitespacesAndNewlines).lowercased())!
+        }
+        let (old, new) = (try cell(path + ".views"), try cell(target + ".views"))
+        #expect(old != new)
+        // The ciphertext sits just before the 16-byte tag.
+        let (x, y) = (Array("Xavier".utf8), Array("Yvonne".utf8))
+        let ct1 = old[(old.count - 16 - x.count)..<(old.count - 16)], ct2 = new[(new.count - 16 - y.count)..<(new.count - 16)]
+        #expect(zip(ct1, ct2).map { $0 ^ $1 } != zip(x, y).map { $0 ^ $1 }, "a key and nonce were used twice")
     }
 }

@@ -39,23 +39,47 @@ struct ErasurePlan {
 extension Writer {
     /// Records `erasures` in the current transaction, with the chain slots the keyrings give them
     /// now (their keys may be gone by the time they are carried out).
+    ///
+    /// An event is erased on its own only when it has a key of its own (`KeyScope.own`): removing
+    /// the payload of an event sealed under a shared key would leave it readable in every copy
+    /// and backup taken before, so that is refused, naming the event, and nothing is written.
     func record(_ erasures: [Erasure], sealer: SealerLock) throws {
         guard !erasures.isEmpty else { return }
         let insert = try db.statement("INSERT INTO erasures(account, kind, name, number, through, keeping) VALUES(?, ?, ?, ?, ?, ?)")
         for erasure in erasures {
-            let ring = try keys.keyring(erasure.account)
             insert.bind(1, erasure.account)
             switch erasure {
             case .account(_, let keeping):
                 insert.bind(2, ErasureKind.account.rawValue).bind(6, keeping.sorted().joined(separator: "\n"))
-            case .event(_, let seq):
+            case .event(let account, let seq):
+                guard let e = try sealedEvent(seq: seq), e.header.account == account else {
+                    throw JournalError(.invalidEvent, "erasure of event \(seq) of account \(account): the journal has no such event")
+                }
+                guard e.key.kind == .own else {
+                    throw JournalError(.invalidEvent, """
+                        erasure of event \(seq) (\(e.header.type) of account \(account)): it is sealed under a key it shares \
+                        with other events, so copies taken before would still open it; only an event with a key of its \
+                        own (KeyScope.own) can be erased alone; erase the account instead
+                        """)
+                }
                 insert.bind(2, ErasureKind.event.rawValue).bind(4, seq)
-            case .records(_, let category, let through):
+            case .records(let account, let category, let through):
                 insert.bind(2, ErasureKind.records.rawValue).bind(3, category).bind(5, through.nanoseconds)
-                if let slot = ring?.chain(category: category)?.slot { insert.bind(4, Int64(bitPattern: slot)) }
+                if let slot = try keys.keyring(account)?.chain(category: category)?.slot { insert.bind(4, Int64(bitPattern: slot)) }
             }
             try insert.run()
         }
+    }
+
+    /// Event `seq` as stored: from the tail this writer holds, or from the block that holds it.
+    private func sealedEvent(seq: Int64) throws -> SealedEvent? {
+        if let e = unsealed.first(where: { $0.header.seq == seq }) { return e }
+        let s = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
+        defer { s.reset() }
+        s.bind(1, seq)
+        guard try s.step(), s.int(2) >= seq else { return nil }
+        let block = try JournalReader.decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2))
+        return block.events.first { $0.header.seq == seq }
     }
 
     /// The oldest recorded erasures not done yet, up to `limit`.

@@ -40,8 +40,9 @@ public enum Erasure: Sendable, Hashable {
     /// `keeping` (records that outlive the account, as the staff access log does); payloads
     /// sealed under the engine key stay.
     case account(String, keeping: Set<String> = [])
-    /// The event `seq`'s payload, and its own key when it has one (`KeyScope.own`: an item's
-    /// `ItemCreated`), with which every copy of it goes.
+    /// The event `seq`'s own key (`KeyScope.own`: an item's `ItemCreated`) and payload, with which
+    /// every copy of it goes. An event sealed under a key it shares is refused (`.invalidEvent`):
+    /// removing its payload alone would leave it readable in the copies taken before.
     case event(account: String, seq: Int64)
     /// The account's records of a category up to `through` (inclusive): they expire oldest first,
     /// so their keys are the beginning of the category's chain.

@@ -102,6 +102,26 @@ import Testing
         #expect(try verified(j).purgedEvents == 1)
     }
 
+    @Test func anEventUnderASharedKeyIsNotErasedAloneAndNothingOfTheBatchIsWritten() throws {
+        // Scrubbing the payload of an event sealed under the account's key would leave it in every
+        // copy taken before: refused, naming the event, with the batch that asked for it.
+        let dir = TempDir()
+        let j = try openJournal(dir, blockEvents: 4)
+        try j.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
+        try j.append(NewEvent(.profileUpdated, account: "a", at: ts("2026-01-01T00:00:01Z"), data: ["company": "Engines"]))
+        for (seq, why) in [(Int64(2), "sealed under a key it shares"), (9, "no such event")] {
+            #expect {
+                try j.append([NewEvent(.itemPurged, account: "a", at: ts("2026-02-01T00:00:00Z"), data: ["item": "x", "rule": "trash-30d"])],
+                             erasing: [.event(account: "a", seq: seq)])
+            } throws: { e in
+                let e = e as? JournalError
+                return e?.code == .invalidEvent && e?.message.contains("event \(seq)") == true && e?.message.contains(why) == true
+            }
+        }
+        #expect(try allEvents(j).map(\.header.type) == ["AccountSignedUp", "ProfileUpdated"])
+        #expect(try allEvents(j).allSatisfy { if case .plaintext = $0.payload { true } else { false } })
+    }
+
     @Test func aRecordExpiryDestroysExactlyTheExpiredRecordsKeys() throws {
         let dir = TempDir()
         let j = try openJournal(dir, blockEvents: 4)

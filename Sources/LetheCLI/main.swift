@@ -839,10 +839,10 @@ struct KeysCommand: ParsableCommand {
                 let next = try MasterKeySource(environment: [:], keyFile: newMasterKey).load(besides: [options.journal, keys])
                 let store = try KeyStore(path: keys, master: options.master, dataPaths: [options.journal], entropy: .system, synchronous: .full)
                 let moved = try store.rotate(to: next)
-                guard try !store.isWALDirty() || store.truncateWAL(wait: .seconds(10)) else {
-                    throw JournalError(.erasureIncomplete, "rotated \(moved) keyrings and journal keys, but " + Journal.busyWAL(keys))
+                guard try store.truncateWALIfMarked(wait: .milliseconds(Int(max(0, options.walWait) * 1000))) else {
+                    throw JournalError(.erasureIncomplete, "rotated \(moved) keyrings, own keys and journal keys, but " + Journal.busyWAL(keys))
                 }
-                writeStdout("rotated: \(moved) keyrings and journal keys of \(keys) re-wrapped under \(newMasterKey); destroy the old master key now\n")
+                writeStdout("rotated: \(moved) keyrings, own keys and journal keys of \(keys) re-wrapped under \(newMasterKey); destroy the old master key now\n")
             }
         }
     }

@@ -247,10 +247,10 @@ extension Journal {
     package func truncateWALs(wait: Duration? = nil) throws -> [String] {
         var unfinished: [String] = []
         let wait = wait ?? options.truncateWait
-        if try !writer.withLock({ try !$0.db.isWALDirty() || $0.db.truncateWAL(wait: wait) }) {
+        if try !writer.withLock({ try $0.db.truncateWALIfMarked(wait: wait) }) {
             unfinished.append(Journal.busyWAL(path))
         }
-        if try !sealer.withLock({ try !$0.keys.isWALDirty() || $0.keys.truncateWAL(wait: wait) }) {
+        if try !sealer.withLock({ try $0.keys.truncateWALIfMarked(wait: wait) }) {
             unfinished.append(Journal.busyWAL(keysPath))
         }
         return unfinished

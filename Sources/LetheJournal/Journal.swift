@@ -399,7 +399,8 @@ public final class Journal: Sendable {
     /// its sealed payloads become unreadable everywhere, backups included.
     public func destroyKeys(of account: String, keeping: Set<String> = [], at time: Timestamp) throws {
         try sealer.withLock { try $0.keys.destroy([.account(account, keeping: keeping)], at: time) }
-        if let unfinished = try? truncateWALs(), !unfinished.isEmpty {
+        let unfinished = try truncateWALs()
+        if !unfinished.isEmpty {
             throw JournalError(.erasureIncomplete, "keys destroyed, but " + unfinished.joined(separator: "; "))
         }
     }

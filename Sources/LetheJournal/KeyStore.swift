@@ -538,9 +538,9 @@ package final class KeyStore {
         return ring
     }
 
-    /// Truncates the WAL (see `SQLiteDatabase.truncateWAL`).
-    package func truncateWAL(wait: Duration) throws -> Bool {
-        try failing("truncate the WAL") { try db.truncateWAL(wait: wait) }
+    /// Truncates the WAL if an erasure or a rotation marked it (see `SQLiteDatabase.truncateWALIfMarked`).
+    package func truncateWALIfMarked(wait: Duration) throws -> Bool {
+        try failing("truncate the WAL") { try db.truncateWALIfMarked(wait: wait) }
     }
 
     /// Whether an erasure left this store's WAL to be truncated.

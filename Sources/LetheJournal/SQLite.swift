@@ -173,6 +173,11 @@ package final class SQLiteDatabase {
         try scalarInt("SELECT count(*) FROM meta WHERE key='wal_dirty'") ?? 0 > 0
     }
 
+    /// `truncateWAL` if an erasure marked the file (`markWALDirty`); whether nothing is left to do.
+    package func truncateWALIfMarked(wait: Duration) throws -> Bool {
+        try !isWALDirty() || truncateWAL(wait: wait)
+    }
+
     /// Copies the WAL into the database and truncates it to nothing, so no old page survives
     /// there, then clears the mark of `markWALDirty`. A reader holding an older snapshot keeps
     /// the WAL busy: it is waited for up to `wait`. Returns whether the WAL was truncated.

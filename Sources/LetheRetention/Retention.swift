@@ -194,7 +194,7 @@ public final class Retention: Sendable {
             // The erasures all at once: each block is rewritten once, however many accounts it holds.
             try noting { try journal.finishErasures() }
             try views.catchUp()
-            if try views.walNeedsTruncation(), try !views.truncateWAL(wait: journal.options.truncateWait) {
+            if try !views.truncateWALIfMarked(wait: journal.options.truncateWait) {
                 incomplete.append(Journal.busyWAL(views.path))
             }
             logger.info("\(result.summary)")
@@ -307,7 +307,9 @@ public final class Retention: Sendable {
         }
         try journal.finishErasures()
         try views.catchUp()
-        _ = try views.truncateWAL(wait: journal.options.truncateWait)
+        guard try views.truncateWALIfMarked(wait: journal.options.truncateWait) else {
+            throw JournalError(.erasureIncomplete, "\(purged.count) accounts purged again, but \(Journal.busyWAL(views.path))")
+        }
         return purged
     }
 

@@ -64,7 +64,7 @@ public final class ReadModels: Sendable {
             }
             try ReadModels.initialize(db, identity: identity)
             // A purge whose WAL could not be truncated left a mark: every open tries again.
-            if try db.isWALDirty(), try !db.truncateWAL(wait: .milliseconds(200)) {
+            if try !db.truncateWALIfMarked(wait: .milliseconds(200)) {
                 logger.warning("the read models' WAL still holds purged data: a reader holds an old snapshot", metadata: ["path": "\(path)"])
             }
             return db
@@ -267,9 +267,9 @@ public final class ReadModels: Sendable {
         try named { try connection.withLock { try $0.db.truncateWAL(wait: wait) } }
     }
 
-    /// Whether a purge left the WAL to be truncated.
-    public func walNeedsTruncation() throws -> Bool {
-        try named { try connection.withLock { try $0.db.isWALDirty() } }
+    /// `truncateWAL` if a purge left it to be truncated; whether nothing is left to do.
+    public func truncateWALIfMarked(wait: Duration = .seconds(10)) throws -> Bool {
+        try named { try connection.withLock { try $0.db.truncateWALIfMarked(wait: wait) } }
     }
 
     /// How many rows each table holds, in `dump`'s order.

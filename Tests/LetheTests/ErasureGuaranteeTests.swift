@@ -360,7 +360,7 @@ struct NeedleSearch {
         #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: line).status == 0)
         #expect(try run("lethe", ["keys", "init", secrets.path("new.key")]).status == 0)
         let r = try run("lethe", ["keys", "rotate", "--journal", journal, "--new-master-key", secrets.path("new.key")])
-        #expect(r.status == 0 && r.stdout.hasPrefix("rotated: 2 keyrings and journal keys"), "\(r.stdout)\(r.stderr)")
+        #expect(r.status == 0 && r.stdout.hasPrefix("rotated: 2 keyrings, own keys and journal keys"), "\(r.stdout)\(r.stderr)")
         #expect(try run("lethe", ["export", "--journal", journal]).status != 0)  // the old key no longer opens it
         let export = try run("lethe", ["export", "--journal", journal, "--master-key", secrets.path("new.key")])
         #expect(export.status == 0 && export.stdout.contains("ada@example.com"), "\(export.stderr)")

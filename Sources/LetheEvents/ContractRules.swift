@@ -71,13 +71,13 @@ public struct ContractRules: EventRules {
 
         func admit(account: String, type: String, payload: [UInt8], scope: KeyScope, at: Timestamp) -> String? {
             guard let type = EventType(rawValue: type) else { return nil }  // not the contract's
+            // Which key seals what (and so what outlives what) is decided by type, never by the caller.
+            if scope != type.keyScope { return "\(type.rawValue) is sealed under another key than its type's" }
             var data: JSONObject = [:]
             if AccountState.readsData(type) {
                 guard let decoded = try? codec.decode(type: type.rawValue, payload: payload) else { return "the payload does not decode" }
                 data = decoded
             }
-            // Which key seals what (and so what outlives what) is decided by type, never by the caller.
-            if scope != type.keyScope(data) { return "\(type.rawValue) is sealed under another key than its type's" }
             // An engine record for an account not followed: admitted without tracking it (its
             // state will be loaded from the history, this event included, when it is needed).
             if type.isEngineOnly && !follows(account) { return nil }

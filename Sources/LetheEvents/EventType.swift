@@ -55,7 +55,7 @@ public enum EventType: String, CaseIterable, Sendable {
     /// record of who looked at the account (with its own window), not the subject's data.
     public static let chainsOutlivingAccount: Set<String> = ["access-log"]
 
-    /// The key that seals an event of this type with `data`. Keys are the unit of erasure:
+    /// The key that seals an event of this type. Keys are the unit of erasure:
     ///
     /// - an item's own data (`ItemCreated`) under a key of its own, destroyed by `ItemPurged`;
     /// - each record of a category that expires on its own (page views, survey answers, staff
@@ -66,7 +66,7 @@ public enum EventType: String, CaseIterable, Sendable {
     ///   destroyed: the engine's purge events, legal holds (proof that no purge ran while a case
     ///   was open), and the trash's moves (`ItemDeleted`, `ItemRestored`: an item id and nothing
     ///   else, as in the engine's own `ItemPurged`).
-    public func keyScope(_ data: JSONObject) -> KeyScope {
+    public var keyScope: KeyScope {
         if let chain = recordChain { return .records(chain) }
         switch self {
         case .itemCreated: return .own
@@ -89,6 +89,6 @@ extension NewEvent {
     ) {
         self.init(
             id: id, account: account, type: type.rawValue, at: at, payload: codec.encode(type: type.rawValue, data: data),
-            expectedVersion: expectedVersion, scope: type.keyScope(data))
+            expectedVersion: expectedVersion, scope: type.keyScope)
     }
 }

@@ -166,8 +166,7 @@ public struct Importer {
         func handOver() throws {
             let decoded = lines.parallelMap { line in
                 EnvelopeValidator.parse(line: line.bytes).map { e in
-                    NewEvent(id: e.id, account: e.account, type: e.type.rawValue, at: e.at,
-                             payload: codec.encode(type: e.type.rawValue, data: e.data), scope: e.type.keyScope(e.data))
+                    NewEvent(e.type, account: e.account, at: e.at, data: e.data, id: e.id, codec: codec)
                 }
             }
             var events: [NewEvent] = []

@@ -233,10 +233,7 @@ extension Journal {
         case .failure(let rejection):
             throw JournalError(.invalidEvent, rejection.description)
         case .success(let envelope):
-            return try append(NewEvent(
-                id: id, account: account, type: E.type.rawValue, at: at,
-                payload: codec.encode(type: E.type.rawValue, data: envelope.data), expectedVersion: expectedVersion,
-                scope: E.type.keyScope(envelope.data)))
+            return try append(NewEvent(E.type, account: account, at: at, data: envelope.data, id: id, expectedVersion: expectedVersion, codec: codec))
         }
     }
 }

@@ -392,7 +392,8 @@ public final class Journal: Sendable {
             while try s.step() { names.append(s.text(0) ?? "") }
             s.reset()
         }
-        return try sealer.withLock { sealer in try names.filter { try sealer.keys.keyring($0)?.purged ?? false } }
+        let purged = try sealer.withLock { try $0.keys.purgedAccounts() }
+        return names.filter(purged.contains)
     }
 
     /// Destroys every key of the account (what `Erasure.account` does before the payloads go):

@@ -324,6 +324,18 @@ package final class KeyStore {
         keyrings[ring.account] = (ring, sealed)
     }
 
+    /// The accounts whose keys were destroyed (the `purged` column every keyring write keeps),
+    /// without unwrapping any keyring.
+    package func purgedAccounts() throws -> Set<String> {
+        try failing("read the purged accounts") {
+            let s = try db.statement("SELECT account FROM keyrings WHERE purged IS NOT NULL")
+            defer { s.reset() }
+            var out = Set<String>()
+            while try s.step() { out.insert(s.text(0) ?? "") }
+            return out
+        }
+    }
+
     /// The account's keyring (cached), nil when the store has none.
     package func keyring(_ account: String) throws -> Keyring? {
         if let cached = keyrings[account] { return cached.ring }

@@ -124,7 +124,7 @@ import Testing
             #expect(state.contains(#""status":"purged","profile":{"name":null,"company":null,"email":null}"#), "\(account): \(state)")
             let lines = try run("lethe", ["export", "--journal", target, "--keys", journal + ".keys", "--account", account, "--now", "2027-06-03T00:00:00Z"]).stdout.split(separator: "\n")
             // What stays readable: the engine's records, and the access log, which outlives the account.
-            let kept = EventType.allCases.filter { $0.keyScope([:]) == .journal || $0.recordChain.map(EventType.chainsOutlivingAccount.contains) == true }
+            let kept = EventType.allCases.filter { $0.keyScope == .journal || $0.recordChain.map(EventType.chainsOutlivingAccount.contains) == true }
             #expect(lines.filter { !$0.contains(#""redacted":true"#) }.allSatisfy { line in
                 kept.contains { line.contains("\"type\":\"\($0.rawValue)\"") }
             }, "\(account)")

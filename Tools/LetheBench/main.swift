@@ -189,7 +189,7 @@ for (n, sync) in [Journal.Synchronous.full, .normal].enumerated() {
     let t = try seconds {
         for i in 0..<singles {
             try single.append(NewEvent(id: "single-\(sync)-\(i)", account: "bench_\(i % 1000)", type: "PageViewed",
-                                       at: base.adding(seconds: Int64(i)), payload: payload, scope: EventType.pageViewed.keyScope([:])))
+                                       at: base.adding(seconds: Int64(i)), payload: payload, scope: EventType.pageViewed.keyScope))
         }
     }
     print("single appends (synchronous=\(sync)): \(singles) in \(fmt(t, 2)) s = \(fmt(Double(singles) / t)) events/s")

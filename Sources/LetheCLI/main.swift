@@ -119,18 +119,9 @@ struct Progress {
     }
 }
 
-/// Writes all of `bytes` to a file descriptor (unbuffered, so no shared `FILE*` is involved).
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-        if n <= 0 {
-            if errno == EINTR { continue }
-            return
-        }
-        offset += n
-    }
-}
+/// Writes all of `bytes` to a file descriptor (unbuffered, so no shared `FILE*` is involved); a
+/// closed stdout or stderr is not an error worth more than the output itself.
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) { _ = PrivateFile.writeAll(fd, bytes) }
 
 func writeStderr(_ text: String) { writeAll(2, Array(text.utf8)) }
 

@@ -453,10 +453,7 @@ package final class KeyStore {
         let id = ChainID(account: account, slot: chain.slot)
         var (at, key) = (chain.base, ChainKey(chain.key))
         if let cursor = cursors[id], cursor.index >= chain.base, cursor.index <= index { (at, key) = cursor }
-        while at < index {
-            key = KeyDerivation.step(key)
-            at += 1
-        }
+        (at, key) = (index, key.advanced(by: index - at))
         if cursors.count >= cacheLimit { cursors.removeAll(keepingCapacity: true) }
         cursors[id] = (at, key)
         return key.symmetricKey
@@ -521,10 +518,8 @@ package final class KeyStore {
                         guard let chain = stored?.ring.chain(category: category), before > chain.base else { continue }
                         _ = try updateStored(account, stored, at: time) { ring in
                             var chain = chain
-                            while chain.base < before {
-                                chain.key = KeyDerivation.step(chain.key)
-                                chain.base += 1
-                            }
+                            chain.key = ChainKey(chain.key).advanced(by: before - chain.base).symmetricKey
+                            chain.base = before
                             ring.chains[chain.slot] = chain
                         }
                     }

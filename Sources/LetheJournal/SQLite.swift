@@ -137,8 +137,6 @@ package final class SQLiteDatabase {
 
     package var changes: Int { Int(sqlite3_changes(handle)) }
 
-    package var lastInsertedRowID: Int64 { sqlite3_last_insert_rowid(handle) }
-
     /// Runs a statement over `count` rows in chunks of up to `rows`: `sql` makes the statement
     /// for a chunk of a given size (with `placeholders`), and `body` binds and runs it for that
     /// chunk's range. One statement per chunk instead of one per row: SQLite's per-statement

@@ -300,8 +300,8 @@ final class Sealer {
             guard let chain = a.ring.chain(category: category) else { return nil }
             state.cursor = (chain.base, ChainKey(chain.key))
         }
-        while state.cursor.index < index {
-            state.cursor = (state.cursor.index + 1, KeyDerivation.step(state.cursor.key))
+        if state.cursor.index < index {
+            state.cursor = (index, state.cursor.key.advanced(by: index - state.cursor.index))
         }
         state.next = index + 1
         return (KeyRef(.records, number: state.slot, index: index), state.cursor.key)

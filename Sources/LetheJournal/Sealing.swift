@@ -115,6 +115,13 @@ package struct ChainKey: Sendable, Equatable {
 
     package init(_ key: SymmetricKey) { self = key.withUnsafeBytes { ChainKey($0) } }
 
+    /// The key `steps` steps further along its record chain (`KeyDerivation.step`).
+    package func advanced(by steps: UInt64) -> ChainKey {
+        var key = self
+        for _ in 0..<steps { key = KeyDerivation.step(key) }
+        return key
+    }
+
     func store(into bytes: UnsafeMutableRawBufferPointer) {
         bytes.storeBytes(of: a, toByteOffset: 0, as: UInt64.self)
         bytes.storeBytes(of: b, toByteOffset: 8, as: UInt64.self)
@@ -164,11 +171,7 @@ package enum KeyDerivation {
     }
 
     /// The next key of a record chain: one-way, so destroying a key destroys every earlier one.
-    package static func step(_ key: SymmetricKey) -> SymmetricKey {
-        key.withUnsafeBytes { step(ChainKey($0)) }.symmetricKey
-    }
-
-    /// `step` on a key held inline (no allocation: this runs once per record).
+    /// Held inline (no allocation: this runs once per record).
     package static func step(_ key: ChainKey) -> ChainKey {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: stepLabel.count + 32) { buffer in
             for (i, b) in stepLabel.enumerated() { buffer[i] = b }

@@ -251,11 +251,14 @@ import Testing
         let key = SymmetricKey(data: [UInt8](repeating: 1, count: 32))
         func hex(_ k: SymmetricKey) -> String { k.withUnsafeBytes { Hex.encode($0) } }
         // The next key of a record chain: SHA-256("lethe chain step v1" ‖ key).
-        #expect(hex(KeyDerivation.step(key)) == "cb0d7f5e99b9006e7cd49361f25059e00822b7d395499367c4d60115ebec3a45")
+        #expect(hex(KeyDerivation.step(ChainKey(key)).symmetricKey) == "cb0d7f5e99b9006e7cd49361f25059e00822b7d395499367c4d60115ebec3a45")
+        #expect(hex(ChainKey(key).advanced(by: 2).symmetricKey) == "4d5d87677fa9c7c3eb8a6e86c88bd2435e75e9fb9035251308d55b40a7db3ee7")
         // A session's key: HMAC-SHA256(key, "lethe seal v2" ‖ session high ‖ session low, little-endian).
         #expect(hex(KeyDerivation.sessionKey(key, Session(high: 1, low: 2))) == "3317eb996cb6a81e8ea6f86e5126a9dc5ae90b7916980e089816e9ff969c9203")
         // The read models' field key: HMAC-SHA256(key, "lethe fields v1").
         #expect(hex(KeyDerivation.fieldKey(key)) == "52d284539371d5511bd438f171d7be01926600b699f83c6a94c9c91106b5714b")
+        // A read-model cell's key: HMAC-SHA256(field key, "lethe cell v1" ‖ session high ‖ session low).
+        #expect(hex(KeyDerivation.cellKey(key, session: Session(high: 1, low: 2))) == "16fdbfda069e0877fc728007d3bd23ea853a7506ea7c3cd214f3c50889e2957d")
     }
 }
 

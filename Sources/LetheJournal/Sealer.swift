@@ -310,8 +310,11 @@ final class Sealer {
     /// Seals a record again under the chain's next index from `atLeast` on: another writer
     /// appended a record of the same chain meanwhile, at the index this one was sealed with.
     func reseal(_ payload: [UInt8], account: String, category: String, atLeast: UInt64) throws -> PreparedBatch.Sealed {
+        // The journal's marks only for a chain this process does not follow yet (`atLeast` is the
+        // writer's authoritative floor).
         guard let a = try known(account), !a.ring.purged,
-              let (ref, key) = record(a, category: category, atLeast: atLeast, marks: try chainMarks(of: [account]))
+              let (ref, key) = record(a, category: category, atLeast: atLeast,
+                                      marks: a.chain(category) == nil ? try chainMarks(of: [account]) : nil)
         else {
             throw JournalError(.accountShredded, "account \(account) was erased; it takes no new events")
         }

@@ -315,5 +315,11 @@ func kind(_ o: AppendOutcome) -> String {
         let report = try JournalReader.verify(path: a.path, keysPath: a.keysPath, master: testMaster)
         #expect(report.events == 120 && report.anchored)
         #expect(try allEvents(b).map(\.header.id) == (0..<120).map { "e\($0)" })
+        // Records both wrote on one chain were sealed again under the next index where they
+        // clashed: every one opens, each under a key of its own.
+        let records = try allEvents(a)
+        #expect(records.allSatisfy { if case .plaintext = $0.payload { true } else { false } })
+        let refs = records.map { "\($0.header.account) \($0.key.number) \($0.key.index)" }
+        #expect(Set(refs).count == 120)
     }
 }

@@ -46,13 +46,14 @@ extension Writer {
     func record(_ erasures: [Erasure], sealer: SealerLock) throws {
         guard !erasures.isEmpty else { return }
         let insert = try db.statement("INSERT INTO erasures(account, kind, name, number, through, keeping) VALUES(?, ?, ?, ?, ?, ?)")
+        let stored = try sealedEvents(Set(erasures.compactMap { if case .event(_, let seq) = $0 { seq } else { nil } }))
         for erasure in erasures {
             insert.bind(1, erasure.account)
             switch erasure {
             case .account(_, let keeping):
                 insert.bind(2, ErasureKind.account.rawValue).bind(6, keeping.sorted().joined(separator: "\n"))
             case .event(let account, let seq):
-                guard let e = try sealedEvent(seq: seq), e.header.account == account else {
+                guard let e = stored[seq], e.header.account == account else {
                     throw JournalError(.invalidEvent, "erasure of event \(seq) of account \(account): the journal has no such event")
                 }
                 guard e.key.kind == .own else {
@@ -71,15 +72,28 @@ extension Writer {
         }
     }
 
-    /// Event `seq` as stored: from the tail this writer holds, or from the block that holds it.
-    private func sealedEvent(seq: Int64) throws -> SealedEvent? {
-        if let e = unsealed.first(where: { $0.header.seq == seq }) { return e }
-        let s = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
-        defer { s.reset() }
-        s.bind(1, seq)
-        guard try s.step(), s.int(2) >= seq else { return nil }
-        let block = try JournalReader.decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2))
-        return block.events.first { $0.header.seq == seq }
+    /// The events `seqs` as stored (those the journal holds): from the tail this writer holds, or
+    /// from their blocks, each block decoded once, one at a time.
+    private func sealedEvents(_ seqs: Set<Int64>) throws -> [Int64: SealedEvent] {
+        guard !seqs.isEmpty else { return [:] }
+        var found: [Int64: SealedEvent] = [:]
+        for e in unsealed where seqs.contains(e.header.seq) { found[e.header.seq] = e }
+        var blocks: [Int64: (first: Int64, last: Int64)] = [:]
+        let find = try db.statement("SELECT id, first_seq, last_seq FROM blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
+        for seq in seqs where found[seq] == nil {
+            find.bind(1, seq)
+            if try find.step(), find.int(2) >= seq { blocks[find.int(0)] = (find.int(1), find.int(2)) }
+            find.reset()
+        }
+        let read = try db.statement("SELECT frame FROM blocks WHERE id = ?")
+        for (id, range) in blocks.sorted(by: { $0.key < $1.key }) {
+            read.bind(1, id)
+            guard try read.step() else { read.reset(); continue }
+            let block = try JournalReader.decodeFrame(read.blob(0), id: id, first: range.first, last: range.last)
+            read.reset()
+            for e in block.events where seqs.contains(e.header.seq) { found[e.header.seq] = e }
+        }
+        return found
     }
 
     /// The oldest recorded erasures not done yet, up to `limit`.

@@ -19,6 +19,19 @@ import LetheJournal
 /// Where the read models need equality (a ticket named by an access, a consent named by a share)
 /// they compare keyed tags (HMAC-SHA256 under the account's field key, 16 bytes), which die with
 /// the key too: a guess can be checked only while the account exists.
+/// The key one payload's fields are sealed with, and the payload's session and counter that the
+/// cells carry (derived once per event, on whichever core decodes it).
+package struct CellKey: Sendable {
+    let key: SymmetricKey
+    let origin: NonceID
+
+    /// The cell key of the payload sealed at `origin` under the key whose field key is `fieldKey`.
+    init(fieldKey: SymmetricKey, origin: NonceID) {
+        key = KeyDerivation.cellKey(fieldKey, session: origin.session)
+        self.origin = origin
+    }
+}
+
 enum Field: UInt32 {
     case name = 1, company, email
     case itemKind, itemLabel
@@ -41,21 +54,20 @@ enum Field: UInt32 {
         return nonce
     }
 
-    /// `value` sealed for this column of a row made from the payload sealed at `origin`, under
-    /// the field key `key`; nil for nil.
-    func seal(_ value: String?, key: SymmetricKey, origin: NonceID, account: String) -> [UInt8]? {
+    /// `value` sealed for this column of a row made from the payload whose cell key is `cell`;
+    /// nil for nil.
+    func seal(_ value: String?, cell: CellKey, account: String) -> [UInt8]? {
         guard let value else { return nil }
-        return seal(Array(value.utf8), key: key, origin: origin, account: account)
+        return seal(Array(value.utf8), cell: cell, account: account)
     }
 
-    func seal(_ plain: [UInt8], key: SymmetricKey, origin: NonceID, account: String) -> [UInt8] {
-        let cellKey = KeyDerivation.cellKey(key, session: origin.session)
+    func seal(_ plain: [UInt8], cell: CellKey, account: String) -> [UInt8] {
         // A 256-bit key and a 12-byte nonce: sealing cannot fail.
-        guard let box = try? AES.GCM.seal(plain, using: cellKey, nonce: nonce(origin.counter), authenticating: Array(account.utf8))
+        guard let box = try? AES.GCM.seal(plain, using: cell.key, nonce: nonce(cell.origin.counter), authenticating: Array(account.utf8))
         else { preconditionFailure("AES-GCM refused a well-formed key and nonce") }
         var w = BinaryWriter(capacity: Field.originBytes + plain.count + 16)
-        origin.session.write(into: &w)
-        w.u32(origin.counter)
+        cell.origin.session.write(into: &w)
+        w.u32(cell.origin.counter)
         w.raw(box.ciphertext)
         w.raw(box.tag)
         return w.bytes
@@ -79,10 +91,10 @@ enum Field: UInt32 {
     }
 
     /// A JSON object sealed as one cell (a row's several personal fields).
-    func seal(_ object: JSONObject, key: SymmetricKey, origin: NonceID, account: String) -> [UInt8] {
+    func seal(_ object: JSONObject, cell: CellKey, account: String) -> [UInt8] {
         var w = JSONWriter()
         w.write(JSONValue.object(object))
-        return seal(w.bytes, key: key, origin: origin, account: account)
+        return seal(w.bytes, cell: cell, account: account)
     }
 
     func openObject(_ sealed: [UInt8]?, key: SymmetricKey?, account: String) -> JSONObject? {

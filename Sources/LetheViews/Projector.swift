@@ -9,10 +9,9 @@ public struct ProjectedEvent: Sendable {
     public var data: JSONObject?
     /// Which key sealed the payload (an item's number, a record's chain slot and index).
     package var key: KeyRef = .account
-    /// The key the read models seal this event's personal fields under (`Field`).
-    package var fieldKey: SymmetricKey?
-    /// The payload's sealing session and counter (`StoredEvent.origin`), which the sealed fields carry.
-    package var origin: NonceID?
+    /// The key the read models seal this event's personal fields with (`Field`), from the key
+    /// that sealed its payload and the payload's session (`StoredEvent.origin`).
+    package var cellKey: CellKey?
 
     public init(header: EventHeader, data: JSONObject?) {
         self.header = header
@@ -24,8 +23,9 @@ public struct ProjectedEvent: Sendable {
         header = event.header
         key = event.key
         guard case .plaintext(let bytes) = event.payload else { return }
-        fieldKey = event.sealingKey.map(KeyDerivation.fieldKey)
-        origin = event.origin
+        if let key = event.sealingKey, let origin = event.origin {
+            cellKey = CellKey(fieldKey: KeyDerivation.fieldKey(key), origin: origin)
+        }
         do {
             data = try codec.decode(type: event.header.type, payload: bytes)
         } catch {
@@ -177,12 +177,12 @@ final class Projector {
         func text(_ key: String) -> String? { data?[key]?.string }
         /// A personal value of this event, sealed for `field` (nil without data or key).
         func sealed(_ field: Field, _ value: String?) -> [UInt8]? {
-            guard let key = event.fieldKey, let origin = event.origin else { return nil }
-            return field.seal(value, key: key, origin: origin, account: account)
+            guard let cell = event.cellKey else { return nil }
+            return field.seal(value, cell: cell, account: account)
         }
         func sealed(_ field: Field, _ object: JSONObject) -> [UInt8]? {
-            guard let key = event.fieldKey, let origin = event.origin else { return nil }
-            return field.seal(object, key: key, origin: origin, account: account)
+            guard let cell = event.cellKey else { return nil }
+            return field.seal(object, cell: cell, account: account)
         }
         /// The keyed tag of a value, under the account's own field key.
         func tag(_ field: Field, _ value: String) throws -> [UInt8]? {

@@ -2,6 +2,19 @@ import Crypto
 import LetheEvents
 import LetheJournal
 
+/// The key one payload's fields are sealed with, and the payload's session and counter that the
+/// cells carry (derived once per event, on whichever core decodes it).
+package struct CellKey: Sendable {
+    let key: SymmetricKey
+    let origin: NonceID
+
+    /// The cell key of the payload sealed at `origin` under the key whose field key is `fieldKey`.
+    init(fieldKey: SymmetricKey, origin: NonceID) {
+        key = KeyDerivation.cellKey(fieldKey, session: origin.session)
+        self.origin = origin
+    }
+}
+
 /// The personal values the read models copy from payloads, sealed under the field key of the key
 /// that sealed the payload (an account's, an item's, a record's, the engine's), so that the copy
 /// dies with that key: after a purge, whatever bytes of it a page, a WAL, a freed block on the
@@ -19,19 +32,6 @@ import LetheJournal
 /// Where the read models need equality (a ticket named by an access, a consent named by a share)
 /// they compare keyed tags (HMAC-SHA256 under the account's field key, 16 bytes), which die with
 /// the key too: a guess can be checked only while the account exists.
-/// The key one payload's fields are sealed with, and the payload's session and counter that the
-/// cells carry (derived once per event, on whichever core decodes it).
-package struct CellKey: Sendable {
-    let key: SymmetricKey
-    let origin: NonceID
-
-    /// The cell key of the payload sealed at `origin` under the key whose field key is `fieldKey`.
-    init(fieldKey: SymmetricKey, origin: NonceID) {
-        key = KeyDerivation.cellKey(fieldKey, session: origin.session)
-        self.origin = origin
-    }
-}
-
 enum Field: UInt32 {
     case name = 1, company, email
     case itemKind, itemLabel
@@ -76,9 +76,9 @@ enum Field: UInt32 {
     /// The value of a sealed cell, under the field key `key`; nil when there is none or its key is gone.
     func open(_ sealed: [UInt8]?, key: SymmetricKey?, account: String) -> [UInt8]? {
         guard let sealed, let key, sealed.count >= Field.originBytes + 16 else { return nil }
-        var r = BinaryReader(sealed)
-        guard let high = try? r.u64(), let low = try? r.u64(), let counter = try? r.u32() else { return nil }
-        let cellKey = KeyDerivation.cellKey(key, session: Session(high: high, low: low))
+        var r = BinaryReader(sealed, offset: 16)
+        guard let session = Session(bytes: Array(sealed.prefix(16))), let counter = try? r.u32() else { return nil }
+        let cellKey = KeyDerivation.cellKey(key, session: session)
         guard let box = try? AES.GCM.SealedBox(
                   nonce: nonce(counter), ciphertext: sealed[Field.originBytes..<(sealed.count - 16)], tag: sealed.suffix(16)),
               let plain = try? AES.GCM.open(box, using: cellKey, authenticating: Array(account.utf8))

@@ -258,16 +258,11 @@ public final class ReadModels: Sendable {
         } }
     }
 
-    /// Copies the WAL into the file and truncates it, waiting up to `wait` for readers that hold
-    /// an old snapshot: after a purge, no old page of the read models survives in the WAL (and
-    /// what the freed pages of the file held was sealed under keys the purge destroyed, and
-    /// zeroed by `secure_delete`). Returns whether it was truncated; until it is, the next open
-    /// or run tries again.
-    public func truncateWAL(wait: Duration = .seconds(10)) throws -> Bool {
-        try named { try connection.withLock { try $0.db.truncateWAL(wait: wait) } }
-    }
-
-    /// `truncateWAL` if a purge left it to be truncated; whether nothing is left to do.
+    /// Where a purge left the WAL to be truncated, copies it into the file and truncates it,
+    /// waiting up to `wait` for readers that hold an old snapshot: after a purge, no old page of
+    /// the read models survives in the WAL (and what the freed pages of the file held was sealed
+    /// under keys the purge destroyed, and zeroed by `secure_delete`). Returns whether nothing is
+    /// left to do; until then, the next open or run tries again.
     public func truncateWALIfMarked(wait: Duration = .seconds(10)) throws -> Bool {
         try named { try connection.withLock { try $0.db.truncateWALIfMarked(wait: wait) } }
     }

@@ -246,6 +246,11 @@ package struct Block: Equatable {
                     throw corrupt("event \(seq) has \(UInt8(bitPattern: fractionDigits[i])) fractional digits (at most 9)")
                 }
                 guard let kind = KeyRef.Kind(rawValue: kinds[i]) else { throw corrupt("event \(seq) has unknown key kind \(kinds[i])") }
+                // Own key ids are rowids and record indices count up from 0: both stay below 2^63
+                // (rows keep them as signed integers), and erasures add one to an index.
+                guard numbers[i] <= UInt64(Int64.max), indices[i] < UInt64(Int64.max) else {
+                    throw corrupt("event \(seq) has a key number or index out of range")
+                }
                 let header = EventHeader(
                     seq: seq, version: versions[i], account: accountNames[accountIdx[i]],
                     type: typeNames[typeIdx[i]], at: Timestamp(nanoseconds: times[i], fractionDigits: fractionDigits[i]),

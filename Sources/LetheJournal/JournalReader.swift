@@ -169,7 +169,8 @@ public final class JournalReader {
             let type = try text(3, "type", limit: Journal.maxTypeBytes)
             let id = s.isNull(6) ? nil : try text(6, "event id", limit: Journal.maxIDBytes)
             guard s.int(2) > 0 else { throw corrupt("has version \(s.int(2))") }
-            guard let digits = Int8(exactly: s.int(5)), Timestamp.fractionDigitsRange.contains(digits) else {
+            // The writer stores -1 for the shortest form, restores of older builds 255: both are -1.
+            guard let digits = s.int(5) == 255 ? -1 : Int8(exactly: s.int(5)), Timestamp.fractionDigitsRange.contains(digits) else {
                 throw corrupt("has \(s.int(5)) fractional digits (at most 9)")
             }
             let header = EventHeader(
@@ -181,7 +182,8 @@ public final class JournalReader {
             guard let kind = KeyRef.Kind(rawValue: UInt8(truncatingIfNeeded: s.int(9))), (0...255).contains(s.int(9)) else {
                 throw corrupt("has an unknown key kind \(s.int(9))")
             }
-            let key = KeyRef(kind, number: UInt64(bitPattern: s.int(10)), index: UInt64(bitPattern: s.int(11)))
+            guard s.int(10) >= 0, (0..<Int64.max).contains(s.int(11)) else { throw corrupt("has a key number or index out of range") }
+            let key = KeyRef(kind, number: UInt64(s.int(10)), index: UInt64(s.int(11)))
             let body: SealedEvent.Body
             if s.isNull(12) {
                 guard s.byteCount(13) == 32 else { throw corrupt("has a damaged digest (\(s.byteCount(13)) bytes)") }

@@ -289,6 +289,11 @@ public enum Backup {
         guard let file = FileHandle(forReadingAtPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }
         defer { try? file.close() }
         let start = (try? file.read(upToCount: 65_536)) ?? nil ?? Data()
+        return try parseHeader(start, path: path)
+    }
+
+    /// The header at the start of `start` (the file's first bytes), `path` naming it in errors.
+    static func parseHeader(_ start: Data, path: String) throws -> (manifest: Manifest, header: [UInt8]) {
         func bad(_ why: String) -> JournalError { JournalError(.corrupt, "\(path) is not a usable Lethe backup: \(why)") }
         guard start.starts(with: Array(magic.utf8)) else {
             if start.starts(with: Array("LETHE-BACKUP ".utf8)) { throw bad("a backup of an older format (this build reads format 2)") }
@@ -489,7 +494,8 @@ public enum Backup {
                     VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """)
                 s.bind(1, try r.zigzag()).bind(2, try string("an account", limit: Journal.maxAccountBytes)).bind(3, try r.zigzag())
-                    .bind(4, try string("a type", limit: Journal.maxTypeBytes)).bind(5, try r.zigzag()).bind(6, Int64(try r.u8()))
+                    .bind(4, try string("a type", limit: Journal.maxTypeBytes)).bind(5, try r.zigzag())
+                    .bind(6, Int64(Int8(bitPattern: try r.u8())))  // as the writer stores it: -1 for the shortest form
                 let hasID = try r.u8() == 1
                 let id = try string("an event id", limit: Journal.maxIDBytes)
                 s.bind(7, hasID ? id : nil).bind(8, Array(try r.bytes(16))).bind(9, Int64(bitPattern: try r.varint()))

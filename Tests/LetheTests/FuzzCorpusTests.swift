@@ -1,3 +1,4 @@
+import CLZ4
 import Crypto
 import Foundation
 @_spi(Fuzzing) import LetheEvents
@@ -52,6 +53,19 @@ import Testing
 
     // MARK: Making the seeds
 
+    /// An LZ4 frame of `content` with its size declared and no block or content checksum.
+    static func uncheckedFrame(_ content: [UInt8]) throws -> [UInt8] {
+        var prefs = LZ4F_preferences_t()
+        prefs.frameInfo.contentSize = UInt64(content.count)
+        let bound = LZ4F_compressFrameBound(content.count, &prefs)
+        var out = [UInt8](repeating: 0, count: bound)
+        let written = content.withUnsafeBytes { src in
+            out.withUnsafeMutableBytes { LZ4F_compressFrame($0.baseAddress, bound, src.baseAddress, src.count, &prefs) }
+        }
+        try #require(LZ4F_isError(written) == 0)
+        return Array(out[..<written])
+    }
+
     @Test(.enabled(if: ProcessInfo.processInfo.environment["LETHE_WRITE_FUZZ_SEEDS"] == "1"))
     func writeSeeds() throws {
         let root = FuzzCorpusTests.corpus
@@ -96,6 +110,9 @@ import Testing
             let content = try LZ4.decompressFrame(frame, limit: 1 << 24)
             purgedSeen = try purgedSeen || Block.decode(content, where: "seed").events.contains { $0.isPurged }
             try write("lz4", "frame-\(blocks.int(0)).lz4", frame)
+            // The same content in a frame without checksums (which the reader accepts too): most
+            // mutations of a checksummed frame stop at the checksum, these reach the content.
+            if blocks.int(0) <= 3 { try write("lz4", "frame-\(blocks.int(0))-unchecked.lz4", try FuzzCorpusTests.uncheckedFrame(content)) }
             try write("block", "block-\(blocks.int(0)).bin", content)
         }
         blocks.reset()

@@ -331,10 +331,12 @@ public enum Backup {
         guard FileManager.default.fileExists(atPath: keysPath) else {
             throw JournalError(.keys, "no key store at \(keysPath): a backup is read with the live key store of its journal (backups never hold one)")
         }
-        let journalID = Hex.decode(manifest.journal)!
+        // (`parseHeader` checked both: 16 and 8 bytes of hex.)
+        guard let journalID = Hex.decode(manifest.journal), let id = Hex.decode(manifest.id) else {
+            throw JournalError(.corrupt, "\(path) is not a usable Lethe backup: a header field is malformed")
+        }
         let key = try KeyStore(path: keysPath, master: master, dataPaths: [target], entropy: .system, synchronous: .normal)
             .journalKeys(journalID, create: false).backup
-        let id = Hex.decode(manifest.id)!
         let scratch = target + ".restoring"
         for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) }
         defer { for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) } }

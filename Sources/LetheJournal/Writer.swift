@@ -65,15 +65,15 @@ final class Writer {
             erased = try db.scalarInt("SELECT value FROM meta WHERE key='erased'") ?? 0
             let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
             headLink = try s.step() ? s.blob(0) : []
-            nextAccountID = (try db.scalarInt("SELECT max(id) FROM accounts") ?? 0) + 1
-            nextBlockID = (try db.scalarInt("SELECT max(id) FROM blocks") ?? 0) + 1
+            nextAccountID = try Writer.id(after: db.scalarInt("SELECT max(id) FROM accounts"), of: "account")
+            nextBlockID = try Writer.id(after: db.scalarInt("SELECT max(id) FROM blocks"), of: "block")
             let lastBlockSeq = try db.scalarInt("SELECT max(last_seq) FROM blocks") ?? 0
             sealedLink = try JournalReader.lastSealedLink(db)
             (tail, tailLinks) = try JournalReader.tailRows(db)
             accounts.removeAll()
             let tailEnd = tail.last?.header.seq ?? lastBlockSeq
             guard headLink.count == Chain.linkBytes, tailEnd == headSeq,
-                  tail.first.map({ $0.header.seq == lastBlockSeq + 1 }) ?? true
+                  tail.first.map({ $0.header.seq - 1 == lastBlockSeq }) ?? true
             else {
                 throw JournalError(.corrupt, "journal head (event \(headSeq)) does not match its stored events (last \(tailEnd)); run `lethe verify`")
             }
@@ -88,6 +88,13 @@ final class Writer {
         } catch {
             throw JournalError.storage("cannot read the journal's head", error)
         }
+    }
+
+    /// The id after the table's largest: a row edited to the end of the range is damage, not a trap.
+    private static func id(after largest: Int64?, of what: String) throws -> Int64 {
+        let largest = largest ?? 0
+        guard largest < Int64.max else { throw JournalError(.corrupt, "the journal's \(what) ids reach the end of their range (edited?); run `lethe verify`") }
+        return largest + 1
     }
 
     func accountRow(_ name: String) throws -> AccountRow? {

@@ -245,6 +245,28 @@ import Testing
         #expect(tail.map(\.header.at.fractionDigits) == [-1, -1])
     }
 
+    /// Row ids and sequence numbers the writer counts on from when it opens a journal.
+    @Test func rowsAtTheEndOfTheRangeAreNamedWhenTheWriterOpens() throws {
+        let cases: [(String, String)] = [
+            ("UPDATE blocks SET id = 9223372036854775807 WHERE id = 2", "block ids"),
+            ("UPDATE accounts SET id = 9223372036854775807", "account ids"),
+            // (Not the newest block, which the writer decodes: the largest last_seq is all it reads of this one.)
+            ("UPDATE blocks SET last_seq = 9223372036854775807 WHERE id = 1", "does not match its stored events"),
+        ]
+        for (sql, expected) in cases {
+            let dir = TempDir()
+            do {
+                let j = try openJournal(dir, blockEvents: 4)
+                for i in 0..<10 { try j.append(event("acc_1", at: "2026-01-01T00:00:1\(i)Z")) }
+            }
+            let db = try SQLiteDatabase(path: dir.path("j.lethe"))
+            try db.execute(sql)
+            db.close()
+            let message = corruption { _ = try openJournal(dir, blockEvents: 4) }
+            #expect(message?.contains(expected) == true, "\(sql): \(message ?? "no error")")
+        }
+    }
+
     // MARK: Account rows
 
     @Test func chainMarksOutOfRangeAreRefused() throws {

@@ -46,7 +46,8 @@ run() {
     local dict=()
     [[ -f Tools/Fuzz/$target.dict ]] && dict=(-dict="Tools/Fuzz/$target.dict")
     set +e
-    ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=0 "$(binary "$target")" \
+    # (SWIFT_BACKTRACE: the Swift runtime's own crash handler trips AddressSanitizer; libFuzzer's prints the stack.)
+    SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 "$(binary "$target")" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$findings/" "${dict[@]}" "$work/corpus" >"$log" 2>&1
     status=$?
@@ -57,7 +58,8 @@ run() {
         rm -rf "$work"
     else
         echo "$target: FINDING after ${executions:-?} executions (libFuzzer status $status); log $log"
-        grep -E 'ERROR|Fatal error|SUMMARY|Test unit written|fuzz-[a-z0-9]+:' "$log" | head -20
+        grep -E 'ERROR|Swift runtime failure|Fatal error|SUMMARY|Test unit written|fuzz-[a-z0-9]+: ' "$log" | head -12
+        grep -E '^ +#[0-9]+ .*/Sources/' "$log" | head -6
         local input
         input=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
         if [[ -n $input && -f $input && $(stat -c %s "$input") -le 65536 ]]; then
@@ -86,7 +88,7 @@ esac
 
 if [[ -f $2 ]]; then
     [[ ${#selected[@]} -eq 1 ]] || usage
-    exec env ASAN_OPTIONS=detect_leaks=0 "$(binary "${selected[0]}")" "$2"
+    exec env SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 "$(binary "${selected[0]}")" "$2"
 fi
 [[ $2 =~ ^[0-9]+$ ]] || usage
 

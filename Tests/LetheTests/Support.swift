@@ -1,6 +1,6 @@
 import Foundation
 import LetheEvents
-import LetheJournal
+@testable import LetheJournal
 import Testing
 
 /// A fresh directory per test, removed afterwards.
@@ -59,6 +59,18 @@ func allEvents(_ j: Journal) throws -> [StoredEvent] {
 func data(_ e: StoredEvent) throws -> JSONObject {
     guard case .plaintext(let p) = e.payload else { throw Rejection("no payload") }
     return try codec.decode(type: e.header.type, payload: p)
+}
+
+/// Every event of an old copy of a journal, read with the live key store `keysPath` straight
+/// through a reader: what someone holding the copy could do with the library. (A `Journal` will
+/// not open the copy at all: it is behind the key store's anchor.)
+func readCopy(_ path: String, keysPath: String) throws -> [StoredEvent] {
+    let reader = try JournalReader(path: path, keysPath: keysPath) {
+        try KeyStore(path: keysPath, master: testMaster, dataPaths: [path], entropy: .system, synchronous: .normal)
+    }
+    var out: [StoredEvent] = []
+    try reader.snapshot { try reader.events { out.append($0) } }
+    return out
 }
 
 /// Copies a journal's file and its WAL, as `cp` of the folder would: what an attacker or an

@@ -192,7 +192,7 @@ import Testing
         // With it, the head's MAC gives it away, and the engine refuses to write on top of it.
         #expect {
             try JournalReader.verify(path: path, keysPath: path + ".keys", master: testMaster)
-        } throws: { ($0 as? JournalError)?.message.hasPrefix("the chain head is not authenticated") == true }
+        } throws: { ($0 as? JournalError)?.message.hasPrefix("the chain head (event 6) is not authenticated") == true }
         #expect { try openJournal(dir, blockEvents: 4) } throws: { ($0 as? JournalError)?.code == .corrupt }
     }
 

@@ -9,7 +9,7 @@ import Foundation
 /// into chunks of 4 MiB, each compressed as an LZ4 frame and sealed with AES-256-GCM. Nothing is
 /// written in clear anywhere: there is no snapshot file, only the chunks.
 /// ```
-/// "LETHE-BACKUP 2\n"   header lines "key: value\n" … "\n"
+/// "LETHE-BACKUP 3\n"   header lines "key: value\n" … "\n"
 /// per chunk: length:u32 (little-endian), ciphertext ‖ tag
 /// ```
 /// The key is the journal's backup key, random, kept in the key store under the master key: a

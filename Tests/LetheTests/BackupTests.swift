@@ -13,14 +13,16 @@ import Testing
         let dir = TempDir()
         let path = dir.path("live.lethe")
         // A writer appends in another process while the backups are taken.
-        let writer = Process()
-        writer.executableURL = productsDirectory.appendingPathComponent("lethe-crash-writer")
-        writer.arguments = [path, "7", "16"]
-        writer.environment = ProcessInfo.processInfo.environment.merging([MasterKeySource.environmentVariable: testMasterKey]) { $1 }
-        writer.standardOutput = FileHandle.nullDevice
-        try writer.run()
-        defer { if writer.isRunning { kill(writer.processIdentifier, SIGKILL); writer.waitUntilExit() } }
-        while (try? JournalReader.verify(path: path).events) ?? 0 < 200 { usleep(20_000) }
+        let writer = try start("lethe-crash-writer", [path, "7", "16"])
+        defer { writer.send(SIGKILL); _ = try? writer.finish() }
+        // A writer that fails at once must fail the test, not keep it waiting for events.
+        try waitUntil("the writer's first 200 events", timeLimit: .seconds(60)) {
+            guard writer.process.isRunning else {
+                let r = try writer.finish()
+                throw TestFailure("the writer exited with \(r.status) before writing 200 events: \(r.stderr)")
+            }
+            return (try? JournalReader.verify(path: path).events) ?? 0 >= 200
+        }
         let journal = try Journal(path: path, keysPath: path + ".keys", master: testMaster)
         var restoredCounts: [Int64] = []
         for n in 0..<3 {
@@ -38,7 +40,7 @@ import Testing
             restoredCounts.append(count)
             usleep(50_000)
         }
-        #expect(restoredCounts.last! > restoredCounts.first!, "the writer was writing throughout")
+        #expect(restoredCounts.count == 3 && restoredCounts[2] > restoredCounts[0], "the writer was writing throughout: \(restoredCounts)")
     }
 
     func backupOfTheFixture(_ dir: TempDir) throws -> (journal: String, backup: String) {

@@ -50,6 +50,25 @@ import Testing
         #expect(again.stdout == "imported 0, duplicates 3, rejected 5 (of 8 lines)\n")
     }
 
+    @Test func thousandsOfRejectedLinesAreAllReportedWithoutStallingTheCommand() throws {
+        // 4,000 rejections make about 200 KiB of stderr, past a pipe's 64 KiB, while stdout stays
+        // one line and stdin is as large: a test helper that read one pipe to its end before the
+        // other, or wrote all of stdin first, would wait on `lethe` while it waits on the helper.
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let count = 4000
+        let input = (1...count).map { #"{"type":"PageViewed","account":"acc_\#($0)","at":"yesterday","data":{}}"# }.joined(separator: "\n")
+        let r = try run("lethe", ["import", "-", "--journal", journal], stdin: input, timeLimit: .seconds(60))
+        #expect(r.status == 1)
+        #expect(r.stdout == "imported 0, duplicates 0, rejected \(count) (of \(count) lines)\n")
+        #expect(r.stderr.utf8.count > 3 * 65536, "\(r.stderr.utf8.count) bytes")
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == count)
+        #expect(lines.enumerated().allSatisfy { n, line in
+            line == "lethe import: stdin: line \(n + 1): field at: must be RFC 3339 in UTC, like 2026-01-05T10:00:00Z"
+        }, "\(lines.prefix(2))")
+    }
+
     @Test func exportsOneAccountAndRoundTripsTheFixture() throws {
         let dir = TempDir()
         let journal = dir.path("j.lethe")
@@ -140,7 +159,7 @@ import Testing
 
     @Test func progressShowsOnATerminalOnly() throws {
         let dir = TempDir()
-        let lethe = productsDirectory.appendingPathComponent("lethe").path
+        let lethe = try productsDirectory.appendingPathComponent("lethe").path
         let journal = dir.path("j.lethe")
         // script(1) gives the command a terminal; through a pipe there is no progress.
         let tty = try run("/usr/bin/script", ["-qec", "\(lethe) import \(fixture) --journal \(journal)", "/dev/null"])

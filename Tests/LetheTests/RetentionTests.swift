@@ -255,16 +255,9 @@ import Testing
         }
         #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: lines.joined(separator: "\n")).status == 0)
         let processes = try (0..<2).map { _ in
-            let p = Process()
-            p.executableURL = productsDirectory.appendingPathComponent("lethe")
-            p.arguments = ["retention", "run", "--journal", journal, "--now", "2026-02-01T00:00:00Z"]
-            p.environment = ProcessInfo.processInfo.environment.merging([MasterKeySource.environmentVariable: testMasterKey]) { $1 }
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            return p
+            try start("lethe", ["retention", "run", "--journal", journal, "--now", "2026-02-01T00:00:00Z"], timeLimit: .seconds(120))
         }
-        for p in processes { p.waitUntilExit() }
-        #expect(processes.allSatisfy { $0.terminationStatus == 0 })
+        for r in try processes.map({ try $0.finish() }) { #expect(r.status == 0, "\(r.stderr)") }
         let export = try run("lethe", ["export", "--journal", journal]).stdout
         #expect(export.components(separatedBy: "\"type\":\"AccountPurged\"").count - 1 == 40)
         #expect(export.components(separatedBy: "\"type\":\"ProcessorErasureRequested\"").count - 1 == 40)  // Amazon Web Services: the profile

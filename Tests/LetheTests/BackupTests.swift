@@ -10,7 +10,7 @@ import Testing
     let fixture = fixturesDirectory.appendingPathComponent("small.ndjson").path
 
     @Test func aBackupTakenDuringAppendsRestoresToAConsistentJournal() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("live.lethe")
         // A writer appends in another process while the backups are taken.
         let writer = try start("lethe-crash-writer", [path, "7", "16"])
@@ -53,7 +53,7 @@ import Testing
     }
 
     @Test func aFlippedBitAnywhereIsRefusedAndNothingIsWritten() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let (journal, backup) = try backupOfTheFixture(dir)
         let original = try Data(contentsOf: URL(fileURLWithPath: backup))
         var rng = SplitMix(seed: 99)
@@ -86,7 +86,7 @@ import Testing
     }
 
     @Test func noPersonalDataOfTheFixtureIsInTheBackupAndItSaysWhatItHolds() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let (_, backup) = try backupOfTheFixture(dir)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: backup))
         let lines = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n")
@@ -103,7 +103,7 @@ import Testing
     }
 
     @Test func aPurgeAfterTheBackupStaysPurgedAfterTheRestore() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let (journal, backup) = try backupOfTheFixture(dir)
         // After the backup: an erasure request the backup does not hold, then the retention run
         // purges accounts (that request, and the erasure requests and cancellations it holds).
@@ -140,7 +140,7 @@ import Testing
         // An item purge and a record expiry after the backup destroy their keys: the restored
         // journal still holds their payloads, and they do not open. No ledger of erasures is
         // needed: the live key store is the memory.
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("j.lethe")
         let journal = try openJournal(dir, name: "j.lethe", blockEvents: 4)
         try journal.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
@@ -168,7 +168,7 @@ import Testing
     @Test func recordsLargerThanAChunkSpanChunksAndRestore() throws {
         // Payloads that do not compress (sealed), larger than a 4 MiB chunk, in a sealed block
         // and in the tail: each chunk stays at most 4 MiB, and the restore joins them again.
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("j.lethe")
         let journal = try openJournal(dir, name: "j.lethe", blockEvents: 2)
         var rng = SplitMix(seed: 5)
@@ -190,7 +190,7 @@ import Testing
         // An investigator holding the read models of a journal, and of the same journal restored
         // from a backup and written on: the same sequence number, account and column, two values.
         // Were they sealed under one key and nonce, their ciphertexts would XOR to their plaintexts'.
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("j.lethe")
         let journal = try openJournal(dir, name: "j.lethe")
         try journal.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ann", "email": "a@example.com"]))

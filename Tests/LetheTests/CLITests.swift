@@ -8,7 +8,7 @@ import Testing
     let fixture = fixturesDirectory.appendingPathComponent("small.ndjson").path
 
     @Test func importReportsEachRejectedLineAndKeepsTheRest() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let input = """
             {"id":"e1","type":"AccountSignedUp","account":"acc_1","at":"2026-01-05T10:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
@@ -54,7 +54,7 @@ import Testing
         // 4,000 rejections make about 200 KiB of stderr, past a pipe's 64 KiB, while stdout stays
         // one line and stdin is as large: a test helper that read one pipe to its end before the
         // other, or wrote all of stdin first, would wait on `lethe` while it waits on the helper.
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let count = 4000
         let input = (1...count).map { #"{"type":"PageViewed","account":"acc_\#($0)","at":"yesterday","data":{}}"# }.joined(separator: "\n")
@@ -70,7 +70,7 @@ import Testing
     }
 
     @Test func exportsOneAccountAndRoundTripsTheFixture() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let imported = try run("lethe", ["import", fixture, "--journal", journal])
         let good = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n").compactMap { line -> JSONObject? in
@@ -106,7 +106,7 @@ import Testing
     }
 
     @Test func verifyPassesThenNamesTheDamagedBlock() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", fixture, "--journal", journal])
         let ok = try run("lethe", ["verify", "--journal", journal])
@@ -127,7 +127,7 @@ import Testing
 
     @Test func aBlockDecodesWithTheStandardTools() throws {
         // An investigator extracts a block with sqlite3 and decodes it with `lz4 -d`.
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", fixture, "--journal", journal])
         let frame = dir.path("block1.lz4")
@@ -144,7 +144,7 @@ import Testing
     }
 
     @Test func anotherKeyStoreCannotReadTheJournal() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let keys = dir.path("elsewhere.keys")
         _ = try run("lethe", ["import", fixture, "--journal", journal, "--keys", keys])
@@ -158,7 +158,7 @@ import Testing
     }
 
     @Test func progressShowsOnATerminalOnly() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let lethe = try productsDirectory.appendingPathComponent("lethe").path
         let journal = dir.path("j.lethe")
         // script(1) gives the command a terminal; through a pipe there is no progress.
@@ -183,7 +183,7 @@ import Testing
         """
 
     @Test func stateAtAMomentAndTheAccessItLeaves() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: Self.history).status == 0)
         let who = ["--actor", "staff_3", "--reason", "ticket T-9", "--ip", "203.0.113.9"]
@@ -215,7 +215,7 @@ import Testing
     }
 
     @Test func replayShowsTheTimelineUpToAMoment() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: Self.history).status == 0)
         let r = try run("lethe", ["replay", "--journal", journal, "--account", "acc_1", "--until", "2026-01-05T00:00:00Z",
@@ -226,7 +226,7 @@ import Testing
     }
 
     @Test func accessLogJudgesEachAccess() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let input = """
             {"type":"AccountSignedUp","account":"acc_1","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
@@ -273,7 +273,7 @@ import Testing
     }
 
     @Test func theExampleServiceRuns() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let r = try run("lethe-example-service", [dir.path("svc")])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains(#""account":"acc_ada","status":"active""#))
@@ -282,7 +282,7 @@ import Testing
     }
 
     @Test func disclosuresAndPolicyNotices() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let input = """
             {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"A","email":"a@example.com"}}
@@ -315,7 +315,7 @@ import Testing
     }
 
     @Test func subjectReportHoldsEverythingAndIsRecorded() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let input = """
             {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com","company":"<b>Engines</b> & Co"}}
@@ -372,7 +372,7 @@ import Testing
     }
 
     @Test func rebuildEqualsCatchUpAndChecksIt() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let lines = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n")
         // Imported in two parts, with the read models caught up in between.
@@ -397,7 +397,7 @@ import Testing
     }
 
     @Test func badArgumentsFailCleanly() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let missing = try run("lethe", ["verify", "--journal", dir.path("nope.lethe")])
         #expect(missing.status != 0 && missing.stderr == "lethe verify: no journal at \(dir.path("nope.lethe"))\n")
         let now = try run("lethe", ["export", "--journal", dir.path("x"), "--now", "tomorrow"])

@@ -7,7 +7,7 @@ import Testing
 /// and that the journal reopens and verifies.
 @Suite struct CrashTests {
     @Test func aKilledWriterLosesNoAcknowledgedAppend() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("crash.lethe")
         var acknowledged = Set<String>()
         var generator = SplitMix(seed: 2026)

@@ -109,7 +109,7 @@ import Testing
 
     @Test(arguments: [31, 32, 33, 34] as [UInt64])
     func randomHistoriesMatchTheModelAtManyMoments(seed: UInt64) throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         var (journal, retention) = try open(dir, seed: seed)
         var rng = SplitMix(seed: seed)
         var model = Model()
@@ -204,7 +204,7 @@ import Testing
     }
 
     @Test func aLegalHoldStopsPurgesUntilTheLastCaseIsReleased() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let (journal, retention) = try open(dir, seed: 1)
         let t0 = RetentionTests.base, d = RetentionTests.day
         _ = try journal.append([
@@ -228,7 +228,7 @@ import Testing
     @Test func aRunNeverPurgesWhatLaterEventsSaved() throws {
         // The account's history runs past `now`: the purge would be recorded after it, so it must
         // still be pending then. Here the item was restored after `now`; the other is still due.
-        let dir = TempDir()
+        let dir = try TempDir()
         let (journal, retention) = try open(dir, seed: 5)
         let t0 = RetentionTests.base, d = RetentionTests.day
         _ = try journal.append([
@@ -246,7 +246,7 @@ import Testing
     }
 
     @Test func twoRunsAtOnceInTwoProcessesPurgeOnce() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         var lines: [String] = []
         for n in 0..<40 {
@@ -298,7 +298,7 @@ import Testing
     }
 
     @Test func purgedValuesAreGoneFromEveryFile() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let secrets = ["Zenobia Quarterfield", "zenobia@quarterfield.example", "Quarterfield Holdings", "17 Larkspur Mews",
                        "my dog ate the invoice", "zq-private-site.example"]
@@ -346,7 +346,7 @@ import Testing
         p.executableURL = URL(fileURLWithPath: "/usr/bin/chromium")
         p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"] + args
         // Files, not pipes: a full pipe would stall the browser while the other is read.
-        let dir = TempDir()
+        let dir = try TempDir()
         _ = FileManager.default.createFile(atPath: dir.path("out"), contents: nil)
         _ = FileManager.default.createFile(atPath: dir.path("err"), contents: nil)
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path("out")))
@@ -361,7 +361,7 @@ import Testing
             Issue.record("Chromium is missing: Tools/setup.sh installs it")
             return
         }
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", fixturesDirectory.appendingPathComponent("small.ndjson").path, "--journal", journal])
         let page = dir.path("report.html")
@@ -411,7 +411,7 @@ import Testing
     }
 
     @Test func theCommandRefusesAnInvalidPolicyAtStart() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", "-", "--journal", journal],
                     stdin: #"{"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"A","email":"a@example.com"}}"#)
@@ -425,7 +425,7 @@ import Testing
     }
 
     @Test func aRunInterruptedAfterItsPurgeEventIsFinishedByTheNext() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", "-", "--journal", journal], stdin: """
             {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
@@ -440,7 +440,7 @@ import Testing
     }
 
     @Test func theSchedulerRunsEveryPeriodUntilCancelled() async throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         var options = Journal.Options()
         options.rules = ContractRules()
         options.synchronous = .normal
@@ -476,7 +476,7 @@ import Testing
         """
 
     @Test func jsonIsTheContractsReport() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: history).status == 0)
         let r = try run("lethe", ["retention", "dry-run", "--journal", journal, "--as-of", "2026-03-01T00:00:00Z", "--horizon", "30", "--format", "json"])
@@ -497,7 +497,7 @@ import Testing
     }
 
     @Test func csvAndTableListTheSameObligations() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", "-", "--journal", journal], stdin: history)
         let csv = try run("lethe", ["retention", "dry-run", "--journal", journal, "--as-of", "2026-03-01T00:00:00Z", "--format", "csv"]).stdout

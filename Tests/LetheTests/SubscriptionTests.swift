@@ -10,7 +10,7 @@ import Testing
     }
 
     @Test func aSubscriberSeesEveryCommittedEventInOrderAndResumes() async throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 16)
         for i in 0..<40 { try j.append(page(i)) }
         // More arrive while the subscriber reads: in small batches, from another task.
@@ -41,7 +41,7 @@ import Testing
     }
 
     @Test func cancellingEndsAWaitingSubscriber() async throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         try j.append(page(0))
         let waiting = Task {

@@ -45,7 +45,7 @@ import Testing
     }
 
     @Test func everyFlippedByteOfABlockIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         let original = try SQLiteDatabase(path: path).statement("SELECT frame FROM blocks WHERE id = 2")
         _ = try original.step()
@@ -60,7 +60,7 @@ import Testing
     }
 
     @Test func aRebuiltFrameWithAlteredContentBreaksTheChain() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { db in
             var block = try Block.decode(LZ4.decompressFrame(frame(db, 1), limit: 1 << 20), where: "test")
@@ -72,7 +72,7 @@ import Testing
     }
 
     @Test func aSwappedPayloadBreaksTheChain() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { db in
             var block = try Block.decode(LZ4.decompressFrame(frame(db, 2), limit: 1 << 20), where: "test")
@@ -85,14 +85,14 @@ import Testing
     }
 
     @Test func truncatedBlocksAreFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { db in try setFrame(db, 1, Array(try frame(db, 1).dropLast(7))) }
         #expect(failure(path)?.hasPrefix("block 1 (events 1–4)") == true)
     }
 
     @Test func reorderedBlocksAreFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { db in
             let (a, b) = (try frame(db, 1), try frame(db, 2))
@@ -103,14 +103,14 @@ import Testing
     }
 
     @Test func aRemovedBlockIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("DELETE FROM blocks WHERE id = 1") }
         #expect(failure(path) == "block 2 (events 5–8): expected the block to start at event 1 (events removed or reordered)")
     }
 
     @Test func anAlteredUnsealedEventIsNamed() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("UPDATE tail SET payload = substr(payload, 2) || x'00' WHERE seq = 9") }
         #expect(failure(path) == "unsealed event 9: hash chain broken (contents altered)")
@@ -118,7 +118,7 @@ import Testing
     }
 
     @Test func truncationAtTheEndIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("DELETE FROM tail WHERE seq = 10") }
         #expect(failure(path) == "the journal ends at event 9 but its head says 10 (events removed or truncated)")
@@ -127,21 +127,21 @@ import Testing
     }
 
     @Test func aRemovedTailEventIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("DELETE FROM tail WHERE seq = 9") }
         #expect(failure(path) == "unsealed event 10: expected event 9 (events removed or reordered)")
     }
 
     @Test func anAlteredHeadIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("UPDATE meta SET value = zeroblob(32) WHERE key = 'head_link'") }
         #expect(failure(path) == "the chain's head link does not match the events (altered)")
     }
 
     @Test func aForeignFileIsNotAJournal() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("not.lethe")
         try Data("hello, this is not sqlite at all, not even close................................".utf8).write(to: URL(fileURLWithPath: path))
         #expect { try JournalReader.verify(path: path) } throws: { ($0 as? JournalError)?.code == .notAJournal }
@@ -165,7 +165,7 @@ import Testing
     }
 
     @Test func aConsistentlyRewrittenChainIsCaughtByTheMasterKey() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         for i in 0..<6 { try j.append(event("acc_1", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/p\(i)"), "visitor": "v"])) }
         let path = j.path
@@ -197,7 +197,7 @@ import Testing
     }
 
     @Test func anHonestJournalIsAuthenticated() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         #expect(try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: testMaster).anchored)
         for i in 0..<9 { try j.append(event("acc_\(i % 2)", at: "2026-01-01T00:00:0\(i)Z")) }

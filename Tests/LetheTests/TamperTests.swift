@@ -32,14 +32,18 @@ import Testing
         try db.statement("UPDATE blocks SET frame = ? WHERE id = ?").bind(1, frame).bind(2, id).run()
     }
 
+    /// What `verify` says of the journal at `path`: nil if it passes, else its message, once the
+    /// error is checked to be `.corrupt` (every damage here is to a journal; `.notAJournal` is
+    /// for a file that is no journal at all).
     func failure(_ path: String) -> String? {
         do {
             _ = try JournalReader.verify(path: path)
             return nil
         } catch let e as JournalError {
-            #expect(e.code == .corrupt || e.code == .notAJournal, "\(e)")
+            #expect(e.code == .corrupt, "\(e)")
             return e.message
         } catch {
+            Issue.record("verify threw \(type(of: error)), not a JournalError: \(error)")
             return "\(error)"
         }
     }
@@ -81,14 +85,14 @@ import Testing
             block.events[3].body = body
             try setFrame(db, 2, LZ4.compressFrame(block.encode()))
         }
-        #expect(failure(path)?.hasPrefix("block 2 (events 5–8): hash chain broken") == true)
+        #expect(failure(path) == "block 2 (events 5–8): hash chain broken inside the block (contents altered)")
     }
 
     @Test func truncatedBlocksAreFound() throws {
         let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { db in try setFrame(db, 1, Array(try frame(db, 1).dropLast(7))) }
-        #expect(failure(path)?.hasPrefix("block 1 (events 1–4)") == true)
+        #expect(failure(path) == "block 1 (events 1–4): truncated LZ4 frame")
     }
 
     @Test func reorderedBlocksAreFound() throws {
@@ -114,7 +118,6 @@ import Testing
         let path = try journal(dir)
         try damage(path) { try $0.execute("UPDATE tail SET payload = substr(payload, 2) || x'00' WHERE seq = 9") }
         #expect(failure(path) == "unsealed event 9: hash chain broken (contents altered)")
-        // The writer refuses to append to it as well? It opens (the head is consistent) but verify has spoken.
     }
 
     @Test func truncationAtTheEndIsFound() throws {
@@ -122,8 +125,12 @@ import Testing
         let path = try journal(dir)
         try damage(path) { try $0.execute("DELETE FROM tail WHERE seq = 10") }
         #expect(failure(path) == "the journal ends at event 9 but its head says 10 (events removed or truncated)")
-        // And the engine will not write onto it.
-        #expect { try openJournal(dir, blockEvents: 4) } throws: { ($0 as? JournalError)?.code == .corrupt || ($0 as? JournalError)?.code == .storage }
+        // And the engine will not write onto it: the head it reloads names an event that is gone.
+        // (Damage is `.corrupt`; `.storage` would mean SQLite or the file system failed.)
+        #expect { try openJournal(dir, blockEvents: 4) } throws: { error in
+            guard let e = error as? JournalError else { return false }
+            return e.code == .corrupt && e.message == "journal head (event 10) does not match its stored events (last 9); run `lethe verify`"
+        }
     }
 
     @Test func aRemovedTailEventIsFound() throws {
@@ -193,7 +200,11 @@ import Testing
         #expect {
             try JournalReader.verify(path: path, keysPath: path + ".keys", master: testMaster)
         } throws: { ($0 as? JournalError)?.message.hasPrefix("the chain head is not authenticated") == true }
-        #expect { try openJournal(dir, blockEvents: 4) } throws: { ($0 as? JournalError)?.code == .corrupt }
+        #expect { try openJournal(dir, blockEvents: 4) } throws: { error in
+            guard let e = error as? JournalError else { return false }
+            return e.code == .corrupt
+                && e.message == "the journal's head is not authenticated by its anchor key (rewritten, or another key store); run `lethe verify`"
+        }
     }
 
     @Test func anHonestJournalIsAuthenticated() throws {
@@ -203,6 +214,10 @@ import Testing
         for i in 0..<9 { try j.append(event("acc_\(i % 2)", at: "2026-01-01T00:00:0\(i)Z")) }
         #expect(try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: testMaster).anchored)
         let other = MasterKeySource.key(String(repeating: "0f", count: 32))
-        #expect(throws: JournalError.self) { try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: other) }
+        // Another master key does not even open the key store: a key error, not a verdict on the chain.
+        #expect { try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: other) } throws: { error in
+            guard let e = error as? JournalError else { return false }
+            return e.code == .keys && e.message.hasPrefix("the master key does not open the key store \(j.keysPath) ")
+        }
     }
 }

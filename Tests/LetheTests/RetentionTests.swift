@@ -450,13 +450,15 @@ import Testing
         try journal.record(Events.ErasureRequested(channel: "support"), account: "a", at: ts("2026-01-02T00:00:00Z"))
         let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
         let scheduler = RetentionScheduler(retention: retention, period: .milliseconds(20), clock: .fixed(ts("2026-01-03T00:00:00Z")))
-        let runs = Mutex<[RetentionRun]>([])
-        let task = Task { await scheduler.run { result in if case .success(let r) = result { runs.withLock { $0.append(r) } } } }
-        while runs.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(10)) }
+        // Failed runs are kept too: a scheduler whose runs all fail must fail the test with their
+        // errors, not keep it waiting for a third success.
+        let runs = Mutex<[Result<RetentionRun, TestFailure>]>([])
+        let task = Task { await scheduler.run { result in runs.withLock { $0.append(result.mapError { TestFailure("\($0)") }) } } }
+        try await waitUntil("three runs of the scheduler (period 20 ms)", timeLimit: .seconds(30)) { runs.withLock { $0.count } >= 3 }
         task.cancel()
-        await task.value
-        let done = runs.withLock { $0 }
-        #expect(done[0].accountsPurged == ["a"] && done.dropFirst().allSatisfy { $0.accountsPurged.isEmpty })
+        try await withTimeLimit(.seconds(10), "the cancelled scheduler to return") { await task.value }
+        let done = try runs.withLock { $0 }.map { try $0.get() }
+        #expect(done[0].accountsPurged == ["a"] && done.dropFirst().allSatisfy { $0.accountsPurged.isEmpty }, "\(done)")
     }
 }
 

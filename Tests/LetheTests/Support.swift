@@ -226,6 +226,17 @@ func waitUntil(_ what: @autoclosure () -> String, timeLimit: Duration = .seconds
     }
 }
 
+/// Polls `condition` every `interval` until it holds, without blocking a thread of the
+/// cooperative pool; throws `TimedOut` naming `what` after `timeLimit`.
+func waitUntil(_ what: @autoclosure () -> String, timeLimit: Duration = .seconds(30), interval: Duration = .milliseconds(10),
+               _ condition: () throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeLimit
+    while try !condition() {
+        guard ContinuousClock.now < deadline else { throw TimedOut(what: what(), limit: timeLimit) }
+        try await Task.sleep(for: interval)
+    }
+}
+
 /// Runs `operation` for at most `timeLimit`: past it, the operation is cancelled and `TimedOut`
 /// thrown at once, even if the operation ignores its cancellation (the very bug a test may be after).
 func withTimeLimit<T: Sendable>(_ timeLimit: Duration, _ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {

@@ -263,18 +263,12 @@ import Testing
         #expect(export.components(separatedBy: "\"type\":\"ProcessorErasureRequested\"").count - 1 == 40)  // Amazon Web Services: the profile
     }
 
-    /// Runs a system tool; its standard output.
+    /// Runs a system tool, which must succeed within a minute; its standard output.
     @discardableResult
     func tool(_ path: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        let r = try run(path, args, timeLimit: .seconds(60))
+        #expect(r.status == 0, "\(path) exited with \(r.status): \(r.stderr)")
+        return r.stdout
     }
 
     /// Every file the engine keeps for `journal`, and each block's decompressed content.
@@ -340,20 +334,13 @@ import Testing
         #expect(state.contains(#""status":"purged","profile":{"name":null,"company":null,"email":null},"items":[]"#))
     }
 
-    /// Runs headless Chromium on a page; its standard output and standard error.
+    /// Runs headless Chromium on a page, for at most a minute; its standard output and standard error.
     func chromium(_ args: [String]) throws -> (out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/chromium")
-        p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"] + args
-        // Files, not pipes: a full pipe would stall the browser while the other is read.
-        let dir = try TempDir()
-        _ = FileManager.default.createFile(atPath: dir.path("out"), contents: nil)
-        _ = FileManager.default.createFile(atPath: dir.path("err"), contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path("out")))
-        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path("err")))
-        try p.run()
-        p.waitUntilExit()
-        return (try String(contentsOfFile: dir.path("out"), encoding: .utf8), try String(contentsOfFile: dir.path("err"), encoding: .utf8))
+        // Both pipes are drained as they fill (see `run`), so neither stalls the browser.
+        let r = try run("/usr/bin/chromium", ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"] + args,
+                        timeLimit: .seconds(60))
+        #expect(r.status == 0, "chromium exited with \(r.status): \(r.stderr)")
+        return (r.stdout, r.stderr)
     }
 
     @Test func theHTMLReportRendersInARealBrowser() throws {

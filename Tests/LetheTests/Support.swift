@@ -70,14 +70,10 @@ func copyJournal(_ from: String, to: String) throws {
     }
 }
 
-/// Runs SQL on a journal file behind the engine's back (to simulate tampering).
+/// Runs SQL on a journal file behind the engine's back (to simulate tampering), for at most a minute.
 func tamper(_ path: String, _ sql: String) throws {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-    p.arguments = [path, sql]
-    try p.run()
-    p.waitUntilExit()
-    #expect(p.terminationStatus == 0, "sqlite3 failed on \(sql)")
+    let r = try run("/usr/bin/sqlite3", [path, sql], timeLimit: .seconds(60))
+    #expect(r.status == 0, "sqlite3 failed on \(sql): \(r.stderr)")
 }
 
 /// The directory that holds the built products (the test bundle's own directory).

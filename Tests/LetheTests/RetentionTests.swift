@@ -438,9 +438,10 @@ import Testing
         let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
         let scheduler = RetentionScheduler(retention: retention, period: .milliseconds(20), clock: .fixed(ts("2026-01-03T00:00:00Z")))
         // Failed runs are kept too: a scheduler whose runs all fail must fail the test with their
-        // errors, not keep it waiting for a third success.
+        // errors, not keep it waiting for a third success. It runs on an executor of its own, so
+        // the time limit is its own time, not that of the suite's other tests on the shared pool.
         let runs = Mutex<[Result<RetentionRun, TestFailure>]>([])
-        let task = Task { await scheduler.run { result in runs.withLock { $0.append(result.mapError { TestFailure("\($0)") }) } } }
+        let task = Task(executorPreference: OwnQueueExecutor("scheduler")) { await scheduler.run { result in runs.withLock { $0.append(result.mapError { TestFailure("\($0)") }) } } }
         try await waitUntil("three runs of the scheduler (period 20 ms)", timeLimit: .seconds(30)) { runs.withLock { $0.count } >= 3 }
         task.cancel()
         try await withTimeLimit(.seconds(10), "the cancelled scheduler to return") { await task.value }

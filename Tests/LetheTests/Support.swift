@@ -233,8 +233,26 @@ func waitUntil(_ what: @autoclosure () -> String, timeLimit: Duration = .seconds
     }
 }
 
-/// Runs `operation` for at most `timeLimit`: past it, the operation is cancelled and `TimedOut`
-/// thrown at once, even if the operation ignores its cancellation (the very bug a test may be after).
+/// Runs the tasks that prefer it on a serial Dispatch queue of its own, off the cooperative pool.
+///
+/// On two cores that pool has two threads, and the suite's synchronous tests hold them for
+/// seconds at a time (waiting on a `lethe` process, say): an async test whose work is timed
+/// must not wait for them, or its deadline measures the rest of the suite.
+final class OwnQueueExecutor: TaskExecutor {
+    private let queue: DispatchQueue
+
+    init(_ label: String) { queue = DispatchQueue(label: "lethe-tests.\(label)") }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        queue.async { job.runSynchronously(on: executor) }
+    }
+}
+
+/// Runs `operation` for at most `timeLimit`, on an executor of its own (see `OwnQueueExecutor`):
+/// past the limit, the operation is cancelled and `TimedOut` thrown at once, even if the
+/// operation ignores its cancellation (the very bug a test may be after).
 func withTimeLimit<T: Sendable>(_ timeLimit: Duration, _ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
     let outcome = FirstOutcome<T>()
     return try await withCheckedThrowingContinuation { continuation in
@@ -243,7 +261,7 @@ func withTimeLimit<T: Sendable>(_ timeLimit: Duration, _ what: String, _ operati
             do { try await Task.sleep(for: timeLimit) } catch { return }
             outcome.resume(with: .failure(TimedOut(what: what, limit: timeLimit)))
         })
-        outcome.cancelOnResume(Task {
+        outcome.cancelOnResume(Task(executorPreference: OwnQueueExecutor("time-limited")) {
             do { outcome.resume(with: .success(try await operation())) } catch { outcome.resume(with: .failure(error)) }
         })
     }

@@ -139,6 +139,9 @@ final class Drain: Sendable {
 final class RunningCommand {
     let process: Process
     let name: String
+    /// The child's id, kept from its start: Foundation may reset `processIdentifier` once the
+    /// child is reaped, and kill(2) of -1 would signal every process we may signal.
+    private var pid: pid_t = 0
     private let out: Drain, err: Drain
     private let exited = DispatchSemaphore(value: 0)
     private let deadline: DispatchTime
@@ -162,6 +165,7 @@ final class RunningCommand {
         process.terminationHandler = { [exited] _ in exited.signal() }
         deadline = dispatchDeadline(timeLimit)
         try process.run()
+        pid = process.processIdentifier
         out = Drain(outPipe.fileHandleForReading)
         err = Drain(errPipe.fileHandleForReading)
         // Fed from a thread of its own as well: a child that writes before it reads all of its
@@ -175,7 +179,7 @@ final class RunningCommand {
 
     /// Sends `signal` to the program, if it still runs.
     func send(_ signal: Int32 = SIGKILL) {
-        if process.isRunning { _ = kill(process.processIdentifier, signal) }
+        if pid > 0 && process.isRunning { _ = kill(pid, signal) }
     }
 
     /// Waits for the program to exit and its output to close. At the deadline the program is

@@ -186,7 +186,7 @@ import Testing
             if let text = part as? String { input.append(contentsOf: Array(text.utf8)) }
             if let run = part as? Int { input.append(Data(repeating: UInt8(ascii: "y"), count: run)) }
         }
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("input.ndjson")
         try input.write(to: URL(fileURLWithPath: path))
         let fd = open(path, O_RDONLY)

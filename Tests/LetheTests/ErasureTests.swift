@@ -40,7 +40,7 @@ import Testing
     }
 
     @Test func anAccountErasureDestroysItsKeysRemovesItsPayloadsKeepsWhatOutlivesItAndTheChain() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         try history(j)
         let before = try storedCiphertexts(j, account: "gone")
@@ -83,7 +83,7 @@ import Testing
     }
 
     @Test func anItemErasureDestroysThatItemsKeyAlone() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         try j.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
         for (i, item) in ["doc", "pic", "zip"].enumerated() {
@@ -104,7 +104,7 @@ import Testing
     @Test func anEventUnderASharedKeyIsNotErasedAloneAndNothingOfTheBatchIsWritten() throws {
         // Scrubbing the payload of an event sealed under the account's key would leave it in every
         // copy taken before: refused, naming the event, with the batch that asked for it.
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         try j.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
         try j.append(NewEvent(.profileUpdated, account: "a", at: ts("2026-01-01T00:00:01Z"), data: ["company": "Engines"]))
@@ -122,7 +122,7 @@ import Testing
     }
 
     @Test func aRecordExpiryDestroysExactlyTheExpiredRecordsKeys() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         for i in 0..<9 {
             try j.append(event(i % 2 == 0 ? "a" : "b", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/p\(i)"), "visitor": "v"]))
@@ -148,7 +148,7 @@ import Testing
     @Test func anExpiryThatWouldSkipAKeptRecordIsRefusedAndDestroysNothing() throws {
         // Indices grow with time along a chain; an erasure through a time that leaves an earlier
         // record standing can only come from a damaged journal: nothing is destroyed.
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 8)
         for i in 0..<4 { try j.append(event("a", at: "2026-01-01T00:00:0\(i)Z")) }
         // Swap two records' indices behind the engine's back (in the tail).
@@ -162,7 +162,7 @@ import Testing
     }
 
     @Test func anErasureRecordedBeforeACrashIsFinishedLater() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         do {
             let j = try openJournal(dir, blockEvents: 4)
             try history(j)
@@ -177,7 +177,7 @@ import Testing
     }
 
     @Test func anotherWritersTailDoesNotBringErasedPayloadsBack() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let a = try openJournal(dir, blockEvents: 4)
         for i in 0..<11 { try a.append(event(i == 9 ? "gone" : "kept", at: "2026-01-01T00:00:\(10 + i)Z")) }  // two blocks, three in the tail
         let b = try openJournal(dir, blockEvents: 4, seed: 3)

@@ -57,7 +57,7 @@ import Testing
     }
 
     @Test func anEmptyJournalIsAuthenticatedLikeAnyOther() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         let report = try verified(j)
         #expect(report.events == 0 && report.anchored && report.anchoredSeq == 0)
@@ -67,7 +67,7 @@ import Testing
     }
 
     @Test func aJournalEmptiedWithItsFirstHeadPutBackIsCaught() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         let empty = try savedHead(j.path)
         try fill(j, 0..<10)
@@ -88,7 +88,7 @@ import Testing
     }
 
     @Test func eventsCutOffTheEndWithTheirOldHeadPutBackAreCaught() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         try fill(j, 0..<6)  // block 1 (1–4), tail 5–6
         let old = try savedHead(j.path)
@@ -112,10 +112,10 @@ import Testing
     }
 
     @Test func anOlderCopyOfTheFilePutBackIsCaught() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         try fill(j, 0..<5)
-        let saved = TempDir()
+        let saved = try TempDir()
         try copyJournal(j.path, to: saved.path("old.lethe"))
         try fill(j, 5..<9)
         _ = j
@@ -128,7 +128,7 @@ import Testing
 
     @Test func anotherHistoryOfTheSameLengthIsCaught() throws {
         // Two journals under one key store cannot swap: each file has its own instance and anchor.
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         try fill(j, 0..<6)
         let head = try savedHead(j.path)
@@ -141,7 +141,7 @@ import Testing
     }
 
     @Test func anAlteredTailIsRefusedByTheWriterAndNothingIsPurged() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         var options = Journal.Options()
         options.blockEvents = 64
         options.entropy = .seeded(3)
@@ -169,7 +169,7 @@ import Testing
     }
 
     @Test func theReadModelsRefuseEventsThatDoNotChainToTheAuthenticatedHead() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         try fill(j, 0..<3)
         let views = try ReadModels(journal: j)
@@ -195,7 +195,7 @@ import Testing
     }
 
     @Test func aPlantedErasureIsNeverActedOn() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", "-", "--journal", journal], stdin: """
             {"type":"AccountSignedUp","account":"victim","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
@@ -227,7 +227,7 @@ import Testing
             ("DELETE FROM accounts WHERE name = 'acc_2'", "account table: acc_2 has events (event 3"),
         ]
         for c in cases {
-            let dir = TempDir()
+            let dir = try TempDir()
             let j = try openJournal(dir, blockEvents: 4)
             try fill(j, 0..<10)
             #expect(try verified(j).events == 10)
@@ -238,7 +238,7 @@ import Testing
     }
 
     @Test func aPurgeRefusesWhenTheIndexMissesABlockOfTheAccount() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", "-", "--journal", journal], stdin: (0..<2100).map { i in
             i == 0 ? #"{"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}"#
@@ -251,7 +251,7 @@ import Testing
     }
 
     @Test func aRestoredJournalHasItsOwnAnchorAndTheLiveOneKeepsItsOwn() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         try fill(j, 0..<6)
         let backup = dir.path("b.backup")

@@ -43,7 +43,7 @@ import Testing
     }
 
     @Test func theServiceRecordsTypedEventsThroughTheSameChecks() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         var options = Journal.Options()
         options.rules = ContractRules()
         options.synchronous = .normal

@@ -128,15 +128,22 @@ public struct PayloadCodec: Sendable {
         case 1: return .bool(false)
         case 2: return .bool(true)
         case 3: return .int(try r.zigzag())
-        case 4: return .double(Double(bitPattern: try r.u64()))
+        case 4:
+            // The encoder writes only what JSON holds: a non-finite number is damage.
+            let d = Double(bitPattern: try r.u64())
+            guard d.isFinite else { throw DecodingError(description: "payload holds a non-finite number") }
+            return .double(d)
         case 5: return .string(try r.string())
         case 6:
+            // Each value takes at least a byte: a count beyond the bytes left is damage, and
+            // nothing is reserved for a count before its values are read.
             let n = try r.count(limit: r.remaining)
-            return .array(try (0..<n).map { _ in try read(&r, depth: depth + 1) })
+            var items: [JSONValue] = []
+            for _ in 0..<n { items.append(try read(&r, depth: depth + 1)) }
+            return .array(items)
         case 7:
-            let n = try r.count(limit: r.remaining)
+            let n = try r.count(limit: r.remaining / 2)
             var fields: [JSONObject.Field] = []
-            fields.reserveCapacity(n)
             for _ in 0..<n {
                 let k = try r.count(limit: keys.count)
                 let key = k == 0 ? try r.string() : keys[k - 1]

@@ -293,6 +293,11 @@ public enum Backup {
         guard let file = FileHandle(forReadingAtPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }
         defer { try? file.close() }
         let start = (try? file.read(upToCount: 65_536)) ?? nil ?? Data()
+        return try parseHeader(start, path: path)
+    }
+
+    /// The header at the start of `start` (the file's first bytes), `path` naming it in errors.
+    static func parseHeader(_ start: Data, path: String) throws -> (manifest: Manifest, header: [UInt8]) {
         func bad(_ why: String) -> JournalError { JournalError(.corrupt, "\(path) is not a usable Lethe backup: \(why)") }
         guard start.starts(with: Array(magic.utf8)) else {
             if start.starts(with: Array("LETHE-BACKUP ".utf8)) { throw bad("a backup of another format (this build reads format 3)") }
@@ -356,6 +361,8 @@ public enum Backup {
                 func damaged(_ why: String) -> JournalError {
                     JournalError(.corrupt, "the backup \(path) is damaged or foreign at chunk \(chunks + 1) (byte \(offset)): \(why)")
                 }
+                // Chunk numbers are u32 in the nonce and additional data.
+                guard chunks < Int(UInt32.max) else { throw damaged("more chunks than a backup can have") }
                 guard let prefix = try input.read(upToCount: 4), prefix.count == 4 else { throw damaged("it is cut short") }
                 let length = Int(UInt32(prefix[prefix.startIndex]) | UInt32(prefix[prefix.startIndex + 1]) << 8
                     | UInt32(prefix[prefix.startIndex + 2]) << 16 | UInt32(prefix[prefix.startIndex + 3]) << 24)
@@ -374,12 +381,17 @@ public enum Backup {
                     }
                 }
                 guard let plain else { throw damaged("it does not authenticate (altered, or made from another journal or key store)") }
-                pending += try LZ4.decompressFrame(plain, limit: chunkBytes)
-                offset += 4 + length
-                chunks += 1
+                do {
+                    pending += try LZ4.decompressFrame(plain, limit: chunkBytes)
+                } catch {
+                    throw damaged("\(error)")
+                }
+                // (Errors in the records name this chunk: it is counted once they are loaded.)
                 ended = try loader.load(&pending, last: last, place: { damaged($0) })
                 if last && !ended { throw damaged("the content ends before its end record") }
                 if ended && !last { throw damaged("the content ends before its last chunk") }
+                offset += 4 + length
+                chunks += 1
             }
             if let rest = try input.read(upToCount: 1), !rest.isEmpty {
                 throw JournalError(.corrupt, "the backup \(path) has bytes after its last chunk")
@@ -437,14 +449,24 @@ public enum Backup {
     }
 
     /// Writes the content stream's records into a new journal file, in transactions of a chunk.
-    private struct Loader {
+    ///
+    /// A record may continue in the next chunk, so a length beyond the bytes at hand means "wait"
+    /// only up to its field's realistic limit (a block's frame `Block.maxFrameBytes`, a payload
+    /// `Sealing.maxSealedBytes`, an account `Journal.maxAccountBytes`, ...): past it the stream
+    /// is damaged, and said so at once rather than after the rest of the file was read.
+    struct Loader {
         let db: SQLiteDatabase
+
+        /// Limits of the fields that only the engine writes (meta keys and values, chain marks, an
+        /// erasure's kept categories).
+        static let maxMetaKeyBytes = 256
+        static let maxMetaValueBytes = 1 << 16
+        static let maxChainMarksBytes = 1 << 20
 
         /// Loads every whole record in `bytes` (keeping an unfinished one for the next chunk);
         /// returns true at the end record.
         mutating func load(_ bytes: inout [UInt8], last: Bool, place: (String) -> JournalError) throws -> Bool {
-            // A record may continue in the next chunk; no field is longer than a block's frame.
-            var r = BinaryReader(bytes, streamLimit: Journal.maxBlockEvents * (Journal.maxPayloadBytes / 64) + 65_536)
+            var r = BinaryReader(bytes)
             var consumed = 0
             var ended = false
             try db.transaction {
@@ -457,6 +479,8 @@ public enum Backup {
                         break  // the rest of this record is in the next chunk
                     } catch let e as BinaryReader.Malformed {
                         throw place(e.what)
+                    } catch let e as SQLiteError {
+                        throw place("a record does not fit the journal (\(e))")
                     }
                 }
             }
@@ -466,50 +490,65 @@ public enum Backup {
         }
 
         private func record(_ r: inout BinaryReader) throws -> Bool {
-            guard let tag = Tag(rawValue: try r.u8()) else { throw JournalError(.corrupt, "unknown record in the backup's content") }
+            let tagByte = try r.u8()
+            guard let tag = Tag(rawValue: tagByte) else { throw BinaryReader.Malformed(what: "unknown record \(tagByte)") }
+            func length(_ what: String, limit: Int) throws -> ArraySlice<UInt8> {
+                let n = try r.varint()
+                guard n <= UInt64(limit) else { throw BinaryReader.Malformed(what: "\(what) of \(n) bytes (at most \(limit))") }
+                return try r.bytes(Int(n))
+            }
+            func string(_ what: String, limit: Int) throws -> String {
+                guard let s = String(validating: try length(what, limit: limit), as: UTF8.self) else {
+                    throw BinaryReader.Malformed(what: "\(what) is not UTF-8")
+                }
+                return s
+            }
             switch tag {
             case .end:
                 return true
             case .meta:
-                let key = try r.string()
+                let key = try string("a meta key", limit: Loader.maxMetaKeyBytes)
                 let s = try db.statement("INSERT INTO meta(key, value) VALUES(?, ?)")
                 s.bind(1, key)
-                if try r.u8() == 0 { s.bind(2, try r.zigzag()) } else { s.bind(2, Array(try r.lengthPrefixed())) }
+                if try r.u8() == 0 { s.bind(2, try r.zigzag()) } else { s.bind(2, Array(try length("a meta value", limit: Loader.maxMetaValueBytes))) }
                 try s.run()
             case .block:
                 let (id, first, last) = (try r.zigzag(), try r.zigzag(), try r.zigzag())
+                let frame = try length("a block frame", limit: Block.maxFrameBytes)
                 try db.statement("INSERT INTO blocks(id, first_seq, last_seq, frame) VALUES(?, ?, ?, ?)")
-                    .bind(1, id).bind(2, first).bind(3, last).bind(4, Array(try r.lengthPrefixed())).run()
+                    .bind(1, id).bind(2, first).bind(3, last).bind(4, Array(frame)).run()
             case .tail:
                 let s = try db.statement("""
                     INSERT INTO tail(seq, account, version, type, at, at_digits, event_id, session, counter,
                                      key_kind, key_number, key_index, payload, digest, link)
                     VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """)
-                s.bind(1, try r.zigzag()).bind(2, try r.string()).bind(3, try r.zigzag()).bind(4, try r.string())
-                    .bind(5, try r.zigzag()).bind(6, Int64(try r.u8()))
+                s.bind(1, try r.zigzag()).bind(2, try string("an account", limit: Journal.maxAccountBytes)).bind(3, try r.zigzag())
+                    .bind(4, try string("a type", limit: Journal.maxTypeBytes)).bind(5, try r.zigzag())
+                    .bind(6, Int64(Int8(bitPattern: try r.u8())))  // as the writer stores it: -1 for the shortest form
                 let hasID = try r.u8() == 1
-                let id = try r.string()
+                let id = try string("an event id", limit: Journal.maxIDBytes)
                 s.bind(7, hasID ? id : nil).bind(8, Array(try r.bytes(16))).bind(9, Int64(bitPattern: try r.varint()))
                     .bind(10, Int64(try r.u8())).bind(11, Int64(bitPattern: try r.varint())).bind(12, Int64(bitPattern: try r.varint()))
                 let purged = try r.u8() == 1
-                let body = Array(try r.lengthPrefixed())
+                let body = Array(try length("a sealed payload", limit: Sealing.maxSealedBytes))
                 if purged { s.bind(13, nil as [UInt8]?).bind(14, body) } else { s.bind(13, body).bind(14, nil as [UInt8]?) }
                 try s.bind(15, Array(try r.bytes(32))).run()
             case .account:
                 let s = try db.statement("INSERT INTO accounts(id, name, version, last_at, chains) VALUES(?, ?, ?, ?, ?)")
-                s.bind(1, try r.zigzag()).bind(2, try r.string()).bind(3, try r.zigzag()).bind(4, try r.zigzag())
-                let chains = Array(try r.lengthPrefixed())
+                s.bind(1, try r.zigzag()).bind(2, try string("an account", limit: Journal.maxAccountBytes)).bind(3, try r.zigzag())
+                    .bind(4, try r.zigzag())
+                let chains = Array(try length("an account's chain marks", limit: Loader.maxChainMarksBytes))
                 try s.bind(5, chains.isEmpty ? nil : chains).run()
             case .erasure:
                 let s = try db.statement("INSERT INTO erasures(id, account, kind, name, number, through, keeping, mac) VALUES(?, ?, ?, ?, ?, ?, ?, ?)")
-                s.bind(1, try r.zigzag()).bind(2, try r.string()).bind(3, try r.zigzag())
-                let hasName = try r.u8() == 1, name = try r.string()
+                s.bind(1, try r.zigzag()).bind(2, try string("an account", limit: Journal.maxAccountBytes)).bind(3, try r.zigzag())
+                let hasName = try r.u8() == 1, name = try string("an erasure's name", limit: Journal.maxIDBytes)
                 let hasNumber = try r.u8() == 1, number = try r.zigzag()
                 let hasThrough = try r.u8() == 1, through = try r.zigzag()
-                let hasKeeping = try r.u8() == 1, keeping = try r.string()
+                let hasKeeping = try r.u8() == 1, keeping = try string("an erasure's kept categories", limit: Loader.maxMetaValueBytes)
                 try s.bind(4, hasName ? name : nil).bind(5, hasNumber ? number : nil).bind(6, hasThrough ? through : nil)
-                    .bind(7, hasKeeping ? keeping : nil).bind(8, Array(try r.lengthPrefixed())).run()
+                    .bind(7, hasKeeping ? keeping : nil).bind(8, Array(try length("an erasure's MAC", limit: 32))).run()
             }
             return false
         }

@@ -55,21 +55,23 @@ package struct BinaryWriter {
     }
 }
 
-/// Reads what `BinaryWriter` wrote; every read is bounds-checked and throws `BinaryReader.Truncated`.
+/// Reads what `BinaryWriter` wrote. Every read is bounds-checked: a read past the end throws
+/// `Truncated`, a value out of its range `Malformed`; no length is trusted before its bytes are at
+/// hand, so a crafted length allocates nothing.
+///
+/// The same reader serves a stream that arrives in pieces (a backup's chunks): there `Truncated`
+/// means "wait for the next piece", which is why every length read from such a stream gives the
+/// realistic `limit` of its field, past which waiting would be pointless (`Malformed`).
 package struct BinaryReader {
     package struct Truncated: Error {}
     package struct Malformed: Error { package let what: String }
 
     package let bytes: [UInt8]
     package private(set) var offset: Int
-    /// For a reader of a stream that arrives in pieces: a length prefix beyond the bytes at
-    /// hand but within this limit throws `Truncated` (wait for the next piece), not `Malformed`.
-    private let streamLimit: Int?
 
-    package init(_ bytes: [UInt8], offset: Int = 0, streamLimit: Int? = nil) {
+    package init(_ bytes: [UInt8], offset: Int = 0) {
         self.bytes = bytes
         self.offset = offset
-        self.streamLimit = streamLimit
     }
 
     package var isAtEnd: Bool { offset == bytes.count }
@@ -109,10 +111,10 @@ package struct BinaryReader {
         }
     }
 
-    /// A varint that must fit an `Int` and not exceed `limit` (a length or a count).
+    /// A varint that must not exceed `limit` (a length, a count or an index).
     package mutating func count(limit: Int) throws -> Int {
         let v = try varint()
-        guard v <= UInt64(limit) else { throw Malformed(what: "count \(v) above limit \(limit)") }
+        guard v <= UInt64(max(0, limit)) else { throw Malformed(what: "count \(v) above limit \(limit)") }
         return Int(v)
     }
 
@@ -127,12 +129,14 @@ package struct BinaryReader {
         return bytes[offset..<offset + n]
     }
 
-    package mutating func lengthPrefixed() throws -> ArraySlice<UInt8> {
-        try bytes(try count(limit: streamLimit ?? remaining))
+    /// A varint length of at most `limit`, then that many bytes.
+    package mutating func lengthPrefixed(limit: Int = .max) throws -> ArraySlice<UInt8> {
+        try bytes(try count(limit: limit))
     }
 
-    package mutating func string() throws -> String {
-        let slice = try lengthPrefixed()
+    /// A varint length of at most `limit`, then that many bytes of UTF-8.
+    package mutating func string(limit: Int = .max) throws -> String {
+        let slice = try lengthPrefixed(limit: limit)
         guard let s = String(validating: slice, as: UTF8.self) else { throw Malformed(what: "string is not UTF-8") }
         return s
     }

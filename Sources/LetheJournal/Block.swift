@@ -69,6 +69,27 @@ package struct SealedEvent: Equatable, Sendable {
 package struct Block: Equatable {
     package static let magic: [UInt8] = Array("LTHB".utf8)
     package static let format: UInt8 = 3
+    /// The largest frame a journal can hold: SQLite's default limit on a blob (`SQLITE_MAX_LENGTH`),
+    /// past which the writer could not have stored it.
+    package static let maxFrameBytes = 1_000_000_000
+
+    /// The most content bytes an event takes beside its payload or digest: its columns (three
+    /// indices of at most 3 bytes, five varints of at most 10, three bytes, an id of at most
+    /// `Journal.maxIDBytes` and its length) and the table entries it may add (an account, a type,
+    /// a session): about 730 bytes, rounded up.
+    static let maxEventOverheadBytes = 1024
+
+    /// The largest content a stored frame of `frameBytes` can decompress to. Payloads are
+    /// AES-GCM ciphertext and digests SHA-256 output, which LZ4 cannot shrink: they take at most
+    /// the frame's own size in the content; the rest is at most `maxEventOverheadBytes` per
+    /// event, and a header and the two links. A frame that declares more is damaged, and is
+    /// refused before its declared size is allocated.
+    package static func maxContentBytes(frameBytes: Int) -> Int {
+        min(frameBytes, maxFrameBytes) + Journal.maxBlockEvents * maxEventOverheadBytes + 4096
+    }
+
+    /// The fewest content bytes an event takes: one per column.
+    private static let minEventBytes = 13
 
     package var events: [SealedEvent]
     /// The chain link before the first event, and after the last.
@@ -170,6 +191,11 @@ package struct Block: Equatable {
     }
 
     /// Decodes and checks the content's own invariants; `where` names the block in errors.
+    ///
+    /// Every count, index and length is checked against what a block written by this journal
+    /// can hold (`Journal.maxBlockEvents`, the longest account, type, id and sealed payload)
+    /// before it is used, and sums are checked for overflow: damaged or crafted bytes throw
+    /// `.corrupt` naming `place`, never trap.
     package static func decode(_ bytes: [UInt8], where place: String) throws -> Block {
         func corrupt(_ why: String) -> JournalError { JournalError(.corrupt, "\(place): \(why)") }
         var r = BinaryReader(bytes)
@@ -180,8 +206,9 @@ package struct Block: Equatable {
             let firstSeq = Int64(bitPattern: try r.u64())
             let count = try r.count(limit: Journal.maxBlockEvents)
             guard count > 0, firstSeq > 0, firstSeq <= Int64.max - Int64(count) else { throw corrupt("empty block or bad first sequence") }
-            let accountNames = try (0..<(try r.count(limit: count))).map { _ in try r.string() }
-            let typeNames = try (0..<(try r.count(limit: count))).map { _ in try r.string() }
+            guard count * minEventBytes <= r.remaining else { throw corrupt("content is truncated") }
+            let accountNames = try (0..<(try r.count(limit: count))).map { _ in try r.string(limit: Journal.maxAccountBytes) }
+            let typeNames = try (0..<(try r.count(limit: count))).map { _ in try r.string(limit: Journal.maxTypeBytes) }
             let sessionList = try (0..<(try r.count(limit: count))).map { _ in
                 Session(high: try r.u64(), low: try r.u64())
             }
@@ -189,6 +216,7 @@ package struct Block: Equatable {
             let accountIdx = try (0..<count).map { _ in try r.count(limit: accountNames.count - 1) }
             let typeIdx = try (0..<count).map { _ in try r.count(limit: typeNames.count - 1) }
             let versions = try (0..<count).map { _ in Int64(bitPattern: try r.varint()) }
+            // Wrapping, as the writer's deltas are: any two times have a delta that wraps back to them.
             var at: Int64 = 0
             let times = try (0..<count).map { _ -> Int64 in
                 at = at &+ (try r.zigzag())
@@ -197,24 +225,32 @@ package struct Block: Equatable {
             let fractionDigits = try (0..<count).map { _ in Int8(bitPattern: try r.u8()) }
             let sessionIdx = try (0..<count).map { _ in try r.count(limit: sessionList.count - 1) }
             var counter: Int64 = 0
-            let counters = try (0..<count).map { _ -> UInt32 in
+            let counters = try (0..<count).map { i -> UInt32 in
                 let (sum, overflow) = counter.addingReportingOverflow(try r.zigzag())
-                guard !overflow, let c = UInt32(exactly: sum) else { throw corrupt("nonce counter out of range") }
+                guard !overflow, let c = UInt32(exactly: sum) else { throw corrupt("event \(firstSeq + Int64(i)) has a nonce counter out of range") }
                 counter = sum
                 return c
             }
-            let ids = try (0..<count).map { _ in try r.string() }
+            let ids = try (0..<count).map { _ in try r.string(limit: Journal.maxIDBytes) }
             let states = try (0..<count).map { _ in try r.u8() }
             let kinds = try (0..<count).map { _ in try r.u8() }
             let numbers = try (0..<count).map { _ in try r.varint() }
             let indices = try (0..<count).map { _ in try r.varint() }
-            let lengths = try (0..<count).map { _ in try r.count(limit: Journal.maxPayloadBytes + 64) }
+            let lengths = try (0..<count).map { _ in try r.count(limit: Sealing.maxSealedBytes) }
             var events: [SealedEvent] = []
             events.reserveCapacity(count)
             for i in 0..<count {
                 let seq = firstSeq + Int64(i)
                 guard versions[i] > 0 else { throw corrupt("event \(seq) has version \(versions[i])") }
+                guard Timestamp.fractionDigitsRange.contains(fractionDigits[i]) else {
+                    throw corrupt("event \(seq) has \(UInt8(bitPattern: fractionDigits[i])) fractional digits (at most 9)")
+                }
                 guard let kind = KeyRef.Kind(rawValue: kinds[i]) else { throw corrupt("event \(seq) has unknown key kind \(kinds[i])") }
+                // Own key ids are rowids and record indices count up from 0: both stay below 2^63
+                // (rows keep them as signed integers), and erasures add one to an index.
+                guard numbers[i] <= UInt64(Int64.max), indices[i] < UInt64(Int64.max) else {
+                    throw corrupt("event \(seq) has a key number or index out of range")
+                }
                 let header = EventHeader(
                     seq: seq, version: versions[i], account: accountNames[accountIdx[i]],
                     type: typeNames[typeIdx[i]], at: Timestamp(nanoseconds: times[i], fractionDigits: fractionDigits[i]),

@@ -369,6 +369,8 @@ public final class Journal: Sendable {
         if e.type.isEmpty || e.type.utf8.count > Journal.maxTypeBytes { return bad("type", "must be 1 to \(Journal.maxTypeBytes) bytes") }
         if let id = e.id, id.isEmpty || id.utf8.count > Journal.maxIDBytes { return bad("id", "must be 1 to \(Journal.maxIDBytes) bytes") }
         if e.payload.count > Journal.maxPayloadBytes { return bad("data", "payload above \(Journal.maxPayloadBytes) bytes") }
+        // What the block decoder accepts back (it refuses any other count as damage).
+        if !Timestamp.fractionDigitsRange.contains(e.at.fractionDigits) { return bad("at", "fractional digit count must be -1 to 9") }
         switch e.scope {
         case .records(let category) where category.isEmpty || category.utf8.count > Journal.maxTypeBytes:
             return bad("scope", "a record category must be 1 to \(Journal.maxTypeBytes) bytes")

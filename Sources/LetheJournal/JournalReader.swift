@@ -141,7 +141,7 @@ public final class JournalReader {
         let place = blockPlace(id: id, first: first, last: last)
         let content: [UInt8]
         do {
-            content = try LZ4.decompressFrame(frame, limit: Journal.maxBlockEvents * (Journal.maxPayloadBytes / 64))
+            content = try LZ4.decompressFrame(frame, limit: Block.maxContentBytes(frameBytes: frame.count))
         } catch {
             throw JournalError(.corrupt, "\(place): \(error)")
         }
@@ -153,6 +153,13 @@ public final class JournalReader {
         return block
     }
 
+    /// The unsealed events, in order, with their stored links.
+    ///
+    /// Every column is checked against what the writer stores (consecutive sequence numbers, a
+    /// positive version, texts of valid UTF-8 within the journal's limits, a 16-byte session, a
+    /// 32-byte digest and link, a sealed payload within `Sealing.maxSealedBytes`) before it is
+    /// used: a row edited behind the engine's back throws `.corrupt` naming its event, and never
+    /// reaches the block encoder's preconditions when the writer seals the tail.
     static func tailRows(_ db: SQLiteDatabase) throws -> ([SealedEvent], [[UInt8]]) {
         let s = try db.statement("""
             SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
@@ -163,17 +170,46 @@ public final class JournalReader {
         var links: [[UInt8]] = []
         while try s.step() {
             let seq = s.int(0)
+            func corrupt(_ why: String) -> JournalError { JournalError(.corrupt, "unsealed event \(seq) \(why)") }
+            if let previous = events.last?.header.seq, seq != previous + 1 {
+                throw JournalError(.corrupt, "unsealed event \(seq): expected event \(previous + 1) (events removed or reordered)")
+            }
+            guard seq > 0, seq < Int64.max else { throw corrupt("is out of range") }
+            func text(_ column: Int32, _ name: String, limit: Int) throws -> String {
+                guard s.isText(column), s.byteCount(column) <= limit,
+                      let text = String(validating: s.blob(column), as: UTF8.self) else { throw corrupt("has a damaged \(name)") }
+                return text
+            }
+            let account = try text(1, "account", limit: Journal.maxAccountBytes)
+            let type = try text(3, "type", limit: Journal.maxTypeBytes)
+            let id = s.isNull(6) ? nil : try text(6, "event id", limit: Journal.maxIDBytes)
+            guard s.int(2) > 0 else { throw corrupt("has version \(s.int(2))") }
+            // The writer stores -1 for the shortest form, restores of older builds 255: both are -1.
+            guard let digits = s.int(5) == 255 ? -1 : Int8(exactly: s.int(5)), Timestamp.fractionDigitsRange.contains(digits) else {
+                throw corrupt("has \(s.int(5)) fractional digits (at most 9)")
+            }
             let header = EventHeader(
-                seq: seq, version: s.int(2), account: s.text(1) ?? "", type: s.text(3) ?? "",
-                at: Timestamp(nanoseconds: s.int(4), fractionDigits: Int8(truncatingIfNeeded: s.int(5))), id: s.optionalText(6))
+                seq: seq, version: s.int(2), account: account, type: type,
+                at: Timestamp(nanoseconds: s.int(4), fractionDigits: digits), id: id)
             guard let session = Session(bytes: s.blob(7)), let counter = UInt32(exactly: s.int(8)) else {
-                throw JournalError(.corrupt, "unsealed event \(seq) has a damaged nonce")
+                throw corrupt("has a damaged nonce")
             }
             guard let kind = KeyRef.Kind(rawValue: UInt8(truncatingIfNeeded: s.int(9))), (0...255).contains(s.int(9)) else {
-                throw JournalError(.corrupt, "unsealed event \(seq) has an unknown key kind \(s.int(9))")
+                throw corrupt("has an unknown key kind \(s.int(9))")
             }
-            let key = KeyRef(kind, number: UInt64(bitPattern: s.int(10)), index: UInt64(bitPattern: s.int(11)))
-            let body: SealedEvent.Body = s.isNull(12) ? .purged(digest: s.blob(13)) : .sealed(s.blob(12))
+            guard s.int(10) >= 0, (0..<Int64.max).contains(s.int(11)) else { throw corrupt("has a key number or index out of range") }
+            let key = KeyRef(kind, number: UInt64(s.int(10)), index: UInt64(s.int(11)))
+            let body: SealedEvent.Body
+            if s.isNull(12) {
+                guard s.byteCount(13) == 32 else { throw corrupt("has a damaged digest (\(s.byteCount(13)) bytes)") }
+                body = .purged(digest: s.blob(13))
+            } else {
+                guard s.byteCount(12) <= Sealing.maxSealedBytes else {
+                    throw corrupt("has a sealed payload of \(s.byteCount(12)) bytes (at most \(Sealing.maxSealedBytes))")
+                }
+                body = .sealed(s.blob(12))
+            }
+            guard s.byteCount(14) == Chain.linkBytes else { throw corrupt("has a damaged link (\(s.byteCount(14)) bytes)") }
             events.append(SealedEvent(header: header, nonce: NonceID(session: session, counter: counter), key: key, body: body))
             links.append(s.blob(14))
         }

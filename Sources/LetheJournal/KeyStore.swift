@@ -58,8 +58,12 @@ package struct Keyring: Sendable {
         var ring = Keyring(account: account, accountKey: nil)
         if try r.u8() == 1 { ring.accountKey = SymmetricKey(data: try r.bytes(32)) }
         ring.nextSlot = try r.varint()
+        // (Slots count up from 1 and a new chain adds one: the range of a signed integer is plenty.)
+        guard ring.nextSlot < UInt64(Int64.max) else { throw BinaryReader.Malformed(what: "next chain slot out of range") }
         for _ in 0..<(try r.count(limit: 1 << 16)) {
-            let chain = RecordChain(slot: try r.varint(), category: try r.string(), base: try r.varint(), key: SymmetricKey(data: try r.bytes(32)))
+            let chain = RecordChain(
+                slot: try r.varint(), category: try r.string(limit: Journal.maxTypeBytes), base: try r.varint(),
+                key: SymmetricKey(data: try r.bytes(32)))
             ring.chains[chain.slot] = chain
         }
         guard r.isAtEnd else { throw BinaryReader.Malformed(what: "trailing bytes in a keyring") }

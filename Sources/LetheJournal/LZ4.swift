@@ -30,7 +30,15 @@ package enum LZ4 {
         return output
     }
 
+    /// The most a byte of LZ4 input can stand for: a match's length grows by 255 per extra length
+    /// byte, so no block (and no frame) decompresses to more than 255 times its own size.
+    package static let maxExpansion = 255
+
     /// Decompresses one whole LZ4 frame, verifying its checksums; refuses output above `limit` bytes.
+    ///
+    /// The frame's declared content size is checked before anything is allocated for it: against
+    /// `limit`, and against what the frame's own bytes could possibly hold (`maxExpansion`), so a
+    /// few crafted bytes that declare gigabytes cost nothing.
     package static func decompressFrame(_ input: [UInt8], limit: Int) throws -> [UInt8] {
         var ctx: OpaquePointer?
         let created = LZ4F_createDecompressionContext(&ctx, UInt32(LZ4F_VERSION))
@@ -45,8 +53,11 @@ package enum LZ4 {
         }
         // Lethe always writes the content size; a frame without one is truncated or foreign.
         guard consumed > 0, info.contentSize > 0 else { throw Failure(description: "truncated LZ4 frame header") }
-        guard info.contentSize <= UInt64(limit) else {
+        guard info.contentSize <= UInt64(max(0, limit)) else {
             throw Failure(description: "LZ4 frame declares \(info.contentSize) bytes, above the \(limit)-byte limit")
+        }
+        guard info.contentSize <= UInt64(input.count) * UInt64(maxExpansion) else {
+            throw Failure(description: "LZ4 frame declares \(info.contentSize) bytes, more than its \(input.count) bytes can hold")
         }
         var output = [UInt8](repeating: 0, count: Int(info.contentSize))
         var inOffset = consumed
@@ -94,6 +105,10 @@ package enum LZ4 {
 
     /// Decompresses a raw LZ4 block whose decompressed size is known exactly.
     package static func decompressBlock(_ input: ArraySlice<UInt8>, size: Int) throws -> [UInt8] {
+        // Checked before the output is allocated: a size the input cannot hold is damage.
+        guard size >= 0, size <= Int(Int32.max), input.count <= Int(Int32.max), size / maxExpansion <= input.count else {
+            throw Failure(description: "damaged LZ4 block (\(size) bytes declared from \(input.count))")
+        }
         var output = [UInt8](repeating: 0, count: size)
         let n = input.withUnsafeBytes { src in
             output.withUnsafeMutableBytes { dst in

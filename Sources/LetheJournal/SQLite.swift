@@ -301,6 +301,9 @@ package final class SQLiteStatement {
     package func isNull(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_NULL }
     package func isInteger(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_INTEGER }
     package func isBlob(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_BLOB }
+    package func isText(_ column: Int32) -> Bool { sqlite3_column_type(stmt, column) == SQLITE_TEXT }
+    /// The size of a text or blob value, without copying it.
+    package func byteCount(_ column: Int32) -> Int { Int(sqlite3_column_bytes(stmt, column)) }
     /// A blob column that may be NULL.
     package func optionalBlob(_ column: Int32) -> [UInt8]? { isNull(column) ? nil : blob(column) }
     package var columnCount: Int32 { sqlite3_column_count(stmt) }

@@ -69,11 +69,27 @@ struct ChainMarks: Equatable, Sendable {
         return w.bytes
     }
 
-    static func decode(_ bytes: [UInt8]) throws -> ChainMarks {
+    /// Decodes the `chains` column of `account`'s row. A mark is a record index, which the
+    /// journal keeps below 2^63 (rows and read models store it as a signed integer): a larger one
+    /// is damage, and refused before the sealer adds one to it.
+    static func decode(_ bytes: [UInt8], account: String) throws -> ChainMarks {
+        func damaged(_ why: String) -> JournalError { JournalError(.corrupt, "account \(account): damaged record chain marks (\(why))") }
         var marks = ChainMarks()
         guard !bytes.isEmpty else { return marks }
         var r = BinaryReader(bytes)
-        for _ in 0..<(try r.count(limit: 1 << 16)) { marks[try r.string()] = try r.varint() }
+        do {
+            for _ in 0..<(try r.count(limit: 1 << 16)) {
+                let category = try r.string(limit: Journal.maxTypeBytes)
+                let last = try r.varint()
+                guard last < UInt64(Int64.max) else { throw damaged("index \(last) of \(category) out of range") }
+                marks[category] = last
+            }
+        } catch is BinaryReader.Truncated {
+            throw damaged("content is truncated")
+        } catch let e as BinaryReader.Malformed {
+            throw damaged(e.what)
+        }
+        guard r.isAtEnd else { throw damaged("\(r.remaining) unexpected bytes at the end") }
         return marks
     }
 }
@@ -336,7 +352,10 @@ final class Sealer {
                 "SELECT name, chains FROM accounts WHERE chains IS NOT NULL AND name IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
             }) { s, range in
                 for (k, i) in range.enumerated() { s.bind(Int32(k + 1), names[i]) }
-                while try s.step() { marks[s.text(0) ?? ""] = try ChainMarks.decode(s.blob(1)) }
+                while try s.step() {
+                    let name = s.text(0) ?? ""
+                    marks[name] = try ChainMarks.decode(s.blob(1), account: name)
+                }
             }
         } catch {
             journal = nil

@@ -195,6 +195,8 @@ package enum KeyDerivation {
 /// the chain (which covers the ciphertext's digest) pins it to its event.
 package enum Sealing {
     static let tagBytes = 16
+    /// The largest sealed payload: the framing (a byte and a varint), the payload (compressed only when smaller), the tag.
+    package static let maxSealedBytes = Journal.maxPayloadBytes + 64
     private static let raw: UInt8 = 0
     private static let lz4: UInt8 = 1
     /// Payloads below this size are not worth an LZ4 attempt.

@@ -20,14 +20,27 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         self.fractionDigits = fractionDigits
     }
 
-    public init(seconds: Int64) { self.init(nanoseconds: seconds * 1_000_000_000) }
+    /// `seconds` since the epoch, saturated at the range `nanoseconds` can hold (about 1677–2262).
+    public init(seconds: Int64) { self.init(nanoseconds: Timestamp.nanoseconds(seconds: seconds)) }
+
+    /// The fraction digit counts a stored time may have: 0–9, or −1 for the shortest form.
+    package static let fractionDigitsRange: ClosedRange<Int8> = -1...9
 
     public static func == (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds == b.nanoseconds }
     public func hash(into h: inout Hasher) { h.combine(nanoseconds) }
     public static func < (a: Timestamp, b: Timestamp) -> Bool { a.nanoseconds < b.nanoseconds }
 
+    /// This time moved by `seconds`, saturated at the range `nanoseconds` can hold: a time read off
+    /// the disk plus a retention window never traps, and a due date past 2262 stays in the future.
     public func adding(seconds: Int64) -> Timestamp {
-        Timestamp(nanoseconds: nanoseconds + seconds * 1_000_000_000, fractionDigits: fractionDigits)
+        let (sum, overflow) = nanoseconds.addingReportingOverflow(Timestamp.nanoseconds(seconds: seconds))
+        let saturated = overflow ? (seconds < 0 ? Int64.min : Int64.max) : sum
+        return Timestamp(nanoseconds: saturated, fractionDigits: fractionDigits)
+    }
+
+    private static func nanoseconds(seconds: Int64) -> Int64 {
+        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? (seconds < 0 ? .min : .max) : product
     }
 
     /// Years accepted: those whose nanoseconds fit in 64 bits with room to add retention windows.
@@ -85,11 +98,23 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
     }
 
     /// Appends the RFC 3339 form to `out`, digit by digit (this runs once per exported event).
+    ///
+    /// Total: every `nanoseconds` (years 1677–2262) and every `fractionDigits` print; digit
+    /// counts outside 0–9 print the shortest form.
     public func write(rfc3339To out: inout [UInt8]) {
-        let secs = nanoseconds >= 0 ? nanoseconds / 1_000_000_000 : (nanoseconds - 999_999_999) / 1_000_000_000
-        var nanos = Int(nanoseconds - secs * 1_000_000_000)
-        let days = secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400
-        let rem = Int(secs - days * 86_400)
+        // Floor division, without the overflow of `nanoseconds - 999_999_999` near `Int64.min`.
+        var (secs, remainder) = nanoseconds.quotientAndRemainder(dividingBy: 1_000_000_000)
+        if remainder < 0 {
+            secs -= 1
+            remainder += 1_000_000_000
+        }
+        var nanos = Int(remainder)
+        var (days, secondOfDay) = secs.quotientAndRemainder(dividingBy: 86_400)
+        if secondOfDay < 0 {
+            days -= 1
+            secondOfDay += 86_400
+        }
+        let rem = Int(secondOfDay)
         let (y, m, d) = Timestamp.civilFromDays(Int(days))
         func digits(_ v: Int, _ width: Int) {
             var divisor = 1
@@ -103,11 +128,12 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         }
         digits(y, 4); out.append(45); digits(m, 2); out.append(45); digits(d, 2); out.append(84)
         digits(rem / 3600, 2); out.append(58); digits(rem / 60 % 60, 2); out.append(58); digits(rem % 60, 2)
+        let written = (1...9).contains(fractionDigits) ? Int(fractionDigits) : 0
         var unit = 1
-        if fractionDigits > 0 { for _ in 0..<(9 - Int(fractionDigits)) { unit *= 10 } }
-        if fractionDigits > 0, nanos % unit == 0 {
+        for _ in 0..<(9 - written) { unit *= 10 }
+        if written > 0, nanos % unit == 0 {
             out.append(46)
-            digits(nanos / unit, Int(fractionDigits))
+            digits(nanos / unit, written)
         } else if nanos != 0 {
             var width = 9
             while nanos % 10 == 0 {

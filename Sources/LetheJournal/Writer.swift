@@ -126,7 +126,9 @@ final class Writer {
         defer { s.reset() }
         s.bind(1, name)
         guard try s.step() else { return nil }
-        let chains = s.isNull(3) ? ChainMarks() : try ChainMarks.decode(s.blob(3))
+        let chains = s.isNull(3) ? ChainMarks() : try ChainMarks.decode(s.blob(3), account: name)
+        // (The writer adds one to the version: a row edited to the end of the range is damage, not a trap.)
+        guard (0..<Int64.max).contains(s.int(1)) else { throw JournalError(.corrupt, "account \(name): version \(s.int(1)) out of range") }
         let row = AccountRow(id: s.int(0), version: s.int(1), lastAt: s.int(2), chains: chains)
         remember(name, row)
         return row
@@ -144,7 +146,7 @@ final class Writer {
             "SELECT id, seq FROM event_ids WHERE id IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
         }) { s, range in
             for (k, i) in range.enumerated() { s.bind(Int32(k + 1), ids[i]) }
-            while try s.step() { found[s.text(0)!] = s.int(1) }
+            while try s.step() { if let id = s.text(0) { found[id] = s.int(1) } }
         }
         return found
     }

@@ -171,14 +171,26 @@ extension ReadModels {
         }
     }
 
-    private func rows<T>(_ sql: String, _ binds: [String], _ row: (SQLiteStatement) -> T) throws -> [T] {
+    private func rows<T>(_ sql: String, _ binds: [String], _ row: (SQLiteStatement) throws -> T) throws -> [T] {
         try query { db in
             let s = try db.statement(sql)
             for (k, value) in binds.enumerated() { s.bind(Int32(k + 1), value) }
             var out: [T] = []
-            while try s.step() { out.append(row(s)) }
+            while try s.step() { out.append(try row(s)) }
             return out
         }
+    }
+
+    /// A text column that the schema declares NOT NULL. The file may have been edited (with
+    /// sqlite3, the constraint dropped with the table): a NULL there throws `.corrupt` naming
+    /// the table, the row (`row`: its account or sequence number, never a personal value) and
+    /// the column.
+    private func text(_ s: SQLiteStatement, _ column: Int32, _ table: String, row: @autoclosure () -> String) throws -> String {
+        if let text = s.text(column) { return text }
+        throw JournalError(.corrupt, """
+            the read models \(path): table \(table), row \(row()): column \(s.columnName(column)) is NULL \
+            (edited or damaged; `lethe rebuild` makes it again)
+            """)
     }
 
     /// Rows of one account whose fields are sealed under the account's own key.
@@ -197,9 +209,10 @@ extension ReadModels {
     public func account(_ account: String) throws -> Views.Account? {
         try accountRows("SELECT * FROM accounts WHERE account=?1", account) { s, key in
             Views.Account(
-                account: s.text(0)!, status: s.text(1)!, name: Field.name.openText(s.optionalBlob(2), key: key, account: account),
+                account: try text(s, 0, "accounts", row: account), status: try text(s, 1, "accounts", row: account),
+                name: Field.name.openText(s.optionalBlob(2), key: key, account: account),
                 company: Field.company.openText(s.optionalBlob(3), key: key, account: account),
-                email: Field.email.openText(s.optionalBlob(4), key: key, account: account), signedUpAt: s.text(5)!,
+                email: Field.email.openText(s.optionalBlob(4), key: key, account: account), signedUpAt: try text(s, 5, "accounts", row: account),
                 cancelledAt: s.optionalText(6), erasureRequestedAt: s.optionalText(7), purgedAt: s.optionalText(8))
         }.first
     }
@@ -213,9 +226,9 @@ extension ReadModels {
             while try s.step() {
                 let key = try keys(account, KeyRef(.own, number: UInt64(bitPattern: s.int(6))))
                 out.append(Views.Item(
-                    item: s.text(0)!, kind: Field.itemKind.openText(s.optionalBlob(1), key: key, account: account) ?? "",
-                    label: Field.itemLabel.openText(s.optionalBlob(2), key: key, account: account), state: s.text(3)!,
-                    createdAt: s.text(4)!, deletedAt: s.optionalText(5)))
+                    item: try text(s, 0, "items", row: account), kind: Field.itemKind.openText(s.optionalBlob(1), key: key, account: account) ?? "",
+                    label: Field.itemLabel.openText(s.optionalBlob(2), key: key, account: account), state: try text(s, 3, "items", row: account),
+                    createdAt: try text(s, 4, "items", row: account), deletedAt: s.optionalText(5)))
             }
             return out
         }
@@ -226,7 +239,7 @@ extension ReadModels {
         try accountRows("SELECT set_at, address FROM billing_addresses WHERE account=?1 ORDER BY seq", account) { s, key in
             let a = Field.address.openObject(s.optionalBlob(1), key: key, account: account) ?? [:]
             return Views.BillingAddress(
-                setAt: s.text(0)!, line1: a["line1"]?.string, line2: a["line2"]?.string, city: a["city"]?.string,
+                setAt: try text(s, 0, "billing_addresses", row: account), line1: a["line1"]?.string, line2: a["line2"]?.string, city: a["city"]?.string,
                 region: a["region"]?.string, postcode: a["postcode"]?.string, country: a["country"]?.string)
         }
     }
@@ -237,7 +250,7 @@ extension ReadModels {
             let p = Field.payment.openObject(s.optionalBlob(1), key: key, account: account) ?? [:]
             let amount: Int64? = if case .int(let v)? = p["amount_minor"] { v } else { nil }
             return Views.Payment(
-                at: s.text(0)!, transaction: p["transaction"]?.string, amountMinor: amount, currency: p["currency"]?.string,
+                at: try text(s, 0, "payments", row: account), transaction: p["transaction"]?.string, amountMinor: amount, currency: p["currency"]?.string,
                 cardLast4: p["card_last4"]?.string, processor: p["processor"]?.string)
         }
     }
@@ -246,15 +259,15 @@ extension ReadModels {
     public func tickets(account: String) throws -> [Views.Ticket] {
         try accountRows("SELECT ticket, opened_at, subject, messages, last_message_at FROM tickets WHERE account=?1 ORDER BY opened_at, ticket_tag", account) { s, key in
             Views.Ticket(
-                ticket: Field.ticket.openText(s.optionalBlob(0), key: key, account: account) ?? "", openedAt: s.text(1)!,
-                subject: Field.ticketSubject.openText(s.optionalBlob(2), key: key, account: account), messages: s.int(3), lastMessageAt: s.text(4)!)
+                ticket: Field.ticket.openText(s.optionalBlob(0), key: key, account: account) ?? "", openedAt: try text(s, 1, "tickets", row: account),
+                subject: Field.ticketSubject.openText(s.optionalBlob(2), key: key, account: account), messages: s.int(3), lastMessageAt: try text(s, 4, "tickets", row: account))
         }
     }
 
     /// The consents in force.
     public func consents(account: String) throws -> [Views.Consent] {
         try accountRows("SELECT purpose, granted_at FROM consents WHERE account=?1", account) { s, key in
-            Views.Consent(purpose: Field.purpose.openText(s.optionalBlob(0), key: key, account: account) ?? "", grantedAt: s.text(1)!)
+            Views.Consent(purpose: Field.purpose.openText(s.optionalBlob(0), key: key, account: account) ?? "", grantedAt: try text(s, 1, "consents", row: account))
         }.sorted { $0.purpose < $1.purpose }
     }
 
@@ -266,7 +279,9 @@ extension ReadModels {
             s.bind(1, account)
             var out: [Views.LegalHold] = []
             while try s.step() {
-                out.append(Views.LegalHold(case: s.text(0)!, reason: Field.holdReason.openText(s.optionalBlob(1), key: key, account: account), placedAt: s.text(2)!))
+                out.append(Views.LegalHold(
+                    case: try text(s, 0, "legal_holds", row: account), reason: Field.holdReason.openText(s.optionalBlob(1), key: key, account: account),
+                    placedAt: try text(s, 2, "legal_holds", row: account)))
             }
             return out
         }
@@ -283,11 +298,11 @@ extension ReadModels {
             if let account { s.bind(1, account) }
             var out: [Views.Disclosure] = []
             while try s.step() {
-                let owner = s.text(1)!
+                let owner = try text(s, 1, "disclosures", row: "seq \(s.int(0))")
                 let d = Field.disclosure.openObject(s.optionalBlob(3), key: try keys(owner, .account), account: owner) ?? [:]
                 let categories: [String] = if case .array(let items)? = d["categories"] { items.compactMap(\.string) } else { [] }
                 out.append(Views.Disclosure(
-                    seq: s.int(0), account: owner, at: s.text(2)!, recipient: d["recipient"]?.string, basis: d["basis"]?.string,
+                    seq: s.int(0), account: owner, at: try text(s, 2, "disclosures", row: "seq \(s.int(0))"), recipient: d["recipient"]?.string, basis: d["basis"]?.string,
                     categories: categories, withoutConsent: s.int(4) != 0, withoutMergerNotice: s.int(5) != 0))
             }
             return out
@@ -305,12 +320,12 @@ extension ReadModels {
             let s = try db.statement(sql)
             if let account { s.bind(1, account) }
             while try s.step() {
-                let owner = s.text(2)!
+                let owner = try text(s, 2, "access_log", row: "seq \(s.int(0))")
                 let ref = KeyRef(.records, number: UInt64(bitPattern: s.int(3)), index: UInt64(bitPattern: s.int(4)))
                 let sealed = s.optionalBlob(5)
                 let a = try sealed.flatMap { Field.access.openObject($0, key: try keys(owner, ref), account: owner) } ?? [:]
                 try body(Views.Access(
-                    seq: s.int(0), at: s.text(1)!, account: owner, actor: a["actor"]?.string, ip: a["ip"]?.string,
+                    seq: s.int(0), at: try text(s, 1, "access_log", row: "seq \(s.int(0))"), account: owner, actor: a["actor"]?.string, ip: a["ip"]?.string,
                     reason: a["reason"]?.string, ticket: a["ticket"]?.string, authorized: s.isNull(6) ? nil : s.int(6) != 0))
             }
         }
@@ -327,19 +342,22 @@ extension ReadModels {
                 """)
             live.bind(1, fromDay).bind(2, toDay)
             while try live.step() {
-                let account = live.text(0)!
+                let account = try text(live, 0, "records", row: "of a page view")
                 let ref = KeyRef(.records, number: UInt64(bitPattern: live.int(2)), index: UInt64(bitPattern: live.int(3)))
                 guard let path = Field.path.openText(live.optionalBlob(4), key: try keys(account, ref), account: account) else { continue }
-                counts[live.text(1)!, default: [:]][path, default: 0] += 1
+                counts[try text(live, 1, "records", row: "of account \(account)"), default: [:]][path, default: 0] += 1
             }
             live.reset()
             let stats = try db.statement("SELECT day, path, views FROM page_view_stats WHERE day BETWEEN ?1 AND ?2")
             stats.bind(1, fromDay).bind(2, toDay)
-            while try stats.step() { counts[stats.text(0)!, default: [:]][stats.text(1)!, default: 0] += stats.int(2) }
+            while try stats.step() {
+                let day = try text(stats, 0, "page_view_stats", row: "of a day")
+                counts[day, default: [:]][try text(stats, 1, "page_view_stats", row: "of day \(day)"), default: 0] += stats.int(2)
+            }
             stats.reset()
         }
-        return counts.keys.sorted().flatMap { day in
-            counts[day]!.keys.sorted().map { Views.PageViewCount(day: day, path: $0, views: counts[day]![$0]!) }
+        return counts.sorted { $0.key < $1.key }.flatMap { day, paths in
+            paths.sorted { $0.key < $1.key }.map { Views.PageViewCount(day: day, path: $0.key, views: $0.value) }
         }
     }
     // MARK: Retention
@@ -360,7 +378,8 @@ extension ReadModels {
                 while try s.step() {
                     let item = s.text(1) ?? ""
                     out.append(Views.Obligation(
-                        account: s.text(0)!, item: item.isEmpty ? nil : item, rule: s.text(2)!, startSeq: s.int(3),
+                        account: try text(s, 0, "obligations", row: "started by event \(s.int(3))"), item: item.isEmpty ? nil : item,
+                        rule: try text(s, 2, "obligations", row: "started by event \(s.int(3))"), startSeq: s.int(3),
                         start: Timestamp(nanoseconds: s.int(5)), endedBy: nil, end: nil))
                 }
                 s.reset()
@@ -381,7 +400,8 @@ extension ReadModels {
             while try s.step() {
                 let item = s.text(0) ?? ""
                 out.append(Views.Obligation(
-                    account: account, item: item.isEmpty ? nil : item, rule: s.text(1)!, startSeq: s.int(2),
+                    account: account, item: item.isEmpty ? nil : item, rule: try text(s, 1, "obligations", row: "started by event \(s.int(2))"),
+                    startSeq: s.int(2),
                     start: Timestamp(nanoseconds: s.int(3)), endedBy: nil, end: nil))
             }
             return out
@@ -400,7 +420,8 @@ extension ReadModels {
             while try s.step() {
                 let item = s.text(1) ?? ""
                 out.append(Views.Obligation(
-                    account: s.text(0)!, item: item.isEmpty ? nil : item, rule: s.text(2)!, startSeq: s.int(3),
+                    account: try text(s, 0, "obligations", row: "started by event \(s.int(3))"), item: item.isEmpty ? nil : item,
+                    rule: try text(s, 2, "obligations", row: "started by event \(s.int(3))"), startSeq: s.int(3),
                     start: Timestamp(nanoseconds: s.int(4)), endedBy: s.text(6), end: Timestamp(nanoseconds: s.int(5))))
             }
             return out
@@ -416,7 +437,7 @@ extension ReadModels {
                 """)
             s.bind(1, account).bind(2, moment.nanoseconds)
             var out: [String] = []
-            while try s.step() { out.append(s.text(0)!) }
+            while try s.step() { out.append(try text(s, 0, "legal_holds", row: "of account \(account)")) }
             return out
         }
     }
@@ -429,7 +450,10 @@ extension ReadModels {
             let s = try db.statement("SELECT account, seq, at_ns, day, key_number, key_index, path FROM records WHERE type=?1 AND at_ns<=?2 ORDER BY account, seq")
             s.bind(1, type.rawValue).bind(2, cutoff.nanoseconds)
             var out: [String: [Views.Record]] = [:]
-            while try s.step() { out[s.text(0)!, default: []].append(try record(s, account: s.text(0)!, from: 1, keys)) }
+            while try s.step() {
+                let account = try text(s, 0, "records", row: "of event \(s.int(1))")
+                out[account, default: []].append(try record(s, account: account, from: 1, keys))
+            }
             return out
         }
     }
@@ -489,7 +513,10 @@ extension ReadModels {
 
     /// Erasure requests sent to processors, in journal order.
     public func erasureRequests() throws -> [(account: String, processor: String, at: String)] {
-        try rows("SELECT account, coalesce(processor, ''), at FROM erasure_requests ORDER BY seq", []) { ($0.text(0)!, $0.text(1)!, $0.text(2)!) }
+        try rows("SELECT account, coalesce(processor, ''), at, seq FROM erasure_requests ORDER BY seq", []) { s in
+            (try text(s, 0, "erasure_requests", row: "seq \(s.int(3))"), try text(s, 1, "erasure_requests", row: "seq \(s.int(3))"),
+             try text(s, 2, "erasure_requests", row: "seq \(s.int(3))"))
+        }
     }
 
     /// Active accounts not yet sent a `NoticeSent` of topic `policy-change` for `version`, sorted.
@@ -498,6 +525,6 @@ extension ReadModels {
             SELECT account FROM accounts a WHERE status='active' AND NOT EXISTS (
                 SELECT 1 FROM notices n WHERE n.account=a.account AND n.topic='policy-change' AND n.version=?1)
             ORDER BY account
-            """, [version]) { $0.text(0)! }
+            """, [version]) { try text($0, 0, "accounts", row: "of an active account") }
     }
 }

@@ -1,0 +1,121 @@
+import Foundation
+import Synchronization
+
+/// Entry points for the fuzz targets in `Tools/Fuzz`: the block decoder, the LZ4 frame reader and
+/// the backup reader, each run on untrusted bytes the way the engine runs it, followed by checks of
+/// what must hold of whatever it accepted. Each returns what did not hold, or nil; a decoding
+/// error is the expected answer to most inputs, not a failure. A trap inside is a finding.
+///
+/// The fuzz targets live in a package of their own (their executables get `main` from libFuzzer,
+/// so a plain `swift build` of this package could not link them), which `package` access does
+/// not reach: hence public, under `@_spi(Fuzzing)`, which no client sees without asking for it
+/// (`@_spi(Fuzzing) import LetheJournal`). The unit tests replay `Fixtures/fuzz` through them.
+@_spi(Fuzzing) public enum JournalFuzzing {
+    /// A block's content (the layout documented on `Block`), as a decompressed frame holds it.
+    public static func blockContent(_ bytes: [UInt8]) -> String? {
+        guard let block = try? Block.decode(bytes, where: "fuzz") else { return nil }
+        return check(block)
+    }
+
+    /// A stored frame: the LZ4 frame reader with the limit `JournalReader` gives it, then the
+    /// block decoder on what it returns. (And the reader alone with a backup chunk's limit.)
+    public static func blockFrame(_ bytes: [UInt8]) -> String? {
+        if let chunk = try? LZ4.decompressFrame(bytes, limit: Backup.chunkBytes) {
+            guard chunk.count <= Backup.chunkBytes else { return "a frame of \(chunk.count) bytes passed a \(Backup.chunkBytes)-byte limit" }
+        }
+        let limit = Block.maxContentBytes(frameBytes: bytes.count)
+        guard let content = try? LZ4.decompressFrame(bytes, limit: limit) else { return nil }
+        guard content.count <= limit, content.count <= bytes.count * LZ4.maxExpansion else {
+            return "\(bytes.count) bytes of frame gave \(content.count) bytes of content (limit \(limit))"
+        }
+        guard let again = try? LZ4.decompressFrame(try LZ4.compressFrame(content), limit: limit), again == content else {
+            return "the content does not survive compression again"
+        }
+        return blockContent(content)
+    }
+
+    /// A backup's content stream (the records inside its chunks, once authenticated and
+    /// decompressed), cut into pieces of 61 bytes so that records span pieces as they span
+    /// chunks; loaded into an in-memory journal, its indexes rebuilt, and every event read back
+    /// as a restored journal is read. The same bytes are parsed as a backup's header too.
+    public static func backupStream(_ bytes: [UInt8]) -> String? {
+        _ = try? Backup.parseHeader(Data(bytes), path: "fuzz")
+        return scratch.withLock { scratch in
+            do {
+                // One in-memory journal for every input, emptied first (making one per input
+                // was most of an input's cost).
+                if scratch == nil {
+                    let db = try SQLiteDatabase(path: ":memory:")
+                    try db.transaction { try Journal.createSchema(db) }
+                    scratch = db
+                }
+                return try backupStream(bytes, into: scratch!)
+            } catch {
+                scratch = nil
+                return nil
+            }
+        }
+    }
+
+    private static let scratch = Mutex<SQLiteDatabase?>(nil)
+
+    private static func backupStream(_ bytes: [UInt8], into db: SQLiteDatabase) throws -> String? {
+        try db.transaction {
+            for table in ["meta", "accounts", "blocks", "account_blocks", "recent_account_blocks", "tail", "event_ids", "erasures"] {
+                try db.execute("DELETE FROM \(table)")
+            }
+        }
+        do {
+            var loader = Backup.Loader(db: db)
+            var pending: [UInt8] = []
+            let starts = Array(stride(from: 0, to: max(bytes.count, 1), by: 61))
+            for (k, start) in starts.enumerated() {
+                pending += bytes[start..<min(start + 61, bytes.count)]
+                let last = k == starts.count - 1
+                let ended = try loader.load(&pending, last: last) { JournalError(.corrupt, "piece \(k + 1): \($0)") }
+                if ended != last { return nil }  // refused by the restore's own check
+            }
+            try loader.rebuildIndexes()
+            let reader = JournalReader(db: db, path: ":memory:", lookupKey: { _, _ in .none })
+            try reader.scanGroups { group in
+                for e in group {
+                    if let problem = check(e) { throw Violation(problem) }
+                }
+            }
+        } catch let v as Violation {
+            return v.problem
+        } catch {
+            return nil
+        }
+        return nil
+    }
+
+    private struct Violation: Error {
+        let problem: String
+        init(_ problem: String) { self.problem = problem }
+    }
+
+    /// What must hold of a decoded block: it encodes again (the encoder's preconditions hold for
+    /// everything the decoder accepts) to bytes that decode to the same block, and each event
+    /// chains and prints as the reader and the export do.
+    static func check(_ block: Block) -> String? {
+        guard !block.events.isEmpty, block.lastSeq - block.firstSeq == Int64(block.events.count - 1) else {
+            return "block of \(block.events.count) events spans \(block.firstSeq)–\(block.lastSeq)"
+        }
+        guard let again = try? Block.decode(block.encode(), where: "again"), again == block else { return "the block does not round-trip" }
+        for e in block.events {
+            if let problem = check(e) { return problem }
+        }
+        return nil
+    }
+
+    /// What must hold of a stored event, wherever it was read: its digest and chain link can be
+    /// computed and its time printed.
+    static func check(_ e: SealedEvent) -> String? {
+        guard e.digest.count == 32 else { return "event \(e.header.seq) has a digest of \(e.digest.count) bytes" }
+        let link = Chain.link(previous: [UInt8](repeating: 0, count: 32), header: e.header, digest: e.digest)
+        guard link.count == Chain.linkBytes else { return "event \(e.header.seq) chains to \(link.count) bytes" }
+        guard e.header.at.rfc3339.utf8.count >= 20 else { return "event \(e.header.seq) prints its time as \(e.header.at.rfc3339)" }
+        return nil
+    }
+}

@@ -63,7 +63,7 @@ public enum CardNumbers {
                 if let p = firstPath(in: f.value, path: "\(path).\(f.key)") { return p }
             }
             return nil
-        case .null, .bool, .int, .double:
+        case .null, .bool, .int, .number:
             // A number is digits too: a 13-19 digit integer that passes Luhn is refused as well.
             if case .int(let n) = value, contains(String(n.magnitude)) { return path }
             return nil

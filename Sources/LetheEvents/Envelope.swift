@@ -36,6 +36,10 @@ public struct Rejection: Error, Sendable, Equatable, CustomStringConvertible {
 public enum EnvelopeValidator {
     static let topLevelFields: Set<String> = ["id", "type", "account", "at", "data", "seq"]
 
+    /// Whether `s` holds a control character (U+0000 to U+001F, U+007F to U+009F): refused in
+    /// ids, accounts and types, which are stored and shown as they are.
+    public static func hasControlCharacter(_ s: String) -> Bool { Journal.hasControlCharacter(s) }
+
     /// `[A-Za-z0-9_.:-]{1,64}`
     public static func isValidAccount(_ s: String) -> Bool {
         let u = s.utf8
@@ -70,19 +74,23 @@ public enum EnvelopeValidator {
         for k in o.keys where !topLevelFields.contains(k) {
             return .failure(Rejection(field: topLevelFields.contains(k) ? k : nil, "unknown field \(printable(k)) in the event"))
         }
+        let controlCharacters = "must not hold control characters (U+0000 to U+001F, U+007F to U+009F)"
         var id: String?
         if let v = o["id"] {
             guard case .string(let s) = v else { return .failure(Rejection(field: "id", "must be a string, not \(v.typeName)")) }
             guard (1...256).contains(s.utf8.count) else { return .failure(Rejection(field: "id", "must be 1 to 256 characters")) }
+            guard !hasControlCharacter(s) else { return .failure(Rejection(field: "id", controlCharacters)) }
             guard !CardNumbers.contains(s) else { return .failure(Rejection(field: "id", "holds what looks like a full card number")) }
             id = s
         }
         guard let typeValue = o["type"] else { return .failure(Rejection(field: "type", "missing")) }
         guard case .string(let typeName) = typeValue else { return .failure(Rejection(field: "type", "must be a string, not \(typeValue.typeName)")) }
+        guard !hasControlCharacter(typeName) else { return .failure(Rejection(field: "type", controlCharacters)) }
         guard let type = EventType(rawValue: typeName) else { return .failure(Rejection(field: "type", "unknown type \(printable(typeName))")) }
         guard !type.isEngineOnly else { return .failure(Rejection(field: "type", "\(typeName) is written by the engine only")) }
         guard let accountValue = o["account"] else { return .failure(Rejection(field: "account", "missing")) }
         guard case .string(let account) = accountValue else { return .failure(Rejection(field: "account", "must be a string, not \(accountValue.typeName)")) }
+        guard !hasControlCharacter(account) else { return .failure(Rejection(field: "account", controlCharacters)) }
         guard isValidAccount(account) else { return .failure(Rejection(field: "account", "must match [A-Za-z0-9_.:-]{1,64}")) }
         guard !CardNumbers.contains(account) else { return .failure(Rejection(field: "account", "holds what looks like a full card number")) }
         guard !account.utf8.starts(with: RetentionPolicy.engineAccountPrefix.utf8) else {

@@ -157,3 +157,49 @@ func quoted(_ value: String) -> String { JSONValue.string(value).jsonText }
         }
     }
 }
+
+@Suite struct HostileStringTests {
+    @Test func controlCharactersAreRefusedInIdsAccountsAndTypes() throws {
+        let base = (account: "acc_1", id: "e1", type: "PageViewed")
+        let cases: [(field: String, account: String, id: String, type: String)] = [
+            ("id", base.account, #"e1\u0000other"#, base.type), ("id", base.account, #"e\u001f1"#, base.type),
+            ("id", base.account, #"e\u007f1"#, base.type), ("id", base.account, #"e\n1"#, base.type),
+            ("id", base.account, #"e\u0085"#, base.type),
+            ("account", #"acc\u0000"#, base.id, base.type), ("account", #"acc\t1"#, base.id, base.type),
+            ("type", base.account, base.id, #"PageViewed\u0000"#),
+        ]
+        for c in cases {
+            let line = #"{"id":"\#(c.id)","type":"\#(c.type)","account":"\#(c.account)","at":"2026-01-05T10:00:00Z","data":{"path":"/","visitor":"v"}}"#
+            guard case .failure(let r) = validated(line) else {
+                Issue.record("\(line) was accepted")
+                continue
+            }
+            #expect(r.field == c.field && r.reason.contains("control character"), "\(line): \(r)")
+            #expect(!r.description.contains("other") && !r.description.contains("PageViewed"))
+        }
+        // The journal refuses them too, whoever calls it.
+        let dir = TempDir()
+        let j = try openJournal(dir)
+        for (bad, field) in [(event("acc_1", at: "2026-01-05T10:00:00Z", id: "e1\u{0}x"), "id"), (event("acc\u{7F}", at: "2026-01-05T10:00:00Z"), "account")] {
+            #expect { try j.append(bad) } throws: { e in
+                (e as? JournalError)?.code == .invalidEvent && "\(e)".hasPrefix("field \(field):")
+            }
+        }
+        #expect(j.headSeq == 0)
+    }
+
+    @Test func aNULInAnIdLosesNothingElse() throws {
+        // The id cut at its NUL used to clash with "e1" and abort the whole batch.
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let input = [
+            hostileLine("AccountSignedUp", id: "e1", data: #"{"name":"Ada","email":"ada@example.com"}"#),
+            hostileLine("PageViewed", id: #"e1\u0000other"#, at: "2026-01-05T10:01:00Z", data: #"{"path":"/","visitor":"v"}"#),
+            hostileLine("PageViewed", id: "e2", at: "2026-01-05T10:02:00Z", data: #"{"path":"/","visitor":"v"}"#),
+        ].joined(separator: "\n")
+        let r = try run("lethe", ["import", "-", "--journal", journal], stdin: input)
+        #expect(r.stdout == "imported 2, duplicates 0, rejected 1 (of 3 lines)\n")
+        #expect(r.stderr.hasPrefix("lethe import: stdin: line 2: field id: ") && !r.stderr.contains("other"), "\(r.stderr)")
+        #expect(try run("lethe", ["verify", "--journal", journal]).status == 0)
+    }
+}

@@ -532,4 +532,31 @@ func quoted(_ value: String) -> String { JSONValue.string(value).jsonText }
         #expect(r.stderr.hasPrefix("lethe import: stdin: line 2: field id: ") && !r.stderr.contains("other"), "\(r.stderr)")
         #expect(try run("lethe", ["verify", "--journal", journal]).status == 0)
     }
+
+    @Test func csvCellsNeverStartAFormula() throws {
+        let dir = TempDir()
+        let journal = dir.path("j.lethe")
+        let items = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1:A9)", "\tx", "\rx", "plain"]
+        var lines = [hostileLine("AccountSignedUp", data: #"{"name":"Ada","email":"ada@example.com"}"#)]
+        for (k, item) in items.enumerated() {
+            lines.append(hostileLine("ItemCreated", at: "2026-02-01T00:00:0\(k)Z", data: #"{"item":\#(quoted(item)),"kind":"note"}"#))
+        }
+        for (k, item) in items.enumerated() {
+            lines.append(hostileLine("ItemDeleted", at: "2026-02-02T00:00:0\(k)Z", data: #"{"item":\#(quoted(item))}"#))
+        }
+        let imported = try run("lethe", ["import", "-", "--journal", journal], stdin: lines.joined(separator: "\n"))
+        #expect(imported.status == 0, "\(imported.stderr)")
+        let csv = try run("lethe", ["retention", "dry-run", "--journal", journal, "--as-of", "2026-02-10T00:00:00Z", "--format", "csv"]).stdout
+        #expect(csv.components(separatedBy: "\r\n") == [
+            "account,item,rule,due,status,held",
+            "acc_1,'=cmd|' /C calc'!A0,trash-30d,2026-03-04T00:00:00Z,upcoming,false",
+            "acc_1,'+1+1,trash-30d,2026-03-04T00:00:01Z,upcoming,false",
+            "acc_1,'-2+3,trash-30d,2026-03-04T00:00:02Z,upcoming,false",
+            "acc_1,'@SUM(A1:A9),trash-30d,2026-03-04T00:00:03Z,upcoming,false",
+            "acc_1,'\tx,trash-30d,2026-03-04T00:00:04Z,upcoming,false",
+            "acc_1,\"'\rx\",trash-30d,2026-03-04T00:00:05Z,upcoming,false",
+            "acc_1,plain,trash-30d,2026-03-04T00:00:06Z,upcoming,false",
+            "",
+        ], "\(csv)")
+    }
 }

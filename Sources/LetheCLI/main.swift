@@ -174,7 +174,7 @@ struct Lethe: ParsableCommand {
 
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Append NDJSON events (EVENTS.md); valid lines are kept, each rejected line is reported.")
+        abstract: "Append NDJSON events (EVENTS.md); valid lines are kept, each rejected line is reported, and so is each line kept with a card number masked.")
 
     @OptionGroup var options: JournalOptions
 
@@ -197,9 +197,16 @@ struct Import: ParsableCommand {
                     progress.finish()
                     writeStderr("lethe import: \(source): \(r)\n")
                 },
-                progress: { progress.update($0, of: total, unit: "bytes") })
+                progress: { progress.update($0, of: total, unit: "bytes") },
+                onWarning: { w in
+                    progress.finish()
+                    writeStderr("lethe import: \(source): \(w)\n")
+                })
             progress.finish()
-            writeStdout("imported \(summary.imported), duplicates \(summary.duplicates), rejected \(summary.rejected) (of \(summary.lines) lines)\n")
+            // Lines kept with a card number masked are counted at the end, when there are any, so
+            // the line stays as it was for scripts that read it (a masked line is not rejected).
+            let masked = summary.masked > 0 ? ", masked \(summary.masked)" : ""
+            writeStdout("imported \(summary.imported), duplicates \(summary.duplicates), rejected \(summary.rejected) (of \(summary.lines) lines)\(masked)\n")
             if summary.rejected > 0 { throw ExitCode(1) }
         }
     }

@@ -363,11 +363,30 @@ public final class Journal: Sendable {
         }, epoch: epoch)
     }
 
+    /// Whether `s` holds a control character (Unicode's Cc: U+0000 to U+001F, U+007F to U+009F).
+    /// Ids, accounts and types are stored as text, compared, indexed and printed as they are: a
+    /// NUL would cut them short in SQLite, a line break would forge lines in a report.
+    public static func hasControlCharacter(_ s: String) -> Bool {
+        var s = s
+        return s.withUTF8 { u in
+            for (k, c) in u.enumerated() {
+                if c < 0x20 || c == 0x7F { return true }
+                // U+0080 to U+009F are C2 80 to C2 9F in UTF-8.
+                if c == 0xC2, k + 1 < u.count, u[k + 1] < 0xA0 { return true }
+            }
+            return false
+        }
+    }
+
     static func check(_ e: NewEvent) -> JournalError? {
         func bad(_ field: String, _ why: String) -> JournalError { JournalError(.invalidEvent, "field \(field): \(why)") }
+        let controlCharacters = "must not hold control characters (U+0000 to U+001F, U+007F to U+009F)"
         if e.account.isEmpty || e.account.utf8.count > Journal.maxAccountBytes { return bad("account", "must be 1 to \(Journal.maxAccountBytes) bytes") }
+        if hasControlCharacter(e.account) { return bad("account", controlCharacters) }
         if e.type.isEmpty || e.type.utf8.count > Journal.maxTypeBytes { return bad("type", "must be 1 to \(Journal.maxTypeBytes) bytes") }
+        if hasControlCharacter(e.type) { return bad("type", controlCharacters) }
         if let id = e.id, id.isEmpty || id.utf8.count > Journal.maxIDBytes { return bad("id", "must be 1 to \(Journal.maxIDBytes) bytes") }
+        if let id = e.id, hasControlCharacter(id) { return bad("id", controlCharacters) }
         if e.payload.count > Journal.maxPayloadBytes { return bad("data", "payload above \(Journal.maxPayloadBytes) bytes") }
         // What the block decoder accepts back (it refuses any other count as damage).
         if !Timestamp.fractionDigitsRange.contains(e.at.fractionDigits) { return bad("at", "fractional digit count must be -1 to 9") }

@@ -174,7 +174,7 @@ struct Lethe: ParsableCommand {
 
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Append NDJSON events (EVENTS.md); valid lines are kept, each rejected line is reported.")
+        abstract: "Append NDJSON events (EVENTS.md); valid lines are kept, each rejected line is reported, and so is each line kept with a card number masked.")
 
     @OptionGroup var options: JournalOptions
 
@@ -197,9 +197,16 @@ struct Import: ParsableCommand {
                     progress.finish()
                     writeStderr("lethe import: \(source): \(r)\n")
                 },
-                progress: { progress.update($0, of: total, unit: "bytes") })
+                progress: { progress.update($0, of: total, unit: "bytes") },
+                onWarning: { w in
+                    progress.finish()
+                    writeStderr("lethe import: \(source): \(w)\n")
+                })
             progress.finish()
-            writeStdout("imported \(summary.imported), duplicates \(summary.duplicates), rejected \(summary.rejected) (of \(summary.lines) lines)\n")
+            // Lines kept with a card number masked are counted at the end, when there are any, so
+            // the line stays as it was for scripts that read it (a masked line is not rejected).
+            let masked = summary.masked > 0 ? ", masked \(summary.masked)" : ""
+            writeStdout("imported \(summary.imported), duplicates \(summary.duplicates), rejected \(summary.rejected) (of \(summary.lines) lines)\(masked)\n")
             if summary.rejected > 0 { throw ExitCode(1) }
         }
     }
@@ -573,20 +580,28 @@ struct Verify: ParsableCommand {
     func run() throws {
         try guarded("verify") {
             // No writer: verification reads only what is stored, so it works on a damaged journal.
+            // The key store is read even without the master key: the head it remembers is not secret.
             var progress = Progress("verify")
             let authenticate = options.master.isGiven
-            let report = try JournalReader.verify(path: options.journal, keysPath: authenticate ? options.keysPath : nil, master: authenticate ? options.master : nil) {
+            let report = try JournalReader.verify(path: options.journal, keysPath: options.keysPath, master: authenticate ? options.master : nil) {
                 progress.update($0, of: $1, unit: "events")
             }
             progress.finish()
+            let rollback = report.anchoredSeq.map { "not behind the key store's anchor (event \($0))" }
+                ?? "rollback not checked: no key store at \(options.keysPath)"
             writeStdout("""
                 ok: \(report.events) events (\(report.blocks) sealed blocks, \(report.tailEvents) unsealed, \
                 \(report.purgedEvents) purged) of \(report.accounts) accounts; chain head \(report.headLink) \
-                \(report.anchored ? "(authenticated by the key store's anchor key)" : "(not authenticated: no master key given)")
+                \(report.anchored ? "(authenticated by the key store's anchor key)" : "(not authenticated: no master key given)"); \
+                \(rollback); block index, event ids, accounts and \(report.pendingErasures) pending erasures checked
 
                 """)
+            if !report.otherFiles.isEmpty {
+                writeStdout("note: the key store also anchors \(report.otherFiles.count) other file(s) of this journal (restores, each a history of its own): "
+                    + report.otherFiles.map { "instance \($0.instance) at event \($0.seq)" }.joined(separator: ", ") + "\n")
+            }
             if !report.anchored && !unauthenticated {
-                writeStderr("lethe verify: the chain head could not be authenticated (no master key: \(MasterKeySource.missing)); pass --unauthenticated to accept that\n")
+                writeStderr("lethe verify: the chain head and the recorded erasures could not be authenticated (\(MasterKeySource.missing)); pass --unauthenticated to accept that\n")
                 throw ExitCode(1)
             }
         }

@@ -21,7 +21,11 @@ public struct ContractRules: EventRules {
 
     /// Why `type` with `data` may not follow `state`; nil when it may.
     public static func refusal(_ type: EventType, _ data: JSONObject, after state: AccountState) -> String? {
-        let account = state.account
+        // Names go into messages; one holding a card number (refused on import and by the typed
+        // API, but the journal takes events from elsewhere too) is never repeated.
+        // Computed only when a message is made: this runs for every event the writer admits.
+        func shown(_ name: String) -> String { CardNumbers.contains(name) ? "(not shown: it holds a card number)" : name }
+        var account: String { shown(state.account) }
         // The engine's own records about the account (the staff access log) expire on their own
         // window, after the account's purge too: that expiry is the one event a purged account takes.
         if state.status == .purged && type != .recordsExpired { return "account \(account) was purged; it takes no new events" }
@@ -29,13 +33,14 @@ public struct ContractRules: EventRules {
             return state.exists ? "account \(account) has already signed up" : nil
         }
         guard state.exists else { return "account \(account) has not signed up: AccountSignedUp comes first" }
-        let item = data["item"]?.string ?? ""
+        let itemID = data["item"]?.string ?? ""
+        var item: String { shown(itemID) }
         switch type {
-        case .itemCreated where state.items.contains { $0.item == item }:
+        case .itemCreated where state.items.contains { $0.item == itemID }:
             return "item \(item) already exists in account \(account)"
-        case .itemDeleted where !state.items.contains { $0.item == item && !$0.inTrash }:
+        case .itemDeleted where !state.items.contains { $0.item == itemID && !$0.inTrash }:
             return "item \(item) is not live in account \(account)"
-        case .itemRestored where !state.items.contains { $0.item == item && $0.inTrash }:
+        case .itemRestored where !state.items.contains { $0.item == itemID && $0.inTrash }:
             return "item \(item) is not in the trash of account \(account)"
         case .accountReactivated where state.status != .cancelled:
             return "account \(account) is not cancelled"

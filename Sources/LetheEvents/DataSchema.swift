@@ -71,7 +71,7 @@ public enum DataSchema {
     /// The first thing wrong with `data` for `type`, naming the field (never its value); nil when it is fine.
     public static func check(_ type: EventType, _ data: JSONObject) -> Rejection? {
         let spec = fields[type] ?? []
-        for f in data.fields where !spec.contains(where: { $0.name == f.key }) {
+        for f in data.fields where !spec.contains(where: { sameBytes($0.name, f.key) }) {
             return Rejection(field: "data", "unknown field \(EnvelopeValidator.printable(f.key, allowing: "_-")) for \(type.rawValue)")
         }
         for f in spec {
@@ -90,8 +90,12 @@ public enum DataSchema {
     static func problem(with value: JSONValue, kind: Kind) -> String? {
         switch kind {
         case .integer:
-            guard case .int = value else { return "must be an integer, not \(value.typeName == "number" ? "a fraction" : value.typeName)" }
-            return nil
+            switch value {
+            case .int: return nil
+            case .number(let n) where n.isInteger: return "must be an integer from \(Int64.min) to \(Int64.max)"
+            case .number: return "must be an integer, not a fraction"
+            default: return "must be an integer, not \(value.typeName)"
+            }
         case .object:
             guard case .object = value else { return "must be an object, not \(value.typeName)" }
             return nil

@@ -66,7 +66,7 @@ public enum HTML {
         case .null: return "<span class=\"null\">none</span>"
         case .bool(let b): return b ? "yes" : "no"
         case .int(let i): return String(i)
-        case .double(let d): return String(d)
+        case .number(let n): return escape(n.text)
         case .string(let s): return escape(s)
         case .object(let o):
             if o.isEmpty { return "<span class=\"empty\">nothing</span>" }

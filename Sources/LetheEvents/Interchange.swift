@@ -84,14 +84,18 @@ public struct LineReader: Sendable {
     }
 }
 
-/// Imports NDJSON events into a journal: each line checked, valid lines appended in batches, and
-/// every rejected line reported with its number and reason.
+/// Imports NDJSON events into a journal: each line checked, valid lines appended in batches,
+/// every rejected line reported with its number and reason, and every line kept with a card
+/// number masked reported as a warning.
 public struct Importer {
     public struct Summary: Sendable, Equatable {
         public var lines = 0
         public var imported = 0
         public var duplicates = 0
         public var rejected = 0
+        /// Lines kept (imported or duplicate) in whose free text a card number was masked; they
+        /// count as imported or duplicate too, never as rejected.
+        public var masked = 0
 
         public init() {}
     }
@@ -102,19 +106,30 @@ public struct Importer {
         public var description: String { "line \(line): \(reason)" }
     }
 
+    /// A line that was kept, with a card number masked in one of its free-text fields: names the
+    /// line and the field, never the digits.
+    public struct LineWarning: Sendable, Equatable, CustomStringConvertible {
+        public var line: Int
+        /// The field's path, like `data.body`.
+        public var field: String
+        public var description: String { "line \(line): warning: field \(field): a card number was masked" }
+    }
+
     public let journal: Journal
     public var codec: PayloadCodec = .standard
     public var batchSize = 16384
 
     public init(journal: Journal) { self.journal = journal }
 
-    /// Reads `reader` to its end. Rejections are reported in line order; `progress` gets the bytes read.
+    /// Reads `reader` to its end. Rejections and warnings are reported in line order (a line's
+    /// warnings in field order); `progress` gets the bytes read.
     ///
     /// The work is pipelined: one thread reads lines a batch ahead and has them parsed, checked,
     /// encoded and sealed (`Journal.prepare`) on every core, while the calling thread appends the
     /// previous batch to the journal. At most two prepared batches wait between them.
     public func run(
-        _ reader: consuming LineReader, onRejection: (LineRejection) -> Void, progress: ((Int64) -> Void)? = nil
+        _ reader: consuming LineReader, onRejection: (LineRejection) -> Void, progress: ((Int64) -> Void)? = nil,
+        onWarning: (LineWarning) -> Void = { _ in }
     ) throws -> Summary {
         let queue = BatchQueue(capacity: 2)
         let parser = Thread { [codec, batchSize, reader, journal] in
@@ -131,22 +146,39 @@ public struct Importer {
             if let error = batch.error { failure = failure ?? error }
             guard failure == nil else { continue }  // drain until the parser stops
             var rejections = batch.rejections
+            var warnings: [LineWarning] = []
             do {
                 let outcomes = batch.prepared.count == 0 ? [] : try journal.append(batch.prepared)
-                for (line, outcome) in zip(batch.lines, outcomes) {
+                for (k, outcome) in outcomes.enumerated() {
+                    let line = batch.lines[k]
                     switch outcome {
                     case .appended: summary.imported += 1
                     case .duplicate: summary.duplicates += 1
-                    case .rejected(let error): rejections.append(LineRejection(line: line, reason: error.message))
+                    case .rejected(let error):
+                        rejections.append(LineRejection(line: line, reason: error.message))
+                        continue
                     }
+                    // Kept with a card number masked: a warning per field, the line counted once.
+                    let masked = batch.masked[k]
+                    if !masked.isEmpty { summary.masked += 1 }
+                    for field in masked { warnings.append(LineWarning(line: line, field: field)) }
                 }
             } catch {
                 failure = error
                 queue.cancel()
                 continue
             }
+            // One stream in line order: the batch's lines are numbered in order, warnings already are.
             rejections.sort { $0.line < $1.line }
-            for r in rejections { onRejection(r) }
+            var w = 0
+            for r in rejections {
+                while w < warnings.count && warnings[w].line < r.line {
+                    onWarning(warnings[w])
+                    w += 1
+                }
+                onRejection(r)
+            }
+            for warning in warnings[w...] { onWarning(warning) }
             summary.rejected += rejections.count
             summary.lines += batch.lineCount
             progress?(batch.bytesRead)
@@ -166,7 +198,7 @@ public struct Importer {
         func handOver() throws {
             let decoded = lines.parallelMap { line in
                 EnvelopeValidator.parse(line: line.bytes).map { e in
-                    NewEvent(e.type, account: e.account, at: e.at, data: e.data, id: e.id, codec: codec)
+                    (NewEvent(e.type, account: e.account, at: e.at, data: e.data, id: e.id, codec: codec), e.masked)
                 }
             }
             var events: [NewEvent] = []
@@ -174,9 +206,10 @@ public struct Importer {
             for (line, result) in zip(lines, decoded) {
                 switch result {
                 case .failure(let rejection): batch.rejections.append(LineRejection(line: line.number, reason: rejection.description))
-                case .success(let event):
+                case .success(let (event, masked)):
                     events.append(event)
                     batch.lines.append(line.number)
+                    batch.masked.append(masked)
                 }
             }
             batch.bytesRead = reader.bytesRead
@@ -212,6 +245,8 @@ struct ParsedBatch: Sendable {
     var prepared = PreparedBatch.empty
     /// The line number of each prepared event.
     var lines: [Int] = []
+    /// The fields of each prepared event in which a card number was masked (mostly none).
+    var masked: [[String]] = []
     var rejections: [Importer.LineRejection] = []
     var lineCount = 0
     var bytesRead: Int64 = 0

@@ -1,10 +1,18 @@
-/// A JSON value as the contract's events carry it. Objects keep their field order; integers that
-/// fit 64 bits stay exact.
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
+/// A JSON value as the contract's events carry it. Objects keep their field order; numbers stay
+/// exactly as written: integers that fit 64 bits as `int`, every other number as its text.
 public enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
     case int(Int64)
-    case double(Double)
+    /// A number that is not an integer of 64 bits (a fraction, an exponent, a larger integer),
+    /// kept as its text so that nothing is rounded on the way in or out.
+    case number(JSONNumber)
     case string(String)
     case array([JSONValue])
     case object(JSONObject)
@@ -24,7 +32,7 @@ public enum JSONValue: Sendable, Equatable {
         switch self {
         case .null: "null"
         case .bool: "boolean"
-        case .int, .double: "number"
+        case .int, .number: "number"
         case .string: "string"
         case .array: "array"
         case .object: "object"
@@ -32,7 +40,93 @@ public enum JSONValue: Sendable, Equatable {
     }
 }
 
-/// A JSON object with its fields in their original order (keys are unique).
+/// A JSON number as its RFC 8259 text, for every number that is not an integer of 64 bits:
+/// `1.000000000000000005`, `1e-999` and `-9223372036854775809` keep every digit, and go out as
+/// they came in. Equal when their texts are (`2.5` and `2.50` are two different spellings).
+public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
+    /// The number as written; always valid RFC 8259 number syntax.
+    public let text: String
+
+    /// `text` when it is an RFC 8259 number (`-`? int frac? exp?), else nil.
+    public init?(_ text: String) {
+        guard JSONNumber.isValid(Array(text.utf8)) else { return nil }
+        self.text = text
+    }
+
+    /// The shortest text that reads back as `value`; nil for infinities and NaN, which JSON lacks.
+    public init?(_ value: Double) {
+        guard value.isFinite else { return nil }
+        self.init("\(value)")
+    }
+
+    /// What the writer made of a stored double before numbers were kept as text (payload tag 4):
+    /// whole numbers below 10^15 as `3.0`, others in Swift's shortest form. Nil if not finite.
+    init?(legacy value: Double) {
+        guard value.isFinite else { return nil }
+        self.init(value == value.rounded() && abs(value) < 1e15 ? "\(Int64(value)).0" : "\(value)")
+    }
+
+    /// For the parser, which has checked the syntax already.
+    init(checked text: String) { self.text = text }
+
+    public var description: String { text }
+
+    /// The nearest double (rounded, or infinite past its range): for callers that want arithmetic.
+    public var doubleValue: Double { Double(text) ?? .nan }
+
+    /// Whether the text is an integer (no fraction, no exponent): one too large for 64 bits.
+    public var isInteger: Bool { !text.utf8.contains { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") } }
+
+    /// RFC 8259: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    static func isValid(_ b: [UInt8]) -> Bool {
+        var i = 0
+        func digits() -> Int {
+            let start = i
+            while i < b.count, b[i] &- 48 < 10 { i += 1 }
+            return i - start
+        }
+        if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
+        let intStart = i
+        let n = digits()
+        guard n > 0, n == 1 || b[intStart] != UInt8(ascii: "0") else { return false }
+        if i < b.count, b[i] == UInt8(ascii: ".") {
+            i += 1
+            guard digits() > 0 else { return false }
+        }
+        if i < b.count, b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") {
+            i += 1
+            if i < b.count, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") { i += 1 }
+            guard digits() > 0 else { return false }
+        }
+        return i == b.count
+    }
+}
+
+/// Whether two strings have the same UTF-8 bytes. Object keys are compared this way, as RFC 8259
+/// compares names by code units: Swift's `==` would take `"\u{E9}"` (NFC) and `"e\u{301}"` (NFD)
+/// for the same name.
+@inline(__always)
+func sameBytes(_ a: String, _ b: String) -> Bool {
+    var a = a, b = b
+    return a.withUTF8 { x in
+        b.withUTF8 { y in x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
+    }
+}
+
+/// A field name hashed and compared by its UTF-8 bytes (see `sameBytes`), for the parser's set
+/// of the names an object has seen.
+struct FieldName: Hashable {
+    var name: String
+
+    static func == (a: FieldName, b: FieldName) -> Bool { sameBytes(a.name, b.name) }
+
+    func hash(into hasher: inout Hasher) {
+        var name = name
+        name.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
+}
+
+/// A JSON object with its fields in their original order (keys are unique, compared by bytes).
 public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral {
     public struct Field: Sendable, Equatable {
         public var key: String
@@ -42,6 +136,9 @@ public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral {
             self.key = key
             self.value = value
         }
+
+        /// Keys by their bytes, as everywhere in JSON.
+        public static func == (a: Field, b: Field) -> Bool { sameBytes(a.key, b.key) && a.value == b.value }
     }
 
     public var fields: [Field]
@@ -52,10 +149,12 @@ public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral {
         fields = elements.map { Field(key: $0.0, value: $0.1) }
     }
 
+    /// The field named `key` (compared by bytes). Linear in the fields: for the few named
+    /// fields of an event; walk `fields` to visit many.
     public subscript(key: String) -> JSONValue? {
-        get { fields.first { $0.key == key }?.value }
+        get { fields.first { sameBytes($0.key, key) }?.value }
         set {
-            if let i = fields.firstIndex(where: { $0.key == key }) {
+            if let i = fields.firstIndex(where: { sameBytes($0.key, key) }) {
                 if let newValue { fields[i].value = newValue } else { fields.remove(at: i) }
             } else if let newValue {
                 fields.append(Field(key: key, value: newValue))
@@ -74,18 +173,44 @@ public struct JSONSyntaxError: Error, Sendable, CustomStringConvertible {
     public var description: String { "malformed JSON at byte \(offset + 1): \(reason)" }
 }
 
-/// A strict RFC 8259 parser over UTF-8 bytes: one value, nesting at most `maxDepth`, no duplicate keys.
+/// A strict RFC 8259 parser over UTF-8 bytes: one value, no duplicate keys (compared by bytes).
+///
+/// Limits, each refused with an error that names it: nesting at most `maxDepth` (64) arrays and
+/// objects deep; at most `maxMembers` (1,048,576) fields in one object or items in one array. A
+/// line holds at most 16 MiB (`LineReader.maxLineBytes`), so the member limit only refuses what
+/// a line of tiny members (`"":0,` is 5 bytes) could pack; a 16 MiB line of 500,000 keys parses.
+///
+/// - Complexity: linear in the input: duplicate names are found by a linear search while an
+///   object has at most `smallObject` fields, through a set of their bytes past that.
 public struct JSONParser {
     public static let maxDepth = 64
+    public static let maxMembers = 1 << 20
+    /// Up to this many fields, a new name is compared with each one before it (no hashing).
+    static let smallObject = 8
+
+    /// How deep and how wide a value may be (the defaults above; tests take smaller ones).
+    public struct Limits: Sendable {
+        public var depth: Int
+        public var members: Int
+
+        public init(depth: Int = JSONParser.maxDepth, members: Int = JSONParser.maxMembers) {
+            self.depth = depth
+            self.members = members
+        }
+    }
 
     private let bytes: UnsafeBufferPointer<UInt8>
+    private let limits: Limits
     private var i = 0
 
-    private init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+    private init(_ bytes: UnsafeBufferPointer<UInt8>, limits: Limits) {
+        self.bytes = bytes
+        self.limits = limits
+    }
 
-    public static func parse(_ data: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
+    public static func parse(_ data: [UInt8], limits: Limits = Limits()) throws(JSONSyntaxError) -> JSONValue {
         let result: Result<JSONValue, JSONSyntaxError> = data.withUnsafeBytes { raw in
-            var p = JSONParser(raw.bindMemory(to: UInt8.self))
+            var p = JSONParser(raw.bindMemory(to: UInt8.self), limits: limits)
             return Result { () throws(JSONSyntaxError) -> JSONValue in
                 p.skipSpace()
                 let v = try p.value(depth: 0)
@@ -97,7 +222,9 @@ public struct JSONParser {
         return try result.get()
     }
 
-    public static func parse(_ text: String) throws(JSONSyntaxError) -> JSONValue { try parse(Array(text.utf8)) }
+    public static func parse(_ text: String, limits: Limits = Limits()) throws(JSONSyntaxError) -> JSONValue {
+        try parse(Array(text.utf8), limits: limits)
+    }
 
     private func fail(_ reason: String) -> JSONSyntaxError { JSONSyntaxError(reason: reason, offset: i) }
 
@@ -117,9 +244,11 @@ public struct JSONParser {
         guard i < bytes.count else { throw fail("unexpected end of line") }
         switch bytes[i] {
         case UInt8(ascii: "{"):
-            guard depth < JSONParser.maxDepth else { throw fail("nested deeper than \(JSONParser.maxDepth)") }
+            guard depth < limits.depth else { throw fail("nested deeper than \(limits.depth)") }
             i += 1
             var fields: [JSONObject.Field] = []
+            /// The names seen, once the object is past `smallObject` fields.
+            var names: Set<FieldName> = []
             skipSpace()
             if i < bytes.count, bytes[i] == UInt8(ascii: "}") {
                 i += 1
@@ -129,12 +258,18 @@ public struct JSONParser {
                 skipSpace()
                 guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a field name") }
                 let key = try string()
+                guard fields.count < limits.members else { throw fail("more than \(limits.members) fields in one object") }
+                if fields.count < JSONParser.smallObject {
+                    if fields.contains(where: { sameBytes($0.key, key) }) { throw fail("duplicate field name") }
+                } else {
+                    if names.isEmpty { names = Set(fields.map { FieldName(name: $0.key) }) }
+                    guard names.insert(FieldName(name: key)).inserted else { throw fail("duplicate field name") }
+                }
                 skipSpace()
                 guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
                 i += 1
                 skipSpace()
                 let v = try value(depth: depth + 1)
-                if fields.contains(where: { $0.key == key }) { throw fail("duplicate field name") }
                 fields.append(JSONObject.Field(key: key, value: v))
                 skipSpace()
                 guard i < bytes.count else { throw fail("unterminated object") }
@@ -148,7 +283,7 @@ public struct JSONParser {
                 }
             }
         case UInt8(ascii: "["):
-            guard depth < JSONParser.maxDepth else { throw fail("nested deeper than \(JSONParser.maxDepth)") }
+            guard depth < limits.depth else { throw fail("nested deeper than \(limits.depth)") }
             i += 1
             var items: [JSONValue] = []
             skipSpace()
@@ -158,6 +293,7 @@ public struct JSONParser {
             }
             while true {
                 skipSpace()
+                guard items.count < limits.members else { throw fail("more than \(limits.members) items in one array") }
                 items.append(try value(depth: depth + 1))
                 skipSpace()
                 guard i < bytes.count else { throw fail("unterminated array") }
@@ -182,6 +318,8 @@ public struct JSONParser {
         }
     }
 
+    /// An integer that fits 64 bits as `.int`; any other number as its text (`.number`), never
+    /// rounded. `-0` stays as written too: as an integer it would come back as `0`.
     private mutating func number() throws(JSONSyntaxError) -> JSONValue {
         let start = i
         var isInteger = true
@@ -207,9 +345,8 @@ public struct JSONParser {
             guard digits(&self) > 0 else { throw fail("invalid number") }
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
-        if isInteger, let v = Int64(text) { return .int(v) }
-        guard let d = Double(text), d.isFinite else { throw fail("number out of range") }
-        return .double(d)
+        if isInteger, text != "-0", let v = Int64(text) { return .int(v) }
+        return .number(JSONNumber(checked: text))
     }
 
     private mutating func hex4() throws(JSONSyntaxError) -> UInt32 {
@@ -231,12 +368,7 @@ public struct JSONParser {
     }
 
     /// A string from UTF-8 bytes, refusing invalid UTF-8 (ASCII, the common case, needs no validation).
-    private func makeString(_ bytes: UnsafeBufferPointer<UInt8>) throws(JSONSyntaxError) -> String {
-        var ascii = true
-        for b in bytes where b >= 0x80 {
-            ascii = false
-            break
-        }
+    private func makeString(_ bytes: UnsafeBufferPointer<UInt8>, ascii: Bool) throws(JSONSyntaxError) -> String {
         if ascii { return String(decoding: bytes, as: UTF8.self) }
         guard let s = String(validating: bytes, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
         return s
@@ -246,15 +378,17 @@ public struct JSONParser {
         i += 1  // opening quote
         let start = i
         // Fast path: no escapes.
+        var high: UInt8 = 0
         while i < bytes.count {
             let c = bytes[i]
             if c == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<i])
                 i += 1
-                return try makeString(slice)
+                return try makeString(slice, ascii: high < 0x80)
             }
             if c == UInt8(ascii: "\\") { break }
             if c < 0x20 { throw fail("control character in string") }
+            high |= c
             i += 1
         }
         var out = [UInt8](UnsafeBufferPointer(rebasing: bytes[start..<i]))
@@ -263,7 +397,7 @@ public struct JSONParser {
             switch c {
             case UInt8(ascii: "\""):
                 i += 1
-                let made = out.withUnsafeBufferPointer { buffer in Result { () throws(JSONSyntaxError) in try makeString(buffer) } }
+                let made = out.withUnsafeBufferPointer { buffer in Result { () throws(JSONSyntaxError) in try makeString(buffer, ascii: false) } }
                 return try made.get()
             case UInt8(ascii: "\\"):
                 i += 1
@@ -317,13 +451,7 @@ public struct JSONWriter {
         case .null: bytes.append(contentsOf: "null".utf8)
         case .bool(let b): bytes.append(contentsOf: (b ? "true" : "false").utf8)
         case .int(let n): bytes.append(contentsOf: String(n).utf8)
-        case .double(let d):
-            if d == d.rounded(), abs(d) < 1e15 {
-                bytes.append(contentsOf: String(Int64(d)).utf8)
-                bytes.append(contentsOf: ".0".utf8)
-            } else {
-                bytes.append(contentsOf: "\(d)".utf8)
-            }
+        case .number(let n): bytes.append(contentsOf: n.text.utf8)
         case .string(let s): write(string: s)
         case .array(let items):
             bytes.append(UInt8(ascii: "["))

@@ -4,10 +4,11 @@ import LetheJournal
 /// that bring older schema versions of a type up to the current one.
 ///
 /// Layout: `format:u8 (=1)  schema-version:varint  value`, where a value is a tag byte and its
-/// body: 0 null, 1 false, 2 true, 3 integer (zig-zag varint), 4 double (8 bytes), 5 string
-/// (varint length, UTF-8), 0x80 + n a string of n < 128 bytes (UTF-8 follows), 6 array
-/// (count, values), 7 object (count, then per field a key
-/// reference and a value). A key reference is `k > 0` for entry `k - 1` of `PayloadCodec.keys`
+/// body: 0 null, 1 false, 2 true, 3 integer (zig-zag varint), 4 double (8 bytes, little-endian;
+/// written before numbers were kept as text, still read), 5 string (varint length, UTF-8),
+/// 0x80 + n a string of n < 128 bytes (UTF-8 follows), 6 array (count, values), 7 object
+/// (count, then per field a key reference and a value), 8 a number that is not a 64-bit integer,
+/// as its JSON text (varint length, ASCII), so that it reads back exactly as it was written. A key reference is `k > 0` for entry `k - 1` of `PayloadCodec.keys`
 /// (append-only: never reorder it) or `0` followed by the key as a string.
 public struct PayloadCodec: Sendable {
     public static let format: UInt8 = 1
@@ -90,9 +91,9 @@ public struct PayloadCodec: Sendable {
         case .int(let n):
             w.u8(3)
             w.zigzag(n)
-        case .double(let d):
-            w.u8(4)
-            w.u64(d.bitPattern)
+        case .number(let n):
+            w.u8(8)
+            w.string(n.text)
         case .string(let s):
             let n = s.utf8.count
             if n < 128 {
@@ -130,9 +131,8 @@ public struct PayloadCodec: Sendable {
         case 3: return .int(try r.zigzag())
         case 4:
             // The encoder writes only what JSON holds: a non-finite number is damage.
-            let d = Double(bitPattern: try r.u64())
-            guard d.isFinite else { throw DecodingError(description: "payload holds a non-finite number") }
-            return .double(d)
+            guard let n = JSONNumber(legacy: Double(bitPattern: try r.u64())) else { throw DecodingError(description: "payload holds a non-finite number") }
+            return .number(n)
         case 5: return .string(try r.string())
         case 6:
             // Each value takes at least a byte: a count beyond the bytes left is damage, and
@@ -150,6 +150,9 @@ public struct PayloadCodec: Sendable {
                 fields.append(JSONObject.Field(key: key, value: try read(&r, depth: depth + 1)))
             }
             return .object(JSONObject(fields))
+        case 8:
+            guard let n = JSONNumber(try r.string()) else { throw DecodingError(description: "a number that is not valid JSON") }
+            return .number(n)
         case let tag where tag >= 0x80:
             let bytes = try r.bytes(Int(tag & 0x7F))
             guard let s = String(validating: bytes, as: UTF8.self) else { throw DecodingError(description: "string is not UTF-8") }

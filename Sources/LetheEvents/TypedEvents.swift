@@ -222,10 +222,14 @@ public enum Events {
 extension Journal {
     /// Records one typed event for `account`, checked like an imported line (envelope, card
     /// numbers, the type's schema; engine-only types refused) and then by the journal's rules.
+    ///
+    /// As on import, a card number in free text (a message's body, a survey's answers, ...) is
+    /// masked before anything is stored, and `onMasked` gets the path of each such field
+    /// (`data.body`); a card number anywhere else refuses the event.
     @discardableResult
     public func record<E: TypedEvent>(
         _ event: E, account: String, at: Timestamp, id: String? = nil, expectedVersion: Int64? = nil,
-        codec: PayloadCodec = .standard
+        codec: PayloadCodec = .standard, onMasked: (String) -> Void = { _ in }
     ) throws -> EventHeader {
         var object: JSONObject = ["type": .string(E.type.rawValue), "account": .string(account), "at": .string(at.rfc3339), "data": .object(event.data)]
         if let id { object["id"] = .string(id) }
@@ -233,7 +237,9 @@ extension Journal {
         case .failure(let rejection):
             throw JournalError(.invalidEvent, rejection.description)
         case .success(let envelope):
-            return try append(NewEvent(E.type, account: account, at: at, data: envelope.data, id: id, expectedVersion: expectedVersion, codec: codec))
+            let header = try append(NewEvent(E.type, account: account, at: at, data: envelope.data, id: id, expectedVersion: expectedVersion, codec: codec))
+            for field in envelope.masked { onMasked(field) }
+            return header
         }
     }
 }

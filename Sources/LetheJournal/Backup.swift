@@ -9,7 +9,7 @@ import Foundation
 /// into chunks of 4 MiB, each compressed as an LZ4 frame and sealed with AES-256-GCM. Nothing is
 /// written in clear anywhere: there is no snapshot file, only the chunks.
 /// ```
-/// "LETHE-BACKUP 2\n"   header lines "key: value\n" … "\n"
+/// "LETHE-BACKUP 3\n"   header lines "key: value\n" … "\n"
 /// per chunk: length:u32 (little-endian), ciphertext ‖ tag
 /// ```
 /// The key is the journal's backup key, random, kept in the key store under the master key: a
@@ -23,7 +23,7 @@ import Foundation
 /// journal on another storage backend as well; the indexes (per-account blocks, event ids) are
 /// rebuilt from the blocks on restore rather than trusted.
 public enum Backup {
-    static let magic = "LETHE-BACKUP 2\n"
+    static let magic = "LETHE-BACKUP 3\n"
     static let chunkBytes = 4 << 20
 
     /// What a backup holds, from its header alone.
@@ -240,10 +240,11 @@ public enum Backup {
             }
         }
         accounts.reset()
-        let erasures = try db.statement("SELECT id, account, kind, name, number, through, keeping FROM erasures ORDER BY id")
+        let erasures = try db.statement("SELECT id, account, kind, name, number, through, keeping, mac FROM erasures ORDER BY id")
         while try erasures.step() {
             let row = (erasures.int(0), erasures.text(1) ?? "", erasures.int(2), erasures.optionalText(3),
-                       erasures.isNull(4) ? nil : erasures.int(4), erasures.isNull(5) ? nil : erasures.int(5), erasures.text(6) ?? "")
+                       erasures.isNull(4) ? nil : erasures.int(4), erasures.isNull(5) ? nil : erasures.int(5), erasures.optionalText(6))
+            let mac = erasures.blob(7)
             try out.record(.erasure) { w in
                 w.zigzag(row.0)
                 w.string(row.1)
@@ -254,7 +255,10 @@ public enum Backup {
                 w.zigzag(row.4 ?? 0)
                 w.u8(row.5 == nil ? 0 : 1)
                 w.zigzag(row.5 ?? 0)
-                w.string(row.6)
+                w.u8(row.6 == nil ? 0 : 1)
+                w.string(row.6 ?? "")
+                w.varint(mac.count)
+                w.raw(mac)
             }
         }
         erasures.reset()
@@ -296,7 +300,7 @@ public enum Backup {
     static func parseHeader(_ start: Data, path: String) throws -> (manifest: Manifest, header: [UInt8]) {
         func bad(_ why: String) -> JournalError { JournalError(.corrupt, "\(path) is not a usable Lethe backup: \(why)") }
         guard start.starts(with: Array(magic.utf8)) else {
-            if start.starts(with: Array("LETHE-BACKUP ".utf8)) { throw bad("a backup of an older format (this build reads format 2)") }
+            if start.starts(with: Array("LETHE-BACKUP ".utf8)) { throw bad("a backup of another format (this build reads format 3)") }
             throw bad("no backup header")
         }
         guard let end = start.range(of: Data("\n\n".utf8)) else { throw bad("the header does not end") }
@@ -335,8 +339,9 @@ public enum Backup {
         guard let journalID = Hex.decode(manifest.journal), let id = Hex.decode(manifest.id) else {
             throw JournalError(.corrupt, "\(path) is not a usable Lethe backup: a header field is malformed")
         }
-        let key = try KeyStore(path: keysPath, master: master, dataPaths: [target], entropy: .system, synchronous: .normal)
-            .journalKeys(journalID, create: false).backup
+        let keyStore = try KeyStore(path: keysPath, master: master, dataPaths: [target], entropy: .system, synchronous: .normal)
+        let journalKeys = try keyStore.journalKeys(journalID, create: false)
+        let key = journalKeys.backup
         let scratch = target + ".restoring"
         for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) }
         defer { for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) } }
@@ -400,10 +405,35 @@ public enum Backup {
         } catch {
             throw JournalError(.storage, "cannot restore \(path) into \(target)", underlying: error)
         }
-        // The restored file must be the journal the header names, whole and authentic.
-        let report = try JournalReader.verify(path: scratch, keysPath: keysPath, master: master)
+        // The restored file must be the journal the header names, whole and authentic (its head
+        // signed by the anchor key). It is behind the live journal's anchor, naturally: it is a
+        // new file, with an instance, a signed head and an anchor of its own.
+        let report = try {
+            let reader = try JournalReader(path: scratch, openKeys: nil)
+            defer { reader.db.close() }
+            return try reader.snapshot {
+                try reader.verify(authority: HeadAuthority(anchorKey: journalKeys.anchor, anchored: AnchoredHead(seq: 0, link: Chain.genesis(journalID: journalID))))
+            }
+        }()
         guard report.anchored, report.events == manifest.lastSeq, report.headLink == manifest.headLink else {
             throw JournalError(.corrupt, "the backup \(path) does not restore the journal its header describes")
+        }
+        do {
+            let db = try SQLiteDatabase(path: scratch)
+            defer { db.close() }
+            let instance = Entropy.system.bytes(16)
+            let stored = try StoredHead.read(db)
+            try db.transaction {
+                let meta = try db.statement("UPDATE meta SET value = ? WHERE key = ?")
+                try meta.bind(1, instance).bind(2, "instance").run()
+                try meta.bind(1, Anchor.mac(key: journalKeys.anchor, instance: instance, headSeq: stored.seq, headLink: stored.link)).bind(2, "head_mac").run()
+            }
+            guard try db.truncateWAL(wait: .seconds(10)) else { throw JournalError(.storage, "the restored journal's WAL stays busy") }
+            try keyStore.anchor(journal: journalID, instance: instance, head: stored.head)
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError(.storage, "cannot restore \(path) into \(target)", underlying: error)
         }
         for p in [scratch + "-wal", scratch + "-shm"] { unlink(p) }
         if replace {
@@ -513,13 +543,14 @@ public enum Backup {
                 let chains = Array(try length("an account's chain marks", limit: Loader.maxChainMarksBytes))
                 try s.bind(5, chains.isEmpty ? nil : chains).run()
             case .erasure:
-                let s = try db.statement("INSERT INTO erasures(id, account, kind, name, number, through, keeping) VALUES(?, ?, ?, ?, ?, ?, ?)")
+                let s = try db.statement("INSERT INTO erasures(id, account, kind, name, number, through, keeping, mac) VALUES(?, ?, ?, ?, ?, ?, ?, ?)")
                 s.bind(1, try r.zigzag()).bind(2, try string("an account", limit: Journal.maxAccountBytes)).bind(3, try r.zigzag())
                 let hasName = try r.u8() == 1, name = try string("an erasure's name", limit: Journal.maxIDBytes)
                 let hasNumber = try r.u8() == 1, number = try r.zigzag()
                 let hasThrough = try r.u8() == 1, through = try r.zigzag()
+                let hasKeeping = try r.u8() == 1, keeping = try string("an erasure's kept categories", limit: Loader.maxMetaValueBytes)
                 try s.bind(4, hasName ? name : nil).bind(5, hasNumber ? number : nil).bind(6, hasThrough ? through : nil)
-                    .bind(7, try string("an erasure's kept categories", limit: Loader.maxMetaValueBytes)).run()
+                    .bind(7, hasKeeping ? keeping : nil).bind(8, Array(try length("an erasure's MAC", limit: 32))).run()
             }
             return false
         }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Synchronization
 
@@ -22,6 +23,55 @@ struct RecordedErasure {
     var through: Int64?
     /// For an account: the record categories that outlive it.
     var keeping: Set<String>
+
+    /// The bytes the row's MAC covers (`Anchor.erasureMAC`): every column the erasure acts on.
+    static func macInput(account: String, kind: ErasureKind, name: String?, number: Int64?, through: Int64?, keeping: String?) -> [UInt8] {
+        var w = BinaryWriter(capacity: 64)
+        w.string(account)
+        w.u8(UInt8(truncatingIfNeeded: kind.rawValue))
+        for text in [name, keeping] {
+            w.u8(text == nil ? 0 : 1)
+            w.string(text ?? "")
+        }
+        for value in [number, through] {
+            w.u8(value == nil ? 0 : 1)
+            w.u64(UInt64(bitPattern: value ?? 0))
+        }
+        return w.bytes
+    }
+
+    static let columns = "id, account, kind, name, number, through, keeping, mac"
+
+    /// Reads a row of `columns`, refusing one whose MAC is not the anchor key's: a recorded
+    /// erasure makes the next run destroy keys, so a row written behind the engine's back (with
+    /// `sqlite3`, say) must never be acted on.
+    static func read(_ s: SQLiteStatement, key: SymmetricKey) throws -> RecordedErasure {
+        let id = s.int(0)
+        guard let account = s.text(1), let kind = ErasureKind(rawValue: s.int(2)) else {
+            throw JournalError(.corrupt, "erasure record \(id) is damaged (account or kind); nothing was erased")
+        }
+        let name = s.optionalText(3), keeping = s.optionalText(6)
+        let number = s.isNull(4) ? nil : s.int(4), through = s.isNull(5) ? nil : s.int(5)
+        let expected = Anchor.erasureMAC(key: key, macInput(account: account, kind: kind, name: name, number: number, through: through, keeping: keeping))
+        guard s.blob(7) == expected else {
+            throw JournalError(.corrupt, "erasure record \(id) (of account \(account)) is not authenticated by the journal's anchor key: it was not written by the engine; nothing was erased (run `lethe verify`)")
+        }
+        return RecordedErasure(
+            id: id, account: account, kind: kind, name: name, number: number.map { UInt64(bitPattern: $0) }, through: through,
+            keeping: Set((keeping ?? "").split(separator: "\n").map(String.init)))
+    }
+
+    /// Checks every recorded erasure's MAC; returns how many there are.
+    static func checkAll(_ db: SQLiteDatabase, key: SymmetricKey) throws -> Int64 {
+        let s = try db.statement("SELECT \(columns) FROM erasures ORDER BY id")
+        defer { s.reset() }
+        var count: Int64 = 0
+        while try s.step() {
+            _ = try read(s, key: key)
+            count += 1
+        }
+        return count
+    }
 }
 
 /// What a batch of erasures destroys in the key store, and which stored payloads go with it.
@@ -45,13 +95,13 @@ extension Writer {
     /// and backup taken before, so that is refused, naming the event, and nothing is written.
     func record(_ erasures: [Erasure], sealer: SealerLock) throws {
         guard !erasures.isEmpty else { return }
-        let insert = try db.statement("INSERT INTO erasures(account, kind, name, number, through, keeping) VALUES(?, ?, ?, ?, ?, ?)")
+        let insert = try db.statement("INSERT INTO erasures(account, kind, name, number, through, keeping, mac) VALUES(?, ?, ?, ?, ?, ?, ?)")
         let stored = try sealedEvents(Set(erasures.compactMap { if case .event(_, let seq) = $0 { seq } else { nil } }))
         for erasure in erasures {
-            insert.bind(1, erasure.account)
+            var (kind, name, number, through, keeping): (ErasureKind, String?, Int64?, Int64?, String?) = (.account, nil, nil, nil, nil)
             switch erasure {
-            case .account(_, let keeping):
-                insert.bind(2, ErasureKind.account.rawValue).bind(6, keeping.sorted().joined(separator: "\n"))
+            case .account(_, let kept):
+                keeping = kept.sorted().joined(separator: "\n")
             case .event(let account, let seq):
                 guard let e = stored[seq], e.header.account == account else {
                     throw JournalError(.invalidEvent, "erasure of event \(seq) of account \(account): the journal has no such event")
@@ -63,12 +113,15 @@ extension Writer {
                         own (KeyScope.own) can be erased alone; erase the account instead
                         """)
                 }
-                insert.bind(2, ErasureKind.event.rawValue).bind(4, seq)
-            case .records(let account, let category, let through):
-                insert.bind(2, ErasureKind.records.rawValue).bind(3, category).bind(5, through.nanoseconds)
-                if let slot = try keys.keyring(account)?.chain(category: category)?.slot { insert.bind(4, Int64(bitPattern: slot)) }
+                (kind, number) = (.event, seq)
+            case .records(let account, let category, let newest):
+                (kind, name, through) = (.records, category, newest.nanoseconds)
+                number = (try keys.keyring(account)?.chain(category: category)?.slot).map { Int64(bitPattern: $0) }
             }
-            try insert.run()
+            let mac = Anchor.erasureMAC(key: anchorKey, RecordedErasure.macInput(
+                account: erasure.account, kind: kind, name: name, number: number, through: through, keeping: keeping))
+            try insert.bind(1, erasure.account).bind(2, kind.rawValue).bind(3, name).bind(4, number).bind(5, through)
+                .bind(6, keeping).bind(7, mac).run()
         }
     }
 
@@ -96,21 +149,13 @@ extension Writer {
         return found
     }
 
-    /// The oldest recorded erasures not done yet, up to `limit`.
+    /// The oldest recorded erasures not done yet, up to `limit`, each checked against its MAC.
     func pendingErasures(limit: Int) throws -> [RecordedErasure] {
-        let s = try db.statement("SELECT id, account, kind, name, number, through, keeping FROM erasures ORDER BY id LIMIT ?")
+        let s = try db.statement("SELECT \(RecordedErasure.columns) FROM erasures ORDER BY id LIMIT ?")
         defer { s.reset() }
         s.bind(1, Int64(limit))
         var out: [RecordedErasure] = []
-        while try s.step() {
-            guard let kind = ErasureKind(rawValue: s.int(2)) else {
-                throw JournalError(.corrupt, "erasure \(s.int(0)) has an unknown kind \(s.int(2))")
-            }
-            out.append(RecordedErasure(
-                id: s.int(0), account: s.text(1) ?? "", kind: kind, name: s.optionalText(3),
-                number: s.isNull(4) ? nil : UInt64(bitPattern: s.int(4)), through: s.isNull(5) ? nil : s.int(5),
-                keeping: Set((s.optionalText(6) ?? "").split(separator: "\n").map(String.init))))
-        }
+        while try s.step() { out.append(try RecordedErasure.read(s, key: anchorKey)) }
         return out
     }
 
@@ -153,8 +198,10 @@ extension Writer {
         var newestExpired: [Chain: UInt64] = [:]
         var oldestKept: [Chain: UInt64] = [:]
         var own: [String: [UInt64]] = [:]
+        var visited: [String: Int64] = [:]
         func visit(_ e: SealedEvent) {
             let account = e.header.account
+            visited[account, default: 0] += 1
             if e.key.kind == .own, wholeAccounts.contains(account) || events[account]?.contains(e.header.seq) == true {
                 own[account, default: []].append(e.key.number)
             }
@@ -169,6 +216,14 @@ extension Writer {
         let accounts = wholeAccounts.union(events.keys).union(expiries.keys.map(\.account))
         try forEachBlock(holding: accounts) { _, block in block.events.forEach(visit) }
         unsealed.forEach(visit)
+        // The blocks were found through the per-account index: one it misses would keep its
+        // payloads. Every event of each account must have been seen before anything is destroyed.
+        for account in accounts {
+            let version = try accountRow(account)?.version ?? 0
+            guard visited[account, default: 0] == version else {
+                throw JournalError(.corrupt, "the block index misses events of account \(account) (\(visited[account, default: 0]) of its \(version) found): nothing was erased (run `lethe verify`)")
+            }
+        }
         for (account, ids) in own { plan.destructions.append(.own(account, ids: ids)) }
         for (chain, expiry) in expiries {
             guard let newest = newestExpired[chain] else { continue }

@@ -135,7 +135,7 @@ public final class Journal: Sendable {
         public init() {}
     }
 
-    public static let formatVersion: Int64 = 3
+    public static let formatVersion: Int64 = 4
     public static let maxPayloadBytes = 16 << 20
     public static let maxBlockEvents = 1 << 16
     static let maxAccountBytes = 256
@@ -154,6 +154,8 @@ public final class Journal: Sendable {
     let journalID: [UInt8]
     /// The journal's own keys (engine, anchor, backup), from the key store.
     let journalKeys: JournalKeys
+    /// This file's random instance (meta `instance`), new for every journal created or restored.
+    let instance: [UInt8]
 
     /// Opens the journal at `path` (creating it when missing) and its key store at `keysPath`
     /// (default `path + ".keys"`), with the master key from `master` (default: the environment).
@@ -176,7 +178,9 @@ public final class Journal: Sendable {
         // The writer has a key store connection of its own: it checks keys under the journal's
         // write lock without waiting for a batch being sealed.
         let writerKeys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: options.entropy, synchronous: options.synchronous)
-        writer = Mutex(try Writer(db: db, keys: writerKeys, journalKeys: journalKeys, options: options))
+        if isNew { try Journal.anchorEmpty(db, keys: writerKeys, journalID: journalID, anchorKey: journalKeys.anchor) }
+        writer = Mutex(try Writer(db: db, keys: writerKeys, journalID: journalID, journalKeys: journalKeys, options: options))
+        instance = writer.withLock { $0.instance }
         sealer = SealerLock(try Sealer(keys: keys, journalKeys: journalKeys, journalPath: path, entropy: options.entropy, recordCategories: options.recordCategories))
         // An erasure that could not truncate a WAL (a reader held an old snapshot) left a mark:
         // every open tries again.
@@ -186,6 +190,22 @@ public final class Journal: Sendable {
                 options.logger.warning("a WAL still holds purged data: \(unfinished.joined(separator: "; "))")
             }
         }
+    }
+
+    /// A journal with no events yet is authenticated like any other: its head (0, the genesis
+    /// link) gets its MAC, and the key store an anchor at 0, when it has none. (A journal emptied
+    /// after it had events is not made valid again: the key store's anchor is ahead of it.)
+    static func anchorEmpty(_ db: SQLiteDatabase, keys: KeyStore, journalID: [UInt8], anchorKey: SymmetricKey) throws {
+        let stored = try StoredHead.read(db)
+        let anchored = try keys.anchoredHead(journal: journalID, instance: stored.instance)
+        guard stored.seq == 0, anchored == nil || anchored?.seq == 0 else { return }
+        let mac = Anchor.mac(key: anchorKey, instance: stored.instance, headSeq: 0, headLink: stored.link)
+        if stored.mac != mac {
+            try db.transaction {
+                try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES('head_mac', ?)").bind(1, mac).run()
+            }
+        }
+        if anchored == nil { try keys.anchor(journal: journalID, instance: stored.instance, head: stored.head) }
     }
 
     static func openDatabase(path: String, options: Options) throws -> SQLiteDatabase {
@@ -204,6 +224,7 @@ public final class Journal: Sendable {
                     let insert = try db.statement("INSERT INTO meta(key, value) VALUES(?, ?)")
                     try insert.bind(1, "format").bind(2, Journal.formatVersion).run()
                     try insert.bind(1, "journal_id").bind(2, id).run()
+                    try insert.bind(1, "instance").bind(2, options.entropy.bytes(16)).run()
                     try insert.bind(1, "head_seq").bind(2, Int64(0)).run()
                     try insert.bind(1, "head_link").bind(2, Chain.genesis(journalID: id)).run()
                     try insert.bind(1, "erased").bind(2, Int64(0)).run()
@@ -248,7 +269,7 @@ public final class Journal: Sendable {
             CREATE TABLE IF NOT EXISTS event_ids(id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS erasures(
                 id INTEGER PRIMARY KEY, account TEXT NOT NULL, kind INTEGER NOT NULL,
-                name TEXT, number INTEGER, through INTEGER, keeping TEXT);
+                name TEXT, number INTEGER, through INTEGER, keeping TEXT, mac BLOB NOT NULL);
             """)
     }
 
@@ -342,11 +363,30 @@ public final class Journal: Sendable {
         }, epoch: epoch)
     }
 
+    /// Whether `s` holds a control character (Unicode's Cc: U+0000 to U+001F, U+007F to U+009F).
+    /// Ids, accounts and types are stored as text, compared, indexed and printed as they are: a
+    /// NUL would cut them short in SQLite, a line break would forge lines in a report.
+    public static func hasControlCharacter(_ s: String) -> Bool {
+        var s = s
+        return s.withUTF8 { u in
+            for (k, c) in u.enumerated() {
+                if c < 0x20 || c == 0x7F { return true }
+                // U+0080 to U+009F are C2 80 to C2 9F in UTF-8.
+                if c == 0xC2, k + 1 < u.count, u[k + 1] < 0xA0 { return true }
+            }
+            return false
+        }
+    }
+
     static func check(_ e: NewEvent) -> JournalError? {
         func bad(_ field: String, _ why: String) -> JournalError { JournalError(.invalidEvent, "field \(field): \(why)") }
+        let controlCharacters = "must not hold control characters (U+0000 to U+001F, U+007F to U+009F)"
         if e.account.isEmpty || e.account.utf8.count > Journal.maxAccountBytes { return bad("account", "must be 1 to \(Journal.maxAccountBytes) bytes") }
+        if hasControlCharacter(e.account) { return bad("account", controlCharacters) }
         if e.type.isEmpty || e.type.utf8.count > Journal.maxTypeBytes { return bad("type", "must be 1 to \(Journal.maxTypeBytes) bytes") }
+        if hasControlCharacter(e.type) { return bad("type", controlCharacters) }
         if let id = e.id, id.isEmpty || id.utf8.count > Journal.maxIDBytes { return bad("id", "must be 1 to \(Journal.maxIDBytes) bytes") }
+        if let id = e.id, hasControlCharacter(id) { return bad("id", controlCharacters) }
         if e.payload.count > Journal.maxPayloadBytes { return bad("data", "payload above \(Journal.maxPayloadBytes) bytes") }
         // What the block decoder accepts back (it refuses any other count as damage).
         if !Timestamp.fractionDigitsRange.contains(e.at.fractionDigits) { return bad("at", "fractional digit count must be -1 to 9") }
@@ -415,10 +455,16 @@ public final class Journal: Sendable {
         return found
     }
 
-    /// Runs `body` with a reader on its own connection, inside one read snapshot.
-    public func read<T>(_ body: (JournalReader) throws -> T) throws -> T {
+    /// Runs `body` with a reader on its own connection, inside one read snapshot. With
+    /// `authenticated`, the reader can check what it reads against the head the key store
+    /// remembers (`JournalReader.authenticate(after:)`), read here before the snapshot begins.
+    public func read<T>(authenticated: Bool = false, _ body: (JournalReader) throws -> T) throws -> T {
         let reader = try JournalReader(path: path, keysPath: keysPath) { [keysPath, master, options, path] in
             try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: options.entropy, synchronous: options.synchronous)
+        }
+        if authenticated {
+            let anchored = try sealer.withLock { try $0.keys.anchoredHead(journal: journalID, instance: instance) }
+            reader.authority = HeadAuthority(anchorKey: journalKeys.anchor, anchored: anchored)
         }
         return try reader.snapshot { try body(reader) }
     }

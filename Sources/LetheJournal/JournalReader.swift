@@ -52,6 +52,8 @@ public final class JournalReader {
     /// Drops cached keys that another process destroyed: before each group of reads. True when it did.
     private var refreshKeys: () throws -> Bool = { false }
     private let keysPath: String
+    /// What `authenticate(after:)` checks the head against (set by `Journal.read(authenticated:)`).
+    package var authority: HeadAuthority?
 
     /// A reader on the writer's own connection, inside its transaction (it sees the batch in progress).
     init(db: SQLiteDatabase, path: String, lookupKey: @escaping (String, KeyRef) throws -> KeyStore.Lookup) {
@@ -83,18 +85,31 @@ public final class JournalReader {
     }
 
     /// Checks a journal without opening it for writing: works on a damaged one. With its key
-    /// store and the master key, the chain head's MAC is checked too (`report.anchored`).
+    /// store, the head is checked against the head the store remembers (rollback, truncation,
+    /// a journal emptied or replaced); with the master key too, the head's MAC and the recorded
+    /// erasures' MACs are checked (`report.anchored`).
     public static func verify(path: String, keysPath: String? = nil, master: MasterKeySource? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
         let reader = try JournalReader(path: path, openKeys: nil)
-        var anchor: SymmetricKey?
-        if let master, let keysPath {
-            guard FileManager.default.fileExists(atPath: keysPath) else {
-                throw JournalError(.keys, "no key store at \(keysPath): the journal's head cannot be authenticated without it")
+        // Read before the snapshot begins: the store's anchor is then never ahead of it.
+        var authority: HeadAuthority?
+        if let keysPath {
+            let (journalID, instance) = try reader.wrap { (try JournalReader.journalID(reader.db), try StoredHead.read(reader.db).instance) }
+            if let master {
+                guard FileManager.default.fileExists(atPath: keysPath) else {
+                    throw JournalError(.keys, "no key store at \(keysPath): the journal's head cannot be authenticated without it")
+                }
+                let keys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: .system, synchronous: .normal)
+                authority = HeadAuthority(
+                    anchorKey: try keys.journalKeys(journalID, create: false).anchor,
+                    anchored: try keys.anchoredHead(journal: journalID, instance: instance))
+            } else if FileManager.default.fileExists(atPath: keysPath) {
+                authority = HeadAuthority(anchorKey: nil, anchored: try KeyStore.anchoredHead(path: keysPath, journal: journalID, instance: instance))
             }
-            let keys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: .system, synchronous: .normal)
-            anchor = try keys.journalKeys(try reader.snapshot { try JournalReader.journalID(reader.db) }, create: false).anchor
+            if FileManager.default.fileExists(atPath: keysPath) {
+                authority?.otherFiles = try KeyStore.anchoredFiles(path: keysPath, journal: journalID)
+            }
         }
-        return try reader.snapshot { try reader.verify(anchor: anchor, progress: progress) }
+        return try reader.snapshot { try reader.verify(authority: authority, progress: progress) }
     }
 
     func snapshot<T>(_ body: () throws -> T) throws -> T {
@@ -114,8 +129,8 @@ public final class JournalReader {
         try wrap { try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0 }
     }
 
-    private func wrap<T>(_ body: () throws -> T) throws -> T {
-        do { return try body() } catch { throw JournalError.storage("cannot read journal \(path)", error) }
+    func wrap<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as JournalError { throw e } catch { throw JournalError.storage("cannot read journal \(path)", error) }
     }
 
     // MARK: Raw events
@@ -441,107 +456,297 @@ public final class JournalReader {
         public var headLink: String = ""
         /// Whether the head's MAC was checked against the journal's anchor key (and matched).
         public var anchored = false
+        /// The head the key store remembers for this file, which the journal was checked not to
+        /// be behind nor to have forked from; nil when no key store was read.
+        public var anchoredSeq: Int64?
+        /// Erasures recorded and not carried out yet (each checked against its MAC when `anchored`).
+        public var pendingErasures: Int64 = 0
+        /// The other files of this journal the key store anchors (restores, each a history of
+        /// its own), by instance (hex) and head: a file put in another's place shows here.
+        public var otherFiles: [(instance: String, seq: Int64)] = []
+    }
+
+    /// Walks the stored events from the block that holds event `from` (or the tail) to the end:
+    /// the sequence has no gap, every block continues the chain of the one before and ends on the
+    /// link it stores, and every unsealed event on its stored link. `event` sees each event of
+    /// the walk with the link after it (events before `from` in the first block included);
+    /// `block`, each block. Returns the last link and the last sequence number.
+    ///
+    /// - Complexity: the blocks from `from` on, one in memory at a time.
+    func walkChain(
+        from: Int64, progress: ((Int64) -> Void)? = nil,
+        event: (SealedEvent, _ place: String, _ link: [UInt8]) throws -> Void = { _, _, _ in },
+        block: (_ id: Int64, Block, _ frameBytes: Int) throws -> Void = { _, _, _ in }
+    ) throws -> (link: [UInt8], last: Int64) {
+        var link: [UInt8]?
+        var expectedSeq: Int64? = from == 1 ? 1 : nil
+        var scratch: [UInt8] = []
+        var walked: Int64 = 0
+        let blocks = try wrap { try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks WHERE last_seq >= ? ORDER BY first_seq") }
+        defer { blocks.reset() }
+        blocks.bind(1, from)
+        while try wrap({ try blocks.step() }) {
+            let (id, first, last) = (blocks.int(0), blocks.int(1), blocks.int(2))
+            let place = JournalReader.blockPlace(id: id, first: first, last: last)
+            if let expectedSeq, first != expectedSeq {
+                throw JournalError(.corrupt, "\(place): expected the block to start at event \(expectedSeq) (events removed or reordered)")
+            }
+            if link == nil, first > from {
+                throw JournalError(.corrupt, "\(place): expected a block holding event \(from) (events removed)")
+            }
+            let frame = blocks.blob(3)
+            let decoded = try JournalReader.decodeFrame(frame, id: id, first: first, last: last)
+            if let link, decoded.previousLink != link {
+                throw JournalError(.corrupt, "\(place): does not continue the hash chain of the block before it")
+            }
+            if link == nil, first == 1, decoded.previousLink != (try wrap { try JournalReader.genesis(db) }) {
+                throw JournalError(.corrupt, "\(place): does not start from the journal's genesis link")
+            }
+            var running = decoded.previousLink
+            for e in decoded.events {
+                running = Chain.link(previous: running, header: e.header, digest: e.digest, scratch: &scratch)
+                try event(e, place, running)
+            }
+            guard running == decoded.lastLink else {
+                throw JournalError(.corrupt, "\(place): hash chain broken inside the block (contents altered)")
+            }
+            try block(id, decoded, frame.count)
+            link = running
+            expectedSeq = last + 1
+            walked += Int64(decoded.events.count)
+            progress?(walked)
+        }
+        let (tail, tailLinks) = try wrap { try JournalReader.tailRows(db) }
+        if link == nil {
+            // Nothing sealed from `from` on: the walk starts at the tail, or at the last block's end.
+            link = try wrap { try JournalReader.lastSealedLink(db) }
+            expectedSeq = (try wrap { try db.scalarInt("SELECT max(last_seq) FROM blocks") } ?? 0) + 1
+        }
+        var running = link!
+        var next = expectedSeq!
+        for (e, stored) in zip(tail, tailLinks) {
+            let place = "unsealed event \(e.header.seq)"
+            guard e.header.seq == next else {
+                throw JournalError(.corrupt, "\(place): expected event \(next) (events removed or reordered)")
+            }
+            running = Chain.link(previous: running, header: e.header, digest: e.digest, scratch: &scratch)
+            guard running == stored else { throw JournalError(.corrupt, "\(place): hash chain broken (contents altered)") }
+            try event(e, place, running)
+            next += 1
+            walked += 1
+        }
+        progress?(walked)
+        return (running, next - 1)
+    }
+
+    /// Checks the events after `seq` against the authenticated head, as `Journal.read(authenticated:)`
+    /// set it up: they chain up to the stored head, whose MAC is the anchor key's and which is
+    /// not behind the head the key store remembers (`HeadCheck`). What a reader that acts on
+    /// new events (the read models, and a retention run through them) calls first: content
+    /// that was altered since it was written is refused before anything acts on it.
+    ///
+    /// - Complexity: the blocks after `seq` (and the one holding it).
+    package func authenticate(after seq: Int64) throws {
+        guard let authority else { throw JournalError(.keys, "this reader was not opened to authenticate the journal") }
+        let stored = try wrap { try StoredHead.read(db) }
+        guard seq <= stored.seq else {
+            throw JournalError(.corrupt, "the journal ends at event \(stored.seq), before event \(seq) that was read from it already (rolled back)")
+        }
+        var atAnchor: [UInt8]?
+        let anchorSeq = authority.anchored?.seq ?? -1
+        let walked = try walkChain(from: seq + 1, event: { e, _, link in if e.header.seq == anchorSeq { atAnchor = link } })
+        try JournalReader.checkEnd(walked, stored)
+        try HeadCheck.check(stored, anchorKey: authority.anchorKey, anchored: authority.anchored) { at in
+            if let atAnchor, at == anchorSeq { return atAnchor }
+            return try JournalReader.link(db, at: at)
+        }
+    }
+
+    static func checkEnd(_ walked: (link: [UInt8], last: Int64), _ stored: StoredHead) throws {
+        guard walked.last == stored.seq else {
+            throw JournalError(.corrupt, "the journal ends at event \(walked.last) but its head says \(stored.seq) (events removed or truncated)")
+        }
+        guard walked.link == stored.link else { throw JournalError(.corrupt, "the chain's head link does not match the events (altered)") }
     }
 
     /// Checks every block's frame and content, the sequence, every account's version and time
-    /// order, and the hash chain from genesis to the head. Throws `.corrupt` naming the first
-    /// damaged block or event.
+    /// order, the hash chain from genesis to the head, the head against `authority`
+    /// (`HeadCheck`), and that every table the engine reads besides the blocks agrees with them:
+    /// `accounts`, both tables of the per-account block index, `event_ids`, and the recorded
+    /// erasures' MACs. Throws `.corrupt` naming the first damaged block, event or row.
     ///
-    /// - Complexity: one pass over the journal; memory proportional to the number of accounts.
-    func verify(anchor: SymmetricKey?, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+    /// - Complexity: one pass over the journal, and one sorted pass over each index; memory
+    ///   proportional to the number of accounts.
+    func verify(authority: HeadAuthority?, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
         var report = VerifyReport()
-        let head = try headSeq()
-        var link = try wrap { try JournalReader.genesis(db) }
-        var chainScratch: [UInt8] = []
-        var expectedSeq: Int64 = 1
-        var accounts: [String: (version: Int64, at: Int64)] = [:]
-
-        func check(_ e: SealedEvent, place: String) throws {
-            let h = e.header
-            let previous = accounts[h.account] ?? (0, .min)
-            guard h.version == previous.version + 1 else {
-                throw JournalError(.corrupt, "\(place): event \(h.seq) has version \(h.version) of account \(h.account), expected \(previous.version + 1) (events removed or reordered)")
+        let stored = try wrap { try StoredHead.read(db) }
+        let head = stored.seq
+        struct Account {
+            var id: Int64
+            var version: Int64
+            var lastAt: Int64
+            var seenVersion: Int64 = 0
+            var seenAt: Int64 = .min
+        }
+        var accounts: [String: Account] = [:]
+        try wrap {
+            let rows = try db.statement("SELECT id, name, version, last_at FROM accounts")
+            defer { rows.reset() }
+            while try rows.step() {
+                guard let name = rows.text(1) else { throw JournalError(.corrupt, "account table: row \(rows.int(0)) has no name") }
+                accounts[name] = Account(id: rows.int(0), version: rows.int(2), lastAt: rows.int(3))
             }
-            guard h.at.nanoseconds >= previous.at else {
+        }
+        var postings = try IndexCursor(db, what: "block index", sql: """
+            SELECT block_id, account_id FROM account_blocks UNION SELECT block_id, account_id FROM recent_account_blocks
+            ORDER BY 1, 2
+            """)
+        var ids = try IndexCursor(db, what: "event id index", sql: "SELECT seq, id FROM event_ids ORDER BY seq, id")
+        // Statements left on a row would keep the snapshot open after the verification.
+        defer {
+            postings.statement.reset()
+            ids.statement.reset()
+        }
+        var atAnchor: [UInt8]?
+        let anchorSeq = authority?.anchored?.seq ?? -1
+        var lastBlockID: Int64 = 0
+        let walked = try walkChain(from: 1, progress: { progress?($0, head) }, event: { e, place, link in
+            let h = e.header
+            guard var account = accounts[h.account] else {
+                throw JournalError(.corrupt, "account table: \(h.account) has events (event \(h.seq), \(place)) but no row")
+            }
+            guard h.version == account.seenVersion + 1 else {
+                throw JournalError(.corrupt, "\(place): event \(h.seq) has version \(h.version) of account \(h.account), expected \(account.seenVersion + 1) (events removed or reordered)")
+            }
+            guard h.at.nanoseconds >= account.seenAt else {
                 throw JournalError(.corrupt, "\(place): event \(h.seq) goes back in time for its account (reordered)")
             }
             if case .purged(let digest) = e.body {
                 guard digest.count == 32 else { throw JournalError(.corrupt, "\(place): event \(h.seq) has a damaged digest") }
                 report.purgedEvents += 1
             }
-            accounts[h.account] = (h.version, h.at.nanoseconds)
-            link = Chain.link(previous: link, header: h, digest: e.digest, scratch: &chainScratch)
-        }
-
-        let blocks = try wrap { try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq") }
-        while try wrap({ try blocks.step() }) {
-            let (id, first, last) = (blocks.int(0), blocks.int(1), blocks.int(2))
-            let place = JournalReader.blockPlace(id: id, first: first, last: last)
-            guard first == expectedSeq else {
-                throw JournalError(.corrupt, "\(place): expected the block to start at event \(expectedSeq) (events removed or reordered)")
-            }
-            let frame = blocks.blob(3)
-            report.storedBytes += Int64(frame.count)
-            let block = try JournalReader.decodeFrame(frame, id: id, first: first, last: last)
-            guard block.previousLink == link else {
-                throw JournalError(.corrupt, "\(place): does not continue the hash chain of the block before it")
-            }
-            for e in block.events { try check(e, place: place) }
-            guard link == block.lastLink else {
-                throw JournalError(.corrupt, "\(place): hash chain broken inside the block (contents altered)")
+            account.seenVersion = h.version
+            account.seenAt = h.at.nanoseconds
+            accounts[h.account] = account
+            try ids.expect(h.id.map { (h.seq, $0) }, upTo: h.seq, place: "event \(h.seq)")
+            if h.seq == anchorSeq { atAnchor = link }
+            report.events += 1
+        }, block: { id, block, frameBytes in
+            guard id > lastBlockID else { throw JournalError(.corrupt, "block \(id): its id is out of order (block ids grow with the sequence)") }
+            lastBlockID = id
+            var held = Set<Int64>()
+            for e in block.events { held.insert(accounts[e.header.account]?.id ?? -1) }
+            try postings.expect(block: id, accounts: held.sorted()) { accountID in
+                accounts.first { $0.value.id == accountID }?.key ?? "id \(accountID)"
             }
             report.blocks += 1
-            report.events += Int64(block.events.count)
-            expectedSeq = last + 1
-            progress?(report.events, head)
-        }
-        let (tail, tailLinks) = try wrap { try JournalReader.tailRows(db) }
-        for (e, stored) in zip(tail, tailLinks) {
-            let place = "unsealed event \(e.header.seq)"
-            guard e.header.seq == expectedSeq else {
-                throw JournalError(.corrupt, "\(place): expected event \(expectedSeq) (events removed or reordered)")
+            report.storedBytes += Int64(frameBytes)
+        })
+        try JournalReader.checkEnd(walked, stored)
+        report.tailEvents = report.events - (try wrap { try db.scalarInt("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM blocks") } ?? 0)
+        try postings.expectEnd()
+        try ids.expect(nil, upTo: .max, place: "the end of the journal")
+        // The accounts table the writer relies on must agree with the events.
+        for (name, account) in accounts {
+            guard account.version == account.seenVersion, account.seenVersion > 0 else {
+                throw JournalError(.corrupt, "account table: \(name) is at version \(account.version) but its events end at \(account.seenVersion)")
             }
-            try check(e, place: place)
-            guard link == stored else { throw JournalError(.corrupt, "\(place): hash chain broken (contents altered)") }
-            if case .sealed(let bytes) = e.body { report.storedBytes += Int64(bytes.count) }
-            report.tailEvents += 1
-            report.events += 1
-            expectedSeq += 1
-        }
-        guard expectedSeq - 1 == head else {
-            throw JournalError(.corrupt, "the journal ends at event \(expectedSeq - 1) but its head says \(head) (events removed or truncated)")
-        }
-        let headLink = try wrap {
-            let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
-            return try s.step() ? s.blob(0) : []
-        }
-        guard headLink == link else { throw JournalError(.corrupt, "the chain's head link does not match the events (altered)") }
-        if let anchor {
-            let mac = try wrap {
-                let s = try db.statement("SELECT value FROM meta WHERE key='head_mac'")
-                defer { s.reset() }
-                return try s.step() ? s.blob(0) : []
+            guard account.lastAt == account.seenAt else {
+                throw JournalError(.corrupt, "account table: \(name)'s latest event time does not match its events")
             }
-            // An empty journal has no MAC yet: nothing was appended under the anchor key.
-            guard head == 0 || mac == Anchor.mac(key: anchor, headSeq: head, headLink: link) else {
-                throw JournalError(.corrupt, "the chain head is not authenticated by the journal's anchor key: the journal was rewritten (or another key store was given)")
+        }
+        report.accounts = Int64(accounts.count)
+        let tailBytes = try wrap { try db.scalarInt("SELECT coalesce(sum(length(payload)), 0) FROM tail") } ?? 0
+        report.storedBytes += tailBytes
+        if let authority {
+            try HeadCheck.check(stored, anchorKey: authority.anchorKey, anchored: authority.anchored) { at in
+                if at == 0 { return try JournalReader.genesis(db) }
+                guard let atAnchor, at == anchorSeq else { return try JournalReader.link(db, at: at) }
+                return atAnchor
             }
-            report.anchored = true
-        }
-        // The account table the writer relies on must agree with the events.
-        let rows = try wrap { try db.statement("SELECT name, version FROM accounts") }
-        while try wrap({ try rows.step() }) {
-            let name = rows.text(0) ?? ""
-            guard accounts[name]?.version == rows.int(1) else {
-                throw JournalError(.corrupt, "account table: \(name) is at version \(rows.int(1)) but its events end at \(accounts[name]?.version ?? 0)")
+            report.anchored = authority.anchorKey != nil
+            report.anchoredSeq = authority.anchored?.seq
+            report.otherFiles = authority.otherFiles.filter { $0.instance != Hex.encode(stored.instance) }
+            if let key = authority.anchorKey {
+                report.pendingErasures = try RecordedErasure.checkAll(db, key: key)
             }
-            report.accounts += 1
         }
-        guard report.accounts == accounts.count else {
-            throw JournalError(.corrupt, "account table: \(accounts.count) accounts have events but \(report.accounts) are listed")
-        }
-        report.headLink = Hex.encode(link)
+        report.headLink = Hex.encode(walked.link)
         progress?(report.events, head)
         return report
+    }
+}
+
+/// What a reader checks the journal's head against, read from the key store before the reader's
+/// snapshot began (so that the key store's anchor can only be behind the snapshot, never ahead).
+package struct HeadAuthority: Sendable {
+    /// nil without the master key: the head's MAC is not checked.
+    var anchorKey: SymmetricKey?
+    /// What the key store remembers for this file; nil when it has nothing.
+    var anchored: AnchoredHead?
+    /// Every file of the journal the key store anchors, by instance (hex).
+    var otherFiles: [(instance: String, seq: Int64)] = []
+}
+
+/// One sorted pass over an index table, compared with what the events say it must hold: the
+/// first missing or extra row is named.
+private struct IndexCursor {
+    let statement: SQLiteStatement
+    let what: String
+    /// The current row (two integer/text columns), nil at the end.
+    private var row: (Int64, String)?
+
+    init(_ db: SQLiteDatabase, what: String, sql: String) throws {
+        statement = try db.statement(sql)
+        self.what = what
+        try advance()
+    }
+
+    private mutating func advance() throws {
+        do {
+            row = try statement.step() ? (statement.int(0), statement.isInteger(1) ? String(statement.int(1)) : statement.text(1) ?? "") : nil
+        } catch {
+            throw JournalError.storage("cannot read the \(what)", error)
+        }
+    }
+
+    /// Event `seq`'s row: `expected` (seq, id) when it has an id, none when `expected` is nil;
+    /// every row before it was extra.
+    mutating func expect(_ expected: (Int64, String)?, upTo seq: Int64, place: String) throws {
+        let bound = expected.map { $0.0 - 1 } ?? seq
+        if let r = row, r.0 <= bound {
+            throw JournalError(.corrupt, "\(what): an extra row (event_ids) maps an id to event \(r.0), which does not carry it (\(place))")
+        }
+        guard let expected else { return }
+        guard let r = row, r.0 == expected.0, r.1 == expected.1 else {
+            throw JournalError(.corrupt, "\(what): event \(expected.0) has an id but no row for it (event_ids)")
+        }
+        try advance()
+        if let r = row, r.0 == expected.0 {
+            throw JournalError(.corrupt, "\(what): an extra row (event_ids) maps a second id to event \(r.0)")
+        }
+    }
+
+    /// The rows of block `id` must be exactly `accounts` (sorted account ids).
+    mutating func expect(block id: Int64, accounts: [Int64], name: (Int64) -> String) throws {
+        while let r = row, r.0 < id {
+            throw JournalError(.corrupt, "\(what): an extra row lists block \(r.0) for account \(name(Int64(r.1) ?? 0)), which has no events there")
+        }
+        for account in accounts {
+            guard let r = row, r.0 == id, Int64(r.1) == account else {
+                if let r = row, r.0 == id, let other = Int64(r.1), other < account {
+                    throw JournalError(.corrupt, "\(what): an extra row lists block \(id) for account \(name(other)), which has no events there")
+                }
+                throw JournalError(.corrupt, "\(what): block \(id) holds events of account \(name(account)) but the index has no row for it (account_blocks)")
+            }
+            try advance()
+        }
+        if let r = row, r.0 == id {
+            throw JournalError(.corrupt, "\(what): an extra row lists block \(id) for account \(name(Int64(r.1) ?? 0)), which has no events there")
+        }
+    }
+
+    mutating func expectEnd() throws {
+        if let r = row { throw JournalError(.corrupt, "\(what): an extra row lists block \(r.0), which the journal does not hold") }
     }
 }

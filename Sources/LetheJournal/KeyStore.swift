@@ -171,6 +171,7 @@ package final class KeyStore {
                         created INTEGER NOT NULL, purged INTEGER) WITHOUT ROWID;
                     CREATE TABLE IF NOT EXISTS journals(id BLOB PRIMARY KEY, generation INTEGER NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
                     CREATE TABLE IF NOT EXISTS own_keys(id INTEGER PRIMARY KEY AUTOINCREMENT, generation INTEGER NOT NULL, sealed BLOB NOT NULL);
+                    \(KeyStore.anchorsTable)
                     """)
                 if try db.scalarInt("SELECT count(*) FROM wrapping") == 0 {
                     guard try db.scalarInt("SELECT count(*) FROM keyrings") == 0, try db.scalarInt("SELECT count(*) FROM journals") == 0 else {
@@ -492,6 +493,70 @@ package final class KeyStore {
         }
         journalKeys[id] = keys
         return keys
+    }
+
+    // MARK: Anchors
+
+    static let anchorsTable = """
+        CREATE TABLE IF NOT EXISTS anchors(
+            journal BLOB NOT NULL, instance BLOB NOT NULL, head_seq INTEGER NOT NULL, head_link BLOB NOT NULL,
+            PRIMARY KEY(journal, instance)) WITHOUT ROWID;
+        """
+
+    /// The newest head of the journal file `instance` that a writer reported (`anchor`): that
+    /// file may be ahead of it (a crash between its commit and the report), never behind it.
+    package func anchoredHead(journal: [UInt8], instance: [UInt8]) throws -> AnchoredHead? {
+        try failing("read the anchor of journal \(Hex.encode(journal))") { try KeyStore.anchoredHead(db, journal: journal, instance: instance) }
+    }
+
+    static func anchoredHead(_ db: SQLiteDatabase, journal: [UInt8], instance: [UInt8]) throws -> AnchoredHead? {
+        let s = try db.statement("SELECT head_seq, head_link FROM anchors WHERE journal = ? AND instance = ?")
+        defer { s.reset() }
+        s.bind(1, journal).bind(2, instance)
+        guard try s.step() else { return nil }
+        return AnchoredHead(seq: s.int(0), link: s.blob(1))
+    }
+
+    /// The anchored head as stored, read without the master key (the anchors are not secret; what
+    /// `lethe verify --unauthenticated` can still check); nil when the store has none for the file.
+    package static func anchoredHead(path: String, journal: [UInt8], instance: [UInt8]) throws -> AnchoredHead? {
+        do {
+            let db = try SQLiteDatabase(path: path, readOnly: true)
+            defer { db.close() }
+            guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='anchors'") == 1 else { return nil }
+            return try anchoredHead(db, journal: journal, instance: instance)
+        } catch {
+            throw JournalError(.keys, "cannot read the anchors of the key store \(path)", underlying: error)
+        }
+    }
+
+    /// Every file of `journal` the store anchors: instance (hex) and head.
+    package static func anchoredFiles(path: String, journal: [UInt8]) throws -> [(instance: String, seq: Int64)] {
+        do {
+            let db = try SQLiteDatabase(path: path, readOnly: true)
+            defer { db.close() }
+            guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='anchors'") == 1 else { return [] }
+            let s = try db.statement("SELECT instance, head_seq FROM anchors WHERE journal = ? ORDER BY head_seq DESC")
+            defer { s.reset() }
+            s.bind(1, journal)
+            var out: [(instance: String, seq: Int64)] = []
+            while try s.step() { out.append((Hex.encode(s.blob(0)), s.int(1))) }
+            return out
+        } catch {
+            throw JournalError(.keys, "cannot read the anchors of the key store \(path)", underlying: error)
+        }
+    }
+
+    /// Remembers that the file `instance` of `journal` reached `head` (committed there): only
+    /// ever moves forward, so writers in several processes can report in any order.
+    package func anchor(journal: [UInt8], instance: [UInt8], head: AnchoredHead) throws {
+        try failing("move the anchor of journal \(Hex.encode(journal))") {
+            try db.statement("""
+                INSERT INTO anchors(journal, instance, head_seq, head_link) VALUES(?, ?, ?, ?)
+                ON CONFLICT(journal, instance) DO UPDATE SET head_seq = excluded.head_seq, head_link = excluded.head_link
+                WHERE excluded.head_seq > anchors.head_seq
+                """).bind(1, journal).bind(2, instance).bind(3, head.seq).bind(4, head.link).run()
+        }
     }
 
     // MARK: Destruction

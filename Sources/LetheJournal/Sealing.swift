@@ -341,17 +341,31 @@ package enum Chain {
 }
 
 /// The anchor: an HMAC-SHA256 of the chain's head under the journal's anchor key (random, kept
-/// in the key store under the master key).
+/// in the key store under the master key), bound to the file's instance (`meta.instance`: made
+/// new for every journal created or restored).
 ///
 /// The chain alone shows that history was not altered *unless* someone rewrote it all
-/// consistently, which anyone with write access to the file could do. The anchor closes that:
+/// consistently, which anyone with write access to the file could do. The MAC closes that:
 /// without the key store and the master key the head's MAC cannot be recomputed, so a rewritten
-/// chain is detected.
+/// chain is detected. An older head keeps its valid MAC, though: what catches a journal rolled
+/// back to one (or emptied) is the head the key store remembers (`KeyStore.anchoredHead`).
 package enum Anchor {
-    package static func mac(key: SymmetricKey, headSeq: Int64, headLink: [UInt8]) -> [UInt8] {
-        var w = BinaryWriter(capacity: 40)
-        w.u64(UInt64(headSeq))
+    package static func mac(key: SymmetricKey, instance: [UInt8], headSeq: Int64, headLink: [UInt8]) -> [UInt8] {
+        var w = BinaryWriter(capacity: 80)
+        w.raw(Array("lethe head v2".utf8))
+        w.u8(UInt8(truncatingIfNeeded: instance.count))
+        w.raw(instance)
+        w.u64(UInt64(bitPattern: headSeq))
         w.raw(headLink)
+        return Array(HMAC<SHA256>.authenticationCode(for: w.bytes, using: key))
+    }
+
+    /// The MAC of a recorded erasure: the journal's `erasures` rows make the next run destroy
+    /// keys, so a row nobody with the master key wrote must never be acted on.
+    package static func erasureMAC(key: SymmetricKey, _ fields: [UInt8]) -> [UInt8] {
+        var w = BinaryWriter(capacity: fields.count + 16)
+        w.raw(Array("lethe erasure v1".utf8))
+        w.raw(fields)
         return Array(HMAC<SHA256>.authenticationCode(for: w.bytes, using: key))
     }
 }

@@ -22,7 +22,10 @@ final class Writer {
     let keys: KeyStore
     private let journalKeys: JournalKeys
     /// Authenticates the chain head (see `Anchor`).
-    private var anchorKey: SymmetricKey { journalKeys.anchor }
+    var anchorKey: SymmetricKey { journalKeys.anchor }
+    /// The journal's identity and this file's instance (meta `journal_id`, `instance`).
+    let journalID: [UInt8]
+    private(set) var instance: [UInt8] = []
     private(set) var headSeq: Int64 = 0
     /// How many erasures the journal has done (meta `erased`): when another process erased, the tail in memory is stale.
     private(set) var erased: Int64 = 0
@@ -43,47 +46,66 @@ final class Writer {
 
     typealias Options = Journal.Options
 
-    init(db: SQLiteDatabase, keys: KeyStore, journalKeys: JournalKeys, options: Options) throws {
+    init(db: SQLiteDatabase, keys: KeyStore, journalID: [UInt8], journalKeys: JournalKeys, options: Options) throws {
         self.db = db
+        self.journalID = journalID
         self.options = options
         self.keys = keys
         self.journalKeys = journalKeys
         rules = options.rules?.makeChecker()
+        instance = try StoredHead.read(db).instance
+        // One snapshot of the file (another process may be appending).
+        try db.execute("BEGIN")
+        defer { try? db.execute("COMMIT") }
         try reload()
         options.logger.debug("journal opened", metadata: [
             "path": "\(db.path)", "head_seq": "\(headSeq)", "unsealed": "\(tail.count)",
         ])
     }
 
-    /// Reads the head, the tail and the id counters from disk.
+    /// Reads the head, the tail and the id counters from disk, and checks them: the tail chains up
+    /// to the stored head, and the head passes `HeadCheck` against the anchor key and the key
+    /// store's anchor. A writer never writes on top of, nor decides from, a head it cannot trust.
+    ///
+    /// Called inside the write transaction (the key store's anchor cannot then be ahead of what
+    /// this connection sees), or at open inside a read transaction begun after reading the anchor.
     func reload() throws {
         // Statements left on a row would hold this snapshot open after the reload.
         defer { db.resetAll() }
         rules?.forget()
         do {
-            headSeq = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0
+            // The anchor first: the snapshot of the journal then begins after it.
+            let anchored = try keys.anchoredHead(journal: journalID, instance: instance)
+            let stored = try StoredHead.read(db)
+            guard stored.instance == instance else { throw JournalError(.corrupt, "the journal file was replaced under this writer (another instance)") }
+            (headSeq, headLink) = (stored.seq, stored.link)
             erased = try db.scalarInt("SELECT value FROM meta WHERE key='erased'") ?? 0
-            let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
-            headLink = try s.step() ? s.blob(0) : []
             nextAccountID = try Writer.id(after: db.scalarInt("SELECT max(id) FROM accounts"), of: "account")
             nextBlockID = try Writer.id(after: db.scalarInt("SELECT max(id) FROM blocks"), of: "block")
             let lastBlockSeq = try db.scalarInt("SELECT max(last_seq) FROM blocks") ?? 0
             sealedLink = try JournalReader.lastSealedLink(db)
             (tail, tailLinks) = try JournalReader.tailRows(db)
             accounts.removeAll()
-            let tailEnd = tail.last?.header.seq ?? lastBlockSeq
-            guard headLink.count == Chain.linkBytes, tailEnd == headSeq,
-                  tail.first.map({ $0.header.seq - 1 == lastBlockSeq }) ?? true
-            else {
-                throw JournalError(.corrupt, "journal head (event \(headSeq)) does not match its stored events (last \(tailEnd)); run `lethe verify`")
+            // (A block's last sequence edited to the end of the range is damage, not an overflow trap.)
+            guard lastBlockSeq < Int64.max else {
+                throw JournalError(.corrupt, "journal head (event \(headSeq)) does not match its stored events (last \(lastBlockSeq)); run `lethe verify`")
             }
-            // Never write on top of a head that the anchor key did not sign.
-            if headSeq > 0 {
-                let s = try db.statement("SELECT value FROM meta WHERE key='head_mac'")
-                let mac = try s.step() ? s.blob(0) : []
-                guard mac == Anchor.mac(key: anchorKey, headSeq: headSeq, headLink: headLink) else {
-                    throw JournalError(.corrupt, "the journal's head is not authenticated by its anchor key (rewritten, or another key store); run `lethe verify`")
+            // The tail chains from the last block up to the head, event by event.
+            var link = sealedLink
+            var expected = lastBlockSeq + 1
+            var scratch: [UInt8] = []
+            for (e, stored) in zip(tail, tailLinks) {
+                link = Chain.link(previous: link, header: e.header, digest: e.digest, scratch: &scratch)
+                guard e.header.seq == expected, link == stored else {
+                    throw JournalError(.corrupt, "unsealed event \(e.header.seq): hash chain broken (contents altered, removed or reordered); run `lethe verify`")
                 }
+                expected += 1
+            }
+            guard expected - 1 == headSeq, link == headLink else {
+                throw JournalError(.corrupt, "journal head (event \(headSeq)) does not match its stored events (last \(expected - 1)); run `lethe verify`")
+            }
+            try HeadCheck.check(stored, anchorKey: anchorKey, anchored: anchored) { at in
+                at == headSeq ? headLink : try JournalReader.link(db, at: at)
             }
         } catch {
             throw JournalError.storage("cannot read the journal's head", error)
@@ -95,6 +117,18 @@ final class Writer {
         let largest = largest ?? 0
         guard largest < Int64.max else { throw JournalError(.corrupt, "the journal's \(what) ids reach the end of their range (edited?); run `lethe verify`") }
         return largest + 1
+    }
+
+    /// Tells the key store the head this writer committed (`KeyStore.anchor`): from then on, a
+    /// journal found behind it was rolled back. Called after each commit, before the append is
+    /// acknowledged, so no acknowledged event can vanish unnoticed. Should the key store refuse
+    /// the write, the append stands (it is committed) and the next one moves the anchor further.
+    private func reportHead() {
+        do {
+            try keys.anchor(journal: journalID, instance: instance, head: AnchoredHead(seq: headSeq, link: headLink))
+        } catch {
+            options.logger.error("the key store's anchor could not be moved to event \(headSeq): \(error)")
+        }
     }
 
     func accountRow(_ name: String) throws -> AccountRow? {
@@ -131,10 +165,10 @@ final class Writer {
     /// The accounts whose whole erasure is recorded and not done yet: they take nothing but the
     /// engine's records, as if their keys were gone already.
     private func accountsBeingErased() throws -> Set<String> {
-        let s = try db.statement("SELECT account FROM erasures WHERE kind = \(ErasureKind.account.rawValue)")
+        let s = try db.statement("SELECT \(RecordedErasure.columns) FROM erasures WHERE kind = \(ErasureKind.account.rawValue)")
         defer { s.reset() }
         var out = Set<String>()
-        while try s.step() { out.insert(s.text(0) ?? "") }
+        while try s.step() { out.insert(try RecordedErasure.read(s, key: anchorKey).account) }
         return out
     }
 
@@ -144,7 +178,7 @@ final class Writer {
         lookupKey = { account, ref in try keys.lookup(account, ref, journal: journalKeys) }
         defer { lookupKey = nil }
         do {
-            return try db.transaction {
+            let outcomes = try db.transaction {
                 // Another process may have appended, or erased payloads this writer holds in its tail.
                 if try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") != headSeq
                     || db.scalarInt("SELECT value FROM meta WHERE key='erased'") != erased {
@@ -175,6 +209,8 @@ final class Writer {
                 try record(erasures.filter { !refused.contains($0.account) }, sealer: sealer)
                 return outcomes
             }
+            if outcomes.contains(where: { if case .appended = $0 { true } else { false } }) { reportHead() }
+            return outcomes
         } catch {
             // The transaction rolled back: forget whatever this batch cached.
             rules?.forget()
@@ -432,7 +468,7 @@ final class Writer {
         try meta.bind(1, head).bind(2, "head_seq").run()
         try meta.bind(1, links.last!).bind(2, "head_link").run()
         try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES('head_mac', ?)")
-            .bind(1, Anchor.mac(key: anchorKey, headSeq: head, headLink: links.last!)).run()
+            .bind(1, Anchor.mac(key: anchorKey, instance: instance, headSeq: head, headLink: links.last!)).run()
 
         // The caches move now; should the caller's COMMIT fail, `append` reloads them from disk.
         headSeq = head

@@ -22,17 +22,26 @@ extension RetentionReport {
         return out
     }
 
-    /// RFC 4180 CSV: `account,item,rule,due,status,held`.
+    /// RFC 4180 CSV: `account,item,rule,due,status,held`, every cell through `csvCell`.
     public var csv: String {
-        func field(_ s: String) -> String {
-            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" })
-                ? "\"" + s.replacingAll("\"", with: "\"\"") + "\"" : s
-        }
         var out = "account,item,rule,due,status,held\r\n"
         for o in obligations {
-            out += [field(o.account), field(o.item ?? ""), field(o.rule), o.due.rfc3339, o.status, o.held ? "true" : "false"].joined(separator: ",") + "\r\n"
+            let cells = [o.account, o.item ?? "", o.rule, o.due.rfc3339, o.status, o.held ? "true" : "false"]
+            out += cells.map(RetentionReport.csvCell).joined(separator: ",") + "\r\n"
         }
         return out
+    }
+
+    /// One CSV cell that a spreadsheet shows as text, never runs: a cell starting with `=`, `+`,
+    /// `-`, `@`, a tab or a carriage return (which Excel, LibreOffice and Google Sheets read as a
+    /// formula) gets a leading `'`, as OWASP's CSV-injection advice says; then RFC 4180 quoting
+    /// (a cell holding `,`, `"`, CR or LF is quoted, its quotes doubled). Item ids are free
+    /// strings: `=cmd|' /C calc'!A0` comes out as `'=cmd|' /C calc'!A0`.
+    public static func csvCell(_ s: String) -> String {
+        var s = s
+        if let first = s.unicodeScalars.first, "=+-@\t\r".unicodeScalars.contains(first) { s = "'" + s }
+        let quoted = s.unicodeScalars.contains { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }
+        return quoted ? "\"" + s.replacingAll("\"", with: "\"\"") + "\"" : s
     }
 
     /// A single self-contained page for a compliance officer: a chart of purges per day over the

@@ -174,10 +174,14 @@ public final class ReadModels: Sendable {
 
     private func catchUp(_ db: SQLiteDatabase, progress: ((Int64, Int64) -> Void)?) throws -> Int64 {
         let codec = self.codec
-        return try journal.read { reader in
+        return try journal.read(authenticated: true) { reader in
             let head = try reader.headSeq()
             var applied: Int64 = 0
-            guard try ReadModels.checkpoint(db) < head else { return 0 }
+            let checkpoint = try ReadModels.checkpoint(db)
+            guard checkpoint < head else { return 0 }
+            // Nothing acts on what the journal's key did not vouch for: the events to apply must
+            // chain up to the authenticated head, which is not behind the key store's anchor.
+            try reader.authenticate(after: checkpoint)
             return try fieldKeys.withKeys { keys in try withoutActuallyEscaping(keys) { keys in
             let projector = try Projector(db: db, policy: policy, keys: keys)
             let setCheckpoint = try db.statement("UPDATE meta SET value=?1 WHERE key='checkpoint'")

@@ -10,17 +10,19 @@ import Testing
     let fixture = fixturesDirectory.appendingPathComponent("small.ndjson").path
 
     @Test func aBackupTakenDuringAppendsRestoresToAConsistentJournal() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("live.lethe")
         // A writer appends in another process while the backups are taken.
-        let writer = Process()
-        writer.executableURL = productsDirectory.appendingPathComponent("lethe-crash-writer")
-        writer.arguments = [path, "7", "16"]
-        writer.environment = ProcessInfo.processInfo.environment.merging([MasterKeySource.environmentVariable: testMasterKey]) { $1 }
-        writer.standardOutput = FileHandle.nullDevice
-        try writer.run()
-        defer { if writer.isRunning { kill(writer.processIdentifier, SIGKILL); writer.waitUntilExit() } }
-        while (try? JournalReader.verify(path: path).events) ?? 0 < 200 { usleep(20_000) }
+        let writer = try start("lethe-crash-writer", [path, "7", "16"])
+        defer { writer.send(SIGKILL); _ = try? writer.finish() }
+        // A writer that fails at once must fail the test, not keep it waiting for events.
+        try waitUntil("the writer's first 200 events", timeLimit: .seconds(60)) {
+            guard writer.process.isRunning else {
+                let r = try writer.finish()
+                throw TestFailure("the writer exited with \(r.status) before writing 200 events: \(r.stderr)")
+            }
+            return (try? JournalReader.verify(path: path).events) ?? 0 >= 200
+        }
         let journal = try Journal(path: path, keysPath: path + ".keys", master: testMaster)
         var restoredCounts: [Int64] = []
         for n in 0..<3 {
@@ -38,7 +40,7 @@ import Testing
             restoredCounts.append(count)
             usleep(50_000)
         }
-        #expect(restoredCounts.last! > restoredCounts.first!, "the writer was writing throughout")
+        #expect(restoredCounts.count == 3 && restoredCounts[2] > restoredCounts[0], "the writer was writing throughout: \(restoredCounts)")
     }
 
     func backupOfTheFixture(_ dir: TempDir) throws -> (journal: String, backup: String) {
@@ -51,7 +53,7 @@ import Testing
     }
 
     @Test func aFlippedBitAnywhereIsRefusedAndNothingIsWritten() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let (journal, backup) = try backupOfTheFixture(dir)
         let original = try Data(contentsOf: URL(fileURLWithPath: backup))
         var rng = SplitMix(seed: 99)
@@ -84,7 +86,7 @@ import Testing
     }
 
     @Test func noPersonalDataOfTheFixtureIsInTheBackupAndItSaysWhatItHolds() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let (_, backup) = try backupOfTheFixture(dir)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: backup))
         let lines = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n")
@@ -101,7 +103,7 @@ import Testing
     }
 
     @Test func aPurgeAfterTheBackupStaysPurgedAfterTheRestore() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let (journal, backup) = try backupOfTheFixture(dir)
         // After the backup: an erasure request the backup does not hold, then the retention run
         // purges accounts (that request, and the erasure requests and cancellations it holds).
@@ -138,7 +140,7 @@ import Testing
         // An item purge and a record expiry after the backup destroy their keys: the restored
         // journal still holds their payloads, and they do not open. No ledger of erasures is
         // needed: the live key store is the memory.
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("j.lethe")
         let journal = try openJournal(dir, name: "j.lethe", blockEvents: 4)
         try journal.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
@@ -166,7 +168,7 @@ import Testing
     @Test func recordsLargerThanAChunkSpanChunksAndRestore() throws {
         // Payloads that do not compress (sealed), larger than a 4 MiB chunk, in a sealed block
         // and in the tail: each chunk stays at most 4 MiB, and the restore joins them again.
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("j.lethe")
         let journal = try openJournal(dir, name: "j.lethe", blockEvents: 2)
         var rng = SplitMix(seed: 5)
@@ -188,7 +190,7 @@ import Testing
         // An investigator holding the read models of a journal, and of the same journal restored
         // from a backup and written on: the same sequence number, account and column, two values.
         // Were they sealed under one key and nonce, their ciphertexts would XOR to their plaintexts'.
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("j.lethe")
         let journal = try openJournal(dir, name: "j.lethe")
         try journal.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ann", "email": "a@example.com"]))

@@ -198,7 +198,7 @@ import Testing
     }
 
     @Test func aTailRowWithAFiveByteDigestIsNamed() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try tailJournal(dir)
         let db = try SQLiteDatabase(path: path)
         try db.execute("UPDATE tail SET payload = NULL, digest = x'0102030405' WHERE seq = 1")
@@ -224,7 +224,7 @@ import Testing
              "unsealed event 1 has a sealed payload of \(Journal.maxPayloadBytes + 65) bytes (at most \(Sealing.maxSealedBytes))"),
         ]
         for (sql, expected) in cases {
-            let dir = TempDir()
+            let dir = try TempDir()
             let path = try tailJournal(dir)
             let db = try SQLiteDatabase(path: path)
             try db.execute(sql)
@@ -236,7 +236,7 @@ import Testing
     /// The shortest form's digit count is stored as -1 by the writer and as 255 by restores
     /// made before this check: both read back as -1.
     @Test func bothStoredFormsOfTheShortestTimeAreRead() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try tailJournal(dir)
         let db = try SQLiteDatabase(path: path)
         try db.execute("UPDATE tail SET at_digits = 255 WHERE seq = 1; UPDATE tail SET at_digits = -1 WHERE seq = 2")
@@ -254,7 +254,7 @@ import Testing
             ("UPDATE blocks SET last_seq = 9223372036854775807 WHERE id = 1", "does not match its stored events"),
         ]
         for (sql, expected) in cases {
-            let dir = TempDir()
+            let dir = try TempDir()
             do {
                 let j = try openJournal(dir, blockEvents: 4)
                 for i in 0..<10 { try j.append(event("acc_1", at: "2026-01-01T00:00:1\(i)Z")) }
@@ -348,7 +348,7 @@ import Testing
     }
 
     @Test func aSealedBackupChunkWithACraftedRecordLengthIsRefused() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         try j.append(event("acc_1", at: "2026-01-01T00:00:00Z"))
         let file = dir.path("b.backup")
@@ -375,7 +375,7 @@ import Testing
     }
 
     @Test func aBackupChunkLengthOutOfRangeIsNamed() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         try j.append(event("acc_1", at: "2026-01-01T00:00:00Z"))
         let file = dir.path("b.backup")
@@ -409,7 +409,7 @@ import Testing
     // MARK: Read models
 
     @Test func aReadModelsRowWithANullWhereAValueMustBeIsNamed() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         try j.append(NewEvent(.accountSignedUp, account: "acc_1", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
         try j.append(NewEvent(.itemCreated, account: "acc_1", at: ts("2026-01-01T00:00:01Z"), data: ["item": "i1", "kind": "site"]))

@@ -7,26 +7,18 @@ import Testing
 /// and that the journal reopens and verifies.
 @Suite struct CrashTests {
     @Test func aKilledWriterLosesNoAcknowledgedAppend() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("crash.lethe")
         var acknowledged = Set<String>()
         var generator = SplitMix(seed: 2026)
         let rounds = 25
         for round in 0..<rounds {
-            let p = Process()
-            p.executableURL = productsDirectory.appendingPathComponent("lethe-crash-writer")
-            p.arguments = [path, String(round + 1), "64"]
-            var env = ProcessInfo.processInfo.environment
-            env[MasterKeySource.environmentVariable] = testMasterKey
-            p.environment = env
-            let out = Pipe()
-            p.standardOutput = out
-            try p.run()
+            // Its acknowledgements are read as they come: a full pipe would stall it before the kill.
+            let writer = try start("lethe-crash-writer", [path, String(round + 1), "64"], timeLimit: .seconds(60))
             // Let it write for a random while (it may still be opening), then SIGKILL it mid-write.
             usleep(UInt32(20_000 + generator.next() % 180_000))
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            writer.send(SIGKILL)
+            let text = try writer.finish().stdout
             // The kill may cut the last line short: only whole lines are acknowledgements.
             let whole = text.hasSuffix("\n") ? text[...] : text[..<(text.lastIndex(of: "\n") ?? text.startIndex)]
             for line in whole.split(separator: "\n") where line.hasPrefix("ack ") {

@@ -93,7 +93,7 @@ import Testing
             }
         }
         // A small journal: blocks of 8 (sealed and purged payloads, own keys and records), a tail.
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 8)
         let first = lines.prefix(60).compactMap { line -> NewEvent? in
             guard case .success(let e) = EnvelopeValidator.parse(line: line) else { return nil }

@@ -2,11 +2,12 @@ import Crypto
 import Foundation
 import LetheEvents
 import LetheJournal
+import Synchronization
 import Testing
 
 @Suite struct JournalTests {
     @Test func appendsAndReadsBackAcrossBlocksAndTail() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 8)
         var expected: [(String, String)] = []
         for i in 0..<21 {
@@ -27,7 +28,7 @@ import Testing
     }
 
     @Test func parallelTransformsArriveInOrderAndFailInOrder() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 300)
         _ = try j.append((0..<1000).map { event("acc_\($0 % 7)", at: "2026-01-01T00:00:00Z", data: ["path": .string("/\($0)")]) })
         var paths: [String] = []
@@ -50,7 +51,7 @@ import Testing
     }
 
     @Test func oneAccountsEventsComeFromItsOwnBlocks() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         var batch: [NewEvent] = []
         for i in 0..<40 { batch.append(event(i % 10 == 0 ? "rare" : "busy_\(i % 4)", at: "2026-01-01T00:00:\(String(format: "%02d", i))Z")) }
@@ -66,7 +67,7 @@ import Testing
     @Test func anAccountsBlocksAreFoundWhileTheIndexMovesToItsMainTable() throws {
         // Postings move from the recent table to the main one every 5: reads find an account's
         // events in either table, and in both at once, before and after every move.
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4, recentPostingsLimit: 5)
         var expected: [String: [Int64]] = [:]
         var rng = SplitMix(seed: 3)
@@ -97,7 +98,7 @@ import Testing
     }
 
     @Test func survivesReopenAndKeepsTheChainGoing() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         do {
             let j = try openJournal(dir, blockEvents: 4, seed: 1)
             for i in 0..<6 { try j.append(event("a", at: "2026-01-01T00:00:0\(i)Z")) }
@@ -112,7 +113,7 @@ import Testing
     }
 
     @Test func optimisticConcurrencyRefusesAStaleVersion() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         try j.append(event("a", at: "2026-01-01T00:00:00Z", expected: 0))
         try j.append(event("a", at: "2026-01-01T00:00:01Z", expected: 1))
@@ -134,7 +135,7 @@ import Testing
     }
 
     @Test func anEventIdMakesARepeatANoOp() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         let first = try j.append(event("a", at: "2026-01-01T00:00:00Z", id: "x1"))
         let again = try j.append(event("a", at: "2026-01-01T00:00:09Z", id: "x1", data: ["path": "/other"]))
@@ -155,7 +156,7 @@ import Testing
     }
 
     @Test func timeNeverGoesBackwardsWithinAnAccount() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         try j.append(event("a", at: "2026-01-02T00:00:00Z"))
         try j.append(event("a", at: "2026-01-02T00:00:00Z"))  // equal is fine
@@ -165,7 +166,7 @@ import Testing
     }
 
     @Test func aDestroyedKeyMakesPayloadsUnreadableAndTheAccountClosed() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         for i in 0..<6 { try j.append(event(i % 2 == 0 ? "gone" : "kept", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/secret-\(i)")])) }
         try j.destroyKeys(of: "gone", at: ts("2026-02-01T00:00:00Z"))
@@ -177,7 +178,7 @@ import Testing
     }
 
     @Test func theWrongMasterKeyIsRefusedAtOpen() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         _ = try openJournal(dir).append(event("a", at: "2026-01-01T00:00:00Z"))
         let path = dir.path("j.lethe")
         let wrong = MasterKeySource.key(String(repeating: "cd", count: 32))
@@ -188,7 +189,7 @@ import Testing
     }
 
     @Test func nothingPersonalIsStoredInPlainText() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         for i in 0..<10 {
             try j.append(event("acc_\(i)", .supportMessageReceived, at: "2026-01-01T00:00:0\(i)Z",
@@ -204,7 +205,7 @@ import Testing
     @Test func noTwoPayloadsEverShareANonce() throws {
         // Sessions (reopenings) with their own random ids, batches and single appends, and a
         // rejected event in between: every stored nonce is distinct.
-        let dir = TempDir()
+        let dir = try TempDir()
         for session in 1...3 as ClosedRange<UInt64> {
             let j = try openJournal(dir, blockEvents: 4, seed: session)
             for i in 0..<5 { try j.append(event("a", at: "2026-01-0\(session)T00:00:0\(i)Z")) }
@@ -275,21 +276,33 @@ func kind(_ o: AppendOutcome) -> String {
         // Two processes opening a journal (or its read models) that does not exist yet race to
         // switch it to WAL. While the other holds the write lock of the new file, SQLite answers
         // busy at once, without calling the busy handler; the switch must wait its turn instead.
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("new.db")
         let held = DispatchSemaphore(value: 0), released = DispatchSemaphore(value: 0)
+        let otherFailed = Mutex<String?>(nil)
+        // The other connection's errors are kept for the test to report (a `try!` here would
+        // crash the whole test process); `held` is signalled on every path, so the wait for it ends.
         Thread.detachNewThread {
-            let other = try! SQLiteDatabase(path: path)
-            try! other.execute("BEGIN IMMEDIATE")
-            held.signal()
-            Thread.sleep(forTimeInterval: 0.2)
-            try! other.execute("COMMIT")
-            released.signal()
+            defer { released.signal() }
+            var holding = false
+            do {
+                let other = try SQLiteDatabase(path: path)
+                try other.execute("BEGIN IMMEDIATE")
+                holding = true
+                held.signal()
+                Thread.sleep(forTimeInterval: 0.2)
+                try other.execute("COMMIT")
+            } catch {
+                otherFailed.withLock { $0 = "\(error)" }
+                if !holding { held.signal() }
+            }
         }
-        held.wait()
+        try #require(held.wait(timeout: dispatchDeadline(.seconds(30))) == .success, "the other connection never took the lock")
+        try #require(otherFailed.withLock { $0 } == nil, "the other connection failed: \(otherFailed.withLock { $0 } ?? "")")
         let db = try SQLiteDatabase(path: path)
         try db.enableWAL()
-        released.wait()
+        try #require(released.wait(timeout: dispatchDeadline(.seconds(30))) == .success, "the other connection never let go")
+        #expect(otherFailed.withLock { $0 } == nil, "the other connection failed: \(otherFailed.withLock { $0 } ?? "")")
         let mode = try db.statement("PRAGMA journal_mode")
         #expect(try mode.step() && mode.text(0) == "wal")
         mode.reset()
@@ -297,7 +310,7 @@ func kind(_ o: AppendOutcome) -> String {
 
     @Test func twoWritersOnOneFileTakeTurnsWithoutLosingOrForkingAnything() throws {
         // Two engines on the same files, as two processes would be: each notices the other's appends.
-        let dir = TempDir()
+        let dir = try TempDir()
         let a = try openJournal(dir, blockEvents: 5, seed: 1)
         let b = try openJournal(dir, blockEvents: 5, seed: 2)
         var rng = SplitMix(seed: 9)

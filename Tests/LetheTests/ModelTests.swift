@@ -29,7 +29,7 @@ import Testing
 
     @Test(arguments: [1, 2, 3, 4, 5] as [UInt64])
     func randomHistoriesMatchTheModel(seed: UInt64) throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         var rng = SplitMix(seed: seed)
         var model = Model()
         var journal = try openJournal(dir, blockEvents: 1 + Int(rng.next() % 50), seed: seed)

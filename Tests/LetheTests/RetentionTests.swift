@@ -109,7 +109,7 @@ import Testing
 
     @Test(arguments: [31, 32, 33, 34] as [UInt64])
     func randomHistoriesMatchTheModelAtManyMoments(seed: UInt64) throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         var (journal, retention) = try open(dir, seed: seed)
         var rng = SplitMix(seed: seed)
         var model = Model()
@@ -204,7 +204,7 @@ import Testing
     }
 
     @Test func aLegalHoldStopsPurgesUntilTheLastCaseIsReleased() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let (journal, retention) = try open(dir, seed: 1)
         let t0 = RetentionTests.base, d = RetentionTests.day
         _ = try journal.append([
@@ -228,7 +228,7 @@ import Testing
     @Test func aRunNeverPurgesWhatLaterEventsSaved() throws {
         // The account's history runs past `now`: the purge would be recorded after it, so it must
         // still be pending then. Here the item was restored after `now`; the other is still due.
-        let dir = TempDir()
+        let dir = try TempDir()
         let (journal, retention) = try open(dir, seed: 5)
         let t0 = RetentionTests.base, d = RetentionTests.day
         _ = try journal.append([
@@ -246,7 +246,7 @@ import Testing
     }
 
     @Test func twoRunsAtOnceInTwoProcessesPurgeOnce() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         var lines: [String] = []
         for n in 0..<40 {
@@ -255,33 +255,20 @@ import Testing
         }
         #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: lines.joined(separator: "\n")).status == 0)
         let processes = try (0..<2).map { _ in
-            let p = Process()
-            p.executableURL = productsDirectory.appendingPathComponent("lethe")
-            p.arguments = ["retention", "run", "--journal", journal, "--now", "2026-02-01T00:00:00Z"]
-            p.environment = ProcessInfo.processInfo.environment.merging([MasterKeySource.environmentVariable: testMasterKey]) { $1 }
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            return p
+            try start("lethe", ["retention", "run", "--journal", journal, "--now", "2026-02-01T00:00:00Z"], timeLimit: .seconds(120))
         }
-        for p in processes { p.waitUntilExit() }
-        #expect(processes.allSatisfy { $0.terminationStatus == 0 })
+        for r in try processes.map({ try $0.finish() }) { #expect(r.status == 0, "\(r.stderr)") }
         let export = try run("lethe", ["export", "--journal", journal]).stdout
         #expect(export.components(separatedBy: "\"type\":\"AccountPurged\"").count - 1 == 40)
         #expect(export.components(separatedBy: "\"type\":\"ProcessorErasureRequested\"").count - 1 == 40)  // Amazon Web Services: the profile
     }
 
-    /// Runs a system tool; its standard output.
+    /// Runs a system tool, which must succeed within a minute; its standard output.
     @discardableResult
     func tool(_ path: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        let r = try run(path, args, timeLimit: .seconds(60))
+        #expect(r.status == 0, "\(path) exited with \(r.status): \(r.stderr)")
+        return r.stdout
     }
 
     /// Every file the engine keeps for `journal`, and each block's decompressed content.
@@ -305,7 +292,7 @@ import Testing
     }
 
     @Test func purgedValuesAreGoneFromEveryFile() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         let secrets = ["Zenobia Quarterfield", "zenobia@quarterfield.example", "Quarterfield Holdings", "17 Larkspur Mews",
                        "my dog ate the invoice", "zq-private-site.example"]
@@ -347,20 +334,13 @@ import Testing
         #expect(state.contains(#""status":"purged","profile":{"name":null,"company":null,"email":null},"items":[]"#))
     }
 
-    /// Runs headless Chromium on a page; its standard output and standard error.
+    /// Runs headless Chromium on a page, for at most a minute; its standard output and standard error.
     func chromium(_ args: [String]) throws -> (out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/chromium")
-        p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"] + args
-        // Files, not pipes: a full pipe would stall the browser while the other is read.
-        let dir = TempDir()
-        _ = FileManager.default.createFile(atPath: dir.path("out"), contents: nil)
-        _ = FileManager.default.createFile(atPath: dir.path("err"), contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path("out")))
-        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path("err")))
-        try p.run()
-        p.waitUntilExit()
-        return (try String(contentsOfFile: dir.path("out"), encoding: .utf8), try String(contentsOfFile: dir.path("err"), encoding: .utf8))
+        // Both pipes are drained as they fill (see `run`), so neither stalls the browser.
+        let r = try run("/usr/bin/chromium", ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-logging=stderr", "--v=0"] + args,
+                        timeLimit: .seconds(60))
+        #expect(r.status == 0, "chromium exited with \(r.status): \(r.stderr)")
+        return (r.stdout, r.stderr)
     }
 
     @Test func theHTMLReportRendersInARealBrowser() throws {
@@ -368,7 +348,7 @@ import Testing
             Issue.record("Chromium is missing: Tools/setup.sh installs it")
             return
         }
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", fixturesDirectory.appendingPathComponent("small.ndjson").path, "--journal", journal])
         let page = dir.path("report.html")
@@ -418,7 +398,7 @@ import Testing
     }
 
     @Test func theCommandRefusesAnInvalidPolicyAtStart() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", "-", "--journal", journal],
                     stdin: #"{"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"A","email":"a@example.com"}}"#)
@@ -432,22 +412,30 @@ import Testing
     }
 
     @Test func aRunInterruptedAfterItsPurgeEventIsFinishedByTheNext() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", "-", "--journal", journal], stdin: """
             {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
             {"type":"ErasureRequested","account":"a","at":"2026-01-02T00:00:00Z","data":{}}
             """)
         // What a crash right after the purge's events were committed leaves: the erasure recorded, not done.
-        try tamper(journal, "INSERT INTO erasures(account, kind, keeping) VALUES('a', 0, 'access-log')")
+        do {
+            var options = Journal.Options()
+            options.rules = ContractRules()
+            let j = try Journal(path: journal, master: testMaster, options: options)
+            try j.append([NewEvent(.accountPurged, account: "a", at: ts("2026-01-03T00:00:00Z"), data: ["rule": "erasure-request"], id: "lethe:erasure-request:a")],
+                         erasing: [.account("a", keeping: ["access-log"])], allOrNothing: true, finish: false)
+        }
         let r = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-01-03T00:00:00Z"])
-        #expect(r.stdout.contains("1 accounts purged") && r.stdout.contains("1 erasures of an interrupted run finished; their keys destroyed"), "\(r.stdout)")
+        #expect(r.stdout.contains("0 accounts purged") && r.stdout.contains("1 erasures of an interrupted run finished; their keys destroyed"), "\(r.stdout)")
+        let state = try run("lethe", ["state", "--account", "a", "--journal", journal, "--actor", "t", "--reason", "test"])
+        #expect(state.stdout.contains("\"purged\"") && !state.stdout.contains("Ada"), "\(state.stdout)")
         let again = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-01-03T00:00:00Z"])
         #expect(again.stdout.contains("0 accounts purged, 0 items purged, 0 records expired") && !again.stdout.contains("interrupted"))
     }
 
     @Test func theSchedulerRunsEveryPeriodUntilCancelled() async throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         var options = Journal.Options()
         options.rules = ContractRules()
         options.synchronous = .normal
@@ -457,13 +445,16 @@ import Testing
         try journal.record(Events.ErasureRequested(channel: "support"), account: "a", at: ts("2026-01-02T00:00:00Z"))
         let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
         let scheduler = RetentionScheduler(retention: retention, period: .milliseconds(20), clock: .fixed(ts("2026-01-03T00:00:00Z")))
-        let runs = Mutex<[RetentionRun]>([])
-        let task = Task { await scheduler.run { result in if case .success(let r) = result { runs.withLock { $0.append(r) } } } }
-        while runs.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(10)) }
+        // Failed runs are kept too: a scheduler whose runs all fail must fail the test with their
+        // errors, not keep it waiting for a third success. It runs on an executor of its own, so
+        // the time limit is its own time, not that of the suite's other tests on the shared pool.
+        let runs = Mutex<[Result<RetentionRun, TestFailure>]>([])
+        let task = Task(executorPreference: OwnQueueExecutor("scheduler")) { await scheduler.run { result in runs.withLock { $0.append(result.mapError { TestFailure("\($0)") }) } } }
+        try await waitUntil("three runs of the scheduler (period 20 ms)", timeLimit: .seconds(30)) { runs.withLock { $0.count } >= 3 }
         task.cancel()
-        await task.value
-        let done = runs.withLock { $0 }
-        #expect(done[0].accountsPurged == ["a"] && done.dropFirst().allSatisfy { $0.accountsPurged.isEmpty })
+        try await withTimeLimit(.seconds(10), "the cancelled scheduler to return") { await task.value }
+        let done = try runs.withLock { $0 }.map { try $0.get() }
+        #expect(done[0].accountsPurged == ["a"] && done.dropFirst().allSatisfy { $0.accountsPurged.isEmpty }, "\(done)")
     }
 }
 
@@ -483,7 +474,7 @@ import Testing
         """
 
     @Test func jsonIsTheContractsReport() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: history).status == 0)
         let r = try run("lethe", ["retention", "dry-run", "--journal", journal, "--as-of", "2026-03-01T00:00:00Z", "--horizon", "30", "--format", "json"])
@@ -504,7 +495,7 @@ import Testing
     }
 
     @Test func csvAndTableListTheSameObligations() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let journal = dir.path("j.lethe")
         _ = try run("lethe", ["import", "-", "--journal", journal], stdin: history)
         let csv = try run("lethe", ["retention", "dry-run", "--journal", journal, "--as-of", "2026-03-01T00:00:00Z", "--format", "csv"]).stdout

@@ -20,7 +20,7 @@ import Testing
     }
 
     @Test func theKeyIsDecidedByTheType() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try journal(dir)
         var access = e("a", .accountAccessed, ["actor": "s", "ip": "203.0.113.1", "reason": "r"], at: 1)
         access.scope = .account
@@ -40,7 +40,7 @@ import Testing
     }
 
     @Test func refusesWhatTheHistoryForbids() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try journal(dir)
         let outcomes = try j.append([
             e("a", .pageViewed, ["path": "/", "visitor": "v"], at: 0),
@@ -67,7 +67,7 @@ import Testing
     }
 
     @Test func aPurgedAccountTakesNothingMore() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try journal(dir)
         _ = try j.append([
             e("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: 0),
@@ -79,7 +79,7 @@ import Testing
 
     @Test func theRulesRememberAcrossSessions() throws {
         // A new session rebuilds each account's state from its stored history (blocks and tail).
-        let dir = TempDir()
+        let dir = try TempDir()
         do {
             let j = try journal(dir, seed: 1)
             _ = try j.append([e("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: 0)]
@@ -99,7 +99,7 @@ import Testing
     /// A random life of a few accounts, against a plain model written without `AccountState`.
     @Test(arguments: [11, 12, 13] as [UInt64])
     func randomLivesMatchAPlainModel(seed: UInt64) throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try journal(dir, seed: seed)
         var rng = SplitMix(seed: seed)
         var signedUp = Set<String>(), cancelled = Set<String>(), live = Set<String>(), trash = Set<String>()

@@ -1,6 +1,7 @@
 import Foundation
 import LetheEvents
 import LetheJournal
+import Synchronization
 import Testing
 
 @Suite struct SubscriptionTests {
@@ -10,47 +11,59 @@ import Testing
     }
 
     @Test func aSubscriberSeesEveryCommittedEventInOrderAndResumes() async throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 16)
         for i in 0..<40 { try j.append(page(i)) }
         // More arrive while the subscriber reads: in small batches, from another task.
-        let writer = Task {
+        let writer = Task(executorPreference: OwnQueueExecutor("writer")) {
             for start in stride(from: 40, to: 100, by: 6) {
                 _ = try j.append((start..<min(start + 6, 100)).map(page))
                 try await Task.sleep(for: .milliseconds(2))
             }
         }
-        var seen: [Int64] = []
-        var paths: [String] = []
-        for try await e in j.subscribe(after: 0, poll: .milliseconds(5)) {
-            seen.append(e.header.seq)
-            paths.append(try data(e)["path"]!.string!)
-            if seen.count == 100 { break }
+        // A subscriber that missed an event would wait for it forever: each read has a deadline.
+        let (seen, paths) = try await withTimeLimit(.seconds(30), "the subscriber to see events 1...100") {
+            var seen: [Int64] = []
+            var paths: [String] = []
+            for try await e in j.subscribe(after: 0, poll: .milliseconds(5)) {
+                seen.append(e.header.seq)
+                paths.append(try data(e)["path"]?.string ?? "no path")
+                if seen.count == 100 { break }
+            }
+            return (seen, paths)
         }
-        try await writer.value
+        try await withTimeLimit(.seconds(30), "the writer's appends") { try await writer.value }
         #expect(seen == Array(1...100))
         #expect(paths == (0..<100).map { "/\($0)" })
 
         // After a restart, the host resumes from the last sequence number it handled.
-        var resumed: [Int64] = []
-        for try await e in try openJournal(dir, blockEvents: 16, seed: 2).subscribe(after: 70, poll: .milliseconds(5)) {
-            resumed.append(e.header.seq)
-            if resumed.count == 30 { break }
+        let restarted = try openJournal(dir, blockEvents: 16, seed: 2)
+        let resumed = try await withTimeLimit(.seconds(30), "the resumed subscriber to see events 71...100") {
+            var resumed: [Int64] = []
+            for try await e in restarted.subscribe(after: 70, poll: .milliseconds(5)) {
+                resumed.append(e.header.seq)
+                if resumed.count == 30 { break }
+            }
+            return resumed
         }
         #expect(resumed == Array(71...100))
     }
 
     @Test func cancellingEndsAWaitingSubscriber() async throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         try j.append(page(0))
-        let waiting = Task {
-            var n = 0
-            for try await _ in j.subscribe(after: 0, poll: .milliseconds(5)) { n += 1 }
-            return n
+        let seen = Atomic<Int>(0)
+        let waiting = Task(executorPreference: OwnQueueExecutor("subscriber")) {
+            for try await _ in j.subscribe(after: 0, poll: .milliseconds(5)) { seen.add(1, ordering: .sequentiallyConsistent) }
+            return seen.load(ordering: .sequentiallyConsistent)
         }
-        try await Task.sleep(for: .milliseconds(100))
+        // Cancelled once it has caught up and waits for the next event (not after a guessed sleep).
+        try await waitUntil("the subscriber to see the only event") { seen.load(ordering: .sequentiallyConsistent) == 1 }
+        try await Task.sleep(for: .milliseconds(20))
         waiting.cancel()
-        #expect(try await waiting.value == 1)
+        // A subscriber that ignored the cancellation would keep this test waiting forever.
+        let count = try await withTimeLimit(.seconds(10), "the cancelled subscriber to end") { try await waiting.value }
+        #expect(count == 1)
     }
 }

@@ -32,20 +32,24 @@ import Testing
         try db.statement("UPDATE blocks SET frame = ? WHERE id = ?").bind(1, frame).bind(2, id).run()
     }
 
+    /// What `verify` says of the journal at `path`: nil if it passes, else its message, once the
+    /// error is checked to be `.corrupt` (every damage here is to a journal; `.notAJournal` is
+    /// for a file that is no journal at all).
     func failure(_ path: String) -> String? {
         do {
             _ = try JournalReader.verify(path: path)
             return nil
         } catch let e as JournalError {
-            #expect(e.code == .corrupt || e.code == .notAJournal, "\(e)")
+            #expect(e.code == .corrupt, "\(e)")
             return e.message
         } catch {
+            Issue.record("verify threw \(type(of: error)), not a JournalError: \(error)")
             return "\(error)"
         }
     }
 
     @Test func everyFlippedByteOfABlockIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         let original = try SQLiteDatabase(path: path).statement("SELECT frame FROM blocks WHERE id = 2")
         _ = try original.step()
@@ -60,7 +64,7 @@ import Testing
     }
 
     @Test func aRebuiltFrameWithAlteredContentBreaksTheChain() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { db in
             var block = try Block.decode(LZ4.decompressFrame(frame(db, 1), limit: 1 << 20), where: "test")
@@ -72,7 +76,7 @@ import Testing
     }
 
     @Test func aSwappedPayloadBreaksTheChain() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { db in
             var block = try Block.decode(LZ4.decompressFrame(frame(db, 2), limit: 1 << 20), where: "test")
@@ -81,18 +85,18 @@ import Testing
             block.events[3].body = body
             try setFrame(db, 2, LZ4.compressFrame(block.encode()))
         }
-        #expect(failure(path)?.hasPrefix("block 2 (events 5–8): hash chain broken") == true)
+        #expect(failure(path) == "block 2 (events 5–8): hash chain broken inside the block (contents altered)")
     }
 
     @Test func truncatedBlocksAreFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { db in try setFrame(db, 1, Array(try frame(db, 1).dropLast(7))) }
-        #expect(failure(path)?.hasPrefix("block 1 (events 1–4)") == true)
+        #expect(failure(path) == "block 1 (events 1–4): truncated LZ4 frame")
     }
 
     @Test func reorderedBlocksAreFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { db in
             let (a, b) = (try frame(db, 1), try frame(db, 2))
@@ -103,45 +107,64 @@ import Testing
     }
 
     @Test func aRemovedBlockIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("DELETE FROM blocks WHERE id = 1") }
         #expect(failure(path) == "block 2 (events 5–8): expected the block to start at event 1 (events removed or reordered)")
     }
 
     @Test func anAlteredUnsealedEventIsNamed() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("UPDATE tail SET payload = substr(payload, 2) || x'00' WHERE seq = 9") }
         #expect(failure(path) == "unsealed event 9: hash chain broken (contents altered)")
-        // The writer refuses to append to it as well? It opens (the head is consistent) but verify has spoken.
+    }
+
+    @Test func theWriterRefusesToBuildOnAnAlteredUnsealedEvent() throws {
+        let dir = try TempDir()
+        let path = try journal(dir)
+        try damage(path) { try $0.execute("UPDATE tail SET payload = substr(payload, 2) || x'00' WHERE seq = 9") }
+        // The head is consistent and authenticated, but the tail no longer chains up to it: a
+        // writer must refuse to open, naming the event, rather than append on top and seal the
+        // altered payload into a block (issue 10: "on open and reload, the writer checks that
+        // the tail chains up to the authenticated head").
+        #expect { try openJournal(dir, blockEvents: 4) } throws: { error in
+            guard let e = error as? JournalError else { return false }
+            return e.code == .corrupt && e.message == "unsealed event 9: hash chain broken (contents altered, removed or reordered); run `lethe verify`"
+        }
+        // Nothing was written: verify still names the same event.
+        #expect(failure(path) == "unsealed event 9: hash chain broken (contents altered)")
     }
 
     @Test func truncationAtTheEndIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("DELETE FROM tail WHERE seq = 10") }
         #expect(failure(path) == "the journal ends at event 9 but its head says 10 (events removed or truncated)")
-        // And the engine will not write onto it.
-        #expect { try openJournal(dir, blockEvents: 4) } throws: { ($0 as? JournalError)?.code == .corrupt || ($0 as? JournalError)?.code == .storage }
+        // And the engine will not write onto it: the head it reloads names an event that is gone.
+        // (Damage is `.corrupt`; `.storage` would mean SQLite or the file system failed.)
+        #expect { try openJournal(dir, blockEvents: 4) } throws: { error in
+            guard let e = error as? JournalError else { return false }
+            return e.code == .corrupt && e.message == "journal head (event 10) does not match its stored events (last 9); run `lethe verify`"
+        }
     }
 
     @Test func aRemovedTailEventIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("DELETE FROM tail WHERE seq = 9") }
         #expect(failure(path) == "unsealed event 10: expected event 9 (events removed or reordered)")
     }
 
     @Test func anAlteredHeadIsFound() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = try journal(dir)
         try damage(path) { try $0.execute("UPDATE meta SET value = zeroblob(32) WHERE key = 'head_link'") }
         #expect(failure(path) == "the chain's head link does not match the events (altered)")
     }
 
     @Test func aForeignFileIsNotAJournal() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let path = dir.path("not.lethe")
         try Data("hello, this is not sqlite at all, not even close................................".utf8).write(to: URL(fileURLWithPath: path))
         #expect { try JournalReader.verify(path: path) } throws: { ($0 as? JournalError)?.code == .notAJournal }
@@ -165,7 +188,7 @@ import Testing
     }
 
     @Test func aConsistentlyRewrittenChainIsCaughtByTheMasterKey() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         for i in 0..<6 { try j.append(event("acc_1", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/p\(i)"), "visitor": "v"])) }
         let path = j.path
@@ -192,17 +215,24 @@ import Testing
         // With it, the head's MAC gives it away, and the engine refuses to write on top of it.
         #expect {
             try JournalReader.verify(path: path, keysPath: path + ".keys", master: testMaster)
-        } throws: { ($0 as? JournalError)?.message.hasPrefix("the chain head is not authenticated") == true }
-        #expect { try openJournal(dir, blockEvents: 4) } throws: { ($0 as? JournalError)?.code == .corrupt }
+        } throws: { ($0 as? JournalError)?.message == "the chain head (event 6) is not authenticated by the journal's anchor key: the journal was rewritten (or another key store was given)" }
+        #expect { try openJournal(dir, blockEvents: 4) } throws: { error in
+            guard let e = error as? JournalError else { return false }
+            return e.code == .corrupt && e.message == "the chain head (event 6) is not authenticated by the journal's anchor key: the journal was rewritten (or another key store was given)"
+        }
     }
 
     @Test func anHonestJournalIsAuthenticated() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4)
         #expect(try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: testMaster).anchored)
         for i in 0..<9 { try j.append(event("acc_\(i % 2)", at: "2026-01-01T00:00:0\(i)Z")) }
         #expect(try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: testMaster).anchored)
         let other = MasterKeySource.key(String(repeating: "0f", count: 32))
-        #expect(throws: JournalError.self) { try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: other) }
+        // Another master key does not even open the key store: a key error, not a verdict on the chain.
+        #expect { try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: other) } throws: { error in
+            guard let e = error as? JournalError else { return false }
+            return e.code == .keys && e.message.hasPrefix("the master key does not open the key store \(j.keysPath) ")
+        }
     }
 }

@@ -142,7 +142,7 @@ import Testing
 
     @Test(arguments: [21, 22, 23] as [UInt64])
     func randomHistoriesMatchAPlainModelAndRebuildEqualsCatchUp(seed: UInt64) throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try journal(dir, seed: seed)
         var rng = SplitMix(seed: seed)
         var model = Model()
@@ -201,7 +201,7 @@ import Testing
     }
 
     @Test func aViewsFileFollowsItsJournal() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         _ = try j.append([
             event("a", .accountSignedUp, at: "2026-01-01T00:00:00Z", data: ["name": "Ada", "email": "ada@example.com"]),
@@ -235,7 +235,7 @@ import Testing
     }
 
     @Test func aRebuildReplacesTheContentUnderAnotherReader() throws {
-        let dir = TempDir()
+        let dir = try TempDir()
         let j = try openJournal(dir)
         _ = try j.append([event("a", .accountSignedUp, at: "2026-01-01T00:00:00Z", data: ["name": "Ada", "email": "ada@example.com"])])
         let path = dir.path("j.views")

@@ -72,7 +72,8 @@ struct Options {
 
     Bad lines cycle through: truncated JSON, unknown type, missing "account",
     illegal account id, "at" not RFC 3339 UTC, "data" not an object, a full
-    (Luhn-valid) card number in free text, an event older than the account's
+    (Luhn-valid) card number outside free text (in a ticket or survey id, with
+    another in the free text beside it), an event older than the account's
     latest event, an engine-only type (ItemPurged, AccountPurged,
     RecordsExpired, ProcessorErasureRequested), and data that breaks its
     type's schema (a missing or unknown field, a bad country, currency, IP,
@@ -1878,12 +1879,12 @@ final class Generator {
             default: out.raw("true")
             }
             out.byte(Ch.rbrace)
-        case 6: // a full card number in free text
+        case 6: // a full card number outside free text (in free text alone it would be masked, not refused)
             let card = cardNumber(&r, format: variant % 3)
             if variant % 4 == 3 {
                 envelope("SurveyAnswered", at: t)
                 out.beginObject()
-                out.key("survey"); out.raw("\"feature-priorities\"")
+                out.key("survey"); out.raw("\"feature-priorities-"); for d in card { out.byte(d) }; out.byte(Ch.quote)
                 out.key("answers"); out.beginObject()
                 out.key("backups"); out.int(r.range(1, 5))
                 out.key("comment"); out.raw("\"I tried to pay with ")
@@ -1894,7 +1895,7 @@ final class Generator {
             } else {
                 envelope("SupportMessageReceived", at: t)
                 out.beginObject()
-                out.key("ticket"); writeTicket(a?.tickets.last?.number ?? ticketCounter + 1)
+                out.key("ticket"); out.raw("\"T-"); for d in card { out.byte(d) }; out.byte(Ch.quote)
                 out.key("from_email")
                 if let a { writeEmail(a) } else { out.raw("\"someone@example.com\"") }
                 out.key("body")

@@ -61,9 +61,12 @@ import Synchronization
 
     private static func backupStream(_ bytes: [UInt8], into db: SQLiteDatabase) throws -> String? {
         try db.transaction {
-            for table in ["meta", "accounts", "blocks", "account_blocks", "recent_account_blocks", "tail", "event_ids", "erasures"] {
-                try db.execute("DELETE FROM \(table)")
-            }
+            // Every table of the schema, whatever it holds now.
+            let tables = try db.statement("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            var names: [String] = []
+            while try tables.step() { names.append(tables.text(0) ?? "") }
+            tables.reset()
+            for name in names { try db.execute("DELETE FROM \"\(name)\"") }
         }
         do {
             var loader = Backup.Loader(db: db)

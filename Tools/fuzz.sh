@@ -28,7 +28,9 @@ usage() {
 
 build() {
     # lld: gold (the default here) stops with an internal error linking the instrumented targets.
-    swift build -c release --package-path Tools/Fuzz --scratch-path "$scratch" \
+    # No manifest caching: the engine is a dependency here, and a source file added to it since the
+    # last build was left out of the cached plan.
+    swift build -c release --package-path Tools/Fuzz --scratch-path "$scratch" --disable-build-manifest-caching \
         -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld >&2
 }
 

@@ -406,6 +406,22 @@ import Testing
         }
     }
 
+    // MARK: Found by fuzzing
+
+    /// Found by the `ndjson` fuzzer (783,992 executions into a 60 s run): masking keeps the last
+    /// four digits of a card number, and those four with the digit groups after them can be
+    /// another run that passes the Luhn check (`…036854/758901-007`: `9223372036854` is masked,
+    /// then `6854 758901 007` is 13 digits that pass). The stored body still holds a card number
+    /// as EVENTS.md defines one, and an export imported again masks it again, differently.
+    @Test func maskingACardNumberLeavesNoCardNumberBehind() {
+        let body = "Hello0team,\nCdatae same pue has th-9223372036854/758901-007T0rrrrrrrprob"
+        let once = CardNumbers.masked(body)
+        #expect(once != nil)
+        withKnownIssue("masking is not a fixpoint: the four kept digits join the groups after them (the card-number code's owner)") {
+            #expect(once.flatMap(CardNumbers.masked) == nil)
+        }
+    }
+
     // MARK: Read models
 
     @Test func aReadModelsRowWithANullWhereAValueMustBeIsNamed() throws {

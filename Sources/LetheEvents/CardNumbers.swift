@@ -180,6 +180,7 @@ public enum CardNumbers {
                 }
             }
             guard !marked.isEmpty else { return true }
+            extendPastKeptDigits(&marked)
             // Each maximal stretch of marked digits keeps its last four.
             var hidden: [Int] = []
             var group = 0
@@ -199,6 +200,44 @@ public enum CardNumbers {
                 k = end
             }
             return found(hidden)
+        }
+
+        /// Masking keeps the last four digits of each stretch of marked digits, and in the masked
+        /// text they start a chain of their own (the `*` before them ends the one before): with the
+        /// unmarked groups after them, they may be another card number, which masking the text again
+        /// would find (`9223372036854/758901-007` masked to `*********6854/758901-007` holds
+        /// `6854758901007`). Those runs are marked too, until none is left, so that masking is a
+        /// fixpoint. (Every other run of the masked text starts at a group start and was checked.)
+        ///
+        /// - Complexity: each round moves a stretch's end forward by 9 digits or more and checks
+        ///   at most 7 runs of at most 19 digits: linear in the chain.
+        func extendPastKeptDigits(_ marked: inout [Bool]) {
+            var isGroupEnd = [Bool](repeating: false, count: values.count + 1)
+            for start in groupStarts.dropFirst() { isGroupEnd[start] = true }
+            isGroupEnd[values.count] = true
+            var k = 0
+            while k < values.count {
+                guard marked[k] else {
+                    k += 1
+                    continue
+                }
+                var end = k
+                while end < values.count && marked[end] { end += 1 }
+                while true {
+                    let start = end - 4  // (a stretch holds 13 digits or more)
+                    // The masked text's chain from the kept digits ends where the next stretch
+                    // begins (looked for only as far as a run can reach).
+                    var next = end
+                    while next < min(values.count, start + 19) && !marked[next] { next += 1 }
+                    guard let e = (start + 13...start + 19).first(where: { e in
+                        e <= next && isGroupEnd[e] && CardNumbers.luhn(values[start..<e])
+                    }) else { break }
+                    for m in end..<e { marked[m] = true }
+                    end = e
+                    while end < values.count && marked[end] { end += 1 }
+                }
+                k = end
+            }
         }
     }
 

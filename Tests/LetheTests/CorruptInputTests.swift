@@ -416,10 +416,22 @@ import Testing
     @Test func maskingACardNumberLeavesNoCardNumberBehind() {
         let body = "Hello0team,\nCdatae same pue has th-9223372036854/758901-007T0rrrrrrrprob"
         let once = CardNumbers.masked(body)
-        #expect(once != nil)
-        withKnownIssue("masking is not a fixpoint: the four kept digits join the groups after them (the card-number code's owner)") {
-            #expect(once.flatMap(CardNumbers.masked) == nil)
+        #expect(once == "Hello0team,\nCdatae same pue has th-*************/*****1-007T0rrrrrrrprob")
+        #expect(once.flatMap(CardNumbers.masked) == nil)
+        // Seeded random texts of digit groups: masking once leaves nothing to mask.
+        var rng = SplitMix(seed: 10)
+        var checked = 0
+        for _ in 0..<20_000 {
+            var text = ""
+            for _ in 0..<(2 + Int(rng.next() % 6)) {
+                for _ in 0..<(1 + Int(rng.next() % 9)) { text.append(Character(String(rng.next() % 10))) }
+                text.append(["-", " ", "/", ".", "x"][Int(rng.next() % 5)])
+            }
+            guard let masked = CardNumbers.masked(text) else { continue }
+            checked += 1
+            #expect(CardNumbers.masked(masked) == nil, "\(text)")
         }
+        #expect(checked > 500, "texts that held a card number: \(checked)")
     }
 
     // MARK: Read models

@@ -137,7 +137,8 @@ public enum EnvelopeValidator {
         var path = FieldPath(root: "data")
         for (k, f) in data.fields.enumerated() {
             if CardNumbers.contains(f.key) { throw CardNumberFound(path: "data", inName: true) }
-            path.steps = [.field(f.key, position: k + 1)]
+            path.steps.removeAll(keepingCapacity: true)
+            path.steps.append(.field(f.key, position: k + 1))
             let isFreeText = freeText.contains { sameBytes($0, f.key) }
             if let new = try CardNumbers.screen(f.value, freeText: isFreeText, at: &path, masked: &masked) {
                 out.fields[k].value = new

@@ -149,8 +149,7 @@ public struct Importer {
             var warnings: [LineWarning] = []
             do {
                 let outcomes = batch.prepared.count == 0 ? [] : try journal.append(batch.prepared)
-                for (k, outcome) in outcomes.enumerated() {
-                    let line = batch.lines[k]
+                for ((line, masked), outcome) in zip(zip(batch.lines, batch.masked), outcomes) {
                     switch outcome {
                     case .appended: summary.imported += 1
                     case .duplicate: summary.duplicates += 1
@@ -159,7 +158,6 @@ public struct Importer {
                         continue
                     }
                     // Kept with a card number masked: a warning per field, the line counted once.
-                    let masked = batch.masked[k]
                     if !masked.isEmpty { summary.masked += 1 }
                     for field in masked { warnings.append(LineWarning(line: line, field: field)) }
                 }

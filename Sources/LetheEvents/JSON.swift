@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#else
-import Darwin
-#endif
-
 /// A JSON value as the contract's events carry it. Objects keep their field order; numbers stay
 /// exactly as written: integers that fit 64 bits as `int`, every other number as its text.
 public enum JSONValue: Sendable, Equatable {
@@ -105,12 +99,13 @@ public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
 /// Whether two strings have the same UTF-8 bytes. Object keys are compared this way, as RFC 8259
 /// compares names by code units: Swift's `==` would take `"\u{E9}"` (NFC) and `"e\u{301}"` (NFD)
 /// for the same name.
+///
+/// Strings with the same bytes are always `==`, so `==` (a word compare for short ASCII
+/// names, the common case) rules out nearly every pair; only equal ones are compared byte by byte.
 @inline(__always)
 func sameBytes(_ a: String, _ b: String) -> Bool {
-    var a = a, b = b
-    return a.withUTF8 { x in
-        b.withUTF8 { y in x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
-    }
+    guard a.utf8.count == b.utf8.count, a == b else { return false }
+    return a.utf8.elementsEqual(b.utf8)
 }
 
 /// A field name hashed and compared by its UTF-8 bytes (see `sameBytes`), for the parser's set

@@ -53,19 +53,21 @@ func quoted(_ value: String) -> String { JSONValue.string(value).jsonText }
         try #require(tLarge < max(tSmall, 0.002) * 64, "2,000 keys: \(tSmall) s, 32,000 keys: \(tLarge) s")
 
         // The issue's case: a valid 16 MiB line of 500,000 keys, then the same as a survey's answers.
+        // About 2 s each in a debug build on an idle machine (the quadratic check took hours);
+        // the bounds leave room for a machine shared with other builds.
         let huge = Self.wideObject(500_000, fieldBytes: 33)
         #expect(huge.count > 15_000_000 && huge.count <= LineReader.maxLineBytes)
         var parsed: JSONValue = .null
         let tHuge = try Self.seconds { parsed = try JSONParser.parse(huge) }
         #expect(parsed.object?.fields.count == 500_000)
-        #expect(tHuge < 5, "500,000 keys took \(tHuge) s")
+        #expect(tHuge < 30, "500,000 keys took \(tHuge) s")
         let survey = Array(#"{"type":"SurveyAnswered","account":"acc_1","at":"2026-01-05T10:00:00Z","data":{"survey":"s","answers":"#.utf8)
             + Self.wideObject(480_000, fieldBytes: 33) + Array("}}".utf8)
         #expect(survey.count <= LineReader.maxLineBytes)
         var accepted = false
         let tSurvey = Self.seconds { accepted = (try? EnvelopeValidator.parse(line: survey).get()) != nil }
         #expect(accepted)
-        #expect(tSurvey < 10, "a survey of 480,000 answers took \(tSurvey) s to check")
+        #expect(tSurvey < 30, "a survey of 480,000 answers took \(tSurvey) s to check")
     }
 
     @Test func keysAreComparedByTheirBytes() throws {

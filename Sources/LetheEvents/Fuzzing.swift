@@ -31,13 +31,22 @@ import LetheJournal
 
     /// A sealed payload's plaintext, as the read models and the export decode it; the first byte
     /// picks the event type (its schema version and upcasters). What decodes must encode again
-    /// to a payload that decodes to the same data, and export.
+    /// to a payload that decodes to the same data, and export; the export's direct writer
+    /// (`writeJSON`) must write what decoding and then writing the value writes, and refuse
+    /// what decoding refuses.
     public static func payload(_ bytes: [UInt8]) -> String? {
         guard let first = bytes.first else { return nil }
         let type = EventType.allCases[Int(first) % EventType.allCases.count]
         let codec = PayloadCodec.standard
         let payload = Array(bytes.dropFirst())
-        guard let data = try? codec.decode(type: type.rawValue, payload: payload) else { return nil }
+        var direct = JSONWriter()
+        let wrote = (try? codec.writeJSON(type: type.rawValue, payload: payload, into: &direct)) != nil
+        guard let data = try? codec.decode(type: type.rawValue, payload: payload) else {
+            return wrote ? "writeJSON wrote a payload that does not decode" : nil
+        }
+        var written = JSONWriter()
+        written.write(data)
+        guard wrote, direct.bytes == written.bytes else { return "writeJSON writes other JSON than decoding and writing" }
         guard let again = try? codec.decode(type: type.rawValue, payload: codec.encode(type: type.rawValue, data: data)), again == data else {
             return "decoded data does not survive encoding again"
         }

@@ -347,14 +347,12 @@ public struct Exporter: Sendable {
         w.bytes.append(UInt8(ascii: "\""))
         switch event.payload {
         case .plaintext(let bytes):
-            let data: JSONObject
+            w.key("data")
             do {
-                data = try codec.decode(type: h.type, payload: bytes)
+                try codec.writeJSON(type: h.type, payload: bytes, into: &w)
             } catch {
                 throw JournalError(.corrupt, "event \(h.seq): \(error)")
             }
-            w.key("data")
-            w.write(data)
         case .purged, .shredded:
             w.key("redacted")
             w.write(.bool(true))

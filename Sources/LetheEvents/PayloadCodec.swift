@@ -84,6 +84,80 @@ public struct PayloadCodec: Sendable {
         }
     }
 
+    /// Writes a payload's `data` as JSON text: the same bytes as `decode` and then
+    /// `JSONWriter.write`, without building the value in between (what `lethe export` does for
+    /// every event). A payload at an older schema version, or one that does not decode, goes
+    /// through `decode`, its upcasters and its errors.
+    public func writeJSON(type: String, payload: [UInt8], into w: inout JSONWriter) throws {
+        let start = w.bytes.count
+        var r = BinaryReader(payload)
+        do {
+            if try r.u8() == PayloadCodec.format, try r.count(limit: 1 << 20) == currentVersion(of: type),
+               r.remaining > 0, payload[payload.count - r.remaining] == 7 {
+                try PayloadCodec.transcode(&r, depth: 0, into: &w)
+                if r.isAtEnd { return }
+            }
+        } catch {}
+        w.bytes.removeSubrange(start...)
+        w.write(try decode(type: type, payload: payload))
+    }
+
+    /// Field names as JSON text with their colon (`"name":`), by key reference.
+    private static let keysJSON: [[UInt8]] = keys.map { key in
+        var w = JSONWriter()
+        w.key(key, first: true)
+        return w.bytes
+    }
+
+    /// One value, read as `read` reads it and written as `JSONWriter.write` writes it.
+    private static func transcode(_ r: inout BinaryReader, depth: Int, into w: inout JSONWriter) throws {
+        guard depth <= JSONParser.maxDepth else { throw DecodingError(description: "payload nested too deep") }
+        func string(_ bytes: ArraySlice<UInt8>) throws {
+            guard let s = String(validating: bytes, as: UTF8.self) else { throw DecodingError(description: "string is not UTF-8") }
+            w.write(string: s)
+        }
+        switch try r.u8() {
+        case 0: w.bytes.append(contentsOf: "null".utf8)
+        case 1: w.bytes.append(contentsOf: "false".utf8)
+        case 2: w.bytes.append(contentsOf: "true".utf8)
+        case 3: w.write(.int(try r.zigzag()))
+        case 4:
+            guard let n = JSONNumber(legacy: Double(bitPattern: try r.u64())) else { throw DecodingError(description: "payload holds a non-finite number") }
+            w.write(.number(n))
+        case 5: try string(try r.bytes(try r.count(limit: r.remaining)))
+        case 6:
+            let n = try r.count(limit: r.remaining)
+            w.bytes.append(UInt8(ascii: "["))
+            for k in 0..<n {
+                if k > 0 { w.bytes.append(UInt8(ascii: ",")) }
+                try transcode(&r, depth: depth + 1, into: &w)
+            }
+            w.bytes.append(UInt8(ascii: "]"))
+        case 7:
+            let n = try r.count(limit: r.remaining / 2)
+            w.bytes.append(UInt8(ascii: "{"))
+            for k in 0..<n {
+                if k > 0 { w.bytes.append(UInt8(ascii: ",")) }
+                let key = try r.count(limit: keys.count)
+                if key == 0 {
+                    try string(try r.bytes(try r.count(limit: r.remaining)))
+                    w.bytes.append(UInt8(ascii: ":"))
+                } else {
+                    w.bytes.append(contentsOf: keysJSON[key - 1])
+                }
+                try transcode(&r, depth: depth + 1, into: &w)
+            }
+            w.bytes.append(UInt8(ascii: "}"))
+        case 8:
+            guard let n = JSONNumber(try r.string()) else { throw DecodingError(description: "a number that is not valid JSON") }
+            w.write(.number(n))
+        case let tag where tag >= 0x80:
+            try string(try r.bytes(Int(tag & 0x7F)))
+        case let tag:
+            throw DecodingError(description: "unknown value tag \(tag)")
+        }
+    }
+
     static func write(_ v: JSONValue, to w: inout BinaryWriter) {
         switch v {
         case .null: w.u8(0)

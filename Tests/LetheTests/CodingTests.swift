@@ -122,6 +122,51 @@ import Testing
         #expect(throws: PayloadCodec.DecodingError.self) { try v1.decode(type: "Payment", payload: newer) }
     }
 
+    /// The export writes payloads straight to JSON text (`writeJSON`): the same bytes as decoding
+    /// them and writing the value, for every field name, string, number and nesting; older
+    /// schema versions go through their upcasters; damage is refused as `decode` refuses it.
+    @Test func writesJSONAsDecodingThenWritingDoes() throws {
+        func viaValue(_ codec: PayloadCodec, _ type: String, _ payload: [UInt8]) throws -> [UInt8] {
+            var w = JSONWriter()
+            w.write(try codec.decode(type: type, payload: payload))
+            return w.bytes
+        }
+        func direct(_ codec: PayloadCodec, _ type: String, _ payload: [UInt8]) throws -> [UInt8] {
+            var w = JSONWriter()
+            w.bytes = Array("prefix".utf8)
+            try codec.writeJSON(type: type, payload: payload, into: &w)
+            #expect(w.bytes.starts(with: Array("prefix".utf8)))
+            return Array(w.bytes.dropFirst(6))
+        }
+        let codec = PayloadCodec.standard
+        let lines = try String(contentsOf: fixturesDirectory.appendingPathComponent("small.ndjson"), encoding: .utf8)
+        var checked = 0
+        for line in lines.split(separator: "\n") {
+            guard case .success(let e) = EnvelopeValidator.parse(line: Array(line.utf8)) else { continue }
+            let payload = codec.encode(type: e.type.rawValue, data: e.data)
+            #expect(try direct(codec, e.type.rawValue, payload) == viaValue(codec, e.type.rawValue, payload))
+            checked += 1
+        }
+        #expect(checked > 100)
+        let odd = try #require(JSONParser.parse(
+            #"{"name":"quote \" back\\ tab\t nl\n \u0001 é 😀","x-custom":[1,-2,2.50,1e400,null,true,false,{"nested":{"deep":[[]]}}],"":{},"amount_minor":-9223372036854775808}"#).object)
+        let payload = codec.encode(type: "AccountSignedUp", data: odd)
+        #expect(try direct(codec, "AccountSignedUp", payload) == viaValue(codec, "AccountSignedUp", payload))
+        // A double as builds before issue 10 wrote it (tag 4).
+        var legacy = BinaryWriter(capacity: 16)
+        legacy.u8(1); legacy.varint(1); legacy.u8(7); legacy.varint(1); legacy.varint(0); legacy.string("x"); legacy.u8(4); legacy.u64((2.5).bitPattern)
+        #expect(try direct(codec, "PageViewed", legacy.bytes) == viaValue(codec, "PageViewed", legacy.bytes))
+        // An older schema version is upcast.
+        let old = PayloadCodec(currentVersions: ["Payment": 1]).encode(type: "Payment", data: ["last4": "4242"])
+        let v2 = PayloadCodec(currentVersions: ["Payment": 2], upcasters: ["Payment": [1: { d in ["card_last4": d["last4"] ?? .null] }]])
+        #expect(try direct(v2, "Payment", old) == Array(#"{"card_last4":"4242"}"#.utf8))
+        // Every truncation, and a string that is not UTF-8, is refused like `decode` refuses it.
+        for cut in 0..<payload.count {
+            #expect(throws: PayloadCodec.DecodingError.self) { try direct(codec, "AccountSignedUp", Array(payload[..<cut])) }
+        }
+        #expect(throws: PayloadCodec.DecodingError.self) { try direct(codec, "PageViewed", [1, 1, 7, 1, 19, 0x82, 0xC3, 0x28]) }
+    }
+
     @Test func refusesDamage() {
         let bytes = PayloadCodec.standard.encode(type: "PageViewed", data: ["path": "/x"])
         for cut in 0..<bytes.count {

@@ -19,6 +19,10 @@ final class LazyKeyStore {
 
     init(open: @escaping () throws -> KeyStore) { self.open = open }
 
+    func prefetch(accounts: Set<String>, own: Set<UInt64>) throws {
+        try opened().prefetch(accounts: accounts, own: own)
+    }
+
     func lookup(_ account: String, _ ref: KeyRef, journalID: () throws -> [UInt8]) throws -> KeyStore.Lookup {
         let store = try opened()
         if journalKeys == nil { journalKeys = try store.journalKeys(try journalID(), create: false) }
@@ -51,6 +55,8 @@ public final class JournalReader {
     private var lookupKey: ((String, KeyRef) throws -> KeyStore.Lookup)?
     /// Drops cached keys that another process destroyed: before each group of reads. True when it did.
     private var refreshKeys: () throws -> Bool = { false }
+    /// Reads the keys of many accounts (and own keys) at once, ahead of their lookups.
+    private var prefetchKeys: (Set<String>, Set<UInt64>) throws -> Void = { _, _ in }
     private let keysPath: String
     /// What `authenticate(after:)` checks the head against (set by `Journal.read(authenticated:)`).
     package var authority: HeadAuthority?
@@ -81,6 +87,7 @@ public final class JournalReader {
             let db = self.db
             lookupKey = { account, ref in try lazy.lookup(account, ref) { try JournalReader.journalID(db) } }
             refreshKeys = { try lazy.refresh() }
+            prefetchKeys = { accounts, own in try lazy.prefetch(accounts: accounts, own: own) }
         }
     }
 
@@ -364,6 +371,16 @@ public final class JournalReader {
     /// single-use key (a record's, an own key) serves one payload and seals it itself.
     private func keys(for events: [SealedEvent]) throws -> [OpeningKey] {
         if try refreshKeys() { sessionKeys.removeAll(keepingCapacity: true) }
+        var accounts = Set<String>()
+        var own = Set<UInt64>()
+        for e in events where !e.isPurged {
+            switch e.key.kind {
+            case .journal: continue
+            case .own: own.insert(e.key.number)
+            case .account, .records: accounts.insert(e.header.account)
+            }
+        }
+        try prefetchKeys(accounts, own)
         return try events.map { e in
             guard !e.isPurged else { return .none }
             if e.key.kind.isSingleUse { return OpeningKey(try lookup(e.header.account, e.key)) }

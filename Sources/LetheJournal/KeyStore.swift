@@ -226,7 +226,15 @@ package final class KeyStore {
     }
 
     private func unwrap(_ sealed: [UInt8], generation g: Int64, label: String, name: [UInt8], what: String) throws -> [UInt8] {
-        guard let key = wrapping[g] else {
+        try KeyStore.unwrap(sealed, key: wrapping[g], generation: g, label: label, name: name, what: what, path: path)
+    }
+
+    /// Opens a wrapped key under `key`, the wrapping key of generation `g` (nil: this process
+    /// was not given it).
+    private static func unwrap(
+        _ sealed: [UInt8], key: SymmetricKey?, generation g: Int64, label: String, name: [UInt8], what: String, path: String
+    ) throws(JournalError) -> [UInt8] {
+        guard let key else {
             throw JournalError(.keys, "\(what) in the key store \(path) is wrapped under another master key (generation \(g)): a rotation is in progress or was done with a key this process was not given; finish it with `lethe keys rotate`, then use the new master key")
         }
         do {
@@ -341,6 +349,63 @@ package final class KeyStore {
         }
     }
 
+    /// Reads the keyrings of `accounts` and the own keys `own` not cached yet: a few hundred rows
+    /// to a statement, in one read transaction, unwrapped on every core. A reader calls it before
+    /// it looks up the keys of a group of events: one row at a time, a many-account journal's
+    /// lookups cost more than opening its payloads. What the store does not hold is left to
+    /// `lookup`, which tells a destroyed key from one never made.
+    ///
+    /// Returns the accounts it found no keyring for (at the time of its read).
+    @discardableResult
+    package func prefetch(accounts: some Collection<String>, own: some Collection<UInt64>) throws -> Set<String> {
+        let accounts = accounts.filter { keyrings[$0] == nil }
+        let own = own.filter { ownKeys[$0] == nil }
+        guard accounts.count + own.count >= 16 else { return [] }
+        var rings: [(account: String, generation: Int64, sealed: [UInt8])] = []
+        var owned: [(id: UInt64, generation: Int64, sealed: [UInt8])] = []
+        try failing("read keys") {
+            try db.reading {
+                try db.inChunks(of: 256, count: accounts.count, sql: { n in
+                    "SELECT account, generation, sealed FROM keyrings WHERE account IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
+                }) { s, range in
+                    for (k, i) in range.enumerated() { s.bind(Int32(k + 1), accounts[i]) }
+                    while try s.step() { rings.append((s.text(0) ?? "", s.int(1), s.blob(2))) }
+                }
+                try db.inChunks(of: 256, count: own.count, sql: { n in
+                    "SELECT id, generation, sealed FROM own_keys WHERE id IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
+                }) { s, range in
+                    for (k, i) in range.enumerated() { s.bind(Int32(k + 1), Int64(bitPattern: own[i])) }
+                    while try s.step() { owned.append((UInt64(bitPattern: s.int(0)), s.int(1), s.blob(2))) }
+                }
+            }
+        }
+        let (wrapping, path) = (self.wrapping, self.path)
+        let opened = rings.parallelMap(minimumSlice: 64) { row in
+            Result { () throws(JournalError) in
+                let plain = try KeyStore.unwrap(
+                    row.sealed, key: wrapping[row.generation], generation: row.generation, label: "lethe keyring v1",
+                    name: Array(row.account.utf8), what: "the keys of account \(row.account)", path: path)
+                do {
+                    return try Keyring.decode(plain, account: row.account)
+                } catch {
+                    throw JournalError(.keys, "the keys of account \(row.account) in the key store \(path) are damaged")
+                }
+            }
+        }
+        for (row, ring) in zip(rings, opened) { remember(try ring.get(), sealed: row.sealed) }
+        let keys = owned.parallelMap(minimumSlice: 64) { row in
+            Result { () throws(JournalError) in
+                let plain = try KeyStore.unwrap(
+                    row.sealed, key: wrapping[row.generation], generation: row.generation, label: "lethe own key v1",
+                    name: KeyStore.ownName(row.id), what: "own key \(row.id)", path: path)
+                guard plain.count == 32 else { throw JournalError(.keys, "own key \(row.id) in the key store \(path) is damaged") }
+                return SymmetricKey(data: plain)
+            }
+        }
+        for (row, key) in zip(owned, keys) { rememberOwn(row.id, try key.get()) }
+        return Set(accounts).subtracting(rings.map(\.account))
+    }
+
     /// The account's keyring (cached), nil when the store has none.
     package func keyring(_ account: String) throws -> Keyring? {
         if let cached = keyrings[account] { return cached.ring }
@@ -360,8 +425,10 @@ package final class KeyStore {
     ) throws -> (keyrings: [String: Keyring], own: [(id: UInt64, key: SymmetricKey)]) {
         var out: [String: Keyring] = [:]
         var missing: [String] = []
+        // (New accounts, most of a first import's, are then known to have none without a read each.)
+        let absent = try prefetch(accounts: needs.keys, own: [UInt64]())
         for (account, need) in needs {
-            if let ring = try keyring(account), ring.purged || need.chains.allSatisfy({ ring.chain(category: $0) != nil }) {
+            if !absent.contains(account), let ring = try keyring(account), ring.purged || need.chains.allSatisfy({ ring.chain(category: $0) != nil }) {
                 out[account] = ring
             } else {
                 missing.append(account)

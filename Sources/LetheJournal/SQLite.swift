@@ -105,6 +105,15 @@ package final class SQLiteDatabase {
     /// Every cached statement is reset on both sides: a statement left mid-row would keep a read
     /// snapshot open, and a writer whose snapshot is older than another connection's commit
     /// cannot start a write (SQLITE_BUSY_SNAPSHOT).
+    /// Runs `body` in a read transaction (one snapshot for all its statements, one lock taken),
+    /// or in the transaction already open on this connection.
+    package func reading<T>(_ body: () throws -> T) throws -> T {
+        guard sqlite3_get_autocommit(handle) != 0 else { return try body() }
+        try execute("BEGIN")
+        defer { resetAll(); try? execute("COMMIT") }
+        return try body()
+    }
+
     package func transaction<T>(_ body: () throws -> T) throws -> T {
         resetAll()
         try execute("BEGIN IMMEDIATE")

@@ -185,9 +185,13 @@ final class Sealer {
         var key: Key
     }
 
+    /// Accounts the key store was just found to hold no keyring for (while `plan` places a
+    /// batch's events before making the missing keys): no read each.
+    private var absent: Set<String> = []
+
     private func known(_ account: String) throws -> AccountKeys? {
         if let a = accounts[account] { return a }
-        guard let ring = try keys.keyring(account) else { return nil }
+        guard !absent.contains(account), let ring = try keys.keyring(account) else { return nil }
         if accounts.count >= 200_000 { accounts.removeAll(keepingCapacity: true) }
         let a = AccountKeys(ring)
         accounts[account] = a
@@ -213,6 +217,11 @@ final class Sealer {
         let unplaced = Result<Plan, JournalError>.failure(JournalError(.keys, "not placed"))
         var plans = [Result<Plan, JournalError>](repeating: unplaced, count: events.count)
         var waiting: [Int] = []
+        // The keyrings of the batch's accounts this process does not hold yet, read at once.
+        var uncached = Set<String>()
+        for e in events where e.scope != .journal && accounts[e.account] == nil { uncached.insert(e.account) }
+        absent = try keys.prefetch(accounts: uncached, own: [UInt64]())
+        defer { absent = [] }
         for k in events.indices {
             if let plan = try place(events, k, nonces[k]) { plans[k] = plan } else { waiting.append(k) }
         }
@@ -232,6 +241,7 @@ final class Sealer {
                 }
             }
             let made = try keys.provide(needs, ownKeys: ownKeys, initialChains: recordCategories, at: time)
+            absent = []
             for (account, ring) in made.keyrings {
                 if let a = accounts[account] { a.ring = ring } else { accounts[account] = AccountKeys(ring) }
             }

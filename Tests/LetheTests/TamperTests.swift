@@ -48,6 +48,37 @@ import Testing
         }
     }
 
+    /// Keys are read many accounts at a time (`KeyStore.prefetch`) by readers and by the sealer:
+    /// a keyring swapped for another account's, among forty, is named, by the reader and by the
+    /// next append, and nothing is opened or sealed under it.
+    @Test func aKeyringSwappedAmongManyIsNamedWhenReadInBulk() throws {
+        let dir = try TempDir()
+        do {
+            let j = try openJournal(dir, blockEvents: 16)
+            for a in 0..<40 { try j.append(event("acc_\(a)", .accountSignedUp, at: "2026-01-01T00:00:00Z", data: ["name": "A", "email": "a@example.com"])) }
+            #expect(try allEvents(j).count == 40)
+        }
+        let keys = try SQLiteDatabase(path: dir.path("j.lethe.keys"))
+        try keys.execute("UPDATE keyrings SET sealed = (SELECT sealed FROM keyrings WHERE account = 'acc_8') WHERE account = 'acc_7'")
+        keys.close()
+        let j = try openJournal(dir, blockEvents: 16)
+        for attempt in ["read", "append"] {
+            do {
+                if attempt == "read" {
+                    _ = try allEvents(j)
+                } else {
+                    _ = try j.append((0..<40).map { a in event("acc_\(a)", .accountAccessed, at: "2026-01-02T00:00:00Z", data: ["actor": "staff_1", "ip": "198.51.100.7", "reason": "review"]) })
+                }
+                Issue.record("\(attempt): the swapped keyring was used")
+            } catch let e as JournalError {
+                #expect(e.code == .keys && e.description.contains("account acc_7") && e.description.contains("does not open under the master key"), "\(attempt): \(e)")
+            }
+        }
+        let db = try SQLiteDatabase(path: dir.path("j.lethe"), readOnly: true)
+        defer { db.close() }
+        #expect(try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") == 40)
+    }
+
     @Test func everyFlippedByteOfABlockIsFound() throws {
         let dir = try TempDir()
         let path = try journal(dir)

@@ -326,7 +326,7 @@ final class Writer {
             for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), claims[i].id).bind(Int32(2 * k + 2), claims[i].seq) }
             try s.run()
         }
-        try writeAccounts(staged)
+        try writeAccounts(staged, new: newAccounts)
         let links = chain.value()
         try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
         return outcomes
@@ -388,20 +388,30 @@ final class Writer {
         }
     }
 
-    /// Stores the batch's account rows (new ones, and new versions, times and chain marks).
-    private func writeAccounts(_ staged: [String: AccountRow]) throws {
-        let rows = Array(staged)
-        try db.inChunks(of: 128, count: rows.count, sql: { n in """
-            INSERT INTO accounts(id, name, version, last_at, chains) VALUES \(SQLiteDatabase.placeholders(rows: n, columns: 5))
-            ON CONFLICT(id) DO UPDATE SET version = excluded.version, last_at = excluded.last_at, chains = coalesce(excluded.chains, chains)
-            """ }) { s, range in
+    /// Stores the batch's account rows: the new ones in multi-row inserts, and each known one's
+    /// new version, time and chain marks by its id (an update by row id: no name index to
+    /// consult, no conflict to resolve).
+    private func writeAccounts(_ staged: [String: AccountRow], new: [String]) throws {
+        try db.inChunks(of: 128, count: new.count, sql: { n in
+            "INSERT INTO accounts(id, name, version, last_at, chains) VALUES \(SQLiteDatabase.placeholders(rows: n, columns: 5))"
+        }) { s, range in
             for (k, i) in range.enumerated() {
                 let p = Int32(5 * k)
-                let row = rows[i].value
-                s.bind(p + 1, row.id).bind(p + 2, rows[i].key).bind(p + 3, row.version).bind(p + 4, row.lastAt)
+                let row = staged[new[i]]!
+                s.bind(p + 1, row.id).bind(p + 2, new[i]).bind(p + 3, row.version).bind(p + 4, row.lastAt)
                     .bind(p + 5, row.chainsMoved ? row.chains.encode() : nil)
             }
             try s.run()
+        }
+        let isNew = Set(new)
+        let times = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3 WHERE id = ?1")
+        let marks = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3, chains = ?4 WHERE id = ?1")
+        for (name, row) in staged where !isNew.contains(name) {
+            let s = row.chainsMoved ? marks : times
+            s.bind(1, row.id).bind(2, row.version).bind(3, row.lastAt)
+            if row.chainsMoved { s.bind(4, row.chains.encode()) }
+            try s.run()
+            guard db.changes == 1 else { throw JournalError(.corrupt, "account \(name): its row (id \(row.id)) is missing; run `lethe verify`") }
         }
     }
 

@@ -220,9 +220,16 @@ package final class KeyStore {
     // MARK: Wrapping
 
     private func wrap(_ plain: [UInt8], label: String, name: [UInt8]) throws -> [UInt8] {
-        let nonce = try AES.GCM.Nonce(data: entropy.bytes(12))
+        KeyStore.wrap(plain, key: wrapping[generation]!, nonce: entropy.bytes(12), label: label, name: name)
+    }
+
+    /// `plain` sealed under the wrapping key with a fresh 12-byte nonce, bound to its label and name.
+    private static func wrap(_ plain: [UInt8], key: SymmetricKey, nonce: [UInt8], label: String, name: [UInt8]) -> [UInt8] {
         // A 256-bit key and a 12-byte nonce: sealing cannot fail; `combined` exists for that nonce size.
-        return Array(try AES.GCM.seal(plain, using: wrapping[generation]!, nonce: nonce, authenticating: Array(label.utf8) + name).combined!)
+        guard let nonce = try? AES.GCM.Nonce(data: nonce),
+              let combined = try? AES.GCM.seal(plain, using: key, nonce: nonce, authenticating: Array(label.utf8) + name).combined
+        else { preconditionFailure("AES-GCM refused a 256-bit key and a 12-byte nonce") }
+        return Array(combined)
     }
 
     private func unwrap(_ sealed: [UInt8], generation g: Int64, label: String, name: [UInt8], what: String) throws -> [UInt8] {
@@ -295,10 +302,26 @@ package final class KeyStore {
         }
     }
 
+    /// The record chains `needs` names that `ring` lacks, with those of `initialChains` when it
+    /// has none yet (one write instead of one per category as they first appear), in slot order.
+    private static func addChains(to ring: inout Keyring, needs: Needs, initialChains: Set<String>, key: () -> SymmetricKey) {
+        let chains = ring.chains.isEmpty && !needs.chains.isEmpty ? needs.chains.union(initialChains) : needs.chains
+        for category in chains.sorted() where ring.chain(category: category) == nil {
+            ring.chains[ring.nextSlot] = .init(slot: ring.nextSlot, category: category, base: 0, key: key())
+            ring.nextSlot += 1
+        }
+    }
+
     /// Stores `ring` if the stored keyring is still `expected` (nil: there is none); returns the
     /// sealed bytes written, or nil when another process changed it first.
     private func writeKeyring(_ ring: Keyring, expected: [UInt8]?, at time: Timestamp) throws -> [UInt8]? {
         let sealed = try wrap(ring.encode(), label: "lethe keyring v1", name: Array(ring.account.utf8))
+        return try storeKeyring(ring, sealed: sealed, expected: expected, at: time) ? sealed : nil
+    }
+
+    /// Writes `sealed`, the wrapped `ring`, if the stored keyring is still `expected` (nil: there
+    /// is none); false when another process changed it first.
+    private func storeKeyring(_ ring: Keyring, sealed: [UInt8], expected: [UInt8]?, at time: Timestamp) throws -> Bool {
         let seconds = time.nanoseconds / 1_000_000_000
         if let expected {
             try db.statement("""
@@ -311,7 +334,7 @@ package final class KeyStore {
                 """).bind(1, ring.account).bind(2, generation).bind(3, sealed).bind(4, seconds)
                 .bind(5, ring.purged ? seconds : nil as Int64?).run()
         }
-        return db.changes == 1 ? sealed : nil
+        return db.changes == 1
     }
 
     /// Applies `change` to the account's keyring and stores it, inside a transaction: starting
@@ -437,15 +460,52 @@ package final class KeyStore {
         guard !missing.isEmpty || ownKeys > 0 else { return (out, []) }
         return try failing("store new keys") {
             try db.transaction {
+                // The keyrings at hand (cached, or known to be missing just now: most of an
+                // import's accounts) are changed with one draw of random bytes, wrapped on every
+                // core, and written each on the condition that nobody changed it meanwhile; the
+                // others, and any that another process changed first, go through `update`.
+                var batch: [(ring: Keyring, expected: [UInt8]?)] = []
+                var single: [String] = []
+                var draws = 0
                 for account in missing {
+                    if let cached = keyrings[account] {
+                        batch.append((cached.ring, cached.sealed))
+                    } else if absent.contains(account) {
+                        batch.append((Keyring(account: account, accountKey: nil), nil))
+                        draws += 1
+                    } else {
+                        single.append(account)
+                        continue
+                    }
+                    draws += needs[account]!.chains.count + (batch.last!.ring.chains.isEmpty ? initialChains.count : 0)
+                }
+                var material = entropy.bytes(32 * draws)[...]
+                func drawKey() -> SymmetricKey {
+                    defer { material = material.dropFirst(32) }
+                    return SymmetricKey(data: material.prefix(32))
+                }
+                for k in batch.indices {
+                    if batch[k].expected == nil { batch[k].ring.accountKey = drawKey() }
+                    KeyStore.addChains(to: &batch[k].ring, needs: needs[batch[k].ring.account]!, initialChains: initialChains, key: drawKey)
+                }
+                let nonces = entropy.bytes(12 * batch.count)
+                let (wrappingKey, rings) = (wrapping[generation]!, batch.map(\.ring))
+                let sealed = Array(rings.indices).parallelMap(minimumSlice: 64) { k in
+                    KeyStore.wrap(rings[k].encode(), key: wrappingKey, nonce: Array(nonces[(12 * k)..<(12 * k + 12)]),
+                                  label: "lethe keyring v1", name: Array(rings[k].account.utf8))
+                }
+                for ((ring, expected), sealed) in zip(batch, sealed) {
+                    if try storeKeyring(ring, sealed: sealed, expected: expected, at: time) {
+                        remember(ring, sealed: sealed)
+                        out[ring.account] = ring
+                    } else {
+                        single.append(ring.account)
+                    }
+                }
+                for account in single {
                     out[account] = try update(account, at: time) { ring in
                         guard !ring.purged else { return }
-                        let chains = ring.chains.isEmpty && !needs[account]!.chains.isEmpty
-                            ? needs[account]!.chains.union(initialChains) : needs[account]!.chains
-                        for category in chains.sorted() where ring.chain(category: category) == nil {
-                            ring.chains[ring.nextSlot] = .init(slot: ring.nextSlot, category: category, base: 0, key: SymmetricKey(data: entropy.bytes(32)))
-                            ring.nextSlot += 1
-                        }
+                        KeyStore.addChains(to: &ring, needs: needs[account]!, initialChains: initialChains) { SymmetricKey(data: entropy.bytes(32)) }
                     }
                 }
                 var own: [(id: UInt64, key: SymmetricKey)] = []

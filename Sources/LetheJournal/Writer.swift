@@ -458,6 +458,8 @@ final class Writer {
             }
             let sealedCount = starts.count * blockSize
             newSealedLink = pendingLinks[sealedCount - 1]
+            // In the index's order: each of its pages is visited once, in order.
+            postings.sort { ($0.account, $0.block) < ($1.account, $1.block) }
             try db.inChunks(of: 256, count: postings.count, sql: {
                 "INSERT INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
             }) { s, range in

@@ -512,13 +512,19 @@ package final class KeyStore {
                 if ownKeys > 0 {
                     // Numbered on from the last id ever made (under the write lock): appended in order.
                     let last = UInt64(max(0, try db.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = 'own_keys'") ?? 0))
+                    // One draw of random bytes for the keys and their nonces; wrapped on every core.
                     let insert = try db.statement("INSERT INTO own_keys(id, generation, sealed) VALUES(?, ?, ?)")
-                    let material = entropy.bytes(32 * ownKeys)
+                    let material = entropy.bytes(44 * ownKeys)
+                    let wrappingKey = wrapping[generation]!
+                    let sealed = Array(0..<ownKeys).parallelMap(minimumSlice: 64) { k in
+                        KeyStore.wrap(Array(material[(32 * k)..<(32 * k + 32)]), key: wrappingKey,
+                                      nonce: Array(material[(32 * ownKeys + 12 * k)..<(32 * ownKeys + 12 * k + 12)]),
+                                      label: "lethe own key v1", name: KeyStore.ownName(last + 1 + UInt64(k)))
+                    }
                     for k in 0..<ownKeys {
                         let id = last + 1 + UInt64(k)
                         let key = SymmetricKey(data: material[(32 * k)..<(32 * k + 32)])
-                        let sealed = try wrap(key.withUnsafeBytes { Array($0) }, label: "lethe own key v1", name: KeyStore.ownName(id))
-                        try insert.bind(1, Int64(bitPattern: id)).bind(2, generation).bind(3, sealed).run()
+                        try insert.bind(1, Int64(bitPattern: id)).bind(2, generation).bind(3, sealed[k]).run()
                         own.append((id, key))
                         rememberOwn(id, key)
                     }

@@ -33,6 +33,7 @@ work=.build/bench
 mkdir -p "$work"
 Tools/setup.sh
 
+rm -f "$work/first-run.txt"  # (a figure from another run is not this run's)
 if [ "$first_run" = 1 ]; then
     rm -rf .build-first-run
     t0=$(date +%s.%N)

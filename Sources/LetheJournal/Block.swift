@@ -54,21 +54,30 @@ package struct SealedEvent: Equatable, Sendable {
 ///
 /// Layout of the frame's content (all integers little-endian or LEB128 varints):
 /// ```
-/// "LTHB" format:u8=3 first_seq:u64 count:varint
-/// accounts: n:varint, n × string        types: n:varint, n × string     sessions: n:varint, n × 16 bytes
+/// "LTHB" format:u8=4 first_seq:u64 count:varint
+/// accounts: n:varint, n × coded string, in byte order     types: n:varint, n × string
+/// sessions: n:varint, n × 16 bytes
 /// count × account index   count × type index   count × version   count × zigzag(at - previous at)
 /// count × fraction digits of at:u8 (0–9, 255 = shortest)   count × session index
-/// count × zigzag(counter − previous counter)   count × id (string, empty = none)
+/// count × zigzag(counter − previous counter)
+/// count × id: a coded string (empty = none)
+/// A coded string is shared:varint, then a varint length and bytes: the previous string's first
+/// `shared` bytes and these (the first string's previous is empty).
 /// count × state:u8 (0 sealed, 1 purged)   count × key kind:u8 (0 account, 2 engine, 3 item, 4 records)
 /// count × key number   count × key index
 /// count × payload length   payload bytes, concatenated   32-byte digest per purged event
 /// previous link (32)   last link (32)
 /// ```
 /// Strings are a varint length and UTF-8. Columns keep like with like, which LZ4 compresses well;
-/// sealed payloads are ciphertext and stay as they are.
+/// sealed payloads are ciphertext and stay as they are. Ids and the sorted account names are
+/// coded against the one before them: sequential ids (`evt_0001234`, `evt_0001235`) take three
+/// bytes or so. Format 3, still read, wrote both whole, as strings, the accounts in the order
+/// they first appear.
 package struct Block: Equatable {
     package static let magic: [UInt8] = Array("LTHB".utf8)
-    package static let format: UInt8 = 3
+    package static let format: UInt8 = 4
+    /// The format before ids were coded against the previous one; still read.
+    package static let wholeIDsFormat: UInt8 = 3
     /// The largest frame a journal can hold: SQLite's default limit on a blob (`SQLITE_MAX_LENGTH`),
     /// past which the writer could not have stored it.
     package static let maxFrameBytes = 1_000_000_000
@@ -140,13 +149,19 @@ package struct Block: Equatable {
                 return sessionList.count - 1
             }())
         }
+        // The account table in byte order, so that each name is coded against a neighbour.
+        let order = accountNames.indices.sorted { accountNames[$0].utf8.lexicographicallyPrecedes(accountNames[$1].utf8) }
+        var rank = [Int](repeating: 0, count: accountNames.count)
+        for (r, i) in order.enumerated() { rank[i] = r }
+        accountNames = order.map { accountNames[$0] }
+        accountIndex = accountIndex.map { rank[$0] }
         var w = BinaryWriter(capacity: events.count * 96)
         w.raw(Block.magic)
         w.u8(Block.format)
         w.u64(UInt64(firstSeq))
         w.varint(events.count)
         w.varint(accountNames.count)
-        for a in accountNames { w.string(a) }
+        Block.writeCoded(accountNames, into: &w)
         w.varint(typeNames.count)
         for t in typeNames { w.string(t) }
         w.varint(sessionList.count)
@@ -168,7 +183,7 @@ package struct Block: Equatable {
             w.zigzag(counter - previousCounter)
             previousCounter = counter
         }
-        for k in events.indices { w.string(events[k].header.id ?? "") }
+        Block.writeCoded(events.map { $0.header.id ?? "" }, into: &w)
         for k in events.indices { w.u8(events[k].isPurged ? 1 : 0) }
         for k in events.indices { w.u8(events[k].key.kind.rawValue) }
         for k in events.indices { w.varint(events[k].key.number) }
@@ -190,6 +205,37 @@ package struct Block: Equatable {
         return w.bytes
     }
 
+    /// Strings each coded against the one before it (format 4): how many bytes it shares with
+    /// it (the first with an empty one), then the rest as a varint length and bytes.
+    private static func writeCoded(_ values: [String], into w: inout BinaryWriter) {
+        var previous: [UInt8] = []
+        for value in values {
+            let bytes = Array(value.utf8)
+            var shared = 0
+            let most = min(bytes.count, previous.count)
+            while shared < most && bytes[shared] == previous[shared] { shared += 1 }
+            w.varint(shared)
+            w.varint(bytes.count - shared)
+            w.raw(bytes[shared...])
+            previous = bytes
+        }
+    }
+
+    /// `count` strings written by `writeCoded`, each at most `limit` bytes of UTF-8; `name(i)`
+    /// names the i-th in an error.
+    private static func readCoded(_ r: inout BinaryReader, count: Int, limit: Int, name: (Int) -> String) throws -> [String] {
+        var previous: [UInt8] = []
+        return try (0..<count).map { i in
+            let shared = try r.count(limit: previous.count)
+            let value = Array(previous[..<shared]) + (try r.lengthPrefixed(limit: limit - shared))
+            guard let text = String(validating: value, as: UTF8.self) else {
+                throw BinaryReader.Malformed(what: "\(name(i)) is not UTF-8")
+            }
+            previous = value
+            return text
+        }
+    }
+
     /// Decodes and checks the content's own invariants; `where` names the block in errors.
     ///
     /// Every count, index and length is checked against what a block written by this journal
@@ -202,12 +248,15 @@ package struct Block: Equatable {
         do {
             guard Array(try r.bytes(4)) == magic else { throw corrupt("not a Lethe block (bad magic)") }
             let format = try r.u8()
-            guard format == Block.format else { throw corrupt("unknown block format \(format)") }
+            guard format == Block.format || format == Block.wholeIDsFormat else { throw corrupt("unknown block format \(format)") }
             let firstSeq = Int64(bitPattern: try r.u64())
             let count = try r.count(limit: Journal.maxBlockEvents)
             guard count > 0, firstSeq > 0, firstSeq <= Int64.max - Int64(count) else { throw corrupt("empty block or bad first sequence") }
             guard count * minEventBytes <= r.remaining else { throw corrupt("content is truncated") }
-            let accountNames = try (0..<(try r.count(limit: count))).map { _ in try r.string(limit: Journal.maxAccountBytes) }
+            let accountCount = try r.count(limit: count)
+            let accountNames = format == Block.wholeIDsFormat
+                ? try (0..<accountCount).map { _ in try r.string(limit: Journal.maxAccountBytes) }
+                : try readCoded(&r, count: accountCount, limit: Journal.maxAccountBytes) { "account \($0) of the block's table" }
             let typeNames = try (0..<(try r.count(limit: count))).map { _ in try r.string(limit: Journal.maxTypeBytes) }
             let sessionList = try (0..<(try r.count(limit: count))).map { _ in
                 Session(high: try r.u64(), low: try r.u64())
@@ -231,7 +280,9 @@ package struct Block: Equatable {
                 counter = sum
                 return c
             }
-            let ids = try (0..<count).map { _ in try r.string(limit: Journal.maxIDBytes) }
+            let ids = format == Block.wholeIDsFormat
+                ? try (0..<count).map { _ in try r.string(limit: Journal.maxIDBytes) }
+                : try readCoded(&r, count: count, limit: Journal.maxIDBytes) { "the id of event \(firstSeq + Int64($0))" }
             let states = try (0..<count).map { _ in try r.u8() }
             let kinds = try (0..<count).map { _ in try r.u8() }
             let numbers = try (0..<count).map { _ in try r.varint() }

@@ -41,7 +41,7 @@ import Testing
         var bytes: [UInt8] {
             var w = BinaryWriter()
             w.raw(Block.magic)
-            w.u8(Block.format)
+            w.u8(Block.wholeIDsFormat)  // (format 3, still read: ids written whole)
             w.u64(firstSeq)
             w.varint(versions.count)
             w.varint(accounts.count)
@@ -404,6 +404,56 @@ import Testing
             // (Exported, it printed as `nan` or `inf`: not JSON, refused by the import.)
             #expect(throws: PayloadCodec.DecodingError.self) { try PayloadCodec.standard.decode(type: "NoticeSent", payload: w.bytes) }
         }
+    }
+
+    // MARK: Ids coded against the previous one (block format 4)
+
+    /// A block of the given ids (nil: none), one event each, of the given accounts in turn.
+    func block(ids: [String?], accounts: [String] = ["acc_1"]) -> Block {
+        let events = ids.enumerated().map { k, id in
+            SealedEvent(
+                header: EventHeader(seq: Int64(k + 1), version: 1, account: accounts[k % accounts.count], type: "PageViewed", at: Timestamp(seconds: 1_780_000_000), id: id),
+                nonce: NonceID(session: Session(high: 1, low: 2), counter: UInt32(k)), key: KeyRef(.account), body: .sealed([UInt8](repeating: 7, count: 20)))
+        }
+        return Block(events: events, previousLink: [UInt8](repeating: 0, count: 32), lastLink: [UInt8](repeating: 1, count: 32))
+    }
+
+    @Test func idsCodedAgainstThePreviousOneComeBackWhole() throws {
+        let ids: [String?] = [
+            "evt_0000001", "evt_0000002", "evt_0000010", nil, "evt_0000011", "evt_0000011x", "evt",
+            "9b2f1c3e-0d6a-4f43-8e2b-6b1f0c7d9a10", "9b2f1c3e-0d6a-4f43-8e2b-6b1f0c7d9a11",
+            "é1", "é2", "è2",  // (the last shares one byte with the one before: half of `é`)
+            String(repeating: "z", count: Journal.maxIDBytes), String(repeating: "z", count: Journal.maxIDBytes - 1) + "y", "a",
+        ]
+        let original = block(ids: ids)
+        let content = original.encode()
+        #expect(content[4] == Block.format)
+        #expect(try Block.decode(content, where: "ids") == original)
+        // Account names are kept in byte order, each coded against the one before: any order
+        // and any UTF-8 come back, each event with its own account.
+        let accounts = ["tenant.eu:8344", "acc_10", "acc_9", "acc_100", "cus-0002hj", "acc_1", "acc_1x", "zz", "a"]
+        let mixed = block(ids: (0..<40).map { "e\($0)" }, accounts: accounts)
+        #expect(try Block.decode(mixed.encode(), where: "accounts") == mixed)
+        // Sequential ids take a few bytes each.
+        let sequential = block(ids: (1...2048).map { String(format: "evt_%07d", $0) })
+        let whole = (1...2048).reduce(0) { $0 + 1 + String(format: "evt_%07d", $1).utf8.count }
+        let coded = block(ids: Array(repeating: nil, count: 2048)).encode().count
+        #expect(sequential.encode().count - coded < whole / 3, "ids took \(sequential.encode().count - coded) bytes against \(whole) written whole")
+    }
+
+    @Test func damagedIdCodingIsNamed() throws {
+        // The id column of a block of two events, ids "ab" and "ac": (0, "ab"), (1, "c").
+        let good = block(ids: ["ab", "ac"]).encode()
+        let column: [UInt8] = [0, 2, 0x61, 0x62, 1, 1, 0x63]
+        let at = try #require((0...(good.count - column.count)).first { Array(good[$0..<$0 + column.count]) == column })
+        func with(_ replacement: [UInt8]) -> [UInt8] { Array(good[..<at]) + replacement + Array(good[(at + column.count)...]) }
+        #expect(try Block.decode(with(column), where: "b") == block(ids: ["ab", "ac"]))
+        // Sharing more than the previous id holds.
+        #expect(corruption { _ = try Block.decode(with([0, 2, 0x61, 0x62, 3, 1, 0x63]), where: "b") }?.contains("above limit") == true)
+        // A suffix that makes the id invalid UTF-8 (half a character).
+        #expect(corruption { _ = try Block.decode(with([0, 2, 0x61, 0x62, 1, 1, 0xC3]), where: "b") }?.contains("the id of event 2 is not UTF-8") == true)
+        // The first event shares nothing: it has no previous id.
+        #expect(corruption { _ = try Block.decode(with([1, 2, 0x61, 0x62, 1, 1, 0x63]), where: "b") } != nil)
     }
 
     // MARK: Found by fuzzing

@@ -320,7 +320,7 @@ public final class Journal: Sendable {
         try read { reader in
             var versions: [String: Int64] = [:]
             try reader.db.inChunks(of: 256, count: accounts.count, sql: { n in
-                "SELECT name, version FROM accounts WHERE name IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
+                "SELECT name, version FROM accounts WHERE name IN (\(SQLiteDatabase.parameters(n)))"
             }) { s, range in
                 let names = Array(accounts)
                 for (k, i) in range.enumerated() { s.bind(Int32(k + 1), names[i]) }

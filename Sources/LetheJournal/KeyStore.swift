@@ -389,13 +389,13 @@ package final class KeyStore {
         try failing("read keys") {
             try db.reading {
                 try db.inChunks(of: 256, count: accounts.count, sql: { n in
-                    "SELECT account, generation, sealed FROM keyrings WHERE account IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
+                    "SELECT account, generation, sealed FROM keyrings WHERE account IN (\(SQLiteDatabase.parameters(n)))"
                 }) { s, range in
                     for (k, i) in range.enumerated() { s.bind(Int32(k + 1), accounts[i]) }
                     while try s.step() { rings.append((s.text(0) ?? "", s.int(1), s.blob(2))) }
                 }
                 try db.inChunks(of: 256, count: own.count, sql: { n in
-                    "SELECT id, generation, sealed FROM own_keys WHERE id IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
+                    "SELECT id, generation, sealed FROM own_keys WHERE id IN (\(SQLiteDatabase.parameters(n)))"
                 }) { s, range in
                     for (k, i) in range.enumerated() { s.bind(Int32(k + 1), Int64(bitPattern: own[i])) }
                     while try s.step() { owned.append((UInt64(bitPattern: s.int(0)), s.int(1), s.blob(2))) }

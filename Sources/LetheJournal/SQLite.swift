@@ -100,11 +100,6 @@ package final class SQLiteDatabase {
         return statement
     }
 
-    /// Runs `body` in one `BEGIN IMMEDIATE` transaction: committed if it returns, rolled back if it throws.
-    ///
-    /// Every cached statement is reset on both sides: a statement left mid-row would keep a read
-    /// snapshot open, and a writer whose snapshot is older than another connection's commit
-    /// cannot start a write (SQLITE_BUSY_SNAPSHOT).
     /// Runs `body` in a read transaction (one snapshot for all its statements, one lock taken),
     /// or in the transaction already open on this connection.
     package func reading<T>(_ body: () throws -> T) throws -> T {
@@ -114,6 +109,11 @@ package final class SQLiteDatabase {
         return try body()
     }
 
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction: committed if it returns, rolled back if it throws.
+    ///
+    /// Every cached statement is reset on both sides: a statement left mid-row would keep a read
+    /// snapshot open, and a writer whose snapshot is older than another connection's commit
+    /// cannot start a write (SQLITE_BUSY_SNAPSHOT).
     package func transaction<T>(_ body: () throws -> T) throws -> T {
         resetAll()
         try execute("BEGIN IMMEDIATE")
@@ -164,8 +164,13 @@ package final class SQLiteDatabase {
     }
 
     /// `(?, ?), (?, ?), …`: `rows` groups of `columns` parameters, numbered in order.
+    /// `n` parameters for an `IN (...)` list: `?, ?, ?`.
+    package static func parameters(_ n: Int) -> String {
+        Array(repeating: "?", count: n).joined(separator: ", ")
+    }
+
     package static func placeholders(rows: Int, columns: Int) -> String {
-        let group = "(" + Array(repeating: "?", count: columns).joined(separator: ", ") + ")"
+        let group = "(" + parameters(columns) + ")"
         return Array(repeating: group, count: rows).joined(separator: ", ")
     }
 

@@ -359,7 +359,7 @@ final class Sealer {
         do {
             if journal == nil { journal = try SQLiteDatabase(path: journalPath, readOnly: true) }
             try journal!.inChunks(of: 256, count: names.count, sql: { n in
-                "SELECT name, chains FROM accounts WHERE chains IS NOT NULL AND name IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
+                "SELECT name, chains FROM accounts WHERE chains IS NOT NULL AND name IN (\(SQLiteDatabase.parameters(n)))"
             }) { s, range in
                 for (k, i) in range.enumerated() { s.bind(Int32(k + 1), names[i]) }
                 while try s.step() {

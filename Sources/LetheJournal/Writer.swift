@@ -154,7 +154,7 @@ final class Writer {
     private func existingSeqs(of ids: [String]) throws -> [String: Int64] {
         var found: [String: Int64] = [:]
         try db.inChunks(of: 256, count: ids.count, sql: { n in
-            "SELECT id, seq FROM event_ids WHERE id IN (\(Array(repeating: "?", count: n).joined(separator: ", ")))"
+            "SELECT id, seq FROM event_ids WHERE id IN (\(SQLiteDatabase.parameters(n)))"
         }) { s, range in
             for (k, i) in range.enumerated() { s.bind(Int32(k + 1), ids[i]) }
             while try s.step() { if let id = s.text(0) { found[id] = s.int(1) } }

@@ -209,15 +209,18 @@ package struct Block: Equatable {
     /// it (the first with an empty one), then the rest as a varint length and bytes.
     private static func writeCoded(_ values: [String], into w: inout BinaryWriter) {
         var previous: [UInt8] = []
-        for value in values {
-            let bytes = Array(value.utf8)
-            var shared = 0
-            let most = min(bytes.count, previous.count)
-            while shared < most && bytes[shared] == previous[shared] { shared += 1 }
-            w.varint(shared)
-            w.varint(bytes.count - shared)
-            w.raw(bytes[shared...])
-            previous = bytes
+        previous.reserveCapacity(64)
+        for var value in values {
+            value.withUTF8 { bytes in
+                var shared = 0
+                let most = min(bytes.count, previous.count)
+                while shared < most && bytes[shared] == previous[shared] { shared += 1 }
+                w.varint(shared)
+                w.varint(bytes.count - shared)
+                w.raw(bytes[shared...])
+                previous.removeAll(keepingCapacity: true)
+                previous.append(contentsOf: bytes)
+            }
         }
     }
 

@@ -1,18 +1,5 @@
-import CFuzzer
+import FuzzDriver
 @_spi(Fuzzing) import LetheJournal
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 // A stored block's LZ4 frame, then its content (`JournalFuzzing.blockFrame`).
-// libFuzzer's driver runs this on every input; a violated check traps, which libFuzzer reports
-// as a crash, saving the input.
-var argc = CommandLine.argc
-var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in
-    if let problem = JournalFuzzing.blockFrame(Array(UnsafeBufferPointer(start: data, count: size))) {
-        fatalError("fuzz-lz4: \(problem)")
-    }
-    return 0
-})
+runFuzzer("fuzz-lz4", JournalFuzzing.blockFrame)

@@ -1,3 +1,5 @@
+import LetheJournal
+
 /// A JSON value as the contract's events carry it. Objects keep their field order; numbers stay
 /// exactly as written: integers that fit 64 bits as `int`, every other number as its text.
 public enum JSONValue: Sendable, Equatable {
@@ -105,7 +107,8 @@ public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
 @inline(__always)
 func sameBytes(_ a: String, _ b: String) -> Bool {
     guard a.utf8.count == b.utf8.count, a == b else { return false }
-    return a.utf8.elementsEqual(b.utf8)
+    var (a, b) = (a, b)
+    return a.withUTF8 { x in b.withUTF8 { y in utf8Compare(x, y) == 0 } }
 }
 
 /// A field name hashed and compared by its UTF-8 bytes (see `sameBytes`), for the parser's set

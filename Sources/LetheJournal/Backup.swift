@@ -583,6 +583,8 @@ public enum Backup {
                     for e in block.events { try index(e) }
                 }
                 for e in try JournalReader.tailRows(db).0 { try index(e) }
+                eventID.reset()
+                try EventIDIndex(db: db).mergeIfDue(limit: nil, force: true)
             }
         }
     }

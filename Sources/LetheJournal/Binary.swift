@@ -1,3 +1,5 @@
+import Foundation
+
 /// Appends little-endian integers, LEB128 varints and length-prefixed bytes to a byte array.
 package struct BinaryWriter {
     package var bytes: [UInt8]
@@ -140,4 +142,58 @@ package struct BinaryReader {
         guard let s = String(validating: slice, as: UTF8.self) else { throw Malformed(what: "string is not UTF-8") }
         return s
     }
+}
+
+/// Strings in a sequence, each coded against the one before it: how many bytes it shares with it
+/// (the first with nothing), then the rest as a varint length and bytes. Block format 4 codes its
+/// account table and event ids so; the event id index its runs (`EventIDIndex`).
+package struct PrefixCoding {
+    /// The bytes of the value last written or read.
+    package private(set) var previous: [UInt8] = []
+
+    package init() { previous.reserveCapacity(64) }
+
+    package mutating func write(_ value: String, into w: inout BinaryWriter) {
+        var value = value
+        value.withUTF8 { write($0, into: &w) }
+    }
+
+    package mutating func write(_ bytes: UnsafeBufferPointer<UInt8>, into w: inout BinaryWriter) {
+        var shared = 0
+        let most = min(bytes.count, previous.count)
+        while shared < most && bytes[shared] == previous[shared] { shared += 1 }
+        w.varint(shared)
+        w.varint(bytes.count - shared)
+        w.raw(bytes[shared...])
+        previous.removeAll(keepingCapacity: true)
+        previous.append(contentsOf: bytes)
+    }
+
+    /// The next value's bytes (then also `previous`): at most `limit` of them. Sharing more than
+    /// the previous value has, or a length past `limit`, is `Malformed`.
+    @discardableResult
+    package mutating func read(_ r: inout BinaryReader, limit: Int) throws -> [UInt8] {
+        let shared = try r.count(limit: min(previous.count, limit))
+        let rest = try r.lengthPrefixed(limit: limit - shared)
+        previous.removeSubrange(shared...)
+        previous.append(contentsOf: rest)
+        return previous
+    }
+}
+
+/// Orders strings by their UTF-8 bytes, as SQLite's BINARY collation and byte-sorted tables do
+/// (Swift's `<` compares by Unicode canonical equivalence instead).
+package func utf8Precedes(_ a: String, _ b: String) -> Bool {
+    var (a, b) = (a, b)
+    return a.withUTF8 { x in b.withUTF8 { y in utf8Compare(x, y) < 0 } }
+}
+
+/// memcmp order, the shorter first when one is a prefix of the other.
+package func utf8Compare(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Int {
+    let n = min(x.count, y.count)
+    if n > 0, let xp = x.baseAddress, let yp = y.baseAddress {
+        let c = memcmp(xp, yp, n)
+        if c != 0 { return Int(c) }
+    }
+    return x.count - y.count
 }

@@ -150,7 +150,7 @@ package struct Block: Equatable {
             }())
         }
         // The account table in byte order, so that each name is coded against a neighbour.
-        let order = accountNames.indices.sorted { accountNames[$0].utf8.lexicographicallyPrecedes(accountNames[$1].utf8) }
+        let order = accountNames.indices.sorted { utf8Precedes(accountNames[$0], accountNames[$1]) }
         var rank = [Int](repeating: 0, count: accountNames.count)
         for (r, i) in order.enumerated() { rank[i] = r }
         accountNames = order.map { accountNames[$0] }
@@ -205,36 +205,20 @@ package struct Block: Equatable {
         return w.bytes
     }
 
-    /// Strings each coded against the one before it (format 4): how many bytes it shares with
-    /// it (the first with an empty one), then the rest as a varint length and bytes.
+    /// Strings each coded against the one before it (format 4, `PrefixCoding`).
     private static func writeCoded(_ values: [String], into w: inout BinaryWriter) {
-        var previous: [UInt8] = []
-        previous.reserveCapacity(64)
-        for var value in values {
-            value.withUTF8 { bytes in
-                var shared = 0
-                let most = min(bytes.count, previous.count)
-                while shared < most && bytes[shared] == previous[shared] { shared += 1 }
-                w.varint(shared)
-                w.varint(bytes.count - shared)
-                w.raw(bytes[shared...])
-                previous.removeAll(keepingCapacity: true)
-                previous.append(contentsOf: bytes)
-            }
-        }
+        var coding = PrefixCoding()
+        for value in values { coding.write(value, into: &w) }
     }
 
     /// `count` strings written by `writeCoded`, each at most `limit` bytes of UTF-8; `name(i)`
     /// names the i-th in an error.
     private static func readCoded(_ r: inout BinaryReader, count: Int, limit: Int, name: (Int) -> String) throws -> [String] {
-        var previous: [UInt8] = []
+        var coding = PrefixCoding()
         return try (0..<count).map { i in
-            let shared = try r.count(limit: previous.count)
-            let value = Array(previous[..<shared]) + (try r.lengthPrefixed(limit: limit - shared))
-            guard let text = String(validating: value, as: UTF8.self) else {
+            guard let text = String(validating: try coding.read(&r, limit: limit), as: UTF8.self) else {
                 throw BinaryReader.Malformed(what: "\(name(i)) is not UTF-8")
             }
-            previous = value
             return text
         }
     }

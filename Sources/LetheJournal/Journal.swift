@@ -131,11 +131,14 @@ public final class Journal: Sendable {
         /// How many recent (account, block) postings gather before they move to the main
         /// per-account block index in one sorted pass (see `Writer.mergeRecentPostingsIfDue`).
         package var recentPostingsLimit = 1 << 18
+        /// How many new event ids gather before they move to the id index's runs in one sorted
+        /// pass; nil: at least 16,384, more as the runs grow (see `EventIDIndex`).
+        package var recentIDsLimit: Int?
 
         public init() {}
     }
 
-    public static let formatVersion: Int64 = 4
+    public static let formatVersion: Int64 = 5
     public static let maxPayloadBytes = 16 << 20
     public static let maxBlockEvents = 1 << 16
     static let maxAccountBytes = 256
@@ -230,6 +233,10 @@ public final class Journal: Sendable {
                     try insert.bind(1, "erased").bind(2, Int64(0)).run()
                 }
             }
+            // Format 4 lacks only the id index's runs, which `createSchema` just made.
+            if try db.scalarInt("SELECT value FROM meta WHERE key='format'") == 4 {
+                try db.transaction { try db.statement("UPDATE meta SET value = ? WHERE key = 'format'").bind(1, Journal.formatVersion).run() }
+            }
             let format = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
             guard format == Journal.formatVersion else {
                 throw JournalError(.notAJournal, "\(path) has journal format \(format.map(String.init) ?? "none"); this build reads format \(Journal.formatVersion)")
@@ -266,7 +273,7 @@ public final class Journal: Sendable {
                 session BLOB NOT NULL, counter INTEGER NOT NULL,
                 key_kind INTEGER NOT NULL, key_number INTEGER NOT NULL, key_index INTEGER NOT NULL,
                 payload BLOB, digest BLOB, link BLOB NOT NULL);
-            CREATE TABLE IF NOT EXISTS event_ids(id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+            \(EventIDIndex.schema)
             CREATE TABLE IF NOT EXISTS erasures(
                 id INTEGER PRIMARY KEY, account TEXT NOT NULL, kind INTEGER NOT NULL,
                 name TEXT, number INTEGER, through INTEGER, keeping TEXT, mac BLOB NOT NULL);

@@ -618,12 +618,11 @@ public final class JournalReader {
             SELECT block_id, account_id FROM account_blocks UNION SELECT block_id, account_id FROM recent_account_blocks
             ORDER BY 1, 2
             """)
-        var ids = try IndexCursor(db, what: "event id index", sql: "SELECT seq, id FROM event_ids ORDER BY seq, id")
+        // The ids are compared as two tallies: the index is in id order, the events in sequence order.
+        var random = SystemRandomNumberGenerator()
+        var ids = EventIDIndex.Tally(key: (random.next(), random.next()))
         // Statements left on a row would keep the snapshot open after the verification.
-        defer {
-            postings.statement.reset()
-            ids.statement.reset()
-        }
+        defer { postings.statement.reset() }
         var atAnchor: [UInt8]?
         let anchorSeq = authority?.anchored?.seq ?? -1
         var lastBlockID: Int64 = 0
@@ -645,7 +644,7 @@ public final class JournalReader {
             account.seenVersion = h.version
             account.seenAt = h.at.nanoseconds
             accounts[h.account] = account
-            try ids.expect(h.id.map { (h.seq, $0) }, upTo: h.seq, place: "event \(h.seq)")
+            if let id = h.id { ids.add(id, seq: h.seq) }
             if h.seq == anchorSeq { atAnchor = link }
             report.events += 1
         }, block: { id, block, frameBytes in
@@ -662,7 +661,7 @@ public final class JournalReader {
         try JournalReader.checkEnd(walked, stored)
         report.tailEvents = report.events - (try wrap { try db.scalarInt("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM blocks") } ?? 0)
         try postings.expectEnd()
-        try ids.expect(nil, upTo: .max, place: "the end of the journal")
+        if try wrap({ try EventIDIndex(db: db).tally(key: ids.key) }) != ids { throw try idIndexDifference() }
         // The accounts table the writer relies on must agree with the events.
         for (name, account) in accounts {
             guard account.version == account.seenVersion, account.seenVersion > 0 else {
@@ -694,6 +693,53 @@ public final class JournalReader {
     }
 }
 
+extension JournalReader {
+    /// Names the first difference between the events' ids and the id index, once their tallies
+    /// differ: an event whose id the index does not map to it, else an entry whose event does
+    /// not carry its id. Only on this error path does it look ids up one by one.
+    private func idIndexDifference() throws -> JournalError {
+        let index = EventIDIndex(db: db)
+        var difference: JournalError?
+        try scanGroups { group in
+            guard difference == nil else { return }
+            let named = group.filter { $0.header.id != nil }
+            let found = try wrap { try index.seqs(of: named.map { $0.header.id! }, runs: index.hasRuns()) }
+            for e in named where found[ExactID(e.header.id!)] != e.header.seq {
+                difference = JournalError(.corrupt, found[ExactID(e.header.id!)].map { "event id index: the id of event \(e.header.seq) is indexed as event \($0)" }
+                    ?? "event id index: event \(e.header.seq) has an id but no entry for it")
+                return
+            }
+        }
+        if let difference { return difference }
+        // Every event is found: an entry is one too many.
+        let recent = try wrap { try db.statement("SELECT id, seq FROM event_ids") }
+        defer { recent.reset() }
+        while try wrap({ try recent.step() }) {
+            if try !carries(seq: recent.int(1), id: recent.text(0) ?? "") { return extraEntry(recent.int(1)) }
+        }
+        guard try wrap({ try index.hasRuns() }) else { return JournalError(.corrupt, "event id index: an id is indexed twice") }
+        let chunks = try wrap { try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id") }
+        defer { chunks.reset() }
+        while try wrap({ try chunks.step() }) {
+            let run = try EventIDIndex.decode(chunks.blob(1), first: chunks.text(0) ?? "")
+            for i in 0..<run.count where try !carries(seq: run.seqs[i], id: String(decoding: run.id(i), as: UTF8.self)) {
+                return extraEntry(run.seqs[i])
+            }
+        }
+        return JournalError(.corrupt, "event id index: an id is indexed twice")
+    }
+
+    private func carries(seq: Int64, id: String) throws -> Bool {
+        var carried: String?
+        try scan(from: seq, through: seq) { carried = $0.header.id }
+        return carried.map { utf8Precedes($0, id) == false && utf8Precedes(id, $0) == false } ?? false
+    }
+
+    private func extraEntry(_ seq: Int64) -> JournalError {
+        JournalError(.corrupt, "event id index: an extra entry maps an id to event \(seq), which does not carry it")
+    }
+}
+
 /// What a reader checks the journal's head against, read from the key store before the reader's
 /// snapshot began (so that the key store's anchor can only be behind the snapshot, never ahead).
 package struct HeadAuthority: Sendable {
@@ -710,8 +756,8 @@ package struct HeadAuthority: Sendable {
 private struct IndexCursor {
     let statement: SQLiteStatement
     let what: String
-    /// The current row (two integer/text columns), nil at the end.
-    private var row: (Int64, String)?
+    /// The current row (two integer columns), nil at the end.
+    private var row: (Int64, Int64)?
 
     init(_ db: SQLiteDatabase, what: String, sql: String) throws {
         statement = try db.statement(sql)
@@ -721,45 +767,28 @@ private struct IndexCursor {
 
     private mutating func advance() throws {
         do {
-            row = try statement.step() ? (statement.int(0), statement.isInteger(1) ? String(statement.int(1)) : statement.text(1) ?? "") : nil
+            row = try statement.step() ? (statement.int(0), statement.int(1)) : nil
         } catch {
             throw JournalError.storage("cannot read the \(what)", error)
-        }
-    }
-
-    /// Event `seq`'s row: `expected` (seq, id) when it has an id, none when `expected` is nil;
-    /// every row before it was extra.
-    mutating func expect(_ expected: (Int64, String)?, upTo seq: Int64, place: String) throws {
-        let bound = expected.map { $0.0 - 1 } ?? seq
-        if let r = row, r.0 <= bound {
-            throw JournalError(.corrupt, "\(what): an extra row (event_ids) maps an id to event \(r.0), which does not carry it (\(place))")
-        }
-        guard let expected else { return }
-        guard let r = row, r.0 == expected.0, r.1 == expected.1 else {
-            throw JournalError(.corrupt, "\(what): event \(expected.0) has an id but no row for it (event_ids)")
-        }
-        try advance()
-        if let r = row, r.0 == expected.0 {
-            throw JournalError(.corrupt, "\(what): an extra row (event_ids) maps a second id to event \(r.0)")
         }
     }
 
     /// The rows of block `id` must be exactly `accounts` (sorted account ids).
     mutating func expect(block id: Int64, accounts: [Int64], name: (Int64) -> String) throws {
         while let r = row, r.0 < id {
-            throw JournalError(.corrupt, "\(what): an extra row lists block \(r.0) for account \(name(Int64(r.1) ?? 0)), which has no events there")
+            throw JournalError(.corrupt, "\(what): an extra row lists block \(r.0) for account \(name(r.1)), which has no events there")
         }
         for account in accounts {
-            guard let r = row, r.0 == id, Int64(r.1) == account else {
-                if let r = row, r.0 == id, let other = Int64(r.1), other < account {
-                    throw JournalError(.corrupt, "\(what): an extra row lists block \(id) for account \(name(other)), which has no events there")
+            guard let r = row, r.0 == id, r.1 == account else {
+                if let r = row, r.0 == id, r.1 < account {
+                    throw JournalError(.corrupt, "\(what): an extra row lists block \(id) for account \(name(r.1)), which has no events there")
                 }
                 throw JournalError(.corrupt, "\(what): block \(id) holds events of account \(name(account)) but the index has no row for it (account_blocks)")
             }
             try advance()
         }
         if let r = row, r.0 == id {
-            throw JournalError(.corrupt, "\(what): an extra row lists block \(id) for account \(name(Int64(r.1) ?? 0)), which has no events there")
+            throw JournalError(.corrupt, "\(what): an extra row lists block \(id) for account \(name(r.1)), which has no events there")
         }
     }
 

@@ -150,18 +150,6 @@ final class Writer {
         accounts[name] = row
     }
 
-    /// The sequence numbers of those of `ids` that the journal already holds.
-    private func existingSeqs(of ids: [String]) throws -> [String: Int64] {
-        var found: [String: Int64] = [:]
-        try db.inChunks(of: 256, count: ids.count, sql: { n in
-            "SELECT id, seq FROM event_ids WHERE id IN (\(SQLiteDatabase.parameters(n)))"
-        }) { s, range in
-            for (k, i) in range.enumerated() { s.bind(Int32(k + 1), ids[i]) }
-            while try s.step() { if let id = s.text(0) { found[id] = s.int(1) } }
-        }
-        return found
-    }
-
     /// The accounts whose whole erasure is recorded and not done yet: they take nothing but the
     /// engine's records, as if their keys were gone already.
     private func accountsBeingErased() throws -> Set<String> {
@@ -227,7 +215,7 @@ final class Writer {
         // Ids already in the journal are looked up for the whole batch at once (the write lock is
         // held, so none can appear meanwhile); the batch's own ids join them as they are taken,
         // and are recorded after the loop.
-        var known = try existingSeqs(of: batch.compactMap { $0.id })
+        var known = try EventIDIndex(db: db).seqs(of: batch.compactMap { $0.id })
         var claims: [(id: String, seq: Int64)] = []
         var outcomes: [AppendOutcome] = []
         outcomes.reserveCapacity(batch.count)
@@ -247,7 +235,7 @@ final class Writer {
                 body = s
             }
             // An id the journal or this batch already holds makes the event a no-op.
-            if let id = e.id, let earlier = known[id] {
+            if let id = e.id, let earlier = known[ExactID(id)] {
                 outcomes.append(.duplicate(seq: earlier))
                 continue
             }
@@ -299,7 +287,7 @@ final class Writer {
             if isNew { newAccounts.append(e.account) }
             seq += 1
             if let id = e.id {
-                known[id] = seq
+                known[ExactID(id)] = seq
                 claims.append((id, seq))
             }
             row.version += 1
@@ -326,6 +314,7 @@ final class Writer {
             for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), claims[i].id).bind(Int32(2 * k + 2), claims[i].seq) }
             try s.run()
         }
+        try EventIDIndex(db: db).mergeIfDue(limit: options.recentIDsLimit)
         try writeAccounts(staged, new: newAccounts)
         let links = chain.value()
         try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)

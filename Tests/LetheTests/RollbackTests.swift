@@ -28,17 +28,6 @@ import Testing
         for (key, value) in head { try db.statement("UPDATE meta SET value = ? WHERE key = ?").bind(1, value).bind(2, key).run() }
     }
 
-    func verifyFailure(_ path: String, keys: String? = nil, master: MasterKeySource? = testMaster) -> String? {
-        do {
-            _ = try JournalReader.verify(path: path, keysPath: keys ?? path + ".keys", master: master)
-            return nil
-        } catch let e as JournalError {
-            return e.message
-        } catch {
-            return "\(error)"
-        }
-    }
-
     func openFailure(_ dir: TempDir) -> String? {
         do {
             _ = try openJournal(dir, blockEvents: 4)
@@ -220,8 +209,9 @@ import Testing
              "block index: block 2 holds events of account acc_0 but the index has no row for it"),
             ("INSERT INTO recent_account_blocks VALUES(2, 9)", "block index: an extra row lists block 9"),
             ("INSERT INTO account_blocks VALUES(4, 1)", "an extra row lists block 1 for account id 4"),
-            ("DELETE FROM event_ids WHERE seq = 5", "event id index: event 5 has an id but no row for it"),
-            ("INSERT INTO event_ids VALUES('planted', 3)", "event id index: an extra row (event_ids) maps a second id to event 3"),
+            ("DELETE FROM event_ids WHERE seq = 5", "event id index: event 5 has an id but no entry for it"),
+            ("INSERT INTO event_ids VALUES('planted', 3)", "event id index: an extra entry maps an id to event 3, which does not carry it"),
+            ("UPDATE event_ids SET seq = 4 WHERE seq = 5", "event id index: the id of event 5 is indexed as event 4"),
             ("UPDATE accounts SET version = 2 WHERE name = 'acc_1'", "account table: acc_1 is at version 2 but its events end at 3"),
             ("UPDATE accounts SET last_at = 0 WHERE name = 'acc_1'", "account table: acc_1's latest event time does not match"),
             ("DELETE FROM accounts WHERE name = 'acc_2'", "account table: acc_2 has events (event 3"),

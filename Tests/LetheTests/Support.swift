@@ -28,12 +28,25 @@ func verified(_ j: Journal) throws -> JournalReader.VerifyReport {
     try JournalReader.verify(path: j.path, keysPath: j.keysPath, master: testMaster)
 }
 
+/// Why `verify` (with the key store beside the journal and the test master key) fails, or nil.
+func verifyFailure(_ path: String, keys: String? = nil, master: MasterKeySource? = testMaster) -> String? {
+    do {
+        _ = try JournalReader.verify(path: path, keysPath: keys ?? path + ".keys", master: master)
+        return nil
+    } catch let e as JournalError {
+        return e.message
+    } catch {
+        return "\(error)"
+    }
+}
+
 /// A journal with deterministic randomness and the test master key.
 func openJournal(_ dir: TempDir, name: String = "j.lethe", blockEvents: Int = 8, seed: UInt64 = 1,
-                 recentPostingsLimit: Int? = nil) throws -> Journal {
+                 recentPostingsLimit: Int? = nil, recentIDsLimit: Int? = nil) throws -> Journal {
     var options = Journal.Options()
     options.blockEvents = blockEvents
     if let recentPostingsLimit { options.recentPostingsLimit = recentPostingsLimit }
+    if let recentIDsLimit { options.recentIDsLimit = recentIDsLimit }
     options.entropy = .seeded(seed)
     options.synchronous = .normal
     options.clock = .fixed(ts("2026-06-01T00:00:00Z"))

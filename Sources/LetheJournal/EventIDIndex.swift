@@ -1,0 +1,359 @@
+import Foundation
+
+/// The index of callers' event ids, for idempotent appends: which event, if any, carries an id.
+///
+/// It is kept in two tables, like the per-account block index. A new id goes to `event_ids`, a
+/// row each (23 bytes for an id like `evt_0000001`). Once enough have gathered they move, in one
+/// pass in byte order, to `event_id_runs`: the ids in byte order cut into chunks of at most
+/// `chunkBytes`, keyed by their first id, each id coded against the one before it
+/// (`PrefixCoding`) and its sequence number as the difference from the one before. Sequential ids
+/// take about 4 bytes there. A merge rewrites only the chunks it adds ids to: for ids that grow
+/// with time, the last one.
+///
+/// A chunk's layout: format (1 byte), count (varint), then per id: bytes shared with the previous
+/// id (varint), the rest (varint length, bytes), the sequence number's difference from the
+/// previous one's (zig-zag varint; the first's from 0).
+struct EventIDIndex {
+    static let chunkFormat: UInt8 = 1
+    /// A chunk's encoded size at most. With its key it stays under the 1,002 bytes a row of a
+    /// 4 KiB page's index tree keeps in the page: no overflow pages, four chunks to a page.
+    static let chunkBytes = 900
+    /// The ids that gather in `event_ids` before a merge: at least `minimumRecent`, and about an
+    /// eighth of the chunks' (`recentPerChunk` per chunk, a chunk holding 25 to 200 ids), so that
+    /// ids spread over the whole index (random ones) are rewritten a few times each, not once per
+    /// merge; at most `maximumRecent`, which bounds what a merge holds in memory.
+    static let recentPerChunk = 8
+    static let minimumRecent = 1 << 14
+    static let maximumRecent = 1 << 20
+
+    let db: SQLiteDatabase
+
+    static let schema = """
+        CREATE TABLE IF NOT EXISTS event_ids(id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS event_id_runs(first_id TEXT PRIMARY KEY, entries BLOB NOT NULL) WITHOUT ROWID;
+        """
+
+    // MARK: Lookups
+
+    /// The sequence numbers of those of `ids` that the journal holds (`runs`: false when there is
+    /// no `event_id_runs` table, see `hasRuns`).
+    ///
+    /// - Complexity: one lookup in `event_ids` per id, then, for the ids not there, one seek and
+    ///   one decoded chunk per chunk they fall in.
+    func seqs(of ids: [String], runs: Bool = true) throws -> [ExactID: Int64] {
+        var found: [ExactID: Int64] = [:]
+        try db.inChunks(of: 256, count: ids.count, sql: { n in
+            "SELECT id, seq FROM event_ids WHERE id IN (\(SQLiteDatabase.parameters(n)))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(k + 1), ids[i]) }
+            while try s.step() { if let id = s.text(0) { found[ExactID(id)] = s.int(1) } }
+        }
+        let rest = Set(ids.map(ExactID.init).filter { found[$0] == nil }).map(\.id).sorted(by: utf8Precedes)
+        guard !rest.isEmpty, runs else { return found }
+        let covering = try db.statement("SELECT first_id, entries FROM event_id_runs WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1")
+        let following = try db.statement("SELECT first_id FROM event_id_runs WHERE first_id > ? ORDER BY first_id LIMIT 1")
+        defer {
+            covering.reset()
+            following.reset()
+        }
+        // The chunk the last id fell in, and where the next one begins (nil: none).
+        var current: (run: Run, next: String?)?
+        for id in rest {
+            if let c = current, let first = c.run.first, !utf8Precedes(id, first), c.next.map({ utf8Precedes(id, $0) }) ?? true {
+                if let seq = c.run.seq(of: id) { found[ExactID(id)] = seq }
+                continue
+            }
+            covering.reset()
+            guard try covering.bind(1, id).step(), let first = covering.text(0) else { continue }  // below every chunk
+            let run = try EventIDIndex.decode(covering.blob(1), first: first)
+            following.reset()
+            let next = try following.bind(1, first).step() ? following.text(0) : nil
+            current = (run, next)
+            if let seq = run.seq(of: id) { found[ExactID(id)] = seq }
+        }
+        return found
+    }
+
+    /// False for a journal of format 4 that no writer has opened since (readers do not change it).
+    func hasRuns() throws -> Bool {
+        try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'event_id_runs'") == 1
+    }
+
+    // MARK: Merging
+
+    /// Moves the ids of `event_ids` into the runs once `limit` have gathered, or by default
+    /// (nil) `minimumRecent` and an eighth of the runs (see `recentPerChunk`); with `force`,
+    /// whenever there is any. Inside the caller's transaction.
+    func mergeIfDue(limit: Int?, force: Bool = false) throws {
+        let recent = try db.scalarInt("SELECT count(*) FROM event_ids") ?? 0
+        guard recent > 0 else { return }
+        if !force {
+            var due = Int64(limit ?? EventIDIndex.minimumRecent)
+            if limit == nil {
+                let chunks = try db.scalarInt("SELECT count(*) FROM event_id_runs") ?? 0
+                due = max(due, min(chunks * Int64(EventIDIndex.recentPerChunk), Int64(EventIDIndex.maximumRecent)))
+            }
+            guard recent >= due else { return }
+        }
+        try merge()
+    }
+
+    /// One pass over `event_ids` in byte order. Each chunk that receives ids is read, merged
+    /// with them as they come and written again as one or more chunks; the others are not
+    /// touched. Memory: one chunk, whatever the number of ids.
+    private func merge() throws {
+        let recent = try db.statement("SELECT id, seq FROM event_ids ORDER BY id")
+        defer { recent.reset() }
+        let covering = try db.statement("SELECT first_id, entries FROM event_id_runs WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1")
+        let lowest = try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id LIMIT 1")
+        let following = try db.statement("SELECT first_id FROM event_id_runs WHERE first_id > ? ORDER BY first_id LIMIT 1")
+        let delete = try db.statement("DELETE FROM event_id_runs WHERE first_id = ?")
+        let insert = try db.statement("INSERT INTO event_id_runs(first_id, entries) VALUES(?, ?)")
+        var out = RunWriter { first, chunk in try insert.bind(1, first).bind(2, chunk).run() }
+        // The chunk being merged: its ids not written yet (from `pending`), and where the next
+        // chunk begins (nil: none, this one takes every id above).
+        var target: (run: Run, pending: Int, next: String?)?
+        func finishTarget() throws {
+            if let t = target { for i in t.pending..<t.run.count { try out.add(t.run.id(i), seq: t.run.seqs[i]) } }
+            target = nil
+        }
+        var wroteAny = false
+        while try recent.step() {
+            guard let id = recent.text(0) else { throw JournalError(.corrupt, "event id index: a row of event_ids has no id") }
+            let seq = recent.int(1)
+            let bytes = Array(id.utf8)
+            if target == nil || target!.next.map({ !utf8Precedes(id, $0) }) ?? false {
+                // The chunk this id falls in: the last one that begins at or below it, else the
+                // first one (which then begins lower). Its old row goes; it is written anew.
+                try finishTarget()
+                let seek = try covering.bind(1, id).step() ? covering : (try lowest.step() ? lowest : nil)
+                if let seek, let first = seek.text(0) {
+                    let run = try EventIDIndex.decode(seek.blob(1), first: first)
+                    let next = try following.bind(1, first).step() ? following.text(0) : nil
+                    following.reset()
+                    try delete.bind(1, first).run()
+                    try out.cut()
+                    target = (run, 0, next)
+                } else {
+                    // No chunk at all: every id goes to new ones.
+                    target = (Run(), 0, nil)
+                }
+                covering.reset()
+                lowest.reset()
+            }
+            // The target's own ids below this one go first.
+            let sameAsPending = try bytes.withUnsafeBufferPointer { new -> Bool in
+                while let t = target, t.pending < t.run.count {
+                    let c = t.run.id(t.pending).withUnsafeBufferPointer { utf8Compare($0, new) }
+                    if c > 0 { break }
+                    if c == 0 { return true }
+                    try out.add(t.run.id(t.pending), seq: t.run.seqs[t.pending])
+                    target!.pending += 1
+                }
+                return false
+            }
+            if sameAsPending {
+                throw JournalError(.corrupt, "event id index: event \(seq)'s id is also indexed as event \(target!.run.seqs[target!.pending]); run `lethe verify`")
+            }
+            try out.add(bytes[...], seq: seq)
+            wroteAny = true
+        }
+        try finishTarget()
+        try out.cut()
+        recent.reset()
+        if wroteAny { try db.execute("DELETE FROM event_ids") }
+    }
+
+    // MARK: The chunk format
+
+    /// A decoded chunk: its ids' bytes one after another, where each ends, and their sequence numbers.
+    struct Run {
+        var bytes: [UInt8] = []
+        var ends: [Int] = []
+        var seqs: [Int64] = []
+        var first: String?
+
+        var count: Int { seqs.count }
+
+        func id(_ i: Int) -> ArraySlice<UInt8> { bytes[(i == 0 ? 0 : ends[i - 1])..<ends[i]] }
+
+        /// Binary search by bytes.
+        func seq(of name: String) -> Int64? {
+            var name = name
+            return name.withUTF8 { target in
+                var (low, high) = (0, count)
+                while low < high {
+                    let mid = (low + high) / 2
+                    let c = id(mid).withUnsafeBufferPointer { utf8Compare($0, target) }
+                    if c == 0 { return seqs[mid] }
+                    if c < 0 { low = mid + 1 } else { high = mid }
+                }
+                return nil
+            }
+        }
+    }
+
+    /// Decodes a chunk and checks it: its first id is its key, its ids grow strictly in byte
+    /// order, each sequence number is in range, nothing trails. Damage throws `.corrupt` naming
+    /// the chunk by its first id.
+    static func decode(_ blob: [UInt8], first: String) throws -> Run {
+        func corrupt(_ why: String) -> JournalError { JournalError(.corrupt, "event id index: the chunk of ids from \(first.debugDescription) \(why)") }
+        var r = BinaryReader(blob)
+        var run = Run()
+        run.first = first
+        do {
+            guard try r.u8() == chunkFormat else { throw corrupt("has an unknown format") }
+            let count = try r.count(limit: blob.count / 3)
+            guard count > 0 else { throw corrupt("is empty") }
+            run.bytes.reserveCapacity(blob.count)
+            run.ends.reserveCapacity(count)
+            run.seqs.reserveCapacity(count)
+            var coding = PrefixCoding()
+            var seq: Int64 = 0
+            for i in 0..<count {
+                let start = run.bytes.count
+                try coding.read(&r, limit: Journal.maxIDBytes)
+                if i == 0 {
+                    guard coding.previous.elementsEqual(first.utf8) else { throw corrupt("does not begin with its key") }
+                } else {
+                    let order = coding.previous.withUnsafeBufferPointer { new in
+                        run.bytes.withUnsafeBufferPointer { utf8Compare(new, UnsafeBufferPointer(rebasing: $0[(i == 1 ? 0 : run.ends[i - 2])..<start])) }
+                    }
+                    guard order > 0 else { throw corrupt("is out of order at its id \(i + 1)") }
+                }
+                run.bytes.append(contentsOf: coding.previous)
+                run.ends.append(run.bytes.count)
+                let (next, overflow) = seq.addingReportingOverflow(try r.zigzag())
+                guard !overflow, next > 0 else { throw corrupt("has an event number out of range at its id \(i + 1)") }
+                seq = next
+                run.seqs.append(seq)
+            }
+            guard r.isAtEnd else { throw corrupt("has trailing bytes") }
+        } catch let e as JournalError {
+            throw e
+        } catch is BinaryReader.Truncated {
+            throw corrupt("is truncated")
+        } catch let e as BinaryReader.Malformed {
+            throw corrupt("is damaged (\(e.what))")
+        }
+        return run
+    }
+
+    /// Cuts a stream of ids in byte order into chunks of at most `chunkBytes`, each handed to
+    /// `emit` with its first id.
+    struct RunWriter {
+        let emit: (String, [UInt8]) throws -> Void
+        private var body = BinaryWriter(capacity: EventIDIndex.chunkBytes)
+        private var coding = PrefixCoding()
+        private var count = 0
+        private var previousSeq: Int64 = 0
+        private var first: [UInt8] = []
+
+        init(emit: @escaping (String, [UInt8]) throws -> Void) { self.emit = emit }
+
+        mutating func add(_ id: ArraySlice<UInt8>, seq: Int64) throws {
+            // (At most: the id whole, its two lengths and its number.)
+            if count > 0, 1 + 3 + body.bytes.count + id.count + 4 + 10 > EventIDIndex.chunkBytes { try cut() }
+            if count == 0 {
+                first = Array(id)
+                coding = PrefixCoding()
+                previousSeq = 0
+            }
+            id.withUnsafeBufferPointer { coding.write($0, into: &body) }
+            body.zigzag(seq &- previousSeq)
+            previousSeq = seq
+            count += 1
+        }
+
+        /// Writes the chunk gathered so far, if any.
+        mutating func cut() throws {
+            guard count > 0 else { return }
+            var chunk = BinaryWriter(capacity: body.bytes.count + 4)
+            chunk.u8(EventIDIndex.chunkFormat)
+            chunk.varint(count)
+            chunk.raw(body.bytes)
+            try emit(String(decoding: first, as: UTF8.self), chunk.bytes)
+            body.bytes.removeAll(keepingCapacity: true)
+            count = 0
+        }
+    }
+
+    // MARK: Checking
+
+    /// An order-free digest of (id, event) pairs: how many, and the sum of a keyed hash of each.
+    /// The events' pairs and the index's are each summed in one pass, in whatever order they
+    /// come. The key is drawn for each check, so no set of pairs can be made beforehand to sum
+    /// like another.
+    struct Tally: Equatable {
+        var count: Int64 = 0
+        var sum: (UInt64, UInt64) = (0, 0)
+        let key: (UInt64, UInt64)
+
+        init(key: (UInt64, UInt64)) { self.key = key }
+
+        mutating func add(_ id: String, seq: Int64) {
+            var id = id
+            id.withUTF8 { add(UnsafeRawBufferPointer($0), seq: seq) }
+        }
+
+        mutating func add(_ id: UnsafeRawBufferPointer, seq: Int64) {
+            var a = Hasher(), b = Hasher()
+            a.combine(key.0)
+            b.combine(key.1)
+            a.combine(bytes: id)
+            b.combine(bytes: id)
+            a.combine(seq)
+            b.combine(seq)
+            sum.0 &+= UInt64(bitPattern: Int64(a.finalize()))
+            sum.1 &+= UInt64(bitPattern: Int64(b.finalize()))
+            count += 1
+        }
+
+        static func == (x: Tally, y: Tally) -> Bool { x.count == y.count && x.sum == y.sum }
+    }
+
+    /// The index's pairs tallied, every chunk decoded and checked, and the chunks checked to be
+    /// in order without overlap. (An id in both tables counts twice, so it cannot match.)
+    func tally(key: (UInt64, UInt64)) throws -> Tally {
+        var tally = Tally(key: key)
+        let rows = try db.statement("SELECT id, seq FROM event_ids")
+        defer { rows.reset() }
+        while try rows.step() {
+            guard let id = rows.text(0) else { throw JournalError(.corrupt, "event id index: a row of event_ids has no id") }
+            tally.add(id, seq: rows.int(1))
+        }
+        guard try hasRuns() else { return tally }
+        let chunks = try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id")
+        defer { chunks.reset() }
+        var lastOfPrevious: ArraySlice<UInt8>?
+        while try chunks.step() {
+            guard let first = chunks.text(0) else { throw JournalError(.corrupt, "event id index: a chunk has no key") }
+            let run = try EventIDIndex.decode(chunks.blob(1), first: first)
+            let overlaps = lastOfPrevious.map { last in run.id(0).withUnsafeBufferPointer { a in last.withUnsafeBufferPointer { utf8Compare(a, $0) <= 0 } } }
+            guard overlaps != true else {
+                throw JournalError(.corrupt, "event id index: the chunk of ids from \(first.debugDescription) overlaps the one before it")
+            }
+            for i in 0..<run.count { run.id(i).withUnsafeBytes { tally.add($0, seq: run.seqs[i]) } }
+            lastOfPrevious = run.id(run.count - 1)
+        }
+        return tally
+    }
+}
+
+/// An event id as a key compared and hashed by its UTF-8 bytes. Ids are the caller's bytes:
+/// `"\u{E9}"` and `"e\u{301}"` are two ids, though Swift's `==` takes them for one string.
+struct ExactID: Hashable {
+    let id: String
+
+    init(_ id: String) { self.id = id }
+
+    static func == (a: ExactID, b: ExactID) -> Bool {
+        var (x, y) = (a.id, b.id)
+        return x.withUTF8 { p in y.withUTF8 { q in utf8Compare(p, q) == 0 } }
+    }
+
+    func hash(into hasher: inout Hasher) {
+        var id = id
+        id.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
+}

@@ -1,0 +1,184 @@
+import Foundation
+import LetheEvents
+@testable import LetheJournal
+import Testing
+
+/// The event id index keeps new ids a row each and moves them to compact runs in byte order
+/// (`EventIDIndex`). Whatever table an id is in, appending it again must find it, and any damage
+/// to either table must be named by `verify`.
+@Suite struct EventIDIndexTests {
+    /// Ids of every shape the runs must order by bytes: sequential, sharing long prefixes, one a
+    /// prefix of another, multi-byte characters (whose code points order differently from
+    /// Swift's `<` for canonically equivalent text), the longest allowed.
+    static let ids: [String] = {
+        var ids = (0..<600).map { String(format: "evt_%07d", $0) }
+        ids += (0..<60).map { "order-\(UUID(uuidString: String(format: "00000000-0000-0000-0000-%012d", $0 * 7919 % 1000))!.uuidString)" }
+        ids += ["a", "ab", "abc", "é", "e\u{301}", "\u{1F600}", "z", String(repeating: "x", count: 256), "0"]
+        return ids
+    }()
+
+    /// Appends `ids` in a scrambled order, `batch` at a time, with a merge due every few ids.
+    func journal(_ dir: TempDir, ids: [String] = EventIDIndexTests.ids, batch: Int = 7, shuffled: Bool = true) throws -> (Journal, [ExactID: Int64]) {
+        let j = try openJournal(dir, blockEvents: 4, recentIDsLimit: 5)
+        var order = ids
+        var rng = SeededGenerator(seed: 3)
+        if shuffled { order.shuffle(using: &rng) }
+        var seqs: [ExactID: Int64] = [:]
+        for start in stride(from: 0, to: order.count, by: batch) {
+            let chunk = Array(order[start..<min(start + batch, order.count)])
+            let outcomes = try j.append(chunk.enumerated().map { k, id in
+                event("acc_\(k % 3)", at: "2026-01-01T00:00:00Z", id: id)
+            })
+            for (id, outcome) in zip(chunk, outcomes) {
+                guard case .appended(let header) = outcome else { Issue.record("\(id): \(outcome)"); continue }
+                seqs[ExactID(id)] = header.seq
+            }
+        }
+        return (j, seqs)
+    }
+
+    func duplicates(_ j: Journal, _ ids: [String]) throws -> [ExactID: Int64] {
+        var found: [ExactID: Int64] = [:]
+        let outcomes = try j.append(ids.map { event("acc_9", at: "2026-01-02T00:00:00Z", id: $0) })
+        for (id, outcome) in zip(ids, outcomes) {
+            if case .duplicate(let seq) = outcome { found[ExactID(id)] = seq }
+        }
+        return found
+    }
+
+    @Test func everyIdIsFoundAgainAfterItMovedToTheRuns() throws {
+        let dir = try TempDir()
+        let (j, seqs) = try journal(dir)
+        #expect(seqs.count == Self.ids.count)
+        // Most ids were merged, into several chunks.
+        let recent = try #require(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids"))
+        let chunks = try #require(try sqliteScalar(j.path, "SELECT count(*) FROM event_id_runs"))
+        #expect(recent < 5 && chunks > 3, "recent \(recent), chunks \(chunks)")
+        // The same ids again, in another order: each one a duplicate of its event, nothing appended.
+        #expect(try duplicates(j, Self.ids.reversed()) == seqs)
+        #expect(j.headSeq == Int64(Self.ids.count))
+        #expect(try verified(j).events == Int64(Self.ids.count))
+        // And so from another process, after a restart.
+        let again = try openJournal(dir, blockEvents: 4, recentIDsLimit: 5)
+        #expect(try duplicates(again, Self.ids) == seqs)
+    }
+
+    @Test func newIdsBetweenAndBelowTheChunksAreNotTakenForOldOnes() throws {
+        let dir = try TempDir()
+        let (j, seqs) = try journal(dir)
+        let fresh = [" ", "evt_", "evt_0000000-", "evt_0000599a", "order-", "zz", "é2", "\u{10FFFF}"].filter { seqs[ExactID($0)] == nil }
+        let outcomes = try j.append(fresh.map { event("acc_1", at: "2026-01-03T00:00:00Z", id: $0) })
+        for (id, outcome) in zip(fresh, outcomes) {
+            guard case .appended = outcome else { Issue.record("\(id.debugDescription): \(outcome)"); continue }
+        }
+        _ = try openJournal(dir, blockEvents: 4, recentIDsLimit: 1).append([event("acc_1", at: "2026-01-03T00:00:00Z", id: "last")])
+        #expect(try duplicates(j, fresh + Self.ids).count == fresh.count + Self.ids.count)
+        #expect(try verified(j).events == Int64(Self.ids.count + fresh.count + 1))
+    }
+
+    @Test func sequentialIdsTakeAFewBytesEach() throws {
+        let dir = try TempDir()
+        let (j, _) = try journal(dir, ids: (0..<2000).map { String(format: "evt_%07d", $0) }, batch: 50, shuffled: false)
+        let bytes = try #require(try sqliteScalar(j.path, "SELECT sum(length(entries)) FROM event_id_runs"))
+        let merged = 2000 - (try #require(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids")))
+        #expect(Double(bytes) / Double(merged) < 4.5, "\(bytes) bytes for \(merged) ids")
+    }
+
+    /// A writer that reads a damaged chunk stops naming it; `verify` names it too.
+    @Test func aDamagedChunkIsNamed() throws {
+        let damages = [
+            "UPDATE event_id_runs SET entries = substr(entries, 1, length(entries) - 1) WHERE first_id = (SELECT max(first_id) FROM event_id_runs)",
+            "UPDATE event_id_runs SET entries = x'07' || substr(entries, 2) WHERE first_id = (SELECT max(first_id) FROM event_id_runs)",
+            "UPDATE event_id_runs SET first_id = first_id || '0' WHERE first_id = (SELECT max(first_id) FROM event_id_runs)",
+            "UPDATE event_id_runs SET entries = x'02' || substr(entries, 2) WHERE first_id = (SELECT max(first_id) FROM event_id_runs)",
+        ]
+        for sql in damages {
+            let dir = try TempDir()
+            let (j, _) = try journal(dir)
+            try tamper(j.path, sql)
+            let message = try #require(verifyFailure(j.path), "\(sql) went unnoticed")
+            #expect(message.contains("event id index: the chunk of ids from"), "\(sql): \(message)")
+            let last = try #require(Self.ids.max(by: utf8Precedes))
+            #expect(throws: JournalError.self, "\(sql)") { try openJournal(dir, blockEvents: 4).append([event("acc_1", at: "2026-01-03T00:00:00Z", id: last)]) }
+        }
+    }
+
+    /// Well-formed chunks that say the wrong thing: an id left out, an id moved to another
+    /// event, one added, two chunks that overlap.
+    @Test func aChunkThatDisagreesWithTheEventsIsNamed() throws {
+        let dir = try TempDir()
+        let (j, seqs) = try journal(dir, ids: (0..<30).map { "id\($0)" }, batch: 30)
+        try openJournal(dir, blockEvents: 4, recentIDsLimit: 1).append([event("acc_1", at: "2026-01-03T00:00:00Z", id: "id99")])
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 0)
+        let all = (seqs.map { ($0.key.id, $0.value) } + [("id99", 31)]).sorted { utf8Precedes($0.0, $1.0) }
+        func chunks(_ entries: [(String, Int64)]) throws -> String {
+            var rows: [String] = []
+            var out = EventIDIndex.RunWriter { first, bytes in rows.append("('\(first)', x'\(Hex.encode(bytes))')") }
+            for (id, seq) in entries { try out.add(Array(id.utf8)[...], seq: seq) }
+            try out.cut()
+            return "DELETE FROM event_id_runs; INSERT INTO event_id_runs VALUES \(rows.joined(separator: ", "))"
+        }
+        let missing = all.firstIndex { $0.0 == "id12" }!
+        var moved = all
+        moved[missing].1 = 2
+        let cases: [(String, String)] = [
+            (try chunks(all.filter { $0.0 != "id12" }), "event \(seqs[ExactID("id12")]!) has an id but no entry for it"),
+            (try chunks(moved), "the id of event \(seqs[ExactID("id12")]!) is indexed as event 2"),
+            (try chunks((all + [("id120", 3)]).sorted { utf8Precedes($0.0, $1.0) }), "an extra entry maps an id to event 3"),
+        ]
+        for (sql, expected) in cases {
+            try tamper(j.path, sql)
+            let message = try #require(verifyFailure(j.path), "\(expected) went unnoticed")
+            #expect(message.contains("event id index: " + expected), "\(message)")
+        }
+        // Two chunks, the second beginning inside the first.
+        var rows: [String] = []
+        for part in [Array(all[0..<20]), Array(all[15...])] {
+            var out = EventIDIndex.RunWriter { first, bytes in rows.append("('\(first)', x'\(Hex.encode(bytes))')") }
+            for (id, seq) in part { try out.add(Array(id.utf8)[...], seq: seq) }
+            try out.cut()
+        }
+        try tamper(j.path, "DELETE FROM event_id_runs; INSERT INTO event_id_runs VALUES \(rows.joined(separator: ", "))")
+        let overlap = try #require(verifyFailure(j.path))
+        #expect(overlap.contains("overlaps the one before it"), "\(overlap)")
+    }
+
+    /// A journal of format 4 (no runs) is read as it is and taken to format 5 by its first writer.
+    @Test func aJournalOfFormat4IsUpgradedInPlace() throws {
+        let dir = try TempDir()
+        let j = try openJournal(dir, blockEvents: 4)
+        let seqs = try j.append((0..<10).map { event("acc_1", at: "2026-01-01T00:00:00Z", id: "e\($0)") }).map { outcome -> Int64 in
+            guard case .appended(let h) = outcome else { return -1 }
+            return h.seq
+        }
+        try tamper(j.path, "DROP TABLE event_id_runs; UPDATE meta SET value = 4 WHERE key = 'format'")
+        #expect(try verified(j).events == 10)
+        let upgraded = try openJournal(dir, blockEvents: 4, recentIDsLimit: 1)
+        #expect(try sqliteScalar(j.path, "SELECT value FROM meta WHERE key = 'format'") == 5)
+        let outcomes = try upgraded.append((0..<12).map { event("acc_1", at: "2026-01-02T00:00:00Z", id: "e\($0)") })
+        #expect(outcomes.prefix(10).map { if case .duplicate(let s) = $0 { s } else { -1 } } == seqs)
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 0)
+        #expect(try verified(upgraded).events == 12)
+        // Older formats are still refused.
+        try tamper(j.path, "UPDATE meta SET value = 3 WHERE key = 'format'")
+        #expect(throws: JournalError.self) { try openJournal(dir, blockEvents: 4) }
+    }
+}
+
+/// SplitMix64: the same shuffle on every run.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func sqliteScalar(_ path: String, _ sql: String) throws -> Int64? {
+    let r = try run("/usr/bin/sqlite3", [path, sql], timeLimit: .seconds(60))
+    return Int64(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+}

@@ -221,6 +221,9 @@ struct EventIDIndex {
                     }
                     guard order > 0 else { throw corrupt("is out of order at its id \(i + 1)") }
                 }
+                guard coding.previous.allSatisfy({ $0 < 0x80 }) || String(validating: coding.previous, as: UTF8.self) != nil else {
+                    throw corrupt("has an id that is not UTF-8 at its id \(i + 1)")
+                }
                 run.bytes.append(contentsOf: coding.previous)
                 run.ends.append(run.bytes.count)
                 let (next, overflow) = seq.addingReportingOverflow(try r.zigzag())

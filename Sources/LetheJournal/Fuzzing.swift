@@ -34,6 +34,31 @@ import Synchronization
         return blockContent(content)
     }
 
+    /// A chunk of the event id index (`EventIDIndex`) as stored: the input's first byte is the
+    /// length of its key, then the key, then the chunk. What it accepts codes again (cut at
+    /// `chunkBytes`) to the same ids and numbers, and each id is found with its number.
+    public static func idChunk(_ bytes: [UInt8]) -> String? {
+        guard let n = bytes.first.map(Int.init), bytes.count > n else { return nil }
+        let key = String(decoding: bytes[1..<(n + 1)], as: UTF8.self)
+        guard let run = try? EventIDIndex.decode(Array(bytes[(n + 1)...]), first: key) else { return nil }
+        var chunks: [(first: String, bytes: [UInt8])] = []
+        var out = EventIDIndex.RunWriter { chunks.append(($0, $1)) }
+        for i in 0..<run.count { try! out.add(run.id(i), seq: run.seqs[i]) }
+        try! out.cut()
+        var ids: [ArraySlice<UInt8>] = [], seqs: [Int64] = []
+        for chunk in chunks {
+            guard chunk.bytes.count <= EventIDIndex.chunkBytes else { return "a chunk of \(chunk.bytes.count) bytes was written" }
+            guard let again = try? EventIDIndex.decode(chunk.bytes, first: chunk.first) else { return "a chunk written again does not decode" }
+            for i in 0..<again.count { ids.append(again.id(i)) }
+            seqs += again.seqs
+        }
+        guard seqs == run.seqs, ids.elementsEqual((0..<run.count).map(run.id)) else { return "the ids do not survive coding again" }
+        for i in 0..<run.count where run.seq(of: String(decoding: run.id(i), as: UTF8.self)) != run.seqs[i] {
+            return "id \(i + 1) of the chunk is not found"
+        }
+        return nil
+    }
+
     /// A backup's content stream (the records inside its chunks, once authenticated and
     /// decompressed), cut into pieces of 61 bytes so that records span pieces as they span
     /// chunks; loaded into an in-memory journal, its indexes rebuilt, and every event read back
@@ -80,11 +105,23 @@ import Synchronization
             }
             try loader.rebuildIndexes()
             let reader = JournalReader(db: db, path: ":memory:", lookupKey: { _, _ in .none })
+            // The id index made by the restore (merged into runs) holds exactly the events' ids.
+            let key: (UInt64, UInt64) = (1, 2)
+            var tally = EventIDIndex.Tally(key: key)
+            var ids: [(String, Int64)] = []
             try reader.scanGroups { group in
                 for e in group {
                     if let problem = check(e) { throw Violation(problem) }
+                    if let id = e.header.id {
+                        tally.add(id, seq: e.header.seq)
+                        ids.append((id, e.header.seq))
+                    }
                 }
             }
+            let index = EventIDIndex(db: db)
+            guard try index.tally(key: key) == tally else { return "the restored id index does not hold the events' ids" }
+            let found = try index.seqs(of: ids.map(\.0))
+            for (id, seq) in ids where found[ExactID(id)] != seq { return "the restored id index does not find event \(seq)'s id" }
         } catch let v as Violation {
             return v.problem
         } catch {

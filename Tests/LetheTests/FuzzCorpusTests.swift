@@ -19,6 +19,7 @@ import Testing
         ("block", JournalFuzzing.blockContent),
         ("lz4", JournalFuzzing.blockFrame),
         ("backup", JournalFuzzing.backupStream),
+        ("idchunk", JournalFuzzing.idChunk),
     ]
 
     @Test(arguments: targets.map(\.name))
@@ -49,6 +50,10 @@ import Testing
         } >= 10)
         #expect(try accepted("block") { _ = try Block.decode($0, where: "seed") } >= 3)
         #expect(try accepted("lz4") { _ = try Block.decode(LZ4.decompressFrame($0, limit: 1 << 24), where: "seed") } >= 3)
+        #expect(try accepted("idchunk") { bytes in
+            let n = Int(bytes[0])
+            _ = try EventIDIndex.decode(Array(bytes[(n + 1)...]), first: String(decoding: bytes[1..<(n + 1)], as: UTF8.self))
+        } >= 3)
         // The backup seeds are in this build's format: the header parses, the streams load whole.
         #expect(try accepted("backup") { bytes in
             if bytes.starts(with: Array("LETHE-BACKUP ".utf8)) {
@@ -130,6 +135,19 @@ import Testing
         blocks.reset()
         db.close()
         #expect(purgedSeen, "a seed block holds a purged event")
+        // Chunks of the id index: the fixture's ids, ids sharing long prefixes, out of time order.
+        var idRuns: [[(String, Int64)]] = [first.compactMap(\.id).enumerated().map { ($1, Int64($0 + 1)) }]
+        idRuns.append((0..<300).map { (String(format: "evt_%07d", $0), Int64($0 * 3 + 1)) })
+        idRuns.append([("a", 9), ("ab", 2), ("b\u{301}", 40), ("é", 1), ("\u{1F600}x", 7)])
+        for (k, var entries) in idRuns.enumerated() {
+            entries.sort { utf8Precedes($0.0, $1.0) }
+            var chunks: [(String, [UInt8])] = []
+            var out = EventIDIndex.RunWriter { chunks.append(($0, $1)) }
+            for (id, seq) in entries { try out.add(Array(id.utf8)[...], seq: seq) }
+            try out.cut()
+            let (key, chunk) = chunks[0]
+            try write("idchunk", "idchunk-\(k + 1).bin", [UInt8(key.utf8.count)] + Array(key.utf8) + chunk)
+        }
         // Its backup's content stream, opened as the restore opens it, and the header alone.
         let file = dir.path("seed.backup")
         try Backup.create(j, to: file, now: ts("2026-06-01T00:00:00Z"))

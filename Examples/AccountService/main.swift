@@ -19,7 +19,6 @@ let logger: Logger = {
 
 var options = Journal.Options()
 options.rules = ContractRules()
-options.recordCategories = EventType.recordCategories
 options.logger = logger
 // The master key comes from the host's secret store, never from beside the data: here the
 // environment (LETHE_MASTER_KEY or LETHE_MASTER_KEY_FILE), or, for a first try, a key file made

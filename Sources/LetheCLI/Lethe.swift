@@ -91,7 +91,6 @@ struct JournalOptions: ParsableArguments {
         var options = Journal.Options()
         options.clock = clock
         options.rules = ContractRules()
-        options.recordCategories = EventType.recordCategories
         options.truncateWait = .milliseconds(Int(max(0, walWait) * 1000))
         return try Journal(path: journal, keysPath: keys, master: master, options: options)
     }

@@ -48,8 +48,6 @@ public enum EventType: String, CaseIterable, Sendable {
         }
     }
 
-    /// Every record chain of the contract (for `Journal.Options.recordCategories`).
-    public static let recordCategories = Set(allCases.compactMap(\.recordChain))
 
     /// The record chains that outlive an account's purge: the staff access log is the company's
     /// record of who looked at the account (with its own window), not the subject's data.

@@ -122,9 +122,6 @@ public final class Journal: Sendable {
         /// The domain's rules, checked against each account's history as events are decided.
         public var rules: (any EventRules)?
         public var logger: Logger = Logger(label: "lethe.journal")
-        /// The record categories of the domain (`KeyScope.records`): an account's first record
-        /// chain is made with all of them, one key store write instead of one per category.
-        public var recordCategories: Set<String> = []
         /// How long an erasure waits for readers that hold an old snapshot of a file before it
         /// reports that file's WAL as not yet truncated.
         public var truncateWait: Duration = .seconds(10)
@@ -184,7 +181,7 @@ public final class Journal: Sendable {
         if isNew { try Journal.anchorEmpty(db, keys: writerKeys, journalID: journalID, anchorKey: journalKeys.anchor) }
         writer = Mutex(try Writer(db: db, keys: writerKeys, journalID: journalID, journalKeys: journalKeys, options: options))
         instance = writer.withLock { $0.instance }
-        sealer = SealerLock(try Sealer(keys: keys, journalKeys: journalKeys, journalPath: path, entropy: options.entropy, recordCategories: options.recordCategories))
+        sealer = SealerLock(try Sealer(keys: keys, journalKeys: journalKeys, journalPath: path, entropy: options.entropy))
         // An erasure that could not truncate a WAL (a reader held an old snapshot) left a mark:
         // every open tries again.
         // (Briefly: an open is not the place to wait for readers; the next retention run waits.)

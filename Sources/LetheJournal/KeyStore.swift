@@ -223,11 +223,10 @@ package final class KeyStore {
         }
     }
 
-    /// The record chains `needs` names that `ring` lacks, with those of `initialChains` when it
-    /// has none yet (one write instead of one per category as they first appear), in slot order.
-    private static func addChains(to ring: inout Keyring, needs: Needs, initialChains: Set<String>, key: () -> SymmetricKey) {
-        let chains = ring.chains.isEmpty && !needs.chains.isEmpty ? needs.chains.union(initialChains) : needs.chains
-        for category in chains.sorted() where ring.chain(category: category) == nil {
+    /// The record chains `needs` names that `ring` lacks, in slot order. (A chain is made when
+    /// its category's first record comes: a batch's new chains are written together anyway.)
+    private static func addChains(to ring: inout Keyring, needs: Needs, key: () -> SymmetricKey) {
+        for category in needs.chains.sorted() where ring.chain(category: category) == nil {
             ring.chains[ring.nextSlot] = .init(slot: ring.nextSlot, category: category, base: 0, key: key())
             ring.nextSlot += 1
         }
@@ -361,11 +360,8 @@ package final class KeyStore {
     /// Makes sure every account of `needs` has its account key and the record chains it names,
     /// and makes `ownKeys` new own keys, in one transaction (committed before anything sealed
     /// under them can reach a journal). A purged account gets nothing new.
-    ///
-    /// A keyring's first chains are made all at once, with those of `initialChains` (the record
-    /// categories the domain uses): one write instead of one per category as they first appear.
     package func provide(
-        _ needs: [String: Needs], ownKeys: Int = 0, initialChains: Set<String> = [], at time: Timestamp
+        _ needs: [String: Needs], ownKeys: Int = 0, at time: Timestamp
     ) throws -> (keyrings: [String: Keyring], own: [(id: UInt64, key: SymmetricKey)]) {
         var out: [String: Keyring] = [:]
         var missing: [String] = []
@@ -398,7 +394,7 @@ package final class KeyStore {
                         single.append(account)
                         continue
                     }
-                    draws += needs[account]!.chains.count + (batch.last!.ring.chains.isEmpty ? initialChains.count : 0)
+                    draws += needs[account]!.chains.count
                 }
                 var material = entropy.bytes(32 * draws)[...]
                 func drawKey() -> SymmetricKey {
@@ -407,7 +403,7 @@ package final class KeyStore {
                 }
                 for k in batch.indices {
                     if batch[k].expected == nil { batch[k].ring.accountKey = drawKey() }
-                    KeyStore.addChains(to: &batch[k].ring, needs: needs[batch[k].ring.account]!, initialChains: initialChains, key: drawKey)
+                    KeyStore.addChains(to: &batch[k].ring, needs: needs[batch[k].ring.account]!, key: drawKey)
                 }
                 let nonces = entropy.bytes(12 * batch.count)
                 let (wrappingKey, rings) = (wrapping[generation]!, batch.map(\.ring))
@@ -426,7 +422,7 @@ package final class KeyStore {
                 for account in single {
                     out[account] = try update(account, at: time) { ring in
                         guard !ring.purged else { return }
-                        KeyStore.addChains(to: &ring, needs: needs[account]!, initialChains: initialChains) { SymmetricKey(data: entropy.bytes(32)) }
+                        KeyStore.addChains(to: &ring, needs: needs[account]!) { SymmetricKey(data: entropy.bytes(32)) }
                     }
                 }
                 var own: [(id: UInt64, key: SymmetricKey)] = []

@@ -144,10 +144,8 @@ final class Sealer {
     }
 
     /// The domain's record categories, made with an account's first chain.
-    private let recordCategories: Set<String>
 
-    init(keys: KeyStore, journalKeys: JournalKeys, journalPath: String, entropy: Entropy, recordCategories: Set<String>) throws {
-        self.recordCategories = recordCategories
+    init(keys: KeyStore, journalKeys: JournalKeys, journalPath: String, entropy: Entropy) throws {
         self.keys = keys
         self.journalKeys = journalKeys
         self.journalPath = journalPath
@@ -240,7 +238,7 @@ final class Sealer {
                     unfollowed.insert(account)
                 }
             }
-            let made = try keys.provide(needs, ownKeys: ownKeys, initialChains: recordCategories, at: time)
+            let made = try keys.provide(needs, ownKeys: ownKeys, at: time)
             absent = []
             for (account, ring) in made.keyrings {
                 if let a = accounts[account] { a.ring = ring } else { accounts[account] = AccountKeys(ring) }

@@ -52,7 +52,6 @@ let master = String(repeating: "5a", count: 32)
 func open(_ name: String, _ configure: (inout Journal.Options) -> Void = { _ in }) throws -> Journal {
     var options = Journal.Options()
     options.rules = ContractRules()
-    options.recordCategories = EventType.recordCategories
     if blockEvents > 0 { options.blockEvents = blockEvents }
     configure(&options)
     let path = dir + "/" + name

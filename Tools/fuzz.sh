@@ -8,7 +8,7 @@
 #
 # Targets: ndjson (a line parsed and validated), payload (the payload codec), block (the block
 # decoder), lz4 (a stored LZ4 frame, then its block), backup (a backup's content stream and header),
-# idchunk (a chunk of the event id index).
+# index (a chunk of the event id index, a run of the block index).
 # Each run starts from Fixtures/fuzz/TARGET (copied: the fixtures are never written) and prints the
 # executions it ran. A crash, a failed check, a timeout (10 s per input) or memory past 2 GB is a
 # finding: its input is kept under .build-fuzz/findings/TARGET/ and printed in base64, and the
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(ndjson payload block lz4 backup idchunk)
+targets=(ndjson payload block lz4 backup index)
 scratch=.build-fuzz
 
 usage() {

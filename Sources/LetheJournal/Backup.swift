@@ -562,7 +562,7 @@ public enum Backup {
                 let accounts = try db.statement("SELECT id, name FROM accounts")
                 while try accounts.step() { ids[accounts.text(1) ?? ""] = accounts.int(0) }
                 accounts.reset()
-                let posting = try db.statement("INSERT OR IGNORE INTO account_blocks(account_id, block_id) VALUES(?, ?)")
+                let blockIndex = BlockIndex(db: db)
                 let eventID = try db.statement("INSERT INTO event_ids(id, seq) VALUES(?, ?)")
                 func index(_ e: SealedEvent) throws {
                     guard let id = e.header.id else { return }
@@ -574,17 +574,18 @@ public enum Backup {
                 while try blocks.step() {
                     let (blockID, first, last) = (blocks.int(0), blocks.int(1), blocks.int(2))
                     let block = try JournalReader.decodeFrame(blocks.blob(3), id: blockID, first: first, last: last)
-                    for account in Set(block.events.map(\.header.account)) {
+                    try blockIndex.add(Set(block.events.map(\.header.account)).map { account in
                         guard let accountID = ids[account] else {
                             throw JournalError(.corrupt, "\(JournalReader.blockPlace(id: blockID, first: first, last: last)): account \(account) has no row")
                         }
-                        try posting.bind(1, accountID).bind(2, blockID).run()
-                    }
+                        return (accountID, blockID)
+                    })
                     for e in block.events { try index(e) }
                 }
                 for e in try JournalReader.tailRows(db).0 { try index(e) }
                 eventID.reset()
                 try EventIDIndex(db: db).mergeIfDue(limit: nil, force: true)
+                try blockIndex.merge()
             }
         }
     }

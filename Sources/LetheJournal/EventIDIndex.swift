@@ -283,42 +283,10 @@ struct EventIDIndex {
 
     // MARK: Checking
 
-    /// An order-free digest of (id, event) pairs: how many, and the sum of a keyed hash of each.
-    /// The events' pairs and the index's are each summed in one pass, in whatever order they
-    /// come. The key is drawn for each check, so no set of pairs can be made beforehand to sum
-    /// like another.
-    struct Tally: Equatable {
-        var count: Int64 = 0
-        var sum: (UInt64, UInt64) = (0, 0)
-        let key: (UInt64, UInt64)
-
-        init(key: (UInt64, UInt64)) { self.key = key }
-
-        mutating func add(_ id: String, seq: Int64) {
-            var id = id
-            id.withUTF8 { add(UnsafeRawBufferPointer($0), seq: seq) }
-        }
-
-        mutating func add(_ id: UnsafeRawBufferPointer, seq: Int64) {
-            var a = Hasher(), b = Hasher()
-            a.combine(key.0)
-            b.combine(key.1)
-            a.combine(bytes: id)
-            b.combine(bytes: id)
-            a.combine(seq)
-            b.combine(seq)
-            sum.0 &+= UInt64(bitPattern: Int64(a.finalize()))
-            sum.1 &+= UInt64(bitPattern: Int64(b.finalize()))
-            count += 1
-        }
-
-        static func == (x: Tally, y: Tally) -> Bool { x.count == y.count && x.sum == y.sum }
-    }
-
     /// The index's pairs tallied, every chunk decoded and checked, and the chunks checked to be
     /// in order without overlap. (An id in both tables counts twice, so it cannot match.)
-    func tally(key: (UInt64, UInt64)) throws -> Tally {
-        var tally = Tally(key: key)
+    func tally(key: (UInt64, UInt64)) throws -> PairTally {
+        var tally = PairTally(key: key)
         let rows = try db.statement("SELECT id, seq FROM event_ids")
         defer { rows.reset() }
         while try rows.step() {
@@ -359,4 +327,40 @@ struct ExactID: Hashable {
         var id = id
         id.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
     }
+}
+
+/// An order-free digest of pairs (an event id and its event, an account and a block): how many,
+/// and the sum of a keyed hash of each. The pairs an index holds and those the events say it must
+/// hold are each summed in one pass, in whatever order they come. The key is drawn for each check,
+/// so no set of pairs can be made beforehand to sum like another.
+struct PairTally: Equatable {
+    var count: Int64 = 0
+    var sum: (UInt64, UInt64) = (0, 0)
+    let key: (UInt64, UInt64)
+
+    init(key: (UInt64, UInt64)) { self.key = key }
+
+    mutating func add(_ id: String, seq: Int64) {
+        var id = id
+        id.withUTF8 { add(UnsafeRawBufferPointer($0), seq: seq) }
+    }
+
+    mutating func add(account: Int64, block: Int64) {
+        withUnsafeBytes(of: account) { add($0, seq: block) }
+    }
+
+    mutating func add(_ id: UnsafeRawBufferPointer, seq: Int64) {
+        var a = Hasher(), b = Hasher()
+        a.combine(key.0)
+        b.combine(key.1)
+        a.combine(bytes: id)
+        b.combine(bytes: id)
+        a.combine(seq)
+        b.combine(seq)
+        sum.0 &+= UInt64(bitPattern: Int64(a.finalize()))
+        sum.1 &+= UInt64(bitPattern: Int64(b.finalize()))
+        count += 1
+    }
+
+    static func == (x: PairTally, y: PairTally) -> Bool { x.count == y.count && x.sum == y.sum }
 }

@@ -34,10 +34,27 @@ import Synchronization
         return blockContent(content)
     }
 
-    /// A chunk of the event id index (`EventIDIndex`) as stored: the input's first byte is the
-    /// length of its key, then the key, then the chunk. What it accepts codes again (cut at
-    /// `chunkBytes`) to the same ids and numbers, and each id is found with its number.
-    public static func idChunk(_ bytes: [UInt8]) -> String? {
+    /// The indexes' runs. The input as a run of the block index (`BlockIndex`), keyed by the
+    /// block it begins with: what it accepts codes again to the same blocks. Then as a chunk of
+    /// the event id index (`EventIDIndex`): its first byte is the length of its key, then the
+    /// key, then the chunk; what it accepts codes again (cut at `chunkBytes`) to the same ids and
+    /// numbers, and each id is found with its number.
+    public static func indexRun(_ bytes: [UInt8]) -> String? {
+        var r = BinaryReader(bytes)
+        if (try? r.varint()) != nil, let first = try? r.varint(), first <= UInt64(Int64.max),
+           let blocks = try? BlockIndex.decode(bytes, account: 1, first: Int64(first)) {
+            var again: [Int64] = []
+            for (key, run) in BlockIndex.encode(blocks) {
+                guard run.count <= BlockIndex.runBytes else { return "a run of \(run.count) bytes was written" }
+                guard let decoded = try? BlockIndex.decode(run, account: 1, first: key) else { return "a run written again does not decode" }
+                again += decoded
+            }
+            guard again == blocks else { return "the blocks do not survive coding again" }
+        }
+        return idChunk(bytes)
+    }
+
+    private static func idChunk(_ bytes: [UInt8]) -> String? {
         guard let n = bytes.first.map(Int.init), bytes.count > n else { return nil }
         let key = String(decoding: bytes[1..<(n + 1)], as: UTF8.self)
         guard let run = try? EventIDIndex.decode(Array(bytes[(n + 1)...]), first: key) else { return nil }
@@ -107,7 +124,7 @@ import Synchronization
             let reader = JournalReader(db: db, path: ":memory:", lookupKey: { _, _ in .none })
             // The id index made by the restore (merged into runs) holds exactly the events' ids.
             let key: (UInt64, UInt64) = (1, 2)
-            var tally = EventIDIndex.Tally(key: key)
+            var tally = PairTally(key: key)
             var ids: [(String, Int64)] = []
             try reader.scanGroups { group in
                 for e in group {

@@ -125,9 +125,10 @@ public final class Journal: Sendable {
         /// How long an erasure waits for readers that hold an old snapshot of a file before it
         /// reports that file's WAL as not yet truncated.
         public var truncateWait: Duration = .seconds(10)
-        /// How many recent (account, block) postings gather before they move to the main
-        /// per-account block index in one sorted pass (see `Writer.mergeRecentPostingsIfDue`).
-        package var recentPostingsLimit = 1 << 18
+        /// How many recent (account, block) postings gather before they move to the per-account
+        /// block index's runs in one sorted pass; nil: at least 16,384, more as the runs grow
+        /// (see `BlockIndex`).
+        package var recentPostingsLimit: Int?
         /// How many new event ids gather before they move to the id index's runs in one sorted
         /// pass; nil: at least 16,384, more as the runs grow (see `EventIDIndex`).
         package var recentIDsLimit: Int?
@@ -230,9 +231,13 @@ public final class Journal: Sendable {
                     try insert.bind(1, "erased").bind(2, Int64(0)).run()
                 }
             }
-            // Format 4 lacks only the id index's runs, which `createSchema` just made.
+            // Format 4 kept both indexes a row per entry: `createSchema` just made the tables of
+            // their runs; the block index moves there now, the ids at their next merge.
             if try db.scalarInt("SELECT value FROM meta WHERE key='format'") == 4 {
-                try db.transaction { try db.statement("UPDATE meta SET value = ? WHERE key = 'format'").bind(1, Journal.formatVersion).run() }
+                try db.transaction {
+                    try BlockIndex.upgrade(db)
+                    try db.statement("UPDATE meta SET value = ? WHERE key = 'format'").bind(1, Journal.formatVersion).run()
+                }
             }
             let format = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
             guard format == Journal.formatVersion else {
@@ -258,12 +263,7 @@ public final class Journal: Sendable {
             CREATE TABLE IF NOT EXISTS blocks(
                 id INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL UNIQUE,
                 last_seq INTEGER NOT NULL, frame BLOB NOT NULL);
-            CREATE TABLE IF NOT EXISTS account_blocks(
-                account_id INTEGER NOT NULL, block_id INTEGER NOT NULL,
-                PRIMARY KEY(account_id, block_id)) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS recent_account_blocks(
-                account_id INTEGER NOT NULL, block_id INTEGER NOT NULL,
-                PRIMARY KEY(account_id, block_id)) WITHOUT ROWID;
+            \(BlockIndex.schema)
             CREATE TABLE IF NOT EXISTS tail(
                 seq INTEGER PRIMARY KEY, account TEXT NOT NULL, version INTEGER NOT NULL,
                 type TEXT NOT NULL, at INTEGER NOT NULL, at_digits INTEGER NOT NULL, event_id TEXT,

@@ -274,25 +274,18 @@ public final class JournalReader {
         for e in try wrap({ try JournalReader.tailRows(db).0 }) where e.header.account == account { try body(e) }
     }
 
-    /// The IDs of the blocks holding events of account `?1`, from both tables of the per-account
-    /// block index (see `Writer.mergeRecentPostingsIfDue`).
-    static let blocksOfAccount = """
-        SELECT ab.block_id FROM accounts a JOIN account_blocks ab ON ab.account_id = a.id WHERE a.name = ?1
-        UNION ALL
-        SELECT rb.block_id FROM accounts a JOIN recent_account_blocks rb ON rb.account_id = a.id WHERE a.name = ?1
-        """
-
     /// The sealed blocks' part of `scan(account:)`.
     package func scanBlocks(account: String, _ body: (SealedEvent) throws -> Void) throws {
-        let s = try wrap {
-            try db.statement("""
-                SELECT b.id, b.first_seq, b.last_seq, b.frame FROM blocks b
-                WHERE b.id IN (\(JournalReader.blocksOfAccount)) ORDER BY b.first_seq
-                """)
-        }
-        s.bind(1, account)
-        while try wrap({ try s.step() }) {
-            let block = try JournalReader.decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2))
+        let blockIDs = try wrap { try BlockIndex(db: db).blocks(ofAccount: account) }
+        let read = try wrap { try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?") }
+        for id in blockIDs {
+            read.bind(1, id)
+            guard try wrap({ try read.step() }) else {
+                read.reset()
+                throw JournalError(.corrupt, "block index: account \(account) is listed in block \(id), which the journal does not hold")
+            }
+            let block = try JournalReader.decodeFrame(read.blob(2), id: id, first: read.int(0), last: read.int(1))
+            read.reset()
             for e in block.events where e.header.account == account { try body(e) }
         }
     }
@@ -614,15 +607,11 @@ public final class JournalReader {
                 accounts[name] = Account(id: rows.int(0), version: rows.int(2), lastAt: rows.int(3))
             }
         }
-        var postings = try IndexCursor(db, what: "block index", sql: """
-            SELECT block_id, account_id FROM account_blocks UNION SELECT block_id, account_id FROM recent_account_blocks
-            ORDER BY 1, 2
-            """)
-        // The ids are compared as two tallies: the index is in id order, the events in sequence order.
+        // Both indexes are compared with the events as tallies: they are in account or id order,
+        // the events in sequence order.
         var random = SystemRandomNumberGenerator()
-        var ids = EventIDIndex.Tally(key: (random.next(), random.next()))
-        // Statements left on a row would keep the snapshot open after the verification.
-        defer { postings.statement.reset() }
+        var ids = PairTally(key: (random.next(), random.next()))
+        var postings = PairTally(key: ids.key)
         var atAnchor: [UInt8]?
         let anchorSeq = authority?.anchored?.seq ?? -1
         var lastBlockID: Int64 = 0
@@ -652,15 +641,15 @@ public final class JournalReader {
             lastBlockID = id
             var held = Set<Int64>()
             for e in block.events { held.insert(accounts[e.header.account]?.id ?? -1) }
-            try postings.expect(block: id, accounts: held.sorted()) { accountID in
-                accounts.first { $0.value.id == accountID }?.key ?? "id \(accountID)"
-            }
+            for account in held { postings.add(account: account, block: id) }
             report.blocks += 1
             report.storedBytes += Int64(frameBytes)
         })
         try JournalReader.checkEnd(walked, stored)
         report.tailEvents = report.events - (try wrap { try db.scalarInt("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM blocks") } ?? 0)
-        try postings.expectEnd()
+        if try wrap({ try BlockIndex(db: db).tally(key: postings.key) }) != postings {
+            throw try blockIndexDifference { id in accounts.first { $0.value.id == id }?.key ?? "id \(id)" }
+        }
         if try wrap({ try EventIDIndex(db: db).tally(key: ids.key) }) != ids { throw try idIndexDifference() }
         // The accounts table the writer relies on must agree with the events.
         for (name, account) in accounts {
@@ -729,6 +718,53 @@ extension JournalReader {
         return JournalError(.corrupt, "event id index: an id is indexed twice")
     }
 
+    /// Names the first difference between the blocks' accounts and the block index, once their
+    /// tallies differ: a block whose account the index does not list there, else an entry that
+    /// lists a block without events of its account. (On this error path only: it holds every
+    /// block's accounts in memory.)
+    private func blockIndexDifference(name: (Int64) -> String) throws -> JournalError {
+        let index = BlockIndex(db: db)
+        var holders: [Int64: Set<Int64>] = [:]
+        var listed: [Int64: Set<Int64>] = [:]
+        let ids = try wrap { () -> [String: Int64] in
+            var ids: [String: Int64] = [:]
+            let rows = try db.statement("SELECT id, name FROM accounts")
+            defer { rows.reset() }
+            while try rows.step() { ids[rows.text(1) ?? ""] = rows.int(0) }
+            return ids
+        }
+        let blocks = try wrap { try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq") }
+        defer { blocks.reset() }
+        while try wrap({ try blocks.step() }) {
+            let id = blocks.int(0)
+            let block = try JournalReader.decodeFrame(blocks.blob(3), id: id, first: blocks.int(1), last: blocks.int(2))
+            var held = Set<Int64>()
+            for name in Set(block.events.map(\.header.account)) {
+                guard let account = ids[name] else { continue }
+                held.insert(account)
+                if listed[account] == nil { listed[account] = Set(try wrap { try index.blocks(ofAccount: name) }) }
+                if !listed[account]!.contains(id) {
+                    return JournalError(.corrupt, "block index: block \(id) holds events of account \(name) but the index has no entry for it")
+                }
+            }
+            holders[id] = held
+        }
+        var difference: JournalError?
+        try wrap {
+            try index.forEachPosting { account, block in
+                guard difference == nil else { return }
+                guard let held = holders[block] else {
+                    difference = JournalError(.corrupt, "block index: an extra entry lists block \(block), which the journal does not hold")
+                    return
+                }
+                if !held.contains(account) {
+                    difference = JournalError(.corrupt, "block index: an extra entry lists block \(block) for account \(name(account)), which has no events there")
+                }
+            }
+        }
+        return difference ?? JournalError(.corrupt, "block index: an entry is listed twice")
+    }
+
     private func carries(seq: Int64, id: String) throws -> Bool {
         var carried: String?
         try scan(from: seq, through: seq) { carried = $0.header.id }
@@ -749,50 +785,4 @@ package struct HeadAuthority: Sendable {
     var anchored: AnchoredHead?
     /// Every file of the journal the key store anchors, by instance (hex).
     var otherFiles: [(instance: String, seq: Int64)] = []
-}
-
-/// One sorted pass over an index table, compared with what the events say it must hold: the
-/// first missing or extra row is named.
-private struct IndexCursor {
-    let statement: SQLiteStatement
-    let what: String
-    /// The current row (two integer columns), nil at the end.
-    private var row: (Int64, Int64)?
-
-    init(_ db: SQLiteDatabase, what: String, sql: String) throws {
-        statement = try db.statement(sql)
-        self.what = what
-        try advance()
-    }
-
-    private mutating func advance() throws {
-        do {
-            row = try statement.step() ? (statement.int(0), statement.int(1)) : nil
-        } catch {
-            throw JournalError.storage("cannot read the \(what)", error)
-        }
-    }
-
-    /// The rows of block `id` must be exactly `accounts` (sorted account ids).
-    mutating func expect(block id: Int64, accounts: [Int64], name: (Int64) -> String) throws {
-        while let r = row, r.0 < id {
-            throw JournalError(.corrupt, "\(what): an extra row lists block \(r.0) for account \(name(r.1)), which has no events there")
-        }
-        for account in accounts {
-            guard let r = row, r.0 == id, r.1 == account else {
-                if let r = row, r.0 == id, r.1 < account {
-                    throw JournalError(.corrupt, "\(what): an extra row lists block \(id) for account \(name(r.1)), which has no events there")
-                }
-                throw JournalError(.corrupt, "\(what): block \(id) holds events of account \(name(account)) but the index has no row for it (account_blocks)")
-            }
-            try advance()
-        }
-        if let r = row, r.0 == id {
-            throw JournalError(.corrupt, "\(what): an extra row lists block \(id) for account \(name(r.1)), which has no events there")
-        }
-    }
-
-    mutating func expectEnd() throws {
-        if let r = row { throw JournalError(.corrupt, "\(what): an extra row lists block \(r.0), which the journal does not hold") }
-    }
 }

@@ -447,15 +447,9 @@ final class Writer {
             }
             let sealedCount = starts.count * blockSize
             newSealedLink = pendingLinks[sealedCount - 1]
-            // In the index's order: each of its pages is visited once, in order.
-            postings.sort { ($0.account, $0.block) < ($1.account, $1.block) }
-            try db.inChunks(of: 256, count: postings.count, sql: {
-                "INSERT INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
-            }) { s, range in
-                for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), postings[i].account).bind(Int32(2 * k + 2), postings[i].block) }
-                try s.run()
-            }
-            try mergeRecentPostingsIfDue()
+            let index = BlockIndex(db: db)
+            try index.add(postings)
+            try index.mergeIfDue(limit: options.recentPostingsLimit)
             options.logger.trace("sealed blocks", metadata: ["blocks": "\(starts.count)", "last_seq": "\(pending[sealedCount - 1].header.seq)"])
             pending.removeFirst(sealedCount)
             pendingLinks.removeFirst(sealedCount)
@@ -490,36 +484,13 @@ final class Writer {
         }
     }
 
-    /// The per-account block index is kept in two tables. A new block's postings (one per
-    /// account in it) go to the small `recent_account_blocks`, and move to `account_blocks` in
-    /// one pass, in account order, once `recentPostingsLimit` have gathered.
-    ///
-    /// Inserted straight into the large index, the postings of every block land all over it
-    /// (accounts are interleaved in time), so each commit rewrote most of its pages, and the
-    /// import slowed down as the journal grew (by a third over 3 M events). The small table stays
-    /// in the page cache, and a merge rewrites each page of the large one once for hundreds of
-    /// thousands of postings. Readers look in both tables.
-    private func mergeRecentPostingsIfDue() throws {
-        guard try db.scalarInt("SELECT count(*) FROM recent_account_blocks") ?? 0 >= options.recentPostingsLimit else { return }
-        try db.execute("""
-            INSERT OR IGNORE INTO account_blocks(account_id, block_id)
-                SELECT account_id, block_id FROM recent_account_blocks ORDER BY account_id, block_id;
-            DELETE FROM recent_account_blocks;
-            """)
-        options.logger.debug("per-account block index merged")
-    }
-
     /// Every sealed block that holds an event of any of `accounts`, each once, in journal order
     /// (found through the per-account block index). The block IDs are gathered before the first
     /// block is read, so `body` may rewrite the blocks it is given.
     func forEachBlock(holding accounts: Set<String>, _ body: (Int64, Block) throws -> Void) throws {
         var blockIDs = Set<Int64>()
-        let find = try db.statement(JournalReader.blocksOfAccount)
-        for account in accounts {
-            find.bind(1, account)
-            while try find.step() { blockIDs.insert(find.int(0)) }
-            find.reset()
-        }
+        let index = BlockIndex(db: db)
+        for account in accounts { blockIDs.formUnion(try index.blocks(ofAccount: account)) }
         let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
         for blockID in blockIDs.sorted() {
             read.bind(1, blockID)

@@ -19,7 +19,7 @@ import Testing
         ("block", JournalFuzzing.blockContent),
         ("lz4", JournalFuzzing.blockFrame),
         ("backup", JournalFuzzing.backupStream),
-        ("idchunk", JournalFuzzing.idChunk),
+        ("index", JournalFuzzing.indexRun),
     ]
 
     @Test(arguments: targets.map(\.name))
@@ -50,9 +50,14 @@ import Testing
         } >= 10)
         #expect(try accepted("block") { _ = try Block.decode($0, where: "seed") } >= 3)
         #expect(try accepted("lz4") { _ = try Block.decode(LZ4.decompressFrame($0, limit: 1 << 24), where: "seed") } >= 3)
-        #expect(try accepted("idchunk") { bytes in
+        #expect(try accepted("index") { bytes in
             let n = Int(bytes[0])
             _ = try EventIDIndex.decode(Array(bytes[(n + 1)...]), first: String(decoding: bytes[1..<(n + 1)], as: UTF8.self))
+        } >= 3)
+        #expect(try accepted("index") { bytes in
+            var r = BinaryReader(bytes)
+            _ = try r.varint()
+            _ = try BlockIndex.decode(bytes, account: 1, first: Int64(try r.varint()))
         } >= 3)
         // The backup seeds are in this build's format: the header parses, the streams load whole.
         #expect(try accepted("backup") { bytes in
@@ -146,7 +151,11 @@ import Testing
             for (id, seq) in entries { try out.add(Array(id.utf8)[...], seq: seq) }
             try out.cut()
             let (key, chunk) = chunks[0]
-            try write("idchunk", "idchunk-\(k + 1).bin", [UInt8(key.utf8.count)] + Array(key.utf8) + chunk)
+            try write("index", "ids-\(k + 1).bin", [UInt8(key.utf8.count)] + Array(key.utf8) + chunk)
+        }
+        // Runs of the block index: one block, blocks close together, far apart.
+        for (k, blocks) in [[7], Array(1...200), [1, 2, 1_000, 1 << 40]].enumerated() {
+            try write("index", "blocks-\(k + 1).bin", BlockIndex.encode(blocks.map(Int64.init))[0].1)
         }
         // Its backup's content stream, opened as the restore opens it, and the header alone.
         let file = dir.path("seed.backup")

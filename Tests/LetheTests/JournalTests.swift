@@ -88,7 +88,7 @@ import Testing
                 #expect(found == seqs, "round \(round), \(account)")
             }
             let db = try SQLiteDatabase(path: j.path, readOnly: true)
-            let (main, recent) = (try db.scalarInt("SELECT count(*) FROM account_blocks") ?? 0,
+            let (main, recent) = (try db.scalarInt("SELECT count(*) FROM account_block_runs") ?? 0,
                                   try db.scalarInt("SELECT count(*) FROM recent_account_blocks") ?? 0)
             #expect(recent < 5, "round \(round): the recent postings were not moved")
             if main > 0 && recent > 0 { sawBothTables = true }

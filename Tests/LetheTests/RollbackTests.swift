@@ -63,7 +63,7 @@ import Testing
         // Every row removed and the head of the empty journal (with its valid MAC) put back.
         try tamper(j.path, """
             DELETE FROM blocks; DELETE FROM tail; DELETE FROM accounts; DELETE FROM event_ids;
-            DELETE FROM account_blocks; DELETE FROM recent_account_blocks;
+            DELETE FROM account_block_runs; DELETE FROM recent_account_blocks;
             """)
         try putBack(empty, seq: 0, j.path)
         let message = try #require(verifyFailure(j.path))
@@ -206,9 +206,11 @@ import Testing
     @Test func verifyNamesAMissingOrExtraIndexRow() throws {
         let cases: [(sql: String, expected: String)] = [
             ("DELETE FROM recent_account_blocks WHERE block_id = 2 AND account_id = 1",
-             "block index: block 2 holds events of account acc_0 but the index has no row for it"),
-            ("INSERT INTO recent_account_blocks VALUES(2, 9)", "block index: an extra row lists block 9"),
-            ("INSERT INTO account_blocks VALUES(4, 1)", "an extra row lists block 1 for account id 4"),
+             "block index: block 2 holds events of account acc_0 but the index has no entry for it"),
+            ("INSERT INTO recent_account_blocks VALUES(2, 9)", "block index: an extra entry lists block 9, which the journal does not hold"),
+            ("INSERT INTO recent_account_blocks VALUES(4, 1)", "block index: an extra entry lists block 1 for account id 4, which has no events there"),
+            ("INSERT INTO account_block_runs VALUES(4, 2, x'0102')", "block index: an extra entry lists block 2 for account id 4, which has no events there"),
+            ("INSERT INTO account_block_runs VALUES(3, 1, x'0201')", "block index: the run of account id 3 from block 1 is truncated"),
             ("DELETE FROM event_ids WHERE seq = 5", "event id index: event 5 has an id but no entry for it"),
             ("INSERT INTO event_ids VALUES('planted', 3)", "event id index: an extra entry maps an id to event 3, which does not carry it"),
             ("UPDATE event_ids SET seq = 4 WHERE seq = 5", "event id index: the id of event 5 is indexed as event 4"),
@@ -235,7 +237,7 @@ import Testing
                 : #"{"type":"PageViewed","account":"a","at":"2026-01-01T00:\#(String(format: "%02d", i / 60)):\#(String(format: "%02d", i % 60))Z","data":{"path":"/","visitor":"v"}}"#
         }.joined(separator: "\n") + "\n" + #"{"type":"ErasureRequested","account":"a","at":"2026-01-02T00:00:00Z","data":{}}"#)
         // The account's blocks lose their index rows: the purge would leave their payloads behind.
-        try tamper(journal, "DELETE FROM account_blocks WHERE account_id = 1; DELETE FROM recent_account_blocks WHERE account_id = 1")
+        try tamper(journal, "DELETE FROM account_block_runs WHERE account_id = 1; DELETE FROM recent_account_blocks WHERE account_id = 1")
         let r = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-01-03T00:00:00Z"])
         #expect(r.status != 0 && r.stderr.contains("the block index misses events of account a"), "\(r)")
     }

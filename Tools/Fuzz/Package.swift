@@ -13,7 +13,7 @@ let targets: [(name: String, module: String)] = [
     ("fuzz-block", "LetheJournal"),
     ("fuzz-lz4", "LetheJournal"),
     ("fuzz-backup", "LetheJournal"),
-    ("fuzz-idchunk", "LetheJournal"),
+    ("fuzz-index", "LetheJournal"),
 ]
 
 let package = Package(

@@ -3,10 +3,11 @@ import LetheEvents
 @testable import LetheJournal
 import Testing
 
-/// The event id index keeps new ids a row each and moves them to compact runs in byte order
-/// (`EventIDIndex`). Whatever table an id is in, appending it again must find it, and any damage
+/// Both indexes keep new entries a row each and move them to compact runs (`EventIDIndex`,
+/// `BlockIndex`; the block index's reads and damage are tested in `JournalTests` and
+/// `RollbackTests`). Whatever table an id is in, appending it again must find it, and any damage
 /// to either table must be named by `verify`.
-@Suite struct EventIDIndexTests {
+@Suite struct IndexTests {
     /// Ids of every shape the runs must order by bytes: sequential, sharing long prefixes, one a
     /// prefix of another, multi-byte characters (whose code points order differently from
     /// Swift's `<` for canonically equivalent text), the longest allowed.
@@ -18,7 +19,7 @@ import Testing
     }()
 
     /// Appends `ids` in a scrambled order, `batch` at a time, with a merge due every few ids.
-    func journal(_ dir: TempDir, ids: [String] = EventIDIndexTests.ids, batch: Int = 7, shuffled: Bool = true) throws -> (Journal, [ExactID: Int64]) {
+    func journal(_ dir: TempDir, ids: [String] = IndexTests.ids, batch: Int = 7, shuffled: Bool = true) throws -> (Journal, [ExactID: Int64]) {
         let j = try openJournal(dir, blockEvents: 4, recentIDsLimit: 5)
         var order = ids
         var rng = SeededGenerator(seed: 3)
@@ -143,18 +144,32 @@ import Testing
         #expect(overlap.contains("overlaps the one before it"), "\(overlap)")
     }
 
-    /// A journal of format 4 (no runs) is read as it is and taken to format 5 by its first writer.
+    /// A journal of format 4 (both indexes a row per entry, no runs) is read as it is, and taken
+    /// to format 5 by its first writer.
     @Test func aJournalOfFormat4IsUpgradedInPlace() throws {
         let dir = try TempDir()
-        let j = try openJournal(dir, blockEvents: 4)
-        let seqs = try j.append((0..<10).map { event("acc_1", at: "2026-01-01T00:00:00Z", id: "e\($0)") }).map { outcome -> Int64 in
+        let j = try openJournal(dir, blockEvents: 4, recentPostingsLimit: 1 << 20)
+        let seqs = try j.append((0..<10).map { event("acc_\($0 % 3)", at: "2026-01-01T00:00:00Z", id: "e\($0)") }).map { outcome -> Int64 in
             guard case .appended(let h) = outcome else { return -1 }
             return h.seq
         }
-        try tamper(j.path, "DROP TABLE event_id_runs; UPDATE meta SET value = 4 WHERE key = 'format'")
+        try tamper(j.path, """
+            DROP TABLE event_id_runs; DROP TABLE account_block_runs;
+            CREATE TABLE account_blocks(account_id INTEGER NOT NULL, block_id INTEGER NOT NULL, PRIMARY KEY(account_id, block_id)) WITHOUT ROWID;
+            INSERT INTO account_blocks SELECT * FROM recent_account_blocks WHERE block_id = 1; DELETE FROM recent_account_blocks WHERE block_id = 1;
+            UPDATE meta SET value = 4 WHERE key = 'format'
+            """)
         #expect(try verified(j).events == 10)
+        var history: [Int64] = []
+        try j.read { try $0.events(account: "acc_1") { history.append($0.header.seq) } }
+        #expect(history == [2, 5, 8])
         let upgraded = try openJournal(dir, blockEvents: 4, recentIDsLimit: 1)
         #expect(try sqliteScalar(j.path, "SELECT value FROM meta WHERE key = 'format'") == 5)
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM sqlite_master WHERE name = 'account_blocks'") == 0)
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM account_block_runs") == 3)
+        history = []
+        try upgraded.read { try $0.events(account: "acc_1") { history.append($0.header.seq) } }
+        #expect(history == [2, 5, 8])
         let outcomes = try upgraded.append((0..<12).map { event("acc_1", at: "2026-01-02T00:00:00Z", id: "e\($0)") })
         #expect(outcomes.prefix(10).map { if case .duplicate(let s) = $0 { s } else { -1 } } == seqs)
         #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 0)

@@ -1,0 +1,233 @@
+import Foundation
+
+/// The per-account block index: which sealed blocks hold events of an account, so that an
+/// account's history is read from its own blocks, not the whole journal.
+///
+/// Two tables, like the event id index (`EventIDIndex`). A new block's postings (one per account
+/// in it) go to `recent_account_blocks`, a row each; once enough have gathered they move, in one
+/// pass in account order, to `account_block_runs`: per account, its block ids in order, cut into
+/// runs of at most `runBytes`, keyed by (account, first block), each id after the first coded as
+/// its difference from the one before. An account's new blocks always come after its old ones, so
+/// a merge rewrites only each account's last run.
+///
+/// A run's layout: count (varint), the first block id (varint; the row's key), then count − 1
+/// differences (varints, each at least 1).
+///
+/// Inserted straight into one large table, the postings of every block landed all over it
+/// (accounts are interleaved in time), so each commit rewrote most of its pages; the small table
+/// stays in the page cache, and a merge rewrites each run once for many postings.
+struct BlockIndex {
+    /// A run's encoded size at most: with its key, under what a 4 KiB page of an index tree keeps
+    /// in the page.
+    static let runBytes = 900
+    /// Postings gathered before a merge, unless `Journal.Options.recentPostingsLimit` says: at
+    /// least `minimumRecent` and twice the runs (a merge rewrites up to one run per account),
+    /// at most `maximumRecent`.
+    static let minimumRecent = 1 << 14
+    static let maximumRecent = 1 << 20
+
+    let db: SQLiteDatabase
+
+    static let schema = """
+        CREATE TABLE IF NOT EXISTS account_block_runs(
+            account_id INTEGER NOT NULL, first_block INTEGER NOT NULL, blocks BLOB NOT NULL,
+            PRIMARY KEY(account_id, first_block)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS recent_account_blocks(
+            account_id INTEGER NOT NULL, block_id INTEGER NOT NULL,
+            PRIMARY KEY(account_id, block_id)) WITHOUT ROWID;
+        """
+
+    /// A journal of format 4 keeps its merged postings a row each in `account_blocks`; a reader
+    /// reads them there until a writer upgrades the file.
+    private func recentSQL(_ columns: String, _ condition: String = "") throws -> String {
+        let old = try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'account_blocks'") == 1
+        let recent = "SELECT \(columns) FROM recent_account_blocks \(condition)"
+        return old ? "\(recent) UNION ALL SELECT \(columns) FROM account_blocks \(condition)" : recent
+    }
+
+    private func hasRuns() throws -> Bool {
+        try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'account_block_runs'") == 1
+    }
+
+    // MARK: Lookups
+
+    /// The blocks that hold events of account `name`, in order, each once.
+    ///
+    /// - Complexity: the account's runs and its recent postings: proportional to its blocks.
+    func blocks(ofAccount name: String) throws -> [Int64] {
+        let find = try db.statement("SELECT id FROM accounts WHERE name = ?")
+        defer { find.reset() }
+        guard try find.bind(1, name).step() else { return [] }
+        let account = find.int(0)
+        find.reset()
+        var out: [Int64] = []
+        if try hasRuns() {
+            let runs = try db.statement("SELECT first_block, blocks FROM account_block_runs WHERE account_id = ? ORDER BY first_block")
+            defer { runs.reset() }
+            runs.bind(1, account)
+            while try runs.step() { out += try BlockIndex.decode(runs.blob(1), account: account, first: runs.int(0)) }
+        }
+        let recent = try db.statement(try recentSQL("block_id", "WHERE account_id = ?1"))
+        defer { recent.reset() }
+        recent.bind(1, account)
+        while try recent.step() { out.append(recent.int(0)) }
+        return Array(Set(out)).sorted()
+    }
+
+    // MARK: Writing
+
+    /// Adds the postings of new blocks (account id, block id), in the index's order.
+    func add(_ postings: [(account: Int64, block: Int64)]) throws {
+        let sorted = postings.sorted { ($0.account, $0.block) < ($1.account, $1.block) }
+        try db.inChunks(of: 256, count: sorted.count, sql: {
+            "INSERT OR IGNORE INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), sorted[i].account).bind(Int32(2 * k + 2), sorted[i].block) }
+            try s.run()
+        }
+    }
+
+    /// Moves the recent postings into the runs once `limit` have gathered, or by default (nil)
+    /// `minimumRecent` and twice the runs; with `force`, whenever there is any. Inside the
+    /// caller's transaction.
+    func mergeIfDue(limit: Int?, force: Bool = false) throws {
+        let recent = try db.scalarInt("SELECT count(*) FROM recent_account_blocks") ?? 0
+        guard recent > 0 else { return }
+        if !force {
+            var due = Int64(limit ?? BlockIndex.minimumRecent)
+            if limit == nil {
+                let runs = try db.scalarInt("SELECT count(*) FROM account_block_runs") ?? 0
+                due = max(due, min(runs * 2, Int64(BlockIndex.maximumRecent)))
+            }
+            guard recent >= due else { return }
+        }
+        try merge()
+    }
+
+    /// One pass over the recent postings in account order: each account's last run is read,
+    /// extended and written again (cut at `runBytes`). Memory: one account's new postings.
+    func merge() throws {
+        let recent = try db.statement("SELECT account_id, block_id FROM recent_account_blocks ORDER BY account_id, block_id")
+        defer { recent.reset() }
+        let last = try db.statement("SELECT first_block, blocks FROM account_block_runs WHERE account_id = ? ORDER BY first_block DESC LIMIT 1")
+        let delete = try db.statement("DELETE FROM account_block_runs WHERE account_id = ? AND first_block = ?")
+        let insert = try db.statement("INSERT INTO account_block_runs(account_id, first_block, blocks) VALUES(?, ?, ?)")
+        var account: Int64?
+        var pending: [Int64] = []
+        func flush() throws {
+            guard let account, !pending.isEmpty else { return }
+            var blocks: [Int64] = []
+            last.bind(1, account)
+            if try last.step() {
+                let first = last.int(0)
+                blocks = try BlockIndex.decode(last.blob(1), account: account, first: first)
+                last.reset()
+                try delete.bind(1, account).bind(2, first).run()
+            }
+            last.reset()
+            for block in pending where block > (blocks.last ?? 0) { blocks.append(block) }
+            for (first, run) in BlockIndex.encode(blocks) { try insert.bind(1, account).bind(2, first).bind(3, run).run() }
+            pending.removeAll(keepingCapacity: true)
+        }
+        while try recent.step() {
+            let (a, block) = (recent.int(0), recent.int(1))
+            if a != account {
+                try flush()
+                account = a
+            }
+            pending.append(block)
+        }
+        try flush()
+        recent.reset()
+        try db.execute("DELETE FROM recent_account_blocks")
+    }
+
+    /// A format-4 journal's `account_blocks`, moved into the runs (by its first writer).
+    static func upgrade(_ db: SQLiteDatabase) throws {
+        guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'account_blocks'") == 1 else { return }
+        try db.execute("""
+            INSERT OR IGNORE INTO recent_account_blocks(account_id, block_id) SELECT account_id, block_id FROM account_blocks;
+            DROP TABLE account_blocks;
+            """)
+        try BlockIndex(db: db).merge()
+    }
+
+    // MARK: The run format
+
+    /// `blocks` (ascending, each once) cut into runs of at most `runBytes`: (first block, bytes).
+    static func encode(_ blocks: [Int64]) -> [(Int64, [UInt8])] {
+        var out: [(Int64, [UInt8])] = []
+        var start = 0
+        while start < blocks.count {
+            var body = BinaryWriter(capacity: runBytes)
+            var end = start
+            body.varint(UInt64(blocks[start]))
+            end += 1
+            while end < blocks.count, body.bytes.count + 10 + 3 <= runBytes {
+                body.varint(UInt64(blocks[end] - blocks[end - 1]))
+                end += 1
+            }
+            var run = BinaryWriter(capacity: body.bytes.count + 3)
+            run.varint(end - start)
+            run.raw(body.bytes)
+            out.append((blocks[start], run.bytes))
+            start = end
+        }
+        return out
+    }
+
+    /// Decodes a run and checks it: its first block is its key, the blocks grow, nothing trails.
+    static func decode(_ bytes: [UInt8], account: Int64, first: Int64) throws -> [Int64] {
+        func corrupt(_ why: String) -> JournalError {
+            JournalError(.corrupt, "block index: the run of account id \(account) from block \(first) \(why)")
+        }
+        var r = BinaryReader(bytes)
+        do {
+            let count = try r.count(limit: bytes.count)
+            guard count > 0 else { throw corrupt("is empty") }
+            var blocks: [Int64] = []
+            blocks.reserveCapacity(count)
+            var block = try r.varint()
+            guard block == UInt64(bitPattern: first), first > 0 else { throw corrupt("does not begin with its key") }
+            blocks.append(first)
+            for _ in 1..<count {
+                let step = try r.varint()
+                let (next, overflow) = block.addingReportingOverflow(step)
+                guard step > 0, !overflow, next <= UInt64(Int64.max) else { throw corrupt("has blocks out of order") }
+                block = next
+                blocks.append(Int64(block))
+            }
+            guard r.isAtEnd else { throw corrupt("has trailing bytes") }
+            return blocks
+        } catch let e as JournalError {
+            throw e
+        } catch is BinaryReader.Truncated {
+            throw corrupt("is truncated")
+        } catch let e as BinaryReader.Malformed {
+            throw corrupt("is damaged (\(e.what))")
+        }
+    }
+
+    // MARK: Checking
+
+    /// The index's (account id, block id) pairs tallied, every run decoded and checked.
+    func tally(key: (UInt64, UInt64)) throws -> PairTally {
+        var tally = PairTally(key: key)
+        try forEachPosting { tally.add(account: $0, block: $1) }
+        return tally
+    }
+
+    /// Every posting of both tables (a pair in both is visited twice).
+    func forEachPosting(_ body: (Int64, Int64) throws -> Void) throws {
+        let recent = try db.statement(try recentSQL("account_id, block_id"))
+        defer { recent.reset() }
+        while try recent.step() { try body(recent.int(0), recent.int(1)) }
+        guard try hasRuns() else { return }
+        let runs = try db.statement("SELECT account_id, first_block, blocks FROM account_block_runs")
+        defer { runs.reset() }
+        while try runs.step() {
+            let account = runs.int(0)
+            for block in try BlockIndex.decode(runs.blob(2), account: account, first: runs.int(1)) { try body(account, block) }
+        }
+    }
+}

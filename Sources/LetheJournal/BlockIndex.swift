@@ -21,8 +21,10 @@ struct BlockIndex {
     /// in the page.
     static let runBytes = 900
     /// Postings gathered before a merge, unless `Journal.Options.recentPostingsLimit` says: at
-    /// least `minimumRecent` and twice the runs (a merge rewrites up to one run per account),
-    /// at most `maximumRecent`.
+    /// least `minimumRecent` and `recentPerRun` per run (a merge rewrites up to one run per
+    /// account, so each posting costs at most a quarter of a run's rewrite), at most
+    /// `maximumRecent`.
+    static let recentPerRun = 4
     static let minimumRecent = 1 << 14
     static let maximumRecent = 1 << 20
 
@@ -88,7 +90,7 @@ struct BlockIndex {
     }
 
     /// Moves the recent postings into the runs once `limit` have gathered, or by default (nil)
-    /// `minimumRecent` and twice the runs; with `force`, whenever there is any. Inside the
+    /// `minimumRecent` and `recentPerRun` per run; with `force`, whenever there is any. Inside the
     /// caller's transaction.
     func mergeIfDue(limit: Int?, force: Bool = false) throws {
         let recent = try db.scalarInt("SELECT count(*) FROM recent_account_blocks") ?? 0
@@ -97,7 +99,7 @@ struct BlockIndex {
             var due = Int64(limit ?? BlockIndex.minimumRecent)
             if limit == nil {
                 let runs = try db.scalarInt("SELECT count(*) FROM account_block_runs") ?? 0
-                due = max(due, min(runs * 2, Int64(BlockIndex.maximumRecent)))
+                due = max(due, min(runs * Int64(BlockIndex.recentPerRun), Int64(BlockIndex.maximumRecent)))
             }
             guard recent >= due else { return }
         }
@@ -110,23 +112,26 @@ struct BlockIndex {
         let recent = try db.statement("SELECT account_id, block_id FROM recent_account_blocks ORDER BY account_id, block_id")
         defer { recent.reset() }
         let last = try db.statement("SELECT first_block, blocks FROM account_block_runs WHERE account_id = ? ORDER BY first_block DESC LIMIT 1")
-        let delete = try db.statement("DELETE FROM account_block_runs WHERE account_id = ? AND first_block = ?")
+        let update = try db.statement("UPDATE account_block_runs SET blocks = ?3 WHERE account_id = ?1 AND first_block = ?2")
         let insert = try db.statement("INSERT INTO account_block_runs(account_id, first_block, blocks) VALUES(?, ?, ?)")
         var account: Int64?
         var pending: [Int64] = []
         func flush() throws {
             guard let account, !pending.isEmpty else { return }
             var blocks: [Int64] = []
+            var stored: Int64?
             last.bind(1, account)
             if try last.step() {
-                let first = last.int(0)
-                blocks = try BlockIndex.decode(last.blob(1), account: account, first: first)
-                last.reset()
-                try delete.bind(1, account).bind(2, first).run()
+                stored = last.int(0)
+                blocks = try BlockIndex.decode(last.blob(1), account: account, first: stored!)
             }
             last.reset()
             for block in pending where block > (blocks.last ?? 0) { blocks.append(block) }
-            for (first, run) in BlockIndex.encode(blocks) { try insert.bind(1, account).bind(2, first).bind(3, run).run() }
+            // The last run keeps its key: it is updated in place, and any further runs inserted.
+            for (first, run) in BlockIndex.encode(blocks) {
+                let s = first == stored ? update : insert
+                try s.bind(1, account).bind(2, first).bind(3, run).run()
+            }
             pending.removeAll(keepingCapacity: true)
         }
         while try recent.step() {

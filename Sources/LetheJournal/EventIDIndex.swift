@@ -38,18 +38,45 @@ struct EventIDIndex {
     /// The sequence numbers of those of `ids` that the journal holds (`runs`: false when there is
     /// no `event_id_runs` table, see `hasRuns`).
     ///
-    /// - Complexity: one lookup in `event_ids` per id, then, for the ids not there, one seek and
-    ///   one decoded chunk per chunk they fall in.
+    /// - Complexity: nothing per id above every id held; otherwise one lookup in `event_ids`,
+    ///   then, for the ids not there, one seek and one decoded chunk per chunk they fall in.
     func seqs(of ids: [String], runs: Bool = true) throws -> [ExactID: Int64] {
         var found: [ExactID: Int64] = [:]
-        try db.inChunks(of: 256, count: ids.count, sql: { n in
+        guard !ids.isEmpty else { return found }
+        let lastChunk = try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id DESC LIMIT 1")
+        defer { lastChunk.reset() }
+        let last = try runs && lastChunk.step() ? EventIDIndex.decode(lastChunk.blob(1), first: lastChunk.text(0) ?? "") : nil
+        lastChunk.reset()
+        // The highest id held: ids above it (ids that grow with time, the usual case) are new,
+        // without a lookup.
+        var highest: String?
+        let max = try db.statement("SELECT max(id) FROM event_ids")
+        if try max.step() { highest = max.optionalText(0) }
+        max.reset()
+        if let last, let top = last.count > 0 ? String(decoding: last.id(last.count - 1), as: UTF8.self) : nil {
+            if highest.map({ utf8Precedes($0, top) }) ?? true { highest = top }
+        }
+        guard let highest else { return found }
+        let candidates = Array(Set(ids.lazy.filter { !utf8Precedes(highest, $0) }.map(ExactID.init)).map(\.id))
+        try db.inChunks(of: 256, count: candidates.count, sql: { n in
             "SELECT id, seq FROM event_ids WHERE id IN (\(SQLiteDatabase.parameters(n)))"
         }) { s, range in
-            for (k, i) in range.enumerated() { s.bind(Int32(k + 1), ids[i]) }
+            for (k, i) in range.enumerated() { s.bind(Int32(k + 1), candidates[i]) }
             while try s.step() { if let id = s.text(0) { found[ExactID(id)] = s.int(1) } }
         }
-        let rest = Set(ids.map(ExactID.init).filter { found[$0] == nil }).map(\.id).sorted(by: utf8Precedes)
-        guard !rest.isEmpty, runs else { return found }
+        guard let last, let lastFirst = last.first else { return found }
+        // Ids at or above the last chunk's first id are looked up there without sorting them;
+        // the others are sorted, so that each chunk is decoded once.
+        var rest: [String] = []
+        for id in candidates where found[ExactID(id)] == nil {
+            if utf8Precedes(id, lastFirst) {
+                rest.append(id)
+            } else if let seq = last.seq(of: id) {
+                found[ExactID(id)] = seq
+            }
+        }
+        guard !rest.isEmpty else { return found }
+        rest.sort(by: utf8Precedes)
         let covering = try db.statement("SELECT first_id, entries FROM event_id_runs WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1")
         let following = try db.statement("SELECT first_id FROM event_id_runs WHERE first_id > ? ORDER BY first_id LIMIT 1")
         defer {

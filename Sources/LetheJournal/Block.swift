@@ -54,10 +54,12 @@ package struct SealedEvent: Equatable, Sendable {
 ///
 /// Layout of the frame's content (all integers little-endian or LEB128 varints):
 /// ```
-/// "LTHB" format:u8=4 first_seq:u64 count:varint
+/// "LTHB" format:u8=5 first_seq:u64 count:varint
 /// accounts: n:varint, n × coded string, in byte order     types: n:varint, n × string
 /// sessions: n:varint, n × 16 bytes
-/// count × account index   count × type index   count × version   count × zigzag(at - previous at)
+/// count × account index   count × type index   count × version
+/// count × zigzag(s − previous s)   count × nanoseconds within the second (varint, < 10⁹)
+///   where s is at's whole seconds (rounded down) and the first's previous s is 0
 /// count × fraction digits of at:u8 (0–9, 255 = shortest)   count × session index
 /// count × zigzag(counter − previous counter)
 /// count × id: a coded string (empty = none)
@@ -71,12 +73,16 @@ package struct SealedEvent: Equatable, Sendable {
 /// Strings are a varint length and UTF-8. Columns keep like with like, which LZ4 compresses well;
 /// sealed payloads are ciphertext and stay as they are. Ids and the sorted account names are
 /// coded against the one before them: sequential ids (`evt_0001234`, `evt_0001235`) take three
-/// bytes or so. Format 3, still read, wrote both whole, as strings, the accounts in the order
-/// they first appear.
+/// bytes or so, and times in whole seconds (most are) a byte or two. Format 4, still read, wrote
+/// each time as one column: zigzag(at − previous at) in nanoseconds, five or six bytes apart by
+/// a minute. Format 3, also read, wrote ids and account names whole, as strings, the accounts
+/// in the order they first appear.
 package struct Block: Equatable {
     package static let magic: [UInt8] = Array("LTHB".utf8)
-    package static let format: UInt8 = 4
-    /// The format before ids were coded against the previous one; still read.
+    package static let format: UInt8 = 5
+    /// The format before times were split into seconds and nanoseconds; still read.
+    package static let nanosecondTimesFormat: UInt8 = 4
+    /// The format before ids were coded against the previous one (and times split); still read.
     package static let wholeIDsFormat: UInt8 = 3
     /// The largest frame a journal can hold: SQLite's default limit on a blob (`SQLITE_MAX_LENGTH`),
     /// past which the writer could not have stored it.
@@ -169,11 +175,15 @@ package struct Block: Equatable {
         for a in accountIndex { w.varint(a) }
         for t in typeIndex { w.varint(t) }
         for k in events.indices { w.varint(UInt64(events[k].header.version)) }
-        var previousAt: Int64 = 0
+        var previousSecond: Int64 = 0
+        for k in events.indices {
+            let second = Block.second(of: events[k].header.at.nanoseconds)
+            w.zigzag(second &- previousSecond)
+            previousSecond = second
+        }
         for k in events.indices {
             let at = events[k].header.at.nanoseconds
-            w.zigzag(at &- previousAt)
-            previousAt = at
+            w.varint(UInt64(bitPattern: at &- Block.second(of: at) &* Block.nanosPerSecond))
         }
         for k in events.indices { w.u8(UInt8(bitPattern: events[k].header.at.fractionDigits)) }
         for s in sessionIndex { w.varint(s) }
@@ -205,7 +215,15 @@ package struct Block: Equatable {
         return w.bytes
     }
 
-    /// Strings each coded against the one before it (format 4, `PrefixCoding`).
+    static let nanosPerSecond: Int64 = 1_000_000_000
+
+    /// The whole seconds of a time in nanoseconds, rounded down (so that the rest is 0 to 10⁹ − 1).
+    static func second(of nanoseconds: Int64) -> Int64 {
+        let (q, r) = nanoseconds.quotientAndRemainder(dividingBy: nanosPerSecond)
+        return r < 0 ? q - 1 : q
+    }
+
+    /// Strings each coded against the one before it (format 4 on, `PrefixCoding`).
     private static func writeCoded(_ values: [String], into w: inout BinaryWriter) {
         var coding = PrefixCoding()
         for value in values { coding.write(value, into: &w) }
@@ -235,7 +253,7 @@ package struct Block: Equatable {
         do {
             guard Array(try r.bytes(4)) == magic else { throw corrupt("not a Lethe block (bad magic)") }
             let format = try r.u8()
-            guard format == Block.format || format == Block.wholeIDsFormat else { throw corrupt("unknown block format \(format)") }
+            guard (Block.wholeIDsFormat...Block.format).contains(format) else { throw corrupt("unknown block format \(format)") }
             let firstSeq = Int64(bitPattern: try r.u64())
             let count = try r.count(limit: Journal.maxBlockEvents)
             guard count > 0, firstSeq > 0, firstSeq <= Int64.max - Int64(count) else { throw corrupt("empty block or bad first sequence") }
@@ -254,9 +272,21 @@ package struct Block: Equatable {
             let versions = try (0..<count).map { _ in Int64(bitPattern: try r.varint()) }
             // Wrapping, as the writer's deltas are: any two times have a delta that wraps back to them.
             var at: Int64 = 0
-            let times = try (0..<count).map { _ -> Int64 in
+            var times = try (0..<count).map { _ -> Int64 in
                 at = at &+ (try r.zigzag())
                 return at
+            }
+            if format >= 5 {
+                // `times` are whole seconds: each with its nanoseconds, in range.
+                // (Wrapping too: the time is in range when its seconds come back from it.)
+                for i in 0..<count {
+                    let nanos = try r.varint()
+                    let at = times[i] &* Block.nanosPerSecond &+ Int64(truncatingIfNeeded: nanos)
+                    guard nanos < UInt64(Block.nanosPerSecond), Block.second(of: at) == times[i] else {
+                        throw corrupt("event \(firstSeq + Int64(i)) has a time out of range")
+                    }
+                    times[i] = at
+                }
             }
             let fractionDigits = try (0..<count).map { _ in Int8(bitPattern: try r.u8()) }
             let sessionIdx = try (0..<count).map { _ in try r.count(limit: sessionList.count - 1) }

@@ -409,10 +409,11 @@ import Testing
     // MARK: Ids coded against the previous one (block format 4)
 
     /// A block of the given ids (nil: none), one event each, of the given accounts in turn.
-    func block(ids: [String?], accounts: [String] = ["acc_1"]) -> Block {
+    func block(ids: [String?], accounts: [String] = ["acc_1"], times: [Int64]? = nil) -> Block {
         let events = ids.enumerated().map { k, id in
             SealedEvent(
-                header: EventHeader(seq: Int64(k + 1), version: 1, account: accounts[k % accounts.count], type: "PageViewed", at: Timestamp(seconds: 1_780_000_000), id: id),
+                header: EventHeader(seq: Int64(k + 1), version: 1, account: accounts[k % accounts.count], type: "PageViewed",
+                                    at: times.map { Timestamp(nanoseconds: $0[k]) } ?? Timestamp(seconds: 1_780_000_000), id: id),
                 nonce: NonceID(session: Session(high: 1, low: 2), counter: UInt32(k)), key: KeyRef(.account), body: .sealed([UInt8](repeating: 7, count: 20)))
         }
         return Block(events: events, previousLink: [UInt8](repeating: 0, count: 32), lastLink: [UInt8](repeating: 1, count: 32))
@@ -439,6 +440,37 @@ import Testing
         let whole = (1...2048).reduce(0) { $0 + 1 + String(format: "evt_%07d", $1).utf8.count }
         let coded = block(ids: Array(repeating: nil, count: 2048)).encode().count
         #expect(sequential.encode().count - coded < whole / 3, "ids took \(sequential.encode().count - coded) bytes against \(whole) written whole")
+    }
+
+    /// Block format 5 keeps a time as its whole seconds (coded against the previous event's) and
+    /// the nanoseconds within that second: every time comes back, the ends of the range and
+    /// times before 1970 included.
+    @Test func timesInSecondsAndNanosecondsComeBackWhole() throws {
+        let times: [Int64] = [
+            1_780_000_000_000_000_000, 1_780_000_060_000_000_000, 1_780_000_060_000_000_001, 1_779_999_999_999_999_999,
+            0, -1, -999_999_999, -1_000_000_000, -1_000_000_001, .min, .max, .min + 1, .max - 1, 42,
+        ]
+        let original = block(ids: times.map { _ in nil }, times: times)
+        let decoded = try Block.decode(original.encode(), where: "times")
+        #expect(decoded.events.map(\.header.at.nanoseconds) == times)
+        // Whole seconds a minute apart take two bytes each (the nanoseconds' zero and the delta).
+        let minutes = (0..<2048).map { 1_780_000_000_000_000_000 + Int64($0) * 60_000_000_000 }
+        let same = block(ids: Array(repeating: nil, count: 2048), times: Array(repeating: minutes[0], count: 2048)).encode().count
+        #expect(block(ids: Array(repeating: nil, count: 2048), times: minutes).encode().count - same <= 2048)
+        // A second whose nanoseconds overflow the range, or nanoseconds of a second or more, are named.
+        let one = block(ids: [nil], times: [5_000_000_007]).encode()
+        let column: [UInt8] = [10, 7]  // zigzag(5), then 7
+        let at = try #require((0...(one.count - 2)).first { Array(one[$0..<$0 + 2]) == column })
+        func with(_ replacement: [UInt8]) -> [UInt8] { Array(one[..<at]) + replacement + Array(one[(at + 2)...]) }
+        #expect(try Block.decode(with(column), where: "b").events[0].header.at.nanoseconds == 5_000_000_007)
+        var big = BinaryWriter()
+        big.zigzag(Int64.max / 1_000_000_000 + 1)
+        big.u8(0)
+        #expect(corruption { _ = try Block.decode(with(big.bytes), where: "b") }?.contains("event 1 has a time out of range") == true)
+        var nanos = BinaryWriter()
+        nanos.zigzag(5)
+        nanos.varint(UInt64(1_000_000_000))
+        #expect(corruption { _ = try Block.decode(with(nanos.bytes), where: "b") }?.contains("event 1 has a time out of range") == true)
     }
 
     @Test func damagedIdCodingIsNamed() throws {

@@ -3,15 +3,19 @@ import LetheJournal
 /// The compact binary coding of an event's `data`, as sealed into the journal, and the upcasters
 /// that bring older schema versions of a type up to the current one.
 ///
-/// Layout: `format:u8 (=1)  schema-version:varint  value`, where a value is a tag byte and its
+/// Layout: `0x20 + schema-version:u8  fields`, the payload's object without its tag (format 2,
+/// for schema versions below 32), or `format:u8 (=1)  schema-version:varint  value` (format 1,
+/// still read, and written for later versions), where a value is a tag byte and its
 /// body: 0 null, 1 false, 2 true, 3 integer (zig-zag varint), 4 double (8 bytes, little-endian;
 /// written before numbers were kept as text, still read), 5 string (varint length, UTF-8),
 /// 0x80 + n a string of n < 128 bytes (UTF-8 follows), 6 array (count, values), 7 object
-/// (count, then per field a key reference and a value), 8 a number that is not a 64-bit integer,
+/// (its fields: count, then per field a key reference and a value), 8 a number that is not a 64-bit integer,
 /// as its JSON text (varint length, ASCII), so that it reads back exactly as it was written. A key reference is `k > 0` for entry `k - 1` of `PayloadCodec.keys`
 /// (append-only: never reorder it) or `0` followed by the key as a string.
 public struct PayloadCodec: Sendable {
     public static let format: UInt8 = 1
+    /// The first byte of a format-2 payload, plus its schema version.
+    static let shortHeader: UInt8 = 0x20
 
     /// Field names of the contract, coded as one byte each. Append only.
     static let keys: [String] = [
@@ -48,9 +52,15 @@ public struct PayloadCodec: Sendable {
 
     public func encode(type: String, data: JSONObject) -> [UInt8] {
         var w = BinaryWriter(capacity: 64)
-        w.u8(PayloadCodec.format)
-        w.varint(currentVersion(of: type))
-        PayloadCodec.write(.object(data), to: &w)
+        let version = currentVersion(of: type)
+        if version < 32 {
+            w.u8(PayloadCodec.shortHeader | UInt8(version))
+            PayloadCodec.writeFields(data, to: &w)
+        } else {
+            w.u8(PayloadCodec.format)
+            w.varint(version)
+            PayloadCodec.write(.object(data), to: &w)
+        }
         return w.bytes
     }
 
@@ -59,10 +69,20 @@ public struct PayloadCodec: Sendable {
         var r = BinaryReader(payload)
         do {
             let format = try r.u8()
-            guard format == PayloadCodec.format else { throw DecodingError(description: "unknown payload format \(format)") }
-            var version = try r.count(limit: 1 << 20)
-            guard case .object(var data) = try PayloadCodec.read(&r, depth: 0) else {
-                throw DecodingError(description: "payload is not an object")
+            var version: Int
+            var data: JSONObject
+            switch format {
+            case PayloadCodec.format:
+                version = try r.count(limit: 1 << 20)
+                guard case .object(let object) = try PayloadCodec.read(&r, depth: 0) else {
+                    throw DecodingError(description: "payload is not an object")
+                }
+                data = object
+            case PayloadCodec.shortHeader..<(PayloadCodec.shortHeader + 32):
+                version = Int(format - PayloadCodec.shortHeader)
+                data = try PayloadCodec.readFields(&r, depth: 0)
+            default:
+                throw DecodingError(description: "unknown payload format \(format)")
             }
             guard r.isAtEnd else { throw DecodingError(description: "bytes after the payload") }
             let current = currentVersion(of: type)
@@ -92,7 +112,11 @@ public struct PayloadCodec: Sendable {
         let start = w.bytes.count
         var r = BinaryReader(payload)
         do {
-            if try r.u8() == PayloadCodec.format, try r.count(limit: 1 << 20) == currentVersion(of: type),
+            let first = try r.u8()
+            if first == PayloadCodec.shortHeader + UInt8(truncatingIfNeeded: currentVersion(of: type)), currentVersion(of: type) < 32 {
+                try PayloadCodec.transcodeFields(&r, depth: 0, into: &w)
+                if r.isAtEnd { return }
+            } else if first == PayloadCodec.format, try r.count(limit: 1 << 20) == currentVersion(of: type),
                r.remaining > 0, payload[payload.count - r.remaining] == 7 {
                 try PayloadCodec.transcode(&r, depth: 0, into: &w)
                 if r.isAtEnd { return }
@@ -133,21 +157,7 @@ public struct PayloadCodec: Sendable {
                 try transcode(&r, depth: depth + 1, into: &w)
             }
             w.bytes.append(UInt8(ascii: "]"))
-        case 7:
-            let n = try r.count(limit: r.remaining / 2)
-            w.bytes.append(UInt8(ascii: "{"))
-            for k in 0..<n {
-                if k > 0 { w.bytes.append(UInt8(ascii: ",")) }
-                let key = try r.count(limit: keys.count)
-                if key == 0 {
-                    try string(try r.bytes(try r.count(limit: r.remaining)))
-                    w.bytes.append(UInt8(ascii: ":"))
-                } else {
-                    w.bytes.append(contentsOf: keysJSON[key - 1])
-                }
-                try transcode(&r, depth: depth + 1, into: &w)
-            }
-            w.bytes.append(UInt8(ascii: "}"))
+        case 7: try transcodeFields(&r, depth: depth, into: &w)
         case 8:
             guard let n = JSONNumber(try r.string()) else { throw DecodingError(description: "a number that is not valid JSON") }
             w.write(.number(n))
@@ -156,6 +166,27 @@ public struct PayloadCodec: Sendable {
         case let tag:
             throw DecodingError(description: "unknown value tag \(tag)")
         }
+    }
+
+    /// An object's fields (after its tag 7), as `transcode` writes a value.
+    private static func transcodeFields(_ r: inout BinaryReader, depth: Int, into w: inout JSONWriter) throws {
+        guard depth <= JSONParser.maxDepth else { throw DecodingError(description: "payload nested too deep") }
+        let n = try r.count(limit: r.remaining / 2)
+        w.bytes.append(UInt8(ascii: "{"))
+        for k in 0..<n {
+            if k > 0 { w.bytes.append(UInt8(ascii: ",")) }
+            let key = try r.count(limit: keys.count)
+            if key == 0 {
+                let bytes = try r.bytes(try r.count(limit: r.remaining))
+                guard let s = String(validating: bytes, as: UTF8.self) else { throw DecodingError(description: "string is not UTF-8") }
+                w.write(string: s)
+                w.bytes.append(UInt8(ascii: ":"))
+            } else {
+                w.bytes.append(contentsOf: keysJSON[key - 1])
+            }
+            try transcode(&r, depth: depth + 1, into: &w)
+        }
+        w.bytes.append(UInt8(ascii: "}"))
     }
 
     static func write(_ v: JSONValue, to w: inout BinaryWriter) {
@@ -183,17 +214,34 @@ public struct PayloadCodec: Sendable {
             for item in items { write(item, to: &w) }
         case .object(let o):
             w.u8(7)
-            w.varint(o.fields.count)
-            for f in o.fields {
-                if let k = keyIndex[f.key] {
-                    w.varint(k + 1)
-                } else {
-                    w.varint(0)
-                    w.string(f.key)
-                }
-                write(f.value, to: &w)
-            }
+            writeFields(o, to: &w)
         }
+    }
+
+    /// An object's fields, without its tag: count, then per field a key reference and a value.
+    static func writeFields(_ o: JSONObject, to w: inout BinaryWriter) {
+        w.varint(o.fields.count)
+        for f in o.fields {
+            if let k = keyIndex[f.key] {
+                w.varint(k + 1)
+            } else {
+                w.varint(0)
+                w.string(f.key)
+            }
+            write(f.value, to: &w)
+        }
+    }
+
+    static func readFields(_ r: inout BinaryReader, depth: Int) throws -> JSONObject {
+        guard depth <= JSONParser.maxDepth else { throw DecodingError(description: "payload nested too deep") }
+        let n = try r.count(limit: r.remaining / 2)
+        var fields: [JSONObject.Field] = []
+        for _ in 0..<n {
+            let k = try r.count(limit: keys.count)
+            let key = k == 0 ? try r.string() : keys[k - 1]
+            fields.append(JSONObject.Field(key: key, value: try read(&r, depth: depth + 1)))
+        }
+        return JSONObject(fields)
     }
 
     static func read(_ r: inout BinaryReader, depth: Int) throws -> JSONValue {
@@ -215,15 +263,7 @@ public struct PayloadCodec: Sendable {
             var items: [JSONValue] = []
             for _ in 0..<n { items.append(try read(&r, depth: depth + 1)) }
             return .array(items)
-        case 7:
-            let n = try r.count(limit: r.remaining / 2)
-            var fields: [JSONObject.Field] = []
-            for _ in 0..<n {
-                let k = try r.count(limit: keys.count)
-                let key = k == 0 ? try r.string() : keys[k - 1]
-                fields.append(JSONObject.Field(key: key, value: try read(&r, depth: depth + 1)))
-            }
-            return .object(JSONObject(fields))
+        case 7: return .object(try readFields(&r, depth: depth))
         case 8:
             guard let n = JSONNumber(try r.string()) else { throw DecodingError(description: "a number that is not valid JSON") }
             return .number(n)

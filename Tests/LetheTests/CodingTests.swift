@@ -1,5 +1,5 @@
 import Foundation
-import LetheEvents
+@testable import LetheEvents
 @testable import LetheJournal
 import Testing
 
@@ -165,6 +165,43 @@ import Testing
             #expect(throws: PayloadCodec.DecodingError.self) { try direct(codec, "AccountSignedUp", Array(payload[..<cut])) }
         }
         #expect(throws: PayloadCodec.DecodingError.self) { try direct(codec, "PageViewed", [1, 1, 7, 1, 19, 0x82, 0xC3, 0x28]) }
+    }
+
+    /// Format 2 writes the schema version in the first byte and the object without its tag:
+    /// two bytes fewer than format 1, which is still read (payloads sealed before) and still
+    /// written for schema versions from 32.
+    @Test func payloadsOfFormat1AreStillRead() throws {
+        let codec = PayloadCodec.standard
+        let lines = try String(contentsOf: fixturesDirectory.appendingPathComponent("small.ndjson"), encoding: .utf8)
+        var checked = 0
+        for line in lines.split(separator: "\n") {
+            guard case .success(let e) = EnvelopeValidator.parse(line: Array(line.utf8)) else { continue }
+            let version = codec.currentVersion(of: e.type.rawValue)
+            var old = BinaryWriter()
+            old.u8(1)
+            old.varint(version)
+            PayloadCodec.write(.object(e.data), to: &old)
+            let new = codec.encode(type: e.type.rawValue, data: e.data)
+            #expect(new.count == old.bytes.count - 2 && new[0] == 0x20 + UInt8(version))
+            #expect(try codec.decode(type: e.type.rawValue, payload: old.bytes) == e.data)
+            var direct = JSONWriter(), viaNew = JSONWriter()
+            try codec.writeJSON(type: e.type.rawValue, payload: old.bytes, into: &direct)
+            try codec.writeJSON(type: e.type.rawValue, payload: new, into: &viaNew)
+            #expect(direct.bytes == viaNew.bytes)
+            checked += 1
+        }
+        #expect(checked > 100)
+        // From schema version 32 on, format 1.
+        let late = PayloadCodec(currentVersions: ["PageViewed": 40])
+        let payload = late.encode(type: "PageViewed", data: ["path": "/x"])
+        #expect(payload[0] == 1)
+        #expect(try late.decode(type: "PageViewed", payload: payload) == ["path": "/x"])
+        // A header byte of neither format, a string that is not UTF-8, trailing bytes: refused.
+        for bad: [UInt8] in [[0x40, 0], [0x1F, 0], [0x21, 1, 19, 0x82, 0xC3, 0x28], [0x21, 0, 0]] {
+            #expect(throws: PayloadCodec.DecodingError.self) { try codec.decode(type: "PageViewed", payload: bad) }
+            var w = JSONWriter()
+            #expect(throws: PayloadCodec.DecodingError.self) { try codec.writeJSON(type: "PageViewed", payload: bad, into: &w) }
+        }
     }
 
     @Test func refusesDamage() {

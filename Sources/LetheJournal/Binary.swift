@@ -146,12 +146,18 @@ package struct BinaryReader {
 
 /// Strings in a sequence, each coded against the one before it: how many bytes it shares with it
 /// (the first with nothing), then the rest as a varint length and bytes. Block format 4 codes its
-/// account table and event ids so; the event id index its runs (`EventIDIndex`).
+/// account table and event ids so. `packed` puts both counts in one byte when each is below 15
+/// (shared in the high four bits, the rest's length in the low four; 15 in either: that count,
+/// minus 15, follows as a varint), as the event id index's chunks do (`EventIDIndex`).
 package struct PrefixCoding {
     /// The bytes of the value last written or read.
     package private(set) var previous: [UInt8] = []
+    let packed: Bool
 
-    package init() { previous.reserveCapacity(64) }
+    package init(packed: Bool = false) {
+        self.packed = packed
+        previous.reserveCapacity(64)
+    }
 
     package mutating func write(_ value: String, into w: inout BinaryWriter) {
         var value = value
@@ -162,8 +168,15 @@ package struct PrefixCoding {
         var shared = 0
         let most = min(bytes.count, previous.count)
         while shared < most && bytes[shared] == previous[shared] { shared += 1 }
-        w.varint(shared)
-        w.varint(bytes.count - shared)
+        let rest = bytes.count - shared
+        if packed {
+            w.u8(UInt8(min(shared, 15) << 4 | min(rest, 15)))
+            if shared >= 15 { w.varint(shared - 15) }
+            if rest >= 15 { w.varint(rest - 15) }
+        } else {
+            w.varint(shared)
+            w.varint(rest)
+        }
         w.raw(bytes[shared...])
         previous.removeAll(keepingCapacity: true)
         previous.append(contentsOf: bytes)
@@ -173,8 +186,19 @@ package struct PrefixCoding {
     /// the previous value has, or a length past `limit`, is `Malformed`.
     @discardableResult
     package mutating func read(_ r: inout BinaryReader, limit: Int) throws -> [UInt8] {
-        let shared = try r.count(limit: min(previous.count, limit))
-        let rest = try r.lengthPrefixed(limit: limit - shared)
+        let shared: Int, rest: ArraySlice<UInt8>
+        if packed {
+            let counts = try r.u8()
+            shared = counts >> 4 < 15 ? Int(counts >> 4) : 15 + (try r.count(limit: limit))
+            let length = counts & 15 < 15 ? Int(counts & 15) : 15 + (try r.count(limit: limit))
+            guard shared <= min(previous.count, limit), length <= limit - shared else {
+                throw BinaryReader.Malformed(what: "count \(shared) + \(length) above limit \(min(previous.count, limit))")
+            }
+            rest = try r.bytes(length)
+        } else {
+            shared = try r.count(limit: min(previous.count, limit))
+            rest = try r.lengthPrefixed(limit: limit - shared)
+        }
         previous.removeSubrange(shared...)
         previous.append(contentsOf: rest)
         return previous

@@ -7,12 +7,13 @@ import Foundation
 /// pass in byte order, to `event_id_runs`: the ids in byte order cut into chunks of at most
 /// `chunkBytes`, keyed by their first id, each id coded against the one before it
 /// (`PrefixCoding`) and its sequence number as the difference from the one before. Sequential ids
-/// take about 4 bytes there. A merge rewrites only the chunks it adds ids to: for ids that grow
+/// take about 3 bytes there. A merge rewrites only the chunks it adds ids to: for ids that grow
 /// with time, the last one.
 ///
-/// A chunk's layout: format (1 byte), count (varint), then per id: bytes shared with the previous
-/// id (varint), the rest (varint length, bytes), the sequence number's difference from the
-/// previous one's (zig-zag varint; the first's from 0).
+/// A chunk's layout: format (1 byte), count (varint), then per id: the number of bytes it shares
+/// with the previous id and the length of the rest in one byte (`PrefixCoding`, packed), the
+/// rest, the sequence number's difference from the previous one's (zig-zag varint; the first's
+/// from 0). An id like `evt_0001235` after `evt_0001234` takes 3 bytes.
 struct EventIDIndex {
     static let chunkFormat: UInt8 = 1
     /// A chunk's encoded size at most. With its key it stays under the 1,002 bytes a row of a
@@ -235,7 +236,7 @@ struct EventIDIndex {
             run.bytes.reserveCapacity(blob.count)
             run.ends.reserveCapacity(count)
             run.seqs.reserveCapacity(count)
-            var coding = PrefixCoding()
+            var coding = PrefixCoding(packed: true)
             var seq: Int64 = 0
             for i in 0..<count {
                 let start = run.bytes.count
@@ -274,7 +275,7 @@ struct EventIDIndex {
     struct RunWriter {
         let emit: (String, [UInt8]) throws -> Void
         private var body = BinaryWriter(capacity: EventIDIndex.chunkBytes)
-        private var coding = PrefixCoding()
+        private var coding = PrefixCoding(packed: true)
         private var count = 0
         private var previousSeq: Int64 = 0
         private var first: [UInt8] = []
@@ -286,7 +287,7 @@ struct EventIDIndex {
             if count > 0, 1 + 3 + body.bytes.count + id.count + 4 + 10 > EventIDIndex.chunkBytes { try cut() }
             if count == 0 {
                 first = Array(id)
-                coding = PrefixCoding()
+                coding = PrefixCoding(packed: true)
                 previousSeq = 0
             }
             id.withUnsafeBufferPointer { coding.write($0, into: &body) }

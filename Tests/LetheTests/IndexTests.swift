@@ -82,7 +82,7 @@ import Testing
         let (j, _) = try journal(dir, ids: (0..<2000).map { String(format: "evt_%07d", $0) }, batch: 50, shuffled: false)
         let bytes = try #require(try sqliteScalar(j.path, "SELECT sum(length(entries)) FROM event_id_runs"))
         let merged = 2000 - (try #require(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids")))
-        #expect(Double(bytes) / Double(merged) < 4.5, "\(bytes) bytes for \(merged) ids")
+        #expect(Double(bytes) / Double(merged) < 3.5, "\(bytes) bytes for \(merged) ids")
     }
 
     /// A writer that reads a damaged chunk stops naming it; `verify` names it too.

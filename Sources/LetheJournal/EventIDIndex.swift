@@ -19,13 +19,10 @@ struct EventIDIndex {
     /// A chunk's encoded size at most. With its key it stays under the 1,002 bytes a row of a
     /// 4 KiB page's index tree keeps in the page: no overflow pages, four chunks to a page.
     static let chunkBytes = 900
-    /// The ids that gather in `event_ids` before a merge: at least `minimumRecent`, and about an
-    /// eighth of the chunks' (`recentPerChunk` per chunk, a chunk holding 25 to 200 ids), so that
-    /// ids spread over the whole index (random ones) are rewritten a few times each, not once per
-    /// merge; at most `maximumRecent`, which bounds what a merge holds in memory.
-    static let recentPerChunk = 8
-    static let minimumRecent = 1 << 14
-    static let maximumRecent = 1 << 20
+    /// When ids move into the runs (unless `Journal.Options.recentIDsLimit` says): eight per
+    /// chunk, about an eighth of the ids held (a chunk holds 25 to 300), so that ids spread over
+    /// the whole index (random ones) are rewritten a few times each, not once per merge.
+    static let merging = MergePolicy(recent: "event_ids", runs: "event_id_runs", perRun: 8)
 
     let db: SQLiteDatabase
 
@@ -109,21 +106,10 @@ struct EventIDIndex {
 
     // MARK: Merging
 
-    /// Moves the ids of `event_ids` into the runs once `limit` have gathered, or by default
-    /// (nil) `minimumRecent` and an eighth of the runs (see `recentPerChunk`); with `force`,
-    /// whenever there is any. Inside the caller's transaction.
+    /// Moves the ids of `event_ids` into the runs when `merging` says (`limit`: the journal's
+    /// option; `force`: whenever there is any). Inside the caller's transaction.
     func mergeIfDue(limit: Int?, force: Bool = false) throws {
-        let recent = try db.scalarInt("SELECT count(*) FROM event_ids") ?? 0
-        guard recent > 0 else { return }
-        if !force {
-            var due = Int64(limit ?? EventIDIndex.minimumRecent)
-            if limit == nil {
-                let chunks = try db.scalarInt("SELECT count(*) FROM event_id_runs") ?? 0
-                due = max(due, min(chunks * Int64(EventIDIndex.recentPerChunk), Int64(EventIDIndex.maximumRecent)))
-            }
-            guard recent >= due else { return }
-        }
-        try merge()
+        if try EventIDIndex.merging.isDue(db, limit: limit, force: force) { try merge() }
     }
 
     /// One pass over `event_ids` in byte order. Each chunk that receives ids is read, merged
@@ -229,7 +215,7 @@ struct EventIDIndex {
         var r = BinaryReader(blob)
         var run = Run()
         run.first = first
-        do {
+        try decodingRun(corrupt) {
             guard try r.u8() == chunkFormat else { throw corrupt("has an unknown format") }
             let count = try r.count(limit: blob.count / 3)
             guard count > 0 else { throw corrupt("is empty") }
@@ -260,12 +246,6 @@ struct EventIDIndex {
                 run.seqs.append(seq)
             }
             guard r.isAtEnd else { throw corrupt("has trailing bytes") }
-        } catch let e as JournalError {
-            throw e
-        } catch is BinaryReader.Truncated {
-            throw corrupt("is truncated")
-        } catch let e as BinaryReader.Malformed {
-            throw corrupt("is damaged (\(e.what))")
         }
         return run
     }

@@ -139,10 +139,8 @@ import Testing
             return Array(w.bytes.dropFirst(6))
         }
         let codec = PayloadCodec.standard
-        let lines = try String(contentsOf: fixturesDirectory.appendingPathComponent("small.ndjson"), encoding: .utf8)
         var checked = 0
-        for line in lines.split(separator: "\n") {
-            guard case .success(let e) = EnvelopeValidator.parse(line: Array(line.utf8)) else { continue }
+        for e in try fixtureEnvelopes() {
             let payload = codec.encode(type: e.type.rawValue, data: e.data)
             #expect(try direct(codec, e.type.rawValue, payload) == viaValue(codec, e.type.rawValue, payload))
             checked += 1
@@ -172,10 +170,8 @@ import Testing
     /// written for schema versions from 32.
     @Test func payloadsOfFormat1AreStillRead() throws {
         let codec = PayloadCodec.standard
-        let lines = try String(contentsOf: fixturesDirectory.appendingPathComponent("small.ndjson"), encoding: .utf8)
         var checked = 0
-        for line in lines.split(separator: "\n") {
-            guard case .success(let e) = EnvelopeValidator.parse(line: Array(line.utf8)) else { continue }
+        for e in try fixtureEnvelopes() {
             let version = codec.currentVersion(of: e.type.rawValue)
             var old = BinaryWriter()
             old.u8(1)
@@ -307,5 +303,14 @@ import Testing
             #expect(count == 3)
         }
         #expect(try lines(limit: 1000, of: 1000, "\nnext").lines == ["1000 bytes", "next"])
+    }
+}
+
+/// The events of `Fixtures/small.ndjson` that the contract accepts.
+func fixtureEnvelopes() throws -> [Envelope] {
+    let lines = try String(contentsOf: fixturesDirectory.appendingPathComponent("small.ndjson"), encoding: .utf8)
+    return lines.split(separator: "\n").compactMap { line in
+        guard case .success(let e) = EnvelopeValidator.parse(line: Array(line.utf8)) else { return nil }
+        return e
     }
 }

@@ -22,7 +22,7 @@ import Testing
     func journal(_ dir: TempDir, ids: [String] = IndexTests.ids, batch: Int = 7, shuffled: Bool = true) throws -> (Journal, [ExactID: Int64]) {
         let j = try openJournal(dir, blockEvents: 4, recentIDsLimit: 5)
         var order = ids
-        var rng = SeededGenerator(seed: 3)
+        var rng = SplitMix(seed: 3)
         if shuffled { order.shuffle(using: &rng) }
         var seqs: [ExactID: Int64] = [:]
         for start in stride(from: 0, to: order.count, by: batch) {
@@ -177,19 +177,6 @@ import Testing
         // Older formats are still refused.
         try tamper(j.path, "UPDATE meta SET value = 3 WHERE key = 'format'")
         #expect(throws: JournalError.self) { try openJournal(dir, blockEvents: 4) }
-    }
-}
-
-/// SplitMix64: the same shuffle on every run.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -137,6 +137,8 @@ public final class Journal: Sendable {
     }
 
     public static let formatVersion: Int64 = 5
+    /// What readers read: format 4 is read as it is until a writer upgrades it.
+    static let readableFormats: ClosedRange<Int64> = 4...formatVersion
     public static let maxPayloadBytes = 16 << 20
     public static let maxBlockEvents = 1 << 16
     static let maxAccountBytes = 256

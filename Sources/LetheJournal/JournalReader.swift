@@ -72,14 +72,20 @@ public final class JournalReader {
     init(path: String, keysPath: String = "", openKeys: (() throws -> KeyStore)?) throws {
         self.path = path
         self.keysPath = keysPath
+        let format: Int64?
         do {
             guard FileManager.default.fileExists(atPath: path) else { throw JournalError(.storage, "no journal at \(path)") }
             db = try SQLiteDatabase(path: path, readOnly: true)
-            _ = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
+            format = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
         } catch let e as SQLiteError where e.code == 26 {
             throw JournalError(.notAJournal, "\(path) is not a Lethe journal (not an SQLite database)")
         } catch {
             throw JournalError.storage("cannot open journal \(path) for reading", error)
+        }
+        // A reader does not upgrade a file: it reads this build's format and the one before it
+        // (which differs only in its indexes' tables), and names any other.
+        guard let format, Journal.readableFormats.contains(format) else {
+            throw JournalError(.notAJournal, "\(path) has journal format \(format.map(String.init) ?? "none"); this build reads formats \(Journal.readableFormats.lowerBound) and \(Journal.formatVersion)")
         }
         if let openKeys {
             // The key store is opened on first need: a reader of structure never touches it.

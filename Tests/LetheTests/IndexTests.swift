@@ -174,9 +174,14 @@ import Testing
         #expect(outcomes.prefix(10).map { if case .duplicate(let s) = $0 { s } else { -1 } } == seqs)
         #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 0)
         #expect(try verified(upgraded).events == 12)
-        // Older formats are still refused.
-        try tamper(j.path, "UPDATE meta SET value = 3 WHERE key = 'format'")
-        #expect(throws: JournalError.self) { try openJournal(dir, blockEvents: 4) }
+        // Other formats are refused, by writers and readers alike, with the format named (a
+        // reader of an older build found no `account_blocks` table in a format-5 file, and said
+        // only that).
+        for format in [3, 6] {
+            try tamper(j.path, "UPDATE meta SET value = \(format) WHERE key = 'format'")
+            #expect(throws: JournalError.self) { try openJournal(dir, blockEvents: 4) }
+            #expect(verifyFailure(j.path)?.contains("has journal format \(format); this build reads formats 4 and 5") == true)
+        }
     }
 }
 

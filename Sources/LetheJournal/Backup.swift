@@ -563,10 +563,9 @@ public enum Backup {
                 while try accounts.step() { ids[accounts.text(1) ?? ""] = accounts.int(0) }
                 accounts.reset()
                 let blockIndex = BlockIndex(db: db)
-                let eventID = try db.statement("INSERT INTO event_ids(id, seq) VALUES(?, ?)")
-                func index(_ e: SealedEvent) throws {
-                    guard let id = e.header.id else { return }
-                    try eventID.bind(1, id).bind(2, e.header.seq).run()
+                let eventIDs = EventIDIndex(db: db)
+                func index(_ events: [SealedEvent]) throws {
+                    try eventIDs.add(events.compactMap { e in e.header.id.map { ($0, e.header.seq) } })
                 }
                 // One block in memory at a time.
                 let blocks = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq")
@@ -580,11 +579,10 @@ public enum Backup {
                         }
                         return (accountID, blockID)
                     })
-                    for e in block.events { try index(e) }
+                    try index(block.events)
                 }
-                for e in try JournalReader.tailRows(db).0 { try index(e) }
-                eventID.reset()
-                try EventIDIndex(db: db).mergeIfDue(limit: nil, force: true)
+                try index(try JournalReader.tailRows(db).0)
+                try eventIDs.mergeIfDue(limit: nil, force: true)
                 try blockIndex.merge()
             }
         }

@@ -99,6 +99,19 @@ struct EventIDIndex {
         return found
     }
 
+    // MARK: Writing
+
+    /// Records new ids (plain inserts: an id recorded twice would be a bug, and its error rolls
+    /// the caller's transaction back).
+    func add(_ entries: [(id: String, seq: Int64)]) throws {
+        try db.inChunks(of: 128, count: entries.count, sql: {
+            "INSERT INTO event_ids(id, seq) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), entries[i].id).bind(Int32(2 * k + 2), entries[i].seq) }
+            try s.run()
+        }
+    }
+
     /// False for a journal of format 4 that no writer has opened since (readers do not change it).
     func hasRuns() throws -> Bool {
         try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'event_id_runs'") == 1

@@ -307,14 +307,7 @@ final class Writer {
                 return link
             }
         }
-        // Plain inserts: an id recorded twice would be a bug, and its error rolls the batch back.
-        try db.inChunks(of: 128, count: claims.count, sql: {
-            "INSERT INTO event_ids(id, seq) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
-        }) { s, range in
-            for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), claims[i].id).bind(Int32(2 * k + 2), claims[i].seq) }
-            try s.run()
-        }
-        try EventIDIndex(db: db).mergeIfDue(limit: options.recentIDsLimit)
+        try EventIDIndex(db: db).add(claims)
         try writeAccounts(staged, new: newAccounts)
         let links = chain.value()
         try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
@@ -449,7 +442,10 @@ final class Writer {
             newSealedLink = pendingLinks[sealedCount - 1]
             let index = BlockIndex(db: db)
             try index.add(postings)
+            // Both indexes merge as blocks are sealed, not at every append: counting their recent
+            // rows is then paid once per block.
             try index.mergeIfDue(limit: options.recentPostingsLimit)
+            try EventIDIndex(db: db).mergeIfDue(limit: options.recentIDsLimit)
             options.logger.trace("sealed blocks", metadata: ["blocks": "\(starts.count)", "last_seq": "\(pending[sealedCount - 1].header.seq)"])
             pending.removeFirst(sealedCount)
             pendingLinks.removeFirst(sealedCount)

@@ -109,9 +109,10 @@ import Testing
     @Test func aChunkThatDisagreesWithTheEventsIsNamed() throws {
         let dir = try TempDir()
         let (j, seqs) = try journal(dir, ids: (0..<30).map { "id\($0)" }, batch: 30)
-        try openJournal(dir, blockEvents: 4, recentIDsLimit: 1).append([event("acc_1", at: "2026-01-03T00:00:00Z", id: "id99")])
+        // (Ids merge as blocks are sealed: these two fill one.)
+        _ = try openJournal(dir, blockEvents: 4, recentIDsLimit: 1).append(["id99", "id98"].map { event("acc_1", at: "2026-01-03T00:00:00Z", id: $0) })
         #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 0)
-        let all = (seqs.map { ($0.key.id, $0.value) } + [("id99", 31)]).sorted { utf8Precedes($0.0, $1.0) }
+        let all = (seqs.map { ($0.key.id, $0.value) } + [("id99", 31), ("id98", 32)]).sorted { utf8Precedes($0.0, $1.0) }
         func chunks(_ entries: [(String, Int64)]) throws -> String {
             var rows: [String] = []
             var out = EventIDIndex.RunWriter { first, bytes in rows.append("('\(first)', x'\(Hex.encode(bytes))')") }

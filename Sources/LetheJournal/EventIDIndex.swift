@@ -308,13 +308,20 @@ struct EventIDIndex {
     /// in order without overlap. (An id in both tables counts twice, so it cannot match.)
     func tally(key: (UInt64, UInt64)) throws -> PairTally {
         var tally = PairTally(key: key)
+        try forEachEntry { id, seq in id.withUnsafeBytes { tally.add($0, seq: seq) } }
+        return tally
+    }
+
+    /// Every entry of both tables, as its id's bytes and its event: the recent rows, then the
+    /// chunks in order, each decoded and checked, and checked not to overlap the one before.
+    func forEachEntry(_ body: (ArraySlice<UInt8>, Int64) throws -> Void) throws {
         let rows = try db.statement("SELECT id, seq FROM event_ids")
         defer { rows.reset() }
         while try rows.step() {
             guard let id = rows.text(0) else { throw JournalError(.corrupt, "event id index: a row of event_ids has no id") }
-            tally.add(id, seq: rows.int(1))
+            try body(Array(id.utf8)[...], rows.int(1))
         }
-        guard try hasRuns() else { return tally }
+        guard try hasRuns() else { return }
         let chunks = try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id")
         defer { chunks.reset() }
         var lastOfPrevious: ArraySlice<UInt8>?
@@ -325,10 +332,9 @@ struct EventIDIndex {
             guard overlaps != true else {
                 throw JournalError(.corrupt, "event id index: the chunk of ids from \(first.debugDescription) overlaps the one before it")
             }
-            for i in 0..<run.count { run.id(i).withUnsafeBytes { tally.add($0, seq: run.seqs[i]) } }
+            for i in 0..<run.count { try body(run.id(i), run.seqs[i]) }
             lastOfPrevious = run.id(run.count - 1)
         }
-        return tally
     }
 }
 

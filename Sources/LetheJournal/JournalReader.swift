@@ -282,18 +282,20 @@ public final class JournalReader {
 
     /// The sealed blocks' part of `scan(account:)`.
     package func scanBlocks(account: String, _ body: (SealedEvent) throws -> Void) throws {
-        let blockIDs = try wrap { try BlockIndex(db: db).blocks(ofAccount: account) }
-        let read = try wrap { try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?") }
-        for id in blockIDs {
-            read.bind(1, id)
-            guard try wrap({ try read.step() }) else {
-                read.reset()
+        for id in try wrap({ try BlockIndex(db: db).blocks(ofAccount: account) }) {
+            guard let block = try wrap({ try JournalReader.block(db, id: id) }) else {
                 throw JournalError(.corrupt, "block index: account \(account) is listed in block \(id), which the journal does not hold")
             }
-            let block = try JournalReader.decodeFrame(read.blob(2), id: id, first: read.int(0), last: read.int(1))
-            read.reset()
             for e in block.events where e.header.account == account { try body(e) }
         }
+    }
+
+    /// Block `id`, read and decoded, or nil when the journal holds no such block.
+    static func block(_ db: SQLiteDatabase, id: Int64) throws -> Block? {
+        let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
+        defer { read.reset() }
+        guard try read.bind(1, id).step() else { return nil }
+        return try decodeFrame(read.blob(2), id: id, first: read.int(0), last: read.int(1))
     }
 
     // MARK: Decrypted events
@@ -654,7 +656,7 @@ public final class JournalReader {
         try JournalReader.checkEnd(walked, stored)
         report.tailEvents = report.events - (try wrap { try db.scalarInt("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM blocks") } ?? 0)
         if try wrap({ try BlockIndex(db: db).tally(key: postings.key) }) != postings {
-            throw try blockIndexDifference { id in accounts.first { $0.value.id == id }?.key ?? "id \(id)" }
+            throw try blockIndexDifference(ids: accounts.mapValues(\.id))
         }
         if try wrap({ try EventIDIndex(db: db).tally(key: ids.key) }) != ids { throw try idIndexDifference() }
         // The accounts table the writer relies on must agree with the events.
@@ -706,39 +708,29 @@ extension JournalReader {
             }
         }
         if let difference { return difference }
-        // Every event is found: an entry is one too many.
-        let recent = try wrap { try db.statement("SELECT id, seq FROM event_ids") }
-        defer { recent.reset() }
-        while try wrap({ try recent.step() }) {
-            if try !carries(seq: recent.int(1), id: recent.text(0) ?? "") { return extraEntry(recent.int(1)) }
-        }
-        guard try wrap({ try index.hasRuns() }) else { return JournalError(.corrupt, "event id index: an id is indexed twice") }
-        let chunks = try wrap { try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id") }
-        defer { chunks.reset() }
-        while try wrap({ try chunks.step() }) {
-            let run = try EventIDIndex.decode(chunks.blob(1), first: chunks.text(0) ?? "")
-            for i in 0..<run.count where try !carries(seq: run.seqs[i], id: String(decoding: run.id(i), as: UTF8.self)) {
-                return extraEntry(run.seqs[i])
+        // Every event is found: an entry is one too many, one whose event does not carry its id.
+        try wrap {
+            try index.forEachEntry { id, seq in
+                guard difference == nil else { return }
+                var carried: String?
+                try scan(from: seq, through: seq) { carried = $0.header.id }
+                if carried.map({ ExactID($0) }) != ExactID(String(decoding: id, as: UTF8.self)) {
+                    difference = JournalError(.corrupt, "event id index: an extra entry maps an id to event \(seq), which does not carry it")
+                }
             }
         }
-        return JournalError(.corrupt, "event id index: an id is indexed twice")
+        return difference ?? JournalError(.corrupt, "event id index: an id is indexed twice")
     }
 
     /// Names the first difference between the blocks' accounts and the block index, once their
     /// tallies differ: a block whose account the index does not list there, else an entry that
     /// lists a block without events of its account. (On this error path only: it holds every
     /// block's accounts in memory.)
-    private func blockIndexDifference(name: (Int64) -> String) throws -> JournalError {
+    private func blockIndexDifference(ids: [String: Int64]) throws -> JournalError {
+        func name(_ id: Int64) -> String { ids.first { $0.value == id }?.key ?? "id \(id)" }
         let index = BlockIndex(db: db)
         var holders: [Int64: Set<Int64>] = [:]
         var listed: [Int64: Set<Int64>] = [:]
-        let ids = try wrap { () -> [String: Int64] in
-            var ids: [String: Int64] = [:]
-            let rows = try db.statement("SELECT id, name FROM accounts")
-            defer { rows.reset() }
-            while try rows.step() { ids[rows.text(1) ?? ""] = rows.int(0) }
-            return ids
-        }
         let blocks = try wrap { try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq") }
         defer { blocks.reset() }
         while try wrap({ try blocks.step() }) {
@@ -769,16 +761,6 @@ extension JournalReader {
             }
         }
         return difference ?? JournalError(.corrupt, "block index: an entry is listed twice")
-    }
-
-    private func carries(seq: Int64, id: String) throws -> Bool {
-        var carried: String?
-        try scan(from: seq, through: seq) { carried = $0.header.id }
-        return carried.map { utf8Precedes($0, id) == false && utf8Precedes(id, $0) == false } ?? false
-    }
-
-    private func extraEntry(_ seq: Int64) -> JournalError {
-        JournalError(.corrupt, "event id index: an extra entry maps an id to event \(seq), which does not carry it")
     }
 }
 

@@ -487,12 +487,8 @@ final class Writer {
         var blockIDs = Set<Int64>()
         let index = BlockIndex(db: db)
         for account in accounts { blockIDs.formUnion(try index.blocks(ofAccount: account)) }
-        let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
         for blockID in blockIDs.sorted() {
-            read.bind(1, blockID)
-            guard try read.step() else { read.reset(); continue }
-            let block = try JournalReader.decodeFrame(read.blob(2), id: blockID, first: read.int(0), last: read.int(1))
-            read.reset()
+            guard let block = try JournalReader.block(db, id: blockID) else { continue }
             try body(blockID, block)
         }
     }

@@ -1,0 +1,193 @@
+import Crypto
+import Foundation
+
+// `lethe verify`'s checks: every block, the chain, the head, and each table the engine reads
+// besides the blocks, compared with the events; on a difference, the first one named.
+extension JournalReader {
+    /// Checks every block's frame and content, the sequence, every account's version and time
+    /// order, the hash chain from genesis to the head, the head against `authority`
+    /// (`HeadCheck`), and that every table the engine reads besides the blocks agrees with them:
+    /// `accounts`, both tables of each index (compared as tallies, `PairTally`), and the recorded
+    /// erasures' MACs. Throws `.corrupt` naming the first damaged block, event or row.
+    ///
+    /// - Complexity: one pass over the journal, and one over each index; memory proportional to
+    ///   the number of accounts.
+    func verify(authority: HeadAuthority?, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+        var report = VerifyReport()
+        let stored = try wrap { try StoredHead.read(db) }
+        let head = stored.seq
+        struct Account {
+            var id: Int64
+            var version: Int64
+            var lastAt: Int64
+            var seenVersion: Int64 = 0
+            var seenAt: Int64 = .min
+        }
+        var accounts: [String: Account] = [:]
+        try wrap {
+            let rows = try db.statement("SELECT id, name, version, last_at FROM accounts")
+            defer { rows.reset() }
+            while try rows.step() {
+                guard let name = rows.text(1) else { throw JournalError(.corrupt, "account table: row \(rows.int(0)) has no name") }
+                accounts[name] = Account(id: rows.int(0), version: rows.int(2), lastAt: rows.int(3))
+            }
+        }
+        // Both indexes are compared with the events as tallies: they are in account or id order,
+        // the events in sequence order.
+        var random = SystemRandomNumberGenerator()
+        var ids = PairTally(key: (random.next(), random.next()))
+        var postings = PairTally(key: ids.key)
+        var atAnchor: [UInt8]?
+        let anchorSeq = authority?.anchored?.seq ?? -1
+        var lastBlockID: Int64 = 0
+        let walked = try walkChain(from: 1, progress: { progress?($0, head) }, event: { e, place, link in
+            let h = e.header
+            guard var account = accounts[h.account] else {
+                throw JournalError(.corrupt, "account table: \(h.account) has events (event \(h.seq), \(place)) but no row")
+            }
+            guard h.version == account.seenVersion + 1 else {
+                throw JournalError(.corrupt, "\(place): event \(h.seq) has version \(h.version) of account \(h.account), expected \(account.seenVersion + 1) (events removed or reordered)")
+            }
+            guard h.at.nanoseconds >= account.seenAt else {
+                throw JournalError(.corrupt, "\(place): event \(h.seq) goes back in time for its account (reordered)")
+            }
+            if case .purged(let digest) = e.body {
+                guard digest.count == 32 else { throw JournalError(.corrupt, "\(place): event \(h.seq) has a damaged digest") }
+                report.purgedEvents += 1
+            }
+            account.seenVersion = h.version
+            account.seenAt = h.at.nanoseconds
+            accounts[h.account] = account
+            if let id = h.id { ids.add(id, seq: h.seq) }
+            if h.seq == anchorSeq { atAnchor = link }
+            report.events += 1
+        }, block: { id, block, frameBytes in
+            guard id > lastBlockID else { throw JournalError(.corrupt, "block \(id): its id is out of order (block ids grow with the sequence)") }
+            lastBlockID = id
+            var held = Set<Int64>()
+            for e in block.events { held.insert(accounts[e.header.account]?.id ?? -1) }
+            for account in held { postings.add(account: account, block: id) }
+            report.blocks += 1
+            report.storedBytes += Int64(frameBytes)
+        })
+        try JournalReader.checkEnd(walked, stored)
+        report.tailEvents = report.events - (try wrap { try db.scalarInt("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM blocks") } ?? 0)
+        if try wrap({ try BlockIndex(db: db).tally(key: postings.key) }) != postings {
+            throw try blockIndexDifference(ids: accounts.mapValues(\.id))
+        }
+        if try wrap({ try EventIDIndex(db: db).tally(key: ids.key) }) != ids { throw try idIndexDifference() }
+        // The accounts table the writer relies on must agree with the events.
+        for (name, account) in accounts {
+            guard account.version == account.seenVersion, account.seenVersion > 0 else {
+                throw JournalError(.corrupt, "account table: \(name) is at version \(account.version) but its events end at \(account.seenVersion)")
+            }
+            guard account.lastAt == account.seenAt else {
+                throw JournalError(.corrupt, "account table: \(name)'s latest event time does not match its events")
+            }
+        }
+        report.accounts = Int64(accounts.count)
+        let tailBytes = try wrap { try db.scalarInt("SELECT coalesce(sum(length(payload)), 0) FROM tail") } ?? 0
+        report.storedBytes += tailBytes
+        if let authority {
+            try HeadCheck.check(stored, anchorKey: authority.anchorKey, anchored: authority.anchored) { at in
+                if at == 0 { return try JournalReader.genesis(db) }
+                guard let atAnchor, at == anchorSeq else { return try JournalReader.link(db, at: at) }
+                return atAnchor
+            }
+            report.anchored = authority.anchorKey != nil
+            report.anchoredSeq = authority.anchored?.seq
+            report.otherFiles = authority.otherFiles.filter { $0.instance != Hex.encode(stored.instance) }
+            if let key = authority.anchorKey {
+                report.pendingErasures = try RecordedErasure.checkAll(db, key: key)
+            }
+        }
+        report.headLink = Hex.encode(walked.link)
+        progress?(report.events, head)
+        return report
+    }
+}
+
+extension JournalReader {
+    /// Names the first difference between the events' ids and the id index, once their tallies
+    /// differ: an event whose id the index does not map to it, else an entry whose event does
+    /// not carry its id. Only on this error path does it look ids up one by one.
+    private func idIndexDifference() throws -> JournalError {
+        let index = EventIDIndex(db: db)
+        var difference: JournalError?
+        try scanGroups { group in
+            guard difference == nil else { return }
+            let named = group.filter { $0.header.id != nil }
+            let found = try wrap { try index.seqs(of: named.map { $0.header.id! }, runs: index.hasRuns()) }
+            for e in named where found[ExactID(e.header.id!)] != e.header.seq {
+                difference = JournalError(.corrupt, found[ExactID(e.header.id!)].map { "event id index: the id of event \(e.header.seq) is indexed as event \($0)" }
+                    ?? "event id index: event \(e.header.seq) has an id but no entry for it")
+                return
+            }
+        }
+        if let difference { return difference }
+        // Every event is found: an entry is one too many, one whose event does not carry its id.
+        try wrap {
+            try index.forEachEntry { id, seq in
+                guard difference == nil else { return }
+                var carried: String?
+                try scan(from: seq, through: seq) { carried = $0.header.id }
+                if carried.map({ ExactID($0) }) != ExactID(String(decoding: id, as: UTF8.self)) {
+                    difference = JournalError(.corrupt, "event id index: an extra entry maps an id to event \(seq), which does not carry it")
+                }
+            }
+        }
+        return difference ?? JournalError(.corrupt, "event id index: an id is indexed twice")
+    }
+
+    /// Names the first difference between the blocks' accounts and the block index, once their
+    /// tallies differ: a block whose account the index does not list there, else an entry that
+    /// lists a block without events of its account. (On this error path only: it holds every
+    /// block's accounts in memory.)
+    private func blockIndexDifference(ids: [String: Int64]) throws -> JournalError {
+        func name(_ id: Int64) -> String { ids.first { $0.value == id }?.key ?? "id \(id)" }
+        let index = BlockIndex(db: db)
+        var holders: [Int64: Set<Int64>] = [:]
+        var listed: [Int64: Set<Int64>] = [:]
+        let blocks = try wrap { try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq") }
+        defer { blocks.reset() }
+        while try wrap({ try blocks.step() }) {
+            let id = blocks.int(0)
+            let block = try JournalReader.decodeFrame(blocks.blob(3), id: id, first: blocks.int(1), last: blocks.int(2))
+            var held = Set<Int64>()
+            for name in Set(block.events.map(\.header.account)) {
+                guard let account = ids[name] else { continue }
+                held.insert(account)
+                if listed[account] == nil { listed[account] = Set(try wrap { try index.blocks(ofAccount: name) }) }
+                if !listed[account]!.contains(id) {
+                    return JournalError(.corrupt, "block index: block \(id) holds events of account \(name) but the index has no entry for it")
+                }
+            }
+            holders[id] = held
+        }
+        var difference: JournalError?
+        try wrap {
+            try index.forEachPosting { account, block in
+                guard difference == nil else { return }
+                guard let held = holders[block] else {
+                    difference = JournalError(.corrupt, "block index: an extra entry lists block \(block), which the journal does not hold")
+                    return
+                }
+                if !held.contains(account) {
+                    difference = JournalError(.corrupt, "block index: an extra entry lists block \(block) for account \(name(account)), which has no events there")
+                }
+            }
+        }
+        return difference ?? JournalError(.corrupt, "block index: an entry is listed twice")
+    }
+}
+
+/// What a reader checks the journal's head against, read from the key store before the reader's
+/// snapshot began (so that the key store's anchor can only be behind the snapshot, never ahead).
+package struct HeadAuthority: Sendable {
+    /// nil without the master key: the head's MAC is not checked.
+    var anchorKey: SymmetricKey?
+    /// What the key store remembers for this file; nil when it has nothing.
+    var anchored: AnchoredHead?
+    /// Every file of the journal the key store anchors, by instance (hex).
+    var otherFiles: [(instance: String, seq: Int64)] = []
+}

@@ -183,6 +183,15 @@ public struct Importer {
             queue.recycle(batch)
         }
         if let failure { throw failure }
+        // Tidying the indexes is not part of the import: every event is in, and the next due
+        // merge does the same work, so a failure here is logged rather than thrown.
+        if summary.imported > 0 {
+            do {
+                try journal.settle()
+            } catch {
+                journal.options.logger.warning("\(error)")
+            }
+        }
         return summary
     }
 

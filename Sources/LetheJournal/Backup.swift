@@ -354,7 +354,7 @@ public enum Backup {
             try PrivateFile.prepareDatabase(scratch)
             let db = try SQLiteDatabase(path: scratch)
             defer { db.close() }
-            try db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON")
+            try db.execute("\(Journal.autoVacuum); PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON")
             var loader = Loader(db: db)
             try db.transaction { try Journal.createSchema(db) }
             var ended = false

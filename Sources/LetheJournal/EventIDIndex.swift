@@ -125,6 +125,23 @@ struct EventIDIndex {
         if try EventIDIndex.merging.isDue(db, limit: limit, force: force) { try merge() }
     }
 
+    /// Moves the recent ids into the runs when that rewrites no chunk but the last: when every
+    /// one sorts at or above the last chunk's first id (ids that grow with time). The work is then
+    /// proportional to the recent ids, not to the index. Returns whether it merged.
+    @discardableResult
+    func mergeIfAppending() throws -> Bool {
+        let lowest = try db.statement("SELECT min(id) FROM event_ids")
+        defer { lowest.reset() }
+        guard try lowest.step(), let low = lowest.optionalText(0) else { return false }
+        lowest.reset()
+        let top = try db.statement("SELECT max(first_id) FROM event_id_runs")
+        defer { top.reset() }
+        if try top.step(), let first = top.optionalText(0), utf8Precedes(low, first) { return false }
+        top.reset()
+        try merge()
+        return true
+    }
+
     /// One pass over `event_ids` in byte order. Each chunk that receives ids is read, merged
     /// with them as they come and written again as one or more chunks; the others are not
     /// touched. Memory: one chunk, whatever the number of ids.

@@ -136,8 +136,8 @@ public final class Journal: Sendable {
         public init() {}
     }
 
-    public static let formatVersion: Int64 = 5
-    /// What readers read: format 4 is read as it is until a writer upgrades it.
+    public static let formatVersion: Int64 = 6
+    /// What readers read: formats 4 and 5 are read as they are until a writer upgrades them.
     static let readableFormats: ClosedRange<Int64> = 4...formatVersion
     public static let maxPayloadBytes = 16 << 20
     public static let maxBlockEvents = 1 << 16
@@ -215,6 +215,7 @@ public final class Journal: Sendable {
         do {
             try PrivateFile.prepareDatabase(path)
             let db = try SQLiteDatabase(path: path)
+            try db.execute(Journal.autoVacuum)
             try db.enableWAL()
             try db.execute("""
                 PRAGMA synchronous=\(options.synchronous.pragma);
@@ -231,15 +232,11 @@ public final class Journal: Sendable {
                     try insert.bind(1, "head_seq").bind(2, Int64(0)).run()
                     try insert.bind(1, "head_link").bind(2, Chain.genesis(journalID: id)).run()
                     try insert.bind(1, "erased").bind(2, Int64(0)).run()
+                    try insert.bind(1, "account_ids").bind(2, Int64(0)).run()
                 }
             }
-            // Format 4 kept both indexes a row per entry: `createSchema` just made the tables of
-            // their runs; the block index moves there now, the ids at their next merge.
-            if try db.scalarInt("SELECT value FROM meta WHERE key='format'") == 4 {
-                try db.transaction {
-                    try BlockIndex.upgrade(db)
-                    try db.statement("UPDATE meta SET value = ? WHERE key = 'format'").bind(1, Journal.formatVersion).run()
-                }
+            if let old = try db.scalarInt("SELECT value FROM meta WHERE key='format'"), (4..<Journal.formatVersion).contains(old) {
+                try db.transaction { try upgrade(db) }
             }
             let format = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
             guard format == Journal.formatVersion else {
@@ -255,13 +252,52 @@ public final class Journal: Sendable {
         }
     }
 
+    /// Set on a new file before anything else (before WAL mode, before its first table): a
+    /// journal made so gives its free pages back to the file system when `settle` asks; on an
+    /// older journal it changes nothing, and freed pages wait to be reused.
+    static let autoVacuum = "PRAGMA auto_vacuum=INCREMENTAL"
+
+    /// Brings a journal of format 4 or 5 to this build's format, in the caller's transaction
+    /// (its first writer does; readers read those formats as they are). The steps look at the
+    /// tables, not at the format number, so a file restored from an older backup (whose tables
+    /// are new but whose meta says the old format) takes only the steps it needs.
+    ///
+    /// - Format 4 kept both indexes a row per entry: `createSchema` made the tables of their
+    ///   runs; the block index moves there now, the ids at their next merge.
+    /// - Formats 4 and 5 kept `accounts` as a rowid table with a unique index on the name: it is
+    ///   copied into the table keyed by name, and the highest account id goes to meta
+    ///   `account_ids` (the writer's counter, which a scan would otherwise find). Chain marks
+    ///   named by category stay as they are (`ChainMarks` reads both forms).
+    static func upgrade(_ db: SQLiteDatabase) throws {
+        try BlockIndex.upgrade(db)
+        let accountsSQL = try db.statement("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'accounts'")
+        let keyedByName = try accountsSQL.step() && (accountsSQL.optionalText(0)?.contains("WITHOUT ROWID") ?? false)
+        accountsSQL.reset()
+        if !keyedByName {
+            try db.execute("""
+                ALTER TABLE accounts RENAME TO accounts_format5;
+                \(accountsTable)
+                INSERT INTO accounts(name, id, version, last_at, chains) SELECT name, id, version, last_at, chains FROM accounts_format5;
+                DROP TABLE accounts_format5;
+                """)
+        }
+        try db.execute("INSERT OR IGNORE INTO meta(key, value) SELECT 'account_ids', coalesce(max(id), 0) FROM accounts")
+        try db.statement("UPDATE meta SET value = ? WHERE key = 'format'").bind(1, Journal.formatVersion).run()
+    }
+
+    /// One row per account, keyed by its name (the writer's and the readers' lookups). `id`, the
+    /// number the block index uses for it, is given by the writer from meta `account_ids`.
+    static let accountsTable = """
+        CREATE TABLE IF NOT EXISTS accounts(
+            name TEXT PRIMARY KEY, id INTEGER NOT NULL,
+            version INTEGER NOT NULL, last_at INTEGER NOT NULL, chains BLOB) WITHOUT ROWID;
+        """
+
     /// Creates the journal's tables where they are missing.
     static func createSchema(_ db: SQLiteDatabase) throws {
         try db.execute("""
             CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
-            CREATE TABLE IF NOT EXISTS accounts(
-                id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
-                version INTEGER NOT NULL, last_at INTEGER NOT NULL, chains BLOB);
+            \(accountsTable)
             CREATE TABLE IF NOT EXISTS blocks(
                 id INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL UNIQUE,
                 last_seq INTEGER NOT NULL, frame BLOB NOT NULL);
@@ -315,6 +351,20 @@ public final class Journal: Sendable {
         try writer.withLock { writer in
             // Lock order: writer, then sealer (`prepare` takes the sealer alone).
             try writer.append(batch, erasing: erasures, allOrNothing: allOrNothing, sealer: sealer)
+        }
+    }
+
+    /// Tidies the indexes after a run of appends: what their recent tables hold moves into
+    /// their compact runs, where that costs work in proportion to it rather than to the journal
+    /// (see "The indexes" in the README). The importer calls it at its end; a host may call it
+    /// when idle. Changes no event, no sequence number and no answer of any lookup.
+    ///
+    /// - Complexity: the recent postings and, for ids that grow with time, the recent ids.
+    public func settle() throws {
+        do {
+            try writer.withLock { try $0.settle() }
+        } catch {
+            throw JournalError.storage("tidying the indexes failed; nothing was changed", error)
         }
     }
 

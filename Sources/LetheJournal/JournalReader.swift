@@ -82,10 +82,11 @@ public final class JournalReader {
         } catch {
             throw JournalError.storage("cannot open journal \(path) for reading", error)
         }
-        // A reader does not upgrade a file: it reads this build's format and the one before it
-        // (which differs only in its indexes' tables), and names any other.
+        // A reader does not upgrade a file: it reads this build's format and the two before it
+        // (which differ only in the tables of the indexes and the accounts, read by the same
+        // statements), and names any other.
         guard let format, Journal.readableFormats.contains(format) else {
-            throw JournalError(.notAJournal, "\(path) has journal format \(format.map(String.init) ?? "none"); this build reads formats \(Journal.readableFormats.lowerBound) and \(Journal.formatVersion)")
+            throw JournalError(.notAJournal, "\(path) has journal format \(format.map(String.init) ?? "none"); this build reads formats \(Journal.readableFormats.lowerBound) to \(Journal.formatVersion)")
         }
         if let openKeys {
             // The key store is opened on first need: a reader of structure never touches it.

@@ -14,75 +14,86 @@ final class SealerLock: Sendable {
     }
 }
 
-/// The last record index of each of an account's record chains, by category, as the `accounts`
-/// table keeps it (`chains`: varint count, then (category, last index) pairs).
+/// The last record index of each of an account's record chains, by the chain's slot in the
+/// account's keyring (the number a record's `KeyRef` carries), as the `accounts` table keeps it.
+///
+/// Stored as a 0 byte, a varint count, then (slot, last index) varint pairs in slot order. Journals
+/// of formats 4 and 5 named each chain by its category instead (a varint count of at least 1,
+/// then (category, last index) pairs): such marks are still read, through the account's keyring,
+/// and written in the new form when they next move.
 ///
 /// A value with a few slots inline (an account has one chain per record category, three for the
 /// contract): copying an account's row, once per event in the writer, allocates nothing.
 struct ChainMarks: Equatable, Sendable {
-    private var slots: [(String, UInt64)?] { [a, b, c, d] }
-    private var a, b, c, d: (String, UInt64)?
-    /// Past four categories.
-    private var more: [String: UInt64]?
+    private var a, b, c, d: (UInt64, UInt64)?
+    /// Past four chains.
+    private var more: [UInt64: UInt64]?
 
     static func == (x: ChainMarks, y: ChainMarks) -> Bool { x.sorted.elementsEqual(y.sorted) { $0 == $1 } }
 
     var isEmpty: Bool { a == nil && more == nil }
 
-    subscript(category: String) -> UInt64? {
+    subscript(slot: UInt64) -> UInt64? {
         get {
-            if let a, a.0 == category { return a.1 }
-            if let b, b.0 == category { return b.1 }
-            if let c, c.0 == category { return c.1 }
-            if let d, d.0 == category { return d.1 }
-            return more?[category]
+            if let a, a.0 == slot { return a.1 }
+            if let b, b.0 == slot { return b.1 }
+            if let c, c.0 == slot { return c.1 }
+            if let d, d.0 == slot { return d.1 }
+            return more?[slot]
         }
         set {
             guard let newValue else { return }  // marks only grow; none is ever removed
-            if a == nil || a!.0 == category { a = (category, newValue) }
-            else if b == nil || b!.0 == category { b = (category, newValue) }
-            else if c == nil || c!.0 == category { c = (category, newValue) }
-            else if d == nil || d!.0 == category { d = (category, newValue) }
-            else { more = (more ?? [:]).merging([category: newValue]) { $1 } }
+            if a == nil || a!.0 == slot { a = (slot, newValue) }
+            else if b == nil || b!.0 == slot { b = (slot, newValue) }
+            else if c == nil || c!.0 == slot { c = (slot, newValue) }
+            else if d == nil || d!.0 == slot { d = (slot, newValue) }
+            else { more = (more ?? [:]).merging([slot: newValue]) { $1 } }
         }
     }
 
-    /// (category, last index) pairs, by category.
-    var sorted: [(String, UInt64)] {
-        (slots.compactMap { $0 } + (more.map { Array($0) } ?? [])).sorted { $0.0 < $1.0 }
+    /// (slot, last index) pairs, by slot.
+    var sorted: [(UInt64, UInt64)] {
+        ([a, b, c, d].compactMap { $0 } + (more.map { Array($0) } ?? [])).sorted { $0.0 < $1.0 }
     }
 
     func encode() -> [UInt8]? {
         guard !isEmpty else { return nil }
-        let extra = more.map { $0.sorted { $0.key < $1.key } } ?? []
-        var w = BinaryWriter(capacity: 48)
-        w.varint((a == nil ? 0 : 1) + (b == nil ? 0 : 1) + (c == nil ? 0 : 1) + (d == nil ? 0 : 1) + extra.count)
-        for slot in [a, b, c, d] {
-            guard let (category, last) = slot else { continue }
-            w.string(category)
-            w.varint(last)
-        }
-        for (category, last) in extra {
-            w.string(category)
+        let pairs = sorted
+        var w = BinaryWriter(capacity: 2 + 4 * pairs.count)
+        w.u8(0)
+        w.varint(pairs.count)
+        for (slot, last) in pairs {
+            w.varint(slot)
             w.varint(last)
         }
         return w.bytes
     }
 
-    /// Decodes the `chains` column of `account`'s row. A mark is a record index, which the
-    /// journal keeps below 2^63 (rows and read models store it as a signed integer): a larger one
-    /// is damage, and refused before the sealer adds one to it.
-    static func decode(_ bytes: [UInt8], account: String) throws -> ChainMarks {
+    /// Decodes the `chains` column of `account`'s row; `slot` finds the chain of a category in
+    /// the account's keyring, for marks stored by category (nil: the keyring has no such chain any
+    /// more, and its mark is dropped). A mark is a record index, which the journal keeps below
+    /// 2^63 (rows and read models store it as a signed integer): a larger one is damage, and
+    /// refused before the sealer adds one to it.
+    static func decode(_ bytes: [UInt8], account: String, slot: (String) throws -> UInt64?) throws -> ChainMarks {
         func damaged(_ why: String) -> JournalError { JournalError(.corrupt, "account \(account): damaged record chain marks (\(why))") }
         var marks = ChainMarks()
         guard !bytes.isEmpty else { return marks }
         var r = BinaryReader(bytes)
         do {
+            let bySlot = bytes[0] == 0
+            if bySlot { _ = try r.u8() }
             for _ in 0..<(try r.count(limit: 1 << 16)) {
-                let category = try r.string(limit: Journal.maxTypeBytes)
-                let last = try r.varint()
-                guard last < UInt64(Int64.max) else { throw damaged("index \(last) of \(category) out of range") }
-                marks[category] = last
+                if bySlot {
+                    let (chain, last) = (try r.varint(), try r.varint())
+                    guard last < UInt64(Int64.max) else { throw damaged("index \(last) of chain \(chain) out of range") }
+                    guard marks[chain] == nil else { throw damaged("chain \(chain) twice") }
+                    marks[chain] = last
+                } else {
+                    let category = try r.string(limit: Journal.maxTypeBytes)
+                    let last = try r.varint()
+                    guard last < UInt64(Int64.max) else { throw damaged("index \(last) of \(category) out of range") }
+                    if let chain = try slot(category) { marks[chain] = last }
+                }
             }
         } catch is BinaryReader.Truncated {
             throw damaged("content is truncated")
@@ -262,7 +273,7 @@ final class Sealer {
         return plans
     }
 
-    /// Where the journal left the chains (category → last index), by account: read when the
+    /// Where the journal left the chains (slot → last index), by account: read when the
     /// chains are not followed yet, so that records take the next index without a clash in the writer.
     private typealias Marks = [String: ChainMarks]
 
@@ -314,7 +325,7 @@ final class Sealer {
             state = known
         } else {
             guard let marks, let chain = a.ring.chain(category: category) else { return nil }
-            let mark = marks[a.ring.account]?[category].map { $0 + 1 } ?? 0
+            let mark = marks[a.ring.account]?[chain.slot].map { $0 + 1 } ?? 0
             state = ChainState(slot: chain.slot, next: max(chain.base, mark), cursor: (chain.base, ChainKey(chain.key)))
             a.chains.append((category, state))
         }
@@ -362,7 +373,8 @@ final class Sealer {
                 for (k, i) in range.enumerated() { s.bind(Int32(k + 1), names[i]) }
                 while try s.step() {
                     let name = s.text(0) ?? ""
-                    marks[name] = try ChainMarks.decode(s.blob(1), account: name)
+                    let ring = self.accounts[name]?.ring
+                    marks[name] = try ChainMarks.decode(s.blob(1), account: name) { ring?.chain(category: $0)?.slot }
                 }
             }
         } catch {

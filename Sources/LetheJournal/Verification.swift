@@ -25,11 +25,22 @@ extension JournalReader {
         }
         var accounts: [String: Account] = [:]
         try wrap {
+            // Account ids are the writer's to give (up to meta `account_ids`, absent before format
+            // 6), one per account: two accounts on one id would share their block postings.
+            let given = try db.scalarInt("SELECT value FROM meta WHERE key='account_ids'")
+            var owners: [Int64: String] = [:]
             let rows = try db.statement("SELECT id, name, version, last_at FROM accounts")
             defer { rows.reset() }
             while try rows.step() {
-                guard let name = rows.text(1) else { throw JournalError(.corrupt, "account table: row \(rows.int(0)) has no name") }
-                accounts[name] = Account(id: rows.int(0), version: rows.int(2), lastAt: rows.int(3))
+                let id = rows.int(0)
+                guard let name = rows.text(1) else { throw JournalError(.corrupt, "account table: row \(id) has no name") }
+                if let other = owners.updateValue(name, forKey: id) {
+                    throw JournalError(.corrupt, "account table: accounts \(other) and \(name) have the same id \(id)")
+                }
+                guard id >= 1, id <= given ?? .max else {
+                    throw JournalError(.corrupt, "account table: account \(name) has id \(id), outside the ids given (1 to \(given ?? 0))")
+                }
+                accounts[name] = Account(id: id, version: rows.int(2), lastAt: rows.int(3))
             }
         }
         // Both indexes are compared with the events as tallies: they are in account or id order,

@@ -10,7 +10,7 @@ final class Writer {
         var id: Int64
         var version: Int64
         var lastAt: Int64
-        /// The last index appended to each of the account's record chains, by category.
+        /// The last index appended to each of the account's record chains, by slot.
         var chains = ChainMarks()
         /// Whether this batch moved a chain mark (only then is `chains` written again).
         var chainsMoved = false
@@ -80,7 +80,10 @@ final class Writer {
             guard stored.instance == instance else { throw JournalError(.corrupt, "the journal file was replaced under this writer (another instance)") }
             (headSeq, headLink) = (stored.seq, stored.link)
             erased = try db.scalarInt("SELECT value FROM meta WHERE key='erased'") ?? 0
-            nextAccountID = try Writer.id(after: db.scalarInt("SELECT max(id) FROM accounts"), of: "account")
+            guard let accountIDs = try db.scalarInt("SELECT value FROM meta WHERE key='account_ids'") else {
+                throw JournalError(.corrupt, "the journal's meta has no account_ids (the highest account id given); run `lethe verify`")
+            }
+            nextAccountID = try Writer.id(after: accountIDs, of: "account")
             nextBlockID = try Writer.id(after: db.scalarInt("SELECT max(id) FROM blocks"), of: "block")
             let lastBlockSeq = try db.scalarInt("SELECT max(last_seq) FROM blocks") ?? 0
             sealedLink = try JournalReader.lastSealedLink(db)
@@ -137,7 +140,9 @@ final class Writer {
         defer { s.reset() }
         s.bind(1, name)
         guard try s.step() else { return nil }
-        let chains = s.isNull(3) ? ChainMarks() : try ChainMarks.decode(s.blob(3), account: name)
+        let chains = s.isNull(3) ? ChainMarks() : try ChainMarks.decode(s.blob(3), account: name) { [keys] category in
+            try keys.keyring(name)?.chain(category: category)?.slot
+        }
         // (The writer adds one to the version: a row edited to the end of the range is damage, not a trap.)
         guard (0..<Int64.max).contains(s.int(1)) else { throw JournalError(.corrupt, "account \(name): version \(s.int(1)) out of range") }
         let row = AccountRow(id: s.int(0), version: s.int(1), lastAt: s.int(2), chains: chains)
@@ -278,10 +283,10 @@ final class Writer {
             // its expiry destroy exactly the keys of the expired records. When another writer
             // took this index meanwhile, the record is sealed again under the next one.
             if case .records(let category) = e.scope {
-                if let last = row.chains[category], body.key.index <= last, let plaintext = e.plaintext {
+                if let last = row.chains[body.key.number], body.key.index <= last, let plaintext = e.plaintext {
                     body = try sealer.withLock { try $0.reseal(plaintext, account: e.account, category: category, atLeast: last + 1) }
                 }
-                row.chains[category] = body.key.index
+                row.chains[body.key.number] = body.key.index
                 row.chainsMoved = true
             }
             if isNew { newAccounts.append(e.account) }
@@ -370,9 +375,8 @@ final class Writer {
         }
     }
 
-    /// Stores the batch's account rows: the new ones in multi-row inserts, and each known one's
-    /// new version, time and chain marks by its id (an update by row id: no name index to
-    /// consult, no conflict to resolve).
+    /// Stores the batch's account rows: the new ones in multi-row inserts (and the highest id
+    /// given in meta `account_ids`), and each known one's new version, time and chain marks.
     private func writeAccounts(_ staged: [String: AccountRow], new: [String]) throws {
         try db.inChunks(of: 128, count: new.count, sql: { n in
             "INSERT INTO accounts(id, name, version, last_at, chains) VALUES \(SQLiteDatabase.placeholders(rows: n, columns: 5))"
@@ -385,12 +389,15 @@ final class Writer {
             }
             try s.run()
         }
+        if let highest = new.lazy.map({ staged[$0]!.id }).max() {
+            try db.statement("UPDATE meta SET value = ? WHERE key = 'account_ids'").bind(1, highest).run()
+        }
         let isNew = Set(new)
-        let times = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3 WHERE id = ?1")
-        let marks = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3, chains = ?4 WHERE id = ?1")
+        let times = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3 WHERE name = ?1")
+        let marks = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3, chains = ?4 WHERE name = ?1")
         for (name, row) in staged where !isNew.contains(name) {
             let s = row.chainsMoved ? marks : times
-            s.bind(1, row.id).bind(2, row.version).bind(3, row.lastAt)
+            s.bind(1, name).bind(2, row.version).bind(3, row.lastAt)
             if row.chainsMoved { s.bind(4, row.chains.encode()) }
             try s.run()
             guard db.changes == 1 else { throw JournalError(.corrupt, "account \(name): its row (id \(row.id)) is missing; run `lethe verify`") }
@@ -477,6 +484,19 @@ final class Writer {
         for (name, var row) in staged {
             row.chainsMoved = false
             remember(name, row)
+        }
+    }
+
+    /// Moves into the indexes' runs what their recent tables hold, as far as the work is
+    /// proportional to it: every recent posting of the block index (a merge rewrites only the
+    /// last run of each account it touches), and the recent ids when they all sort after the
+    /// indexed ones. Ids spread over the index (random ones) wait for the next due merge. Then
+    /// the file's free pages go back to the file system (in a journal made with `auto_vacuum`).
+    func settle() throws {
+        try db.transaction {
+            try BlockIndex(db: db).mergeIfDue(limit: nil, force: true)
+            try EventIDIndex(db: db).mergeIfAppending()
+            try db.execute("PRAGMA incremental_vacuum")
         }
     }
 

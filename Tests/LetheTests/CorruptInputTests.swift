@@ -249,7 +249,8 @@ import Testing
     @Test func rowsAtTheEndOfTheRangeAreNamedWhenTheWriterOpens() throws {
         let cases: [(String, String)] = [
             ("UPDATE blocks SET id = 9223372036854775807 WHERE id = 2", "block ids"),
-            ("UPDATE accounts SET id = 9223372036854775807", "account ids"),
+            ("UPDATE meta SET value = 9223372036854775807 WHERE key = 'account_ids'", "account ids"),
+            ("DELETE FROM meta WHERE key = 'account_ids'", "the journal's meta has no account_ids"),
             // (Not the newest block, which the writer decodes: the largest last_seq is all it reads of this one.)
             ("UPDATE blocks SET last_seq = 9223372036854775807 WHERE id = 1", "does not match its stored events"),
         ]
@@ -270,13 +271,43 @@ import Testing
     // MARK: Account rows
 
     @Test func chainMarksOutOfRangeAreRefused() throws {
+        let slots: (String) -> UInt64? = { $0 == "page-views" ? 2 : nil }
+        // The form of formats 4 and 5 (by category) and this one (by slot).
         var w = BinaryWriter()
         w.varint(1)
         w.string("page-views")
         w.varint(UInt64.max)
-        #expect(throws: JournalError.self) { try ChainMarks.decode(w.bytes, account: "acc_1") }
-        let message = corruption { _ = try ChainMarks.decode([5, 1], account: "acc_1") }
+        #expect(throws: JournalError.self) { try ChainMarks.decode(w.bytes, account: "acc_1", slot: slots) }
+        #expect(throws: JournalError.self) { try ChainMarks.decode([0, 1, 2, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], account: "acc_1", slot: slots) }
+        let message = corruption { _ = try ChainMarks.decode([5, 1], account: "acc_1", slot: slots) }
         #expect(message == "account acc_1: damaged record chain marks (content is truncated)", "\(message ?? "no error")")
+        let twice = corruption { _ = try ChainMarks.decode([0, 2, 1, 7, 1, 9], account: "acc_1", slot: slots) }
+        #expect(twice == "account acc_1: damaged record chain marks (chain 1 twice)", "\(twice ?? "no error")")
+        let trailing = corruption { _ = try ChainMarks.decode([0, 1, 1, 7, 0], account: "acc_1", slot: slots) }
+        #expect(trailing == "account acc_1: damaged record chain marks (1 unexpected bytes at the end)", "\(trailing ?? "no error")")
+    }
+
+    /// Marks are kept by chain slot (two bytes a chain, the slot and the index); those of
+    /// formats 4 and 5, by category name, are read through the keyring, and a category the
+    /// keyring no longer has a chain for is dropped.
+    @Test func chainMarksByCategoryAreReadBySlot() throws {
+        var old = BinaryWriter()
+        old.varint(2)
+        old.string("access-log")
+        old.varint(300)
+        old.string("gone")
+        old.varint(4)
+        let marks = try ChainMarks.decode(old.bytes, account: "acc_1") { $0 == "access-log" ? 3 : nil }
+        #expect(marks.sorted.map { [$0.0, $0.1] } == [[3, 300]])
+        let stored = try #require(marks.encode())
+        #expect(stored == [0, 1, 3, 0xAC, 0x02])
+        #expect(try ChainMarks.decode(stored, account: "acc_1") { _ in Issue.record("a mark by slot needs no keyring"); return nil } == marks)
+        var more = marks
+        for slot in 1...6 as ClosedRange<UInt64> { more[slot] = slot * 10 }
+        more[3] = 301
+        #expect(more.sorted.map { [$0.0, $0.1] } == [[1, 10], [2, 20], [3, 301], [4, 40], [5, 50], [6, 60]])
+        #expect(try ChainMarks.decode(more.encode()!, account: "acc_1") { _ in nil } == more)
+        #expect(ChainMarks().encode() == nil)
     }
 
     // MARK: Times

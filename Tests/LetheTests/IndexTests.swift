@@ -145,45 +145,107 @@ import Testing
         #expect(overlap.contains("overlaps the one before it"), "\(overlap)")
     }
 
-    /// A journal of format 4 (both indexes a row per entry, no runs) is read as it is, and taken
-    /// to format 5 by its first writer.
-    @Test func aJournalOfFormat4IsUpgradedInPlace() throws {
+    /// `settle` (what the importer does at its end) empties the block index's recent table and,
+    /// for ids that grow with time, the ids'; ids that would land among the indexed ones wait.
+    /// The pages freed go back to the file system, and every lookup answers as before.
+    @Test func settlingMovesWhatIsCheapToMoveAndGivesThePagesBack() throws {
+        let dir = try TempDir()
+        let j = try openJournal(dir, blockEvents: 4, recentPostingsLimit: 1 << 20, recentIDsLimit: 400)
+        var seqs: [ExactID: Int64] = [:]
+        func add(_ ids: [String]) throws {
+            let outcomes = try j.append(ids.enumerated().map { k, id in event("acc_\(k % 50)", at: "2026-01-01T00:00:00Z", id: id) })
+            for (id, outcome) in zip(ids, outcomes) { if case .appended(let h) = outcome { seqs[ExactID(id)] = h.seq } }
+        }
+        try add((0..<400).map { String(format: "evt_%07d", $0) })  // merged: 400 reached
+        try add((400..<700).map { String(format: "evt_%07d", $0) })
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 300)
+        let postings = try #require(try sqliteScalar(j.path, "SELECT count(*) FROM recent_account_blocks"))
+        #expect(postings > 600)
+        func blocks() throws -> [[Int64]] {
+            let db = try SQLiteDatabase(path: j.path, readOnly: true)
+            defer { db.close() }
+            return try (0..<50).map { try BlockIndex(db: db).blocks(ofAccount: "acc_\($0)") }
+        }
+        let before = try blocks()
+        let pagesBefore = try #require(try sqliteScalar(j.path, "PRAGMA page_count"))
+        try j.settle()
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 0)
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM recent_account_blocks") == 0)
+        #expect(try sqliteScalar(j.path, "PRAGMA freelist_count") == 0)
+        #expect(try sqliteScalar(j.path, "PRAGMA auto_vacuum") == 2)
+        let pagesAfter = try #require(try sqliteScalar(j.path, "PRAGMA page_count"))
+        #expect(pagesAfter < pagesBefore, "\(pagesBefore) → \(pagesAfter) pages")
+        #expect(try blocks() == before && before.allSatisfy { $0.count > 10 })
+        // Ids below the indexed ones (here, the lowest) would rewrite chunks already written: they stay.
+        try add(["a-0", "a-1"])
+        try j.settle()
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 2)
+        #expect(try duplicates(j, seqs.keys.map(\.id)) == seqs)
+        #expect(try verified(j).events == 702)
+    }
+
+    /// Journals of formats 4 (both indexes a row per entry, no runs) and 5 (accounts in a rowid
+    /// table with a name index, chain marks by category) are read as they are, and taken to
+    /// format 6 by their first writer: the accounts keyed by name, the highest account id in meta,
+    /// the marks honoured through the keyring (the next record takes the index after them).
+    @Test(arguments: [4, 5])
+    func anOlderJournalIsUpgradedInPlace(format: Int) throws {
         let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 4, recentPostingsLimit: 1 << 20)
         let seqs = try j.append((0..<10).map { event("acc_\($0 % 3)", at: "2026-01-01T00:00:00Z", id: "e\($0)") }).map { outcome -> Int64 in
             guard case .appended(let h) = outcome else { return -1 }
             return h.seq
         }
-        try tamper(j.path, """
+        #expect(try sqliteText(j.path, "SELECT hex(chains) FROM accounts WHERE name = 'acc_1'") == "00010102")
+        let indexes = format > 4 ? "" : """
             DROP TABLE event_id_runs; DROP TABLE account_block_runs;
             CREATE TABLE account_blocks(account_id INTEGER NOT NULL, block_id INTEGER NOT NULL, PRIMARY KEY(account_id, block_id)) WITHOUT ROWID;
             INSERT INTO account_blocks SELECT * FROM recent_account_blocks WHERE block_id = 1; DELETE FROM recent_account_blocks WHERE block_id = 1;
-            UPDATE meta SET value = 4 WHERE key = 'format'
+            """
+        try tamper(j.path, """
+            \(indexes)
+            CREATE TABLE old(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, version INTEGER NOT NULL, last_at INTEGER NOT NULL, chains BLOB);
+            INSERT INTO old SELECT id, name, version, last_at, chains FROM accounts; DROP TABLE accounts; ALTER TABLE old RENAME TO accounts;
+            UPDATE accounts SET chains = x'010A706167652D766965777302' WHERE name = 'acc_1';
+            DELETE FROM meta WHERE key = 'account_ids'; UPDATE meta SET value = \(format) WHERE key = 'format'
             """)
         #expect(try verified(j).events == 10)
         var history: [Int64] = []
         try j.read { try $0.events(account: "acc_1") { history.append($0.header.seq) } }
         #expect(history == [2, 5, 8])
         let upgraded = try openJournal(dir, blockEvents: 4, recentIDsLimit: 1)
-        #expect(try sqliteScalar(j.path, "SELECT value FROM meta WHERE key = 'format'") == 5)
-        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM sqlite_master WHERE name = 'account_blocks'") == 0)
-        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM account_block_runs") == 3)
+        #expect(try sqliteScalar(j.path, "SELECT value FROM meta WHERE key = 'format'") == 6)
+        #expect(try sqliteScalar(j.path, "SELECT value FROM meta WHERE key = 'account_ids'") == 3)
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM sqlite_master WHERE name IN ('account_blocks', 'accounts_format5', 'sqlite_autoindex_accounts_1')") == 0)
+        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM account_block_runs") == (format == 4 ? 3 : 0))
         history = []
         try upgraded.read { try $0.events(account: "acc_1") { history.append($0.header.seq) } }
         #expect(history == [2, 5, 8])
         let outcomes = try upgraded.append((0..<12).map { event("acc_1", at: "2026-01-02T00:00:00Z", id: "e\($0)") })
         #expect(outcomes.prefix(10).map { if case .duplicate(let s) = $0 { s } else { -1 } } == seqs)
         #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 0)
-        #expect(try verified(upgraded).events == 12)
+        // The chain in slot 1 goes on after the mark by category (2): the sealer gave the twelve
+        // records indices 3 to 14 (the duplicates' are never used), the last two kept. Had the
+        // mark been lost, they would have taken 0 to 11, reusing indices already sealed under.
+        let marks = try sqliteText(j.path, "SELECT hex(chains) FROM accounts WHERE name = 'acc_1'")
+        #expect(marks == "0001010E", "\(marks)")
+        try upgraded.append([event("acc_9", at: "2026-01-02T00:00:00Z")])
+        #expect(try sqliteScalar(j.path, "SELECT id FROM accounts WHERE name = 'acc_9'") == 4)
+        #expect(try verified(upgraded).events == 13)
+        #expect(try allEvents(upgraded).count == 13)
         // Other formats are refused, by writers and readers alike, with the format named (a
         // reader of an older build found no `account_blocks` table in a format-5 file, and said
         // only that).
-        for format in [3, 6] {
-            try tamper(j.path, "UPDATE meta SET value = \(format) WHERE key = 'format'")
+        for other in [3, 7] {
+            try tamper(j.path, "UPDATE meta SET value = \(other) WHERE key = 'format'")
             #expect(throws: JournalError.self) { try openJournal(dir, blockEvents: 4) }
-            #expect(verifyFailure(j.path)?.contains("has journal format \(format); this build reads formats 4 and 5") == true)
+            #expect(verifyFailure(j.path)?.contains("has journal format \(other); this build reads formats 4 to 6") == true)
         }
     }
+}
+
+func sqliteText(_ path: String, _ sql: String) throws -> String {
+    try run("/usr/bin/sqlite3", [path, sql], timeLimit: .seconds(60)).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
 func sqliteScalar(_ path: String, _ sql: String) throws -> Int64? {

@@ -217,6 +217,8 @@ import Testing
             ("UPDATE accounts SET version = 2 WHERE name = 'acc_1'", "account table: acc_1 is at version 2 but its events end at 3"),
             ("UPDATE accounts SET last_at = 0 WHERE name = 'acc_1'", "account table: acc_1's latest event time does not match"),
             ("DELETE FROM accounts WHERE name = 'acc_2'", "account table: acc_2 has events (event 3"),
+            ("UPDATE accounts SET id = 1 WHERE name = 'acc_2'", "account table: accounts acc_"),
+            ("UPDATE accounts SET id = 7 WHERE name = 'acc_2'", "account table: account acc_2 has id 7, outside the ids given (1 to 3)"),
         ]
         for c in cases {
             let dir = try TempDir()
@@ -236,6 +238,9 @@ import Testing
             i == 0 ? #"{"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}"#
                 : #"{"type":"PageViewed","account":"a","at":"2026-01-01T00:\#(String(format: "%02d", i / 60)):\#(String(format: "%02d", i % 60))Z","data":{"path":"/","visitor":"v"}}"#
         }.joined(separator: "\n") + "\n" + #"{"type":"ErasureRequested","account":"a","at":"2026-01-02T00:00:00Z","data":{}}"#)
+        // The import settled its posting into the runs (`Journal.settle`).
+        #expect(try sqliteScalar(journal, "SELECT count(*) FROM recent_account_blocks") == 0)
+        #expect(try sqliteScalar(journal, "SELECT count(*) FROM account_block_runs") == 1)
         // The account's blocks lose their index rows: the purge would leave their payloads behind.
         try tamper(journal, "DELETE FROM account_block_runs WHERE account_id = 1; DELETE FROM recent_account_blocks WHERE account_id = 1")
         let r = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-01-03T00:00:00Z"])

@@ -356,7 +356,7 @@ public final class Journal: Sendable {
 
     /// Tidies the indexes after a run of appends: what their recent tables hold moves into
     /// their compact runs, where that costs work in proportion to it rather than to the journal
-    /// (see "The indexes" in the README). The importer calls it at its end; a host may call it
+    /// (see "Writing" in the README). The importer calls it at its end; a host may call it
     /// when idle. Changes no event, no sequence number and no answer of any lookup.
     ///
     /// - Complexity: the recent postings and, for ids that grow with time, the recent ids.

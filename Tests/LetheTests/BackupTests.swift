@@ -17,7 +17,7 @@ import Testing
         defer { writer.send(SIGKILL); _ = try? writer.finish() }
         // A writer that fails at once must fail the test, not keep it waiting for events.
         try waitUntil("the writer's first 200 events", timeLimit: .seconds(60)) {
-            guard writer.process.isRunning else {
+            guard writer.isRunning else {
                 let r = try writer.finish()
                 throw TestFailure("the writer exited with \(r.status) before writing 200 events: \(r.stderr)")
             }

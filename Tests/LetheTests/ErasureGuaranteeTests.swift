@@ -143,24 +143,18 @@ struct NeedleSearch {
 
     /// A `sqlite3` shell holding a read transaction open on `file` until `release` is called.
     final class Reader {
-        let process = Process()
-        let input = Pipe()
+        let child: Child
 
         init(_ file: String) throws {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-            process.arguments = [file]
-            process.standardInput = input
-            let out = Pipe()
-            process.standardOutput = out
-            try process.run()
-            input.fileHandleForWriting.write(Data("BEGIN; SELECT count(*) FROM sqlite_master;\n".utf8))
+            child = try Child("/usr/bin/sqlite3", [file], environment: ProcessInfo.processInfo.environment)
+            child.input.write(Data("BEGIN; SELECT count(*) FROM sqlite_master;\n".utf8))
             // The snapshot is held once the answer is out.
-            _ = out.fileHandleForReading.availableData
+            _ = child.output.availableData
         }
 
         func release() {
-            try? input.fileHandleForWriting.close()
-            process.waitUntilExit()
+            try? child.input.close()
+            _ = child.wait(until: .distantFuture)
         }
     }
 

@@ -162,66 +162,53 @@ final class Drain: Sendable {
 
 /// A program started by `start`: its output drained as it comes, its exit awaited with a deadline.
 final class RunningCommand {
-    let process: Process
+    let child: Child
     let name: String
-    /// The child's id, kept from its start: Foundation may reset `processIdentifier` once the
-    /// child is reaped, and kill(2) of -1 would signal every process we may signal.
-    private var pid: pid_t = 0
     private let out: Drain, err: Drain
-    private let exited = DispatchSemaphore(value: 0)
     private let deadline: DispatchTime
     private let timeLimit: Duration
 
     fileprivate init(_ product: String, _ args: [String], stdin: String?, environment: [String: String], timeLimit: Duration) throws {
         _ = ignoreBrokenPipes
-        process = Process()
         name = ([product] + args).joined(separator: " ")
         self.timeLimit = timeLimit
-        process.executableURL = product.hasPrefix("/") ? URL(fileURLWithPath: product) : try productsDirectory.appendingPathComponent(product)
-        process.arguments = args
+        let path = product.hasPrefix("/") ? product : try productsDirectory.appendingPathComponent(product).path
         var env = ProcessInfo.processInfo.environment
         env[MasterKeySource.environmentVariable] = testMasterKey
         for (k, v) in environment { env[k] = v }
-        process.environment = env
-        let outPipe = Pipe(), errPipe = Pipe(), inPipe = Pipe()
-        process.standardOutput = outPipe
-        process.standardError = errPipe
-        process.standardInput = inPipe
-        process.terminationHandler = { [exited] _ in exited.signal() }
         deadline = dispatchDeadline(timeLimit)
-        try process.run()
-        pid = process.processIdentifier
-        out = Drain(outPipe.fileHandleForReading)
-        err = Drain(errPipe.fileHandleForReading)
+        child = try Child(path, args, environment: env)
+        out = Drain(child.output)
+        err = Drain(child.errors)
         // Fed from a thread of its own as well: a child that writes before it reads all of its
         // input would otherwise wait on us while we wait on it.
-        let input = inPipe.fileHandleForWriting
+        let input = child.input
         Thread.detachNewThread {
             if let stdin { try? input.write(contentsOf: Data(stdin.utf8)) }
             try? input.close()
         }
     }
 
+    /// Whether the program has not been seen to exit yet.
+    var isRunning: Bool { child.isRunning }
+
     /// Sends `signal` to the program, if it still runs.
-    func send(_ signal: Int32 = SIGKILL) {
-        if pid > 0 && process.isRunning { _ = kill(pid, signal) }
-    }
+    func send(_ signal: Int32 = SIGKILL) { child.send(signal) }
 
     /// Waits for the program to exit and its output to close. At the deadline the program is
     /// killed and `TimedOut` thrown, naming it and what it had written.
     func finish() throws -> CommandResult {
-        if exited.wait(timeout: deadline) == .timedOut {
+        guard let status = child.wait(until: deadline) else {
             send(SIGKILL)
-            _ = exited.wait(timeout: dispatchDeadline(.seconds(10)))
+            _ = child.wait(until: dispatchDeadline(.seconds(10)))
             let partial = String(decoding: ((try? err.wait(.seconds(5))) ?? Data()).suffix(2000), as: UTF8.self)
             throw TimedOut(what: "`\(name)` did not exit (killed); its stderr ended with: \(partial)", limit: timeLimit)
         }
-        exited.signal()  // a later finish returns at once
         // A child of the program may still hold the pipes open; that too is bounded.
         guard let o = try out.wait(.seconds(30)), let e = try err.wait(.seconds(30)) else {
             throw TimedOut(what: "the output of `\(name)` stayed open after it exited", limit: .seconds(30))
         }
-        return CommandResult(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        return CommandResult(status: status, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 }
 

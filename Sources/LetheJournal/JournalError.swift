@@ -3,28 +3,39 @@
 /// `code` is for programs to switch on; `message` names the cause (file, event, field) for people
 /// and never contains personal data. `underlying` keeps the lower-level error, if any.
 public struct JournalError: Error, CustomStringConvertible, Sendable {
-    public enum Code: String, Sendable {
+    /// What kind of failure: compare with `==`, or switch with a `default:` case.
+    ///
+    /// A struct of named values rather than an enum, so that a new kind of failure (a server that
+    /// cannot be reached, say) is not a source-breaking change for every host that switches on it.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        /// The code's name, as in `lethe`'s messages and logs (`versionConflict`, ...).
+        public let name: String
+
+        private init(_ name: String) { self.name = name }
+
+        public var description: String { name }
+
         /// The account's version was not the one the caller expected (optimistic concurrency).
-        case versionConflict
+        public static let versionConflict = Code("versionConflict")
         /// The event is older than the account's latest event.
-        case timeOrder
+        public static let timeOrder = Code("timeOrder")
         /// An argument broke the journal's own rules (empty account, oversized payload, ...).
-        case invalidEvent
+        public static let invalidEvent = Code("invalidEvent")
         /// The account's data key was destroyed: nothing more can be recorded for it.
-        case accountShredded
+        public static let accountShredded = Code("accountShredded")
         /// The domain's rules (`Journal.Options.rules`) refuse the event after the account's history.
-        case refusedByRules
+        public static let refusedByRules = Code("refusedByRules")
         /// The journal file is not a Lethe journal, or a newer format.
-        case notAJournal
+        public static let notAJournal = Code("notAJournal")
         /// Stored bytes do not match their checksums, hash chain or invariants.
-        case corrupt
+        public static let corrupt = Code("corrupt")
         /// The key store or the master key is missing, wrong or damaged.
-        case keys
+        public static let keys = Code("keys")
         /// SQLite or the file system failed.
-        case storage
+        public static let storage = Code("storage")
         /// Erasures were done, but a file still holds what they removed (a reader kept its WAL
         /// from being truncated); the next open or retention run finishes it.
-        case erasureIncomplete
+        public static let erasureIncomplete = Code("erasureIncomplete")
     }
 
     public var code: Code

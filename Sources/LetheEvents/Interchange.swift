@@ -133,11 +133,11 @@ public struct Importer {
     ) throws -> Summary {
         let queue = BatchQueue(capacity: 2)
         let parser = Thread { [codec, batchSize, reader, journal] in
+            Thread.current.name = "lethe-parse"  // (set before `start`, a name never reaches the thread on Linux)
             var reader = reader
             Importer.parse(&reader, codec: codec, batchSize: batchSize, journal: journal, into: queue)
         }
         parser.stackSize = 4 << 20
-        parser.name = "lethe-parse"
         parser.start()
 
         var summary = Summary()

@@ -242,4 +242,14 @@ extension Journal {
             return header
         }
     }
+
+    /// `record(_:account:at:id:expectedVersion:codec:onMasked:)` for async callers, on a thread
+    /// of `BlockingPool.shared`.
+    @discardableResult
+    public func record<E: TypedEvent>(
+        _ event: E, account: String, at: Timestamp, id: String? = nil, expectedVersion: Int64? = nil,
+        codec: PayloadCodec = .standard, onMasked: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws -> EventHeader {
+        try await run { try $0.record(event, account: account, at: at, id: id, expectedVersion: expectedVersion, codec: codec, onMasked: onMasked) }
+    }
 }

@@ -4,7 +4,7 @@
 /// sequence number it handled and subscribes `after:` it again after a restart, so nothing is
 /// missed and nothing is handled twice. The iterator reads the journal a chunk at a time on
 /// demand (no unbounded buffer), sees appends by any process, and waits `poll` between looks
-/// when it has caught up. Ends when its task is cancelled.
+/// when it has caught up. Ends when its task is cancelled. Reads run on `BlockingPool.shared`.
 public struct Subscription: AsyncSequence, Sendable {
     public typealias Element = StoredEvent
 
@@ -23,10 +23,12 @@ public struct Subscription: AsyncSequence, Sendable {
         public mutating func next() async throws -> StoredEvent? {
             while index == buffer.count {
                 if Task.isCancelled { return nil }  // cancelled between reads: the sequence ends too
-                var chunk: [StoredEvent] = []
                 let from = last + 1
-                try journal.read { reader in
+                // Read on the blocking pool's thread: a follower never holds a cooperative thread.
+                let chunk = try await journal.read { reader in
+                    var chunk: [StoredEvent] = []
                     try reader.events(from: from, through: from + Subscription.chunk - 1, transform: { $0 }) { chunk.append($0) }
+                    return chunk
                 }
                 if chunk.isEmpty {
                     do {

@@ -229,7 +229,7 @@ import Testing
         // mark been lost, they would have taken 0 to 11, reusing indices already sealed under.
         let marks = try sqliteText(j.path, "SELECT hex(chains) FROM accounts WHERE name = 'acc_1'")
         #expect(marks == "0001010E", "\(marks)")
-        try upgraded.append([event("acc_9", at: "2026-01-02T00:00:00Z")])
+        _ = try upgraded.append([event("acc_9", at: "2026-01-02T00:00:00Z")])
         #expect(try sqliteScalar(j.path, "SELECT id FROM accounts WHERE name = 'acc_9'") == 4)
         #expect(try verified(upgraded).events == 13)
         #expect(try allEvents(upgraded).count == 13)

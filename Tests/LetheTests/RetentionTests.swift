@@ -441,8 +441,8 @@ import Testing
         options.synchronous = .normal
         let path = dir.path("s.lethe")
         let journal = try Journal(path: path, master: testMaster, options: options)
-        try journal.record(Events.AccountSignedUp(name: "Ada", email: "ada@example.com"), account: "a", at: ts("2026-01-01T00:00:00Z"))
-        try journal.record(Events.ErasureRequested(channel: "support"), account: "a", at: ts("2026-01-02T00:00:00Z"))
+        try await journal.record(Events.AccountSignedUp(name: "Ada", email: "ada@example.com"), account: "a", at: ts("2026-01-01T00:00:00Z"))
+        try await journal.record(Events.ErasureRequested(channel: "support"), account: "a", at: ts("2026-01-02T00:00:00Z"))
         let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
         let scheduler = RetentionScheduler(retention: retention, period: .milliseconds(20), clock: .fixed(ts("2026-01-03T00:00:00Z")))
         // Failed runs are kept too: a scheduler whose runs all fail must fail the test with their

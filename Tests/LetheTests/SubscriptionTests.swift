@@ -13,11 +13,11 @@ import Testing
     @Test func aSubscriberSeesEveryCommittedEventInOrderAndResumes() async throws {
         let dir = try TempDir()
         let j = try openJournal(dir, blockEvents: 16)
-        for i in 0..<40 { try j.append(page(i)) }
+        for i in 0..<40 { try await j.append(page(i)) }
         // More arrive while the subscriber reads: in small batches, from another task.
         let writer = Task(executorPreference: OwnQueueExecutor("writer")) {
             for start in stride(from: 40, to: 100, by: 6) {
-                _ = try j.append((start..<min(start + 6, 100)).map(page))
+                _ = try await j.append((start..<min(start + 6, 100)).map(page))
                 try await Task.sleep(for: .milliseconds(2))
             }
         }
@@ -52,7 +52,7 @@ import Testing
     @Test func cancellingEndsAWaitingSubscriber() async throws {
         let dir = try TempDir()
         let j = try openJournal(dir)
-        try j.append(page(0))
+        try await j.append(page(0))
         let seen = Atomic<Int>(0)
         let waiting = Task(executorPreference: OwnQueueExecutor("subscriber")) {
             for try await _ in j.subscribe(after: 0, poll: .milliseconds(5)) { seen.add(1, ordering: .sequentiallyConsistent) }

@@ -1,0 +1,108 @@
+import Dispatch
+import Foundation
+import LetheEvents
+@testable import LetheJournal
+import LetheViews
+import Synchronization
+import Testing
+
+/// The async API: calls run on Lethe's own threads, the cooperative pool stays free, and the
+/// answers and errors are those of the synchronous API.
+struct AsyncTests {
+    @Test func callsRunOnThePoolsThreadsAndAnswerAsTheSynchronousAPIDoes() async throws {
+        let dir = try TempDir()
+        let j = try openJournal(dir)
+        let thread = try await j.run { _ in Thread.current.name }
+        #expect(thread == BlockingPool.shared.name)
+        let outcomes = try await j.append([event("acc_1", at: "2026-01-01T00:00:00Z"), event("acc_1", at: "2026-01-01T00:01:00Z")])
+        #expect(outcomes.count == 2)
+        let header = try await j.append(event("acc_1", at: "2026-01-01T00:02:00Z", expected: 2))
+        #expect(header.seq == 3 && header.version == 3)
+        #expect(try await j.version(of: "acc_1") == 3)
+        #expect(try await j.latestTime(of: "acc_1") == ts("2026-01-01T00:02:00Z"))
+        let seqs = try await j.read { reader in
+            var seqs: [Int64] = []
+            try reader.events(account: "acc_1") { seqs.append($0.header.seq) }
+            return seqs
+        }
+        #expect(seqs == [1, 2, 3])
+        // A refusal is the same error, and its code is switched on as a host would (with a default).
+        do {
+            try await j.append(event("acc_1", at: "2026-01-01T00:03:00Z", expected: 1))
+            Issue.record("a stale expected version was accepted")
+        } catch let e as JournalError {
+            switch e.code {
+            case .versionConflict: #expect("\(e.code)" == "versionConflict" && e.message.contains("acc_1"))
+            default: Issue.record("refused with \(e.code): \(e.message)")
+            }
+        }
+    }
+
+    @Test func blockedCallsLeaveTheCallersThreadsFree() async throws {
+        // Every call starts from one serial executor: a cooperative pool at its smallest, one
+        // thread (and not the suite's real pool, which its synchronous tests keep busy). Had a
+        // call blocked its caller's thread, the second would never start, nor anything after it.
+        let callers = OwnQueueExecutor("callers")
+        let threads = ProcessInfo.processInfo.activeProcessorCount + 1
+        let pool = BlockingPool(threads: threads, name: "lethe-test-pool")
+        final class Gate: Sendable {
+            let release = DispatchSemaphore(value: 0)
+            let started = Atomic<Int>(0)
+        }
+        let gate = Gate()
+        // Released however the test ends: a failed wait below must not leave the calls blocked.
+        let released = Atomic<Bool>(false)
+        defer { if !released.load(ordering: .sequentiallyConsistent) { for _ in 0..<threads { gate.release.signal() } } }
+        var calls: [Task<Bool, any Error>] = []
+        for _ in 0..<threads {
+            calls.append(Task(executorPreference: callers) { [gate, pool] in
+                try await pool.run { () -> Bool in
+                    gate.started.add(1, ordering: .sequentiallyConsistent)
+                    gate.release.wait()
+                    return true
+                }
+            })
+        }
+        try await waitUntil("all \(threads) blocked calls to start") { gate.started.load(ordering: .sequentiallyConsistent) == threads }
+        // The callers' executor still runs other work while every call blocks.
+        let sum = try await withTimeLimit(.seconds(30), "other work on the callers' executor") {
+            await Task(executorPreference: callers) { (1...100).reduce(0, +) }.value
+        }
+        #expect(sum == 5050)
+        released.store(true, ordering: .sequentiallyConsistent)
+        for _ in 0..<threads { gate.release.signal() }
+        for call in calls { #expect(try await call.value) }
+    }
+
+    @Test func manyConcurrentCallersEachGetTheirOutcome() async throws {
+        let dir = try TempDir()
+        let j = try openJournal(dir)
+        // Four times as many callers as the pool has threads: the rest wait in line.
+        let callers = 4 * BlockingPool.shared.threads * 8
+        let headers = try await withThrowingTaskGroup(of: EventHeader.self) { group in
+            for i in 0..<callers {
+                group.addTask { try await j.append(event("acc_\(i % 8)", at: "2026-01-01T00:00:00Z", id: "e\(i)")) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(Set(headers.map(\.seq)) == Set(1...Int64(callers)))
+        for a in 0..<8 { #expect(try await j.version(of: "acc_\(a)") == Int64(callers / 8)) }
+        #expect(try verified(j).events == Int64(callers))
+    }
+
+    @Test func readModelsAreOpenedCaughtUpAndQueriedFromAsyncCode() async throws {
+        let dir = try TempDir()
+        var options = Journal.Options()
+        options.rules = ContractRules()
+        options.synchronous = .normal
+        let j = try await Journal.open(path: dir.path("j.lethe"), master: testMaster, options: options)
+        try await j.record(Events.AccountSignedUp(name: "Ada", email: "ada@example.com"), account: "acc_ada", at: ts("2026-01-01T00:00:00Z"))
+        try await j.record(Events.ItemCreated(item: "site_1", kind: "site"), account: "acc_ada", at: ts("2026-01-01T00:01:00Z"))
+        let views = try await ReadModels.open(journal: j)
+        #expect(try await views.catchUp() == 2)
+        let account = try await views.run { try $0.account("acc_ada") }
+        #expect(account?.name == "Ada" && account?.status == "active")
+        #expect(try await views.run { try $0.items(account: "acc_ada").map(\.item) } == ["site_1"])
+        #expect(try await views.rebuild() == 2)
+    }
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A throwaway local PostgreSQL server for the tests, the demo and the benchmarks: its own data
+# directory under the build folder, a Unix socket there, a free loopback port, password
+# authentication over TCP. Nothing outside the folder is touched and nothing is left behind:
+# `stop` removes the folder.
+#
+#   Tools/pg.sh start [DIR]   starts one (default DIR: .build/pg); prints its URL, also in DIR/url
+#   Tools/pg.sh url [DIR]     prints the URL of the running one
+#   Tools/pg.sh stop [DIR]    stops it and removes DIR
+#
+# PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user that
+# Debian's package makes (or `nobody`), and owns only DIR's data. The URL names a database
+# `lethe` and a user `lethe` whose password is random, made at start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command=${1:-}
+dir=$(realpath -m "${2:-.build/pg}")
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+[ -n "$bin" ] || { echo "pg.sh: PostgreSQL's server is not installed (Tools/setup.sh installs it)" >&2; exit 1; }
+
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then
+        local user=postgres
+        id "$user" >/dev/null 2>&1 || user=nobody
+        runuser -u "$user" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+case "$command" in
+start)
+    if [ -f "$dir/url" ] && as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        cat "$dir/url"
+        exit 0
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir/run"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+    printf '%s\n' "$password" > "$dir/password"
+    if [ "$(id -u)" = 0 ]; then
+        owner=postgres
+        id "$owner" >/dev/null 2>&1 || owner=nobody
+        chown -R "$owner" "$dir"
+    fi
+    as_owner "$bin/initdb" -D "$dir/data" -U lethe --pwfile="$dir/password" --auth-local=trust --auth-host=scram-sha-256 \
+        -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+    rm -f "$dir/password"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/run -c max_connections=100 -c fsync=on" start >/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
+    as_owner "$bin/createdb" -h "$dir/run" -p "$port" -U lethe lethe
+    url="postgres://lethe:$password@127.0.0.1:$port/lethe"
+    (umask 077; printf '%s\n' "$url" > "$dir/url")
+    echo "$url"
+    ;;
+url)
+    cat "$dir/url"
+    ;;
+stop)
+    if [ -d "$dir/data" ]; then
+        as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+    ;;
+*)
+    echo "usage: Tools/pg.sh start|url|stop [DIR]" >&2
+    exit 2
+    ;;
+esac

@@ -2,6 +2,10 @@ import Dispatch
 import Foundation
 import Synchronization
 
+/// The cores this process may use, read once: `activeProcessorCount` reads files of `/proc` and
+/// the cgroup each time, which cost a single append as much as its sealing did.
+private let processors = ProcessInfo.processInfo.activeProcessorCount
+
 extension Array where Element: Sendable {
     /// `transform` of every element, in order, computed on every core in contiguous slices of at
     /// least `minimumSlice` elements (on the calling thread alone when the array is smaller).
@@ -9,7 +13,7 @@ extension Array where Element: Sendable {
     /// Meant for pure, CPU-bound work such as parsing or sealing a batch: the caller waits until
     /// every slice is done.
     package func parallelMap<T: Sendable>(minimumSlice: Int = 1024, _ transform: @Sendable (Element) -> T) -> [T] {
-        let slices = Swift.min(ProcessInfo.processInfo.activeProcessorCount * 2, count / Swift.max(minimumSlice, 1))
+        let slices = Swift.min(processors * 2, count / Swift.max(minimumSlice, 1))
         guard slices > 1 else { return map(transform) }
         let parts = Mutex<[[T]]>(Array<[T]>(repeating: [], count: slices))
         DispatchQueue.concurrentPerform(iterations: slices) { s in

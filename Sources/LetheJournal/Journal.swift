@@ -159,6 +159,8 @@ public final class Journal: Sendable {
     let journalKeys: JournalKeys
     /// This file's random instance (meta `instance`), new for every journal created or restored.
     let instance: [UInt8]
+    /// Wakes this journal's waiting subscribers at each commit (see `Subscription`).
+    let commits = CommitSignal()
 
     /// Opens the journal at `path` (creating it when missing) and its key store at `keysPath`
     /// (default `path + ".keys"`), with the master key from `master` (default: the environment).
@@ -244,10 +246,12 @@ public final class Journal: Sendable {
     }
 
     private func append(_ batch: PreparedBatch, erasing erasures: [Erasure], allOrNothing: Bool = false) throws -> [AppendOutcome] {
-        try writer.withLock { writer in
+        let (outcomes, head) = try writer.withLock { writer in
             // Lock order: writer, then sealer (`prepare` takes the sealer alone).
-            try writer.append(batch, erasing: erasures, allOrNothing: allOrNothing, sealer: sealer)
+            (try writer.append(batch, erasing: erasures, allOrNothing: allOrNothing, sealer: sealer), writer.headSeq)
         }
+        commits.committed(through: head)
+        return outcomes
     }
 
     /// Tidies the indexes after a run of appends: what their recent tables hold moves into

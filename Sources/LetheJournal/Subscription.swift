@@ -3,8 +3,9 @@
 /// A host that forwards events somewhere (erasure requests to processors, say) keeps the last
 /// sequence number it handled and subscribes `after:` it again after a restart, so nothing is
 /// missed and nothing is handled twice. The iterator reads the journal a chunk at a time on
-/// demand (no unbounded buffer), sees appends by any process, and waits `poll` between looks
-/// when it has caught up. Ends when its task is cancelled. Reads run on `BlockingPool.shared`.
+/// demand (no unbounded buffer), sees appends by any process, and when it has caught up waits
+/// for the next commit through this `Journal`, which wakes it at once, or `poll`, for appends by
+/// other processes. Ends when its task is cancelled. Reads run on `BlockingPool.shared`.
 public struct Subscription: AsyncSequence, Sendable {
     public typealias Element = StoredEvent
 
@@ -31,11 +32,9 @@ public struct Subscription: AsyncSequence, Sendable {
                     return chunk
                 }
                 if chunk.isEmpty {
-                    do {
-                        try await Task.sleep(for: poll)
-                    } catch {
-                        return nil  // cancelled while waiting: the sequence ends
-                    }
+                    // Woken by this process's next commit, or after `poll` for other processes'.
+                    await journal.commits.wait(after: last, timeout: poll)
+                    if Task.isCancelled { return nil }  // cancelled while waiting: the sequence ends
                 } else {
                     buffer = chunk
                     index = 0

@@ -66,4 +66,57 @@ import Testing
         let count = try await withTimeLimit(.seconds(10), "the cancelled subscriber to end") { try await waiting.value }
         #expect(count == 1)
     }
+
+    @Test func aCommitInThisProcessWakesAWaitingSubscriberAtOnce() async throws {
+        // The poll is ten minutes: only the commit itself can wake the subscriber in time.
+        let dir = try TempDir()
+        let j = try openJournal(dir)
+        try await j.append(page(0))
+        let seen = Atomic<Int>(0)
+        let subscriber = Task(executorPreference: OwnQueueExecutor("subscriber")) {
+            for try await e in j.subscribe(after: 0, poll: .seconds(600)) {
+                seen.add(1, ordering: .sequentiallyConsistent)
+                if e.header.seq == 3 { break }
+            }
+        }
+        try await waitUntil("the subscriber to see the first event") { seen.load(ordering: .sequentiallyConsistent) == 1 }
+        try await Task.sleep(for: .milliseconds(50))  // waiting by now (not a correctness condition)
+        try await j.append(page(1))
+        try await waitUntil("the second event, woken by its commit", timeLimit: .seconds(10)) { seen.load(ordering: .sequentiallyConsistent) == 2 }
+        // And by a commit made from another thread, through the synchronous API.
+        try await withTimeLimit(.seconds(10), "the third event") {
+            try await Task(executorPreference: OwnQueueExecutor("writer")) { _ = try j.append([page(2)]) }.value
+            try await subscriber.value
+        }
+        #expect(seen.load(ordering: .sequentiallyConsistent) == 3)
+    }
+
+    @Test func aSubscriberWaitingForACommitIsCancelledAtOnce() async throws {
+        let dir = try TempDir()
+        let j = try openJournal(dir)
+        let waiting = Task(executorPreference: OwnQueueExecutor("subscriber")) {
+            for try await _ in j.subscribe(after: 0, poll: .seconds(600)) {}
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        waiting.cancel()
+        try await withTimeLimit(.seconds(10), "the cancelled subscriber to end") { try await waiting.value }
+    }
+
+    @Test func appendsByAnotherWriterAreFoundByThePoll() async throws {
+        // Another `Journal` on the same file stands for another process: its commits do not wake
+        // this one's subscribers, the poll finds them.
+        let dir = try TempDir()
+        let mine = try openJournal(dir)
+        let other = try openJournal(dir, seed: 2)
+        let seen = try await withTimeLimit(.seconds(30), "the other writer's event") {
+            async let first: Int64? = {
+                for try await e in mine.subscribe(after: 0, poll: .milliseconds(20)) { return e.header.seq }
+                return nil
+            }()
+            try await Task.sleep(for: .milliseconds(50))
+            try await other.append(page(0))
+            return try await first
+        }
+        #expect(seen == 1)
+    }
 }

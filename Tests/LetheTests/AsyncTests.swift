@@ -105,4 +105,16 @@ struct AsyncTests {
         #expect(try await views.run { try $0.items(account: "acc_ada").map(\.item) } == ["site_1"])
         #expect(try await views.rebuild() == 2)
     }
+
+    @Test func theExampleServiceRunsEndToEnd() throws {
+        // The embedding example, built with the tests: the async API as a host uses it. Its
+        // follower must see all nine events (woken by the commits) and its reader the account.
+        let dir = try TempDir()
+        let r = try run("lethe-example-service", [dir.path("service")], timeLimit: .seconds(120))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("followed 9 committed events"), "\(r.stdout)")
+        #expect(r.stdout.contains(#""account":"acc_ada","status":"active""#), "\(r.stdout)")
+        #expect(r.stderr.contains("refused") && r.stderr.contains("erasure requested"), "\(r.stderr)")
+        #expect(verifyFailure(dir.path("service/accounts.lethe")) == nil)
+    }
 }

@@ -33,6 +33,8 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
         public static let keys = Code("keys")
         /// SQLite or the file system failed.
         public static let storage = Code("storage")
+        /// Another holder has the lease for this work (another retention run, say); nothing was done.
+        public static let busy = Code("busy")
         /// Erasures were done, but a file still holds what they removed (a reader kept its WAL
         /// from being truncated); the next open or retention run finishes it.
         public static let erasureIncomplete = Code("erasureIncomplete")

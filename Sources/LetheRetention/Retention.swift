@@ -89,8 +89,8 @@ public final class Retention: Sendable {
     public let views: ReadModels
     public var policy: RetentionPolicy { views.policy }
     private let logger: Logger
-    /// One run at a time in this process (other processes are kept apart by the journal).
-    private let running = Mutex(())
+    /// How long a run waits by default for another one (in this process or another) to finish.
+    public static let defaultWait: Duration = .seconds(600)
     /// Called after a run has decided and before it appends (tests put a concurrent event there).
     private let beforeAppend: @Sendable () throws -> Void
 
@@ -168,41 +168,48 @@ public final class Retention: Sendable {
     ///
     /// Throws `.erasureIncomplete` naming the files whose WAL a reader kept from being truncated:
     /// the purges are done (keys destroyed, payloads removed), and the next open or run truncates it.
-    public func run(now: Timestamp) throws -> RetentionRun {
-        try running.withLock { _ in
-            var result = RetentionRun(now: now)
-            var incomplete: [String] = []
-            func noting(_ body: () throws -> Void) throws {
-                do { try body() } catch let e as JournalError where e.code == .erasureIncomplete { incomplete.append(e.message) }
-            }
-            try noting { result.finishedEarlier = try journal.finishErasures() }
-            for attempt in 1...Retention.attempts {
-                var attemptResult = RetentionRun(now: now)
-                attemptResult.finishedEarlier = result.finishedEarlier
-                do {
-                    try decideAndAppend(now: now, into: &attemptResult)
-                    result = attemptResult
-                    result.replanned = attempt - 1
-                    break
-                } catch let e as JournalError where e.code == .versionConflict || e.code == .refusedByRules {
-                    guard attempt < Retention.attempts else {
-                        throw JournalError(e.code, "the journal kept changing under the retention run (\(Retention.attempts) attempts); nothing was purged: \(e.message)")
-                    }
-                    logger.info("accounts changed while the run decided; deciding again", metadata: ["why": "\(e.message)"])
-                }
-            }
-            // The erasures all at once: each block is rewritten once, however many accounts it holds.
-            try noting { try journal.finishErasures() }
-            try views.catchUp()
-            if try !views.truncateWALIfMarked(wait: journal.options.truncateWait) {
-                incomplete.append(Journal.busyWAL(views.path))
-            }
-            logger.info("\(result.summary)")
-            guard incomplete.isEmpty else {
-                throw JournalError(.erasureIncomplete, "\(result.summary); but \(incomplete.joined(separator: "; "))")
-            }
-            return result
+    ///
+    /// One run at a time over the journal, across threads, processes and instances: a run takes
+    /// the journal's `retention` lease first, waiting at most `wait` for another run to end, and
+    /// throws `.busy` if it is still held then (having done nothing). A run whose process died
+    /// lets go of the lease with it, and the next run finishes what it left.
+    public func run(now: Timestamp, waitingForAnotherRun wait: Duration = Retention.defaultWait) throws -> RetentionRun {
+        guard let lease = try journal.lease("retention", wait: wait) else {
+            throw JournalError(.busy, "another retention run holds this journal (\(journal.path).retention.lock) and did not end within \(wait); this run did nothing")
         }
+        defer { lease.release() }
+        var result = RetentionRun(now: now)
+        var incomplete: [String] = []
+        func noting(_ body: () throws -> Void) throws {
+            do { try body() } catch let e as JournalError where e.code == .erasureIncomplete { incomplete.append(e.message) }
+        }
+        try noting { result.finishedEarlier = try journal.finishErasures() }
+        for attempt in 1...Retention.attempts {
+            var attemptResult = RetentionRun(now: now)
+            attemptResult.finishedEarlier = result.finishedEarlier
+            do {
+                try decideAndAppend(now: now, into: &attemptResult)
+                result = attemptResult
+                result.replanned = attempt - 1
+                break
+            } catch let e as JournalError where e.code == .versionConflict || e.code == .refusedByRules {
+                guard attempt < Retention.attempts else {
+                    throw JournalError(e.code, "the journal kept changing under the retention run (\(Retention.attempts) attempts); nothing was purged: \(e.message)")
+                }
+                logger.info("accounts changed while the run decided; deciding again", metadata: ["why": "\(e.message)"])
+            }
+        }
+        // The erasures all at once: each block is rewritten once, however many accounts it holds.
+        try noting { try journal.finishErasures() }
+        try views.catchUp()
+        if try !views.truncateWALIfMarked(wait: journal.options.truncateWait) {
+            incomplete.append(Journal.busyWAL(views.path))
+        }
+        logger.info("\(result.summary)")
+        guard incomplete.isEmpty else {
+            throw JournalError(.erasureIncomplete, "\(result.summary); but \(incomplete.joined(separator: "; "))")
+        }
+        return result
     }
 
     /// What a run does to one account.
@@ -374,7 +381,9 @@ public final class Retention: Sendable {
 }
 
 /// The scheduler the account service runs in-process: a retention run every `period`, until its
-/// task is cancelled. Safe to run in several processes at once (see `Retention`).
+/// task is cancelled. Every instance of the service may run one: at each tick, the instance that
+/// takes the journal's retention lease runs, and the others, finding it taken, skip that tick
+/// (see `Retention.run`).
 public struct RetentionScheduler: Sendable {
     public let retention: Retention
     public let period: Duration
@@ -387,10 +396,20 @@ public struct RetentionScheduler: Sendable {
     }
 
     /// Runs now, then every `period`; returns when the task is cancelled. A failed run is
-    /// reported to `onRun` and the next one goes ahead (what it left undone is due then too).
+    /// reported to `onRun` and the next one goes ahead (what it left undone is due then too); a
+    /// tick at which another run holds the journal is skipped, and not reported.
     public func run(onRun: @Sendable (Result<RetentionRun, any Error>) -> Void = { _ in }) async {
         while !Task.isCancelled {
-            onRun(Result { try retention.run(now: clock.now()) })
+            // On the journal's blocking pool: a run must not hold a thread of the cooperative one.
+            do {
+                onRun(.success(try await retention.journal.run { [retention, clock] _ in
+                    try retention.run(now: clock.now(), waitingForAnotherRun: .zero)
+                }))
+            } catch let e as JournalError where e.code == .busy {
+                // Another instance holds the lease and is running it.
+            } catch {
+                onRun(.failure(error))
+            }
             do {
                 try await Task.sleep(for: period)
             } catch {

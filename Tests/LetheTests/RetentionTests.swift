@@ -434,6 +434,59 @@ import Testing
         #expect(again.stdout.contains("0 accounts purged, 0 items purged, 0 records expired") && !again.stdout.contains("interrupted"))
     }
 
+    @Test func oneRunAtATimeAndADeadHoldersRunIsFinishedByTheNext() async throws {
+        let dir = try TempDir()
+        var options = Journal.Options()
+        options.rules = ContractRules()
+        options.synchronous = .normal
+        let path = dir.path("j.lethe")
+        let journal = try Journal(path: path, master: testMaster, options: options)
+        for n in 0..<5 {
+            try await journal.record(Events.AccountSignedUp(name: "N", email: "n\(n)@example.com"), account: "a\(n)", at: ts("2026-01-01T00:00:00Z"))
+            try await journal.record(Events.ErasureRequested(channel: "support"), account: "a\(n)", at: ts("2026-01-02T00:00:00Z"))
+        }
+        let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
+        let now = ts("2026-02-01T00:00:00Z")
+        // Another process holds the lease (as a run in another instance would), with the same
+        // advisory lock the engine takes: flock(1) on the journal's lock file. (`-o`: its command,
+        // which outlives it, holds neither the lock nor the test's pipes.)
+        let holder = try start("/usr/bin/flock", ["-o", path + ".retention.lock", "/bin/sh", "-c", "exec sleep 60 </dev/null >/dev/null 2>&1"],
+                               timeLimit: .seconds(90))
+        defer { holder.send(SIGKILL); _ = try? holder.finish() }
+        try await waitUntil("the other process to hold the lease") {
+            guard let probe = try journal.lease("retention") else { return true }
+            probe.release()
+            return false
+        }
+        for wait in [Duration.zero, .milliseconds(200)] {
+            do {
+                _ = try retention.run(now: now, waitingForAnotherRun: wait)
+                Issue.record("a run went ahead while another process held the lease")
+            } catch let e as JournalError {
+                #expect(e.code == .busy && e.message.contains(path + ".retention.lock"), "\(e)")
+            }
+        }
+        // A scheduler's ticks are skipped meanwhile, and not reported as failures.
+        let reported = Mutex(0)
+        let scheduler = RetentionScheduler(retention: retention, period: .milliseconds(20), clock: .fixed(now))
+        let ticking = Task(executorPreference: OwnQueueExecutor("scheduler")) { await scheduler.run { _ in reported.withLock { $0 += 1 } } }
+        try await Task.sleep(for: .milliseconds(150))
+        ticking.cancel()
+        try await withTimeLimit(.seconds(10), "the cancelled scheduler to return") { await ticking.value }
+        #expect(reported.withLock { $0 } == 0)
+        #expect(try await journal.read { reader in
+            var purged = 0
+            try reader.events { if $0.header.type == "AccountPurged" { purged += 1 } }
+            return purged
+        } == 0)
+        // The holder dies without letting go: the kernel drops its lock, and the next run goes ahead.
+        holder.send(SIGKILL)
+        _ = try holder.finish()
+        let result = try retention.run(now: now, waitingForAnotherRun: .zero)
+        #expect(result.accountsPurged.count == 5)
+        #expect(try retention.run(now: now).accountsPurged.isEmpty)
+    }
+
     @Test func theSchedulerRunsEveryPeriodUntilCancelled() async throws {
         let dir = try TempDir()
         var options = Journal.Options()

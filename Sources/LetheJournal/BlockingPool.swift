@@ -19,18 +19,31 @@ public final class BlockingPool: Sendable {
         var started = 0
     }
 
+    /// Marks each of a pool's threads with the pool (see `isCurrentThread`).
+    private static let owner: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "no thread-specific key left")
+        return key
+    }()
+
     private let state = Mutex(State())
     /// Signalled once per queued call: a thread that gets past it finds one to take.
     private let ready = DispatchSemaphore(value: 0)
     /// How many threads the pool may start.
     public let threads: Int
-    /// The name of the pool's threads (as `ps -L` and debuggers show them).
+    /// The name given to the pool's threads, for `ps -L` and debuggers (best effort: on Linux,
+    /// Foundation or Dispatch may name a thread again).
     public let name: String
 
     public init(threads: Int, name: String) {
         precondition(threads > 0, "a pool of no threads")
         self.threads = threads
         self.name = name
+    }
+
+    /// Whether the calling thread is one of this pool's.
+    public var isCurrentThread: Bool {
+        pthread_getspecific(BlockingPool.owner) == Unmanaged.passUnretained(self).toOpaque()
     }
 
     /// Runs `body` on one of the pool's threads and returns (or throws) what it did.
@@ -51,6 +64,7 @@ public final class BlockingPool: Sendable {
             // (Named from inside: on Linux a name given before `start` never reaches the thread.)
             Thread.detachNewThread { [self] in
                 Thread.current.name = name
+                pthread_setspecific(BlockingPool.owner, Unmanaged.passUnretained(self).toOpaque())
                 while true { take()() }
             }
         }

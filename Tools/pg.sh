@@ -10,7 +10,8 @@
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user that
 # Debian's package makes (or `nobody`), and owns only DIR's data. The URL names a database
-# `lethe` and a user `lethe` whose password is random, made at start.
+# `lethe` and a user `lethe` whose password is random, made at start and asked for on the socket
+# and over TCP alike; DIR is owner-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command=${1:-}
@@ -28,6 +29,7 @@ as_owner() {
     fi
 }
 
+umask 077
 case "$command" in
 start)
     if [ -f "$dir/url" ] && as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
@@ -44,13 +46,13 @@ start)
         id "$owner" >/dev/null 2>&1 || owner=nobody
         chown -R "$owner" "$dir"
     fi
-    as_owner "$bin/initdb" -D "$dir/data" -U lethe --pwfile="$dir/password" --auth-local=trust --auth-host=scram-sha-256 \
+    as_owner "$bin/initdb" -D "$dir/data" -U lethe --pwfile="$dir/password" --auth=scram-sha-256 \
         -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     rm -f "$dir/password"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/run -c max_connections=100 -c fsync=on" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
-    as_owner "$bin/createdb" -h "$dir/run" -p "$port" -U lethe lethe
+    as_owner env PGPASSWORD="$password" "$bin/createdb" -h "$dir/run" -p "$port" -U lethe lethe
     url="postgres://lethe:$password@127.0.0.1:$port/lethe"
     (umask 077; printf '%s\n' "$url" > "$dir/url")
     echo "$url"

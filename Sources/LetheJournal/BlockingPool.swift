@@ -14,7 +14,9 @@ public final class BlockingPool: Sendable {
     public static let shared = BlockingPool(threads: max(2, ProcessInfo.processInfo.activeProcessorCount), name: "lethe-blocking")
 
     private struct State {
-        var queue: [@Sendable () -> Void] = []
+        /// Calls in line; a taken one's slot is emptied at once, so that what it captured (a
+        /// batch, a continuation) is not kept until the line runs dry.
+        var queue: [(@Sendable () -> Void)?] = []
         var head = 0
         var started = 0
     }
@@ -46,6 +48,17 @@ public final class BlockingPool: Sendable {
         pthread_getspecific(BlockingPool.owner) == Unmanaged.passUnretained(self).toOpaque()
     }
 
+    /// Runs `body` on a thread started for it, which ends with it: for long work (a retention
+    /// run) that must not hold one of a pool's few threads while other calls wait in line.
+    public static func runOnOwnThread<T: Sendable>(name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (done: CheckedContinuation<T, any Error>) in
+            Thread.detachNewThread {
+                Thread.current.name = name
+                done.resume(with: Result { try body() })
+            }
+        }
+    }
+
     /// Runs `body` on one of the pool's threads and returns (or throws) what it did.
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (done: CheckedContinuation<T, any Error>) in
@@ -75,7 +88,8 @@ public final class BlockingPool: Sendable {
     private func take() -> @Sendable () -> Void {
         ready.wait()
         return state.withLock { s in
-            let work = s.queue[s.head]
+            let work = s.queue[s.head]!
+            s.queue[s.head] = nil
             s.head += 1
             if s.head == s.queue.count {
                 s.queue.removeAll(keepingCapacity: true)

@@ -14,6 +14,9 @@ final class CommitSignal: Sendable {
 
     private let state = Mutex(State())
 
+    /// How many subscribers wait now (for tests: a subscriber that is waiting, not about to).
+    var waiting: Int { state.withLock { $0.waiting.count } }
+
     /// Records that events up to `head` are committed and wakes every waiter.
     func committed(through head: Int64) {
         let woken = state.withLock { s -> [CheckedContinuation<Void, Never>] in

@@ -1,5 +1,7 @@
 #if canImport(Glibc)
 import Glibc
+#else
+import Darwin
 #endif
 import Foundation
 import Synchronization
@@ -42,14 +44,15 @@ extension Journal {
         precondition(!purpose.isEmpty && purpose.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) },
                      "a lease's purpose is lower-case letters and digits")
         let path = self.path + "." + purpose + ".lock"
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, PrivateFile.mode)
+        let fd = openLockFile(path)
         guard fd >= 0 else {
             throw JournalError(.storage, "cannot open the lock file \(path): \(String(cString: strerror(errno)))")
         }
         let deadline = ContinuousClock.now + wait
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let error = errno
-            guard error == EWOULDBLOCK || error == EINTR else {
+            if error == EINTR { continue }  // a signal is not a holder
+            guard error == EWOULDBLOCK else {
                 close(fd)
                 throw JournalError(.storage, "cannot lock \(path): \(String(cString: strerror(error)))")
             }
@@ -61,4 +64,10 @@ extension Journal {
         }
         return Lease(purpose: purpose, path: path, fd: fd)
     }
+}
+
+/// The lock file, made owner-only if missing; never followed through a link. (Outside the
+/// `Journal` extension, where `open` names `Journal.open`.)
+private func openLockFile(_ path: String) -> Int32 {
+    open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, PrivateFile.mode)
 }

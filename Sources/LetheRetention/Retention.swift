@@ -212,6 +212,22 @@ public final class Retention: Sendable {
         return result
     }
 
+    /// `run(now:waitingForAnotherRun:)` for async callers: the run on a thread started for it
+    /// (not the shared blocking pool, whose few threads other calls need meanwhile), and the wait
+    /// for another run's lease as a sleep of the task, not of a thread.
+    public func run(now: Timestamp, waitingForAnotherRun wait: Duration = Retention.defaultWait) async throws -> RetentionRun {
+        let deadline = ContinuousClock.now + wait
+        while true {
+            do {
+                return try await BlockingPool.runOnOwnThread(name: "lethe-retention") { [self] in
+                    try run(now: now, waitingForAnotherRun: .zero)
+                }
+            } catch let e as JournalError where e.code == .busy && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(250))
+            }
+        }
+    }
+
     /// What a run does to one account.
     private struct Work {
         var obligations: [RetentionReport.Obligation] = []
@@ -395,19 +411,31 @@ public struct RetentionScheduler: Sendable {
         self.clock = clock
     }
 
+    /// How many ticks in a row may find the lease taken before each further one is reported to
+    /// `onRun` as a failure (`.busy`): a run that never ends, or a lease never let go, must not
+    /// stop erasures silently.
+    public static let quietBusyTicks = 3
+
     /// Runs now, then every `period`; returns when the task is cancelled. A failed run is
-    /// reported to `onRun` and the next one goes ahead (what it left undone is due then too); a
-    /// tick at which another run holds the journal is skipped, and not reported.
+    /// reported to `onRun` and the next one goes ahead (what it left undone is due then too). A
+    /// tick at which another run holds the journal is skipped without a report, up to
+    /// `quietBusyTicks` in a row.
     public func run(onRun: @Sendable (Result<RetentionRun, any Error>) -> Void = { _ in }) async {
+        var busyTicks = 0
         while !Task.isCancelled {
-            // On the journal's blocking pool: a run must not hold a thread of the cooperative one.
+            // On a thread of its own: a run must hold no thread of the cooperative pool, nor one
+            // of the blocking pool's few.
             do {
-                onRun(.success(try await retention.journal.run { [retention, clock] _ in
+                onRun(.success(try await BlockingPool.runOnOwnThread(name: "lethe-retention") { [retention, clock] in
                     try retention.run(now: clock.now(), waitingForAnotherRun: .zero)
                 }))
+                busyTicks = 0
             } catch let e as JournalError where e.code == .busy {
-                // Another instance holds the lease and is running it.
+                // Another instance holds the lease: it is running it, or something is wrong.
+                busyTicks += 1
+                if busyTicks > RetentionScheduler.quietBusyTicks { onRun(.failure(e)) }
             } catch {
+                busyTicks = 0
                 onRun(.failure(error))
             }
             do {

@@ -79,7 +79,7 @@ struct AsyncTests {
     @Test func manyConcurrentCallersEachGetTheirOutcome() async throws {
         let dir = try TempDir()
         let j = try openJournal(dir)
-        // Four times as many callers as the pool has threads: the rest wait in line.
+        // Many more callers than the pool has threads: the rest wait in line.
         let callers = 4 * BlockingPool.shared.threads * 8
         let headers = try await withThrowingTaskGroup(of: EventHeader.self) { group in
             for i in 0..<callers {

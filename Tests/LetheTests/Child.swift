@@ -37,7 +37,18 @@ final class Child: Sendable {
                 for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
                 return (fds[0], fds[1])
             }
-            let stdin = try pipe(), stdout = try pipe(), stderr = try pipe()
+            var opened: [Int32] = []
+            func pipeKept() throws -> (read: Int32, write: Int32) {
+                do {
+                    let p = try pipe()
+                    opened += [p.read, p.write]
+                    return p
+                } catch {
+                    opened.forEach { _ = close($0) }  // the pipes made before this one
+                    throw error
+                }
+            }
+            let stdin = try pipeKept(), stdout = try pipeKept(), stderr = try pipeKept()
             var actions = posix_spawn_file_actions_t()
             posix_spawn_file_actions_init(&actions)
             defer { posix_spawn_file_actions_destroy(&actions) }
@@ -76,9 +87,11 @@ final class Child: Sendable {
             while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) == -1 && errno == EINTR {}
             status.withLock {
                 var raw: Int32 = 0
-                while waitpid(pid, &raw, 0) == -1 && errno == EINTR {}
-                // As Foundation reports it: the exit code, or the number of the signal that ended it.
-                $0 = raw & 0x7f == 0 ? (raw >> 8) & 0xff : raw & 0x7f
+                var reaped = waitpid(pid, &raw, 0)
+                while reaped == -1 && errno == EINTR { reaped = waitpid(pid, &raw, 0) }
+                // As Foundation reports it: the exit code, or the number of the signal that ended
+                // it; -1 if it could not be reaped (never a made-up success).
+                $0 = reaped == -1 ? -1 : raw & 0x7f == 0 ? (raw >> 8) & 0xff : raw & 0x7f
             }
             exited.signal()
         }

@@ -458,22 +458,41 @@ import Testing
             probe.release()
             return false
         }
-        for wait in [Duration.zero, .milliseconds(200)] {
+        for wait in [Duration.zero, .milliseconds(300)] {
             do {
-                _ = try retention.run(now: now, waitingForAnotherRun: wait)
+                _ = try await retention.run(now: now, waitingForAnotherRun: wait)
                 Issue.record("a run went ahead while another process held the lease")
             } catch let e as JournalError {
                 #expect(e.code == .busy && e.message.contains(path + ".retention.lock"), "\(e)")
             }
         }
-        // A scheduler's ticks are skipped meanwhile, and not reported as failures.
-        let reported = Mutex(0)
-        let scheduler = RetentionScheduler(retention: retention, period: .milliseconds(20), clock: .fixed(now))
-        let ticking = Task(executorPreference: OwnQueueExecutor("scheduler")) { await scheduler.run { _ in reported.withLock { $0 += 1 } } }
-        try await Task.sleep(for: .milliseconds(150))
+        // A scheduler's ticks are skipped meanwhile: quietly at first, then each reported as
+        // `.busy` (a lease never let go must not stop erasures silently). Ticks are counted by
+        // the scheduler's reads of its clock.
+        final class Ticks: Sendable { let count = Atomic<Int>(0) }
+        let ticks = Ticks()
+        let reports = Mutex<[String]>([])
+        let scheduler = RetentionScheduler(retention: retention, period: .milliseconds(10), clock: Clock { [ticks] in
+            ticks.count.add(1, ordering: .sequentiallyConsistent)
+            return now
+        })
+        let ticking = Task(executorPreference: OwnQueueExecutor("scheduler")) {
+            await scheduler.run { result in
+                let text: String
+                switch result {
+                case .success(let run): text = "ran: \(run.summary)"
+                case .failure(let error): text = "\(error)"
+                }
+                reports.withLock { $0.append(text) }
+            }
+        }
+        let quiet = RetentionScheduler.quietBusyTicks
+        try await waitUntil("\(quiet + 2) ticks of the scheduler") { ticks.count.load(ordering: .sequentiallyConsistent) >= quiet + 2 }
         ticking.cancel()
         try await withTimeLimit(.seconds(10), "the cancelled scheduler to return") { await ticking.value }
-        #expect(reported.withLock { $0 } == 0)
+        let seen = reports.withLock { $0 }
+        #expect(seen.count == ticks.count.load(ordering: .sequentiallyConsistent) - quiet, "\(seen)")
+        #expect(seen.allSatisfy { $0.contains("another retention run holds this journal") }, "\(seen)")
         #expect(try await journal.read { reader in
             var purged = 0
             try reader.events { if $0.header.type == "AccountPurged" { purged += 1 } }
@@ -482,9 +501,9 @@ import Testing
         // The holder dies without letting go: the kernel drops its lock, and the next run goes ahead.
         holder.send(SIGKILL)
         _ = try holder.finish()
-        let result = try retention.run(now: now, waitingForAnotherRun: .zero)
+        let result = try await retention.run(now: now, waitingForAnotherRun: .zero)
         #expect(result.accountsPurged.count == 5)
-        #expect(try retention.run(now: now).accountsPurged.isEmpty)
+        #expect(try await retention.run(now: now).accountsPurged.isEmpty)
     }
 
     @Test func theSchedulerRunsEveryPeriodUntilCancelled() async throws {
@@ -499,8 +518,9 @@ import Testing
         let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
         let scheduler = RetentionScheduler(retention: retention, period: .milliseconds(20), clock: .fixed(ts("2026-01-03T00:00:00Z")))
         // Failed runs are kept too: a scheduler whose runs all fail must fail the test with their
-        // errors, not keep it waiting for a third success. It runs on an executor of its own, so
-        // the time limit is its own time, not that of the suite's other tests on the shared pool.
+        // errors, not keep it waiting for a third success. It runs on an executor of its own (and
+        // its runs on threads of their own), so the time limit is its own time, not that of the
+        // suite's other tests on the shared pool.
         let runs = Mutex<[Result<RetentionRun, TestFailure>]>([])
         let task = Task(executorPreference: OwnQueueExecutor("scheduler")) { await scheduler.run { result in runs.withLock { $0.append(result.mapError { TestFailure("\($0)") }) } } }
         try await waitUntil("three runs of the scheduler (period 20 ms)", timeLimit: .seconds(30)) { runs.withLock { $0.count } >= 3 }

@@ -1,6 +1,6 @@
 import Foundation
 import LetheEvents
-import LetheJournal
+@testable import LetheJournal
 import Synchronization
 import Testing
 
@@ -80,7 +80,7 @@ import Testing
             }
         }
         try await waitUntil("the subscriber to see the first event") { seen.load(ordering: .sequentiallyConsistent) == 1 }
-        try await Task.sleep(for: .milliseconds(50))  // waiting by now (not a correctness condition)
+        try await waitUntil("the subscriber to wait for a commit") { j.commits.waiting == 1 }
         try await j.append(page(1))
         try await waitUntil("the second event, woken by its commit", timeLimit: .seconds(10)) { seen.load(ordering: .sequentiallyConsistent) == 2 }
         // And by a commit made from another thread, through the synchronous API.
@@ -97,7 +97,7 @@ import Testing
         let waiting = Task(executorPreference: OwnQueueExecutor("subscriber")) {
             for try await _ in j.subscribe(after: 0, poll: .seconds(600)) {}
         }
-        try await Task.sleep(for: .milliseconds(50))
+        try await waitUntil("the subscriber to wait for a commit") { j.commits.waiting == 1 }
         waiting.cancel()
         try await withTimeLimit(.seconds(10), "the cancelled subscriber to end") { try await waiting.value }
     }
@@ -113,7 +113,7 @@ import Testing
                 for try await e in mine.subscribe(after: 0, poll: .milliseconds(20)) { return e.header.seq }
                 return nil
             }()
-            try await Task.sleep(for: .milliseconds(50))
+            try await waitUntil("the subscriber to wait") { mine.commits.waiting == 1 }
             try await other.append(page(0))
             return try await first
         }

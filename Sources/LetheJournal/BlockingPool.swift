@@ -6,9 +6,9 @@ import Synchronization
 /// caller meanwhile, so that the cooperative thread pool (one thread per core) never waits on
 /// the disk or on the journal's write lock.
 ///
-/// A fixed number of threads, started one per call until there are `threads` of them, then kept;
-/// work beyond them waits in line, in order. A call whose task is cancelled still finishes: the work may already have committed,
-/// and its outcome is returned as usual.
+/// A fixed number of threads, started one per call until there are `threads` of them, then kept
+/// for the life of the process; work beyond them waits in line, in order. A call whose task is
+/// cancelled still finishes (the work may already have committed) and returns its outcome.
 public final class BlockingPool: Sendable {
     /// The pool the async API uses: as many threads as cores, at least two.
     public static let shared = BlockingPool(threads: max(2, ProcessInfo.processInfo.activeProcessorCount), name: "lethe-blocking")

@@ -36,8 +36,20 @@ func forEachEvent(in journal: Journal, account: String?, _ body: (StoredEvent) t
 
 /// The options every command takes (CLI.md).
 struct JournalOptions: ParsableArguments {
-    @Option(name: .long, help: "The journal file (SQLite).")
-    var journal: String
+    @Option(name: .customLong("journal"), help: "The journal file (SQLite). Default: LETHE_JOURNAL.")
+    var journalArgument: String?
+
+    /// `--journal`, else `LETHE_JOURNAL` (`validate` makes sure there is one).
+    var journal: String { journalArgument ?? ProcessInfo.processInfo.environment["LETHE_JOURNAL"] ?? "" }
+
+    func validate() throws {
+        guard !journal.isEmpty else { throw ValidationError("no journal: give --journal PATH, or set LETHE_JOURNAL") }
+        // Not a file name to make: a server's address, which this build cannot reach yet.
+        let lowered = journal.lowercased()
+        if lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") {
+            throw ValidationError("a PostgreSQL journal (postgres://…) is not supported by this build yet: --journal takes the path of a journal file")
+        }
+    }
 
     @Option(name: .long, help: "The key store (default: the journal's path + \".keys\").")
     var keys: String?

@@ -69,6 +69,25 @@ import Testing
         }, "\(lines.prefix(2))")
     }
 
+    @Test func theJournalComesFromLETHEJOURNALWhenNotGivenAndAServerAddressIsRefused() throws {
+        let dir = try TempDir()
+        let journal = dir.path("j.lethe")
+        #expect(try run("lethe", ["import", fixture], environment: ["LETHE_JOURNAL": journal]).stdout.contains("imported"))
+        let fromEnvironment = try run("lethe", ["verify"], environment: ["LETHE_JOURNAL": journal])
+        #expect(fromEnvironment.status == 0 && fromEnvironment.stdout.hasPrefix("ok:"), "\(fromEnvironment.stderr)")
+        // `--journal` wins over the environment.
+        let given = try run("lethe", ["verify", "--journal", journal], environment: ["LETHE_JOURNAL": dir.path("elsewhere.lethe")])
+        #expect(given.status == 0, "\(given.stderr)")
+        let none = try run("lethe", ["verify"], environment: ["LETHE_JOURNAL": ""])
+        #expect(none.status != 0 && none.stderr.contains("no journal: give --journal PATH, or set LETHE_JOURNAL"), "\(none.stderr)")
+        // A server's address is not taken for a file name, and its password is not repeated.
+        let url = "postgres://lethe:s3cret-pw@127.0.0.1:5432/lethe"
+        let server = try run("lethe", ["import", fixture, "--journal", url])
+        #expect(server.status != 0 && server.stderr.contains("a PostgreSQL journal (postgres://…) is not supported by this build yet"), "\(server.stderr)")
+        #expect(!server.stderr.contains("s3cret-pw"))
+        #expect(!FileManager.default.fileExists(atPath: "postgres:"))
+    }
+
     @Test func exportsOneAccountAndRoundTripsTheFixture() throws {
         let dir = try TempDir()
         let journal = dir.path("j.lethe")

@@ -436,11 +436,8 @@ import Testing
 
     @Test func oneRunAtATimeAndADeadHoldersRunIsFinishedByTheNext() async throws {
         let dir = try TempDir()
-        var options = Journal.Options()
-        options.rules = ContractRules()
-        options.synchronous = .normal
         let path = dir.path("j.lethe")
-        let journal = try Journal(path: path, master: testMaster, options: options)
+        let journal = try contractJournal(path)
         for n in 0..<5 {
             try await journal.record(Events.AccountSignedUp(name: "N", email: "n\(n)@example.com"), account: "a\(n)", at: ts("2026-01-01T00:00:00Z"))
             try await journal.record(Events.ErasureRequested(channel: "support"), account: "a\(n)", at: ts("2026-01-02T00:00:00Z"))
@@ -508,11 +505,8 @@ import Testing
 
     @Test func theSchedulerRunsEveryPeriodUntilCancelled() async throws {
         let dir = try TempDir()
-        var options = Journal.Options()
-        options.rules = ContractRules()
-        options.synchronous = .normal
         let path = dir.path("s.lethe")
-        let journal = try Journal(path: path, master: testMaster, options: options)
+        let journal = try contractJournal(path)
         try await journal.record(Events.AccountSignedUp(name: "Ada", email: "ada@example.com"), account: "a", at: ts("2026-01-01T00:00:00Z"))
         try await journal.record(Events.ErasureRequested(channel: "support"), account: "a", at: ts("2026-01-02T00:00:00Z"))
         let retention = Retention(journal: journal, views: try ReadModels(journal: journal))

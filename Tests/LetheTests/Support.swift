@@ -54,6 +54,15 @@ func openJournal(_ dir: TempDir, name: String = "j.lethe", blockEvents: Int = 8,
     return try Journal(path: path, master: testMaster, options: options)
 }
 
+/// A journal at `path` with the contract's rules (as the service and the CLI run it), the test
+/// master key, and no fsync per commit.
+func contractJournal(_ path: String) throws -> Journal {
+    var options = Journal.Options()
+    options.rules = ContractRules()
+    options.synchronous = .normal
+    return try Journal(path: path, master: testMaster, options: options)
+}
+
 func ts(_ s: String) -> Timestamp { Timestamp(rfc3339: s)! }
 
 let codec = PayloadCodec.standard

@@ -44,11 +44,8 @@ import Testing
 
     @Test func theServiceRecordsTypedEventsThroughTheSameChecks() throws {
         let dir = try TempDir()
-        var options = Journal.Options()
-        options.rules = ContractRules()
-        options.synchronous = .normal
         let path = dir.path("t.lethe")
-        let j = try Journal(path: path, master: testMaster, options: options)
+        let j = try contractJournal(path)
         let t0 = ts("2026-01-01T00:00:00Z")
         for (k, event) in all.enumerated() {
             try j.record(event, account: "acc_1", at: t0.adding(seconds: Int64(k)), id: "t\(k)")

@@ -423,12 +423,10 @@ public struct RetentionScheduler: Sendable {
     public func run(onRun: @Sendable (Result<RetentionRun, any Error>) -> Void = { _ in }) async {
         var busyTicks = 0
         while !Task.isCancelled {
-            // On a thread of its own: a run must hold no thread of the cooperative pool, nor one
-            // of the blocking pool's few.
             do {
-                onRun(.success(try await BlockingPool.runOnOwnThread(name: "lethe-retention") { [retention, clock] in
-                    try retention.run(now: clock.now(), waitingForAnotherRun: .zero)
-                }))
+                // (The async run: on a thread of its own, none of the cooperative pool's or the
+                // blocking pool's.)
+                onRun(.success(try await retention.run(now: clock.now(), waitingForAnotherRun: .zero)))
                 busyTicks = 0
             } catch let e as JournalError where e.code == .busy {
                 // Another instance holds the lease: it is running it, or something is wrong.

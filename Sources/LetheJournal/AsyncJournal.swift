@@ -1,7 +1,8 @@
 /// The journal's API for async hosts (a service on Hummingbird or Vapor, say): each call runs the
 /// synchronous API on a thread of `BlockingPool.shared` and suspends the caller meanwhile, so the
 /// cooperative thread pool never blocks on SQLite, an fsync or the write lock. Same semantics,
-/// same errors; in async code these overloads are the ones Swift picks.
+/// same errors. Inside an async function these are the overloads Swift picks (awaited); a
+/// closure with no `await` of its own still picks the synchronous ones.
 extension Journal {
     /// Opens the journal at `path` (creating it when missing), as `init` does, off the caller's thread.
     public static func open(path: String, keysPath: String? = nil, master: MasterKeySource = MasterKeySource(),

@@ -38,7 +38,7 @@ public final class Lease: Sendable {
 }
 
 extension Journal {
-    /// Takes the lease for `purpose` (letters and digits), waiting at most `wait` while another
+    /// Takes the lease for `purpose` (lower-case letters and digits), waiting at most `wait` while another
     /// holder has it; nil if it is still held then.
     public func lease(_ purpose: String, wait: Duration = .zero) throws -> Lease? {
         precondition(!purpose.isEmpty && purpose.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) },

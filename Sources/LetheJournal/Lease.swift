@@ -38,12 +38,17 @@ public final class Lease: Sendable {
 }
 
 extension Journal {
-    /// Takes the lease for `purpose` (lower-case letters and digits), waiting at most `wait` while another
-    /// holder has it; nil if it is still held then.
+    /// Takes the lease for `purpose` (lower-case letters and digits), waiting at most `wait` while
+    /// another holder has it; nil if it is still held then.
     public func lease(_ purpose: String, wait: Duration = .zero) throws -> Lease? {
         precondition(!purpose.isEmpty && purpose.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) },
                      "a lease's purpose is lower-case letters and digits")
-        let path = self.path + "." + purpose + ".lock"
+        // Beside the journal's real path: two instances that reach the file through different
+        // links or relative paths share one lock.
+        let path = (realpath(self.path, nil).map { resolved in
+            defer { free(resolved) }
+            return String(cString: resolved)
+        } ?? self.path) + "." + purpose + ".lock"
         let fd = openLockFile(path)
         guard fd >= 0 else {
             throw JournalError(.storage, "cannot open the lock file \(path): \(String(cString: strerror(errno)))")

@@ -503,6 +503,24 @@ import Testing
         #expect(try await retention.run(now: now).accountsPurged.isEmpty)
     }
 
+    @Test func theLeaseIsOneWhateverPathReachesTheJournal() throws {
+        // Two instances configured with two names for one file (a link to the journal) must
+        // still exclude each other: the lock is beside the file's real path.
+        let dir = try TempDir()
+        let real = dir.path("j.lethe")
+        let one = try contractJournal(real)
+        try FileManager.default.createSymbolicLink(atPath: dir.path("alias.lethe"), withDestinationPath: real)
+        var options = Journal.Options()
+        options.synchronous = .normal
+        let other = try Journal(path: dir.path("alias.lethe"), keysPath: real + ".keys", master: testMaster, options: options)
+        let held = try #require(try one.lease("retention"))
+        #expect(held.path == real + ".retention.lock")
+        #expect(try other.lease("retention") == nil, "a second lease through the link")
+        held.release()
+        let taken = try #require(try other.lease("retention"), "the lease, once let go")
+        #expect(taken.path == held.path)
+    }
+
     @Test func theSchedulerRunsEveryPeriodUntilCancelled() async throws {
         let dir = try TempDir()
         let path = dir.path("s.lethe")

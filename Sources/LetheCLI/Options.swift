@@ -1,0 +1,106 @@
+// The options the commands share (CLI.md): the journal and its files, the clock, and who reads.
+import ArgumentParser
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+import LetheEvents
+import LetheJournal
+import LetheRetention
+import LetheViews
+
+/// `--now`, `--at` and `--until` are RFC 3339 in UTC, parsed by the engine's own parser.
+extension Timestamp: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rfc3339: argument) }
+}
+
+/// The options every command takes (CLI.md).
+struct JournalOptions: ParsableArguments {
+    @Option(name: .customLong("journal"), help: "The journal file (SQLite). Default: LETHE_JOURNAL.")
+    var journalArgument: String?
+
+    /// `--journal`, else `LETHE_JOURNAL` (`validate` makes sure there is one).
+    var journal: String { journalArgument ?? ProcessInfo.processInfo.environment["LETHE_JOURNAL"] ?? "" }
+
+    func validate() throws {
+        guard !journal.isEmpty else { throw ValidationError("no journal: give --journal PATH, or set LETHE_JOURNAL") }
+        // Not a file name to make: a server's address, which this build cannot reach yet.
+        let lowered = journal.lowercased()
+        if lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") {
+            throw ValidationError("a PostgreSQL journal (postgres://…) is not supported by this build yet: --journal takes the path of a journal file")
+        }
+    }
+
+    @Option(name: .long, help: "The key store (default: the journal's path + \".keys\").")
+    var keys: String?
+
+    @Option(name: .customLong("master-key"), help: "A file holding the master key (made by `lethe keys init`; owner-only, outside the journal's and the key store's directory). Default: LETHE_MASTER_KEY, else the file LETHE_MASTER_KEY_FILE names.")
+    var masterKey: String?
+
+    @Option(name: .long, help: "The time to use as now, RFC 3339 in UTC, like 2026-03-01T00:00:00Z (default: the system clock).")
+    var now: Timestamp?
+
+    @Option(name: .long, help: "The read models (default: the journal's path + \".views\"); derived data, rebuilt when missing.")
+    var views: String?
+
+    @Option(name: .long, help: "The retention policy (JSON; default: the journal's path + \".policy.json\" if it exists, else the shipped policy: see `lethe retention policy`).")
+    var policy: String?
+
+    @Option(name: .customLong("wal-wait"), help: "Seconds a purge waits for readers holding an old snapshot of a file before it reports the file's WAL as not truncated (and exits non-zero).")
+    var walWait: Double = 10
+
+    var clock: Clock { now.map(Clock.fixed) ?? .system }
+
+    var keysPath: String { keys ?? journal + ".keys" }
+
+    /// Where the master key comes from: `--master-key`, else the environment.
+    var master: MasterKeySource { MasterKeySource(keyFile: masterKey) }
+
+    /// The retention policy: `--policy`, else `JOURNAL.policy.json` when there is one, else the shipped one.
+    func retentionPolicy() throws -> RetentionPolicy {
+        let path = policy ?? journal + ".policy.json"
+        guard policy != nil || access(path, F_OK) == 0 else { return .standard }
+        do {
+            return try RetentionPolicy(path: path)
+        } catch let e as RetentionPolicy.Invalid {
+            throw JournalError(.invalidEvent, "invalid retention policy: \(e.description)")
+        }
+    }
+
+    /// The read models, caught up with the journal (progress on a terminal).
+    func readModels(_ journal: Journal) throws -> ReadModels {
+        let models = try ReadModels(journal: journal, path: views, policy: try retentionPolicy())
+        var progress = Progress("catching up the read models")
+        try models.catchUp { progress.update($0, of: $1, unit: "events") }
+        progress.finish()
+        return models
+    }
+
+    func open(mustExist: Bool = true) throws -> Journal {
+        if mustExist && access(journal, F_OK) != 0 {
+            throw JournalError(.storage, "no journal at \(journal)")
+        }
+        var options = Journal.Options()
+        options.clock = clock
+        options.rules = ContractRules()
+        options.truncateWait = .milliseconds(Int(max(0, walWait) * 1000))
+        return try Journal(path: journal, keysPath: keys, master: master, options: options)
+    }
+}
+
+/// Who reads an account's personal data, and why: every such read is recorded as an access.
+struct AccessOptions: ParsableArguments {
+    @Option(help: "Who is reading; recorded with the access (default: the operating-system user).")
+    var actor: String?
+
+    @Option(help: "Why; recorded with the access.")
+    var reason: String?
+
+    @Option(help: "The reader's IP address, recorded with the access.")
+    var ip = "127.0.0.1"
+
+    @Option(help: "The support ticket the read is for, recorded with the access (it makes the access authorized if the account opened it).")
+    var ticket: String?
+}

@@ -71,12 +71,17 @@ package enum PrivateFile {
         return true
     }
 
+    /// `path` with every link and `.`/`..` resolved (realpath(3)); nil when it does not exist.
+    package static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
     /// The processes (pid and name) that hold `path` open, read from /proc: who keeps a WAL busy.
     /// Best effort: empty where /proc cannot be read.
     package static func holders(of path: String) -> [String] {
-        guard let target = realpath(path, nil) else { return [] }
-        let resolved = String(cString: target)
-        free(target)
+        guard let resolved = realPath(path) else { return [] }
         let me = getpid()
         var found: [String] = []
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {

@@ -45,10 +45,7 @@ extension Journal {
                      "a lease's purpose is lower-case letters and digits")
         // Beside the journal's real path: two instances that reach the file through different
         // links or relative paths share one lock.
-        let path = (realpath(self.path, nil).map { resolved in
-            defer { free(resolved) }
-            return String(cString: resolved)
-        } ?? self.path) + "." + purpose + ".lock"
+        let path = (PrivateFile.realPath(self.path) ?? self.path) + "." + purpose + ".lock"
         let fd = openLockFile(path)
         guard fd >= 0 else {
             throw JournalError(.storage, "cannot open the lock file \(path): \(String(cString: strerror(errno)))")

@@ -71,9 +71,7 @@ public struct MasterKeySource: Sendable {
     static func directory(of path: String) -> String {
         let parent = (path as NSString).deletingLastPathComponent
         let dir = parent.isEmpty ? "." : parent
-        guard let resolved = realpath(dir, nil) else { return dir }
-        defer { free(resolved) }
-        return String(cString: resolved)
+        return PrivateFile.realPath(dir) ?? dir
     }
 
     /// Creates a new master key file (32 random bytes, hex), readable and writable by its owner

@@ -198,7 +198,7 @@ public enum Backup {
             }
         }
         blocks.reset()
-        let (tail, links) = try JournalReader.tailRows(db)
+        let (tail, links) = try SQLiteJournalStore(db).tail()
         for (e, link) in zip(tail, links) {
             try out.record(.tail) { w in
                 w.zigzag(e.header.seq)
@@ -422,7 +422,7 @@ public enum Backup {
             let db = try SQLiteDatabase(path: scratch)
             defer { db.close() }
             let instance = Entropy.system.bytes(16)
-            let stored = try StoredHead.read(db)
+            let stored = try SQLiteJournalStore(db).storedHead()
             try db.transaction {
                 let meta = try db.statement("UPDATE meta SET value = ? WHERE key = ?")
                 try meta.bind(1, instance).bind(2, "instance").run()
@@ -581,7 +581,7 @@ public enum Backup {
                     })
                     try index(block.events)
                 }
-                try index(try JournalReader.tailRows(db).0)
+                try index(try SQLiteJournalStore(db).tail().0)
                 try eventIDs.mergeIfDue(limit: nil, force: true)
                 try blockIndex.merge()
             }

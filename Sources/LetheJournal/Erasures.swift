@@ -131,19 +131,12 @@ extension Writer {
         guard !seqs.isEmpty else { return [:] }
         var found: [Int64: SealedEvent] = [:]
         for e in unsealed where seqs.contains(e.header.seq) { found[e.header.seq] = e }
-        var blocks: [Int64: (first: Int64, last: Int64)] = [:]
-        let find = try db.statement("SELECT id, first_seq, last_seq FROM blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
+        var blocks = Set<Int64>()
         for seq in seqs where found[seq] == nil {
-            find.bind(1, seq)
-            if try find.step(), find.int(2) >= seq { blocks[find.int(0)] = (find.int(1), find.int(2)) }
-            find.reset()
+            if let row = try store.block(startingAtOrBefore: seq), row.last >= seq { blocks.insert(row.id) }
         }
-        let read = try db.statement("SELECT frame FROM blocks WHERE id = ?")
-        for (id, range) in blocks.sorted(by: { $0.key < $1.key }) {
-            read.bind(1, id)
-            guard try read.step() else { read.reset(); continue }
-            let block = try JournalReader.decodeFrame(read.blob(0), id: id, first: range.first, last: range.last)
-            read.reset()
+        for id in blocks.sorted() {
+            guard let block = try store.block(id: id)?.decode() else { continue }
             for e in block.events where seqs.contains(e.header.seq) { found[e.header.seq] = e }
         }
         return found
@@ -242,8 +235,7 @@ extension Writer {
     func scrub(_ erasures: [RecordedErasure], _ plan: ErasurePlan) throws {
         let accounts = Set(plan.targets.keys)
         do {
-            try db.transaction {
-                let update = try db.statement("UPDATE blocks SET frame = ? WHERE id = ?")
+            try store.write {
                 try forEachBlock(holding: accounts) { blockID, block in
                     guard block.events.contains(where: plan.erases) else { return }
                     var scrubbed = block
@@ -254,15 +246,12 @@ extension Writer {
                     #if DEBUG
                     assert(try! Block.decode(content, where: "scrubbed block") == scrubbed, "block does not round-trip")
                     #endif
-                    try update.bind(1, try LZ4.compressFrame(content)).bind(2, blockID).run()
+                    _ = try store.replaceFrame(ofBlock: blockID, with: try LZ4.compressFrame(content))
                 }
-                let clearTail = try db.statement("UPDATE tail SET payload = NULL, digest = ? WHERE seq = ?")
-                for e in try JournalReader.tailRows(db).0 where plan.erases(e) {
-                    try clearTail.bind(1, e.digest).bind(2, e.header.seq).run()
-                }
+                try store.purgeTail(try store.tail().0.filter(plan.erases).map { ($0.header.seq, $0.digest) })
                 let done = try db.statement("DELETE FROM erasures WHERE id = ?")
                 for erasure in erasures { try done.bind(1, erasure.id).run() }
-                try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'erased'")
+                try store.setCounter(.erased, to: (store.counter(.erased) ?? 0) + 1)
                 try db.markWALDirty()
             }
             try reload()

@@ -121,7 +121,7 @@ import Synchronization
                 if ended != last { return nil }  // refused by the restore's own check
             }
             try loader.rebuildIndexes()
-            let reader = JournalReader(db: db, path: ":memory:", lookupKey: { _, _ in .none })
+            let reader = JournalReader(store: SQLiteJournalStore(db), lookupKey: { _, _ in .none })
             // The id index made by the restore (merged into runs) holds exactly the events' ids.
             let key: (UInt64, UInt64) = (1, 2)
             var tally = PairTally(key: key)

@@ -12,32 +12,24 @@ package struct AnchoredHead: Sendable, Equatable {
 }
 
 /// The head a journal file says it has (its `meta` rows), and what authenticates it.
-struct StoredHead {
-    var seq: Int64
-    var link: [UInt8]
+package struct StoredHead {
+    package var seq: Int64
+    package var link: [UInt8]
     /// `Anchor.mac` of (instance, seq, link) under the anchor key, written with every head.
-    var mac: [UInt8]
+    package var mac: [UInt8]
     /// The file's random instance (new for every journal created or restored).
-    var instance: [UInt8]
+    package var instance: [UInt8]
+
+    package init(seq: Int64, link: [UInt8], mac: [UInt8], instance: [UInt8]) {
+        (self.seq, self.link, self.mac, self.instance) = (seq, link, mac, instance)
+    }
 
     var head: AnchoredHead { AnchoredHead(seq: seq, link: link) }
 
-    static func read(_ db: SQLiteDatabase) throws -> StoredHead {
-        let s = try db.statement("SELECT key, value FROM meta WHERE key IN ('head_seq', 'head_link', 'head_mac', 'instance')")
-        defer { s.reset() }
-        var head = StoredHead(seq: -1, link: [], mac: [], instance: [])
-        while try s.step() {
-            switch s.text(0) {
-            case "head_seq": head.seq = s.isInteger(1) ? s.int(1) : -1
-            case "head_link": head.link = s.blob(1)
-            case "head_mac": head.mac = s.blob(1)
-            case "instance": head.instance = s.blob(1)
-            default: break
-            }
-        }
-        guard head.seq >= 0, head.link.count == Chain.linkBytes else { throw JournalError(.corrupt, "the journal's head (meta head_seq, head_link) is missing or damaged") }
-        guard head.instance.count == 16 else { throw JournalError(.corrupt, "the journal's instance (meta instance) is missing or damaged") }
-        return head
+    /// Checks what any store read back: a sequence number, a link and an instance of their sizes.
+    package func checkShape() throws {
+        guard seq >= 0, link.count == Chain.linkBytes else { throw JournalError(.corrupt, "the journal's head (meta head_seq, head_link) is missing or damaged") }
+        guard instance.count == 16 else { throw JournalError(.corrupt, "the journal's instance (meta instance) is missing or damaged") }
     }
 }
 
@@ -76,30 +68,5 @@ enum HeadCheck {
         guard try linkAt(anchored.seq) == anchored.link else {
             throw JournalError(.corrupt, "the journal's history was replaced: event \(anchored.seq) is not the one the key store's anchor saw there")
         }
-    }
-}
-
-extension JournalReader {
-    /// The chain's link after event `seq` in this snapshot (the genesis link for 0), computed
-    /// from the block that holds it (or read from the tail). Not authenticated by itself: only a
-    /// chain that goes on from it to an authenticated head is.
-    static func link(_ db: SQLiteDatabase, at seq: Int64) throws -> [UInt8] {
-        if seq == 0 { return try JournalReader.genesis(db) }
-        let tail = try db.statement("SELECT link FROM tail WHERE seq = ?")
-        defer { tail.reset() }
-        tail.bind(1, seq)
-        if try tail.step() { return tail.blob(0) }
-        let s = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
-        defer { s.reset() }
-        s.bind(1, seq)
-        guard try s.step(), s.int(2) >= seq else { throw JournalError(.corrupt, "the journal holds no event \(seq)") }
-        let block = try JournalReader.decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2))
-        var link = block.previousLink
-        var scratch: [UInt8] = []
-        for e in block.events {
-            link = Chain.link(previous: link, header: e.header, digest: e.digest, scratch: &scratch)
-            if e.header.seq == seq { break }
-        }
-        return link
     }
 }

@@ -172,19 +172,19 @@ public final class Journal: Sendable {
         self.options = options
         self.master = master
         let keys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: options.entropy, synchronous: options.synchronous)
-        let db = try Journal.openDatabase(path: path, options: options)
-        let journalID = try JournalReader.journalID(db)
+        let store = SQLiteJournalStore(try Journal.openDatabase(path: path, options: options))
+        let journalID = try store.journalID()
         self.journalID = journalID
         // A journal's keys are made with it: a journal with events and a key store without its
         // keys is the wrong key store, never a reason to make new ones.
-        let isNew = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") == 0
+        let isNew = try store.headSeq() == 0
         journalKeys = try keys.journalKeys(journalID, create: isNew)
         let keysDirty = try keys.isWALDirty()
         // The writer has a key store connection of its own: it checks keys under the journal's
         // write lock without waiting for a batch being sealed.
         let writerKeys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: options.entropy, synchronous: options.synchronous)
-        if isNew { try Journal.anchorEmpty(db, keys: writerKeys, journalID: journalID, anchorKey: journalKeys.anchor) }
-        writer = Mutex(try Writer(db: db, keys: writerKeys, journalID: journalID, journalKeys: journalKeys, options: options))
+        if isNew { try Journal.anchorEmpty(store, keys: writerKeys, journalID: journalID, anchorKey: journalKeys.anchor) }
+        writer = Mutex(try Writer(store: store, keys: writerKeys, journalID: journalID, journalKeys: journalKeys, options: options))
         instance = writer.withLock { $0.instance }
         sealer = SealerLock(try Sealer(keys: keys, journalKeys: journalKeys, journalPath: path, entropy: options.entropy))
         // An erasure that could not truncate a WAL (a reader held an old snapshot) left a mark:
@@ -200,16 +200,12 @@ public final class Journal: Sendable {
     /// A journal with no events yet is authenticated like any other: its head (0, the genesis
     /// link) gets its MAC, and the key store an anchor at 0, when it has none. (A journal emptied
     /// after it had events is not made valid again: the key store's anchor is ahead of it.)
-    static func anchorEmpty(_ db: SQLiteDatabase, keys: KeyStore, journalID: [UInt8], anchorKey: SymmetricKey) throws {
-        let stored = try StoredHead.read(db)
+    static func anchorEmpty(_ store: some JournalStore, keys: KeyStore, journalID: [UInt8], anchorKey: SymmetricKey) throws {
+        let stored = try store.storedHead()
         let anchored = try keys.anchoredHead(journal: journalID, instance: stored.instance)
         guard stored.seq == 0, anchored == nil || anchored?.seq == 0 else { return }
         let mac = Anchor.mac(key: anchorKey, instance: stored.instance, headSeq: 0, headLink: stored.link)
-        if stored.mac != mac {
-            try db.transaction {
-                try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES('head_mac', ?)").bind(1, mac).run()
-            }
-        }
+        if stored.mac != mac { try store.write { try store.setHeadMAC(mac) } }
         if anchored == nil { try keys.anchor(journal: journalID, instance: stored.instance, head: stored.head) }
     }
 
@@ -274,14 +270,7 @@ public final class Journal: Sendable {
     /// - Complexity: the blocks after `head` and the accounts' rows.
     public func versions(of accounts: Set<String>, asOf head: Int64) throws -> [String: Int64] {
         try read { reader in
-            var versions: [String: Int64] = [:]
-            try reader.db.inChunks(of: 256, count: accounts.count, sql: { n in
-                "SELECT name, version FROM accounts WHERE name IN (\(SQLiteDatabase.parameters(n)))"
-            }) { s, range in
-                let names = Array(accounts)
-                for (k, i) in range.enumerated() { s.bind(Int32(k + 1), names[i]) }
-                while try s.step() { versions[s.text(0) ?? ""] = s.int(1) }
-            }
+            var versions = try reader.store.accounts(named: Array(accounts)).mapValues(\.version)
             try reader.scan(from: head + 1) { e in
                 if accounts.contains(e.header.account) { versions[e.header.account, default: 0] -= 1 }
             }
@@ -385,11 +374,7 @@ public final class Journal: Sendable {
     /// - Complexity: proportional to the journal's accounts (for a restore, once).
     public func accountsWithDestroyedKeys() throws -> [String] {
         var names: [String] = []
-        try read { reader in
-            let s = try reader.db.statement("SELECT name FROM accounts ORDER BY name")
-            while try s.step() { names.append(s.text(0) ?? "") }
-            s.reset()
-        }
+        try read { reader in try reader.store.forEachAccount { name, _ in names.append(name) } }
         let purged = try sealer.withLock { try $0.keys.purgedAccounts() }
         return names.filter(purged.contains)
     }

@@ -49,7 +49,10 @@ final class LazyKeyStore {
 /// Reads a journal on a connection of its own: whole-journal scans, one account's events, and
 /// verification. Created by `Journal.read`, used inside one read snapshot, on one thread.
 public final class JournalReader {
-    let db: SQLiteDatabase
+    let store: SQLiteJournalStore
+    /// The file's connection, for what has not moved behind `JournalStore` yet (the indexes, the
+    /// recorded erasures, backups).
+    var db: SQLiteDatabase { store.db }
     let path: String
     /// Finds the key that sealed a payload; nil for a reader that only checks structure.
     private var lookupKey: ((String, KeyRef) throws -> KeyStore.Lookup)?
@@ -62,9 +65,9 @@ public final class JournalReader {
     package var authority: HeadAuthority?
 
     /// A reader on the writer's own connection, inside its transaction (it sees the batch in progress).
-    init(db: SQLiteDatabase, path: String, lookupKey: @escaping (String, KeyRef) throws -> KeyStore.Lookup) {
-        self.db = db
-        self.path = path
+    init(store: SQLiteJournalStore, lookupKey: @escaping (String, KeyRef) throws -> KeyStore.Lookup) {
+        self.store = store
+        self.path = store.place
         self.keysPath = ""
         self.lookupKey = lookupKey
     }
@@ -75,8 +78,8 @@ public final class JournalReader {
         let format: Int64?
         do {
             guard FileManager.default.fileExists(atPath: path) else { throw JournalError(.storage, "no journal at \(path)") }
-            db = try SQLiteDatabase(path: path, readOnly: true)
-            format = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
+            store = SQLiteJournalStore(try SQLiteDatabase(path: path, readOnly: true))
+            format = try store.counter(.format)
         } catch let e as SQLiteError where e.code == 26 {
             throw JournalError(.notAJournal, "\(path) is not a Lethe journal (not an SQLite database)")
         } catch {
@@ -91,8 +94,8 @@ public final class JournalReader {
         if let openKeys {
             // The key store is opened on first need: a reader of structure never touches it.
             let lazy = LazyKeyStore(open: openKeys)
-            let db = self.db
-            lookupKey = { account, ref in try lazy.lookup(account, ref) { try JournalReader.journalID(db) } }
+            let store = self.store
+            lookupKey = { account, ref in try lazy.lookup(account, ref) { try store.journalID() } }
             refreshKeys = { try lazy.refresh() }
             prefetchKeys = { accounts, own in try lazy.prefetch(accounts: accounts, own: own) }
         }
@@ -107,7 +110,7 @@ public final class JournalReader {
         // Read before the snapshot begins: the store's anchor is then never ahead of it.
         var authority: HeadAuthority?
         if let keysPath {
-            let (journalID, instance) = try reader.wrap { (try JournalReader.journalID(reader.db), try StoredHead.read(reader.db).instance) }
+            let (journalID, instance) = try reader.wrap { (try reader.store.journalID(), try reader.store.storedHead().instance) }
             if let master {
                 guard FileManager.default.fileExists(atPath: keysPath) else {
                     throw JournalError(.keys, "no key store at \(keysPath): the journal's head cannot be authenticated without it")
@@ -130,7 +133,7 @@ public final class JournalReader {
         do {
             try db.execute("BEGIN")
             // The snapshot starts at the first read.
-            _ = try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'")
+            _ = try store.headSeq()
         } catch {
             throw JournalError.storage("cannot read journal \(path)", error)
         }
@@ -140,7 +143,7 @@ public final class JournalReader {
 
     /// The last sequence number in this snapshot.
     public func headSeq() throws -> Int64 {
-        try wrap { try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") ?? 0 }
+        try wrap { try store.headSeq() ?? 0 }
     }
 
     func wrap<T>(_ body: () throws -> T) throws -> T {
@@ -167,87 +170,9 @@ public final class JournalReader {
         return block
     }
 
-    /// The unsealed events, in order, with their stored links.
-    ///
-    /// Every column is checked against what the writer stores (consecutive sequence numbers, a
-    /// positive version, texts of valid UTF-8 within the journal's limits, a 16-byte session, a
-    /// 32-byte digest and link, a sealed payload within `Sealing.maxSealedBytes`) before it is
-    /// used: a row edited behind the engine's back throws `.corrupt` naming its event, and never
-    /// reaches the block encoder's preconditions when the writer seals the tail.
-    static func tailRows(_ db: SQLiteDatabase) throws -> ([SealedEvent], [[UInt8]]) {
-        let s = try db.statement("""
-            SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
-                   key_kind, key_number, key_index, payload, digest, link FROM tail ORDER BY seq
-            """)
-        defer { s.reset() }
-        var events: [SealedEvent] = []
-        var links: [[UInt8]] = []
-        while try s.step() {
-            let seq = s.int(0)
-            func corrupt(_ why: String) -> JournalError { JournalError(.corrupt, "unsealed event \(seq) \(why)") }
-            if let previous = events.last?.header.seq, seq != previous + 1 {
-                throw JournalError(.corrupt, "unsealed event \(seq): expected event \(previous + 1) (events removed or reordered)")
-            }
-            guard seq > 0, seq < Int64.max else { throw corrupt("is out of range") }
-            func text(_ column: Int32, _ name: String, limit: Int) throws -> String {
-                guard s.isText(column), s.byteCount(column) <= limit,
-                      let text = String(validating: s.blob(column), as: UTF8.self) else { throw corrupt("has a damaged \(name)") }
-                return text
-            }
-            let account = try text(1, "account", limit: Journal.maxAccountBytes)
-            let type = try text(3, "type", limit: Journal.maxTypeBytes)
-            let id = s.isNull(6) ? nil : try text(6, "event id", limit: Journal.maxIDBytes)
-            guard s.int(2) > 0 else { throw corrupt("has version \(s.int(2))") }
-            // The writer stores -1 for the shortest form, restores of older builds 255: both are -1.
-            guard let digits = s.int(5) == 255 ? -1 : Int8(exactly: s.int(5)), Timestamp.fractionDigitsRange.contains(digits) else {
-                throw corrupt("has \(s.int(5)) fractional digits (at most 9)")
-            }
-            let header = EventHeader(
-                seq: seq, version: s.int(2), account: account, type: type,
-                at: Timestamp(nanoseconds: s.int(4), fractionDigits: digits), id: id)
-            guard let session = Session(bytes: s.blob(7)), let counter = UInt32(exactly: s.int(8)) else {
-                throw corrupt("has a damaged nonce")
-            }
-            guard let kind = KeyRef.Kind(rawValue: UInt8(truncatingIfNeeded: s.int(9))), (0...255).contains(s.int(9)) else {
-                throw corrupt("has an unknown key kind \(s.int(9))")
-            }
-            guard s.int(10) >= 0, (0..<Int64.max).contains(s.int(11)) else { throw corrupt("has a key number or index out of range") }
-            let key = KeyRef(kind, number: UInt64(s.int(10)), index: UInt64(s.int(11)))
-            let body: SealedEvent.Body
-            if s.isNull(12) {
-                guard s.byteCount(13) == 32 else { throw corrupt("has a damaged digest (\(s.byteCount(13)) bytes)") }
-                body = .purged(digest: s.blob(13))
-            } else {
-                guard s.byteCount(12) <= Sealing.maxSealedBytes else {
-                    throw corrupt("has a sealed payload of \(s.byteCount(12)) bytes (at most \(Sealing.maxSealedBytes))")
-                }
-                body = .sealed(s.blob(12))
-            }
-            guard s.byteCount(14) == Chain.linkBytes else { throw corrupt("has a damaged link (\(s.byteCount(14)) bytes)") }
-            events.append(SealedEvent(header: header, nonce: NonceID(session: session, counter: counter), key: key, body: body))
-            links.append(s.blob(14))
-        }
-        return (events, links)
-    }
-
-    static func journalID(_ db: SQLiteDatabase) throws -> [UInt8] {
-        let s = try db.statement("SELECT value FROM meta WHERE key='journal_id'")
-        guard try s.step() else { throw JournalError(.corrupt, "journal has no id") }
-        return s.blob(0)
-    }
-
-    static func genesis(_ db: SQLiteDatabase) throws -> [UInt8] { Chain.genesis(journalID: try journalID(db)) }
-
     /// The journal's random identity (hex), fixed at creation: what derived files (read models,
     /// backups) are bound to.
-    public func identity() throws -> String { Hex.encode(try JournalReader.journalID(db)) }
-
-    /// The link after the last sealed block, or the genesis link when no block is sealed yet.
-    static func lastSealedLink(_ db: SQLiteDatabase) throws -> [UInt8] {
-        let s = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq DESC LIMIT 1")
-        guard try s.step() else { return try genesis(db) }
-        return try decodeFrame(s.blob(3), id: s.int(0), first: s.int(1), last: s.int(2)).lastLink
-    }
+    public func identity() throws -> String { Hex.encode(try wrap { try store.journalID() }) }
 
     /// Calls `body` with every stored event from `from` through `through`, in order; one block in memory at a time.
     package func scan(from: Int64 = 1, through: Int64 = .max, _ body: (SealedEvent) throws -> Void) throws {
@@ -258,18 +183,11 @@ public final class JournalReader {
 
     /// Like `scan`, a block (or the tail) at a time.
     package func scanGroups(from: Int64 = 1, through: Int64 = .max, _ body: ([SealedEvent]) throws -> Void) throws {
-        let blocks = try wrap {
-            try db.statement("""
-                SELECT id, first_seq, last_seq, frame FROM blocks
-                WHERE last_seq >= ? AND first_seq <= ? ORDER BY first_seq
-                """)
+        var blocks = BlockScan(store, from: from, through: through)
+        while let row = try wrap({ try blocks.nextBlock() }) {
+            try body(try row.decode().events.filter { $0.header.seq >= from && $0.header.seq <= through })
         }
-        blocks.bind(1, from).bind(2, through)
-        while try wrap({ try blocks.step() }) {
-            let block = try JournalReader.decodeFrame(blocks.blob(3), id: blocks.int(0), first: blocks.int(1), last: blocks.int(2))
-            try body(block.events.filter { $0.header.seq >= from && $0.header.seq <= through })
-        }
-        try body(try wrap { try JournalReader.tailRows(db).0 }.filter { $0.header.seq >= from && $0.header.seq <= through })
+        try body(try wrap { try store.tail().0 }.filter { $0.header.seq >= from && $0.header.seq <= through })
     }
 
     /// Calls `body` with the account's stored events, in order.
@@ -278,25 +196,17 @@ public final class JournalReader {
     ///   not to the journal.
     package func scan(account: String, _ body: (SealedEvent) throws -> Void) throws {
         try scanBlocks(account: account, body)
-        for e in try wrap({ try JournalReader.tailRows(db).0 }) where e.header.account == account { try body(e) }
+        for e in try wrap({ try store.tail().0 }) where e.header.account == account { try body(e) }
     }
 
     /// The sealed blocks' part of `scan(account:)`.
     package func scanBlocks(account: String, _ body: (SealedEvent) throws -> Void) throws {
         for id in try wrap({ try BlockIndex(db: db).blocks(ofAccount: account) }) {
-            guard let block = try wrap({ try JournalReader.block(db, id: id) }) else {
+            guard let block = try wrap({ try store.block(id: id) })?.decode() else {
                 throw JournalError(.corrupt, "block index: account \(account) is listed in block \(id), which the journal does not hold")
             }
             for e in block.events where e.header.account == account { try body(e) }
         }
-    }
-
-    /// Block `id`, read and decoded, or nil when the journal holds no such block.
-    static func block(_ db: SQLiteDatabase, id: Int64) throws -> Block? {
-        let read = try db.statement("SELECT first_seq, last_seq, frame FROM blocks WHERE id = ?")
-        defer { read.reset() }
-        guard try read.bind(1, id).step() else { return nil }
-        return try decodeFrame(read.blob(2), id: id, first: read.int(0), last: read.int(1))
     }
 
     // MARK: Decrypted events
@@ -501,11 +411,9 @@ public final class JournalReader {
         var expectedSeq: Int64? = from == 1 ? 1 : nil
         var scratch: [UInt8] = []
         var walked: Int64 = 0
-        let blocks = try wrap { try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks WHERE last_seq >= ? ORDER BY first_seq") }
-        defer { blocks.reset() }
-        blocks.bind(1, from)
-        while try wrap({ try blocks.step() }) {
-            let (id, first, last) = (blocks.int(0), blocks.int(1), blocks.int(2))
+        var blocks = BlockScan(store, from: from, through: .max)
+        while let row = try wrap({ try blocks.nextBlock() }) {
+            let (id, first, last) = (row.id, row.first, row.last)
             let place = JournalReader.blockPlace(id: id, first: first, last: last)
             if let expectedSeq, first != expectedSeq {
                 throw JournalError(.corrupt, "\(place): expected the block to start at event \(expectedSeq) (events removed or reordered)")
@@ -513,12 +421,12 @@ public final class JournalReader {
             if link == nil, first > from {
                 throw JournalError(.corrupt, "\(place): expected a block holding event \(from) (events removed)")
             }
-            let frame = blocks.blob(3)
-            let decoded = try JournalReader.decodeFrame(frame, id: id, first: first, last: last)
+            let frame = row.frame
+            let decoded = try row.decode()
             if let link, decoded.previousLink != link {
                 throw JournalError(.corrupt, "\(place): does not continue the hash chain of the block before it")
             }
-            if link == nil, first == 1, decoded.previousLink != (try wrap { try JournalReader.genesis(db) }) {
+            if link == nil, first == 1, decoded.previousLink != (try wrap { try store.genesis() }) {
                 throw JournalError(.corrupt, "\(place): does not start from the journal's genesis link")
             }
             var running = decoded.previousLink
@@ -535,11 +443,11 @@ public final class JournalReader {
             walked += Int64(decoded.events.count)
             progress?(walked)
         }
-        let (tail, tailLinks) = try wrap { try JournalReader.tailRows(db) }
+        let (tail, tailLinks) = try wrap { try store.tail() }
         if link == nil {
             // Nothing sealed from `from` on: the walk starts at the tail, or at the last block's end.
-            link = try wrap { try JournalReader.lastSealedLink(db) }
-            expectedSeq = (try wrap { try db.scalarInt("SELECT max(last_seq) FROM blocks") } ?? 0) + 1
+            link = try wrap { try store.lastSealedLink() }
+            expectedSeq = (try wrap { try store.blockExtent()?.maxLastSeq } ?? 0) + 1
         }
         var running = link!
         var next = expectedSeq!
@@ -567,7 +475,7 @@ public final class JournalReader {
     /// - Complexity: the blocks after `seq` (and the one holding it).
     package func authenticate(after seq: Int64) throws {
         guard let authority else { throw JournalError(.keys, "this reader was not opened to authenticate the journal") }
-        let stored = try wrap { try StoredHead.read(db) }
+        let stored = try wrap { try store.storedHead() }
         guard seq <= stored.seq else {
             throw JournalError(.corrupt, "the journal ends at event \(stored.seq), before event \(seq) that was read from it already (rolled back)")
         }
@@ -577,7 +485,7 @@ public final class JournalReader {
         try JournalReader.checkEnd(walked, stored)
         try HeadCheck.check(stored, anchorKey: authority.anchorKey, anchored: authority.anchored) { at in
             if let atAnchor, at == anchorSeq { return atAnchor }
-            return try JournalReader.link(db, at: at)
+            return try store.link(at: at)
         }
     }
 

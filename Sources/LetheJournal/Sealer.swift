@@ -125,7 +125,7 @@ final class Sealer {
     private var engineSession: SymmetricKey
     private let journalPath: String
     /// A read-only connection to the journal, for the chains' last indices on a cache miss.
-    private var journal: SQLiteDatabase?
+    private var journal: SQLiteJournalStore?
 
     /// An account's keyring, with the session key derived from it for this session and where
     /// each of its record chains stands.
@@ -366,16 +366,11 @@ final class Sealer {
         let names = Array(accounts)
         var marks: Marks = [:]
         do {
-            if journal == nil { journal = try SQLiteDatabase(path: journalPath, readOnly: true) }
-            try journal!.inChunks(of: 256, count: names.count, sql: { n in
-                "SELECT name, chains FROM accounts WHERE chains IS NOT NULL AND name IN (\(SQLiteDatabase.parameters(n)))"
-            }) { s, range in
-                for (k, i) in range.enumerated() { s.bind(Int32(k + 1), names[i]) }
-                while try s.step() {
-                    let name = s.text(0) ?? ""
-                    let ring = self.accounts[name]?.ring
-                    marks[name] = try ChainMarks.decode(s.blob(1), account: name) { ring?.chain(category: $0)?.slot }
-                }
+            if journal == nil { journal = SQLiteJournalStore(try SQLiteDatabase(path: journalPath, readOnly: true)) }
+            for (name, row) in try journal!.accounts(named: names) {
+                guard let chains = row.chains else { continue }
+                let ring = self.accounts[name]?.ring
+                marks[name] = try ChainMarks.decode(chains, account: name) { ring?.chain(category: $0)?.slot }
             }
         } catch {
             journal = nil

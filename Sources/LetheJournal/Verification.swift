@@ -14,7 +14,7 @@ extension JournalReader {
     ///   the number of accounts.
     func verify(authority: HeadAuthority?, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
         var report = VerifyReport()
-        let stored = try wrap { try StoredHead.read(db) }
+        let stored = try wrap { try store.storedHead() }
         let head = stored.seq
         struct Account {
             var id: Int64
@@ -27,20 +27,17 @@ extension JournalReader {
         try wrap {
             // Account ids are the writer's to give (up to meta `account_ids`, absent before format
             // 6), one per account: two accounts on one id would share their block postings.
-            let given = try db.scalarInt("SELECT value FROM meta WHERE key='account_ids'")
+            let given = try store.counter(.accountIDs)
             var owners: [Int64: String] = [:]
-            let rows = try db.statement("SELECT id, name, version, last_at FROM accounts")
-            defer { rows.reset() }
-            while try rows.step() {
-                let id = rows.int(0)
-                guard let name = rows.text(1) else { throw JournalError(.corrupt, "account table: row \(id) has no name") }
+            try store.forEachAccount { name, row in
+                let id = row.id
                 if let other = owners.updateValue(name, forKey: id) {
                     throw JournalError(.corrupt, "account table: accounts \(other) and \(name) have the same id \(id)")
                 }
                 guard id >= 1, id <= given ?? .max else {
                     throw JournalError(.corrupt, "account table: account \(name) has id \(id), outside the ids given (1 to \(given ?? 0))")
                 }
-                accounts[name] = Account(id: id, version: rows.int(2), lastAt: rows.int(3))
+                accounts[name] = Account(id: id, version: row.version, lastAt: row.lastAt)
             }
         }
         // Both indexes are compared with the events as tallies: they are in account or id order,
@@ -82,7 +79,7 @@ extension JournalReader {
             report.storedBytes += Int64(frameBytes)
         })
         try JournalReader.checkEnd(walked, stored)
-        report.tailEvents = report.events - (try wrap { try db.scalarInt("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM blocks") } ?? 0)
+        report.tailEvents = report.events - (try wrap { try store.sealedEventCount() })
         if try wrap({ try BlockIndex(db: db).tally(key: postings.key) }) != postings {
             throw try blockIndexDifference(ids: accounts.mapValues(\.id))
         }
@@ -97,12 +94,12 @@ extension JournalReader {
             }
         }
         report.accounts = Int64(accounts.count)
-        let tailBytes = try wrap { try db.scalarInt("SELECT coalesce(sum(length(payload)), 0) FROM tail") } ?? 0
+        let tailBytes = try wrap { try store.tailPayloadBytes() }
         report.storedBytes += tailBytes
         if let authority {
             try HeadCheck.check(stored, anchorKey: authority.anchorKey, anchored: authority.anchored) { at in
-                if at == 0 { return try JournalReader.genesis(db) }
-                guard let atAnchor, at == anchorSeq else { return try JournalReader.link(db, at: at) }
+                if at == 0 { return try store.genesis() }
+                guard let atAnchor, at == anchorSeq else { return try store.link(at: at) }
                 return atAnchor
             }
             report.anchored = authority.anchorKey != nil
@@ -159,11 +156,10 @@ extension JournalReader {
         let index = BlockIndex(db: db)
         var holders: [Int64: Set<Int64>] = [:]
         var listed: [Int64: Set<Int64>] = [:]
-        let blocks = try wrap { try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq") }
-        defer { blocks.reset() }
-        while try wrap({ try blocks.step() }) {
-            let id = blocks.int(0)
-            let block = try JournalReader.decodeFrame(blocks.blob(3), id: id, first: blocks.int(1), last: blocks.int(2))
+        var blocks = BlockScan(store, from: .min, through: .max)
+        while let row = try wrap({ try blocks.nextBlock() }) {
+            let id = row.id
+            let block = try row.decode()
             var held = Set<Int64>()
             for name in Set(block.events.map(\.header.account)) {
                 guard let account = ids[name] else { continue }

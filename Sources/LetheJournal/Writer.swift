@@ -16,7 +16,10 @@ final class Writer {
         var chainsMoved = false
     }
 
-    let db: SQLiteDatabase
+    let store: SQLiteJournalStore
+    /// The file's connection, for what has not moved behind `JournalStore` yet (the indexes, the
+    /// recorded erasures, the WAL).
+    var db: SQLiteDatabase { store.db }
     let options: Options
     /// The writer's own connection to the key store (for the keys it checks and reads).
     let keys: KeyStore
@@ -46,20 +49,18 @@ final class Writer {
 
     typealias Options = Journal.Options
 
-    init(db: SQLiteDatabase, keys: KeyStore, journalID: [UInt8], journalKeys: JournalKeys, options: Options) throws {
-        self.db = db
+    init(store: SQLiteJournalStore, keys: KeyStore, journalID: [UInt8], journalKeys: JournalKeys, options: Options) throws {
+        self.store = store
         self.journalID = journalID
         self.options = options
         self.keys = keys
         self.journalKeys = journalKeys
         rules = options.rules?.makeChecker()
-        instance = try StoredHead.read(db).instance
+        instance = try store.storedHead().instance
         // One snapshot of the file (another process may be appending).
-        try db.execute("BEGIN")
-        defer { try? db.execute("COMMIT") }
-        try reload()
+        try store.snapshot { try reload() }
         options.logger.debug("journal opened", metadata: [
-            "path": "\(db.path)", "head_seq": "\(headSeq)", "unsealed": "\(tail.count)",
+            "path": "\(store.place)", "head_seq": "\(headSeq)", "unsealed": "\(tail.count)",
         ])
     }
 
@@ -70,24 +71,23 @@ final class Writer {
     /// Called inside the write transaction (the key store's anchor cannot then be ahead of what
     /// this connection sees), or at open inside a read transaction begun after reading the anchor.
     func reload() throws {
-        // Statements left on a row would hold this snapshot open after the reload.
-        defer { db.resetAll() }
         rules?.forget()
         do {
             // The anchor first: the snapshot of the journal then begins after it.
             let anchored = try keys.anchoredHead(journal: journalID, instance: instance)
-            let stored = try StoredHead.read(db)
+            let stored = try store.storedHead()
             guard stored.instance == instance else { throw JournalError(.corrupt, "the journal file was replaced under this writer (another instance)") }
             (headSeq, headLink) = (stored.seq, stored.link)
-            erased = try db.scalarInt("SELECT value FROM meta WHERE key='erased'") ?? 0
-            guard let accountIDs = try db.scalarInt("SELECT value FROM meta WHERE key='account_ids'") else {
+            erased = try store.counter(.erased) ?? 0
+            guard let accountIDs = try store.counter(.accountIDs) else {
                 throw JournalError(.corrupt, "the journal's meta has no account_ids (the highest account id given); run `lethe verify`")
             }
             nextAccountID = try Writer.id(after: accountIDs, of: "account")
-            nextBlockID = try Writer.id(after: db.scalarInt("SELECT max(id) FROM blocks"), of: "block")
-            let lastBlockSeq = try db.scalarInt("SELECT max(last_seq) FROM blocks") ?? 0
-            sealedLink = try JournalReader.lastSealedLink(db)
-            (tail, tailLinks) = try JournalReader.tailRows(db)
+            let extent = try store.blockExtent()
+            nextBlockID = try Writer.id(after: extent?.maxID, of: "block")
+            let lastBlockSeq = extent?.maxLastSeq ?? 0
+            sealedLink = try store.lastSealedLink()
+            (tail, tailLinks) = try store.tail()
             accounts.removeAll()
             // (A block's last sequence edited to the end of the range is damage, not an overflow trap.)
             guard lastBlockSeq < Int64.max else {
@@ -108,7 +108,7 @@ final class Writer {
                 throw JournalError(.corrupt, "journal head (event \(headSeq)) does not match its stored events (last \(expected - 1)); run `lethe verify`")
             }
             try HeadCheck.check(stored, anchorKey: anchorKey, anchored: anchored) { at in
-                at == headSeq ? headLink : try JournalReader.link(db, at: at)
+                at == headSeq ? headLink : try store.link(at: at)
             }
         } catch {
             throw JournalError.storage("cannot read the journal's head", error)
@@ -136,16 +136,13 @@ final class Writer {
 
     func accountRow(_ name: String) throws -> AccountRow? {
         if let row = accounts[name] { return row }
-        let s = try db.statement("SELECT id, version, last_at, chains FROM accounts WHERE name = ?")
-        defer { s.reset() }
-        s.bind(1, name)
-        guard try s.step() else { return nil }
-        let chains = s.isNull(3) ? ChainMarks() : try ChainMarks.decode(s.blob(3), account: name) { [keys] category in
-            try keys.keyring(name)?.chain(category: category)?.slot
-        }
+        guard let stored = try store.account(named: name) else { return nil }
+        let chains = try stored.chains.map { bytes in
+            try ChainMarks.decode(bytes, account: name) { [keys] category in try keys.keyring(name)?.chain(category: category)?.slot }
+        } ?? ChainMarks()
         // (The writer adds one to the version: a row edited to the end of the range is damage, not a trap.)
-        guard (0..<Int64.max).contains(s.int(1)) else { throw JournalError(.corrupt, "account \(name): version \(s.int(1)) out of range") }
-        let row = AccountRow(id: s.int(0), version: s.int(1), lastAt: s.int(2), chains: chains)
+        guard (0..<Int64.max).contains(stored.version) else { throw JournalError(.corrupt, "account \(name): version \(stored.version) out of range") }
+        let row = AccountRow(id: stored.id, version: stored.version, lastAt: stored.lastAt, chains: chains)
         remember(name, row)
         return row
     }
@@ -171,10 +168,9 @@ final class Writer {
         lookupKey = { account, ref in try keys.lookup(account, ref, journal: journalKeys) }
         defer { lookupKey = nil }
         do {
-            let outcomes = try db.transaction {
+            let outcomes = try store.write {
                 // Another process may have appended, or erased payloads this writer holds in its tail.
-                if try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") != headSeq
-                    || db.scalarInt("SELECT value FROM meta WHERE key='erased'") != erased {
+                if try store.headSeq() != headSeq || store.counter(.erased) ?? 0 != erased {
                     options.logger.debug("journal moved under this writer; reloading", metadata: ["head_seq": "\(headSeq)"])
                     try reload()
                 }
@@ -325,7 +321,7 @@ final class Writer {
     ///   hold its events, plus the unsealed tail this writer keeps in memory.
     private func history(of account: String) throws -> [StoredEvent] {
         guard let lookupKey, try accountRow(account) != nil else { return [] }
-        let reader = JournalReader(db: db, path: db.path, lookupKey: lookupKey)
+        let reader = JournalReader(store: store, lookupKey: lookupKey)
         var sealed: [SealedEvent] = []
         try reader.scanBlocks(account: account) { sealed.append($0) }
         sealed += tail.filter { $0.header.account == account }
@@ -346,7 +342,7 @@ final class Writer {
         }
         guard missing.count > 1 else { return }
         rules.makeRoom(for: missing.count)
-        let reader = JournalReader(db: db, path: db.path, lookupKey: lookupKey)
+        let reader = JournalReader(store: store, lookupKey: lookupKey)
         // Groups of accounts holding up to ~500,000 events between them (their versions): each
         // group reads the blocks that hold any of them once, and memory stays bounded.
         var start = 0
@@ -378,29 +374,19 @@ final class Writer {
     /// Stores the batch's account rows: the new ones in multi-row inserts (and the highest id
     /// given in meta `account_ids`), and each known one's new version, time and chain marks.
     private func writeAccounts(_ staged: [String: AccountRow], new: [String]) throws {
-        try db.inChunks(of: 128, count: new.count, sql: { n in
-            "INSERT INTO accounts(id, name, version, last_at, chains) VALUES \(SQLiteDatabase.placeholders(rows: n, columns: 5))"
-        }) { s, range in
-            for (k, i) in range.enumerated() {
-                let p = Int32(5 * k)
-                let row = staged[new[i]]!
-                s.bind(p + 1, row.id).bind(p + 2, new[i]).bind(p + 3, row.version).bind(p + 4, row.lastAt)
-                    .bind(p + 5, row.chainsMoved ? row.chains.encode() : nil)
-            }
-            try s.run()
-        }
-        if let highest = new.lazy.map({ staged[$0]!.id }).max() {
-            try db.statement("UPDATE meta SET value = ? WHERE key = 'account_ids'").bind(1, highest).run()
-        }
+        try store.insert(accounts: new.map { name in
+            let row = staged[name]!
+            return (name, AccountRecord(id: row.id, version: row.version, lastAt: row.lastAt, chains: row.chainsMoved ? row.chains.encode() : nil))
+        })
+        if let highest = new.lazy.map({ staged[$0]!.id }).max() { try store.setCounter(.accountIDs, to: highest) }
         let isNew = Set(new)
-        let times = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3 WHERE name = ?1")
-        let marks = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3, chains = ?4 WHERE name = ?1")
+        var updates: [AccountUpdate] = []
+        updates.reserveCapacity(staged.count - new.count)
         for (name, row) in staged where !isNew.contains(name) {
-            let s = row.chainsMoved ? marks : times
-            s.bind(1, name).bind(2, row.version).bind(3, row.lastAt)
-            if row.chainsMoved { s.bind(4, row.chains.encode()) }
-            try s.run()
-            guard db.changes == 1 else { throw JournalError(.corrupt, "account \(name): its row (id \(row.id)) is missing; run `lethe verify`") }
+            updates.append(AccountUpdate(name: name, version: row.version, lastAt: row.lastAt, chains: row.chainsMoved ? row.chains.encode() : nil))
+        }
+        if let name = try store.update(accounts: updates).first {
+            throw JournalError(.corrupt, "account \(name): its row (id \(staged[name]!.id)) is missing; run `lethe verify`")
         }
     }
 
@@ -416,7 +402,7 @@ final class Writer {
             // (An empty tail, the usual case for large batches, costs no copy of the batch.)
             var pending = tail.isEmpty ? sealed : tail + sealed
             var pendingLinks = tail.isEmpty ? links : tailLinks + links
-            try db.statement("DELETE FROM tail").run()
+            try store.clearTail()
             // Encoding and compressing are pure work: the batch's blocks are made on every core.
             let starts = Array(stride(from: 0, through: pending.count - blockSize, by: blockSize))
             let (events, eventLinks, first) = (pending, pendingLinks, sealedLink)
@@ -433,11 +419,11 @@ final class Writer {
                     return try LZ4.compressFrame(content)
                 }
             }
-            let insertBlock = try db.statement("INSERT INTO blocks(id, first_seq, last_seq, frame) VALUES(?, ?, ?, ?)")
+            var blocks: [StoredBlock] = []
             var postings: [(account: Int64, block: Int64)] = []
             for (start, frame) in zip(starts, frames) {
-                try insertBlock.bind(1, blockID).bind(2, pending[start].header.seq).bind(3, pending[start + blockSize - 1].header.seq)
-                    .bind(4, try frame.get()).run()
+                blocks.append(StoredBlock(
+                    id: blockID, first: pending[start].header.seq, last: pending[start + blockSize - 1].header.seq, frame: try frame.get()))
                 var indexed = Set<Int64>()
                 for e in pending[start..<start + blockSize] {
                     let id = try staged[e.header.account]?.id ?? accountRow(e.header.account)!.id
@@ -445,6 +431,7 @@ final class Writer {
                 }
                 blockID += 1
             }
+            try store.insert(blocks: blocks)
             let sealedCount = starts.count * blockSize
             newSealedLink = pendingLinks[sealedCount - 1]
             let index = BlockIndex(db: db)
@@ -456,17 +443,13 @@ final class Writer {
             options.logger.trace("sealed blocks", metadata: ["blocks": "\(starts.count)", "last_seq": "\(pending[sealedCount - 1].header.seq)"])
             pending.removeFirst(sealedCount)
             pendingLinks.removeFirst(sealedCount)
-            try insertTail(pending, pendingLinks)
+            try store.appendTail(pending, links: pendingLinks)
             (newTail, newTailLinks) = (pending, pendingLinks)
         } else {
-            try insertTail(sealed, links)
+            try store.appendTail(sealed, links: links)
         }
         let head = sealed.last!.header.seq
-        let meta = try db.statement("UPDATE meta SET value = ? WHERE key = ?")
-        try meta.bind(1, head).bind(2, "head_seq").run()
-        try meta.bind(1, links.last!).bind(2, "head_link").run()
-        try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES('head_mac', ?)")
-            .bind(1, Anchor.mac(key: anchorKey, instance: instance, headSeq: head, headLink: links.last!)).run()
+        try store.setHead(seq: head, link: links.last!, mac: Anchor.mac(key: anchorKey, instance: instance, headSeq: head, headLink: links.last!))
 
         // The caches move now; should the caller's COMMIT fail, `append` reloads them from disk.
         headSeq = head
@@ -508,30 +491,11 @@ final class Writer {
         let index = BlockIndex(db: db)
         for account in accounts { blockIDs.formUnion(try index.blocks(ofAccount: account)) }
         for blockID in blockIDs.sorted() {
-            guard let block = try JournalReader.block(db, id: blockID) else { continue }
+            guard let block = try store.block(id: blockID)?.decode() else { continue }
             try body(blockID, block)
         }
     }
 
     /// The unsealed tail as this writer holds it.
     var unsealed: [SealedEvent] { tail }
-
-    func insertTail(_ events: [SealedEvent], _ links: [[UInt8]]) throws {
-        let insert = try db.statement("""
-            INSERT INTO tail(seq, account, version, type, at, at_digits, event_id, session, counter,
-                             key_kind, key_number, key_index, payload, digest, link)
-            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        for (e, link) in zip(events, links) {
-            insert.bind(1, e.header.seq).bind(2, e.header.account).bind(3, e.header.version).bind(4, e.header.type)
-                .bind(5, e.header.at.nanoseconds).bind(6, Int64(e.header.at.fractionDigits)).bind(7, e.header.id)
-                .bind(8, e.nonce.session.bytes).bind(9, Int64(e.nonce.counter))
-                .bind(10, Int64(e.key.kind.rawValue)).bind(11, Int64(bitPattern: e.key.number)).bind(12, Int64(bitPattern: e.key.index))
-            switch e.body {
-            case .sealed(let bytes): insert.bind(13, bytes).bind(14, nil as [UInt8]?)
-            case .purged(let digest): insert.bind(13, nil as [UInt8]?).bind(14, digest)
-            }
-            try insert.bind(15, link).run()
-        }
-    }
 }

@@ -193,7 +193,7 @@ import Testing
         corruption {
             let db = try SQLiteDatabase(path: path, readOnly: true)
             defer { db.close() }
-            _ = try JournalReader.tailRows(db)
+            _ = try SQLiteJournalStore(db).tail()
         }
     }
 
@@ -240,7 +240,7 @@ import Testing
         let path = try tailJournal(dir)
         let db = try SQLiteDatabase(path: path)
         try db.execute("UPDATE tail SET at_digits = 255 WHERE seq = 1; UPDATE tail SET at_digits = -1 WHERE seq = 2")
-        let (tail, _) = try JournalReader.tailRows(db)
+        let (tail, _) = try SQLiteJournalStore(db).tail()
         db.close()
         #expect(tail.map(\.header.at.fractionDigits) == [-1, -1])
     }

@@ -17,7 +17,7 @@ import Testing
             for e in block.events where e.header.account == account { if case .sealed(let b) = e.body { out.append(b) } }
         }
         s.reset()
-        for e in try JournalReader.tailRows(db).0 where e.header.account == account { if case .sealed(let b) = e.body { out.append(b) } }
+        for e in try SQLiteJournalStore(db).tail().0 where e.header.account == account { if case .sealed(let b) = e.body { out.append(b) } }
         return out
     }
 

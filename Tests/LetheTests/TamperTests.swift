@@ -226,12 +226,12 @@ import Testing
         // Swap the payloads of the two unsealed events and recompute their links and the head,
         // exactly as verify would: the chain is consistent again.
         let db = try SQLiteDatabase(path: path)
-        let (tail, _) = try JournalReader.tailRows(db)
+        let (tail, _) = try SQLiteJournalStore(db).tail()
         #expect(tail.count == 2)
         var forged = tail
         forged[0].body = tail[1].body
         forged[1].body = tail[0].body
-        let sealedLink = try JournalReader.lastSealedLink(db)
+        let sealedLink = try SQLiteJournalStore(db).lastSealedLink()
         let l0 = Chain.link(previous: sealedLink, header: forged[0].header, digest: forged[0].digest)
         let l1 = Chain.link(previous: l0, header: forged[1].header, digest: forged[1].digest)
         for (e, link) in zip(forged, [l0, l1]) {

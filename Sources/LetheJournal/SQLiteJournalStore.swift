@@ -1,0 +1,241 @@
+/// The journal in one SQLite file (the embedded default): `JournalStore` over one connection.
+///
+/// Tables (see `JournalSchema.swift`): `meta` (key, value), `blocks` (id, first_seq, last_seq,
+/// frame), `tail` (a row per unsealed event), `accounts` (keyed by name), and the indexes'
+/// and erasures' tables, which still use `db` directly.
+package final class SQLiteJournalStore: JournalStore {
+    package let db: SQLiteDatabase
+
+    package init(_ db: SQLiteDatabase) { self.db = db }
+
+    package var place: String { db.path }
+
+    // MARK: Transactions
+
+    package func write<T>(_ body: () throws -> T) throws -> T { try db.transaction(body) }
+
+    package func snapshot<T>(_ body: () throws -> T) throws -> T { try db.reading(body) }
+
+    // MARK: Meta
+
+    package func headSeq() throws -> Int64? {
+        try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'")
+    }
+
+    package func journalID() throws -> [UInt8] {
+        let s = try db.statement("SELECT value FROM meta WHERE key='journal_id'")
+        defer { s.reset() }
+        guard try s.step() else { throw JournalError(.corrupt, "journal has no id") }
+        return s.blob(0)
+    }
+
+    package func storedHead() throws -> StoredHead {
+        let s = try db.statement("SELECT key, value FROM meta WHERE key IN ('head_seq', 'head_link', 'head_mac', 'instance')")
+        defer { s.reset() }
+        var head = StoredHead(seq: -1, link: [], mac: [], instance: [])
+        while try s.step() {
+            switch s.text(0) {
+            case "head_seq": head.seq = s.isInteger(1) ? s.int(1) : -1
+            case "head_link": head.link = s.blob(1)
+            case "head_mac": head.mac = s.blob(1)
+            case "instance": head.instance = s.blob(1)
+            default: break
+            }
+        }
+        try head.checkShape()
+        return head
+    }
+
+    package func setHead(seq: Int64, link: [UInt8], mac: [UInt8]) throws {
+        let meta = try db.statement("UPDATE meta SET value = ? WHERE key = ?")
+        try meta.bind(1, seq).bind(2, "head_seq").run()
+        try meta.bind(1, link).bind(2, "head_link").run()
+        try setHeadMAC(mac)
+    }
+
+    package func setHeadMAC(_ mac: [UInt8]) throws {
+        try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES('head_mac', ?)").bind(1, mac).run()
+    }
+
+    package func counter(_ counter: JournalCounter) throws -> Int64? {
+        let s = try db.statement("SELECT value FROM meta WHERE key = ?")
+        defer { s.reset() }
+        guard try s.bind(1, counter.rawValue).step(), s.isInteger(0) else { return nil }
+        return s.int(0)
+    }
+
+    package func setCounter(_ counter: JournalCounter, to value: Int64) throws {
+        try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)").bind(1, counter.rawValue).bind(2, value).run()
+    }
+
+    // MARK: Sealed blocks
+
+    package func blockExtent() throws -> (maxID: Int64, maxLastSeq: Int64)? {
+        let s = try db.statement("SELECT max(id), max(last_seq) FROM blocks")
+        defer { s.reset() }
+        guard try s.step(), !s.isNull(0) else { return nil }
+        return (s.int(0), s.int(1))
+    }
+
+    package func sealedEventCount() throws -> Int64 {
+        try db.scalarInt("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM blocks") ?? 0
+    }
+
+    private static let blockColumns = "id, first_seq, last_seq, frame"
+
+    private func row(_ s: SQLiteStatement) -> StoredBlock {
+        StoredBlock(id: s.int(0), first: s.int(1), last: s.int(2), frame: s.blob(3))
+    }
+
+    package func lastBlock() throws -> StoredBlock? {
+        let s = try db.statement("SELECT \(Self.blockColumns) FROM blocks ORDER BY first_seq DESC LIMIT 1")
+        defer { s.reset() }
+        return try s.step() ? row(s) : nil
+    }
+
+    package func block(startingAtOrBefore seq: Int64) throws -> StoredBlock? {
+        let s = try db.statement("SELECT \(Self.blockColumns) FROM blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1")
+        defer { s.reset() }
+        return try s.bind(1, seq).step() ? row(s) : nil
+    }
+
+    package func block(id: Int64) throws -> StoredBlock? {
+        let s = try db.statement("SELECT \(Self.blockColumns) FROM blocks WHERE id = ?")
+        defer { s.reset() }
+        return try s.bind(1, id).step() ? row(s) : nil
+    }
+
+    package func blocks(firstSeqIn lower: Int64, _ upper: Int64, limit: Int) throws -> [StoredBlock] {
+        let s = try db.statement("SELECT \(Self.blockColumns) FROM blocks WHERE first_seq BETWEEN ? AND ? ORDER BY first_seq LIMIT ?")
+        defer { s.reset() }
+        s.bind(1, lower).bind(2, upper).bind(3, Int64(limit))
+        var out: [StoredBlock] = []
+        while try s.step() { out.append(row(s)) }
+        return out
+    }
+
+    package func insert(blocks: [StoredBlock]) throws {
+        let insert = try db.statement("INSERT INTO blocks(id, first_seq, last_seq, frame) VALUES(?, ?, ?, ?)")
+        for b in blocks { try insert.bind(1, b.id).bind(2, b.first).bind(3, b.last).bind(4, b.frame).run() }
+    }
+
+    package func replaceFrame(ofBlock id: Int64, with frame: [UInt8]) throws -> Bool {
+        try db.statement("UPDATE blocks SET frame = ? WHERE id = ?").bind(1, frame).bind(2, id).run()
+        return db.changes == 1
+    }
+
+    // MARK: The unsealed tail
+
+    package func tailRows() throws -> [TailRow] {
+        let s = try db.statement("""
+            SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
+                   key_kind, key_number, key_index, payload, digest, link FROM tail ORDER BY seq
+            """)
+        defer { s.reset() }
+        func text(_ column: Int32) -> TailRow.Text {
+            s.isNull(column) ? .null : s.isText(column) ? .text(s.blob(column)) : .other
+        }
+        var rows: [TailRow] = []
+        while try s.step() {
+            rows.append(TailRow(
+                seq: s.int(0), account: text(1), version: s.int(2), type: text(3), at: s.int(4), atDigits: s.int(5),
+                eventID: text(6), session: s.blob(7), counter: s.int(8), keyKind: s.int(9), keyNumber: s.int(10),
+                keyIndex: s.int(11), payload: s.optionalBlob(12), digest: s.optionalBlob(13), link: s.blob(14)))
+        }
+        return rows
+    }
+
+    package func tailLink(seq: Int64) throws -> [UInt8]? {
+        let s = try db.statement("SELECT link FROM tail WHERE seq = ?")
+        defer { s.reset() }
+        return try s.bind(1, seq).step() ? s.blob(0) : nil
+    }
+
+    package func tailPayloadBytes() throws -> Int64 {
+        try db.scalarInt("SELECT coalesce(sum(length(payload)), 0) FROM tail") ?? 0
+    }
+
+    package func appendTail(_ events: [SealedEvent], links: [[UInt8]]) throws {
+        let insert = try db.statement("""
+            INSERT INTO tail(seq, account, version, type, at, at_digits, event_id, session, counter,
+                             key_kind, key_number, key_index, payload, digest, link)
+            VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for (e, link) in zip(events, links) {
+            insert.bind(1, e.header.seq).bind(2, e.header.account).bind(3, e.header.version).bind(4, e.header.type)
+                .bind(5, e.header.at.nanoseconds).bind(6, Int64(e.header.at.fractionDigits)).bind(7, e.header.id)
+                .bind(8, e.nonce.session.bytes).bind(9, Int64(e.nonce.counter))
+                .bind(10, Int64(e.key.kind.rawValue)).bind(11, Int64(bitPattern: e.key.number)).bind(12, Int64(bitPattern: e.key.index))
+            switch e.body {
+            case .sealed(let bytes): insert.bind(13, bytes).bind(14, nil as [UInt8]?)
+            case .purged(let digest): insert.bind(13, nil as [UInt8]?).bind(14, digest)
+            }
+            try insert.bind(15, link).run()
+        }
+    }
+
+    package func clearTail() throws { try db.statement("DELETE FROM tail").run() }
+
+    package func purgeTail(_ digests: [(seq: Int64, digest: [UInt8])]) throws {
+        let clear = try db.statement("UPDATE tail SET payload = NULL, digest = ? WHERE seq = ?")
+        for (seq, digest) in digests { try clear.bind(1, digest).bind(2, seq).run() }
+    }
+
+    // MARK: Accounts
+
+    package func account(named name: String) throws -> AccountRecord? {
+        let s = try db.statement("SELECT id, version, last_at, chains FROM accounts WHERE name = ?")
+        defer { s.reset() }
+        guard try s.bind(1, name).step() else { return nil }
+        return AccountRecord(id: s.int(0), version: s.int(1), lastAt: s.int(2), chains: s.optionalBlob(3))
+    }
+
+    package func accounts(named names: [String]) throws -> [String: AccountRecord] {
+        var out: [String: AccountRecord] = [:]
+        try db.inChunks(of: 256, count: names.count, sql: { n in
+            "SELECT name, id, version, last_at, chains FROM accounts WHERE name IN (\(SQLiteDatabase.parameters(n)))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(k + 1), names[i]) }
+            while try s.step() {
+                out[s.text(0) ?? ""] = AccountRecord(id: s.int(1), version: s.int(2), lastAt: s.int(3), chains: s.optionalBlob(4))
+            }
+        }
+        return out
+    }
+
+    package func forEachAccount(_ body: (String, AccountRecord) throws -> Void) throws {
+        let s = try db.statement("SELECT name, id, version, last_at, chains FROM accounts ORDER BY name")
+        defer { s.reset() }
+        while try s.step() {
+            guard let name = s.text(0) else { throw JournalError(.corrupt, "account table: row \(s.int(1)) has no name") }
+            try body(name, AccountRecord(id: s.int(1), version: s.int(2), lastAt: s.int(3), chains: s.optionalBlob(4)))
+        }
+    }
+
+    package func insert(accounts: [(name: String, row: AccountRecord)]) throws {
+        try db.inChunks(of: 128, count: accounts.count, sql: { n in
+            "INSERT INTO accounts(id, name, version, last_at, chains) VALUES \(SQLiteDatabase.placeholders(rows: n, columns: 5))"
+        }) { s, range in
+            for (k, i) in range.enumerated() {
+                let p = Int32(5 * k)
+                let (name, row) = accounts[i]
+                s.bind(p + 1, row.id).bind(p + 2, name).bind(p + 3, row.version).bind(p + 4, row.lastAt).bind(p + 5, row.chains)
+            }
+            try s.run()
+        }
+    }
+
+    package func update(accounts: [AccountUpdate]) throws -> [String] {
+        let times = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3 WHERE name = ?1")
+        let marks = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3, chains = ?4 WHERE name = ?1")
+        var missing: [String] = []
+        for a in accounts {
+            let s = a.chains == nil ? times : marks
+            s.bind(1, a.name).bind(2, a.version).bind(3, a.lastAt)
+            if let chains = a.chains { s.bind(4, chains) }
+            try s.run()
+            if db.changes != 1 { missing.append(a.name) }
+        }
+        return missing
+    }
+}

@@ -562,8 +562,9 @@ public enum Backup {
                 let accounts = try db.statement("SELECT id, name FROM accounts")
                 while try accounts.step() { ids[accounts.text(1) ?? ""] = accounts.int(0) }
                 accounts.reset()
-                let blockIndex = BlockIndex(db: db)
-                let eventIDs = EventIDIndex(db: db)
+                let store = SQLiteJournalStore(db)
+                let blockIndex = BlockIndex(store: store)
+                let eventIDs = EventIDIndex(store: store)
                 func index(_ events: [SealedEvent]) throws {
                     try eventIDs.add(events.compactMap { e in e.header.id.map { ($0, e.header.seq) } })
                 }
@@ -581,7 +582,7 @@ public enum Backup {
                     })
                     try index(block.events)
                 }
-                try index(try SQLiteJournalStore(db).tail().0)
+                try index(try store.tail().0)
                 try eventIDs.mergeIfDue(limit: nil, force: true)
                 try blockIndex.merge()
             }

@@ -23,9 +23,9 @@ struct BlockIndex {
     /// When postings move into the runs (unless `Journal.Options.recentPostingsLimit` says): four
     /// per run, so each costs at most a quarter of a run's rewrite (a merge rewrites up to one
     /// run per account). At two, the merges cost the 20,000-account import 0.5 s of CPU.
-    static let merging = MergePolicy(recent: "recent_account_blocks", runs: "account_block_runs", perRun: 4)
+    static let merging = MergePolicy(index: .accountBlocks, perRun: 4)
 
-    let db: SQLiteDatabase
+    let store: any JournalStore
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS account_block_runs(
@@ -36,40 +36,16 @@ struct BlockIndex {
             PRIMARY KEY(account_id, block_id)) WITHOUT ROWID;
         """
 
-    /// A journal of format 4 keeps its merged postings a row each in `account_blocks`; a reader
-    /// reads them there until a writer upgrades the file.
-    private func recentSQL(_ columns: String, _ condition: String = "") throws -> String {
-        let old = try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'account_blocks'") == 1
-        let recent = "SELECT \(columns) FROM recent_account_blocks \(condition)"
-        return old ? "\(recent) UNION ALL SELECT \(columns) FROM account_blocks \(condition)" : recent
-    }
-
-    private func hasRuns() throws -> Bool {
-        try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'account_block_runs'") == 1
-    }
-
     // MARK: Lookups
 
     /// The blocks that hold events of account `name`, in order, each once.
     ///
     /// - Complexity: the account's runs and its recent postings: proportional to its blocks.
     func blocks(ofAccount name: String) throws -> [Int64] {
-        let find = try db.statement("SELECT id FROM accounts WHERE name = ?")
-        defer { find.reset() }
-        guard try find.bind(1, name).step() else { return [] }
-        let account = find.int(0)
-        find.reset()
+        guard let account = try store.account(named: name)?.id else { return [] }
         var out: [Int64] = []
-        if try hasRuns() {
-            let runs = try db.statement("SELECT first_block, blocks FROM account_block_runs WHERE account_id = ? ORDER BY first_block")
-            defer { runs.reset() }
-            runs.bind(1, account)
-            while try runs.step() { out += try BlockIndex.decode(runs.blob(1), account: account, first: runs.int(0)) }
-        }
-        let recent = try db.statement(try recentSQL("block_id", "WHERE account_id = ?1"))
-        defer { recent.reset() }
-        recent.bind(1, account)
-        while try recent.step() { out.append(recent.int(0)) }
+        for run in try store.blockRuns(ofAccount: account) { out += try BlockIndex.decode(run.blocks, account: account, first: run.first) }
+        out += try store.recentBlocks(ofAccount: account)
         return Array(Set(out)).sorted()
     }
 
@@ -77,51 +53,32 @@ struct BlockIndex {
 
     /// Adds the postings of new blocks (account id, block id), in the index's order.
     func add(_ postings: [(account: Int64, block: Int64)]) throws {
-        let sorted = postings.sorted { ($0.account, $0.block) < ($1.account, $1.block) }
-        try db.inChunks(of: 256, count: sorted.count, sql: {
-            "INSERT OR IGNORE INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
-        }) { s, range in
-            for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), sorted[i].account).bind(Int32(2 * k + 2), sorted[i].block) }
-            try s.run()
-        }
+        try store.addRecentPostings(postings.sorted { ($0.account, $0.block) < ($1.account, $1.block) })
     }
 
     /// Moves the recent postings into the runs when `merging` says (`limit`: the journal's
     /// option; `force`: whenever there is any). Inside the caller's transaction.
     func mergeIfDue(limit: Int?, force: Bool = false) throws {
-        if try BlockIndex.merging.isDue(db, limit: limit, force: force) { try merge() }
+        if try BlockIndex.merging.isDue(store, limit: limit, force: force) { try merge() }
     }
 
     /// One pass over the recent postings in account order: each account's last run is read,
     /// extended and written again (cut at `runBytes`). Memory: one account's new postings.
     func merge() throws {
-        let recent = try db.statement("SELECT account_id, block_id FROM recent_account_blocks ORDER BY account_id, block_id")
-        defer { recent.reset() }
-        let last = try db.statement("SELECT first_block, blocks FROM account_block_runs WHERE account_id = ? ORDER BY first_block DESC LIMIT 1")
-        let update = try db.statement("UPDATE account_block_runs SET blocks = ?3 WHERE account_id = ?1 AND first_block = ?2")
-        let insert = try db.statement("INSERT INTO account_block_runs(account_id, first_block, blocks) VALUES(?, ?, ?)")
         var account: Int64?
         var pending: [Int64] = []
         func flush() throws {
             guard let account, !pending.isEmpty else { return }
             var blocks: [Int64] = []
-            var stored: Int64?
-            last.bind(1, account)
-            if try last.step() {
-                stored = last.int(0)
-                blocks = try BlockIndex.decode(last.blob(1), account: account, first: stored!)
+            if let last = try store.lastBlockRun(ofAccount: account) {
+                blocks = try BlockIndex.decode(last.blocks, account: account, first: last.first)
             }
-            last.reset()
             for block in pending where block > (blocks.last ?? 0) { blocks.append(block) }
-            // The last run keeps its key: it is updated in place, and any further runs inserted.
-            for (first, run) in BlockIndex.encode(blocks) {
-                let s = first == stored ? update : insert
-                try s.bind(1, account).bind(2, first).bind(3, run).run()
-            }
+            // The last run keeps its key: it is written again in place, and any further runs added.
+            for (first, run) in BlockIndex.encode(blocks) { try store.writeBlockRun(BlockRun(account: account, first: first, blocks: run)) }
             pending.removeAll(keepingCapacity: true)
         }
-        while try recent.step() {
-            let (a, block) = (recent.int(0), recent.int(1))
+        try store.forEachRecentPosting { a, block in
             if a != account {
                 try flush()
                 account = a
@@ -129,8 +86,7 @@ struct BlockIndex {
             pending.append(block)
         }
         try flush()
-        recent.reset()
-        try db.execute("DELETE FROM recent_account_blocks")
+        try store.clearRecentPostings()
     }
 
     /// A format-4 journal's `account_blocks`, moved into the runs (by its first writer).
@@ -140,7 +96,7 @@ struct BlockIndex {
             INSERT OR IGNORE INTO recent_account_blocks(account_id, block_id) SELECT account_id, block_id FROM account_blocks;
             DROP TABLE account_blocks;
             """)
-        try BlockIndex(db: db).merge()
+        try BlockIndex(store: SQLiteJournalStore(db)).merge()
     }
 
     // MARK: The run format
@@ -204,15 +160,9 @@ struct BlockIndex {
 
     /// Every posting of both tables (a pair in both is visited twice).
     func forEachPosting(_ body: (Int64, Int64) throws -> Void) throws {
-        let recent = try db.statement(try recentSQL("account_id, block_id"))
-        defer { recent.reset() }
-        while try recent.step() { try body(recent.int(0), recent.int(1)) }
-        guard try hasRuns() else { return }
-        let runs = try db.statement("SELECT account_id, first_block, blocks FROM account_block_runs")
-        defer { runs.reset() }
-        while try runs.step() {
-            let account = runs.int(0)
-            for block in try BlockIndex.decode(runs.blob(2), account: account, first: runs.int(1)) { try body(account, block) }
+        try store.forEachRecentPosting(body)
+        try store.forEachBlockRun { run in
+            for block in try BlockIndex.decode(run.blocks, account: run.account, first: run.first) { try body(run.account, block) }
         }
     }
 }

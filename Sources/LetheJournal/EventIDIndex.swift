@@ -22,9 +22,9 @@ struct EventIDIndex {
     /// When ids move into the runs (unless `Journal.Options.recentIDsLimit` says): eight per
     /// chunk, about an eighth of the ids held (a chunk holds 25 to 300), so that ids spread over
     /// the whole index (random ones) are rewritten a few times each, not once per merge.
-    static let merging = MergePolicy(recent: "event_ids", runs: "event_id_runs", perRun: 8)
+    static let merging = MergePolicy(index: .eventIDs, perRun: 8)
 
-    let db: SQLiteDatabase
+    let store: any JournalStore
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS event_ids(id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
@@ -33,35 +33,23 @@ struct EventIDIndex {
 
     // MARK: Lookups
 
-    /// The sequence numbers of those of `ids` that the journal holds (`runs`: false when there is
-    /// no `event_id_runs` table, see `hasRuns`).
+    /// The sequence numbers of those of `ids` that the journal holds.
     ///
     /// - Complexity: nothing per id above every id held; otherwise one lookup in `event_ids`,
     ///   then, for the ids not there, one seek and one decoded chunk per chunk they fall in.
-    func seqs(of ids: [String], runs: Bool = true) throws -> [ExactID: Int64] {
+    func seqs(of ids: [String]) throws -> [ExactID: Int64] {
         var found: [ExactID: Int64] = [:]
         guard !ids.isEmpty else { return found }
-        let lastChunk = try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id DESC LIMIT 1")
-        defer { lastChunk.reset() }
-        let last = try runs && lastChunk.step() ? EventIDIndex.decode(lastChunk.blob(1), first: lastChunk.text(0) ?? "") : nil
-        lastChunk.reset()
+        let last = try store.lastIDChunk().map { try EventIDIndex.decode($0.entries, first: $0.first) }
         // The highest id held: ids above it (ids that grow with time, the usual case) are new,
         // without a lookup.
-        var highest: String?
-        let max = try db.statement("SELECT max(id) FROM event_ids")
-        if try max.step() { highest = max.optionalText(0) }
-        max.reset()
+        var highest = try store.recentIDBounds()?.highest
         if let last, let top = last.count > 0 ? String(decoding: last.id(last.count - 1), as: UTF8.self) : nil {
             if highest.map({ utf8Precedes($0, top) }) ?? true { highest = top }
         }
         guard let highest else { return found }
         let candidates = Array(Set(ids.lazy.filter { !utf8Precedes(highest, $0) }.map(ExactID.init)).map(\.id))
-        try db.inChunks(of: 256, count: candidates.count, sql: { n in
-            "SELECT id, seq FROM event_ids WHERE id IN (\(SQLiteDatabase.parameters(n)))"
-        }) { s, range in
-            for (k, i) in range.enumerated() { s.bind(Int32(k + 1), candidates[i]) }
-            while try s.step() { if let id = s.text(0) { found[ExactID(id)] = s.int(1) } }
-        }
+        for (id, seq) in try store.recentIDs(matching: candidates) { found[ExactID(id)] = seq }
         guard let last, let lastFirst = last.first else { return found }
         // Ids at or above the last chunk's first id are looked up there without sorting them;
         // the others are sorted, so that each chunk is decoded once.
@@ -75,12 +63,6 @@ struct EventIDIndex {
         }
         guard !rest.isEmpty else { return found }
         rest.sort(by: utf8Precedes)
-        let covering = try db.statement("SELECT first_id, entries FROM event_id_runs WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1")
-        let following = try db.statement("SELECT first_id FROM event_id_runs WHERE first_id > ? ORDER BY first_id LIMIT 1")
-        defer {
-            covering.reset()
-            following.reset()
-        }
         // The chunk the last id fell in, and where the next one begins (nil: none).
         var current: (run: Run, next: String?)?
         for id in rest {
@@ -88,12 +70,9 @@ struct EventIDIndex {
                 if let seq = c.run.seq(of: id) { found[ExactID(id)] = seq }
                 continue
             }
-            covering.reset()
-            guard try covering.bind(1, id).step(), let first = covering.text(0) else { continue }  // below every chunk
-            let run = try EventIDIndex.decode(covering.blob(1), first: first)
-            following.reset()
-            let next = try following.bind(1, first).step() ? following.text(0) : nil
-            current = (run, next)
+            guard let chunk = try store.idChunk(covering: id) else { continue }  // below every chunk
+            let run = try EventIDIndex.decode(chunk.entries, first: chunk.first)
+            current = (run, try store.idChunkKey(after: chunk.first))
             if let seq = run.seq(of: id) { found[ExactID(id)] = seq }
         }
         return found
@@ -103,26 +82,14 @@ struct EventIDIndex {
 
     /// Records new ids (plain inserts: an id recorded twice would be a bug, and its error rolls
     /// the caller's transaction back).
-    func add(_ entries: [(id: String, seq: Int64)]) throws {
-        try db.inChunks(of: 128, count: entries.count, sql: {
-            "INSERT INTO event_ids(id, seq) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
-        }) { s, range in
-            for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), entries[i].id).bind(Int32(2 * k + 2), entries[i].seq) }
-            try s.run()
-        }
-    }
-
-    /// False for a journal of format 4 that no writer has opened since (readers do not change it).
-    func hasRuns() throws -> Bool {
-        try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'event_id_runs'") == 1
-    }
+    func add(_ entries: [(id: String, seq: Int64)]) throws { try store.addRecentIDs(entries) }
 
     // MARK: Merging
 
     /// Moves the ids of `event_ids` into the runs when `merging` says (`limit`: the journal's
     /// option; `force`: whenever there is any). Inside the caller's transaction.
     func mergeIfDue(limit: Int?, force: Bool = false) throws {
-        if try EventIDIndex.merging.isDue(db, limit: limit, force: force) { try merge() }
+        if try EventIDIndex.merging.isDue(store, limit: limit, force: force) { try merge() }
     }
 
     /// Moves the recent ids into the runs when that rewrites no chunk but the last: when every
@@ -130,14 +97,8 @@ struct EventIDIndex {
     /// proportional to the recent ids, not to the index. Returns whether it merged.
     @discardableResult
     func mergeIfAppending() throws -> Bool {
-        let lowest = try db.statement("SELECT min(id) FROM event_ids")
-        defer { lowest.reset() }
-        guard try lowest.step(), let low = lowest.optionalText(0) else { return false }
-        lowest.reset()
-        let top = try db.statement("SELECT max(first_id) FROM event_id_runs")
-        defer { top.reset() }
-        if try top.step(), let first = top.optionalText(0), utf8Precedes(low, first) { return false }
-        top.reset()
+        guard let low = try store.recentIDBounds()?.lowest else { return false }
+        if let first = try store.lastIDChunk()?.first, utf8Precedes(low, first) { return false }
         try merge()
         return true
     }
@@ -146,14 +107,7 @@ struct EventIDIndex {
     /// with them as they come and written again as one or more chunks; the others are not
     /// touched. Memory: one chunk, whatever the number of ids.
     private func merge() throws {
-        let recent = try db.statement("SELECT id, seq FROM event_ids ORDER BY id")
-        defer { recent.reset() }
-        let covering = try db.statement("SELECT first_id, entries FROM event_id_runs WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1")
-        let lowest = try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id LIMIT 1")
-        let following = try db.statement("SELECT first_id FROM event_id_runs WHERE first_id > ? ORDER BY first_id LIMIT 1")
-        let delete = try db.statement("DELETE FROM event_id_runs WHERE first_id = ?")
-        let insert = try db.statement("INSERT INTO event_id_runs(first_id, entries) VALUES(?, ?)")
-        var out = RunWriter { first, chunk in try insert.bind(1, first).bind(2, chunk).run() }
+        var out = RunWriter { [store] first, chunk in try store.insertIDChunk(IDChunk(first: first, entries: chunk)) }
         // The chunk being merged: its ids not written yet (from `pending`), and where the next
         // chunk begins (nil: none, this one takes every id above).
         var target: (run: Run, pending: Int, next: String?)?
@@ -162,28 +116,22 @@ struct EventIDIndex {
             target = nil
         }
         var wroteAny = false
-        while try recent.step() {
-            guard let id = recent.text(0) else { throw JournalError(.corrupt, "event id index: a row of event_ids has no id") }
-            let seq = recent.int(1)
+        try store.forEachRecentID { id, seq in
             let bytes = Array(id.utf8)
             if target == nil || target!.next.map({ !utf8Precedes(id, $0) }) ?? false {
                 // The chunk this id falls in: the last one that begins at or below it, else the
                 // first one (which then begins lower). Its old row goes; it is written anew.
                 try finishTarget()
-                let seek = try covering.bind(1, id).step() ? covering : (try lowest.step() ? lowest : nil)
-                if let seek, let first = seek.text(0) {
-                    let run = try EventIDIndex.decode(seek.blob(1), first: first)
-                    let next = try following.bind(1, first).step() ? following.text(0) : nil
-                    following.reset()
-                    try delete.bind(1, first).run()
+                if let chunk = try store.idChunk(covering: id) ?? store.firstIDChunk() {
+                    let run = try EventIDIndex.decode(chunk.entries, first: chunk.first)
+                    let next = try store.idChunkKey(after: chunk.first)
+                    try store.deleteIDChunk(first: chunk.first)
                     try out.cut()
                     target = (run, 0, next)
                 } else {
                     // No chunk at all: every id goes to new ones.
                     target = (Run(), 0, nil)
                 }
-                covering.reset()
-                lowest.reset()
             }
             // The target's own ids below this one go first.
             let sameAsPending = try bytes.withUnsafeBufferPointer { new -> Bool in
@@ -204,8 +152,7 @@ struct EventIDIndex {
         }
         try finishTarget()
         try out.cut()
-        recent.reset()
-        if wroteAny { try db.execute("DELETE FROM event_ids") }
+        if wroteAny { try store.clearRecentIDs() }
     }
 
     // MARK: The chunk format
@@ -332,19 +279,11 @@ struct EventIDIndex {
     /// Every entry of both tables, as its id's bytes and its event: the recent rows, then the
     /// chunks in order, each decoded and checked, and checked not to overlap the one before.
     func forEachEntry(_ body: (ArraySlice<UInt8>, Int64) throws -> Void) throws {
-        let rows = try db.statement("SELECT id, seq FROM event_ids")
-        defer { rows.reset() }
-        while try rows.step() {
-            guard let id = rows.text(0) else { throw JournalError(.corrupt, "event id index: a row of event_ids has no id") }
-            try body(Array(id.utf8)[...], rows.int(1))
-        }
-        guard try hasRuns() else { return }
-        let chunks = try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id")
-        defer { chunks.reset() }
+        try store.forEachRecentID { id, seq in try body(Array(id.utf8)[...], seq) }
         var lastOfPrevious: ArraySlice<UInt8>?
-        while try chunks.step() {
-            guard let first = chunks.text(0) else { throw JournalError(.corrupt, "event id index: a chunk has no key") }
-            let run = try EventIDIndex.decode(chunks.blob(1), first: first)
+        try store.forEachIDChunk { chunk in
+            let first = chunk.first
+            let run = try EventIDIndex.decode(chunk.entries, first: first)
             let overlaps = lastOfPrevious.map { last in run.id(0).withUnsafeBufferPointer { a in last.withUnsafeBufferPointer { utf8Compare(a, $0) <= 0 } } }
             guard overlaps != true else {
                 throw JournalError(.corrupt, "event id index: the chunk of ids from \(first.debugDescription) overlaps the one before it")

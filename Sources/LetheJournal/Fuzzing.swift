@@ -135,7 +135,7 @@ import Synchronization
                     }
                 }
             }
-            let index = EventIDIndex(db: db)
+            let index = EventIDIndex(store: SQLiteJournalStore(db))
             guard try index.tally(key: key) == tally else { return "the restored id index does not hold the events' ids" }
             let found = try index.seqs(of: ids.map(\.0))
             for (id, seq) in ids where found[ExactID(id)] != seq { return "the restored id index does not find event \(seq)'s id" }

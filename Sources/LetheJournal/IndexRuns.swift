@@ -7,18 +7,16 @@ struct MergePolicy {
     static let minimumRecent = 1 << 14
     static let maximumRecent = 1 << 20
 
-    /// The index's two tables.
-    let recent: String
-    let runs: String
+    let index: IndexName
     let perRun: Int
 
     /// Whether a merge is due now (`force`: whenever there is a recent row).
-    func isDue(_ db: SQLiteDatabase, limit: Int?, force: Bool) throws -> Bool {
-        let count = try db.scalarInt("SELECT count(*) FROM \(recent)") ?? 0
+    func isDue(_ store: any JournalStore, limit: Int?, force: Bool) throws -> Bool {
+        let count = try store.recentRowCount(index)
         guard count > 0 else { return false }
         if force { return true }
         if let limit { return count >= Int64(limit) }
-        let runCount = try db.scalarInt("SELECT count(*) FROM \(runs)") ?? 0
+        let runCount = try store.runRowCount(index)
         return count >= max(Int64(MergePolicy.minimumRecent), min(runCount * Int64(perRun), Int64(MergePolicy.maximumRecent)))
     }
 }

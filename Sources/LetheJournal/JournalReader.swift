@@ -201,7 +201,7 @@ public final class JournalReader {
 
     /// The sealed blocks' part of `scan(account:)`.
     package func scanBlocks(account: String, _ body: (SealedEvent) throws -> Void) throws {
-        for id in try wrap({ try BlockIndex(db: db).blocks(ofAccount: account) }) {
+        for id in try wrap({ try BlockIndex(store: store).blocks(ofAccount: account) }) {
             guard let block = try wrap({ try store.block(id: id) })?.decode() else {
                 throw JournalError(.corrupt, "block index: account \(account) is listed in block \(id), which the journal does not hold")
             }

@@ -7,9 +7,9 @@
 /// its tail events, its blocks) the operation takes them all at once, so that a store on a
 /// server can send them in one round trip.
 ///
-/// `SQLiteJournalStore` is the embedded default. (The indexes, the recorded erasures, backups
-/// and the schema still speak SQL to its connection: they are the next to move behind this
-/// protocol, for the PostgreSQL store of issue 11.)
+/// `SQLiteJournalStore` is the embedded default. (The recorded erasures, backups and the schema
+/// still speak SQL to its connection: they are the next to move behind this protocol, for the
+/// PostgreSQL store of issue 11.)
 package protocol JournalStore: AnyObject {
     /// Where the journal is, for messages: a path (a server's address, without its password).
     var place: String { get }
@@ -81,6 +81,71 @@ package protocol JournalStore: AnyObject {
     /// Stores known accounts' new versions and times, and their chain marks where given (a nil
     /// `chains` keeps them). Returns the names that have no row (damage: the caller says so).
     func update(accounts: [AccountUpdate]) throws -> [String]
+
+    // MARK: The event id index (`EventIDIndex`): recent ids a row each, then chunks by first id
+
+    /// Those of `ids` among the recent ids, with their events.
+    func recentIDs(matching ids: [String]) throws -> [(id: String, seq: Int64)]
+    /// The lowest and the highest recent id in byte order; nil when there is none.
+    func recentIDBounds() throws -> (lowest: String, highest: String)?
+    func addRecentIDs(_ entries: [(id: String, seq: Int64)]) throws
+    /// Every recent id with its event, in byte order. `body` may write the chunks.
+    func forEachRecentID(_ body: (String, Int64) throws -> Void) throws
+    func clearRecentIDs() throws
+    /// The chunk with the greatest first id at or below `id`.
+    func idChunk(covering id: String) throws -> IDChunk?
+    /// The first id of the chunk after the one that begins with `first`.
+    func idChunkKey(after first: String) throws -> String?
+    func firstIDChunk() throws -> IDChunk?
+    func lastIDChunk() throws -> IDChunk?
+    /// Every chunk, in order of first id.
+    func forEachIDChunk(_ body: (IDChunk) throws -> Void) throws
+    func deleteIDChunk(first: String) throws
+    func insertIDChunk(_ chunk: IDChunk) throws
+
+    // MARK: The per-account block index (`BlockIndex`): recent postings, then runs per account
+
+    /// The account's recent postings (block ids).
+    func recentBlocks(ofAccount id: Int64) throws -> [Int64]
+    /// The account's runs, in order of first block.
+    func blockRuns(ofAccount id: Int64) throws -> [BlockRun]
+    func lastBlockRun(ofAccount id: Int64) throws -> BlockRun?
+    /// Writes a run, replacing the one with its key.
+    func writeBlockRun(_ run: BlockRun) throws
+    /// Adds postings; one already held is skipped.
+    func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws
+    /// Every recent posting, in (account, block) order. `body` may write the runs.
+    func forEachRecentPosting(_ body: (Int64, Int64) throws -> Void) throws
+    func clearRecentPostings() throws
+    func forEachBlockRun(_ body: (BlockRun) throws -> Void) throws
+
+    /// How many rows an index holds in its recent table, and in its runs (what `MergePolicy`
+    /// weighs).
+    func recentRowCount(_ index: IndexName) throws -> Int64
+    func runRowCount(_ index: IndexName) throws -> Int64
+}
+
+/// The journal's two indexes, each kept as recent rows and compact runs.
+package enum IndexName: Sendable {
+    case eventIDs
+    case accountBlocks
+}
+
+/// A chunk of the event id index: its first id, and the ids and events it holds (`EventIDIndex.decode`).
+package struct IDChunk: Sendable {
+    package var first: String
+    package var entries: [UInt8]
+
+    package init(first: String, entries: [UInt8]) { (self.first, self.entries) = (first, entries) }
+}
+
+/// A run of the block index: an account's block ids from `first` (`BlockIndex.decode`).
+package struct BlockRun: Sendable {
+    package var account: Int64
+    package var first: Int64
+    package var blocks: [UInt8]
+
+    package init(account: Int64, first: Int64, blocks: [UInt8]) { (self.account, self.first, self.blocks) = (account, first, blocks) }
 }
 
 /// The journal's counters, kept with its head.

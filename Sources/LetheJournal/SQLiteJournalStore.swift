@@ -238,4 +238,185 @@ package final class SQLiteJournalStore: JournalStore {
         }
         return missing
     }
+
+    // MARK: The event id index
+
+    /// Whether tables exist, where that is settled. A journal of format 4 that no writer has
+    /// opened since has no tables of runs and keeps its block postings in `account_blocks`
+    /// (readers do not change it); its first writer makes the runs, which stay, and drops
+    /// `account_blocks`, which stays gone.
+    private var settled: [String: Bool] = [:]
+
+    private func has(_ table: String) throws -> Bool {
+        if let known = settled[table] { return known }
+        let s = try db.statement("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+        defer { s.reset() }
+        let exists = try s.bind(1, table).step() && s.int(0) == 1
+        if exists != (table == "account_blocks") { settled[table] = exists }
+        return exists
+    }
+
+    package func recentIDs(matching ids: [String]) throws -> [(id: String, seq: Int64)] {
+        var found: [(id: String, seq: Int64)] = []
+        try db.inChunks(of: 256, count: ids.count, sql: { n in
+            "SELECT id, seq FROM event_ids WHERE id IN (\(SQLiteDatabase.parameters(n)))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(k + 1), ids[i]) }
+            while try s.step() { if let id = s.text(0) { found.append((id, s.int(1))) } }
+        }
+        return found
+    }
+
+    package func recentIDBounds() throws -> (lowest: String, highest: String)? {
+        let s = try db.statement("SELECT min(id), max(id) FROM event_ids")
+        defer { s.reset() }
+        guard try s.step(), let low = s.optionalText(0), let high = s.optionalText(1) else { return nil }
+        return (low, high)
+    }
+
+    package func addRecentIDs(_ entries: [(id: String, seq: Int64)]) throws {
+        try db.inChunks(of: 128, count: entries.count, sql: {
+            "INSERT INTO event_ids(id, seq) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), entries[i].id).bind(Int32(2 * k + 2), entries[i].seq) }
+            try s.run()
+        }
+    }
+
+    package func forEachRecentID(_ body: (String, Int64) throws -> Void) throws {
+        let s = try db.statement("SELECT id, seq FROM event_ids ORDER BY id")
+        defer { s.reset() }
+        while try s.step() {
+            guard let id = s.text(0) else { throw JournalError(.corrupt, "event id index: a row of event_ids has no id") }
+            try body(id, s.int(1))
+        }
+    }
+
+    package func clearRecentIDs() throws { try db.execute("DELETE FROM event_ids") }
+
+    private func chunk(_ sql: String, _ key: String? = nil) throws -> IDChunk? {
+        guard try has("event_id_runs") else { return nil }
+        let s = try db.statement(sql)
+        defer { s.reset() }
+        if let key { s.bind(1, key) }
+        guard try s.step() else { return nil }
+        guard let first = s.text(0) else { throw JournalError(.corrupt, "event id index: a chunk has no key") }
+        return IDChunk(first: first, entries: s.blob(1))
+    }
+
+    package func idChunk(covering id: String) throws -> IDChunk? {
+        try chunk("SELECT first_id, entries FROM event_id_runs WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1", id)
+    }
+
+    package func idChunkKey(after first: String) throws -> String? {
+        guard try has("event_id_runs") else { return nil }
+        let s = try db.statement("SELECT first_id FROM event_id_runs WHERE first_id > ? ORDER BY first_id LIMIT 1")
+        defer { s.reset() }
+        return try s.bind(1, first).step() ? s.text(0) : nil
+    }
+
+    package func firstIDChunk() throws -> IDChunk? {
+        try chunk("SELECT first_id, entries FROM event_id_runs ORDER BY first_id LIMIT 1")
+    }
+
+    package func lastIDChunk() throws -> IDChunk? {
+        try chunk("SELECT first_id, entries FROM event_id_runs ORDER BY first_id DESC LIMIT 1")
+    }
+
+    package func forEachIDChunk(_ body: (IDChunk) throws -> Void) throws {
+        guard try has("event_id_runs") else { return }
+        let s = try db.statement("SELECT first_id, entries FROM event_id_runs ORDER BY first_id")
+        defer { s.reset() }
+        while try s.step() {
+            guard let first = s.text(0) else { throw JournalError(.corrupt, "event id index: a chunk has no key") }
+            try body(IDChunk(first: first, entries: s.blob(1)))
+        }
+    }
+
+    package func deleteIDChunk(first: String) throws {
+        try db.statement("DELETE FROM event_id_runs WHERE first_id = ?").bind(1, first).run()
+    }
+
+    package func insertIDChunk(_ chunk: IDChunk) throws {
+        try db.statement("INSERT INTO event_id_runs(first_id, entries) VALUES(?, ?)").bind(1, chunk.first).bind(2, chunk.entries).run()
+    }
+
+    // MARK: The per-account block index
+
+    /// A journal of format 4 keeps its merged postings a row each in `account_blocks`; a reader
+    /// reads them there, as recent postings, until a writer upgrades the file.
+    private func recentPostingsSQL(_ columns: String, _ condition: String = "", order: String = "") throws -> String {
+        let recent = "SELECT \(columns) FROM recent_account_blocks \(condition)"
+        guard try has("account_blocks") else { return recent + " " + order }
+        return "\(recent) UNION ALL SELECT \(columns) FROM account_blocks \(condition) \(order)"
+    }
+
+    package func recentBlocks(ofAccount id: Int64) throws -> [Int64] {
+        let s = try db.statement(try recentPostingsSQL("block_id", "WHERE account_id = ?1"))
+        defer { s.reset() }
+        s.bind(1, id)
+        var out: [Int64] = []
+        while try s.step() { out.append(s.int(0)) }
+        return out
+    }
+
+    package func blockRuns(ofAccount id: Int64) throws -> [BlockRun] {
+        guard try has("account_block_runs") else { return [] }
+        let s = try db.statement("SELECT first_block, blocks FROM account_block_runs WHERE account_id = ? ORDER BY first_block")
+        defer { s.reset() }
+        s.bind(1, id)
+        var out: [BlockRun] = []
+        while try s.step() { out.append(BlockRun(account: id, first: s.int(0), blocks: s.blob(1))) }
+        return out
+    }
+
+    package func lastBlockRun(ofAccount id: Int64) throws -> BlockRun? {
+        let s = try db.statement("SELECT first_block, blocks FROM account_block_runs WHERE account_id = ? ORDER BY first_block DESC LIMIT 1")
+        defer { s.reset() }
+        return try s.bind(1, id).step() ? BlockRun(account: id, first: s.int(0), blocks: s.blob(1)) : nil
+    }
+
+    package func writeBlockRun(_ run: BlockRun) throws {
+        try db.statement("INSERT OR REPLACE INTO account_block_runs(account_id, first_block, blocks) VALUES(?, ?, ?)")
+            .bind(1, run.account).bind(2, run.first).bind(3, run.blocks).run()
+    }
+
+    package func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws {
+        try db.inChunks(of: 256, count: postings.count, sql: {
+            "INSERT OR IGNORE INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
+        }) { s, range in
+            for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), postings[i].account).bind(Int32(2 * k + 2), postings[i].block) }
+            try s.run()
+        }
+    }
+
+    package func forEachRecentPosting(_ body: (Int64, Int64) throws -> Void) throws {
+        let s = try db.statement(try recentPostingsSQL("account_id, block_id", order: "ORDER BY account_id, block_id"))
+        defer { s.reset() }
+        while try s.step() { try body(s.int(0), s.int(1)) }
+    }
+
+    package func clearRecentPostings() throws { try db.execute("DELETE FROM recent_account_blocks") }
+
+    package func forEachBlockRun(_ body: (BlockRun) throws -> Void) throws {
+        guard try has("account_block_runs") else { return }
+        let s = try db.statement("SELECT account_id, first_block, blocks FROM account_block_runs")
+        defer { s.reset() }
+        while try s.step() { try body(BlockRun(account: s.int(0), first: s.int(1), blocks: s.blob(2))) }
+    }
+
+    private static func tables(_ index: IndexName) -> (recent: String, runs: String) {
+        switch index {
+        case .eventIDs: ("event_ids", "event_id_runs")
+        case .accountBlocks: ("recent_account_blocks", "account_block_runs")
+        }
+    }
+
+    package func recentRowCount(_ index: IndexName) throws -> Int64 {
+        try db.scalarInt("SELECT count(*) FROM \(Self.tables(index).recent)") ?? 0
+    }
+
+    package func runRowCount(_ index: IndexName) throws -> Int64 {
+        try db.scalarInt("SELECT count(*) FROM \(Self.tables(index).runs)") ?? 0
+    }
 }

@@ -80,10 +80,10 @@ extension JournalReader {
         })
         try JournalReader.checkEnd(walked, stored)
         report.tailEvents = report.events - (try wrap { try store.sealedEventCount() })
-        if try wrap({ try BlockIndex(db: db).tally(key: postings.key) }) != postings {
+        if try wrap({ try BlockIndex(store: store).tally(key: postings.key) }) != postings {
             throw try blockIndexDifference(ids: accounts.mapValues(\.id))
         }
-        if try wrap({ try EventIDIndex(db: db).tally(key: ids.key) }) != ids { throw try idIndexDifference() }
+        if try wrap({ try EventIDIndex(store: store).tally(key: ids.key) }) != ids { throw try idIndexDifference() }
         // The accounts table the writer relies on must agree with the events.
         for (name, account) in accounts {
             guard account.version == account.seenVersion, account.seenVersion > 0 else {
@@ -120,12 +120,12 @@ extension JournalReader {
     /// differ: an event whose id the index does not map to it, else an entry whose event does
     /// not carry its id. Only on this error path does it look ids up one by one.
     private func idIndexDifference() throws -> JournalError {
-        let index = EventIDIndex(db: db)
+        let index = EventIDIndex(store: store)
         var difference: JournalError?
         try scanGroups { group in
             guard difference == nil else { return }
             let named = group.filter { $0.header.id != nil }
-            let found = try wrap { try index.seqs(of: named.map { $0.header.id! }, runs: index.hasRuns()) }
+            let found = try wrap { try index.seqs(of: named.map { $0.header.id! }) }
             for e in named where found[ExactID(e.header.id!)] != e.header.seq {
                 difference = JournalError(.corrupt, found[ExactID(e.header.id!)].map { "event id index: the id of event \(e.header.seq) is indexed as event \($0)" }
                     ?? "event id index: event \(e.header.seq) has an id but no entry for it")
@@ -153,7 +153,7 @@ extension JournalReader {
     /// block's accounts in memory.)
     private func blockIndexDifference(ids: [String: Int64]) throws -> JournalError {
         func name(_ id: Int64) -> String { ids.first { $0.value == id }?.key ?? "id \(id)" }
-        let index = BlockIndex(db: db)
+        let index = BlockIndex(store: store)
         var holders: [Int64: Set<Int64>] = [:]
         var listed: [Int64: Set<Int64>] = [:]
         var blocks = BlockScan(store, from: .min, through: .max)

@@ -216,7 +216,7 @@ final class Writer {
         // Ids already in the journal are looked up for the whole batch at once (the write lock is
         // held, so none can appear meanwhile); the batch's own ids join them as they are taken,
         // and are recorded after the loop.
-        var known = try EventIDIndex(db: db).seqs(of: batch.compactMap { $0.id })
+        var known = try EventIDIndex(store: store).seqs(of: batch.compactMap { $0.id })
         var claims: [(id: String, seq: Int64)] = []
         var outcomes: [AppendOutcome] = []
         outcomes.reserveCapacity(batch.count)
@@ -308,7 +308,7 @@ final class Writer {
                 return link
             }
         }
-        try EventIDIndex(db: db).add(claims)
+        try EventIDIndex(store: store).add(claims)
         try writeAccounts(staged, new: newAccounts)
         let links = chain.value()
         try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
@@ -434,12 +434,12 @@ final class Writer {
             try store.insert(blocks: blocks)
             let sealedCount = starts.count * blockSize
             newSealedLink = pendingLinks[sealedCount - 1]
-            let index = BlockIndex(db: db)
+            let index = BlockIndex(store: store)
             try index.add(postings)
             // Both indexes merge as blocks are sealed, not at every append: counting their recent
             // rows is then paid once per block.
             try index.mergeIfDue(limit: options.recentPostingsLimit)
-            try EventIDIndex(db: db).mergeIfDue(limit: options.recentIDsLimit)
+            try EventIDIndex(store: store).mergeIfDue(limit: options.recentIDsLimit)
             options.logger.trace("sealed blocks", metadata: ["blocks": "\(starts.count)", "last_seq": "\(pending[sealedCount - 1].header.seq)"])
             pending.removeFirst(sealedCount)
             pendingLinks.removeFirst(sealedCount)
@@ -477,8 +477,8 @@ final class Writer {
     /// the file's free pages go back to the file system (in a journal made with `auto_vacuum`).
     func settle() throws {
         try db.transaction {
-            try BlockIndex(db: db).mergeIfDue(limit: nil, force: true)
-            try EventIDIndex(db: db).mergeIfAppending()
+            try BlockIndex(store: store).mergeIfDue(limit: nil, force: true)
+            try EventIDIndex(store: store).mergeIfAppending()
             try db.execute("PRAGMA incremental_vacuum")
         }
     }
@@ -488,7 +488,7 @@ final class Writer {
     /// block is read, so `body` may rewrite the blocks it is given.
     func forEachBlock(holding accounts: Set<String>, _ body: (Int64, Block) throws -> Void) throws {
         var blockIDs = Set<Int64>()
-        let index = BlockIndex(db: db)
+        let index = BlockIndex(store: store)
         for account in accounts { blockIDs.formUnion(try index.blocks(ofAccount: account)) }
         for blockID in blockIDs.sorted() {
             guard let block = try store.block(id: blockID)?.decode() else { continue }

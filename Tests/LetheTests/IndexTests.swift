@@ -164,7 +164,7 @@ import Testing
         func blocks() throws -> [[Int64]] {
             let db = try SQLiteDatabase(path: j.path, readOnly: true)
             defer { db.close() }
-            return try (0..<50).map { try BlockIndex(db: db).blocks(ofAccount: "acc_\($0)") }
+            return try (0..<50).map { try BlockIndex(store: SQLiteJournalStore(db)).blocks(ofAccount: "acc_\($0)") }
         }
         let before = try blocks()
         let pagesBefore = try #require(try sqliteScalar(j.path, "PRAGMA page_count"))

@@ -70,12 +70,11 @@ struct BlockIndex {
         func flush() throws {
             guard let account, !pending.isEmpty else { return }
             var blocks: [Int64] = []
-            if let last = try store.lastBlockRun(ofAccount: account) {
-                blocks = try BlockIndex.decode(last.blocks, account: account, first: last.first)
-            }
+            let last = try store.lastBlockRun(ofAccount: account)
+            if let last { blocks = try BlockIndex.decode(last.blocks, account: account, first: last.first) }
             for block in pending where block > (blocks.last ?? 0) { blocks.append(block) }
-            // The last run keeps its key: it is written again in place, and any further runs added.
-            for (first, run) in BlockIndex.encode(blocks) { try store.writeBlockRun(BlockRun(account: account, first: first, blocks: run)) }
+            // The last run keeps its key: it is updated in place, and any further runs inserted.
+            try store.writeBlockRuns(BlockIndex.encode(blocks).map { BlockRun(account: account, first: $0.0, blocks: $0.1) }, replacing: last?.first)
             pending.removeAll(keepingCapacity: true)
         }
         try store.forEachRecentPosting { a, block in

@@ -40,37 +40,31 @@ struct RecordedErasure {
         return w.bytes
     }
 
-    static let columns = "id, account, kind, name, number, through, keeping, mac"
+    /// Checks every recorded erasure's MAC; returns how many there are.
+    static func checkAll(_ store: some JournalStore, key: SymmetricKey) throws -> Int64 {
+        let rows = try store.erasures(kind: nil, limit: nil)
+        for row in rows { _ = try RecordedErasure(row, key: key) }
+        return Int64(rows.count)
+    }
+}
 
-    /// Reads a row of `columns`, refusing one whose MAC is not the anchor key's: a recorded
-    /// erasure makes the next run destroy keys, so a row written behind the engine's back (with
-    /// `sqlite3`, say) must never be acted on.
-    static func read(_ s: SQLiteStatement, key: SymmetricKey) throws -> RecordedErasure {
-        let id = s.int(0)
-        guard let account = s.text(1), let kind = ErasureKind(rawValue: s.int(2)) else {
+extension RecordedErasure {
+    /// A stored row, refused unless its MAC is the anchor key's: a recorded erasure makes the
+    /// next run destroy keys, so a row written behind the engine's back (with `sqlite3`, say)
+    /// must never be acted on.
+    init(_ row: ErasureRow, key: SymmetricKey) throws {
+        let id = row.id
+        guard let account = row.account, let kind = ErasureKind(rawValue: row.kind) else {
             throw JournalError(.corrupt, "erasure record \(id) is damaged (account or kind); nothing was erased")
         }
-        let name = s.optionalText(3), keeping = s.optionalText(6)
-        let number = s.isNull(4) ? nil : s.int(4), through = s.isNull(5) ? nil : s.int(5)
-        let expected = Anchor.erasureMAC(key: key, macInput(account: account, kind: kind, name: name, number: number, through: through, keeping: keeping))
-        guard s.blob(7) == expected else {
+        let expected = Anchor.erasureMAC(key: key, RecordedErasure.macInput(
+            account: account, kind: kind, name: row.name, number: row.number, through: row.through, keeping: row.keeping))
+        guard row.mac == expected else {
             throw JournalError(.corrupt, "erasure record \(id) (of account \(account)) is not authenticated by the journal's anchor key: it was not written by the engine; nothing was erased (run `lethe verify`)")
         }
-        return RecordedErasure(
-            id: id, account: account, kind: kind, name: name, number: number.map { UInt64(bitPattern: $0) }, through: through,
-            keeping: Set((keeping ?? "").split(separator: "\n").map(String.init)))
-    }
-
-    /// Checks every recorded erasure's MAC; returns how many there are.
-    static func checkAll(_ db: SQLiteDatabase, key: SymmetricKey) throws -> Int64 {
-        let s = try db.statement("SELECT \(columns) FROM erasures ORDER BY id")
-        defer { s.reset() }
-        var count: Int64 = 0
-        while try s.step() {
-            _ = try read(s, key: key)
-            count += 1
-        }
-        return count
+        self.init(
+            id: id, account: account, kind: kind, name: row.name, number: row.number.map { UInt64(bitPattern: $0) }, through: row.through,
+            keeping: Set((row.keeping ?? "").split(separator: "\n").map(String.init)))
     }
 }
 
@@ -95,7 +89,7 @@ extension Writer {
     /// and backup taken before, so that is refused, naming the event, and nothing is written.
     func record(_ erasures: [Erasure], sealer: SealerLock) throws {
         guard !erasures.isEmpty else { return }
-        let insert = try db.statement("INSERT INTO erasures(account, kind, name, number, through, keeping, mac) VALUES(?, ?, ?, ?, ?, ?, ?)")
+        var rows: [ErasureRow] = []
         let stored = try sealedEvents(Set(erasures.compactMap { if case .event(_, let seq) = $0 { seq } else { nil } }))
         for erasure in erasures {
             var (kind, name, number, through, keeping): (ErasureKind, String?, Int64?, Int64?, String?) = (.account, nil, nil, nil, nil)
@@ -120,9 +114,9 @@ extension Writer {
             }
             let mac = Anchor.erasureMAC(key: anchorKey, RecordedErasure.macInput(
                 account: erasure.account, kind: kind, name: name, number: number, through: through, keeping: keeping))
-            try insert.bind(1, erasure.account).bind(2, kind.rawValue).bind(3, name).bind(4, number).bind(5, through)
-                .bind(6, keeping).bind(7, mac).run()
+            rows.append(ErasureRow(id: 0, account: erasure.account, kind: kind.rawValue, name: name, number: number, through: through, keeping: keeping, mac: mac))
         }
+        try store.recordErasures(rows)
     }
 
     /// The events `seqs` as stored (those the journal holds): from the tail this writer holds, or
@@ -144,12 +138,7 @@ extension Writer {
 
     /// The oldest recorded erasures not done yet, up to `limit`, each checked against its MAC.
     func pendingErasures(limit: Int) throws -> [RecordedErasure] {
-        let s = try db.statement("SELECT \(RecordedErasure.columns) FROM erasures ORDER BY id LIMIT ?")
-        defer { s.reset() }
-        s.bind(1, Int64(limit))
-        var out: [RecordedErasure] = []
-        while try s.step() { out.append(try RecordedErasure.read(s, key: anchorKey)) }
-        return out
+        try store.erasures(kind: nil, limit: limit).map { try RecordedErasure($0, key: anchorKey) }
     }
 
     /// Works out what `erasures` destroy: the keys, and the payloads sealed under them. The
@@ -249,10 +238,9 @@ extension Writer {
                     _ = try store.replaceFrame(ofBlock: blockID, with: try LZ4.compressFrame(content))
                 }
                 try store.purgeTail(try store.tail().0.filter(plan.erases).map { ($0.header.seq, $0.digest) })
-                let done = try db.statement("DELETE FROM erasures WHERE id = ?")
-                for erasure in erasures { try done.bind(1, erasure.id).run() }
+                try store.deleteErasures(ids: erasures.map(\.id))
                 try store.setCounter(.erased, to: (store.counter(.erased) ?? 0) + 1)
-                try db.markWALDirty()
+                try store.markResidue()
             }
             try reload()
         } catch {
@@ -305,7 +293,7 @@ extension Journal {
     package func truncateWALs(wait: Duration? = nil) throws -> [String] {
         var unfinished: [String] = []
         let wait = wait ?? options.truncateWait
-        if try !writer.withLock({ try $0.db.truncateWALIfMarked(wait: wait) }) {
+        if try !writer.withLock({ try $0.store.clearResidue(wait: wait) }) {
             unfinished.append(Journal.busyWAL(path))
         }
         if try !sealer.withLock({ try $0.keys.truncateWALIfMarked(wait: wait) }) {

@@ -190,7 +190,7 @@ public final class Journal: Sendable {
         // An erasure that could not truncate a WAL (a reader held an old snapshot) left a mark:
         // every open tries again.
         // (Briefly: an open is not the place to wait for readers; the next retention run waits.)
-        if try keysDirty || writer.withLock({ try $0.db.isWALDirty() }) {
+        if try keysDirty || writer.withLock({ try $0.store.hasResidue() }) {
             if let unfinished = try? truncateWALs(wait: min(options.truncateWait, .milliseconds(200))), !unfinished.isEmpty {
                 options.logger.warning("a WAL still holds purged data: \(unfinished.joined(separator: "; "))")
             }

@@ -110,14 +110,31 @@ package protocol JournalStore: AnyObject {
     /// The account's runs, in order of first block.
     func blockRuns(ofAccount id: Int64) throws -> [BlockRun]
     func lastBlockRun(ofAccount id: Int64) throws -> BlockRun?
-    /// Writes a run, replacing the one with its key.
-    func writeBlockRun(_ run: BlockRun) throws
+    /// Writes an account's runs from its last one on: the run whose first block is `replacing`
+    /// (the account's last, extended) in place, and the others as new rows.
+    func writeBlockRuns(_ runs: [BlockRun], replacing: Int64?) throws
     /// Adds postings; one already held is skipped.
     func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws
     /// Every recent posting, in (account, block) order. `body` may write the runs.
     func forEachRecentPosting(_ body: (Int64, Int64) throws -> Void) throws
     func clearRecentPostings() throws
     func forEachBlockRun(_ body: (BlockRun) throws -> Void) throws
+
+    // MARK: Recorded erasures (`RecordedErasure`), and what erasing leaves behind
+
+    /// The recorded erasures (of one kind, when given), oldest first, up to `limit`.
+    func erasures(kind: Int64?, limit: Int?) throws -> [ErasureRow]
+    /// Records erasures (their `id` is given by the store, in order).
+    func recordErasures(_ rows: [ErasureRow]) throws
+    func deleteErasures(ids: [Int64]) throws
+    /// Marks, inside the write transaction of an erasure, that the store's files may still hold
+    /// old copies of what it rewrote (a WAL, old row versions): `clearResidue` removes them, at
+    /// the end of the erasure or, when a reader kept them, at the next open or erasure.
+    func markResidue() throws
+    func hasResidue() throws -> Bool
+    /// Removes what `markResidue` marked, waiting up to `wait` for readers that hold an old
+    /// snapshot; false when one still does (the mark stays).
+    func clearResidue(wait: Duration) throws -> Bool
 
     /// How many rows an index holds in its recent table, and in its runs (what `MergePolicy`
     /// weighs).
@@ -129,6 +146,23 @@ package protocol JournalStore: AnyObject {
 package enum IndexName: Sendable {
     case eventIDs
     case accountBlocks
+}
+
+/// A recorded erasure as stored, before its MAC is checked (`RecordedErasure.init(row:key:)`).
+package struct ErasureRow: Sendable {
+    package var id: Int64
+    /// nil when the stored value is not text (damage).
+    package var account: String?
+    package var kind: Int64
+    package var name: String?
+    package var number: Int64?
+    package var through: Int64?
+    package var keeping: String?
+    package var mac: [UInt8]
+
+    package init(id: Int64, account: String?, kind: Int64, name: String?, number: Int64?, through: Int64?, keeping: String?, mac: [UInt8]) {
+        (self.id, self.account, self.kind, self.name, self.number, self.through, self.keeping, self.mac) = (id, account, kind, name, number, through, keeping, mac)
+    }
 }
 
 /// A chunk of the event id index: its first id, and the ids and events it holds (`EventIDIndex.decode`).

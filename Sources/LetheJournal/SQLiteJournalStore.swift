@@ -376,9 +376,13 @@ package final class SQLiteJournalStore: JournalStore {
         return try s.bind(1, id).step() ? BlockRun(account: id, first: s.int(0), blocks: s.blob(1)) : nil
     }
 
-    package func writeBlockRun(_ run: BlockRun) throws {
-        try db.statement("INSERT OR REPLACE INTO account_block_runs(account_id, first_block, blocks) VALUES(?, ?, ?)")
-            .bind(1, run.account).bind(2, run.first).bind(3, run.blocks).run()
+    package func writeBlockRuns(_ runs: [BlockRun], replacing: Int64?) throws {
+        // (An update in place: a replace would delete the row and insert it again.)
+        let update = try db.statement("UPDATE account_block_runs SET blocks = ?3 WHERE account_id = ?1 AND first_block = ?2")
+        let insert = try db.statement("INSERT INTO account_block_runs(account_id, first_block, blocks) VALUES(?, ?, ?)")
+        for run in runs {
+            try (run.first == replacing ? update : insert).bind(1, run.account).bind(2, run.first).bind(3, run.blocks).run()
+        }
     }
 
     package func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws {
@@ -404,6 +408,44 @@ package final class SQLiteJournalStore: JournalStore {
         defer { s.reset() }
         while try s.step() { try body(BlockRun(account: s.int(0), first: s.int(1), blocks: s.blob(2))) }
     }
+
+    // MARK: Recorded erasures, and the WAL
+
+    package func erasures(kind: Int64?, limit: Int?) throws -> [ErasureRow] {
+        let s = try db.statement("""
+            SELECT id, account, kind, name, number, through, keeping, mac FROM erasures
+            WHERE ?1 IS NULL OR kind = ?1 ORDER BY id LIMIT ?2
+            """)
+        defer { s.reset() }
+        s.bind(1, kind).bind(2, Int64(limit ?? -1))
+        var out: [ErasureRow] = []
+        while try s.step() {
+            out.append(ErasureRow(
+                id: s.int(0), account: s.isText(1) ? s.text(1) : nil, kind: s.int(2), name: s.optionalText(3),
+                number: s.isNull(4) ? nil : s.int(4), through: s.isNull(5) ? nil : s.int(5), keeping: s.optionalText(6), mac: s.blob(7)))
+        }
+        return out
+    }
+
+    package func recordErasures(_ rows: [ErasureRow]) throws {
+        let insert = try db.statement("INSERT INTO erasures(account, kind, name, number, through, keeping, mac) VALUES(?, ?, ?, ?, ?, ?, ?)")
+        for r in rows {
+            try insert.bind(1, r.account).bind(2, r.kind).bind(3, r.name).bind(4, r.number).bind(5, r.through).bind(6, r.keeping).bind(7, r.mac).run()
+        }
+    }
+
+    package func deleteErasures(ids: [Int64]) throws {
+        let delete = try db.statement("DELETE FROM erasures WHERE id = ?")
+        for id in ids { try delete.bind(1, id).run() }
+    }
+
+    /// The WAL holds the pages an erasure rewrote until it is truncated; `secure_delete`
+    /// overwrites the file's own freed pages.
+    package func markResidue() throws { try db.markWALDirty() }
+
+    package func hasResidue() throws -> Bool { try db.isWALDirty() }
+
+    package func clearResidue(wait: Duration) throws -> Bool { try db.truncateWALIfMarked(wait: wait) }
 
     private static func tables(_ index: IndexName) -> (recent: String, runs: String) {
         switch index {

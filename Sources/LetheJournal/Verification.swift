@@ -106,7 +106,7 @@ extension JournalReader {
             report.anchoredSeq = authority.anchored?.seq
             report.otherFiles = authority.otherFiles.filter { $0.instance != Hex.encode(stored.instance) }
             if let key = authority.anchorKey {
-                report.pendingErasures = try RecordedErasure.checkAll(db, key: key)
+                report.pendingErasures = try RecordedErasure.checkAll(store, key: key)
             }
         }
         report.headLink = Hex.encode(walked.link)

@@ -155,11 +155,7 @@ final class Writer {
     /// The accounts whose whole erasure is recorded and not done yet: they take nothing but the
     /// engine's records, as if their keys were gone already.
     private func accountsBeingErased() throws -> Set<String> {
-        let s = try db.statement("SELECT \(RecordedErasure.columns) FROM erasures WHERE kind = \(ErasureKind.account.rawValue)")
-        defer { s.reset() }
-        var out = Set<String>()
-        while try s.step() { out.insert(try RecordedErasure.read(s, key: anchorKey).account) }
-        return out
+        Set(try store.erasures(kind: ErasureKind.account.rawValue, limit: nil).map { try RecordedErasure($0, key: anchorKey).account })
     }
 
     func append(_ batch: PreparedBatch, erasing erasures: [Erasure], allOrNothing: Bool = false, sealer: SealerLock) throws -> [AppendOutcome] {

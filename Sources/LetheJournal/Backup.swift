@@ -79,11 +79,8 @@ public enum Backup {
         do {
             var chunks = 0
             let manifest: Manifest = try journal.read { reader in
-                let db = reader.db
                 let head = try reader.headSeq()
-                let s = try db.statement("SELECT value FROM meta WHERE key='head_link'")
-                let headLink = try s.step() ? s.blob(0) : []
-                s.reset()
+                let headLink = try reader.wrap { try reader.store.storedHead().link }
                 let id = entropy.bytes(8)
                 let manifest = Manifest(
                     journal: try reader.identity(), created: now, id: Hex.encode(id), firstSeq: head > 0 ? 1 : 0,
@@ -91,7 +88,7 @@ public enum Backup {
                 try PrivateFile.replace(path, entropy: entropy) { fd in
                     var out = ChunkWriter(fd: fd, path: path, key: journal.backupKey, id: id, header: Array(manifest.text.utf8))
                     try out.start()
-                    try stream(db, into: &out)
+                    try stream(reader.store, into: &out)
                     chunks = try out.finish()
                 }
                 return manifest
@@ -167,38 +164,32 @@ public enum Backup {
     }
 
     /// The journal's content, as records, from one read snapshot.
-    private static func stream(_ db: SQLiteDatabase, into out: inout ChunkWriter) throws {
-        let meta = try db.statement("SELECT key, value FROM meta ORDER BY key")
-        while try meta.step() {
-            let key = meta.text(0) ?? ""
-            let isInteger = meta.isInteger(1)
-            let integer = meta.int(1), blob = meta.blob(1)
+    private static func stream(_ store: any JournalStore, into out: inout ChunkWriter) throws {
+        for (key, value) in try store.metaEntries() {
             try out.record(.meta) { w in
                 w.string(key)
-                if isInteger {
+                switch value {
+                case .integer(let integer):
                     w.u8(0)
                     w.zigzag(integer)
-                } else {
+                case .bytes(let blob):
                     w.u8(1)
                     w.varint(blob.count)
                     w.raw(blob)
                 }
             }
         }
-        meta.reset()
-        let blocks = try db.statement("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq")
-        while try blocks.step() {
-            let (id, first, last, frame) = (blocks.int(0), blocks.int(1), blocks.int(2), blocks.blob(3))
+        var blocks = BlockScan(store, from: .min, through: .max)
+        while let b = try blocks.nextBlock() {
             try out.record(.block) { w in
-                w.zigzag(id)
-                w.zigzag(first)
-                w.zigzag(last)
-                w.varint(frame.count)
-                w.raw(frame)
+                w.zigzag(b.id)
+                w.zigzag(b.first)
+                w.zigzag(b.last)
+                w.varint(b.frame.count)
+                w.raw(b.frame)
             }
         }
-        blocks.reset()
-        let (tail, links) = try SQLiteJournalStore(db).tail()
+        let (tail, links) = try store.tail()
         for (e, link) in zip(tail, links) {
             try out.record(.tail) { w in
                 w.zigzag(e.header.seq)
@@ -227,41 +218,33 @@ public enum Backup {
                 w.raw(link)
             }
         }
-        let accounts = try db.statement("SELECT id, name, version, last_at, chains FROM accounts ORDER BY id")
-        while try accounts.step() {
-            let (id, name, version, last, chains) = (accounts.int(0), accounts.text(1) ?? "", accounts.int(2), accounts.int(3), accounts.blob(4))
+        try store.forEachAccount { name, row in
             try out.record(.account) { w in
-                w.zigzag(id)
+                w.zigzag(row.id)
                 w.string(name)
-                w.zigzag(version)
-                w.zigzag(last)
-                w.varint(chains.count)
-                w.raw(chains)
+                w.zigzag(row.version)
+                w.zigzag(row.lastAt)
+                w.varint(row.chains?.count ?? 0)
+                w.raw(row.chains ?? [])
             }
         }
-        accounts.reset()
-        let erasures = try db.statement("SELECT id, account, kind, name, number, through, keeping, mac FROM erasures ORDER BY id")
-        while try erasures.step() {
-            let row = (erasures.int(0), erasures.text(1) ?? "", erasures.int(2), erasures.optionalText(3),
-                       erasures.isNull(4) ? nil : erasures.int(4), erasures.isNull(5) ? nil : erasures.int(5), erasures.optionalText(6))
-            let mac = erasures.blob(7)
+        for row in try store.erasures(kind: nil, limit: nil) {
             try out.record(.erasure) { w in
-                w.zigzag(row.0)
-                w.string(row.1)
-                w.zigzag(row.2)
-                w.u8(row.3 == nil ? 0 : 1)
-                w.string(row.3 ?? "")
-                w.u8(row.4 == nil ? 0 : 1)
-                w.zigzag(row.4 ?? 0)
-                w.u8(row.5 == nil ? 0 : 1)
-                w.zigzag(row.5 ?? 0)
-                w.u8(row.6 == nil ? 0 : 1)
-                w.string(row.6 ?? "")
-                w.varint(mac.count)
-                w.raw(mac)
+                w.zigzag(row.id)
+                w.string(row.account ?? "")
+                w.zigzag(row.kind)
+                w.u8(row.name == nil ? 0 : 1)
+                w.string(row.name ?? "")
+                w.u8(row.number == nil ? 0 : 1)
+                w.zigzag(row.number ?? 0)
+                w.u8(row.through == nil ? 0 : 1)
+                w.zigzag(row.through ?? 0)
+                w.u8(row.keeping == nil ? 0 : 1)
+                w.string(row.keeping ?? "")
+                w.varint(row.mac.count)
+                w.raw(row.mac)
             }
         }
-        erasures.reset()
     }
 
     private static func fileSize(_ path: String) -> Int64 {
@@ -410,7 +393,7 @@ public enum Backup {
         // new file, with an instance, a signed head and an anchor of its own.
         let report = try {
             let reader = try JournalReader(path: scratch, openKeys: nil)
-            defer { reader.db.close() }
+            defer { reader.store.close() }
             return try reader.snapshot {
                 try reader.verify(authority: HeadAuthority(anchorKey: journalKeys.anchor, anchored: AnchoredHead(seq: 0, link: Chain.genesis(journalID: journalID))))
             }

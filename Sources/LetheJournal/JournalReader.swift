@@ -49,10 +49,7 @@ final class LazyKeyStore {
 /// Reads a journal on a connection of its own: whole-journal scans, one account's events, and
 /// verification. Created by `Journal.read`, used inside one read snapshot, on one thread.
 public final class JournalReader {
-    let store: SQLiteJournalStore
-    /// The file's connection, for what has not moved behind `JournalStore` yet (the indexes, the
-    /// recorded erasures, backups).
-    var db: SQLiteDatabase { store.db }
+    let store: any JournalStore
     let path: String
     /// Finds the key that sealed a payload; nil for a reader that only checks structure.
     private var lookupKey: ((String, KeyRef) throws -> KeyStore.Lookup)?
@@ -65,7 +62,7 @@ public final class JournalReader {
     package var authority: HeadAuthority?
 
     /// A reader on the writer's own connection, inside its transaction (it sees the batch in progress).
-    init(store: SQLiteJournalStore, lookupKey: @escaping (String, KeyRef) throws -> KeyStore.Lookup) {
+    init(store: any JournalStore, lookupKey: @escaping (String, KeyRef) throws -> KeyStore.Lookup) {
         self.store = store
         self.path = store.place
         self.keysPath = ""
@@ -130,15 +127,17 @@ public final class JournalReader {
     }
 
     func snapshot<T>(_ body: () throws -> T) throws -> T {
+        var began = false
         do {
-            try db.execute("BEGIN")
-            // The snapshot starts at the first read.
-            _ = try store.headSeq()
-        } catch {
+            return try store.snapshot {
+                // The snapshot starts at the first read.
+                _ = try store.headSeq()
+                began = true
+                return try body()
+            }
+        } catch where !began {
             throw JournalError.storage("cannot read journal \(path)", error)
         }
-        defer { try? db.execute("COMMIT") }
-        return try body()
     }
 
     /// The last sequence number in this snapshot.

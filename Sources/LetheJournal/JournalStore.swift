@@ -13,6 +13,8 @@
 package protocol JournalStore: AnyObject {
     /// Where the journal is, for messages: a path (a server's address, without its password).
     var place: String { get }
+    /// Ends the connection (also done when the store is released).
+    func close()
 
     // MARK: Transactions
 
@@ -34,6 +36,8 @@ package protocol JournalStore: AnyObject {
     func setHead(seq: Int64, link: [UInt8], mac: [UInt8]) throws
     /// Writes the head's MAC alone (a new journal's empty head).
     func setHeadMAC(_ mac: [UInt8]) throws
+    /// Every meta entry, by key (what a backup carries).
+    func metaEntries() throws -> [(key: String, value: MetaValue)]
     /// One of the journal's counters; nil when the journal has none (damage, or an old format).
     func counter(_ counter: JournalCounter) throws -> Int64?
     func setCounter(_ counter: JournalCounter, to value: Int64) throws
@@ -136,6 +140,10 @@ package protocol JournalStore: AnyObject {
     /// snapshot; false when one still does (the mark stays).
     func clearResidue(wait: Duration) throws -> Bool
 
+    /// Gives space freed by merges and erasures back, where the store can do so without work in
+    /// proportion to the journal (SQLite: an incremental vacuum). Outside any transaction.
+    func reclaimSpace() throws
+
     /// How many rows an index holds in its recent table, and in its runs (what `MergePolicy`
     /// weighs).
     func recentRowCount(_ index: IndexName) throws -> Int64
@@ -180,6 +188,12 @@ package struct BlockRun: Sendable {
     package var blocks: [UInt8]
 
     package init(account: Int64, first: Int64, blocks: [UInt8]) { (self.account, self.first, self.blocks) = (account, first, blocks) }
+}
+
+/// A meta entry's value: a number or bytes.
+package enum MetaValue: Sendable, Equatable {
+    case integer(Int64)
+    case bytes([UInt8])
 }
 
 /// The journal's counters, kept with its head.

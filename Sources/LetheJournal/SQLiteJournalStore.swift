@@ -10,6 +10,8 @@ package final class SQLiteJournalStore: JournalStore {
 
     package var place: String { db.path }
 
+    package func close() { db.close() }
+
     // MARK: Transactions
 
     package func write<T>(_ body: () throws -> T) throws -> T { try db.transaction(body) }
@@ -55,6 +57,14 @@ package final class SQLiteJournalStore: JournalStore {
 
     package func setHeadMAC(_ mac: [UInt8]) throws {
         try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES('head_mac', ?)").bind(1, mac).run()
+    }
+
+    package func metaEntries() throws -> [(key: String, value: MetaValue)] {
+        let s = try db.statement("SELECT key, value FROM meta ORDER BY key")
+        defer { s.reset() }
+        var out: [(key: String, value: MetaValue)] = []
+        while try s.step() { out.append((s.text(0) ?? "", s.isInteger(1) ? .integer(s.int(1)) : .bytes(s.blob(1)))) }
+        return out
     }
 
     package func counter(_ counter: JournalCounter) throws -> Int64? {
@@ -446,6 +456,8 @@ package final class SQLiteJournalStore: JournalStore {
     package func hasResidue() throws -> Bool { try db.isWALDirty() }
 
     package func clearResidue(wait: Duration) throws -> Bool { try db.truncateWALIfMarked(wait: wait) }
+
+    package func reclaimSpace() throws { try db.execute("PRAGMA incremental_vacuum") }
 
     private static func tables(_ index: IndexName) -> (recent: String, runs: String) {
         switch index {

@@ -16,10 +16,7 @@ final class Writer {
         var chainsMoved = false
     }
 
-    let store: SQLiteJournalStore
-    /// The file's connection, for what has not moved behind `JournalStore` yet (the indexes, the
-    /// recorded erasures, the WAL).
-    var db: SQLiteDatabase { store.db }
+    let store: any JournalStore
     let options: Options
     /// The writer's own connection to the key store (for the keys it checks and reads).
     let keys: KeyStore
@@ -49,7 +46,7 @@ final class Writer {
 
     typealias Options = Journal.Options
 
-    init(store: SQLiteJournalStore, keys: KeyStore, journalID: [UInt8], journalKeys: JournalKeys, options: Options) throws {
+    init(store: any JournalStore, keys: KeyStore, journalID: [UInt8], journalKeys: JournalKeys, options: Options) throws {
         self.store = store
         self.journalID = journalID
         self.options = options
@@ -470,13 +467,13 @@ final class Writer {
     /// proportional to it: every recent posting of the block index (a merge rewrites only the
     /// last run of each account it touches), and the recent ids when they all sort after the
     /// indexed ones. Ids spread over the index (random ones) wait for the next due merge. Then
-    /// the file's free pages go back to the file system (in a journal made with `auto_vacuum`).
+    /// the store gives freed space back (`JournalStore.reclaimSpace`).
     func settle() throws {
-        try db.transaction {
+        try store.write {
             try BlockIndex(store: store).mergeIfDue(limit: nil, force: true)
             try EventIDIndex(store: store).mergeIfAppending()
-            try db.execute("PRAGMA incremental_vacuum")
         }
+        try store.reclaimSpace()
     }
 
     /// Every sealed block that holds an event of any of `accounts`, each once, in journal order

@@ -392,7 +392,7 @@ public enum Backup {
         // signed by the anchor key). It is behind the live journal's anchor, naturally: it is a
         // new file, with an instance, a signed head and an anchor of its own.
         let report = try {
-            let reader = try JournalReader(path: scratch, openKeys: nil)
+            let reader = try JournalReader(backend: SQLiteBackend(path: scratch), openKeys: nil)
             defer { reader.store.close() }
             return try reader.snapshot {
                 try reader.verify(authority: HeadAuthority(anchorKey: journalKeys.anchor, anchored: AnchoredHead(seq: 0, link: Chain.genesis(journalID: journalID))))

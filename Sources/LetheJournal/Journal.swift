@@ -145,8 +145,11 @@ public final class Journal: Sendable {
     static let maxTypeBytes = 128
     static let maxIDBytes = 256
 
+    /// Where the journal is: its file, or a server's address without its password.
     public let path: String
     public let keysPath: String
+    /// Where the rows are, and how connections to them are opened.
+    package let backend: any JournalBackend
     public let options: Options
     let master: MasterKeySource
     /// Keys and nonces: taken by `prepare`, never while waiting for the writer.
@@ -164,15 +167,22 @@ public final class Journal: Sendable {
 
     /// Opens the journal at `path` (creating it when missing) and its key store at `keysPath`
     /// (default `path + ".keys"`), with the master key from `master` (default: the environment).
-    public init(path: String, keysPath: String? = nil, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {
+    public convenience init(path: String, keysPath: String? = nil, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {
+        try self.init(backend: SQLiteBackend(path: path), keysPath: keysPath ?? path + ".keys", master: master, options: options)
+    }
+
+    /// Opens the journal `backend` reaches (creating it when missing), with its key store at
+    /// `keysPath`.
+    package init(backend: any JournalBackend, keysPath: String, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {
         precondition((1...Journal.maxBlockEvents).contains(options.blockEvents), "blockEvents out of range")
-        self.path = path
-        let keysPath = keysPath ?? path + ".keys"
+        self.backend = backend
+        path = backend.place
         self.keysPath = keysPath
         self.options = options
         self.master = master
-        let keys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: options.entropy, synchronous: options.synchronous)
-        let store = SQLiteJournalStore(try Journal.openDatabase(path: path, options: options))
+        let dataPaths = backend.dataPaths
+        let keys = try KeyStore(path: keysPath, master: master, dataPaths: dataPaths, entropy: options.entropy, synchronous: options.synchronous)
+        let store = try backend.openWriter(options: options)
         let journalID = try store.journalID()
         self.journalID = journalID
         // A journal's keys are made with it: a journal with events and a key store without its
@@ -182,11 +192,11 @@ public final class Journal: Sendable {
         let keysDirty = try keys.isWALDirty()
         // The writer has a key store connection of its own: it checks keys under the journal's
         // write lock without waiting for a batch being sealed.
-        let writerKeys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: options.entropy, synchronous: options.synchronous)
+        let writerKeys = try KeyStore(path: keysPath, master: master, dataPaths: dataPaths, entropy: options.entropy, synchronous: options.synchronous)
         if isNew { try Journal.anchorEmpty(store, keys: writerKeys, journalID: journalID, anchorKey: journalKeys.anchor) }
         writer = Mutex(try Writer(store: store, keys: writerKeys, journalID: journalID, journalKeys: journalKeys, options: options))
         instance = writer.withLock { $0.instance }
-        sealer = SealerLock(try Sealer(keys: keys, journalKeys: journalKeys, journalPath: path, entropy: options.entropy))
+        sealer = SealerLock(try Sealer(keys: keys, journalKeys: journalKeys, backend: backend, entropy: options.entropy))
         // An erasure that could not truncate a WAL (a reader held an old snapshot) left a mark:
         // every open tries again.
         // (Briefly: an open is not the place to wait for readers; the next retention run waits.)
@@ -400,8 +410,8 @@ public final class Journal: Sendable {
     /// `authenticated`, the reader can check what it reads against the head the key store
     /// remembers (`JournalReader.authenticate(after:)`), read here before the snapshot begins.
     public func read<T>(authenticated: Bool = false, _ body: (JournalReader) throws -> T) throws -> T {
-        let reader = try JournalReader(path: path, keysPath: keysPath) { [keysPath, master, options, path] in
-            try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: options.entropy, synchronous: options.synchronous)
+        let reader = try JournalReader(backend: backend, keysPath: keysPath) { [keysPath, master, options, backend] in
+            try KeyStore(path: keysPath, master: master, dataPaths: backend.dataPaths, entropy: options.entropy, synchronous: options.synchronous)
         }
         if authenticated {
             let anchored = try sealer.withLock { try $0.keys.anchoredHead(journal: journalID, instance: instance) }
@@ -475,8 +485,8 @@ package final class FieldKeys: Sendable {
     private let state: Mutex<State>
 
     init(journal: Journal) {
-        let keys = LazyKeyStore { [keysPath = journal.keysPath, master = journal.master, options = journal.options, path = journal.path] in
-            try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: options.entropy, synchronous: options.synchronous)
+        let keys = LazyKeyStore { [keysPath = journal.keysPath, master = journal.master, options = journal.options, backend = journal.backend] in
+            try KeyStore(path: keysPath, master: master, dataPaths: backend.dataPaths, entropy: options.entropy, synchronous: options.synchronous)
         }
         state = Mutex(State(keys: keys, journalID: journal.journalID))
     }

@@ -69,25 +69,11 @@ public final class JournalReader {
         self.lookupKey = lookupKey
     }
 
-    init(path: String, keysPath: String = "", openKeys: (() throws -> KeyStore)?) throws {
-        self.path = path
+    /// A reader on a connection of its own (`JournalBackend.openReader`).
+    init(backend: any JournalBackend, keysPath: String = "", openKeys: (() throws -> KeyStore)?) throws {
+        path = backend.place
         self.keysPath = keysPath
-        let format: Int64?
-        do {
-            guard FileManager.default.fileExists(atPath: path) else { throw JournalError(.storage, "no journal at \(path)") }
-            store = SQLiteJournalStore(try SQLiteDatabase(path: path, readOnly: true))
-            format = try store.counter(.format)
-        } catch let e as SQLiteError where e.code == 26 {
-            throw JournalError(.notAJournal, "\(path) is not a Lethe journal (not an SQLite database)")
-        } catch {
-            throw JournalError.storage("cannot open journal \(path) for reading", error)
-        }
-        // A reader does not upgrade a file: it reads this build's format and the two before it
-        // (which differ only in the tables of the indexes and the accounts, read by the same
-        // statements), and names any other.
-        guard let format, Journal.readableFormats.contains(format) else {
-            throw JournalError(.notAJournal, "\(path) has journal format \(format.map(String.init) ?? "none"); this build reads formats \(Journal.readableFormats.lowerBound) to \(Journal.formatVersion)")
-        }
+        store = try backend.openReader()
         if let openKeys {
             // The key store is opened on first need: a reader of structure never touches it.
             let lazy = LazyKeyStore(open: openKeys)
@@ -103,7 +89,12 @@ public final class JournalReader {
     /// a journal emptied or replaced); with the master key too, the head's MAC and the recorded
     /// erasures' MACs are checked (`report.anchored`).
     public static func verify(path: String, keysPath: String? = nil, master: MasterKeySource? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
-        let reader = try JournalReader(path: path, openKeys: nil)
+        try verify(backend: SQLiteBackend(path: path), keysPath: keysPath, master: master, progress: progress)
+    }
+
+    /// `verify(path:…)` of a journal on any backend.
+    package static func verify(backend: any JournalBackend, keysPath: String? = nil, master: MasterKeySource? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+        let reader = try JournalReader(backend: backend, openKeys: nil)
         // Read before the snapshot begins: the store's anchor is then never ahead of it.
         var authority: HeadAuthority?
         if let keysPath {
@@ -112,7 +103,7 @@ public final class JournalReader {
                 guard FileManager.default.fileExists(atPath: keysPath) else {
                     throw JournalError(.keys, "no key store at \(keysPath): the journal's head cannot be authenticated without it")
                 }
-                let keys = try KeyStore(path: keysPath, master: master, dataPaths: [path], entropy: .system, synchronous: .normal)
+                let keys = try KeyStore(path: keysPath, master: master, dataPaths: backend.dataPaths, entropy: .system, synchronous: .normal)
                 authority = HeadAuthority(
                     anchorKey: try keys.journalKeys(journalID, create: false).anchor,
                     anchored: try keys.anchoredHead(journal: journalID, instance: instance))

@@ -1,3 +1,21 @@
+/// Where a journal's rows live and how to reach them: one SQLite file (`SQLiteBackend`, the
+/// embedded default) or a database on a server. `Journal` opens one connection to write through
+/// and one per read.
+package protocol JournalBackend: Sendable {
+    /// Where the journal is, for messages: a path (a server's address, without its password).
+    var place: String { get }
+    /// The files that hold the journal's data, which the master key must not lie beside.
+    var dataPaths: [String] { get }
+    /// The writer's connection: the journal is made when missing, and brought to this build's
+    /// format when older; a journal of another format, or not a journal, is refused by name.
+    func openWriter(options: Journal.Options) throws -> any JournalStore
+    /// A reader's connection to an existing journal of a format this build reads (it never
+    /// changes the journal).
+    func openReader() throws -> any JournalStore
+    /// Takes the lease for `purpose`, waiting at most `wait`; nil if another holder keeps it.
+    func lease(_ purpose: String, wait: Duration) throws -> Lease?
+}
+
 /// What the journal needs from the database that holds it: its head and counters, its sealed
 /// blocks, its unsealed tail and its accounts, read inside one snapshot or written inside one
 /// transaction. One connection; its owner serialises the calls.

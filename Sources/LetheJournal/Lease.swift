@@ -15,37 +15,33 @@ import Synchronization
 public final class Lease: Sendable {
     /// What the lease is for (`retention`).
     public let purpose: String
-    /// The file whose lock is held.
+    /// What is locked: the lock file, or the lock's name on a server.
     public let path: String
-    private let fd: Mutex<Int32>
+    private let letGo: Mutex<(@Sendable () -> Void)?>
 
-    fileprivate init(purpose: String, path: String, fd: Int32) {
+    package init(purpose: String, path: String, release: @escaping @Sendable () -> Void) {
         self.purpose = purpose
         self.path = path
-        self.fd = Mutex(fd)
+        letGo = Mutex(release)
     }
 
     /// Lets go of the lease (at once; also when the lease is freed).
     public func release() {
-        fd.withLock { fd in
-            guard fd >= 0 else { return }
-            close(fd)  // closing the only descriptor drops the lock
-            fd = -1
+        letGo.withLock { release in
+            release?()
+            release = nil
         }
     }
 
     deinit { release() }
-}
 
-extension Journal {
-    /// Takes the lease for `purpose` (lower-case letters and digits), waiting at most `wait` while
-    /// another holder has it; nil if it is still held then.
-    public func lease(_ purpose: String, wait: Duration = .zero) throws -> Lease? {
-        precondition(!purpose.isEmpty && purpose.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) },
-                     "a lease's purpose is lower-case letters and digits")
-        // Beside the journal's real path: two instances that reach the file through different
-        // links or relative paths share one lock.
-        let path = (PrivateFile.realPath(self.path) ?? self.path) + "." + purpose + ".lock"
+    /// Whether `purpose` is a lease's name: lower-case letters and digits.
+    static func isPurpose(_ purpose: String) -> Bool {
+        !purpose.isEmpty && purpose.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) }
+    }
+
+    /// The embedded store's lease: an exclusive `flock` on `path`, waiting at most `wait`.
+    static func lockFile(_ path: String, purpose: String, wait: Duration) throws -> Lease? {
         let fd = openLockFile(path)
         guard fd >= 0 else {
             throw JournalError(.storage, "cannot open the lock file \(path): \(String(cString: strerror(errno)))")
@@ -64,7 +60,17 @@ extension Journal {
             }
             Thread.sleep(forTimeInterval: 0.02)
         }
-        return Lease(purpose: purpose, path: path, fd: fd)
+        // Closing the only descriptor drops the lock.
+        return Lease(purpose: purpose, path: path, release: { close(fd) })
+    }
+}
+
+extension Journal {
+    /// Takes the lease for `purpose` (lower-case letters and digits), waiting at most `wait` while
+    /// another holder has it; nil if it is still held then.
+    public func lease(_ purpose: String, wait: Duration = .zero) throws -> Lease? {
+        precondition(Lease.isPurpose(purpose), "a lease's purpose is lower-case letters and digits")
+        return try backend.lease(purpose, wait: wait)
     }
 }
 

@@ -1,3 +1,46 @@
+import Foundation
+
+/// A journal in one SQLite file at `path` (WAL mode, beside its `-wal` and `-shm`).
+package struct SQLiteBackend: JournalBackend {
+    package let path: String
+
+    package init(path: String) { self.path = path }
+
+    package var place: String { path }
+    package var dataPaths: [String] { [path] }
+
+    package func openWriter(options: Journal.Options) throws -> any JournalStore {
+        SQLiteJournalStore(try Journal.openDatabase(path: path, options: options))
+    }
+
+    package func openReader() throws -> any JournalStore {
+        let store: SQLiteJournalStore
+        let format: Int64?
+        do {
+            guard FileManager.default.fileExists(atPath: path) else { throw JournalError(.storage, "no journal at \(path)") }
+            store = SQLiteJournalStore(try SQLiteDatabase(path: path, readOnly: true))
+            format = try store.counter(.format)
+        } catch let e as SQLiteError where e.code == 26 {
+            throw JournalError(.notAJournal, "\(path) is not a Lethe journal (not an SQLite database)")
+        } catch {
+            throw JournalError.storage("cannot open journal \(path) for reading", error)
+        }
+        // A reader does not upgrade a file: it reads this build's format and the two before it
+        // (which differ only in the tables of the indexes and the accounts, read by the same
+        // statements), and names any other.
+        guard let format, Journal.readableFormats.contains(format) else {
+            throw JournalError(.notAJournal, "\(path) has journal format \(format.map(String.init) ?? "none"); this build reads formats \(Journal.readableFormats.lowerBound) to \(Journal.formatVersion)")
+        }
+        return store
+    }
+
+    /// A lock file beside the journal's real path: two instances that reach the file through
+    /// different links or relative paths share one lock.
+    package func lease(_ purpose: String, wait: Duration) throws -> Lease? {
+        try Lease.lockFile((PrivateFile.realPath(path) ?? path) + "." + purpose + ".lock", purpose: purpose, wait: wait)
+    }
+}
+
 /// The journal in one SQLite file (the embedded default): `JournalStore` over one connection.
 ///
 /// Tables (see `JournalSchema.swift`): `meta` (key, value), `blocks` (id, first_seq, last_seq,

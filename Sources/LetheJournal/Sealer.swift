@@ -123,9 +123,9 @@ final class Sealer {
     private var cachedEpoch: Int64 = -1
     /// The engine key's session key.
     private var engineSession: SymmetricKey
-    private let journalPath: String
-    /// A read-only connection to the journal, for the chains' last indices on a cache miss.
-    private var journal: SQLiteJournalStore?
+    private let backend: any JournalBackend
+    /// A reader's connection to the journal, for the chains' last indices on a cache miss.
+    private var journal: (any JournalStore)?
 
     /// An account's keyring, with the session key derived from it for this session and where
     /// each of its record chains stands.
@@ -156,10 +156,10 @@ final class Sealer {
 
     /// The domain's record categories, made with an account's first chain.
 
-    init(keys: KeyStore, journalKeys: JournalKeys, journalPath: String, entropy: Entropy) throws {
+    init(keys: KeyStore, journalKeys: JournalKeys, backend: any JournalBackend, entropy: Entropy) throws {
         self.keys = keys
         self.journalKeys = journalKeys
-        self.journalPath = journalPath
+        self.backend = backend
         self.entropy = entropy
         let session = Session.random(entropy)
         self.session = session
@@ -362,11 +362,11 @@ final class Sealer {
     /// Reads where the journal left the chains of `accounts` (only a hint: the writer checks
     /// every index, and seals a clashing record again).
     private func chainMarks(of accounts: Set<String>) throws -> Marks {
-        guard !accounts.isEmpty, FileManager.default.fileExists(atPath: journalPath) else { return [:] }
+        guard !accounts.isEmpty else { return [:] }
         let names = Array(accounts)
         var marks: Marks = [:]
         do {
-            if journal == nil { journal = SQLiteJournalStore(try SQLiteDatabase(path: journalPath, readOnly: true)) }
+            if journal == nil { journal = try backend.openReader() }
             for (name, row) in try journal!.accounts(named: names) {
                 guard let chains = row.chains else { continue }
                 let ring = self.accounts[name]?.ring

@@ -88,7 +88,7 @@ func data(_ e: StoredEvent) throws -> JSONObject {
 /// through a reader: what someone holding the copy could do with the library. (A `Journal` will
 /// not open the copy at all: it is behind the key store's anchor.)
 func readCopy(_ path: String, keysPath: String) throws -> [StoredEvent] {
-    let reader = try JournalReader(path: path, keysPath: keysPath) {
+    let reader = try JournalReader(backend: SQLiteBackend(path: path), keysPath: keysPath) {
         try KeyStore(path: keysPath, master: testMaster, dataPaths: [path], entropy: .system, synchronous: .normal)
     }
     var out: [StoredEvent] = []

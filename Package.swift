@@ -10,12 +10,16 @@ let package = Package(
         .library(name: "LetheEvents", targets: ["LetheEvents"]),
         .library(name: "LetheViews", targets: ["LetheViews"]),
         .library(name: "LetheRetention", targets: ["LetheRetention"]),
+        // Its own product, as Fluent keeps its drivers: a host that embeds only SQLite never
+        // builds postgres-nio and its NIO stack.
+        .library(name: "LethePostgres", targets: ["LethePostgres"]),
         .executable(name: "lethe", targets: ["LetheCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // C libraries from the system (apt: libsqlite3-dev, liblz4-dev); nothing vendored.
@@ -31,6 +35,14 @@ let package = Package(
             dependencies: [
                 "CSQLite", "CLZ4",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The journal in a PostgreSQL database: a `JournalBackend` for several instances on one journal.
+        .target(
+            name: "LethePostgres",
+            dependencies: [
+                "LetheJournal",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The contract's events: NDJSON in and out, envelope validation, payload coding.
@@ -72,7 +84,10 @@ let package = Package(
             path: "Tools/CrashWriter"),
         .testTarget(
             name: "LetheTests",
-            dependencies: ["LetheJournal", "LetheEvents", "LetheViews", "LetheRetention", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "LetheJournal", "LetheEvents", "LetheViews", "LetheRetention", "LethePostgres",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
     ]
 )
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Tools/setup.sh
-# One release build of every product (Tools/release-build.sh): about 5 minutes from nothing on
+# One release build of the products it runs (Tools/release-build.sh): about 5 minutes from nothing on
 # 2 cores, most of it swift-crypto's BoringSSL; a minute or less once built.
 Tools/release-build.sh
 bin=.build/release

@@ -138,7 +138,7 @@ public final class Journal: Sendable {
 
     public static let formatVersion: Int64 = 6
     /// What readers read: formats 4 and 5 are read as they are until a writer upgrades them.
-    static let readableFormats: ClosedRange<Int64> = 4...formatVersion
+    package static let readableFormats: ClosedRange<Int64> = 4...formatVersion
     public static let maxPayloadBytes = 16 << 20
     public static let maxBlockEvents = 1 << 16
     static let maxAccountBytes = 256

@@ -17,15 +17,15 @@ extension Journal {
             try db.transaction {
                 try createSchema(db)
                 if try db.scalarInt("SELECT count(*) FROM meta") == 0 {
-                    let id = options.entropy.bytes(16)
                     let insert = try db.statement("INSERT INTO meta(key, value) VALUES(?, ?)")
-                    try insert.bind(1, "format").bind(2, Journal.formatVersion).run()
-                    try insert.bind(1, "journal_id").bind(2, id).run()
-                    try insert.bind(1, "instance").bind(2, options.entropy.bytes(16)).run()
-                    try insert.bind(1, "head_seq").bind(2, Int64(0)).run()
-                    try insert.bind(1, "head_link").bind(2, Chain.genesis(journalID: id)).run()
-                    try insert.bind(1, "erased").bind(2, Int64(0)).run()
-                    try insert.bind(1, "account_ids").bind(2, Int64(0)).run()
+                    for (key, value) in Journal.newMeta(entropy: options.entropy) {
+                        insert.bind(1, key)
+                        switch value {
+                        case .integer(let n): insert.bind(2, n)
+                        case .bytes(let b): insert.bind(2, b)
+                        }
+                        try insert.run()
+                    }
                 }
             }
             if let old = try db.scalarInt("SELECT value FROM meta WHERE key='format'"), (4..<Journal.formatVersion).contains(old) {
@@ -43,6 +43,17 @@ extension Journal {
         } catch {
             throw JournalError.storage("cannot open journal \(path)", error)
         }
+    }
+
+    /// A new journal's meta entries: its format, a random identity and instance, an empty head
+    /// (0 and the genesis link) and counters at 0. Every backend writes these.
+    package static func newMeta(entropy: Entropy) -> [(key: String, value: MetaValue)] {
+        let id = entropy.bytes(16)
+        return [
+            ("format", .integer(Journal.formatVersion)), ("journal_id", .bytes(id)), ("instance", .bytes(entropy.bytes(16))),
+            ("head_seq", .integer(0)), ("head_link", .bytes(Chain.genesis(journalID: id))), ("erased", .integer(0)),
+            ("account_ids", .integer(0)),
+        ]
     }
 
     /// Set on a new file before anything else (before WAL mode, before its first table): a

@@ -1,0 +1,130 @@
+import LetheJournal
+import Logging
+import NIOCore
+import NIOPosix
+import PostgresNIO
+
+/// What went wrong on the server or on the way to it, told without the statement's values (they
+/// may be personal data) and without the password.
+struct PostgresFailure: Error, CustomStringConvertible {
+    var description: String
+
+    init(_ error: any Error, address: PostgresAddress) {
+        guard let e = error as? PSQLError else {
+            description = "PostgreSQL at \(address): \(error)"
+            return
+        }
+        if let info = e.serverInfo, let message = info[.message] {
+            let state = info[.sqlState].map { " (SQLSTATE \($0))" } ?? ""
+            description = "PostgreSQL at \(address): \(message)\(state)"
+        } else if e.code == .connectionError || e.code == .serverClosedConnection || e.code == .clientClosedConnection {
+            let cause = e.underlying.map { ": \($0)" } ?? ""
+            description = "cannot reach PostgreSQL at \(address) (\(e.code))\(cause)"
+        } else {
+            description = "PostgreSQL at \(address): \(e.code)"
+        }
+    }
+
+    /// The SQLSTATE of a server's error, if it was one.
+    static func sqlState(_ error: any Error) -> String? { (error as? PSQLError)?.serverInfo?[.sqlState] }
+}
+
+/// One connection to the server, used synchronously from the caller's thread: every call waits
+/// for its answer on a thread of Lethe's (or the caller's), never on one of NIO's event loops or
+/// the cooperative pool, so a blocked call cannot starve either. `@unchecked Sendable`: one
+/// owner at a time uses it (a store under the journal's lock, a lease that only closes it).
+final class Connection: @unchecked Sendable {
+    let address: PostgresAddress
+    private let connection: PostgresConnection
+    private let logger: Logger
+    private(set) var inTransaction = false
+
+    init(_ address: PostgresAddress, logger: Logger = Logger(label: "lethe.postgres")) throws {
+        self.address = address
+        self.logger = logger
+        var configuration: PostgresConnection.Configuration
+        if let host = address.host {
+            configuration = .init(host: host, port: address.port, username: address.user, password: address.password, database: address.database, tls: .disable)
+        } else {
+            let socket = (address.socketDirectory ?? "") + "/.s.PGSQL.\(address.port)"
+            configuration = .init(unixSocketPath: socket, username: address.user, password: address.password, database: address.database)
+        }
+        configuration.options.connectTimeout = .seconds(10)
+        do {
+            connection = try PostgresConnection.connect(
+                on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 1, logger: logger
+            ).wait()
+        } catch {
+            throw JournalError(.storage, PostgresFailure(error, address: address).description)
+        }
+    }
+
+    deinit { close() }
+
+    private var closed = false
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        try? connection.close().wait()
+    }
+
+    /// Runs one statement and returns every row. Errors name the server's message, not the values.
+    @discardableResult
+    func query(_ query: PostgresQuery) throws -> [PostgresRow] {
+        do {
+            return try connection.query(query, logger: logger).wait().rows
+        } catch {
+            throw PostgresFailure(error, address: address)
+        }
+    }
+
+    /// Runs a statement that takes no values (schema, transactions).
+    func execute(_ sql: String) throws {
+        try query(PostgresQuery(unsafeSQL: sql))
+    }
+
+    /// `body` in one transaction: committed if it returns, rolled back if it throws.
+    func transaction<T>(_ begin: String = "BEGIN", _ body: () throws -> T) throws -> T {
+        precondition(!inTransaction, "transactions do not nest")
+        try execute(begin)
+        inTransaction = true
+        defer { inTransaction = false }
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+}
+
+extension PostgresRow {
+    /// Decodes the row's columns, naming the table on a mismatch (a schema altered by hand).
+    func columns<each C: PostgresDecodable>(_ type: (repeat each C).Type, _ table: String) throws -> (repeat each C) {
+        do {
+            return try decode(type)
+        } catch {
+            throw JournalError(.corrupt, "\(table): a row does not have the columns this build writes (altered?)")
+        }
+    }
+
+    /// `columns` of a row of one column.
+    func column<C: PostgresDecodable>(_ type: C.Type, _ table: String) throws -> C {
+        do {
+            return try decode(type)
+        } catch {
+            throw JournalError(.corrupt, "\(table): a row does not have the columns this build writes (altered?)")
+        }
+    }
+}
+
+extension ByteBuffer {
+    var bytes: [UInt8] { Array(readableBytesView) }
+}
+
+extension Array where Element == UInt8 {
+    var buffer: ByteBuffer { ByteBuffer(bytes: self) }
+}

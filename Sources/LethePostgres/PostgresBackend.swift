@@ -1,0 +1,130 @@
+import LetheJournal
+import Foundation
+import PostgresNIO
+
+/// A journal in a PostgreSQL database, shared by every instance that opens it: each opens its
+/// own connections; appends serialise on the head's row, and leases are advisory locks held by
+/// a connection of their own, which the server drops when that connection ends, however the
+/// process ended.
+public struct PostgresBackend: JournalBackend {
+    public let address: PostgresAddress
+
+    public init(_ address: PostgresAddress) { self.address = address }
+
+    package var place: String { address.description }
+    /// Nothing of the journal is in a file here.
+    package var dataPaths: [String] { [] }
+
+    package func openWriter(options: Journal.Options) throws -> any JournalStore {
+        let connection = try Connection(address)
+        let schema = address.schema
+        do {
+            // Two instances that start on a new database at once make the schema once.
+            try connection.transaction {
+                try connection.query("SELECT pg_advisory_xact_lock(\(lockKey("schema")))")
+                for sql in PostgresJournalStore.schemaSQL(schema) { try connection.execute(sql) }
+                let rows = try connection.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(schema).meta"))
+                if try rows.first?.column(Int64.self, "meta") == 0 {
+                    for (key, value) in Journal.newMeta(entropy: options.entropy) {
+                        switch value {
+                        case .integer(let n):
+                            try connection.query(PostgresQuery(unsafeSQL: "INSERT INTO \(schema).meta(key, int_value) VALUES($1, $2)", binds: binds(key, n)))
+                        case .bytes(let b):
+                            try connection.query(PostgresQuery(unsafeSQL: "INSERT INTO \(schema).meta(key, bytes_value) VALUES($1, $2)", binds: binds(key, b.buffer)))
+                        }
+                    }
+                }
+            }
+            if options.synchronous == .normal { try connection.execute("SET synchronous_commit TO off") }
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError.storage("cannot open the journal at \(place)", error)
+        }
+        let store = try PostgresJournalStore(connection)
+        let format = try store.counter(.format)
+        guard format == Journal.formatVersion else {
+            throw JournalError(.notAJournal, "\(place) holds a journal of format \(format.map(String.init) ?? "none"); this build writes format \(Journal.formatVersion)")
+        }
+        return store
+    }
+
+    package func openReader() throws -> any JournalStore {
+        let connection = try Connection(address)
+        do {
+            let rows = try connection.query(PostgresQuery(unsafeSQL: "SELECT to_regclass($1)::text", binds: binds("\(address.schema).meta")))
+            guard try rows.first?.column(String?.self, "meta") != nil else {
+                throw JournalError(.notAJournal, "\(place) holds no Lethe journal (no schema \(address.schema) with its tables)")
+            }
+            let store = try PostgresJournalStore(connection)
+            let format = try store.counter(.format)
+            guard let format, Journal.readableFormats.contains(format) else {
+                throw JournalError(.notAJournal, "\(place) holds a journal of format \(format.map(String.init) ?? "none"); this build reads formats \(Journal.readableFormats.lowerBound) to \(Journal.formatVersion)")
+            }
+            return store
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError.storage("cannot open the journal at \(place) for reading", error)
+        }
+    }
+
+    /// A session-level advisory lock on a connection of the lease's own: the server lets go of
+    /// it when that connection ends, however its process ended.
+    package func lease(_ purpose: String, wait: Duration) throws -> Lease? {
+        let connection = try Connection(address)
+        let key = lockKey(purpose)
+        let deadline = ContinuousClock.now + wait
+        while true {
+            let rows = try connection.query("SELECT pg_try_advisory_lock(\(key))")
+            if try rows.first?.column(Bool.self, "lock") == true { break }
+            guard ContinuousClock.now < deadline else {
+                connection.close()
+                return nil
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return Lease(purpose: purpose, path: "advisory lock \(key) on \(place)", release: { connection.close() })
+    }
+
+    /// A stable 64-bit key for the advisory lock of `purpose` on this journal (FNV-1a of the
+    /// schema and the purpose).
+    func lockKey(_ purpose: String) -> Int64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "lethe:\(address.schema):\(purpose)".utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return Int64(bitPattern: hash)
+    }
+}
+
+private func binds(_ key: String, _ value: some PostgresNonThrowingEncodable) -> PostgresBindings {
+    var b = PostgresBindings()
+    b.append(key)
+    b.append(value)
+    return b
+}
+
+private func binds(_ text: String) -> PostgresBindings {
+    var b = PostgresBindings()
+    b.append(text)
+    return b
+}
+
+extension Journal {
+    /// Opens the journal in the PostgreSQL database at `url` (`postgres://USER:PASSWORD@HOST:PORT/DATABASE`,
+    /// see `PostgresAddress`), creating it when missing, with its key store in the file
+    /// `keysPath`: never in the journal's database, so that a dump or a base backup of that
+    /// database holds no key.
+    public convenience init(postgres url: String, keysPath: String, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {
+        try self.init(backend: PostgresBackend(PostgresAddress(url)), keysPath: keysPath, master: master, options: options)
+    }
+}
+
+extension JournalReader {
+    /// `verify(path:…)` of a journal in PostgreSQL.
+    public static func verify(postgres url: String, keysPath: String? = nil, master: MasterKeySource? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+        try verify(backend: PostgresBackend(PostgresAddress(url)), keysPath: keysPath, master: master, progress: progress)
+    }
+}

@@ -1,0 +1,519 @@
+import LetheJournal
+import NIOCore
+import PostgresNIO
+
+/// A journal in a schema of a PostgreSQL database: `JournalStore` over one connection.
+///
+/// The tables mirror the SQLite store's (`schemaSQL`): texts that are compared as the engine
+/// compares them (account names and event ids, byte by byte) are `COLLATE "C"`; the frames,
+/// compressed already, are stored without PostgreSQL's own compression. Writers serialise on
+/// the head's row, locked first in every write transaction, so the chain is extended in one
+/// order however many instances append; readers read one `REPEATABLE READ` snapshot.
+final class PostgresJournalStore: JournalStore {
+    let connection: Connection
+    let schema: String
+
+    init(_ connection: Connection) throws {
+        self.connection = connection
+        schema = connection.address.schema
+        try connection.execute("SET search_path TO \(schema)")
+    }
+
+    var place: String { connection.address.description }
+
+    func close() { connection.close() }
+
+    /// The tables of a journal, made where missing.
+    static func schemaSQL(_ schema: String) -> [String] {
+        [
+            "CREATE SCHEMA IF NOT EXISTS \(schema)",
+            "CREATE TABLE IF NOT EXISTS \(schema).meta(key text COLLATE \"C\" PRIMARY KEY, int_value bigint, bytes_value bytea)",
+            """
+            CREATE TABLE IF NOT EXISTS \(schema).accounts(name text COLLATE "C" PRIMARY KEY, id bigint NOT NULL,
+                version bigint NOT NULL, last_at bigint NOT NULL, chains bytea)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS \(schema).blocks(id bigint PRIMARY KEY, first_seq bigint NOT NULL UNIQUE,
+                last_seq bigint NOT NULL, frame bytea NOT NULL)
+            """,
+            // LZ4 frames of sealed payloads: PostgreSQL's compression would only spend time.
+            "ALTER TABLE \(schema).blocks ALTER COLUMN frame SET STORAGE EXTERNAL",
+            """
+            CREATE TABLE IF NOT EXISTS \(schema).tail(seq bigint PRIMARY KEY, account text NOT NULL, version bigint NOT NULL,
+                type text NOT NULL, at bigint NOT NULL, at_digits bigint NOT NULL, event_id text, session bytea NOT NULL,
+                counter bigint NOT NULL, key_kind bigint NOT NULL, key_number bigint NOT NULL, key_index bigint NOT NULL,
+                payload bytea, digest bytea, link bytea NOT NULL)
+            """,
+            "CREATE TABLE IF NOT EXISTS \(schema).event_ids(id text COLLATE \"C\" PRIMARY KEY, seq bigint NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS \(schema).event_id_runs(first_id text COLLATE \"C\" PRIMARY KEY, entries bytea NOT NULL)",
+            """
+            CREATE TABLE IF NOT EXISTS \(schema).recent_account_blocks(account_id bigint NOT NULL, block_id bigint NOT NULL,
+                PRIMARY KEY(account_id, block_id))
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS \(schema).account_block_runs(account_id bigint NOT NULL, first_block bigint NOT NULL,
+                blocks bytea NOT NULL, PRIMARY KEY(account_id, first_block))
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS \(schema).erasures(id bigserial PRIMARY KEY, account text NOT NULL, kind bigint NOT NULL,
+                name text, number bigint, through bigint, keeping text, mac bytea NOT NULL)
+            """,
+        ]
+    }
+
+    // MARK: Transactions
+
+    func write<T>(_ body: () throws -> T) throws -> T {
+        try connection.transaction {
+            // The head's row, locked first: one writer at a time, across every instance.
+            try connection.query("SELECT int_value FROM meta WHERE key = 'head_seq' FOR UPDATE")
+            return try body()
+        }
+    }
+
+    func snapshot<T>(_ body: () throws -> T) throws -> T {
+        if connection.inTransaction { return try body() }
+        return try connection.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
+    }
+
+    // MARK: Meta
+
+    private func meta(_ key: String) throws -> (Int64?, [UInt8]?)? {
+        guard let row = try connection.query("SELECT int_value, bytes_value FROM meta WHERE key = \(key)").first else { return nil }
+        let (n, b) = try row.columns((Int64?, ByteBuffer?).self, "meta")
+        return (n, b?.bytes)
+    }
+
+    func headSeq() throws -> Int64? { try meta("head_seq")?.0 }
+
+    func journalID() throws -> [UInt8] {
+        guard let id = try meta("journal_id")?.1 else { throw JournalError(.corrupt, "journal has no id") }
+        return id
+    }
+
+    func storedHead() throws -> StoredHead {
+        var head = StoredHead(seq: -1, link: [], mac: [], instance: [])
+        let rows = try connection.query("SELECT key, int_value, bytes_value FROM meta WHERE key IN ('head_seq', 'head_link', 'head_mac', 'instance')")
+        for row in rows {
+            let (key, n, b) = try row.columns((String, Int64?, ByteBuffer?).self, "meta")
+            switch key {
+            case "head_seq": head.seq = n ?? -1
+            case "head_link": head.link = b?.bytes ?? []
+            case "head_mac": head.mac = b?.bytes ?? []
+            case "instance": head.instance = b?.bytes ?? []
+            default: break
+            }
+        }
+        try head.checkShape()
+        return head
+    }
+
+    private func put(_ key: String, integer: Int64? = nil, bytes: [UInt8]? = nil) throws {
+        try connection.query("""
+            INSERT INTO meta(key, int_value, bytes_value) VALUES(\(key), \(integer), \(bytes?.buffer))
+            ON CONFLICT (key) DO UPDATE SET int_value = EXCLUDED.int_value, bytes_value = EXCLUDED.bytes_value
+            """)
+    }
+
+    func setHead(seq: Int64, link: [UInt8], mac: [UInt8]) throws {
+        try connection.query("""
+            INSERT INTO meta(key, int_value, bytes_value)
+            VALUES ('head_seq', \(seq), NULL), ('head_link', NULL, \(link.buffer)), ('head_mac', NULL, \(mac.buffer))
+            ON CONFLICT (key) DO UPDATE SET int_value = EXCLUDED.int_value, bytes_value = EXCLUDED.bytes_value
+            """)
+    }
+
+    func setHeadMAC(_ mac: [UInt8]) throws { try put("head_mac", bytes: mac) }
+
+    func metaEntries() throws -> [(key: String, value: MetaValue)] {
+        try connection.query("SELECT key, int_value, bytes_value FROM meta ORDER BY key").map { row in
+            let (key, n, b) = try row.columns((String, Int64?, ByteBuffer?).self, "meta")
+            return (key, n.map(MetaValue.integer) ?? .bytes(b?.bytes ?? []))
+        }
+    }
+
+    func counter(_ counter: JournalCounter) throws -> Int64? { try meta(counter.rawValue)?.0 }
+
+    func setCounter(_ counter: JournalCounter, to value: Int64) throws { try put(counter.rawValue, integer: value) }
+
+    // MARK: Sealed blocks
+
+    private static func block(_ row: PostgresRow) throws -> StoredBlock {
+        let (id, first, last, frame) = try row.columns((Int64, Int64, Int64, ByteBuffer).self, "blocks")
+        return StoredBlock(id: id, first: first, last: last, frame: frame.bytes)
+    }
+
+    func blockExtent() throws -> (maxID: Int64, maxLastSeq: Int64)? {
+        guard let row = try connection.query("SELECT max(id), max(last_seq) FROM blocks").first else { return nil }
+        let (id, last) = try row.columns((Int64?, Int64?).self, "blocks")
+        guard let id, let last else { return nil }
+        return (id, last)
+    }
+
+    func sealedEventCount() throws -> Int64 {
+        try connection.query("SELECT coalesce(sum(last_seq - first_seq + 1), 0)::bigint FROM blocks").first?.column(Int64.self, "blocks") ?? 0
+    }
+
+    func lastBlock() throws -> StoredBlock? {
+        try connection.query("SELECT id, first_seq, last_seq, frame FROM blocks ORDER BY first_seq DESC LIMIT 1").first.map(Self.block)
+    }
+
+    func block(startingAtOrBefore seq: Int64) throws -> StoredBlock? {
+        try connection.query("SELECT id, first_seq, last_seq, frame FROM blocks WHERE first_seq <= \(seq) ORDER BY first_seq DESC LIMIT 1")
+            .first.map(Self.block)
+    }
+
+    func block(id: Int64) throws -> StoredBlock? {
+        try connection.query("SELECT id, first_seq, last_seq, frame FROM blocks WHERE id = \(id)").first.map(Self.block)
+    }
+
+    func blocks(firstSeqIn lower: Int64, _ upper: Int64, limit: Int) throws -> [StoredBlock] {
+        try connection.query("""
+            SELECT id, first_seq, last_seq, frame FROM blocks WHERE first_seq BETWEEN \(lower) AND \(upper)
+            ORDER BY first_seq LIMIT \(Int64(limit))
+            """).map(Self.block)
+    }
+
+    func insert(blocks: [StoredBlock]) throws {
+        guard !blocks.isEmpty else { return }
+        try connection.query("""
+            INSERT INTO blocks(id, first_seq, last_seq, frame)
+            SELECT * FROM unnest(\(blocks.map(\.id))::bigint[], \(blocks.map(\.first))::bigint[], \(blocks.map(\.last))::bigint[],
+                                 \(blocks.map(\.frame.buffer))::bytea[])
+            """)
+    }
+
+    func replaceFrame(ofBlock id: Int64, with frame: [UInt8]) throws -> Bool {
+        !(try connection.query("UPDATE blocks SET frame = \(frame.buffer) WHERE id = \(id) RETURNING id").isEmpty)
+    }
+
+    // MARK: The unsealed tail
+
+    func tailRows() throws -> [TailRow] {
+        try connection.query("""
+            SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
+                   key_kind, key_number, key_index, payload, digest, link FROM tail ORDER BY seq
+            """).map { row in
+            let (seq, account, version, type, at, digits, id, session, counter, kind, number, index, payload, digest, link) = try row.columns(
+                (Int64, String, Int64, String, Int64, Int64, String?, ByteBuffer, Int64, Int64, Int64, Int64, ByteBuffer?, ByteBuffer?, ByteBuffer).self,
+                "tail")
+            return TailRow(
+                seq: seq, account: .text(Array(account.utf8)), version: version, type: .text(Array(type.utf8)), at: at, atDigits: digits,
+                eventID: id.map { .text(Array($0.utf8)) } ?? .null, session: session.bytes, counter: counter, keyKind: kind,
+                keyNumber: number, keyIndex: index, payload: payload?.bytes, digest: digest?.bytes, link: link.bytes)
+        }
+    }
+
+    func tailLink(seq: Int64) throws -> [UInt8]? {
+        try connection.query("SELECT link FROM tail WHERE seq = \(seq)").first?.column(ByteBuffer.self, "tail").bytes
+    }
+
+    func tailPayloadBytes() throws -> Int64 {
+        try connection.query("SELECT coalesce(sum(length(payload)), 0)::bigint FROM tail").first?.column(Int64.self, "tail") ?? 0
+    }
+
+    func appendTail(_ events: [SealedEvent], links: [[UInt8]]) throws {
+        guard !events.isEmpty else { return }
+        // Arrays cannot hold NULL here: an empty id, payload or digest stands for none (an id, a
+        // sealed payload and a digest are never empty).
+        let payloads = events.map { e -> ByteBuffer in if case .sealed(let b) = e.body { b.buffer } else { ByteBuffer() } }
+        let digests = events.map { e -> ByteBuffer in if case .purged(let d) = e.body { d.buffer } else { ByteBuffer() } }
+        try connection.query("""
+            INSERT INTO tail(seq, account, version, type, at, at_digits, event_id, session, counter,
+                             key_kind, key_number, key_index, payload, digest, link)
+            SELECT s, a, v, t, at, d, NULLIF(i, ''), se, c, kk, kn, ki, NULLIF(p, ''::bytea), NULLIF(g, ''::bytea), l
+            FROM unnest(\(events.map(\.header.seq))::bigint[], \(events.map(\.header.account))::text[],
+                        \(events.map(\.header.version))::bigint[], \(events.map(\.header.type))::text[],
+                        \(events.map(\.header.at.nanoseconds))::bigint[], \(events.map { Int64($0.header.at.fractionDigits) })::bigint[],
+                        \(events.map { $0.header.id ?? "" })::text[], \(events.map { $0.nonce.session.bytes.buffer })::bytea[],
+                        \(events.map { Int64($0.nonce.counter) })::bigint[], \(events.map { Int64($0.key.kind.rawValue) })::bigint[],
+                        \(events.map { Int64(bitPattern: $0.key.number) })::bigint[], \(events.map { Int64(bitPattern: $0.key.index) })::bigint[],
+                        \(payloads)::bytea[], \(digests)::bytea[], \(links.map(\.buffer))::bytea[])
+                 AS u(s, a, v, t, at, d, i, se, c, kk, kn, ki, p, g, l)
+            """)
+    }
+
+    func clearTail() throws { try connection.execute("DELETE FROM tail") }
+
+    func purgeTail(_ digests: [(seq: Int64, digest: [UInt8])]) throws {
+        guard !digests.isEmpty else { return }
+        try connection.query("""
+            UPDATE tail SET payload = NULL, digest = u.g
+            FROM unnest(\(digests.map(\.seq))::bigint[], \(digests.map(\.digest.buffer))::bytea[]) AS u(s, g) WHERE tail.seq = u.s
+            """)
+    }
+
+    // MARK: Accounts
+
+    private static func account(_ row: PostgresRow) throws -> (String, AccountRecord) {
+        let (name, id, version, lastAt, chains) = try row.columns((String, Int64, Int64, Int64, ByteBuffer?).self, "accounts")
+        return (name, AccountRecord(id: id, version: version, lastAt: lastAt, chains: chains?.bytes))
+    }
+
+    func account(named name: String) throws -> AccountRecord? {
+        try connection.query("SELECT name, id, version, last_at, chains FROM accounts WHERE name = \(name)").first.map { try Self.account($0).1 }
+    }
+
+    func accounts(named names: [String]) throws -> [String: AccountRecord] {
+        guard !names.isEmpty else { return [:] }
+        var out: [String: AccountRecord] = [:]
+        for row in try connection.query("SELECT name, id, version, last_at, chains FROM accounts WHERE name = ANY(\(names)::text[])") {
+            let (name, record) = try Self.account(row)
+            out[name] = record
+        }
+        return out
+    }
+
+    func forEachAccount(_ body: (String, AccountRecord) throws -> Void) throws {
+        var after: String?
+        while true {
+            let rows = try connection.query("""
+                SELECT name, id, version, last_at, chains FROM accounts WHERE \(after)::text IS NULL OR name > \(after)
+                ORDER BY name LIMIT 10000
+                """)
+            for row in rows {
+                let (name, record) = try Self.account(row)
+                try body(name, record)
+                after = name
+            }
+            if rows.count < 10000 { return }
+        }
+    }
+
+    func insert(accounts: [(name: String, row: AccountRecord)]) throws {
+        guard !accounts.isEmpty else { return }
+        try connection.query("""
+            INSERT INTO accounts(name, id, version, last_at, chains)
+            SELECT n, i, v, t, NULLIF(c, ''::bytea)
+            FROM unnest(\(accounts.map(\.name))::text[], \(accounts.map(\.row.id))::bigint[], \(accounts.map(\.row.version))::bigint[],
+                        \(accounts.map(\.row.lastAt))::bigint[], \(accounts.map { ($0.row.chains ?? []).buffer })::bytea[]) AS u(n, i, v, t, c)
+            """)
+    }
+
+    func update(accounts: [AccountUpdate]) throws -> [String] {
+        guard !accounts.isEmpty else { return [] }
+        let updated = try connection.query("""
+            UPDATE accounts SET version = u.v, last_at = u.t, chains = CASE WHEN u.m THEN u.c ELSE accounts.chains END
+            FROM unnest(\(accounts.map(\.name))::text[], \(accounts.map(\.version))::bigint[], \(accounts.map(\.lastAt))::bigint[],
+                        \(accounts.map { $0.chains != nil })::boolean[], \(accounts.map { ($0.chains ?? []).buffer })::bytea[]) AS u(n, v, t, m, c)
+            WHERE accounts.name = u.n RETURNING accounts.name
+            """)
+        let found = Set(try updated.map { try $0.column(String.self, "accounts") })
+        return accounts.map(\.name).filter { !found.contains($0) }
+    }
+
+    // MARK: The event id index
+
+    func recentIDs(matching ids: [String]) throws -> [(id: String, seq: Int64)] {
+        guard !ids.isEmpty else { return [] }
+        return try connection.query("SELECT id, seq FROM event_ids WHERE id = ANY(\(ids)::text[])").map {
+            try $0.columns((String, Int64).self, "event_ids")
+        }
+    }
+
+    func recentIDBounds() throws -> (lowest: String, highest: String)? {
+        guard let row = try connection.query("SELECT min(id), max(id) FROM event_ids").first else { return nil }
+        let (low, high) = try row.columns((String?, String?).self, "event_ids")
+        guard let low, let high else { return nil }
+        return (low, high)
+    }
+
+    func addRecentIDs(_ entries: [(id: String, seq: Int64)]) throws {
+        guard !entries.isEmpty else { return }
+        try connection.query("INSERT INTO event_ids(id, seq) SELECT * FROM unnest(\(entries.map(\.id))::text[], \(entries.map(\.seq))::bigint[])")
+    }
+
+    func forEachRecentID(_ body: (String, Int64) throws -> Void) throws {
+        var after: String?
+        while true {
+            let rows = try connection.query("SELECT id, seq FROM event_ids WHERE \(after)::text IS NULL OR id > \(after) ORDER BY id LIMIT 10000")
+            for row in rows {
+                let (id, seq) = try row.columns((String, Int64).self, "event_ids")
+                try body(id, seq)
+                after = id
+            }
+            if rows.count < 10000 { return }
+        }
+    }
+
+    func clearRecentIDs() throws { try connection.execute("DELETE FROM event_ids") }
+
+    private static func chunk(_ row: PostgresRow) throws -> IDChunk {
+        let (first, entries) = try row.columns((String, ByteBuffer).self, "event_id_runs")
+        return IDChunk(first: first, entries: entries.bytes)
+    }
+
+    func idChunk(covering id: String) throws -> IDChunk? {
+        try connection.query("SELECT first_id, entries FROM event_id_runs WHERE first_id <= \(id) ORDER BY first_id DESC LIMIT 1")
+            .first.map(Self.chunk)
+    }
+
+    func idChunkKey(after first: String) throws -> String? {
+        try connection.query("SELECT first_id FROM event_id_runs WHERE first_id > \(first) ORDER BY first_id LIMIT 1")
+            .first?.column(String.self, "event_id_runs")
+    }
+
+    func firstIDChunk() throws -> IDChunk? {
+        try connection.query("SELECT first_id, entries FROM event_id_runs ORDER BY first_id LIMIT 1").first.map(Self.chunk)
+    }
+
+    func lastIDChunk() throws -> IDChunk? {
+        try connection.query("SELECT first_id, entries FROM event_id_runs ORDER BY first_id DESC LIMIT 1").first.map(Self.chunk)
+    }
+
+    func forEachIDChunk(_ body: (IDChunk) throws -> Void) throws {
+        var after: String?
+        while true {
+            let rows = try connection.query("""
+                SELECT first_id, entries FROM event_id_runs WHERE \(after)::text IS NULL OR first_id > \(after) ORDER BY first_id LIMIT 1000
+                """)
+            for row in rows {
+                let chunk = try Self.chunk(row)
+                try body(chunk)
+                after = chunk.first
+            }
+            if rows.count < 1000 { return }
+        }
+    }
+
+    func deleteIDChunk(first: String) throws { try connection.query("DELETE FROM event_id_runs WHERE first_id = \(first)") }
+
+    func insertIDChunk(_ chunk: IDChunk) throws {
+        try connection.query("INSERT INTO event_id_runs(first_id, entries) VALUES(\(chunk.first), \(chunk.entries.buffer))")
+    }
+
+    // MARK: The per-account block index
+
+    func recentBlocks(ofAccount id: Int64) throws -> [Int64] {
+        try connection.query("SELECT block_id FROM recent_account_blocks WHERE account_id = \(id)").map {
+            try $0.column(Int64.self, "recent_account_blocks")
+        }
+    }
+
+    private static func run(_ row: PostgresRow) throws -> BlockRun {
+        let (account, first, blocks) = try row.columns((Int64, Int64, ByteBuffer).self, "account_block_runs")
+        return BlockRun(account: account, first: first, blocks: blocks.bytes)
+    }
+
+    func blockRuns(ofAccount id: Int64) throws -> [BlockRun] {
+        try connection.query("SELECT account_id, first_block, blocks FROM account_block_runs WHERE account_id = \(id) ORDER BY first_block")
+            .map(Self.run)
+    }
+
+    func lastBlockRun(ofAccount id: Int64) throws -> BlockRun? {
+        try connection.query("""
+            SELECT account_id, first_block, blocks FROM account_block_runs WHERE account_id = \(id) ORDER BY first_block DESC LIMIT 1
+            """).first.map(Self.run)
+    }
+
+    func writeBlockRuns(_ runs: [BlockRun], replacing: Int64?) throws {
+        guard !runs.isEmpty else { return }
+        try connection.query("""
+            INSERT INTO account_block_runs(account_id, first_block, blocks)
+            SELECT * FROM unnest(\(runs.map(\.account))::bigint[], \(runs.map(\.first))::bigint[], \(runs.map(\.blocks.buffer))::bytea[])
+            ON CONFLICT (account_id, first_block) DO UPDATE SET blocks = EXCLUDED.blocks
+            """)
+    }
+
+    func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws {
+        guard !postings.isEmpty else { return }
+        try connection.query("""
+            INSERT INTO recent_account_blocks(account_id, block_id)
+            SELECT * FROM unnest(\(postings.map(\.account))::bigint[], \(postings.map(\.block))::bigint[]) ON CONFLICT DO NOTHING
+            """)
+    }
+
+    func forEachRecentPosting(_ body: (Int64, Int64) throws -> Void) throws {
+        var after: (Int64, Int64) = (.min, .min)
+        while true {
+            let rows = try connection.query("""
+                SELECT account_id, block_id FROM recent_account_blocks WHERE (account_id, block_id) > (\(after.0), \(after.1))
+                ORDER BY account_id, block_id LIMIT 10000
+                """)
+            for row in rows {
+                let posting = try row.columns((Int64, Int64).self, "recent_account_blocks")
+                try body(posting.0, posting.1)
+                after = posting
+            }
+            if rows.count < 10000 { return }
+        }
+    }
+
+    func clearRecentPostings() throws { try connection.execute("DELETE FROM recent_account_blocks") }
+
+    func forEachBlockRun(_ body: (BlockRun) throws -> Void) throws {
+        var after: (Int64, Int64) = (.min, .min)
+        while true {
+            let rows = try connection.query("""
+                SELECT account_id, first_block, blocks FROM account_block_runs WHERE (account_id, first_block) > (\(after.0), \(after.1))
+                ORDER BY account_id, first_block LIMIT 5000
+                """)
+            for row in rows {
+                let run = try Self.run(row)
+                try body(run)
+                after = (run.account, run.first)
+            }
+            if rows.count < 5000 { return }
+        }
+    }
+
+    // MARK: Recorded erasures, and what erasing leaves behind
+
+    func erasures(kind: Int64?, limit: Int?) throws -> [ErasureRow] {
+        try connection.query("""
+            SELECT id, account, kind, name, number, through, keeping, mac FROM erasures
+            WHERE \(kind)::bigint IS NULL OR kind = \(kind) ORDER BY id LIMIT \(limit.map(Int64.init))
+            """).map { row in
+            let (id, account, kind, name, number, through, keeping, mac) = try row.columns(
+                (Int64, String, Int64, String?, Int64?, Int64?, String?, ByteBuffer).self, "erasures")
+            return ErasureRow(id: id, account: account, kind: kind, name: name, number: number, through: through, keeping: keeping, mac: mac.bytes)
+        }
+    }
+
+    func recordErasures(_ rows: [ErasureRow]) throws {
+        for r in rows {
+            try connection.query("""
+                INSERT INTO erasures(account, kind, name, number, through, keeping, mac)
+                VALUES(\(r.account ?? ""), \(r.kind), \(r.name), \(r.number), \(r.through), \(r.keeping), \(r.mac.buffer))
+                """)
+        }
+    }
+
+    func deleteErasures(ids: [Int64]) throws {
+        guard !ids.isEmpty else { return }
+        try connection.query("DELETE FROM erasures WHERE id = ANY(\(ids)::bigint[])")
+    }
+
+    /// Rows an erasure rewrote stay in their tables' files as dead versions until a VACUUM;
+    /// `clearResidue` runs it on the tables an erasure touches. (What PostgreSQL keeps besides,
+    /// in its WAL and its backups, is in the README.)
+    func markResidue() throws { try put("residue", integer: 1) }
+
+    func hasResidue() throws -> Bool { try meta("residue") != nil }
+
+    func clearResidue(wait: Duration) throws -> Bool {
+        guard try hasResidue() else { return true }
+        try connection.execute("VACUUM blocks, tail, erasures")
+        try connection.query("DELETE FROM meta WHERE key = 'residue'")
+        return true
+    }
+
+    func reclaimSpace() throws {
+        try connection.execute("VACUUM accounts, event_ids, event_id_runs, recent_account_blocks, account_block_runs")
+    }
+
+    private static func tables(_ index: IndexName) -> (recent: String, runs: String) {
+        switch index {
+        case .eventIDs: ("event_ids", "event_id_runs")
+        case .accountBlocks: ("recent_account_blocks", "account_block_runs")
+        }
+    }
+
+    func recentRowCount(_ index: IndexName) throws -> Int64 {
+        try connection.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(Self.tables(index).recent)")).first?.column(Int64.self, "index") ?? 0
+    }
+
+    func runRowCount(_ index: IndexName) throws -> Int64 {
+        try connection.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(Self.tables(index).runs)")).first?.column(Int64.self, "index") ?? 0
+    }
+}

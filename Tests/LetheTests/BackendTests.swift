@@ -1,0 +1,241 @@
+import Foundation
+import LetheEvents
+@testable import LetheJournal
+@testable import LethePostgres
+import Synchronization
+import Testing
+
+/// The backends a journal can live on. The PostgreSQL one is the server `Tools/test.sh` starts
+/// (`Tools/pg.sh`), whose address it passes in `LETHE_TEST_POSTGRES`; each test gets a schema
+/// of its own, dropped at its end.
+enum TestBackend: String, CaseIterable, CustomStringConvertible, Sendable {
+    case sqlite
+    case postgres
+
+    var description: String { rawValue }
+
+    /// The test server's address; a test on PostgreSQL fails without it (run `Tools/test.sh`).
+    static func serverURL() throws -> String {
+        try #require(ProcessInfo.processInfo.environment["LETHE_TEST_POSTGRES"], "LETHE_TEST_POSTGRES is not set: Tools/test.sh starts a server and sets it")
+    }
+}
+
+/// Where one test's journal lives: a file in `dir`, or a schema of its own on the test server.
+final class TestPlace {
+    let backend: TestBackend
+    let dir: TempDir
+    let schema: String
+    let url: String?
+
+    init(_ backend: TestBackend) throws {
+        self.backend = backend
+        dir = try TempDir()
+        schema = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        url = backend == .postgres ? try TestBackend.serverURL() + "?schema=" + schema : nil
+    }
+
+    deinit {
+        guard let url, let address = try? PostgresAddress(url), let connection = try? Connection(address) else { return }
+        try? connection.execute("DROP SCHEMA IF EXISTS \(schema) CASCADE")
+    }
+
+    var keysPath: String { dir.path("j.keys") }
+
+    var journalBackend: any JournalBackend {
+        get throws {
+            switch backend {
+            case .sqlite: SQLiteBackend(path: dir.path("j.lethe"))
+            case .postgres: PostgresBackend(try PostgresAddress(url!))
+            }
+        }
+    }
+
+    func open(blockEvents: Int = 8, recentLimits: Int? = nil, seed: UInt64 = 1, rules: (any EventRules)? = nil) throws -> Journal {
+        var options = Journal.Options()
+        options.blockEvents = blockEvents
+        options.recentPostingsLimit = recentLimits
+        options.recentIDsLimit = recentLimits
+        options.entropy = .seeded(seed)
+        options.synchronous = .normal
+        options.clock = .fixed(ts("2026-06-01T00:00:00Z"))
+        options.rules = rules
+        return try Journal(backend: journalBackend, keysPath: keysPath, master: testMaster, options: options)
+    }
+
+    func verify() throws -> JournalReader.VerifyReport {
+        try JournalReader.verify(backend: journalBackend, keysPath: keysPath, master: testMaster)
+    }
+}
+
+/// What a reader sees of a journal, decrypted, in order: what must not depend on the backend.
+private func contents(_ j: Journal) throws -> [String] {
+    try allEvents(j).map { e in
+        let payload: String = switch e.payload {
+        case .plaintext(let bytes): Hex.encode(bytes)
+        case .purged: "purged"
+        case .shredded: "shredded"
+        }
+        return "\(e.header.seq) \(e.header.version) \(e.header.account) \(e.header.type) \(e.header.at) \(e.header.id ?? "-") \(payload)"
+    }
+}
+
+/// A history over 12 accounts in batches of 5 to 23 events: blocks of 8 are sealed across
+/// batches, the indexes merge every 16 rows, and some events repeat an id or expect a version
+/// the account is not at.
+private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws -> [AppendOutcome] {
+    var outcomes: [AppendOutcome] = []
+    var minute = 0
+    for b in batches {
+        var batch: [NewEvent] = []
+        for k in 0..<(5 + (b * 7) % 19) {
+            minute += 1
+            let account = "acc_\((b * 5 + k * 3) % 12)"
+            let at = String(format: "2026-01-01T%02d:%02d:00Z", minute / 60, minute % 60)
+            batch.append(event(account, at: at, id: "evt_\(b)_\(k)", data: ["path": .string("/p/\(b)/\(k)"), "visitor": .string("v\(k)")]))
+        }
+        batch.append(event("acc_1", at: "2026-01-01T23:00:00Z", id: "evt_0_0"))  // a duplicate id
+        batch.append(event("acc_2", at: "2026-01-01T23:00:00Z", expected: 999))  // a version conflict
+        outcomes += try j.append(batch)
+    }
+    return outcomes
+}
+
+@Suite struct BackendTests {
+    @Test("the same history reads, indexes and verifies the same on both backends", arguments: TestBackend.allCases)
+    func sameHistoryOnEachBackend(_ backend: TestBackend) throws {
+        let reference = try TestPlace(.sqlite)
+        let place = try TestPlace(backend)
+        let expected = try contents({ let j = try reference.open(recentLimits: 16); _ = try appendHistory(j); return j }())
+        do {
+            let j = try place.open(recentLimits: 16)
+            let outcomes = try appendHistory(j)
+            #expect(outcomes.filter { if case .duplicate = $0 { true } else { false } }.count == 12)
+            #expect(outcomes.filter { if case .rejected(let e) = $0 { e.code == .versionConflict } else { false } }.count == 12)
+            #expect(try contents(j) == expected)
+            try j.settle()
+        }
+        // Reopened: the head, the tail and the indexes are read back, and what was appended stays.
+        let j = try place.open(recentLimits: 16)
+        #expect(try contents(j) == expected)
+        #expect(j.headSeq == Int64(expected.count))
+        let report = try place.verify()
+        #expect(report.events == Int64(expected.count))
+        #expect(report.accounts == 12)
+        #expect(report.anchored)
+        // An account's events through the block index; ids through the id index.
+        var acc3: [Int64] = []
+        try j.read { try $0.events(account: "acc_3") { acc3.append($0.header.seq) } }
+        #expect(acc3 == expected.compactMap { line in line.split(separator: " ")[2] == "acc_3" ? Int64(line.split(separator: " ")[0]) : nil })
+        #expect(!acc3.isEmpty)
+        let again = try j.append([event("acc_3", at: "2026-01-02T00:00:00Z", id: "evt_5_2")])
+        guard case .duplicate = again[0] else { Issue.record("a known id was appended again: \(again[0])"); return }
+        #expect(try j.version(of: "acc_3") == Int64(acc3.count))
+    }
+
+    @Test("a purge removes an account's payloads and the journal still verifies", arguments: TestBackend.allCases)
+    func purgeOnEachBackend(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open()
+        _ = try appendHistory(j, batches: 0..<4)
+        let before = try allEvents(j).filter { $0.header.account == "acc_4" }.count
+        #expect(before > 0)
+        try j.append([event("acc_4", .accountPurged, at: "2026-02-01T00:00:00Z", data: ["rule": "erasure-request"])], erasing: [.account("acc_4")])
+        let after = try allEvents(j).filter { $0.header.account == "acc_4" }
+        #expect(after.count == before + 1)
+        #expect(after.dropLast().allSatisfy { $0.payload == .purged })
+        #expect(try allEvents(j).filter { $0.header.account == "acc_5" }.allSatisfy { if case .plaintext = $0.payload { true } else { false } })
+        #expect(try place.verify().purgedEvents == Int64(before))
+        // The account takes nothing more but the engine's records.
+        let refused = try j.append([event("acc_4", at: "2026-02-02T00:00:00Z")])
+        guard case .rejected(let why) = refused[0] else { Issue.record("a purged account took an event"); return }
+        #expect(why.code == .accountShredded)
+    }
+
+    @Test("several instances append to one PostgreSQL journal at once: no gap, no duplicate, one chain")
+    func concurrentInstancesOnPostgres() throws {
+        let place = try TestPlace(.postgres)
+        let instances = 4, perInstance = 40
+        let journals = try (0..<instances).map { try place.open(seed: UInt64($0 + 1)) }
+        let acknowledged = Mutex<[String: Int64]>([:])
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: instances) { i in
+            for n in 0..<perInstance {
+                let id = "w\(i)_\(n)"
+                // Each instance appends to its own accounts and to one they share.
+                let account = n % 3 == 0 ? "shared" : "acc_\(i)"
+                let e = event(account, at: "2026-03-01T00:00:00Z", id: id)
+                do {
+                    let header = try journals[i].append(e)
+                    acknowledged.withLock { $0[id] = header.seq }
+                } catch {
+                    failures.withLock { $0.append("instance \(i) event \(n): \(error)") }
+                }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        let acks = acknowledged.withLock { $0 }
+        #expect(acks.count == instances * perInstance)
+        let events = try allEvents(try place.open())
+        #expect(events.map(\.header.seq) == Array(1...Int64(instances * perInstance)))
+        #expect(Dictionary(uniqueKeysWithValues: events.map { ($0.header.id!, $0.header.seq) }) == acks)
+        // Versions per account have no gap either: the writers decided one after the other.
+        for account in Set(events.map(\.header.account)) {
+            #expect(events.filter { $0.header.account == account }.map(\.header.version) == Array(1...Int64(events.filter { $0.header.account == account }.count)))
+        }
+        #expect(try place.verify().events == Int64(instances * perInstance))
+    }
+
+    @Test("a lease on PostgreSQL is held by one holder at a time and freed with it")
+    func leaseOnPostgres() throws {
+        let place = try TestPlace(.postgres)
+        let a = try place.open(), b = try place.open(seed: 2)
+        let held = try #require(try a.lease("retention"))
+        #expect(try b.lease("retention") == nil)
+        #expect(try b.lease("retention", wait: .milliseconds(200)) == nil)
+        #expect(try b.lease("other") != nil)
+        held.release()
+        #expect(try b.lease("retention") != nil)
+    }
+
+    @Test("bad PostgreSQL addresses and credentials get one clear message, without the password")
+    func badConfiguration() throws {
+        let url = try TestBackend.serverURL()
+        let address = try PostgresAddress(url)
+        let dir = try TempDir()
+        func failure(_ url: String) -> String {
+            do {
+                _ = try Journal(postgres: url, keysPath: dir.path("k"), master: testMaster)
+                return "opened"
+            } catch {
+                return "\(error)"
+            }
+        }
+        let secret = "s3cret-Pa55"
+        for (bad, says) in [
+            ("postgres://lethe:\(secret)@/lethe", "no host"),
+            ("postgres://lethe:\(secret)@127.0.0.1:99999/lethe", "port"),
+            ("postgres://:\(secret)@127.0.0.1/lethe", "no user"),
+            ("postgres://lethe:\(secret)@127.0.0.1:5/", "no database"),
+            ("postgres://lethe:\(secret)@127.0.0.1:5/lethe?schema=Robert'); DROP", "schema"),
+        ] {
+            let message = failure(bad)
+            #expect(message.contains("malformed") && message.contains(says), "\(bad): \(message)")
+            #expect(!message.contains(secret))
+        }
+        let wrong = failure("postgres://lethe:\(secret)@\(address.host!):\(address.port)/lethe")
+        #expect(wrong.contains("password authentication failed"), "\(wrong)")
+        #expect(!wrong.contains(secret))
+        // A port nobody listens on.
+        let closed = failure("postgres://lethe:\(secret)@127.0.0.1:1/lethe")
+        #expect(closed.contains("cannot reach PostgreSQL at postgres://lethe@127.0.0.1:1/lethe"), "\(closed)")
+        #expect(!closed.contains(secret))
+        // A reader of a database without the journal's schema.
+        #expect(throws: JournalError.self) { try JournalReader.verify(postgres: url + "?schema=nothing_here") }
+        do {
+            _ = try JournalReader.verify(postgres: url + "?schema=nothing_here")
+        } catch let e as JournalError {
+            #expect(e.code == .notAJournal)
+            #expect(e.message.contains("no Lethe journal"))
+        }
+    }
+}

@@ -84,7 +84,12 @@ public struct PostgresBackend: JournalBackend {
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        return Lease(purpose: purpose, path: "advisory lock \(key) on \(place)", release: { connection.close() })
+        // Let go explicitly: a closed connection's lock is dropped when the server notices, a
+        // moment later; the next holder must not find it still held.
+        return Lease(purpose: purpose, path: "advisory lock \(key) on \(place)", release: {
+            _ = try? connection.query("SELECT pg_advisory_unlock(\(key))")
+            connection.close()
+        })
     }
 
     /// A stable 64-bit key for the advisory lock of `purpose` on this journal (FNV-1a of the

@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 // Lethe: an embeddable, event-sourced engine for the lifecycle of personal data.
 import PackageDescription
 
@@ -14,6 +14,13 @@ let package = Package(
         // builds postgres-nio and its NIO stack.
         .library(name: "LethePostgres", targets: ["LethePostgres"]),
         .executable(name: "lethe", targets: ["LetheCLI"]),
+    ],
+    traits: [
+        // `lethe --journal postgres://…`: the command links the PostgreSQL backend and its NIO
+        // stack. On by default; `--disable-default-traits` builds an embedded-only `lethe`
+        // several minutes sooner from nothing (what the demo's first part runs).
+        .trait(name: "PostgreSQL", description: "The lethe command reaches journals in PostgreSQL (postgres-nio)."),
+        .default(enabledTraits: ["PostgreSQL"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -64,6 +71,7 @@ let package = Package(
             name: "LetheCLI",
             dependencies: [
                 "LetheJournal", "LetheEvents", "LetheViews", "LetheRetention",
+                .target(name: "LethePostgres", condition: .when(traits: ["PostgreSQL"])),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -56,6 +56,10 @@ struct BackupCommand: ParsableCommand {
 
         func run() throws {
             try guarded("backup restore") {
+                // (Restores write a journal file; into a server's database, not yet.)
+                guard !options.isServer else {
+                    throw JournalError(.storage, "backup restore writes a journal file: restoring into PostgreSQL is not supported yet (restore to a file, then import its export)")
+                }
                 let keys = options.keysPath
                 // The backup holds no keys: without the live key store nothing in it could be read.
                 guard access(keys, F_OK) == 0 else {

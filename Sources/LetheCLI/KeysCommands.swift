@@ -46,8 +46,9 @@ struct KeysCommand: ParsableCommand {
             try guarded("keys rotate") {
                 let keys = options.keysPath
                 guard access(keys, F_OK) == 0 else { throw JournalError(.keys, "no key store at \(keys)") }
-                let next = try MasterKeySource(environment: [:], keyFile: newMasterKey).load(besides: [options.journal, keys])
-                let store = try KeyStore(path: keys, master: options.master, dataPaths: [options.journal], entropy: .system, synchronous: .full)
+                let data = try options.backend().dataPaths
+                let next = try MasterKeySource(environment: [:], keyFile: newMasterKey).load(besides: data + [keys])
+                let store = try KeyStore(path: keys, master: options.master, dataPaths: data, entropy: .system, synchronous: .full)
                 let moved = try store.rotate(to: next)
                 guard try store.truncateWALIfMarked(wait: .milliseconds(Int(max(0, options.walWait) * 1000))) else {
                     throw JournalError(.erasureIncomplete, "rotated \(moved) keyrings, own keys and journal keys, but " + Journal.busyWAL(keys))

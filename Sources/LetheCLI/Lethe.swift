@@ -279,7 +279,7 @@ struct Rebuild: ParsableCommand {
                 writeStdout("ok: the read models equal a rebuild from the journal (\(a))\n")
                 return
             }
-            let models = try ReadModels(journal: journal, path: options.views, policy: try options.retentionPolicy())
+            let models = try ReadModels(journal: journal, path: options.viewsPath, policy: try options.retentionPolicy())
             let applied = try models.rebuild { progress.update($0, of: $1, unit: "events") }
             progress.finish()
             let seconds = Double(Clock.system.now().nanoseconds - started.nanoseconds) / 1e9
@@ -426,7 +426,7 @@ struct Verify: ParsableCommand {
             // The key store is read even without the master key: the head it remembers is not secret.
             var progress = Progress("verify")
             let authenticate = options.master.isGiven
-            let report = try JournalReader.verify(path: options.journal, keysPath: options.keysPath, master: authenticate ? options.master : nil) {
+            let report = try JournalReader.verify(backend: try options.backend(), keysPath: options.keysPath, master: authenticate ? options.master : nil) {
                 progress.update($0, of: $1, unit: "events")
             }
             progress.finish()

@@ -10,6 +10,9 @@ import LetheEvents
 import LetheJournal
 import LetheRetention
 import LetheViews
+#if PostgreSQL
+import LethePostgres
+#endif
 
 /// `--now`, `--at` and `--until` are RFC 3339 in UTC, parsed by the engine's own parser.
 extension Timestamp: ExpressibleByArgument {
@@ -18,22 +21,38 @@ extension Timestamp: ExpressibleByArgument {
 
 /// The options every command takes (CLI.md).
 struct JournalOptions: ParsableArguments {
-    @Option(name: .customLong("journal"), help: "The journal file (SQLite). Default: LETHE_JOURNAL.")
+    @Option(name: .customLong("journal"), help: "The journal: a file (SQLite), or a PostgreSQL database, postgres://USER:PASSWORD@HOST:PORT/DATABASE[?schema=NAME]. Default: LETHE_JOURNAL.")
     var journalArgument: String?
 
     /// `--journal`, else `LETHE_JOURNAL` (`validate` makes sure there is one).
     var journal: String { journalArgument ?? ProcessInfo.processInfo.environment["LETHE_JOURNAL"] ?? "" }
 
+    /// Whether the journal is a server's address rather than a file.
+    var isServer: Bool {
+        let lowered = journal.lowercased()
+        return lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://")
+    }
+
     func validate() throws {
         guard !journal.isEmpty else { throw ValidationError("no journal: give --journal PATH, or set LETHE_JOURNAL") }
-        // Not a file name to make: a server's address, which this build cannot reach yet.
-        let lowered = journal.lowercased()
-        if lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") {
-            throw ValidationError("a PostgreSQL journal (postgres://…) is not supported by this build yet: --journal takes the path of a journal file")
+        if isServer {
+            #if !PostgreSQL
+            throw ValidationError("this build of lethe has no PostgreSQL support (built without its PostgreSQL trait): --journal takes the path of a journal file")
+            #endif
+            // Keys never live in the journal's database, and have no file to sit beside.
+            guard keys != nil else { throw ValidationError("a journal in PostgreSQL needs --keys FILE: its key store is a file of its own, never in the journal's database") }
         }
     }
 
-    @Option(name: .long, help: "The key store (default: the journal's path + \".keys\").")
+    /// Where the journal's rows are. A malformed address is refused without its password.
+    func backend() throws -> any JournalBackend {
+        #if PostgreSQL
+        if isServer { return PostgresBackend(try PostgresAddress(journal)) }
+        #endif
+        return SQLiteBackend(path: journal)
+    }
+
+    @Option(name: .long, help: "The key store (default: the journal's path + \".keys\"; required for a journal in PostgreSQL).")
     var keys: String?
 
     @Option(name: .customLong("master-key"), help: "A file holding the master key (made by `lethe keys init`; owner-only, outside the journal's and the key store's directory). Default: LETHE_MASTER_KEY, else the file LETHE_MASTER_KEY_FILE names.")
@@ -42,10 +61,13 @@ struct JournalOptions: ParsableArguments {
     @Option(name: .long, help: "The time to use as now, RFC 3339 in UTC, like 2026-03-01T00:00:00Z (default: the system clock).")
     var now: Timestamp?
 
-    @Option(name: .long, help: "The read models (default: the journal's path + \".views\"); derived data, rebuilt when missing.")
+    @Option(name: .long, help: "The read models (default: the journal's path + \".views\", or the key store's for a journal in PostgreSQL); derived data, rebuilt when missing.")
     var views: String?
 
-    @Option(name: .long, help: "The retention policy (JSON; default: the journal's path + \".policy.json\" if it exists, else the shipped policy: see `lethe retention policy`).")
+    /// `--views`, else beside the journal's file (or the key store's, for a server's journal).
+    var viewsPath: String { views ?? (isServer ? keysPath : journal) + ".views" }
+
+    @Option(name: .long, help: "The retention policy (JSON; default: the journal's path + \".policy.json\" if it exists (a file journal), else the shipped policy: see `lethe retention policy`).")
     var policy: String?
 
     @Option(name: .customLong("wal-wait"), help: "Seconds a purge waits for readers holding an old snapshot of a file before it reports the file's WAL as not truncated (and exits non-zero).")
@@ -61,7 +83,7 @@ struct JournalOptions: ParsableArguments {
     /// The retention policy: `--policy`, else `JOURNAL.policy.json` when there is one, else the shipped one.
     func retentionPolicy() throws -> RetentionPolicy {
         let path = policy ?? journal + ".policy.json"
-        guard policy != nil || access(path, F_OK) == 0 else { return .standard }
+        guard policy != nil || (!isServer && access(path, F_OK) == 0) else { return .standard }
         do {
             return try RetentionPolicy(path: path)
         } catch let e as RetentionPolicy.Invalid {
@@ -71,7 +93,7 @@ struct JournalOptions: ParsableArguments {
 
     /// The read models, caught up with the journal (progress on a terminal).
     func readModels(_ journal: Journal) throws -> ReadModels {
-        let models = try ReadModels(journal: journal, path: views, policy: try retentionPolicy())
+        let models = try ReadModels(journal: journal, path: viewsPath, policy: try retentionPolicy())
         var progress = Progress("catching up the read models")
         try models.catchUp { progress.update($0, of: $1, unit: "events") }
         progress.finish()
@@ -79,14 +101,19 @@ struct JournalOptions: ParsableArguments {
     }
 
     func open(mustExist: Bool = true) throws -> Journal {
-        if mustExist && access(journal, F_OK) != 0 {
-            throw JournalError(.storage, "no journal at \(journal)")
+        let backend = try backend()
+        if mustExist {
+            if isServer {
+                try backend.openReader().close()  // names a database without a journal
+            } else if access(journal, F_OK) != 0 {
+                throw JournalError(.storage, "no journal at \(journal)")
+            }
         }
         var options = Journal.Options()
         options.clock = clock
         options.rules = ContractRules()
         options.truncateWait = .milliseconds(Int(max(0, walWait) * 1000))
-        return try Journal(path: journal, keysPath: keys, master: master, options: options)
+        return try Journal(backend: backend, keysPath: keysPath, master: master, options: options)
     }
 }
 

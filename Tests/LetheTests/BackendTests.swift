@@ -238,4 +238,32 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
             #expect(e.message.contains("no Lethe journal"))
         }
     }
+
+    @Test("lethe import, export and verify on PostgreSQL: the export is byte for byte the file journal's")
+    func commandLineOnPostgres() throws {
+        let place = try TestPlace(.postgres)
+        let url = try #require(place.url)
+        let file = place.dir.path("file.lethe")
+        let fixture = fixturesDirectory.appendingPathComponent("small.ndjson").path
+        let environment = ["LETHE_MASTER_KEY": testMasterKey]
+        let intoFile = try run("lethe", ["import", fixture, "--journal", file], environment: environment)
+        let intoServer = try run("lethe", ["import", fixture, "--journal", url, "--keys", place.keysPath], environment: environment)
+        #expect(intoServer.status == intoFile.status, "\(intoServer.stderr)")
+        #expect(intoServer.stdout == intoFile.stdout)
+        #expect(intoServer.stdout.contains("imported"))
+        // Rejections are told alike, by line, and the password never appears.
+        #expect(intoServer.stderr == intoFile.stderr)
+        let secret = try #require(PostgresAddress(url).password)
+        #expect(!intoServer.stderr.contains(secret) && !intoServer.stdout.contains(secret))
+        let fromFile = try run("lethe", ["export", "--journal", file], environment: environment)
+        let fromServer = try run("lethe", ["export", "--journal", url, "--keys", place.keysPath], environment: environment)
+        #expect(fromServer.status == 0, "\(fromServer.stderr)")
+        #expect(!fromServer.stdout.isEmpty && fromServer.stdout == fromFile.stdout)
+        let verify = try run("lethe", ["verify", "--journal", url, "--keys", place.keysPath], environment: environment)
+        #expect(verify.status == 0 && verify.stdout.hasPrefix("ok:"), "\(verify.stderr)")
+        #expect(!verify.stdout.contains(secret))
+        // Importing the same file again adds nothing: every id is already there.
+        let again = try run("lethe", ["import", fixture, "--journal", url, "--keys", place.keysPath], environment: environment)
+        #expect(again.stdout.contains("imported 0"), "\(again.stdout)")
+    }
 }

@@ -69,7 +69,7 @@ import Testing
         }, "\(lines.prefix(2))")
     }
 
-    @Test func theJournalComesFromLETHEJOURNALWhenNotGivenAndAServerAddressIsRefused() throws {
+    @Test func theJournalComesFromLETHEJOURNALWhenNotGivenAndAServerAddressNeedsItsOwnKeyStore() throws {
         let dir = try TempDir()
         let journal = dir.path("j.lethe")
         #expect(try run("lethe", ["import", fixture], environment: ["LETHE_JOURNAL": journal]).stdout.contains("imported"))
@@ -80,12 +80,16 @@ import Testing
         #expect(given.status == 0, "\(given.stderr)")
         let none = try run("lethe", ["verify"], environment: ["LETHE_JOURNAL": ""])
         #expect(none.status != 0 && none.stderr.contains("no journal: give --journal PATH, or set LETHE_JOURNAL"), "\(none.stderr)")
-        // A server's address is not taken for a file name, and its password is not repeated.
+        // A server's address is not taken for a file name (nor its key store put beside one), and
+        // its password is not repeated.
         let url = "postgres://lethe:s3cret-pw@127.0.0.1:5432/lethe"
         let server = try run("lethe", ["import", fixture, "--journal", url])
-        #expect(server.status != 0 && server.stderr.contains("a PostgreSQL journal (postgres://…) is not supported by this build yet"), "\(server.stderr)")
+        #expect(server.status != 0 && server.stderr.contains("a journal in PostgreSQL needs --keys FILE"), "\(server.stderr)")
         #expect(!server.stderr.contains("s3cret-pw"))
         #expect(!FileManager.default.fileExists(atPath: "postgres:"))
+        let malformed = try run("lethe", ["import", fixture, "--journal", "postgres://lethe:s3cret-pw@/lethe", "--keys", dir.path("k")])
+        #expect(malformed.status != 0 && malformed.stderr.contains("the PostgreSQL address is malformed: no host"), "\(malformed.stderr)")
+        #expect(!malformed.stderr.contains("s3cret-pw"))
     }
 
     @Test func exportsOneAccountAndRoundTripsTheFixture() throws {

@@ -63,30 +63,39 @@ struct BlockIndex {
     }
 
     /// One pass over the recent postings in account order: each account's last run is read,
-    /// extended and written again (cut at `runBytes`). Memory: one account's new postings.
+    /// extended and written again (cut at `runBytes`), for `mergeGroup` accounts at a time (a
+    /// store on a server reads and writes a group in one statement each). Memory: one group's
+    /// new postings.
     func merge() throws {
-        var account: Int64?
-        var pending: [Int64] = []
+        var group: [(account: Int64, blocks: [Int64])] = []
         func flush() throws {
-            guard let account, !pending.isEmpty else { return }
-            var blocks: [Int64] = []
-            let last = try store.lastBlockRun(ofAccount: account)
-            if let last { blocks = try BlockIndex.decode(last.blocks, account: account, first: last.first) }
-            for block in pending where block > (blocks.last ?? 0) { blocks.append(block) }
-            // The last run keeps its key: it is updated in place, and any further runs inserted.
-            try store.writeBlockRuns(BlockIndex.encode(blocks).map { BlockRun(account: account, first: $0.0, blocks: $0.1) }, replacing: last?.first)
-            pending.removeAll(keepingCapacity: true)
-        }
-        try store.forEachRecentPosting { a, block in
-            if a != account {
-                try flush()
-                account = a
+            guard !group.isEmpty else { return }
+            let lasts = try store.lastBlockRuns(ofAccounts: group.map(\.account))
+            var runs: [BlockRun] = []
+            for (account, pending) in group {
+                var blocks: [Int64] = []
+                if let last = lasts[account] { blocks = try BlockIndex.decode(last.blocks, account: account, first: last.first) }
+                for block in pending where block > (blocks.last ?? 0) { blocks.append(block) }
+                // The last run keeps its key: it is updated in place, and any further runs inserted.
+                runs += BlockIndex.encode(blocks).map { BlockRun(account: account, first: $0.0, blocks: $0.1) }
             }
-            pending.append(block)
+            try store.writeBlockRuns(runs, replacing: lasts.mapValues(\.first))
+            group.removeAll(keepingCapacity: true)
+        }
+        try store.forEachRecentPosting { account, block in
+            if group.last?.account == account {
+                group[group.count - 1].blocks.append(block)
+            } else {
+                if group.count == BlockIndex.mergeGroup { try flush() }
+                group.append((account, [block]))
+            }
         }
         try flush()
         try store.clearRecentPostings()
     }
+
+    /// How many accounts a merge reads and writes at once.
+    static let mergeGroup = 2048
 
     /// A format-4 journal's `account_blocks`, moved into the runs (by its first writer).
     static func upgrade(_ db: SQLiteDatabase) throws {

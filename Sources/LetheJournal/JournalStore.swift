@@ -131,10 +131,11 @@ package protocol JournalStore: AnyObject {
     func recentBlocks(ofAccount id: Int64) throws -> [Int64]
     /// The account's runs, in order of first block.
     func blockRuns(ofAccount id: Int64) throws -> [BlockRun]
-    func lastBlockRun(ofAccount id: Int64) throws -> BlockRun?
-    /// Writes an account's runs from its last one on: the run whose first block is `replacing`
-    /// (the account's last, extended) in place, and the others as new rows.
-    func writeBlockRuns(_ runs: [BlockRun], replacing: Int64?) throws
+    /// The last run of each of `accounts` that has one.
+    func lastBlockRuns(ofAccounts accounts: [Int64]) throws -> [Int64: BlockRun]
+    /// Writes accounts' runs from their last one on: for each account, the run whose first block
+    /// `replacing` gives (its last, extended) in place, and the others as new rows.
+    func writeBlockRuns(_ runs: [BlockRun], replacing: [Int64: Int64]) throws
     /// Adds postings; one already held is skipped.
     func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws
     /// Every recent posting, in (account, block) order. `body` may write the runs.

@@ -14,6 +14,20 @@ final class Writer {
         var chains = ChainMarks()
         /// Whether this batch moved a chain mark (only then is `chains` written again).
         var chainsMoved = false
+
+        init(id: Int64, version: Int64, lastAt: Int64, chains: ChainMarks = ChainMarks()) {
+            (self.id, self.version, self.lastAt, self.chains) = (id, version, lastAt, chains)
+        }
+
+        /// A stored row, checked.
+        init(_ name: String, _ stored: AccountRecord, keys: KeyStore) throws {
+            let chains = try stored.chains.map { bytes in
+                try ChainMarks.decode(bytes, account: name) { category in try keys.keyring(name)?.chain(category: category)?.slot }
+            } ?? ChainMarks()
+            // (The writer adds one to the version: a row edited to the end of the range is damage, not a trap.)
+            guard (0..<Int64.max).contains(stored.version) else { throw JournalError(.corrupt, "account \(name): version \(stored.version) out of range") }
+            self.init(id: stored.id, version: stored.version, lastAt: stored.lastAt, chains: chains)
+        }
     }
 
     let store: any JournalStore
@@ -134,14 +148,21 @@ final class Writer {
     func accountRow(_ name: String) throws -> AccountRow? {
         if let row = accounts[name] { return row }
         guard let stored = try store.account(named: name) else { return nil }
-        let chains = try stored.chains.map { bytes in
-            try ChainMarks.decode(bytes, account: name) { [keys] category in try keys.keyring(name)?.chain(category: category)?.slot }
-        } ?? ChainMarks()
-        // (The writer adds one to the version: a row edited to the end of the range is damage, not a trap.)
-        guard (0..<Int64.max).contains(stored.version) else { throw JournalError(.corrupt, "account \(name): version \(stored.version) out of range") }
-        let row = AccountRow(id: stored.id, version: stored.version, lastAt: stored.lastAt, chains: chains)
+        let row = try AccountRow(name, stored, keys: keys)
         remember(name, row)
         return row
+    }
+
+    /// Reads the rows of the batch's accounts this writer does not hold yet, all in one go (one
+    /// statement on a server, not one per account); returns those the journal has no row for.
+    private func prefetchAccounts(of batch: [PreparedBatch.Item]) throws -> Set<String> {
+        var seen = Set<String>()
+        var missing: [String] = []
+        for e in batch where accounts[e.account] == nil && seen.insert(e.account).inserted { missing.append(e.account) }
+        guard !missing.isEmpty else { return [] }
+        let found = try store.accounts(named: missing)
+        for (name, stored) in found { remember(name, try AccountRow(name, stored, keys: keys)) }
+        return Set(missing.lazy.filter { found[$0] == nil })
     }
 
     private func remember(_ name: String, _ row: AccountRow) {
@@ -218,7 +239,8 @@ final class Writer {
         sealed.reserveCapacity(batch.count)
         digests.reserveCapacity(batch.count)
         var seq = headSeq
-        try loadHistories(for: batch)
+        let absent = try prefetchAccounts(of: batch)
+        try loadHistories(for: batch, absent: absent)
         for e in batch {
             var body: PreparedBatch.Sealed
             switch e.sealed {
@@ -242,7 +264,7 @@ final class Writer {
             var isNew = false
             if let s = staged[e.account] {
                 row = s
-            } else if let known = try accountRow(e.account) {
+            } else if !absent.contains(e.account), let known = try accountRow(e.account) {
                 row = known
             } else {
                 row = AccountRow(id: nextAccountID + Int64(newAccounts.count), version: 0, lastAt: .min)
@@ -325,7 +347,7 @@ final class Writer {
     /// accounts at a time, reading each block that holds any of them once per group: accounts are
     /// interleaved in blocks, so loading them one by one would decode the same blocks again and
     /// again. (An account whose state is dropped meanwhile is loaded alone when its turn comes.)
-    private func loadHistories(for batch: [PreparedBatch.Item]) throws {
+    private func loadHistories(for batch: [PreparedBatch.Item], absent: Set<String>) throws {
         guard let rules, let lookupKey else { return }
         var seen = Set<String>()
         var missing: [String] = []
@@ -345,7 +367,7 @@ final class Writer {
             while start < missing.count && events < 500_000 {
                 let account = missing[start]
                 start += 1
-                guard let row = try accountRow(account) else {
+                guard !absent.contains(account), let row = try accountRow(account) else {
                     try rules.load(account, history: [])  // a new account: no history
                     continue
                 }

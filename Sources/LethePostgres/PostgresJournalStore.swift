@@ -400,13 +400,20 @@ final class PostgresJournalStore: JournalStore {
             .map(Self.run)
     }
 
-    func lastBlockRun(ofAccount id: Int64) throws -> BlockRun? {
-        try connection.query("""
-            SELECT account_id, first_block, blocks FROM account_block_runs WHERE account_id = \(id) ORDER BY first_block DESC LIMIT 1
-            """).first.map(Self.run)
+    func lastBlockRuns(ofAccounts accounts: [Int64]) throws -> [Int64: BlockRun] {
+        guard !accounts.isEmpty else { return [:] }
+        var out: [Int64: BlockRun] = [:]
+        for row in try connection.query("""
+            SELECT DISTINCT ON (account_id) account_id, first_block, blocks FROM account_block_runs
+            WHERE account_id = ANY(\(accounts)::bigint[]) ORDER BY account_id, first_block DESC
+            """) {
+            let run = try Self.run(row)
+            out[run.account] = run
+        }
+        return out
     }
 
-    func writeBlockRuns(_ runs: [BlockRun], replacing: Int64?) throws {
+    func writeBlockRuns(_ runs: [BlockRun], replacing: [Int64: Int64]) throws {
         guard !runs.isEmpty else { return }
         try connection.query("""
             INSERT INTO account_block_runs(account_id, first_block, blocks)

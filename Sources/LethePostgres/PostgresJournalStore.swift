@@ -505,8 +505,13 @@ final class PostgresJournalStore: JournalStore {
         return true
     }
 
+    /// VACUUM makes dead row versions' space reusable; the recent tables' indexes, which a merge
+    /// empties, keep their pages until rebuilt, which costs next to nothing once they are empty
+    /// or small (`settle` merged them just before).
     func reclaimSpace() throws {
         try connection.execute("VACUUM accounts, event_ids, event_id_runs, recent_account_blocks, account_block_runs")
+        try connection.execute("REINDEX TABLE event_ids")
+        try connection.execute("REINDEX TABLE recent_account_blocks")
     }
 
     private static func tables(_ index: IndexName) -> (recent: String, runs: String) {

@@ -266,4 +266,32 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         let again = try run("lethe", ["import", fixture, "--journal", url, "--keys", place.keysPath], environment: environment)
         #expect(again.stdout.contains("imported 0"), "\(again.stdout)")
     }
+
+    @Test("a follower of a PostgreSQL journal sees another instance's commits, in order, and resumes by sequence number")
+    func followerOnPostgres() async throws {
+        let place = try TestPlace(.postgres)
+        let mine = try place.open(), other = try place.open(seed: 2)
+        try await mine.append(event("a", at: "2026-04-01T00:00:00Z", id: "first"))
+        let seen = try await withTimeLimit(.seconds(60), "the other instance's events") {
+            async let followed: [Int64] = {
+                var seqs: [Int64] = []
+                for try await e in mine.subscribe(after: 0, poll: .milliseconds(20)) {
+                    seqs.append(e.header.seq)
+                    if seqs.count == 3 { break }
+                }
+                return seqs
+            }()
+            try await waitUntil("the subscriber to wait") { mine.commits.waiting == 1 }
+            try await other.append([event("b", at: "2026-04-01T00:00:01Z"), event("a", at: "2026-04-01T00:00:02Z")])
+            return try await followed
+        }
+        #expect(seen == [1, 2, 3])
+        // Resumed after 2, from a fresh instance: only what follows.
+        var resumed: [String] = []
+        for try await e in try place.open(seed: 3).subscribe(after: 2, poll: .milliseconds(20)) {
+            resumed.append(e.header.account)
+            break
+        }
+        #expect(resumed == ["a"])
+    }
 }

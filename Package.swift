@@ -88,7 +88,7 @@ let package = Package(
             path: "Examples/AccountService"),
         // Appends forever and acknowledges each commit; the crash test kills it mid-write.
         .executableTarget(
-            name: "lethe-crash-writer", dependencies: ["LetheJournal", "LetheEvents"],
+            name: "lethe-crash-writer", dependencies: ["LetheJournal", "LetheEvents", "LethePostgres"],
             path: "Tools/CrashWriter"),
         .testTarget(
             name: "LetheTests",

@@ -1,8 +1,10 @@
 // Appends events to a journal until killed, acknowledging each committed event on stdout.
 //
-// Usage: lethe-crash-writer JOURNAL SEED [BLOCK_EVENTS]
+// Usage: lethe-crash-writer JOURNAL SEED [BLOCK_EVENTS [KEYS]]
+// JOURNAL is a file or a postgres:// address (whose key store KEYS then names).
 // The crash test (Tests/LetheTests/CrashTests.swift) kills it at random instants with SIGKILL,
-// reopens the journal, verifies it, and checks that every acknowledged event is there.
+// reopens the journal, verifies it, and checks that every acknowledged event is there; several
+// of it append to one PostgreSQL journal at once in another.
 #if canImport(Glibc)
 import Glibc
 #else
@@ -10,16 +12,19 @@ import Darwin
 #endif
 import LetheEvents
 import LetheJournal
+import LethePostgres
 
 let args = CommandLine.arguments
 guard args.count >= 3, let seed = UInt64(args[2]) else {
-    print("usage: lethe-crash-writer JOURNAL SEED [BLOCK_EVENTS]")
+    print("usage: lethe-crash-writer JOURNAL SEED [BLOCK_EVENTS [KEYS]]")
     exit(2)
 }
 var options = Journal.Options()
 options.blockEvents = args.count > 3 ? Int(args[3]) ?? 64 : 64
 options.entropy = .seeded(seed)
-let journal = try Journal(path: args[1], options: options)
+let journal = PostgresAddress.isAddress(args[1])
+    ? try Journal(postgres: args[1], keysPath: args[4], options: options)
+    : try Journal(path: args[1], keysPath: args.count > 4 ? args[4] : nil, options: options)
 /// xorshift64: the workload is reproducible from the seed.
 struct Rng {
     var state: UInt64
@@ -48,8 +53,16 @@ while true {
     let outcomes = try journal.append(batch)
     var acks = ""
     for (e, outcome) in zip(batch, outcomes) {
-        guard case .appended = outcome else { fatalError("unexpected outcome for \(e.id!)") }
-        acks += "ack \(e.id!)\n"
+        switch outcome {
+        case .appended:
+            acks += "ack \(e.id!)\n"
+        case .rejected(let why) where why.code == .timeOrder:
+            // Another writer on the same journal gave the account a later event first: refused,
+            // as it must be, and not acknowledged.
+            continue
+        default:
+            fatalError("unexpected outcome for \(e.id!): \(outcome)")
+        }
     }
     let bytes = Array(acks.utf8)
     _ = bytes.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }

@@ -16,7 +16,13 @@ import Testing
         let rounds = 25
         for round in 0..<rounds {
             // Its acknowledgements are read as they come: a full pipe would stall it before the kill.
+            let before = try? headSeq(place)
             let writer = try start("lethe-crash-writer", [path, String(round + 1), "64", keys], timeLimit: .seconds(60))
+            // Every other round, first wait for its first commit: opening (a server's connection and
+            // schema above all) can take longer than the random while on a loaded machine.
+            if round % 2 == 0 {
+                try waitUntil("the writer's first commit", timeLimit: .seconds(30)) { ((try? headSeq(place)) ?? 0) > (before ?? 0) }
+            }
             // Let it write for a random while (it may still be opening), then SIGKILL it mid-write.
             usleep(UInt32(20_000 + generator.next() % 180_000))
             writer.send(SIGKILL)
@@ -77,6 +83,13 @@ import Testing
         #expect(writers.count >= 8, "only \(writers.sorted()) appended anything")
         #expect(acknowledged.count > 200, "the writers hardly wrote anything; the test proved little")
     }
+}
+
+/// The journal's last sequence number, read as a reader would (nil-like errors: no journal yet).
+private func headSeq(_ place: TestPlace) throws -> Int64 {
+    let reader = try JournalReader(backend: try place.journalBackend, openKeys: nil)
+    defer { reader.store.close() }
+    return try reader.snapshot { try reader.headSeq() }
 }
 
 /// A small deterministic generator for test schedules.

@@ -165,6 +165,13 @@ public final class Journal: Sendable {
     /// Wakes this journal's waiting subscribers at each commit (see `Subscription`).
     let commits = CommitSignal()
 
+    deinit { commits.stopFeed() }
+
+    /// Makes sure other instances' commits wake this journal's followers (see `CommitSignal.watch`). Blocks.
+    func watchCommits() -> CommitSignal.Watch {
+        commits.watch { onCommit, onEnd in try backend.commitFeed(onCommit: onCommit, onEnd: onEnd) }
+    }
+
     /// Opens the journal at `path` (creating it when missing) and its key store at `keysPath`
     /// (default `path + ".keys"`), with the master key from `master` (default: the environment).
     public convenience init(path: String, keysPath: String? = nil, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {

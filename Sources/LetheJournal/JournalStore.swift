@@ -14,6 +14,15 @@ package protocol JournalBackend: Sendable {
     func openReader() throws -> any JournalStore
     /// Takes the lease for `purpose`, waiting at most `wait`; nil if another holder keeps it.
     func lease(_ purpose: String, wait: Duration) throws -> Lease?
+    /// Tells `onCommit` the new head's sequence number whenever any instance commits, from when
+    /// this returns until the feed is stopped or its connection ends (then `onEnd`, once); nil
+    /// where the backend sends no such notice (a SQLite file: other processes' commits are
+    /// found by polling).
+    func commitFeed(onCommit: @escaping @Sendable (Int64) -> Void, onEnd: @escaping @Sendable () -> Void) throws -> CommitFeed?
+}
+
+extension JournalBackend {
+    package func commitFeed(onCommit: @escaping @Sendable (Int64) -> Void, onEnd: @escaping @Sendable () -> Void) throws -> CommitFeed? { nil }
 }
 
 /// What the journal needs from the database that holds it: its head and counters, its sealed

@@ -4,8 +4,11 @@
 /// sequence number it handled and subscribes `after:` it again after a restart, so nothing is
 /// missed and nothing is handled twice. The iterator reads the journal a chunk at a time on
 /// demand (no unbounded buffer), sees appends by any process, and when it has caught up waits
-/// for the next commit through this `Journal`, which wakes it at once, or `poll`, for appends by
-/// other processes. Ends when its task is cancelled. Reads run on `BlockingPool.shared`.
+/// for the next commit: one through this `Journal` wakes it at once, and so does one by any
+/// instance on a backend that sends notice of commits (PostgreSQL's LISTEN/NOTIFY: the feed is
+/// started by the first follower that waits, and started again if its connection is lost);
+/// otherwise it reads again after `poll`. Ends when its task is cancelled. Reads run on
+/// `BlockingPool.shared`.
 public struct Subscription: AsyncSequence, Sendable {
     public typealias Element = StoredEvent
 
@@ -13,6 +16,10 @@ public struct Subscription: AsyncSequence, Sendable {
     let after: Int64
     let poll: Duration
     static let chunk: Int64 = 1024
+    /// With a live commit feed a follower that caught up reads nothing until it is woken, but
+    /// for one read a minute: a safety net, should a notice ever be lost with its connection
+    /// still up.
+    static let safetyRead: Duration = .seconds(60)
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let journal: Journal
@@ -32,8 +39,21 @@ public struct Subscription: AsyncSequence, Sendable {
                     return chunk
                 }
                 if chunk.isEmpty {
-                    // Woken by this process's next commit, or after `poll` for other processes'.
-                    await journal.commits.wait(after: last, timeout: poll)
+                    // Woken by the next commit this process makes or, on a backend that sends
+                    // notice of commits (PostgreSQL), any instance makes; elsewhere other
+                    // processes' commits are found by reading again after `poll`.
+                    let commits = journal.commits
+                    let watch: CommitSignal.Watch
+                    if let known = commits.watching {
+                        watch = known
+                    } else {
+                        watch = try await journal.run { $0.watchCommits() }
+                    }
+                    switch watch {
+                    case .started: continue  // a commit made before the feed began went unnoticed: read again
+                    case .live: await commits.wait(after: last, timeout: Swift.max(poll, Subscription.safetyRead))
+                    case .polling: await commits.wait(after: last, timeout: poll)
+                    }
                     if Task.isCancelled { return nil }  // cancelled while waiting: the sequence ends
                 } else {
                     buffer = chunk

@@ -66,7 +66,24 @@ final class Connection: @unchecked Sendable {
     func close() {
         guard !closed else { return }
         closed = true
-        try? connection.close().wait()
+        // (On one of NIO's threads, a feed's end, say: never wait there.)
+        if connection.eventLoop.inEventLoop {
+            connection.close().whenComplete { _ in }
+        } else {
+            try? connection.close().wait()
+        }
+    }
+
+    /// Hands `handler` the payload of every notice on `channel` (sent by `NOTIFY` in any
+    /// session), on one of NIO's threads, from when the server has run the `LISTEN`: a later
+    /// statement on this connection answers only after that.
+    func listen(_ channel: String, _ handler: @escaping @Sendable (String) -> Void) throws {
+        connection.addListener(channel: channel) { _, notice in handler(notice.payload) }
+    }
+
+    /// Calls `body` once the connection is closed, by either side or by its loss.
+    func onClose(_ body: @escaping @Sendable () -> Void) {
+        connection.closeFuture.whenComplete { _ in body() }
     }
 
     /// Runs one statement and returns every row. Errors name the server's message, not the values.

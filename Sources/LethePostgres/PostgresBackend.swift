@@ -92,17 +92,43 @@ public struct PostgresBackend: JournalBackend {
         })
     }
 
-    /// A stable 64-bit key for the advisory lock of `purpose` on this journal (FNV-1a of the
-    /// schema and the purpose).
-    func lockKey(_ purpose: String) -> Int64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in "lethe:\(address.schema):\(purpose)".utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
+    /// A stable 64-bit key for the advisory lock of `purpose` on this journal.
+    func lockKey(_ purpose: String) -> Int64 { Int64(bitPattern: journalHash(schema: address.schema, purpose)) }
+
+    /// Every commit's new head, by any instance, from the notices writers send on the journal's
+    /// channel (`NOTIFY` in `setHead`), on a connection of the feed's own.
+    package func commitFeed(onCommit: @escaping @Sendable (Int64) -> Void, onEnd: @escaping @Sendable () -> Void) throws -> CommitFeed? {
+        let connection = try Connection(address)
+        let channel = commitChannel(schema: address.schema)
+        do {
+            try connection.listen(channel) { payload in
+                if let seq = Int64(payload) { onCommit(seq) }
+            }
+            // The LISTEN goes first on the connection: once this answers, it is in effect. (The
+            // name shows an operator what the connection is for, in `pg_stat_activity`.)
+            try connection.execute("SET application_name TO '\(channel)'")
+        } catch {
+            connection.close()
+            throw JournalError.storage("cannot listen for commits at \(place)", error)
         }
-        return Int64(bitPattern: hash)
+        connection.onClose(onEnd)
+        return CommitFeed(stop: { connection.close() })
     }
 }
+
+/// FNV-1a of a journal's schema and `purpose`: stable across processes and builds.
+func journalHash(schema: String, _ purpose: String) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in "lethe:\(schema):\(purpose)".utf8 {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x0000_0100_0000_01b3
+    }
+    return hash
+}
+
+/// The channel on which a journal's writers announce their commits (a name of the journal's
+/// own: one database holds several journals, in schemas of their own).
+func commitChannel(schema: String) -> String { "lethe_commits_" + String(journalHash(schema: schema, "commits"), radix: 16) }
 
 private func binds(_ key: String, _ value: some PostgresNonThrowingEncodable) -> PostgresBindings {
     var b = PostgresBindings()

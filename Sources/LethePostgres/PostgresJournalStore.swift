@@ -115,11 +115,15 @@ final class PostgresJournalStore: JournalStore {
             """)
     }
 
+    /// Moves the head and, in the same statement, tells the followers of every instance: the
+    /// server delivers the notice when (and only if) the transaction commits.
     func setHead(seq: Int64, link: [UInt8], mac: [UInt8]) throws {
         try connection.query("""
-            INSERT INTO meta(key, int_value, bytes_value)
-            VALUES ('head_seq', \(seq), NULL), ('head_link', NULL, \(link.buffer)), ('head_mac', NULL, \(mac.buffer))
-            ON CONFLICT (key) DO UPDATE SET int_value = EXCLUDED.int_value, bytes_value = EXCLUDED.bytes_value
+            WITH head AS (
+                INSERT INTO meta(key, int_value, bytes_value)
+                VALUES ('head_seq', \(seq), NULL), ('head_link', NULL, \(link.buffer)), ('head_mac', NULL, \(mac.buffer))
+                ON CONFLICT (key) DO UPDATE SET int_value = EXCLUDED.int_value, bytes_value = EXCLUDED.bytes_value)
+            SELECT pg_notify(\(commitChannel(schema: schema)), \(String(seq)))
             """)
     }
 

@@ -267,31 +267,71 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(again.stdout.contains("imported 0"), "\(again.stdout)")
     }
 
-    @Test("a follower of a PostgreSQL journal sees another instance's commits, in order, and resumes by sequence number")
+    @Test("a follower of a PostgreSQL journal is woken by another instance's commits (LISTEN/NOTIFY, no polling), in order, and resumes by sequence number")
     func followerOnPostgres() async throws {
         let place = try TestPlace(.postgres)
         let mine = try place.open(), other = try place.open(seed: 2)
         try await mine.append(event("a", at: "2026-04-01T00:00:00Z", id: "first"))
-        let seen = try await withTimeLimit(.seconds(60), "the other instance's events") {
+        // A poll of an hour: only a notice of the other instance's commit can wake it in time.
+        let seen = try await withTimeLimit(.seconds(30), "the other instance's events") {
             async let followed: [Int64] = {
                 var seqs: [Int64] = []
-                for try await e in mine.subscribe(after: 0, poll: .milliseconds(20)) {
+                for try await e in mine.subscribe(after: 0, poll: .seconds(3600)) {
                     seqs.append(e.header.seq)
                     if seqs.count == 3 { break }
                 }
                 return seqs
             }()
             try await waitUntil("the subscriber to wait") { mine.commits.waiting == 1 }
-            try await other.append([event("b", at: "2026-04-01T00:00:01Z"), event("a", at: "2026-04-01T00:00:02Z")])
+            try await other.append(event("b", at: "2026-04-01T00:00:01Z"))
+            try await waitUntil("the subscriber to wait again") { mine.commits.waiting == 1 }
+            try await other.append(event("a", at: "2026-04-01T00:00:02Z"))
             return try await followed
         }
         #expect(seen == [1, 2, 3])
         // Resumed after 2, from a fresh instance: only what follows.
         var resumed: [String] = []
-        for try await e in try place.open(seed: 3).subscribe(after: 2, poll: .milliseconds(20)) {
+        for try await e in try place.open(seed: 3).subscribe(after: 2, poll: .seconds(3600)) {
             resumed.append(e.header.account)
             break
         }
         #expect(resumed == ["a"])
+    }
+
+    @Test("a follower whose commit feed loses its connection starts another and misses no commit")
+    func followerFeedReconnects() async throws {
+        let place = try TestPlace(.postgres)
+        let mine = try place.open(), other = try place.open(seed: 2)
+        let address = try PostgresAddress(place.url!)
+        let admin = try Connection(address)
+        final class Seen: Sendable {
+            let seqs = Mutex<[Int64]>([])
+            func withLock<T>(_ body: (inout [Int64]) -> T) -> T { seqs.withLock { body(&$0) } }
+        }
+        let seen = Seen()
+        try await withTimeLimit(.seconds(30), "the events after the feed was cut") {
+            async let followed: Void = {
+                for try await e in mine.subscribe(after: 0, poll: .seconds(3600)) {
+                    if seen.withLock({ $0.append(e.header.seq); return $0.count }) == 3 { break }
+                }
+            }()
+            try await waitUntil("the subscriber to wait") { mine.commits.waiting == 1 }
+            try await other.append(event("b", at: "2026-04-01T00:00:01Z"))
+            try await waitUntil("the first event") { seen.withLock { $0 } == [1] && mine.commits.waiting == 1 }
+            #expect(mine.commits.feedsStarted == 1)
+            // The feed's connection is cut (a server restart, a proxy's timeout): the follower
+            // reads again and starts another feed.
+            let cut = try admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = \(commitChannel(schema: address.schema))")
+            #expect(cut.count == 1)
+            try await waitUntil("another feed") { mine.commits.feedsStarted == 2 && mine.commits.waiting == 1 }
+            try await other.append(event("b", at: "2026-04-01T00:00:02Z"))
+            try await waitUntil("the second event") { seen.withLock { $0 } == [1, 2] && mine.commits.waiting == 1 }
+            // A commit made while there is no feed (cut, and no follower waiting to start
+            // another) is read when the next feed begins.
+            _ = try admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = \(commitChannel(schema: address.schema))")
+            try await other.append(event("b", at: "2026-04-01T00:00:03Z"))
+            try await followed
+        }
+        #expect(seen.withLock { $0 } == [1, 2, 3])
     }
 }

@@ -6,6 +6,7 @@
 #
 #   Tools/pg.sh start [DIR]   starts one (default DIR: .build/pg); prints its URL, also in DIR/url
 #   Tools/pg.sh url [DIR]     prints the URL of the running one
+#   Tools/pg.sh restart [DIR] stops it and starts it again (fast shutdown: sessions are cut)
 #   Tools/pg.sh stop [DIR]    stops it and removes DIR
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user that
@@ -60,6 +61,11 @@ start)
 url)
     cat "$dir/url"
     ;;
+restart)
+    # Same port, socket and password: what a server restart looks like to its clients.
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
+    ;;
 stop)
     if [ -d "$dir/data" ]; then
         as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
@@ -67,7 +73,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: Tools/pg.sh start|url|stop [DIR]" >&2
+    echo "usage: Tools/pg.sh start|url|restart|stop [DIR]" >&2
     exit 2
     ;;
 esac

@@ -263,7 +263,7 @@ extension Journal {
     /// they left makes the next open or run truncate it.
     @discardableResult
     public func finishErasures() throws -> Int {
-        let done = try writer.withLock { writer -> Int in
+        let done = try withWriter { writer -> Int in
             var done = 0
             while true {
                 let batch = try writer.pendingErasures(limit: 10_000)
@@ -293,7 +293,7 @@ extension Journal {
     package func truncateWALs(wait: Duration? = nil) throws -> [String] {
         var unfinished: [String] = []
         let wait = wait ?? options.truncateWait
-        if try !writer.withLock({ try $0.store.clearResidue(wait: wait) }) {
+        if try !withWriter({ try $0.store.clearResidue(wait: wait) }) {
             unfinished.append(Journal.busyWAL(path))
         }
         if try !sealer.withLock({ try $0.keys.truncateWALIfMarked(wait: wait) }) {

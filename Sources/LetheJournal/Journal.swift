@@ -167,6 +167,14 @@ public final class Journal: Sendable {
 
     deinit { commits.stopFeed() }
 
+    /// `body` with the writer, under its lock, on a live connection (see `Writer.reconnectIfBroken`).
+    func withWriter<T>(_ body: (inout sending Writer) throws -> sending T) throws -> sending T {
+        try writer.withLock { writer in
+            try writer.reconnectIfBroken(backend)
+            return try body(&writer)
+        }
+    }
+
     /// Makes sure other instances' commits wake this journal's followers (see `CommitSignal.watch`). Blocks.
     func watchCommits() -> CommitSignal.Watch {
         commits.watch { onCommit, onEnd in try backend.commitFeed(onCommit: onCommit, onEnd: onEnd) }
@@ -259,7 +267,7 @@ public final class Journal: Sendable {
     }
 
     private func append(_ batch: PreparedBatch, erasing erasures: [Erasure], allOrNothing: Bool = false) throws -> [AppendOutcome] {
-        let (outcomes, head) = try writer.withLock { writer in
+        let (outcomes, head) = try withWriter { writer in
             // Lock order: writer, then sealer (`prepare` takes the sealer alone).
             (try writer.append(batch, erasing: erasures, allOrNothing: allOrNothing, sealer: sealer), writer.headSeq)
         }
@@ -275,7 +283,7 @@ public final class Journal: Sendable {
     /// - Complexity: the recent postings and, for ids that grow with time, the recent ids.
     public func settle() throws {
         do {
-            try writer.withLock { try $0.settle() }
+            try withWriter { try $0.settle() }
         } catch {
             throw JournalError.storage("tidying the indexes failed; nothing was changed", error)
         }
@@ -375,12 +383,12 @@ public final class Journal: Sendable {
 
     /// The account's current version, 0 when it has no events.
     public func version(of account: String) throws -> Int64 {
-        try writer.withLock { try $0.accountRow(account)?.version ?? 0 }
+        try withWriter { try $0.accountRow(account)?.version ?? 0 }
     }
 
     /// The time of the account's latest event; nil when it has none.
     public func latestTime(of account: String) throws -> Timestamp? {
-        try writer.withLock { try $0.accountRow(account).map { Timestamp(nanoseconds: $0.lastAt) } }
+        try withWriter { try $0.accountRow(account).map { Timestamp(nanoseconds: $0.lastAt) } }
     }
 
     /// The key of this journal's backups (random, in the key store under the master key).

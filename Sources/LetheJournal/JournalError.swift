@@ -33,6 +33,11 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
         public static let keys = Code("keys")
         /// SQLite or the file system failed.
         public static let storage = Code("storage")
+        /// The connection to the journal's server was lost (a restart, the network). Nothing of
+        /// the operation under way was written, unless the message says it was lost while
+        /// committing: then it may have been (a batch with event ids can be appended again; its
+        /// events already there come back as duplicates). The next call connects again.
+        public static let connectionLost = Code("connectionLost")
         /// Another holder has the lease for this work (another retention run, say); nothing was done.
         public static let busy = Code("busy")
         /// Erasures were done, but a file still holds what they removed (a reader kept its WAL

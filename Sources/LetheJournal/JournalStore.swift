@@ -42,6 +42,8 @@ package protocol JournalStore: AnyObject {
     var place: String { get }
     /// Ends the connection (also done when the store is released).
     func close()
+    /// Whether the connection is lost for good (a server restarted, say): its owner opens another.
+    var isBroken: Bool { get }
 
     // MARK: Transactions
 
@@ -407,6 +409,9 @@ struct BlockScan {
 }
 
 extension JournalStore {
+    /// A file's connection is never lost.
+    package var isBroken: Bool { false }
+
     /// The unsealed events, checked (`TailRow.events`), with their stored links.
     func tail() throws -> ([SealedEvent], [[UInt8]]) { try TailRow.events(tailRows()) }
 

@@ -366,7 +366,7 @@ final class Sealer {
         let names = Array(accounts)
         var marks: Marks = [:]
         do {
-            if journal == nil { journal = try backend.openReader() }
+            if journal?.isBroken ?? true { journal = try backend.openReader() }
             for (name, row) in try journal!.accounts(named: names) {
                 guard let chains = row.chains else { continue }
                 let ring = self.accounts[name]?.ring

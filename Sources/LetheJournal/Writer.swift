@@ -30,7 +30,7 @@ final class Writer {
         }
     }
 
-    let store: any JournalStore
+    private(set) var store: any JournalStore
     let options: Options
     /// The writer's own connection to the key store (for the keys it checks and reads).
     let keys: KeyStore
@@ -123,6 +123,38 @@ final class Writer {
             }
         } catch {
             throw JournalError.storage("cannot read the journal's head", error)
+        }
+    }
+
+    /// How many times a writer whose connection was lost tries to connect again before it gives
+    /// up (waiting 50 ms, then twice as long each time: about 6 s in all).
+    static let reconnectAttempts = 8
+
+    /// Connects again when the connection was lost (a server restarted, say), before the
+    /// writer's next use: tries `reconnectAttempts` times with growing pauses, then reads the
+    /// journal afresh from the new connection, as at open (whatever was committed meanwhile, by
+    /// any instance, is there; what the lost transaction did not commit is not). The append
+    /// that was under way when the connection was lost has failed already, and said so.
+    func reconnectIfBroken(_ backend: any JournalBackend) throws {
+        guard store.isBroken else { return }
+        var pause = Duration.milliseconds(50)
+        var attempt = 1
+        while true {
+            do {
+                let fresh = try backend.openWriter(options: options)
+                store.close()
+                store = fresh
+                try store.snapshot { try reload() }
+                options.logger.notice("connected again to the journal at \(store.place)", metadata: ["attempts": "\(attempt)"])
+                return
+            } catch {
+                guard attempt < Writer.reconnectAttempts else {
+                    throw JournalError.storage("the connection to the journal at \(store.place) was lost and \(attempt) attempts to connect again failed", error)
+                }
+                Thread.sleep(forTimeInterval: Double(pause.components.attoseconds) / 1e18 + Double(pause.components.seconds))
+                pause *= 2
+                attempt += 1
+            }
         }
     }
 

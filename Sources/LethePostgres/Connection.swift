@@ -1,8 +1,10 @@
+import Dispatch
 import LetheJournal
 import Logging
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import Synchronization
 
 /// What went wrong on the server or on the way to it, told without the statement's values (they
 /// may be personal data) and without the password.
@@ -23,6 +25,10 @@ struct PostgresFailure: Error, CustomStringConvertible {
         } else {
             description = "PostgreSQL at \(address): \(e.code)"
         }
+    }
+
+    init(lostConnectionTo address: PostgresAddress) {
+        description = "the connection to PostgreSQL at \(address) was lost (the server restarted or ended it, or the network failed)"
     }
 
     /// The SQLSTATE of a server's error, if it was one.
@@ -63,6 +69,9 @@ final class Connection: @unchecked Sendable {
 
     private var closed = false
 
+    /// Closed by this side, or lost (the server ended it, a restart, the network).
+    var isClosed: Bool { closed || connection.isClosed }
+
     func close() {
         guard !closed else { return }
         closed = true
@@ -89,10 +98,40 @@ final class Connection: @unchecked Sendable {
     /// Runs one statement and returns every row. Errors name the server's message, not the values.
     @discardableResult
     func query(_ query: PostgresQuery) throws -> [PostgresRow] {
+        // Whichever comes first: the answer, or the end of the connection. (postgres-nio 1.33
+        // never answers a statement it could not send because the server had just closed the
+        // connection, in a restart say: the caller would wait for ever.)
+        let outcome = Outcome()
+        connection.query(query, logger: logger).whenComplete { outcome.settle($0.map(\.rows)) }
+        connection.closeFuture.whenComplete { _ in outcome.settle(.failure(ConnectionLost())) }
         do {
-            return try connection.query(query, logger: logger).wait().rows
+            return try outcome.wait()
+        } catch is ConnectionLost {
+            throw JournalError(.connectionLost, PostgresFailure(lostConnectionTo: address).description)
         } catch {
             throw PostgresFailure(error, address: address)
+        }
+    }
+
+    private struct ConnectionLost: Error {}
+
+    /// The first result handed to it; `wait` blocks until there is one.
+    private final class Outcome: Sendable {
+        private let result = Mutex<Result<[PostgresRow], any Error>?>(nil)
+        private let ready = DispatchSemaphore(value: 0)
+
+        func settle(_ r: Result<[PostgresRow], any Error>) {
+            let first = result.withLock { result in
+                guard result == nil else { return false }
+                result = r
+                return true
+            }
+            if first { ready.signal() }
+        }
+
+        func wait() throws -> [PostgresRow] {
+            ready.wait()
+            return try result.withLock { $0! }.get()
         }
     }
 
@@ -107,14 +146,20 @@ final class Connection: @unchecked Sendable {
         try execute(begin)
         inTransaction = true
         defer { inTransaction = false }
+        let result: T
         do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
+            result = try body()
         } catch {
             try? execute("ROLLBACK")
             throw error
         }
+        do {
+            try execute("COMMIT")
+        } catch let e as JournalError where e.code == .connectionLost {
+            // The server may have committed before the connection went: nobody can say.
+            throw JournalError(.connectionLost, "the connection to PostgreSQL at \(address) was lost while committing: what was being written may or may not be there (writing it again with the same event ids is safe: an id already there is a duplicate)")
+        }
+        return result
     }
 }
 

@@ -23,6 +23,8 @@ final class PostgresJournalStore: JournalStore {
 
     func close() { connection.close() }
 
+    var isBroken: Bool { connection.isClosed }
+
     /// The tables of a journal, made where missing.
     static func schemaSQL(_ schema: String) -> [String] {
         [

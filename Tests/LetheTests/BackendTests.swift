@@ -334,4 +334,77 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         }
         #expect(seen.withLock { $0 } == [1, 2, 3])
     }
+
+    @Test("the PostgreSQL server restarted under load: the writers connect again on their own, and every acknowledged append is there exactly once")
+    func serverRestartUnderLoad() throws {
+        // A server of the test's own (the suite's is shared with tests running meanwhile).
+        let root = fixturesDirectory.deletingLastPathComponent()
+        let dir = root.appendingPathComponent(".build/pg-restart-\(UUID().uuidString.prefix(8))").path
+        let pg = root.appendingPathComponent("Tools/pg.sh").path
+        let started = try run("/bin/bash", [pg, "start", dir], timeLimit: .seconds(120))
+        defer { _ = try? run("/bin/bash", [pg, "stop", dir], timeLimit: .seconds(60)) }
+        try #require(started.status == 0, "\(started.stderr)")
+        let url = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let tmp = try TempDir()
+        let keys = tmp.path("j.keys")
+        func open(_ seed: UInt64) throws -> Journal {
+            var options = Journal.Options()
+            options.entropy = .seeded(seed)
+            options.blockEvents = 16
+            return try Journal(postgres: url, keysPath: keys, master: testMaster, options: options)
+        }
+        _ = try open(1)  // the journal and its keys, made once
+
+        final class Tally: Sendable {
+            let acknowledged = Mutex<[String]>([])
+            let errors = Mutex<[String]>([])
+            let stop = Atomic<Bool>(false)
+        }
+        let tallies = [Tally(), Tally()]
+        let done = DispatchGroup()
+        for (w, tally) in tallies.enumerated() {
+            let journal = try open(UInt64(w + 2))
+            DispatchQueue.global().async(group: done) {
+                var i = 0
+                while !tally.stop.load(ordering: .relaxed) {
+                    let id = "w\(w)-\(i)"
+                    let at = Timestamp(nanoseconds: 1_780_000_000_000_000_000 + Int64(i) * 1_000_000_000)
+                    do {
+                        _ = try journal.append(NewEvent(id: id, account: "acct-\(w)-\(i % 7)", type: "Note", at: at, payload: Array("event \(i)".utf8)))
+                        tally.acknowledged.withLock { $0.append(id) }
+                        i += 1
+                    } catch {
+                        // Reported, not acknowledged: the same id is tried again (it may have
+                        // committed just before the connection was cut: then it is a duplicate).
+                        tally.errors.withLock { $0.append("\(error)") }
+                        usleep(20_000)
+                    }
+                }
+            }
+        }
+        func acks(_ t: Tally) -> Int { t.acknowledged.withLock { $0.count } }
+        try waitUntil("appends before the restart", timeLimit: .seconds(60)) { tallies.allSatisfy { acks($0) >= 30 } }
+        let before = tallies.map(acks)
+        let restarted = try run("/bin/bash", [pg, "restart", dir], timeLimit: .seconds(120))
+        #expect(restarted.status == 0, "\(restarted.stderr)")
+        try waitUntil("appends after the restart (errors: \(Array(Set(tallies.flatMap { $0.errors.withLock { $0 } })).prefix(3)))", timeLimit: .seconds(60)) { zip(tallies, before).allSatisfy { acks($0) >= $1 + 30 } }
+        for t in tallies { t.stop.store(true, ordering: .relaxed) }
+        done.wait()
+
+        let acknowledged = tallies.flatMap { $0.acknowledged.withLock { $0 } }
+        var ids: [String] = []
+        try open(9).read { try $0.events { ids.append($0.header.id ?? "") } }
+        #expect(Set(ids).count == ids.count, "an id is there twice")
+        #expect(Set(acknowledged).subtracting(ids).isEmpty, "\(Set(acknowledged).subtracting(ids).count) acknowledged appends lost")
+        // Every event there was acknowledged, or was the one under way when the connection went.
+        #expect(ids.count - acknowledged.count <= 2)
+        let report = try JournalReader.verify(postgres: url, keysPath: keys, master: testMaster)
+        #expect(report.events == Int64(ids.count))
+        // What the writers were told while the server was away: one line each, no password.
+        let password = try #require(url.split(separator: ":").dropFirst(2).first?.split(separator: "@").first)
+        for message in tallies.flatMap({ $0.errors.withLock { $0 } }) {
+            #expect(!message.contains(password), "a message holds the password")
+        }
+    }
 }
+

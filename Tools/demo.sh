@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: set-up, a release build, a realistic generated
 # workload (with a few deliberately bad lines), its import, verification, a look at one account,
-# and a summary. Everything it writes goes to ./out (override with LETHE_DEMO_DIR).
+# and a summary; at the end, two instances sharing one PostgreSQL journal while a third process
+# follows it. Everything it writes goes to ./out (override with LETHE_DEMO_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Tools/setup.sh
@@ -122,4 +123,36 @@ echo "== rotating the master key: the key store re-wrapped online; then the old 
 rm -f "$secrets/master.key"
 export LETHE_MASTER_KEY_FILE="$secrets/master-2.key"
 "$bin/lethe" verify --journal "$journal" | cut -c1-100 | sed 's/^/   /'
+
+echo "== several instances on one PostgreSQL journal: two import at once while a third process follows"
+# Everything above is the embedded default and needs no server. This part starts a throwaway one
+# (Tools/pg.sh: its own folder, a loopback port, stopped at the end) and runs a `lethe` built with
+# the PostgreSQL backend; its first build adds about 7 minutes (postgres-nio and its NIO stack).
+echo "   (building lethe with the PostgreSQL backend)"
+Tools/release-build.sh --with-postgres --product lethe > "$out/build-postgres.log" 2>&1 \
+    || { cat "$out/build-postgres.log" >&2; exit 1; }
+pgdir=.build/pg-demo
+url=$(Tools/pg.sh start "$pgdir")
+trap 'Tools/pg.sh stop "$pgdir"' EXIT
+pg=("--journal" "$url?schema=demo" "--keys" "$out/shared.keys")
+"$bin/lethe-gen" --accounts 1000 --events 40000 --seed 11 --output "$out/shared-history.ndjson"
+# Two services' shares of the history, by account (each keeps its accounts' order).
+awk -v a="$out/instance-a.ndjson" -v b="$out/instance-b.ndjson" \
+    '{ match($0, /"account":"[^"]*"/); d = substr($0, RSTART + RLENGTH - 2, 1); print > ((d % 2) ? a : b) }' \
+    "$out/shared-history.ndjson"
+total=$(wc -l < "$out/shared-history.ndjson")
+: | "$bin/lethe" import - "${pg[@]}" > /dev/null   # the journal's schema, made once
+"$bin/lethe" follow "${pg[@]}" --count "$total" > "$out/followed.ndjson" &
+follower=$!
+"$bin/lethe" import "$out/instance-a.ndjson" "${pg[@]}" | sed 's/^/   instance A: /' &
+a=$!
+"$bin/lethe" import "$out/instance-b.ndjson" "${pg[@]}" | sed 's/^/   instance B: /' &
+b=$!
+wait "$a" "$b"
+timeout 120 tail --pid="$follower" -f /dev/null || { echo "   the follower did not see every event" >&2; exit 1; }
+echo "   the follower printed $(wc -l < "$out/followed.ndjson") headers (no data), woken by each commit; the first and the last:"
+sed -n '1p;$p' "$out/followed.ndjson" | sed 's/^/   /'
+awk -F'[:,]' '{ if ($2 != NR) { print "   GAP at line " NR; exit 1 } }' "$out/followed.ndjson"
+echo "   sequence numbers 1 to $total, no gap, no repeat; the one chain both instances extended:"
+"$bin/lethe" verify "${pg[@]}" | cut -c1-100 | sed 's/^/   /'
 echo "== done: $out"

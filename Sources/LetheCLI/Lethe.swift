@@ -10,6 +10,7 @@ import LetheJournal
 import LetheRetention
 import LetheViews
 import Logging
+import Synchronization
 
 /// The journal's events, or one account's, in journal order.
 func forEachEvent(in journal: Journal, account: String?, _ body: (StoredEvent) throws -> Void) throws {
@@ -24,7 +25,7 @@ struct Lethe: ParsableCommand {
         commandName: "lethe",
         abstract: "The lifecycle of personal data: an event-sourced, encrypted, tamper-evident journal.",
         subcommands: [
-            Import.self, Export.self, Verify.self, State.self, Replay.self, AccessLogCommand.self, Disclosures.self,
+            Import.self, Export.self, Follow.self, Verify.self, State.self, Replay.self, AccessLogCommand.self, Disclosures.self,
             PolicyNotices.self, SubjectReportCommand.self, Rebuild.self, ViewsCommand.self, RetentionCommand.self, BackupCommand.self,
             KeysCommand.self,
         ])
@@ -66,6 +67,65 @@ struct Import: ParsableCommand {
             let masked = summary.masked > 0 ? ", masked \(summary.masked)" : ""
             writeStdout("imported \(summary.imported), duplicates \(summary.duplicates), rejected \(summary.rejected) (of \(summary.lines) lines)\(masked)\n")
             if summary.rejected > 0 { throw ExitCode(1) }
+        }
+    }
+}
+
+/// Prints each committed event's header as it is committed: what a process that forwards
+/// events elsewhere sees (`Journal.subscribe`), without their data.
+struct Follow: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print each committed event's header (seq, id, type, account, at; never its data) as NDJSON, from after a sequence number on, as it is committed.",
+        discussion: """
+            On PostgreSQL a commit by any instance wakes it at once (LISTEN/NOTIFY); on a file, other \
+            processes' commits are found every --poll milliseconds. Runs until --count events were \
+            printed, or until interrupted.
+            """)
+
+    @OptionGroup var options: JournalOptions
+
+    @Option(help: "Print the events after this sequence number (0: from the first).")
+    var after: Int64 = 0
+
+    @Option(help: "Stop after this many events (default: follow until interrupted).")
+    var count: Int?
+
+    @Option(help: "On a file journal, how often to look for other processes' commits (milliseconds).")
+    var poll: Int = 100
+
+    func validate() throws {
+        guard after >= 0 else { throw ValidationError("--after must be 0 or more") }
+        guard count.map({ $0 > 0 }) ?? true else { throw ValidationError("--count must be at least 1") }
+        guard poll > 0 else { throw ValidationError("--poll must be at least 1") }
+    }
+
+    func run() throws {
+        try guarded("follow") {
+            let journal = try options.open()
+            let (after, count, poll) = (after, count, Duration.milliseconds(poll))
+            let failure = Mutex<(any Error)?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Task {
+                defer { done.signal() }
+                do {
+                    var printed = 0
+                    for try await e in journal.subscribe(after: after, poll: poll) {
+                        let h = e.header
+                        var line: JSONObject = ["seq": .int(h.seq)]
+                        if let id = h.id { line["id"] = .string(id) }
+                        line["type"] = .string(h.type)
+                        line["account"] = .string(h.account)
+                        line["at"] = .string(h.at.rfc3339)
+                        printJSON(.object(line))
+                        printed += 1
+                        if let count, printed >= count { break }
+                    }
+                } catch {
+                    failure.withLock { $0 = error }
+                }
+            }
+            done.wait()
+            if let error = failure.withLock({ $0 }) { throw error }
         }
     }
 }

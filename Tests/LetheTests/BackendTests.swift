@@ -267,6 +267,37 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(again.stdout.contains("imported 0"), "\(again.stdout)")
     }
 
+    @Test("lethe follow prints each event's header as two other processes commit, in order, and never its data", arguments: TestBackend.allCases)
+    func followCommand(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let journal = place.url ?? place.dir.path("j.lethe")
+        let where_ = ["--journal", journal, "--keys", place.keysPath]
+        let environment = ["LETHE_MASTER_KEY": testMasterKey]
+        /// An account's signup, then a page view.
+        func lines(_ account: String, _ n: Int, from: Int) -> String {
+            (0..<n).map { k in
+                let event = k == 0
+                    ? #""type":"AccountSignedUp","account":"\#(account)","at":"2026-03-01T10:00:0\#(from + k)Z","data":{"name":"Secret Person","email":"secret@mail.example"}"#
+                    : #""type":"PageViewed","account":"\#(account)","at":"2026-03-01T10:00:0\#(from + k)Z","data":{"path":"/secret-\#(k)","visitor":"v"}"#
+                return #"{"id":"\#(account)-\#(k)","# + event + "}"
+            }.joined(separator: "\n") + "\n"
+        }
+        let first = try run("lethe", ["import", "-"] + where_, stdin: lines("acct-a", 2, from: 0), environment: environment)
+        try #require(first.status == 0, "\(first.stderr)")
+        // From after the first event, five in all: one there already, four to come.
+        let follower = try start("lethe", ["follow", "--after", "1", "--count", "5", "--poll", "50"] + where_, environment: environment, timeLimit: .seconds(60))
+        let a = try start("lethe", ["import", "-"] + where_, stdin: lines("acct-b", 2, from: 2), environment: environment)
+        let b = try start("lethe", ["import", "-"] + where_, stdin: lines("acct-c", 2, from: 4), environment: environment)
+        for writer in [a, b] { #expect(try writer.finish().status == 0) }
+        let followed = try follower.finish()
+        #expect(followed.status == 0, "\(followed.stderr)")
+        let seen = followed.stdout.split(separator: "\n").map(String.init)
+        #expect(seen.count == 5)
+        #expect(seen.map { $0.components(separatedBy: ",")[0] } == (2...6).map { #"{"seq":\#($0)"# })
+        #expect(Set(seen.compactMap { $0.firstRange(of: #""account":"acct-"#) == nil ? nil : $0.components(separatedBy: #""account":""#)[1].prefix(6) }) == ["acct-a", "acct-b", "acct-c"])
+        #expect(!followed.stdout.contains("secret") && !followed.stdout.contains("data"))
+    }
+
     @Test("a follower of a PostgreSQL journal is woken by another instance's commits (LISTEN/NOTIFY, no polling), in order, and resumes by sequence number")
     func followerOnPostgres() async throws {
         let place = try TestPlace(.postgres)

@@ -56,17 +56,16 @@ struct BackupCommand: ParsableCommand {
 
         func run() throws {
             try guarded("backup restore") {
-                // (Restores write a journal file; into a server's database, not yet.)
-                guard !options.isServer else {
-                    throw JournalError(.storage, "backup restore writes a journal file: restoring into PostgreSQL is not supported yet (restore to a file, then import its export)")
-                }
                 let keys = options.keysPath
                 // The backup holds no keys: without the live key store nothing in it could be read.
                 guard access(keys, F_OK) == 0 else {
                     throw JournalError(.keys, "no key store at \(keys): pass --keys with the live key store (backups never hold one)")
                 }
-                let summary = try Backup.restore(file, to: options.journal, keysPath: keys, master: options.master, replace: replace)
-                for suffix in [".views", ".views-wal", ".views-shm"] { unlink(options.journal + suffix) }  // derived from the old journal
+                // Into a file, or into a server's database (through a scratch file beside the key store).
+                let summary = options.isServer
+                    ? try Backup.restore(file, into: options.backend(), keysPath: keys, master: options.master, replace: replace)
+                    : try Backup.restore(file, to: options.journal, keysPath: keys, master: options.master, replace: replace)
+                for suffix in ["", "-wal", "-shm"] { unlink(options.viewsPath + suffix) }  // derived from the old journal
                 writeStdout("restored: " + BackupCommand.describe(file, summary) + "\n")
                 // The live key store knows what was purged since: those accounts stay purged (with
                 // their whole audit trail), and every purge due now is applied again.

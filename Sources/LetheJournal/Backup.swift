@@ -314,6 +314,140 @@ public enum Backup {
         if !replace && [target, target + "-wal"].contains(where: { FileManager.default.fileExists(atPath: $0) }) {
             throw JournalError(.storage, "\(target) exists; restore refuses to overwrite a journal (say so explicitly to replace it)")
         }
+        let scratch = target + ".restoring"
+        for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) }
+        defer { for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) } }
+        let rebuilt = try rebuild(path, scratch: scratch, keysPath: keysPath, master: master, place: target)
+        let (manifest, chunks, journalKeys, keyStore) = (rebuilt.manifest, rebuilt.chunks, rebuilt.journalKeys, rebuilt.keyStore)
+        do {
+            let db = try SQLiteDatabase(path: scratch)
+            defer { db.close() }
+            let instance = Entropy.system.bytes(16)
+            let stored = try SQLiteJournalStore(db).storedHead()
+            try db.transaction {
+                let meta = try db.statement("UPDATE meta SET value = ? WHERE key = ?")
+                try meta.bind(1, instance).bind(2, "instance").run()
+                try meta.bind(1, Anchor.mac(key: journalKeys.anchor, instance: instance, headSeq: stored.seq, headLink: stored.link)).bind(2, "head_mac").run()
+            }
+            guard try db.truncateWAL(wait: .seconds(10)) else { throw JournalError(.storage, "the restored journal's WAL stays busy") }
+            try keyStore.anchor(journal: rebuilt.journalID, instance: instance, head: stored.head)
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError(.storage, "cannot restore \(path) into \(target)", underlying: error)
+        }
+        for p in [scratch + "-wal", scratch + "-shm"] { unlink(p) }
+        if replace {
+            for p in [target + "-wal", target + "-shm"] { unlink(p) }
+            guard rename(scratch, target) == 0 else {
+                throw JournalError(.storage, "cannot move the restored journal into place at \(target): \(String(cString: strerror(errno)))")
+            }
+        } else {
+            // link fails if a journal appeared at `target` meanwhile: never replaced unless asked.
+            guard link(scratch, target) == 0 else {
+                throw JournalError(.storage, "cannot put the restored journal at \(target): \(String(cString: strerror(errno)))")
+            }
+        }
+        return Summary(manifest: manifest, chunks: chunks, fileBytes: fileSize(path))
+    }
+
+    /// Restores a backup as the journal `backend` reaches (a database on a server): rebuilt and
+    /// verified in a scratch file beside the key store first, exactly as for a file, then copied
+    /// into the server's tables in one transaction (its meta, blocks, tail, accounts, recorded
+    /// erasures and both indexes, as they are), with an instance and a head MAC of its own,
+    /// anchored in the key store. A journal already there is replaced only when `replace` is set.
+    @discardableResult
+    package static func restore(_ path: String, into backend: any JournalBackend, keysPath: String, master: MasterKeySource, replace: Bool = false) throws -> Summary {
+        let refusal = JournalError(.storage, "\(backend.place) holds a journal; restore refuses to overwrite a journal (say so explicitly to replace it)")
+        if !replace, try backend.holdsJournal() { throw refusal }
+        let scratch = keysPath + ".restoring"
+        for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) }
+        defer { for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) } }
+        let rebuilt = try rebuild(path, scratch: scratch, keysPath: keysPath, master: master, place: backend.place)
+        let instance = Entropy.system.bytes(16)
+        let head: StoredHead
+        do {
+            if replace { try backend.drop() }
+            let source = try SQLiteBackend(path: scratch).openReader()
+            defer { source.close() }
+            let target = try backend.openWriter(options: Journal.Options())
+            defer { target.close() }
+            head = try source.snapshot { try source.storedHead() }
+            try source.snapshot {
+                try target.write {
+                    // (Another process may have begun a journal there meanwhile: never overwritten.)
+                    guard try target.headSeq() ?? 0 == 0, try target.blockExtent() == nil else { throw refusal }
+                    let mac = Anchor.mac(key: rebuilt.journalKeys.anchor, instance: instance, headSeq: head.seq, headLink: head.link)
+                    try target.replaceMeta(try source.metaEntries().filter { $0.key != "instance" && $0.key != "head_mac" }
+                        + [("instance", .bytes(instance)), ("head_mac", .bytes(mac))])
+                    try copyRows(from: source, to: target)
+                }
+            }
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError(.storage, "cannot restore \(path) into \(backend.place)", underlying: error)
+        }
+        try rebuilt.keyStore.anchor(journal: rebuilt.journalID, instance: instance, head: head.head)
+        return Summary(manifest: rebuilt.manifest, chunks: rebuilt.chunks, fileBytes: fileSize(path))
+    }
+
+    /// Copies a journal's rows, a page at a time, into an empty store inside its write
+    /// transaction: blocks, tail, accounts, recorded erasures, and both indexes as they are.
+    private static func copyRows(from source: any JournalStore, to target: any JournalStore) throws {
+        let page = 2048
+        var scan = BlockScan(source, from: 1, through: Int64.max)
+        var blocks: [StoredBlock] = []
+        while let block = try scan.nextBlock() {
+            blocks.append(block)
+            if blocks.count == 64 { try target.insert(blocks: blocks); blocks = [] }
+        }
+        try target.insert(blocks: blocks)
+        let (events, links) = try source.tail()
+        try target.appendTail(events, links: links)
+        var accounts: [(name: String, row: AccountRecord)] = []
+        try source.forEachAccount { name, row in
+            accounts.append((name, row))
+            if accounts.count == page { try target.insert(accounts: accounts); accounts = [] }
+        }
+        try target.insert(accounts: accounts)
+        try target.recordErasures(source.erasures(kind: nil, limit: nil))
+        try source.forEachIDChunk { try target.insertIDChunk($0) }
+        var ids: [(id: String, seq: Int64)] = []
+        try source.forEachRecentID { id, seq in
+            ids.append((id, seq))
+            if ids.count == page { try target.addRecentIDs(ids); ids = [] }
+        }
+        try target.addRecentIDs(ids)
+        var runs: [BlockRun] = []
+        try source.forEachBlockRun { run in
+            runs.append(run)
+            if runs.count == page { try target.writeBlockRuns(runs, replacing: [:]); runs = [] }
+        }
+        try target.writeBlockRuns(runs, replacing: [:])
+        var postings: [(account: Int64, block: Int64)] = []
+        try source.forEachRecentPosting { account, block in
+            postings.append((account, block))
+            if postings.count == page { try target.addRecentPostings(postings); postings = [] }
+        }
+        try target.addRecentPostings(postings)
+    }
+
+    /// A backup rebuilt as a journal file at `scratch`, every chunk authenticated and the whole
+    /// verified as the journal its header describes; with the live key store it was read with.
+    private struct Rebuilt {
+        var manifest: Manifest
+        var chunks: Int
+        var journalID: [UInt8]
+        var journalKeys: JournalKeys
+        var keyStore: KeyStore
+    }
+
+    /// Rebuilds the backup at `path` in the new file `scratch` (owner-only; one chunk in memory at
+    /// a time), its indexes made again from its blocks, and verifies it as a journal (blocks,
+    /// chain, and its head's MAC under the anchor key in `keysPath`). `place` names the
+    /// restore's target in messages.
+    private static func rebuild(_ path: String, scratch: String, keysPath: String, master: MasterKeySource, place: String) throws -> Rebuilt {
         let (manifest, header) = try readHeader(path)
         guard FileManager.default.fileExists(atPath: keysPath) else {
             throw JournalError(.keys, "no key store at \(keysPath): a backup is read with the live key store of its journal (backups never hold one)")
@@ -322,12 +456,9 @@ public enum Backup {
         guard let journalID = Hex.decode(manifest.journal), let id = Hex.decode(manifest.id) else {
             throw JournalError(.corrupt, "\(path) is not a usable Lethe backup: a header field is malformed")
         }
-        let keyStore = try KeyStore(path: keysPath, master: master, dataPaths: [target], entropy: .system, synchronous: .normal)
+        let keyStore = try KeyStore(path: keysPath, master: master, dataPaths: [scratch], entropy: .system, synchronous: .normal)
         let journalKeys = try keyStore.journalKeys(journalID, create: false)
         let key = journalKeys.backup
-        let scratch = target + ".restoring"
-        for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) }
-        defer { for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) } }
         guard let input = FileHandle(forReadingAtPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }
         defer { try? input.close() }
         try input.seek(toOffset: UInt64(header.count))
@@ -386,7 +517,7 @@ public enum Backup {
         } catch let e as JournalError {
             throw e
         } catch {
-            throw JournalError(.storage, "cannot restore \(path) into \(target)", underlying: error)
+            throw JournalError(.storage, "cannot restore \(path) into \(place)", underlying: error)
         }
         // The restored file must be the journal the header names, whole and authentic (its head
         // signed by the anchor key). It is behind the live journal's anchor, naturally: it is a
@@ -401,36 +532,7 @@ public enum Backup {
         guard report.anchored, report.events == manifest.lastSeq, report.headLink == manifest.headLink else {
             throw JournalError(.corrupt, "the backup \(path) does not restore the journal its header describes")
         }
-        do {
-            let db = try SQLiteDatabase(path: scratch)
-            defer { db.close() }
-            let instance = Entropy.system.bytes(16)
-            let stored = try SQLiteJournalStore(db).storedHead()
-            try db.transaction {
-                let meta = try db.statement("UPDATE meta SET value = ? WHERE key = ?")
-                try meta.bind(1, instance).bind(2, "instance").run()
-                try meta.bind(1, Anchor.mac(key: journalKeys.anchor, instance: instance, headSeq: stored.seq, headLink: stored.link)).bind(2, "head_mac").run()
-            }
-            guard try db.truncateWAL(wait: .seconds(10)) else { throw JournalError(.storage, "the restored journal's WAL stays busy") }
-            try keyStore.anchor(journal: journalID, instance: instance, head: stored.head)
-        } catch let e as JournalError {
-            throw e
-        } catch {
-            throw JournalError(.storage, "cannot restore \(path) into \(target)", underlying: error)
-        }
-        for p in [scratch + "-wal", scratch + "-shm"] { unlink(p) }
-        if replace {
-            for p in [target + "-wal", target + "-shm"] { unlink(p) }
-            guard rename(scratch, target) == 0 else {
-                throw JournalError(.storage, "cannot move the restored journal into place at \(target): \(String(cString: strerror(errno)))")
-            }
-        } else {
-            // link fails if a journal appeared at `target` meanwhile: never replaced unless asked.
-            guard link(scratch, target) == 0 else {
-                throw JournalError(.storage, "cannot put the restored journal at \(target): \(String(cString: strerror(errno)))")
-            }
-        }
-        return Summary(manifest: manifest, chunks: chunks, fileBytes: fileSize(path))
+        return Rebuilt(manifest: manifest, chunks: chunks, journalID: journalID, journalKeys: journalKeys, keyStore: keyStore)
     }
 
     /// Writes the content stream's records into a new journal file, in transactions of a chunk.

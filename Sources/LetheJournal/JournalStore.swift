@@ -19,6 +19,11 @@ package protocol JournalBackend: Sendable {
     /// where the backend sends no such notice (a SQLite file: other processes' commits are
     /// found by polling).
     func commitFeed(onCommit: @escaping @Sendable (Int64) -> Void, onEnd: @escaping @Sendable () -> Void) throws -> CommitFeed?
+    /// Whether a journal is there (even one without events): what a restore must not overwrite
+    /// unless told to.
+    func holdsJournal() throws -> Bool
+    /// Removes the journal and everything of it (a restore told to replace it).
+    func drop() throws
 }
 
 extension JournalBackend {
@@ -67,6 +72,9 @@ package protocol JournalStore: AnyObject {
     func setHeadMAC(_ mac: [UInt8]) throws
     /// Every meta entry, by key (what a backup carries).
     func metaEntries() throws -> [(key: String, value: MetaValue)]
+    /// Replaces every meta entry by `entries` (a restore: the journal's identity, head and
+    /// counters, as the backup had them).
+    func replaceMeta(_ entries: [(key: String, value: MetaValue)]) throws
     /// One of the journal's counters; nil when the journal has none (damage, or an old format).
     func counter(_ counter: JournalCounter) throws -> Int64?
     func setCounter(_ counter: JournalCounter, to value: Int64) throws

@@ -39,6 +39,14 @@ package struct SQLiteBackend: JournalBackend {
     package func lease(_ purpose: String, wait: Duration) throws -> Lease? {
         try Lease.lockFile((PrivateFile.realPath(path) ?? path) + "." + purpose + ".lock", purpose: purpose, wait: wait)
     }
+
+    package func holdsJournal() throws -> Bool {
+        [path, path + "-wal"].contains { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    package func drop() throws {
+        for p in [path, path + "-wal", path + "-shm"] { unlink(p) }
+    }
 }
 
 /// The journal in one SQLite file (the embedded default): `JournalStore` over one connection.
@@ -100,6 +108,19 @@ package final class SQLiteJournalStore: JournalStore {
 
     package func setHeadMAC(_ mac: [UInt8]) throws {
         try db.statement("INSERT OR REPLACE INTO meta(key, value) VALUES('head_mac', ?)").bind(1, mac).run()
+    }
+
+    package func replaceMeta(_ entries: [(key: String, value: MetaValue)]) throws {
+        try db.execute("DELETE FROM meta")
+        let insert = try db.statement("INSERT INTO meta(key, value) VALUES(?, ?)")
+        for (key, value) in entries {
+            insert.bind(1, key)
+            switch value {
+            case .integer(let n): insert.bind(2, n)
+            case .bytes(let b): insert.bind(2, b)
+            }
+            try insert.run()
+        }
     }
 
     package func metaEntries() throws -> [(key: String, value: MetaValue)] {

@@ -69,6 +69,32 @@ public struct PostgresBackend: JournalBackend {
         }
     }
 
+    package func holdsJournal() throws -> Bool {
+        let connection = try Connection(address)
+        defer { connection.close() }
+        do {
+            let rows = try connection.query(PostgresQuery(unsafeSQL: "SELECT to_regclass($1)::text", binds: binds("\(address.schema).meta")))
+            return try rows.first?.column(String?.self, "meta") != nil
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError.storage("cannot look for a journal at \(place)", error)
+        }
+    }
+
+    /// Drops the journal's schema and everything in it.
+    package func drop() throws {
+        let connection = try Connection(address)
+        defer { connection.close() }
+        do {
+            try connection.execute("DROP SCHEMA IF EXISTS \(address.schema) CASCADE")
+        } catch let e as JournalError {
+            throw e
+        } catch {
+            throw JournalError.storage("cannot remove the journal at \(place)", error)
+        }
+    }
+
     /// A session-level advisory lock on a connection of the lease's own: the server lets go of
     /// it when that connection ends, however its process ended.
     package func lease(_ purpose: String, wait: Duration) throws -> Lease? {

@@ -131,6 +131,16 @@ final class PostgresJournalStore: JournalStore {
 
     func setHeadMAC(_ mac: [UInt8]) throws { try put("head_mac", bytes: mac) }
 
+    func replaceMeta(_ entries: [(key: String, value: MetaValue)]) throws {
+        try connection.execute("DELETE FROM meta")
+        for (key, value) in entries {
+            switch value {
+            case .integer(let n): try put(key, integer: n)
+            case .bytes(let b): try put(key, bytes: b)
+            }
+        }
+    }
+
     func metaEntries() throws -> [(key: String, value: MetaValue)] {
         try connection.query("SELECT key, int_value, bytes_value FROM meta ORDER BY key").map { row in
             let (key, n, b) = try row.columns((String, Int64?, ByteBuffer?).self, "meta")

@@ -267,6 +267,60 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(again.stdout.contains("imported 0"), "\(again.stdout)")
     }
 
+    @Test("a backup of a file journal restores into PostgreSQL and one of a PostgreSQL journal into a file: same events, verified, and the restored journal takes appends")
+    func backupsAcrossBackends() throws {
+        let place = try TestPlace(.postgres)
+        let url = try #require(place.url)
+        let file = place.dir.path("file.lethe"), fileKeys = file + ".keys"
+        let fixture = fixturesDirectory.appendingPathComponent("small.ndjson").path
+        let environment = ["LETHE_MASTER_KEY": testMasterKey]
+        func lethe(_ args: [String]) throws -> CommandResult { try run("lethe", args + ["--now", "2026-12-01T00:00:00Z"], environment: environment) }
+        _ = try lethe(["import", fixture, "--journal", file])
+        let fromFile = place.dir.path("from-file.backup")
+        #expect(try lethe(["backup", "create", fromFile, "--journal", file]).status == 0)
+        // Two copies of the live key store, one per restore: a restore applies again the purges
+        // due by --now, destroying keys, which the other would then find destroyed already.
+        let serverKeys = place.dir.path("server.keys"), copyKeys = place.dir.path("copy.keys")
+        for copy in [serverKeys, copyKeys] {
+            for suffix in ["", "-wal"] where FileManager.default.fileExists(atPath: fileKeys + suffix) {
+                try FileManager.default.copyItem(atPath: fileKeys + suffix, toPath: copy + suffix)
+            }
+        }
+
+        // File → PostgreSQL, and the same backup into a file: the same events, verified.
+        let intoServer = try lethe(["backup", "restore", fromFile, "--journal", url, "--keys", serverKeys])
+        #expect(intoServer.status == 0, "\(intoServer.stderr)")
+        #expect(intoServer.stdout.contains("restored:"))
+        let verified = try lethe(["verify", "--journal", url, "--keys", serverKeys])
+        #expect(verified.status == 0 && verified.stdout.hasPrefix("ok:"), "\(verified.stderr)")
+        let fileCopy = place.dir.path("file-copy.lethe")
+        #expect(try lethe(["backup", "restore", fromFile, "--journal", fileCopy, "--keys", copyKeys]).status == 0)
+        let copyExport = try lethe(["export", "--journal", fileCopy, "--keys", copyKeys]).stdout
+        #expect(copyExport.split(separator: "\n").count > 3000)
+        #expect(try lethe(["export", "--journal", url, "--keys", serverKeys]).stdout == copyExport)
+        // Not over a journal unless told to; then replaced.
+        let again = try lethe(["backup", "restore", fromFile, "--journal", url, "--keys", serverKeys])
+        #expect(again.status == 1 && again.stderr.contains("holds a journal"), "\(again.stderr)")
+        #expect(!again.stderr.contains(try #require(PostgresAddress(url).password)))
+        #expect(try lethe(["backup", "restore", fromFile, "--journal", url, "--keys", serverKeys, "--replace"]).status == 0)
+        // The restored journal goes on: its counters and head came with it.
+        let more = #"{"id":"after-restore","type":"AccountSignedUp","account":"acct-restored","at":"2026-11-01T00:00:00Z","data":{"name":"N","email":"n@mail.example"}}"#
+        let appended = try run("lethe", ["import", "-", "--journal", url, "--keys", serverKeys], stdin: more + "\n", environment: environment)
+        #expect(appended.stdout.contains("imported 1"), "\(appended.stderr)")
+        #expect(try lethe(["verify", "--journal", url, "--keys", serverKeys]).status == 0)
+
+        // PostgreSQL → file.
+        let fromServer = place.dir.path("from-server.backup")
+        #expect(try lethe(["backup", "create", fromServer, "--journal", url, "--keys", serverKeys]).status == 0)
+        let restoredFile = place.dir.path("restored.lethe")
+        let intoFile = try lethe(["backup", "restore", fromServer, "--journal", restoredFile, "--keys", serverKeys])
+        #expect(intoFile.status == 0, "\(intoFile.stderr)")
+        #expect(try lethe(["verify", "--journal", restoredFile, "--keys", serverKeys]).status == 0)
+        let serverExport = try lethe(["export", "--journal", url, "--keys", serverKeys]).stdout
+        #expect(try lethe(["export", "--journal", restoredFile, "--keys", serverKeys]).stdout == serverExport)
+        #expect(serverExport.contains("after-restore"))
+    }
+
     @Test("lethe follow prints each event's header as two other processes commit, in order, and never its data", arguments: TestBackend.allCases)
     func followCommand(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)

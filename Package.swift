@@ -79,7 +79,12 @@ let package = Package(
         .executableTarget(name: "lethe-gen", dependencies: ["LetheJournal"], path: "Tools/LetheGen"),
         // Benchmarks: append, read, size and memory figures for the README.
         .executableTarget(
-            name: "lethe-bench", dependencies: ["LetheJournal", "LetheEvents", "LetheViews", "LetheRetention"],
+            name: "lethe-bench",
+            dependencies: [
+                "LetheJournal", "LetheEvents", "LetheViews", "LetheRetention",
+                // (`--postgres`: concurrent writers on one PostgreSQL journal.)
+                .target(name: "LethePostgres", condition: .when(traits: ["PostgreSQL"])),
+            ],
             path: "Tools/LetheBench"),
         // An account service embedding the engine: typed events, a follower, a reader.
         .executableTarget(

@@ -97,5 +97,7 @@ public struct ContractRules: EventRules {
         }
 
         func forget() { states.removeAll() }
+
+        func forget(_ accounts: Set<String>) { for account in accounts { states.removeValue(forKey: account) } }
     }
 }

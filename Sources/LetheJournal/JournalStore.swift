@@ -101,7 +101,7 @@ package protocol JournalStore: AnyObject {
     // MARK: The unsealed tail
 
     /// The tail's rows in sequence order, as stored: `TailRow.events` checks them.
-    func tailRows() throws -> [TailRow]
+    func tailRows(after seq: Int64) throws -> [TailRow]
     /// The stored link after tail event `seq`, nil when the tail does not hold it.
     func tailLink(seq: Int64) throws -> [UInt8]?
     /// The bytes of the tail's sealed payloads.
@@ -422,6 +422,9 @@ extension JournalStore {
 
     /// The unsealed events, checked (`TailRow.events`), with their stored links.
     func tail() throws -> ([SealedEvent], [[UInt8]]) { try TailRow.events(tailRows()) }
+
+    /// Every row of the tail.
+    func tailRows() throws -> [TailRow] { try tailRows(after: 0) }
 
     /// The chain's genesis link, derived from the journal's identity.
     func genesis() throws -> [UInt8] { Chain.genesis(journalID: try journalID()) }

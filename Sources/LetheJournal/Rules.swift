@@ -23,4 +23,11 @@ public protocol RulesChecker: AnyObject {
     func admit(account: String, type: String, payload: [UInt8], scope: KeyScope, at: Timestamp) -> String?
     /// Drops every state: after a rolled-back batch, or when another process moved the journal.
     func forget()
+    /// Drops the states of `accounts`: another writer appended to them.
+    func forget(_ accounts: Set<String>)
+}
+
+extension RulesChecker {
+    /// (A checker that cannot drop states one by one drops them all.)
+    public func forget(_ accounts: Set<String>) { forget() }
 }

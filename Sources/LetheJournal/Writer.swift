@@ -158,6 +158,48 @@ final class Writer {
         }
     }
 
+    /// Brings the writer to the journal's head after other writers appended (called inside the
+    /// write transaction, as `reload`). When they only added to the tail (no block sealed, no
+    /// erasure since), only their events are read, chained on from this writer's head, and only
+    /// their accounts are forgotten: with several instances appending in turn, each append reads
+    /// what the others added, not the whole tail again. Otherwise, or when anything does not fit,
+    /// `reload` reads everything and checks it.
+    private func catchUp() throws {
+        let sealedThrough = tail.first.map { $0.header.seq - 1 } ?? headSeq
+        guard try store.counter(.erased) ?? 0 == erased, try store.blockExtent()?.maxLastSeq ?? 0 == sealedThrough else {
+            return try reload()
+        }
+        do {
+            let anchored = try keys.anchoredHead(journal: journalID, instance: instance)
+            let stored = try store.storedHead()
+            let (events, links) = try TailRow.events(store.tailRows(after: headSeq))
+            var link = headLink
+            var expected = headSeq + 1
+            var scratch: [UInt8] = []
+            for (e, storedLink) in zip(events, links) {
+                link = Chain.link(previous: link, header: e.header, digest: e.digest, scratch: &scratch)
+                guard e.header.seq == expected, link == storedLink else { return try reload() }
+                expected += 1
+            }
+            guard stored.instance == instance, expected - 1 == stored.seq, link == stored.link else { return try reload() }
+            try HeadCheck.check(stored, anchorKey: anchorKey, anchored: anchored) { at in
+                at == stored.seq ? stored.link : try store.link(at: at)
+            }
+            guard let accountIDs = try store.counter(.accountIDs) else {
+                throw JournalError(.corrupt, "the journal's meta has no account_ids (the highest account id given); run `lethe verify`")
+            }
+            nextAccountID = try Writer.id(after: accountIDs, of: "account")
+            (headSeq, headLink) = (stored.seq, stored.link)
+            tail += events
+            tailLinks += links
+            let touched = Set(events.map(\.header.account))
+            for account in touched { accounts.removeValue(forKey: account) }
+            rules?.forget(touched)
+        } catch {
+            throw JournalError.storage("cannot read the journal's head", error)
+        }
+    }
+
     /// The id after the table's largest: a row edited to the end of the range is damage, not a trap.
     private static func id(after largest: Int64?, of what: String) throws -> Int64 {
         let largest = largest ?? 0
@@ -217,8 +259,8 @@ final class Writer {
             let outcomes = try store.write {
                 // Another process may have appended, or erased payloads this writer holds in its tail.
                 if try store.headSeq() != headSeq || store.counter(.erased) ?? 0 != erased {
-                    options.logger.debug("journal moved under this writer; reloading", metadata: ["head_seq": "\(headSeq)"])
-                    try reload()
+                    options.logger.debug("journal moved under this writer; catching up", metadata: ["head_seq": "\(headSeq)"])
+                    try catchUp()
                 }
                 // Accounts whose keys were destroyed, or are about to be, take nothing sealed
                 // under them: checked here, under the write lock, against the key store as it is

@@ -205,10 +205,10 @@ final class PostgresJournalStore: JournalStore {
 
     // MARK: The unsealed tail
 
-    func tailRows() throws -> [TailRow] {
+    func tailRows(after seq: Int64) throws -> [TailRow] {
         try connection.query("""
             SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
-                   key_kind, key_number, key_index, payload, digest, link FROM tail ORDER BY seq
+                   key_kind, key_number, key_index, payload, digest, link FROM tail WHERE seq > \(seq) ORDER BY seq
             """).map { row in
             let (seq, account, version, type, at, digits, id, session, counter, kind, number, index, payload, digest, link) = try row.columns(
                 (Int64, String, Int64, String, Int64, Int64, String?, ByteBuffer, Int64, Int64, Int64, Int64, ByteBuffer?, ByteBuffer?, ByteBuffer).self,

@@ -2,12 +2,21 @@
 // memory, on an NDJSON file in the contract's shape (make one with lethe-gen).
 //
 // Usage: lethe-bench FILE [--single N] [--block-events N] [--repeat N] [--keep DIR]
-// Run it on a release build: swift run -c release lethe-bench FILE
+//        lethe-bench --postgres URL --keys DIR [--single N]   (built with the PostgreSQL trait)
+// Run it on a release build: Tools/release-build.sh [--with-postgres]
+//
+// With --postgres: single appends with synchronous commit by 1, then 4, writers at once (each a
+// Journal of its own, on a thread of its own) on one PostgreSQL journal, N each; prints each
+// aggregate rate. Each run is in a schema of its own, dropped at the end.
 import Foundation
 import LetheEvents
 import LetheJournal
 import LetheRetention
 import LetheViews
+#if PostgreSQL
+import LethePostgres
+import Synchronization
+#endif
 
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
@@ -37,6 +46,53 @@ func option(_ name: String) -> String? {
     return args[i + 1]
 }
 let singles = Int(option("--single") ?? "20000")!
+let master0 = String(repeating: "5a", count: 32)
+
+#if PostgreSQL
+if let url = option("--postgres"), let keys = option("--keys") {
+    try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
+    let payload = PayloadCodec.standard.encode(type: "PageViewed", data: ["path": "/pricing", "visitor": "v_bench"])
+    let base = Timestamp(rfc3339: "2030-01-01T00:00:00Z")!
+    var rates: [Int: Double] = [:]
+    for writers in [1, 4] {
+        let schema = "bench_writers_\(writers)_\(getpid())"
+        let backend = PostgresBackend(try PostgresAddress(url + "?schema=" + schema))
+        defer { try? backend.drop() }
+        var options = Journal.Options()
+        options.synchronous = .full  // each append waits for its commit to be durable
+        options.rules = nil
+        let journals = try (0..<writers).map { w -> Journal in
+            options.entropy = .seeded(UInt64(w + 1))
+            return try Journal(postgres: url + "?schema=" + schema, keysPath: keys + "/\(schema).keys", master: .key(master0), options: options)
+        }
+        let done = DispatchGroup()
+        let failures = Atomic<Int>(0)
+        let t = seconds {
+            for (w, journal) in journals.enumerated() {
+                done.enter()
+                Thread.detachNewThread {
+                    defer { done.leave() }
+                    for i in 0..<singles {
+                        do {
+                            try journal.append(NewEvent(id: "w\(w)-\(i)", account: "bench_\(w)_\(i % 100)", type: "PageViewed",
+                                                        at: base.adding(seconds: Int64(i)), payload: payload, scope: EventType.pageViewed.keyScope))
+                        } catch {
+                            failures.add(1, ordering: .relaxed)
+                        }
+                    }
+                }
+            }
+            done.wait()
+        }
+        let total = writers * singles
+        rates[writers] = Double(total) / t
+        print("single appends on PostgreSQL, synchronous commit: \(writers) writer(s) x \(singles) = \(total) in \(fmt(t, 2)) s = \(fmt(Double(total) / t)) events/s"
+            + (failures.load(ordering: .relaxed) > 0 ? " (\(failures.load(ordering: .relaxed)) failed)" : ""))
+    }
+    print("4 writers against 1: \(fmt(rates[4]! / rates[1]!, 2))x the aggregate rate")
+    exit(0)
+}
+#endif
 let blockEvents = Int(option("--block-events") ?? "0")!
 let repeats = max(1, Int(option("--repeat") ?? "3")!)
 let keep = option("--keep")
@@ -48,7 +104,7 @@ guard let file = args.first, !file.hasPrefix("--") else {
 let dir = keep ?? NSTemporaryDirectory() + "lethe-bench-\(getpid())"
 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
 defer { if keep == nil { try? FileManager.default.removeItem(atPath: dir) } }
-let master = String(repeating: "5a", count: 32)
+let master = master0
 func open(_ name: String, _ configure: (inout Journal.Options) -> Void = { _ in }) throws -> Journal {
     var options = Journal.Options()
     options.rules = ContractRules()

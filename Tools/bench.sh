@@ -12,20 +12,29 @@
 #   - then the in-process figures of `lethe-bench` on each file (single appends, rebuild,
 #     retention, memory).
 #
-# Usage: Tools/bench.sh [ROUNDS] [--first-run]
+# Usage: Tools/bench.sh [ROUNDS] [--first-run] [--postgres | --only-postgres]
 #   ROUNDS       rounds of peer and lethe on each shape (default 3; the medians are reported)
 #   --first-run  also time the release build (Tools/release-build.sh) from nothing, in a scratch
 #                folder of its own, the packages fetched again: what a fresh clone's demo waits for
+#   --postgres   then the same side by side on PostgreSQL (a throwaway server, Tools/pg.sh): the
+#                peer's PostgreSQL recorder against `lethe --journal postgres://...` on the
+#                many-account history, and single appends with synchronous commit by 1 and by 4
+#                writers at once (lethe-bench --postgres); builds lethe with the backend
+#   --only-postgres  the PostgreSQL part alone
 # LETHE_BENCH_EVENTS sets the number of events of each file (default 320,000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=3
 first_run=0
+postgres=0
+sqlite=1
 for arg in "$@"; do
     case $arg in
         --first-run) first_run=1 ;;
+        --postgres) postgres=1 ;;
+        --only-postgres) postgres=1; sqlite=0 ;;
         [0-9]*) rounds=$arg ;;
-        *) echo "usage: Tools/bench.sh [ROUNDS] [--first-run]" >&2; exit 2 ;;
+        *) echo "usage: Tools/bench.sh [ROUNDS] [--first-run] [--postgres | --only-postgres]" >&2; exit 2 ;;
     esac
 done
 events=${LETHE_BENCH_EVENTS:-320000}
@@ -43,7 +52,11 @@ if [ "$first_run" = 1 ]; then
     rm -rf .build-first-run
 fi
 
-Tools/release-build.sh
+if [ "$sqlite" = 1 ]; then
+    Tools/release-build.sh
+else
+    Tools/release-build.sh --with-postgres  # (the PostgreSQL part alone: built once, with the backend)
+fi
 bin=.build/release
 
 declare -A accounts=([many]=20000 [few]=1000)
@@ -70,6 +83,7 @@ unset LETHE_MASTER_KEY_FILE
 
 now() { date +%s.%N; }
 results=$work/results.tsv
+if [ "$sqlite" = 1 ]; then
 : > "$results"
 for round in $(seq "$rounds"); do
     for shape in many few; do
@@ -132,3 +146,73 @@ for shape in many few; do
     echo "== in process (lethe-bench), $shape"
     "$bin/lethe-bench" "$work/$shape-$events.ndjson" --repeat 1 --single 2000
 done
+fi
+
+if [ "$postgres" = 1 ]; then
+    echo "== PostgreSQL: lethe and lethe-bench with the backend, a throwaway server" >&2
+    Tools/release-build.sh --with-postgres --product lethe >/dev/null
+    Tools/release-build.sh --with-postgres --product lethe-bench >/dev/null
+    "$venv/bin/python" -c "import psycopg" 2>/dev/null || "$venv/bin/pip" install -q "eventsourcing[postgres]==9.5.6"
+    pgdir=.build/pg-bench
+    url=$(Tools/pg.sh start "$pgdir")
+    trap 'Tools/pg.sh stop "$pgdir"' EXIT
+    pgresults=$work/results-postgres.tsv
+    : > "$pgresults"
+    file=$work/many-$events.ndjson
+    n=$(wc -l < "$file")
+    for round in $(seq "$rounds"); do
+        echo "== round $round, many, PostgreSQL: peer" >&2
+        "$venv/bin/python" "$peer" "$file" --json --postgres "$url" > "$work/peer.json"
+        python3 - "$work/peer.json" "$round" >> "$pgresults" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("\t".join([sys.argv[2], "peer", str(r["events"]), f'{r["import_eps"]:.0f}', f'{r["replay_eps"]:.0f}', "", f'{r["bytes_per_event"]:.1f}']))
+EOF
+        echo "== round $round, many, PostgreSQL: lethe" >&2
+        schema=bench_$round
+        keys=$work/pg-$round.keys
+        rm -f "$keys" "$keys"-* "$keys".views*
+        PGOPTIONS="-c client_min_messages=warning" psql "$url" -qc "DROP SCHEMA IF EXISTS $schema CASCADE"
+        journal="$url?schema=$schema"
+        t0=$(now)
+        "$bin/lethe" import "$file" --journal "$journal" --keys "$keys" >/dev/null
+        t1=$(now)
+        "$bin/lethe" export --journal "$journal" --keys "$keys" >/dev/null
+        t2=$(now)
+        "$bin/lethe" verify --journal "$journal" --keys "$keys" >/dev/null
+        t3=$(now)
+        # As the peer counts its own: every table's total size (with its indexes and TOAST),
+        # after a checkpoint; plus the key store file, which is Lethe's too.
+        relations=$(psql "$url" -Atc "CHECKPOINT" -c "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = '$schema' AND c.relkind = 'r'" | tail -1)
+        bytes=$((relations + $(cat "$keys" "$keys"-wal 2>/dev/null | wc -c)))
+        python3 -c '
+import sys
+n, t0, t1, t2, t3, b = int(sys.argv[2]), *map(float, sys.argv[3:7]), int(sys.argv[7])
+print("\t".join([sys.argv[1], "lethe", str(n), f"{n/(t1-t0):.0f}", f"{n/(t2-t1):.0f}", f"{n/(t3-t2):.0f}", f"{b/n:.1f}"]))
+' "$round" "$n" "$t0" "$t1" "$t2" "$t3" "$bytes" >> "$pgresults"
+        PGOPTIONS="-c client_min_messages=warning" psql "$url" -qc "DROP SCHEMA $schema CASCADE"
+        rm -f "$keys" "$keys"-* "$keys".views*
+    done
+    echo
+    echo "== PostgreSQL, $rounds rounds, peer and lethe interleaved; medians (events/s; bytes: relations + key store)"
+    python3 - "$pgresults" <<'EOF'
+import sys, statistics
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+def col(who, c): return [float(r[c]) for r in rows if r[1] == who and r[c]]
+def med(who, c): return statistics.median(col(who, c))
+def rng(who, c):
+    v = sorted(col(who, c))
+    return f" ({v[0]:,.0f}–{v[-1]:,.0f})" if len(v) > 1 else ""
+n = int(rows[0][2])
+print("| history | events | measure | peer (PostgreSQL recorder) | `lethe` on PostgreSQL | ratio | target |")
+print("|---|---|---|---|---|---|---|")
+print(f"| 20,000 accounts | {n:,} | import (`lethe import`) | {med('peer', 3):,.0f} | {med('lethe', 3):,.0f}{rng('lethe', 3)} | {med('lethe', 3)/med('peer', 3):.1f}× | ≥ 10× |")
+print(f"| | | full read (peer: replay; `lethe export > /dev/null`) | {med('peer', 4):,.0f} | {med('lethe', 4):,.0f}{rng('lethe', 4)} | {med('lethe', 4)/med('peer', 4):.1f}× | ≥ 5× |")
+print(f"| | | `lethe verify` | | {med('lethe', 5):,.0f} | | |")
+print(f"| | | bytes per event | {med('peer', 6):.1f} | {med('lethe', 6):.1f} | {med('peer', 6)/med('lethe', 6):.1f}× fewer | ≥ 3× fewer |")
+EOF
+    echo
+    echo "== PostgreSQL: single appends with synchronous commit, 1 writer and 4 at once (lethe-bench --postgres)"
+    "$bin/lethe-bench" --postgres "$url" --keys "$work/pg-writers" --single 500
+    rm -rf "$work/pg-writers"
+fi

@@ -16,7 +16,10 @@ enum TestBackend: String, CaseIterable, CustomStringConvertible, Sendable {
 
     /// The test server's address; a test on PostgreSQL fails without it (run `Tools/test.sh`).
     static func serverURL() throws -> String {
-        try #require(ProcessInfo.processInfo.environment["LETHE_TEST_POSTGRES"], "LETHE_TEST_POSTGRES is not set: Tools/test.sh starts a server and sets it")
+        let url = try #require(ProcessInfo.processInfo.environment["LETHE_TEST_POSTGRES"], "LETHE_TEST_POSTGRES is not set: Tools/test.sh starts a server and sets it")
+        // (Empty, the address would be taken for a file named "?schema=…" in the working directory.)
+        try #require(PostgresAddress.isAddress(url), "LETHE_TEST_POSTGRES is not a postgres:// address")
+        return url
     }
 }
 

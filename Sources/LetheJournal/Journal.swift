@@ -167,6 +167,10 @@ public final class Journal: Sendable {
 
     deinit { commits.stopFeed() }
 
+    /// Where the read models live unless told otherwise: beside the journal's file, or, for a
+    /// journal on a server (which has no file), beside its key store.
+    public var defaultViewsPath: String { (backend.dataPaths.isEmpty ? keysPath : path) + ".views" }
+
     /// `body` with the writer, under its lock, on a live connection (see `Writer.reconnectIfBroken`).
     func withWriter<T>(_ body: (inout sending Writer) throws -> sending T) throws -> sending T {
         try writer.withLock { writer in

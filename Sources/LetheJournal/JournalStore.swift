@@ -14,6 +14,8 @@ package protocol JournalBackend: Sendable {
     func openReader() throws -> any JournalStore
     /// Takes the lease for `purpose`, waiting at most `wait`; nil if another holder keeps it.
     func lease(_ purpose: String, wait: Duration) throws -> Lease?
+    /// What the lease for `purpose` is, for messages (a lock file, a server's advisory lock).
+    func leaseName(_ purpose: String) -> String
     /// Tells `onCommit` the new head's sequence number whenever any instance commits, from when
     /// this returns until the feed is stopped or its connection ends (then `onEnd`, once); nil
     /// where the backend sends no such notice (a SQLite file: other processes' commits are

@@ -72,6 +72,10 @@ extension Journal {
         precondition(Lease.isPurpose(purpose), "a lease's purpose is lower-case letters and digits")
         return try backend.lease(purpose, wait: wait)
     }
+
+    /// What the lease for `purpose` is, for messages: a lock file beside the journal, or an
+    /// advisory lock on its server.
+    public func leaseName(_ purpose: String) -> String { backend.leaseName(purpose) }
 }
 
 /// The lock file, made owner-only if missing; never followed through a link. (Outside the

@@ -37,8 +37,10 @@ package struct SQLiteBackend: JournalBackend {
     /// A lock file beside the journal's real path: two instances that reach the file through
     /// different links or relative paths share one lock.
     package func lease(_ purpose: String, wait: Duration) throws -> Lease? {
-        try Lease.lockFile((PrivateFile.realPath(path) ?? path) + "." + purpose + ".lock", purpose: purpose, wait: wait)
+        try Lease.lockFile(leaseName(purpose), purpose: purpose, wait: wait)
     }
+
+    package func leaseName(_ purpose: String) -> String { (PrivateFile.realPath(path) ?? path) + "." + purpose + ".lock" }
 
     package func holdsJournal() throws -> Bool {
         [path, path + "-wal"].contains { FileManager.default.fileExists(atPath: $0) }

@@ -112,11 +112,13 @@ public struct PostgresBackend: JournalBackend {
         }
         // Let go explicitly: a closed connection's lock is dropped when the server notices, a
         // moment later; the next holder must not find it still held.
-        return Lease(purpose: purpose, path: "advisory lock \(key) on \(place)", release: {
+        return Lease(purpose: purpose, path: leaseName(purpose), release: {
             _ = try? connection.query("SELECT pg_advisory_unlock(\(key))")
             connection.close()
         })
     }
+
+    package func leaseName(_ purpose: String) -> String { "advisory lock \(lockKey(purpose)) on \(place)" }
 
     /// A stable 64-bit key for the advisory lock of `purpose` on this journal.
     func lockKey(_ purpose: String) -> Int64 { Int64(bitPattern: journalHash(schema: address.schema, purpose)) }

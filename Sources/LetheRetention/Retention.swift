@@ -175,7 +175,7 @@ public final class Retention: Sendable {
     /// lets go of the lease with it, and the next run finishes what it left.
     public func run(now: Timestamp, waitingForAnotherRun wait: Duration = Retention.defaultWait) throws -> RetentionRun {
         guard let lease = try journal.lease("retention", wait: wait) else {
-            throw JournalError(.busy, "another retention run holds this journal (\(journal.path).retention.lock) and did not end within \(wait); this run did nothing")
+            throw JournalError(.busy, "another retention run holds this journal (\(journal.leaseName("retention"))) and did not end within \(wait); this run did nothing")
         }
         defer { lease.release() }
         var result = RetentionRun(now: now)

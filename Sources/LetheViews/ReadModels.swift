@@ -38,13 +38,14 @@ public final class ReadModels: Sendable {
     }
 
     /// Opens (creating it, or emptying it when it cannot be trusted) the read models of
-    /// `journal`; nothing is caught up until `catchUp` is called.
+    /// `journal`, at `path` (default `Journal.defaultViewsPath`); nothing is caught up until
+    /// `catchUp` is called.
     public init(
         journal: Journal, path: String? = nil, policy: RetentionPolicy = .standard, codec: PayloadCodec = .standard,
         chunkEvents: Int64 = 50_000, logger: Logger = Logger(label: "lethe.views")
     ) throws {
         precondition(chunkEvents > 0)
-        let path = path ?? journal.path + ".views"
+        let path = path ?? journal.defaultViewsPath
         self.journal = journal
         self.policy = policy
         self.path = path

@@ -1,6 +1,7 @@
 import Foundation
 import LetheEvents
 import LetheJournal
+@testable import LethePostgres
 import LetheRetention
 import LetheViews
 import Synchronization
@@ -434,10 +435,10 @@ import Testing
         #expect(again.stdout.contains("0 accounts purged, 0 items purged, 0 records expired") && !again.stdout.contains("interrupted"))
     }
 
-    @Test func oneRunAtATimeAndADeadHoldersRunIsFinishedByTheNext() async throws {
-        let dir = try TempDir()
-        let path = dir.path("j.lethe")
-        let journal = try contractJournal(path)
+    @Test("one retention run at a time, across processes; a dead holder's lease is let go and the next run does the work", arguments: TestBackend.allCases)
+    func oneRunAtATimeAndADeadHoldersRunIsFinishedByTheNext(_ backend: TestBackend) async throws {
+        let place = try TestPlace(backend)
+        let journal = try place.open(rules: ContractRules())
         for n in 0..<5 {
             try await journal.record(Events.AccountSignedUp(name: "N", email: "n\(n)@example.com"), account: "a\(n)", at: ts("2026-01-01T00:00:00Z"))
             try await journal.record(Events.ErasureRequested(channel: "support"), account: "a\(n)", at: ts("2026-01-02T00:00:00Z"))
@@ -445,10 +446,26 @@ import Testing
         let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
         let now = ts("2026-02-01T00:00:00Z")
         // Another process holds the lease (as a run in another instance would), with the same
-        // advisory lock the engine takes: flock(1) on the journal's lock file. (`-o`: its command,
-        // which outlives it, holds neither the lock nor the test's pipes.)
-        let holder = try start("/usr/bin/flock", ["-o", path + ".retention.lock", "/bin/sh", "-c", "exec sleep 60 </dev/null >/dev/null 2>&1"],
+        // lock the engine takes: flock(1) on the journal's lock file (`-o`: its command, which
+        // outlives it, holds neither the lock nor the test's pipes), or psql holding the
+        // journal's advisory lock on the server.
+        let holder: RunningCommand
+        let leaseName: String
+        switch backend {
+        case .sqlite:
+            let path = place.dir.path("j.lethe")
+            leaseName = path + ".retention.lock"
+            holder = try start("/usr/bin/flock", ["-o", leaseName, "/bin/sh", "-c", "exec sleep 60 </dev/null >/dev/null 2>&1"],
                                timeLimit: .seconds(90))
+        case .postgres:
+            let key = PostgresBackend(try PostgresAddress(place.url!)).lockKey("retention")
+            leaseName = "advisory lock \(key) on "
+            // An idle session, as the engine's own lease is (a server notices at once that an
+            // idle session's client is gone, not one busy in a statement): psql reads its
+            // input from a pipe that stays open.
+            holder = try start("/bin/bash", ["-c", #"exec psql "$0" -q < <(echo "SELECT pg_advisory_lock($1);"; exec sleep 60 2>/dev/null)"#,
+                                             try TestBackend.serverURL(), String(key)], timeLimit: .seconds(90))
+        }
         defer { holder.send(SIGKILL); _ = try? holder.finish() }
         try await waitUntil("the other process to hold the lease") {
             guard let probe = try journal.lease("retention") else { return true }
@@ -460,7 +477,7 @@ import Testing
                 _ = try await retention.run(now: now, waitingForAnotherRun: wait)
                 Issue.record("a run went ahead while another process held the lease")
             } catch let e as JournalError {
-                #expect(e.code == .busy && e.message.contains(path + ".retention.lock"), "\(e)")
+                #expect(e.code == .busy && e.message.contains(leaseName), "\(e)")
             }
         }
         // A scheduler's ticks are skipped meanwhile: quietly at first, then each reported as
@@ -495,10 +512,11 @@ import Testing
             try reader.events { if $0.header.type == "AccountPurged" { purged += 1 } }
             return purged
         } == 0)
-        // The holder dies without letting go: the kernel drops its lock, and the next run goes ahead.
+        // The holder dies without letting go: the kernel (or the server, seeing its connection
+        // end) drops its lock, and the next run goes ahead.
         holder.send(SIGKILL)
         _ = try holder.finish()
-        let result = try await retention.run(now: now, waitingForAnotherRun: .zero)
+        let result = try await retention.run(now: now, waitingForAnotherRun: .seconds(5))
         #expect(result.accountsPurged.count == 5)
         #expect(try await retention.run(now: now).accountsPurged.isEmpty)
     }

@@ -138,11 +138,12 @@ import Testing
         #expect(try verified(j).purgedEvents == 1)
     }
 
-    @Test func anEventUnderASharedKeyIsNotErasedAloneAndNothingOfTheBatchIsWritten() throws {
+    @Test(arguments: TestBackend.allCases)
+    func anEventUnderASharedKeyIsNotErasedAloneAndNothingOfTheBatchIsWritten(_ backend: TestBackend) throws {
         // Scrubbing the payload of an event sealed under the account's key would leave it in every
         // copy taken before: refused, naming the event, with the batch that asked for it.
-        let dir = try TempDir()
-        let j = try openJournal(dir, blockEvents: 4)
+        let place = try TestPlace(backend)
+        let j = try place.open(blockEvents: 4)
         try j.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
         try j.append(NewEvent(.profileUpdated, account: "a", at: ts("2026-01-01T00:00:01Z"), data: ["company": "Engines"]))
         for (seq, why) in [(Int64(2), "sealed under a key it shares"), (9, "no such event")] {
@@ -198,26 +199,28 @@ import Testing
         }
     }
 
-    @Test func anErasureRecordedBeforeACrashIsFinishedLater() throws {
-        let dir = try TempDir()
+    @Test(arguments: TestBackend.allCases)
+    func anErasureRecordedBeforeACrashIsFinishedLater(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
         do {
-            let j = try openJournal(dir, blockEvents: 4)
+            let j = try place.open(blockEvents: 4)
             try history(j)
             // What a crash right after the purge event's commit leaves: the erasure recorded, not done.
             try j.append([], erasing: [.account("kept")], finish: false)
         }
-        let j = try openJournal(dir, blockEvents: 4, seed: 2)
+        let j = try place.open(blockEvents: 4, seed: 2)
         #expect(try j.finishErasures() == 1)
         #expect(try allEvents(j).filter { $0.header.account == "kept" }.allSatisfy { $0.payload == .purged })
         #expect(try j.finishErasures() == 0)
         #expect(try verified(j).purgedEvents == 5)
     }
 
-    @Test func anotherWritersTailDoesNotBringErasedPayloadsBack() throws {
-        let dir = try TempDir()
-        let a = try openJournal(dir, blockEvents: 4)
+    @Test(arguments: TestBackend.allCases)
+    func anotherWritersTailDoesNotBringErasedPayloadsBack(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let a = try place.open(blockEvents: 4)
         for i in 0..<11 { try a.append(event(i == 9 ? "gone" : "kept", at: "2026-01-01T00:00:\(10 + i)Z")) }  // two blocks, three in the tail
-        let b = try openJournal(dir, blockEvents: 4, seed: 3)
+        let b = try place.open(blockEvents: 4, seed: 3)
         try b.append([], erasing: [.records(account: "gone", category: "page-views", through: ts("2026-01-01T00:00:19Z"))])  // event 10, in the tail
         // Writer `a` seals its (stale) tail into a block: it must reload it first.
         for i in 0..<4 { try a.append(event("kept", at: "2026-01-03T00:00:0\(i)Z")) }

@@ -76,9 +76,10 @@ struct AsyncTests {
         for call in calls { #expect(try await call.value) }
     }
 
-    @Test func manyConcurrentCallersEachGetTheirOutcome() async throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func manyConcurrentCallersEachGetTheirOutcome(_ backend: TestBackend) async throws {
+        let place = try TestPlace(backend)
+        let j = try place.open()
         // Many more callers than the pool has threads: the rest wait in line.
         let callers = 4 * BlockingPool.shared.threads * 8
         let headers = try await withThrowingTaskGroup(of: EventHeader.self) { group in
@@ -92,12 +93,19 @@ struct AsyncTests {
         #expect(try verified(j).events == Int64(callers))
     }
 
-    @Test func readModelsAreOpenedCaughtUpAndQueriedFromAsyncCode() async throws {
-        let dir = try TempDir()
-        var options = Journal.Options()
-        options.rules = ContractRules()
-        options.synchronous = .normal
-        let j = try await Journal.open(path: dir.path("j.lethe"), master: testMaster, options: options)
+    @Test(arguments: TestBackend.allCases)
+    func readModelsAreOpenedCaughtUpAndQueriedFromAsyncCode(_ backend: TestBackend) async throws {
+        let place = try TestPlace(backend)
+        let j: Journal
+        switch backend {
+        case .sqlite:
+            var options = Journal.Options()
+            options.rules = ContractRules()
+            options.synchronous = .normal
+            j = try await Journal.open(path: place.dir.path("j.lethe"), master: testMaster, options: options)
+        case .postgres:
+            j = try place.open(rules: ContractRules())
+        }
         try await j.record(Events.AccountSignedUp(name: "Ada", email: "ada@example.com"), account: "acc_ada", at: ts("2026-01-01T00:00:00Z"))
         try await j.record(Events.ItemCreated(item: "site_1", kind: "site"), account: "acc_ada", at: ts("2026-01-01T00:01:00Z"))
         let views = try await ReadModels.open(journal: j)
@@ -106,6 +114,8 @@ struct AsyncTests {
         #expect(account?.name == "Ada" && account?.status == "active")
         #expect(try await views.run { try $0.items(account: "acc_ada").map(\.item) } == ["site_1"])
         #expect(try await views.rebuild() == 2)
+        // Beside the journal's file, or, on a server, beside the key store.
+        #expect(FileManager.default.fileExists(atPath: (backend == .sqlite ? place.dir.path("j.lethe") : place.keysPath) + ".views"))
     }
 
     @Test func theExampleServiceRunsEndToEnd() throws {

@@ -10,9 +10,10 @@ import Testing
                  payload: codec.encode(type: "PageViewed", data: ["path": .string("/\(i)"), "visitor": "v"]))
     }
 
-    @Test func aSubscriberSeesEveryCommittedEventInOrderAndResumes() async throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir, blockEvents: 16)
+    @Test(arguments: TestBackend.allCases)
+    func aSubscriberSeesEveryCommittedEventInOrderAndResumes(_ backend: TestBackend) async throws {
+        let place = try TestPlace(backend)
+        let j = try place.open(blockEvents: 16)
         for i in 0..<40 { try await j.append(page(i)) }
         // More arrive while the subscriber reads: in small batches, from another task.
         let writer = Task(executorPreference: OwnQueueExecutor("writer")) {
@@ -37,7 +38,7 @@ import Testing
         #expect(paths == (0..<100).map { "/\($0)" })
 
         // After a restart, the host resumes from the last sequence number it handled.
-        let restarted = try openJournal(dir, blockEvents: 16, seed: 2)
+        let restarted = try place.open(blockEvents: 16, seed: 2)
         let resumed = try await withTimeLimit(.seconds(30), "the resumed subscriber to see events 71...100") {
             var resumed: [Int64] = []
             for try await e in restarted.subscribe(after: 70, poll: .milliseconds(5)) {

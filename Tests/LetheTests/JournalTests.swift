@@ -6,9 +6,10 @@ import Synchronization
 import Testing
 
 @Suite struct JournalTests {
-    @Test func appendsAndReadsBackAcrossBlocksAndTail() throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir, blockEvents: 8)
+    @Test(arguments: TestBackend.allCases)
+    func appendsAndReadsBackAcrossBlocksAndTail(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open(blockEvents: 8)
         var expected: [(String, String)] = []
         for i in 0..<21 {
             let account = "acc_\(i % 3)"
@@ -97,13 +98,14 @@ import Testing
         #expect(try JournalReader.verify(path: j.path).events == seq)
     }
 
-    @Test func survivesReopenAndKeepsTheChainGoing() throws {
-        let dir = try TempDir()
+    @Test(arguments: TestBackend.allCases)
+    func survivesReopenAndKeepsTheChainGoing(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
         do {
-            let j = try openJournal(dir, blockEvents: 4, seed: 1)
+            let j = try place.open(blockEvents: 4, seed: 1)
             for i in 0..<6 { try j.append(event("a", at: "2026-01-01T00:00:0\(i)Z")) }
         }
-        let j = try openJournal(dir, blockEvents: 4, seed: 2)
+        let j = try place.open(blockEvents: 4, seed: 2)
         #expect(j.headSeq == 6)
         #expect(try j.version(of: "a") == 6)
         for i in 0..<6 { try j.append(event("a", at: "2026-01-01T00:01:0\(i)Z")) }
@@ -112,9 +114,10 @@ import Testing
         #expect(try allEvents(j).count == 12)
     }
 
-    @Test func optimisticConcurrencyRefusesAStaleVersion() throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func optimisticConcurrencyRefusesAStaleVersion(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open()
         try j.append(event("a", at: "2026-01-01T00:00:00Z", expected: 0))
         try j.append(event("a", at: "2026-01-01T00:00:01Z", expected: 1))
         #expect {
@@ -134,9 +137,10 @@ import Testing
         #expect(try verified(j).events == 4)
     }
 
-    @Test func anEventIdMakesARepeatANoOp() throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func anEventIdMakesARepeatANoOp(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open()
         let first = try j.append(event("a", at: "2026-01-01T00:00:00Z", id: "x1"))
         let again = try j.append(event("a", at: "2026-01-01T00:00:09Z", id: "x1", data: ["path": "/other"]))
         #expect(first == again)
@@ -155,9 +159,10 @@ import Testing
         if case .duplicate(let seq) = repeated[0] { #expect(seq == 2) }
     }
 
-    @Test func timeNeverGoesBackwardsWithinAnAccount() throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func timeNeverGoesBackwardsWithinAnAccount(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open()
         try j.append(event("a", at: "2026-01-02T00:00:00Z"))
         try j.append(event("a", at: "2026-01-02T00:00:00Z"))  // equal is fine
         #expect { try j.append(event("a", at: "2026-01-01T23:59:59.999Z")) } throws: { ($0 as? JournalError)?.code == .timeOrder }
@@ -165,9 +170,10 @@ import Testing
         #expect(j.headSeq == 3)
     }
 
-    @Test func aDestroyedKeyMakesPayloadsUnreadableAndTheAccountClosed() throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir, blockEvents: 4)
+    @Test(arguments: TestBackend.allCases)
+    func aDestroyedKeyMakesPayloadsUnreadableAndTheAccountClosed(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open(blockEvents: 4)
         for i in 0..<6 { try j.append(event(i % 2 == 0 ? "gone" : "kept", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/secret-\(i)")])) }
         try j.destroyKeys(of: "gone", at: ts("2026-02-01T00:00:00Z"))
         let events = try allEvents(j)
@@ -202,17 +208,18 @@ import Testing
         }
     }
 
-    @Test func noTwoPayloadsEverShareANonce() throws {
+    @Test(arguments: TestBackend.allCases)
+    func noTwoPayloadsEverShareANonce(_ backend: TestBackend) throws {
         // Sessions (reopenings) with their own random ids, batches and single appends, and a
         // rejected event in between: every stored nonce is distinct.
-        let dir = try TempDir()
+        let place = try TestPlace(backend)
         for session in 1...3 as ClosedRange<UInt64> {
-            let j = try openJournal(dir, blockEvents: 4, seed: session)
+            let j = try place.open(blockEvents: 4, seed: session)
             for i in 0..<5 { try j.append(event("a", at: "2026-01-0\(session)T00:00:0\(i)Z")) }
             _ = try j.append((0..<7).map { event("b\($0 % 2)", at: "2026-01-0\(session)T00:01:0\($0)Z") })
             _ = try? j.append(event("a", at: "2025-01-01T00:00:00Z"))  // refused: its nonce is simply never used
         }
-        let j = try openJournal(dir, blockEvents: 4, seed: 4)
+        let j = try place.open(blockEvents: 4, seed: 4)
         var nonces: [NonceID] = []
         try j.read { try $0.scan { nonces.append($0.nonce) } }
         #expect(nonces.count == 36 && Set(nonces).count == 36)
@@ -308,11 +315,12 @@ func kind(_ o: AppendOutcome) -> String {
         mode.reset()
     }
 
-    @Test func twoWritersOnOneFileTakeTurnsWithoutLosingOrForkingAnything() throws {
+    @Test(arguments: TestBackend.allCases)
+    func twoWritersOnOneFileTakeTurnsWithoutLosingOrForkingAnything(_ backend: TestBackend) throws {
         // Two engines on the same files, as two processes would be: each notices the other's appends.
-        let dir = try TempDir()
-        let a = try openJournal(dir, blockEvents: 5, seed: 1)
-        let b = try openJournal(dir, blockEvents: 5, seed: 2)
+        let place = try TestPlace(backend)
+        let a = try place.open(blockEvents: 5, seed: 1)
+        let b = try place.open(blockEvents: 5, seed: 2)
         var rng = SplitMix(seed: 9)
         var expectedVersion: [String: Int64] = [:]
         for i in 0..<120 {
@@ -325,7 +333,7 @@ func kind(_ o: AppendOutcome) -> String {
         }
         // A stale expectation from either side is refused.
         #expect { try a.append(event("acc_0", at: "2026-01-01T01:00:00Z", expected: 0)) } throws: { ($0 as? JournalError)?.code == .versionConflict }
-        let report = try JournalReader.verify(path: a.path, keysPath: a.keysPath, master: testMaster)
+        let report = try place.verify()
         #expect(report.events == 120 && report.anchored)
         #expect(try allEvents(b).map(\.header.id) == (0..<120).map { "e\($0)" })
         // Records both wrote on one chain were sealed again under the next index where they

@@ -5,23 +5,18 @@ import Testing
 
 /// The contract's history-dependent rules, checked by the writer.
 @Suite struct RulesTests {
-    func journal(_ dir: TempDir, seed: UInt64 = 1) throws -> Journal {
-        var options = Journal.Options()
-        options.blockEvents = 5
-        options.entropy = .seeded(seed)
-        options.synchronous = .normal
-        options.rules = ContractRules()
-        let path = dir.path("r.lethe")
-        return try Journal(path: path, master: testMaster, options: options)
+    func journal(_ place: TestPlace, seed: UInt64 = 1) throws -> Journal {
+        try place.open(blockEvents: 5, seed: seed, rules: ContractRules())
     }
 
     func e(_ account: String, _ type: EventType, _ data: JSONObject = [:], at second: Int) -> NewEvent {
         NewEvent(type, account: account, at: Timestamp(seconds: 1_767_225_600 + Int64(second)), data: data)
     }
 
-    @Test func theKeyIsDecidedByTheType() throws {
-        let dir = try TempDir()
-        let j = try journal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func theKeyIsDecidedByTheType(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try journal(place)
         var access = e("a", .accountAccessed, ["actor": "s", "ip": "203.0.113.1", "reason": "r"], at: 1)
         access.scope = .account
         var item = e("a", .itemCreated, ["item": "doc", "kind": "file"], at: 2)
@@ -39,9 +34,10 @@ import Testing
         outcomes.map { if case .rejected(let error) = $0 { error.message } else { nil } }
     }
 
-    @Test func refusesWhatTheHistoryForbids() throws {
-        let dir = try TempDir()
-        let j = try journal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func refusesWhatTheHistoryForbids(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try journal(place)
         let outcomes = try j.append([
             e("a", .pageViewed, ["path": "/", "visitor": "v"], at: 0),
             e("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: 1),
@@ -63,12 +59,13 @@ import Testing
         ])
         // A refused event leaves no trace: versions count only what was accepted.
         #expect(try j.version(of: "a") == 6)
-        #expect(try JournalReader.verify(path: j.path).events == 6)
+        #expect(try place.verify().events == 6)
     }
 
-    @Test func aPurgedAccountTakesNothingMore() throws {
-        let dir = try TempDir()
-        let j = try journal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func aPurgedAccountTakesNothingMore(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try journal(place)
         _ = try j.append([
             e("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: 0),
             e("a", .accountPurged, ["rule": "erasure-request"], at: 1),
@@ -77,16 +74,17 @@ import Testing
         #expect(reasons(after) == ["account a was purged; it takes no new events", "account a was purged; it takes no new events"])
     }
 
-    @Test func theRulesRememberAcrossSessions() throws {
+    @Test(arguments: TestBackend.allCases)
+    func theRulesRememberAcrossSessions(_ backend: TestBackend) throws {
         // A new session rebuilds each account's state from its stored history (blocks and tail).
-        let dir = try TempDir()
+        let place = try TestPlace(backend)
         do {
-            let j = try journal(dir, seed: 1)
+            let j = try journal(place, seed: 1)
             _ = try j.append([e("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: 0)]
                 + (1...7).map { e("a", .itemCreated, ["item": .string("i\($0)"), "kind": "site"], at: $0) })
             _ = try j.append([e("a", .itemDeleted, ["item": "i2"], at: 8)])
         }
-        let j = try journal(dir, seed: 2)
+        let j = try journal(place, seed: 2)
         let outcomes = try j.append([
             e("a", .itemCreated, ["item": "i3", "kind": "site"], at: 9),
             e("a", .itemRestored, ["item": "i2"], at: 10),
@@ -97,10 +95,10 @@ import Testing
     }
 
     /// A random life of a few accounts, against a plain model written without `AccountState`.
-    @Test(arguments: [11, 12, 13] as [UInt64])
-    func randomLivesMatchAPlainModel(seed: UInt64) throws {
-        let dir = try TempDir()
-        let j = try journal(dir, seed: seed)
+    @Test(arguments: TestBackend.allCases, [11, 12, 13] as [UInt64])
+    func randomLivesMatchAPlainModel(_ backend: TestBackend, seed: UInt64) throws {
+        let place = try TestPlace(backend)
+        let j = try journal(place, seed: seed)
         var rng = SplitMix(seed: seed)
         var signedUp = Set<String>(), cancelled = Set<String>(), live = Set<String>(), trash = Set<String>()
         var accepted = 0, refused = 0

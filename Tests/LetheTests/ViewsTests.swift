@@ -6,14 +6,8 @@ import Testing
 
 /// The read models against a plain model of the policy, and rebuild against catch-up.
 @Suite struct ViewsTests {
-    func journal(_ dir: TempDir, seed: UInt64) throws -> Journal {
-        var options = Journal.Options()
-        options.blockEvents = 16
-        options.entropy = .seeded(seed)
-        options.synchronous = .normal
-        options.rules = ContractRules()
-        let path = dir.path("v.lethe")
-        return try Journal(path: path, master: testMaster, options: options)
+    func journal(_ place: TestPlace, seed: UInt64) throws -> Journal {
+        try place.open(blockEvents: 16, seed: seed, rules: ContractRules())
     }
 
     /// What the read models should say, kept without any of the engine's code.
@@ -140,10 +134,11 @@ import Testing
         #expect(try views.accountsPendingNotice(version: "v2") == pending, note)
     }
 
-    @Test(arguments: [21, 22, 23] as [UInt64])
-    func randomHistoriesMatchAPlainModelAndRebuildEqualsCatchUp(seed: UInt64) throws {
-        let dir = try TempDir()
-        let j = try journal(dir, seed: seed)
+    @Test(arguments: TestBackend.allCases, [21, 22, 23] as [UInt64])
+    func randomHistoriesMatchAPlainModelAndRebuildEqualsCatchUp(_ backend: TestBackend, seed: UInt64) throws {
+        let place = try TestPlace(backend)
+        let dir = place.dir
+        let j = try journal(place, seed: seed)
         var rng = SplitMix(seed: seed)
         var model = Model()
         var counter = 0

@@ -93,14 +93,8 @@ import Testing
 
     func stamp(_ t: Int64) -> Timestamp { Timestamp(seconds: t) }
 
-    func open(_ dir: TempDir, seed: UInt64) throws -> (Journal, Retention) {
-        var options = Journal.Options()
-        options.blockEvents = 8
-        options.entropy = .seeded(seed)
-        options.synchronous = .normal
-        options.rules = ContractRules()
-        let path = dir.path("r.lethe")
-        let journal = try Journal(path: path, master: testMaster, options: options)
+    func open(_ place: TestPlace, seed: UInt64) throws -> (Journal, Retention) {
+        let journal = try place.open(blockEvents: 8, seed: seed, rules: ContractRules())
         return (journal, Retention(journal: journal, views: try ReadModels(journal: journal)))
     }
 
@@ -108,10 +102,11 @@ import Testing
         NewEvent(type, account: account, at: Timestamp(seconds: at), data: data)
     }
 
-    @Test(arguments: [31, 32, 33, 34] as [UInt64])
-    func randomHistoriesMatchTheModelAtManyMoments(seed: UInt64) throws {
-        let dir = try TempDir()
-        var (journal, retention) = try open(dir, seed: seed)
+    @Test(arguments: TestBackend.allCases, [31, 32, 33, 34] as [UInt64])
+    func randomHistoriesMatchTheModelAtManyMoments(_ backend: TestBackend, seed: UInt64) throws {
+        let place = try TestPlace(backend)
+        let dir = place.dir
+        var (journal, retention) = try open(place, seed: seed)
         var rng = SplitMix(seed: seed)
         var model = Model()
         var clock = RetentionTests.base
@@ -120,7 +115,7 @@ import Testing
             clock += Int64(rng.next() % (4 * UInt64(RetentionTests.day))) + 1
             if rng.next() % 9 == 0 {
                 // A run, sometimes in a fresh engine (a restart).
-                if rng.next() % 2 == 0 { (journal, retention) = try open(dir, seed: seed &+ UInt64(step)) }
+                if rng.next() % 2 == 0 { (journal, retention) = try open(place, seed: seed &+ UInt64(step)) }
                 _ = try retention.run(now: stamp(clock))
                 model.steps.append(.run(at: clock))
                 continue
@@ -204,9 +199,10 @@ import Testing
         #expect(try fresh.digest() == retention.views.digest())
     }
 
-    @Test func aLegalHoldStopsPurgesUntilTheLastCaseIsReleased() throws {
-        let dir = try TempDir()
-        let (journal, retention) = try open(dir, seed: 1)
+    @Test(arguments: TestBackend.allCases)
+    func aLegalHoldStopsPurgesUntilTheLastCaseIsReleased(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let (journal, retention) = try open(place, seed: 1)
         let t0 = RetentionTests.base, d = RetentionTests.day
         _ = try journal.append([
             newEvent("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: t0),
@@ -226,11 +222,12 @@ import Testing
         #expect(executed.count == 1 && executed[0].delaySeconds == 22 * d - 3)
     }
 
-    @Test func aRunNeverPurgesWhatLaterEventsSaved() throws {
+    @Test(arguments: TestBackend.allCases)
+    func aRunNeverPurgesWhatLaterEventsSaved(_ backend: TestBackend) throws {
         // The account's history runs past `now`: the purge would be recorded after it, so it must
         // still be pending then. Here the item was restored after `now`; the other is still due.
-        let dir = try TempDir()
-        let (journal, retention) = try open(dir, seed: 5)
+        let place = try TestPlace(backend)
+        let (journal, retention) = try open(place, seed: 5)
         let t0 = RetentionTests.base, d = RetentionTests.day
         _ = try journal.append([
             newEvent("a", .accountSignedUp, ["name": "Ada", "email": "ada@example.com"], at: t0),
@@ -246,20 +243,22 @@ import Testing
         #expect(items.map(\.item) == ["kept"] && items[0].state == "live")
     }
 
-    @Test func twoRunsAtOnceInTwoProcessesPurgeOnce() throws {
-        let dir = try TempDir()
-        let journal = dir.path("j.lethe")
+    @Test(arguments: TestBackend.allCases)
+    func twoRunsAtOnceInTwoProcessesPurgeOnce(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let journal = place.url ?? place.dir.path("j.lethe")
+        let keys = ["--keys", place.keysPath]
         var lines: [String] = []
         for n in 0..<40 {
             lines.append(#"{"type":"AccountSignedUp","account":"a\#(n)","at":"2026-01-01T00:00:00Z","data":{"name":"N","email":"n\#(n)@example.com"}}"#)
             lines.append(#"{"type":"ErasureRequested","account":"a\#(n)","at":"2026-01-02T00:00:00Z","data":{}}"#)
         }
-        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: lines.joined(separator: "\n")).status == 0)
+        #expect(try run("lethe", ["import", "-", "--journal", journal] + keys, stdin: lines.joined(separator: "\n")).status == 0)
         let processes = try (0..<2).map { _ in
-            try start("lethe", ["retention", "run", "--journal", journal, "--now", "2026-02-01T00:00:00Z"], timeLimit: .seconds(120))
+            try start("lethe", ["retention", "run", "--journal", journal, "--now", "2026-02-01T00:00:00Z"] + keys, timeLimit: .seconds(120))
         }
         for r in try processes.map({ try $0.finish() }) { #expect(r.status == 0, "\(r.stderr)") }
-        let export = try run("lethe", ["export", "--journal", journal]).stdout
+        let export = try run("lethe", ["export", "--journal", journal] + keys).stdout
         #expect(export.components(separatedBy: "\"type\":\"AccountPurged\"").count - 1 == 40)
         #expect(export.components(separatedBy: "\"type\":\"ProcessorErasureRequested\"").count - 1 == 40)  // Amazon Web Services: the profile
     }

@@ -154,6 +154,34 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(why.code == .accountShredded)
     }
 
+    @Test("ids and accounts told apart by their bytes alone (composed and decomposed, case, emoji, the longest id) on both backends, before and after the indexes merge", arguments: TestBackend.allCases)
+    func idsAreComparedByTheirBytes(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open(blockEvents: 4, recentLimits: 3)
+        // Each pair looks alike to a person and differs in its bytes: distinct ids, never duplicates.
+        let ids = ["caf\u{E9}", "cafe\u{301}", "Case", "case", "\u{1F600}", "\u{1F600}\u{FE0F}", String(repeating: "z", count: 256),
+                   String(repeating: "z", count: 255) + "y", "a b", "a\u{A0}b", "\u{10FFFF}", "~"]
+        let accounts = ["acc.1", "ACC.1", "acc:1", "acc-1"]
+        var at = 0
+        func next() -> String {
+            at += 1
+            return String(format: "2026-04-01T00:%02d:%02dZ", at / 60, at % 60)
+        }
+        let first = try j.append(ids.enumerated().map { k, id in event(accounts[k % accounts.count], at: next(), id: id) })
+        #expect(first.allSatisfy { if case .appended = $0 { true } else { false } })
+        func again() throws -> [AppendOutcome] { try j.append(ids.map { event("acc.1", at: next(), id: $0) }) }
+        #expect(try again().map(kind) == Array(repeating: "duplicate", count: ids.count))
+        try j.settle()  // every id into the runs
+        #expect(try again().map(kind) == Array(repeating: "duplicate", count: ids.count))
+        let stored = try allEvents(j)
+        #expect(stored.compactMap(\.header.id) == ids)
+        #expect(Set(stored.map(\.header.account)) == Set(accounts))
+        for account in accounts {
+            #expect(try j.version(of: account) == Int64(ids.indices.filter { accounts[$0 % accounts.count] == account }.count))
+        }
+        #expect(try place.verify().events == Int64(ids.count))
+    }
+
     @Test("several instances append to one PostgreSQL journal at once: no gap, no duplicate, one chain")
     func concurrentInstancesOnPostgres() throws {
         let place = try TestPlace(.postgres)

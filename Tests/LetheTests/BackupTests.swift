@@ -9,11 +9,14 @@ import Testing
 @Suite struct BackupTests {
     let fixture = fixturesDirectory.appendingPathComponent("small.ndjson").path
 
-    @Test func aBackupTakenDuringAppendsRestoresToAConsistentJournal() throws {
-        let dir = try TempDir()
-        let path = dir.path("live.lethe")
+    @Test(arguments: TestBackend.allCases)
+    func aBackupTakenDuringAppendsRestoresToAConsistentJournal(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let path = place.url ?? place.dir.path("j.lethe")  // (where `journalBackend` puts a file journal)
+        let keys = place.keysPath
+        let dir = place.dir
         // A writer appends in another process while the backups are taken.
-        let writer = try start("lethe-crash-writer", [path, "7", "16"])
+        let writer = try start("lethe-crash-writer", [path, "7", "16", keys])
         defer { writer.send(SIGKILL); _ = try? writer.finish() }
         // A writer that fails at once must fail the test, not keep it waiting for events.
         try waitUntil("the writer's first 200 events", timeLimit: .seconds(60)) {
@@ -21,19 +24,31 @@ import Testing
                 let r = try writer.finish()
                 throw TestFailure("the writer exited with \(r.status) before writing 200 events: \(r.stderr)")
             }
-            return (try? JournalReader.verify(path: path).events) ?? 0 >= 200
+            return (try? JournalReader.verify(backend: place.journalBackend, keysPath: keys, master: testMaster).events) ?? 0 >= 200
         }
-        let journal = try Journal(path: path, keysPath: path + ".keys", master: testMaster)
+        let journal = try Journal(backend: place.journalBackend, keysPath: keys, master: testMaster)
         var restoredCounts: [Int64] = []
+        var targets: [TestPlace] = []  // (their schemas are dropped with them)
         for n in 0..<3 {
             let file = dir.path("b\(n).backup")
             let manifest = try Backup.create(journal, to: file, now: ts("2026-06-01T00:00:00Z")).manifest
-            let target = dir.path("restored\(n).lethe")
-            try Backup.restore(file, to: target, keysPath: path + ".keys", master: testMaster)
-            let report = try JournalReader.verify(path: target, keysPath: path + ".keys", master: testMaster)
-            #expect(report.anchored && report.events == manifest.lastSeq)
+            // Into a file; from PostgreSQL, every other one into PostgreSQL too.
+            let restored: Journal
+            if backend == .postgres && n % 2 == 1 {
+                let target = try TestPlace(.postgres)
+                targets.append(target)
+                try Backup.restore(file, into: target.journalBackend, keysPath: keys, master: testMaster)
+                let report = try JournalReader.verify(backend: target.journalBackend, keysPath: keys, master: testMaster)
+                #expect(report.anchored && report.events == manifest.lastSeq)
+                restored = try Journal(backend: target.journalBackend, keysPath: keys, master: testMaster)
+            } else {
+                let target = dir.path("restored\(n).lethe")
+                try Backup.restore(file, to: target, keysPath: keys, master: testMaster)
+                let report = try JournalReader.verify(path: target, keysPath: keys, master: testMaster)
+                #expect(report.anchored && report.events == manifest.lastSeq)
+                restored = try Journal(path: target, keysPath: keys, master: testMaster)
+            }
             // Every event decrypts with the live key store.
-            let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster)
             var count: Int64 = 0
             try restored.read { try $0.events { if case .plaintext = $0.payload { count += 1 } } }
             #expect(count == manifest.lastSeq)

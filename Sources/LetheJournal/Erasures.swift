@@ -235,7 +235,11 @@ extension Writer {
                     #if DEBUG
                     assert(try! Block.decode(content, where: "scrubbed block") == scrubbed, "block does not round-trip")
                     #endif
-                    _ = try store.replaceFrame(ofBlock: blockID, with: try LZ4.compressFrame(content))
+                    // (The block was read in this transaction: a row gone now is damage, and the
+                    // erasure, which must not be thought done, stops with it.)
+                    guard try store.replaceFrame(ofBlock: blockID, with: try LZ4.compressFrame(content)) else {
+                        throw JournalError(.corrupt, "block \(blockID) vanished while its erased payloads were being removed; run `lethe verify`")
+                    }
                 }
                 try store.purgeTail(try store.tail().0.filter(plan.erases).map { ($0.header.seq, $0.digest) })
                 try store.deleteErasures(ids: erasures.map(\.id))

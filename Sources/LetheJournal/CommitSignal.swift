@@ -67,7 +67,7 @@ final class CommitSignal: Sendable {
                 return s.feeds
             }
         }
-        guard let number else { return state.withLock { if case .live = $0.feed { .live } else { .polling } } }
+        guard let number else { return watching ?? .polling }  // (live or unavailable: never nil here)
         let feed: CommitFeed?
         do {
             feed = try start({ [weak self] seq in self?.committed(through: seq) }, { [weak self] in self?.feedEnded(number) })
@@ -156,7 +156,6 @@ final class CommitSignal: Sendable {
         state.withLock { $0.waiting.removeValue(forKey: id) }?.resume()
     }
 }
-
 
 /// A backend's notices of commits, by any instance (`JournalBackend.commitFeed`); `stop` ends it.
 package final class CommitFeed: Sendable {

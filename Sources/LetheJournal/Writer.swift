@@ -90,10 +90,7 @@ final class Writer {
             guard stored.instance == instance else { throw JournalError(.corrupt, "the journal file was replaced under this writer (another instance)") }
             (headSeq, headLink) = (stored.seq, stored.link)
             erased = try store.counter(.erased) ?? 0
-            guard let accountIDs = try store.counter(.accountIDs) else {
-                throw JournalError(.corrupt, "the journal's meta has no account_ids (the highest account id given); run `lethe verify`")
-            }
-            nextAccountID = try Writer.id(after: accountIDs, of: "account")
+            nextAccountID = try storedNextAccountID()
             let extent = try store.blockExtent()
             nextBlockID = try Writer.id(after: extent?.maxID, of: "block")
             let lastBlockSeq = extent?.maxLastSeq ?? 0
@@ -185,10 +182,7 @@ final class Writer {
             try HeadCheck.check(stored, anchorKey: anchorKey, anchored: anchored) { at in
                 at == stored.seq ? stored.link : try store.link(at: at)
             }
-            guard let accountIDs = try store.counter(.accountIDs) else {
-                throw JournalError(.corrupt, "the journal's meta has no account_ids (the highest account id given); run `lethe verify`")
-            }
-            nextAccountID = try Writer.id(after: accountIDs, of: "account")
+            nextAccountID = try storedNextAccountID()
             (headSeq, headLink) = (stored.seq, stored.link)
             tail += events
             tailLinks += links
@@ -198,6 +192,14 @@ final class Writer {
         } catch {
             throw JournalError.storage("cannot read the journal's head", error)
         }
+    }
+
+    /// The id the next new account gets, after the highest the journal's meta says was given.
+    private func storedNextAccountID() throws -> Int64 {
+        guard let accountIDs = try store.counter(.accountIDs) else {
+            throw JournalError(.corrupt, "the journal's meta has no account_ids (the highest account id given); run `lethe verify`")
+        }
+        return try Writer.id(after: accountIDs, of: "account")
     }
 
     /// The id after the table's largest: a row edited to the end of the range is damage, not a trap.

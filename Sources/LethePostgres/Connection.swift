@@ -63,6 +63,8 @@ final class Connection: @unchecked Sendable {
         } catch {
             throw JournalError(.storage, PostgresFailure(error, address: address).description)
         }
+        // A statement waiting when the connection ends gets that as its answer.
+        connection.closeFuture.whenComplete { [weak self] _ in self?.pending.withLock { $0 }?.settle(.failure(ConnectionLost())) }
     }
 
     deinit { close() }
@@ -86,7 +88,7 @@ final class Connection: @unchecked Sendable {
     /// Hands `handler` the payload of every notice on `channel` (sent by `NOTIFY` in any
     /// session), on one of NIO's threads, from when the server has run the `LISTEN`: a later
     /// statement on this connection answers only after that.
-    func listen(_ channel: String, _ handler: @escaping @Sendable (String) -> Void) throws {
+    func listen(_ channel: String, _ handler: @escaping @Sendable (String) -> Void) {
         connection.addListener(channel: channel) { _, notice in handler(notice.payload) }
     }
 
@@ -101,9 +103,13 @@ final class Connection: @unchecked Sendable {
         // Whichever comes first: the answer, or the end of the connection. (postgres-nio 1.33
         // never answers a statement it could not send because the server had just closed the
         // connection, in a restart say: the caller would wait for ever.)
+        // (One callback on the connection's end, registered once: one per statement would pile up
+        // for as long as the connection lives.)
         let outcome = Outcome()
+        pending.withLock { $0 = outcome }
+        defer { pending.withLock { $0 = nil } }
+        if connection.isClosed { outcome.settle(.failure(ConnectionLost())) }
         connection.query(query, logger: logger).whenComplete { outcome.settle($0.map(\.rows)) }
-        connection.closeFuture.whenComplete { _ in outcome.settle(.failure(ConnectionLost())) }
         do {
             return try outcome.wait()
         } catch is ConnectionLost {
@@ -114,6 +120,9 @@ final class Connection: @unchecked Sendable {
     }
 
     private struct ConnectionLost: Error {}
+
+    /// The statement waiting for its answer (one at a time: one owner uses a connection).
+    private let pending = Mutex<Outcome?>(nil)
 
     /// The first result handed to it; `wait` blocks until there is one.
     private final class Outcome: Sendable {

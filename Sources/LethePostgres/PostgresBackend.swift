@@ -129,7 +129,7 @@ public struct PostgresBackend: JournalBackend {
         let connection = try Connection(address)
         let channel = commitChannel(schema: address.schema)
         do {
-            try connection.listen(channel) { payload in
+            connection.listen(channel) { payload in
                 if let seq = Int64(payload) { onCommit(seq) }
             }
             // The LISTEN goes first on the connection: once this answers, it is in effect. (The

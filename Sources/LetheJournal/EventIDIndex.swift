@@ -80,9 +80,44 @@ struct EventIDIndex {
 
     // MARK: Writing
 
-    /// Records new ids (plain inserts: an id recorded twice would be a bug, and its error rolls
-    /// the caller's transaction back).
-    func add(_ entries: [(id: String, seq: Int64)]) throws { try store.addRecentIDs(entries) }
+    /// A batch of at least this many ids may go straight into the runs (`add`): its rewrite of
+    /// the last chunk (at most `chunkBytes`) is then small beside the rows it saves. A smaller
+    /// one, such as a service's single appends, inserts its rows, a few bytes each.
+    static let directBatch = 1_024
+
+    /// Records new ids. A large batch of ids in strictly increasing byte order, all above every
+    /// id held (ids that grow with time, as an import brings them), is added to the runs at once:
+    /// the last chunk is written again with them, then new chunks follow. Any other batch becomes
+    /// rows of `event_ids` (plain inserts: an id recorded twice would be a bug, and its error
+    /// rolls the caller's transaction back), to be merged later.
+    func add(_ entries: [(id: String, seq: Int64)]) throws {
+        if entries.count >= EventIDIndex.directBatch, try appendToRuns(entries) { return }
+        try store.addRecentIDs(entries)
+    }
+
+    /// Adds `entries` to the end of the runs when they are in order and above every id held;
+    /// returns false, having written nothing, when they are not.
+    private func appendToRuns(_ entries: [(id: String, seq: Int64)]) throws -> Bool {
+        for i in entries.indices.dropFirst() where !utf8Precedes(entries[i - 1].id, entries[i].id) { return false }
+        if let highest = try store.recentIDBounds()?.highest, !utf8Precedes(highest, entries[0].id) { return false }
+        var out = RunWriter { [store] first, chunk in try store.insertIDChunk(IDChunk(first: first, entries: chunk)) }
+        if let chunk = try store.lastIDChunk() {
+            let run = try EventIDIndex.decode(chunk.entries, first: chunk.first)
+            let above = run.id(run.count - 1).withUnsafeBufferPointer { last in
+                var first = entries[0].id
+                return first.withUTF8 { utf8Compare(last, $0) < 0 }
+            }
+            guard above else { return false }
+            try store.deleteIDChunk(first: chunk.first)
+            for i in 0..<run.count { try out.add(run.id(i), seq: run.seqs[i]) }
+        }
+        for (id, seq) in entries {
+            var id = id
+            try id.withUTF8 { try out.add($0, seq: seq) }
+        }
+        try out.cut()
+        return true
+    }
 
     // MARK: Merging
 
@@ -240,6 +275,10 @@ struct EventIDIndex {
         init(emit: @escaping (String, [UInt8]) throws -> Void) { self.emit = emit }
 
         mutating func add(_ id: ArraySlice<UInt8>, seq: Int64) throws {
+            try id.withUnsafeBufferPointer { try add($0, seq: seq) }
+        }
+
+        mutating func add(_ id: UnsafeBufferPointer<UInt8>, seq: Int64) throws {
             // (At most: the id whole, its two lengths and its number.)
             if count > 0, 1 + 3 + body.bytes.count + id.count + 4 + 10 > EventIDIndex.chunkBytes { try cut() }
             if count == 0 {
@@ -247,7 +286,7 @@ struct EventIDIndex {
                 coding = PrefixCoding(packed: true)
                 previousSeq = 0
             }
-            id.withUnsafeBufferPointer { coding.write($0, into: &body) }
+            coding.write(id, into: &body)
             body.zigzag(seq &- previousSeq)
             previousSeq = seq
             count += 1

@@ -307,7 +307,10 @@ final class Writer {
         // held, so none can appear meanwhile); the batch's own ids join them as they are taken,
         // and are recorded after the loop.
         var known = try EventIDIndex(store: store).seqs(of: batch.compactMap { $0.id })
+        known.reserveCapacity(known.count + batch.count)
+        staged.reserveCapacity(batch.count)
         var claims: [(id: String, seq: Int64)] = []
+        claims.reserveCapacity(batch.count)
         var outcomes: [AppendOutcome] = []
         outcomes.reserveCapacity(batch.count)
         var sealed: [SealedEvent] = []

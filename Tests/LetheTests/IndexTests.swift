@@ -77,6 +77,41 @@ import Testing
         #expect(try verified(j).events == Int64(Self.ids.count + fresh.count + 1))
     }
 
+    /// A batch of at least `EventIDIndex.directBatch` ids that grow, all above every id held (an
+    /// import), goes straight into the runs; any other batch becomes recent rows. Either way each
+    /// id is found again, and the index verifies.
+    @Test func largeBatchesOfGrowingIdsGoStraightIntoTheRuns() throws {
+        let dir = try TempDir()
+        let j = try openJournal(dir, blockEvents: 4)
+        var seqs: [ExactID: Int64] = [:]
+        func add(_ ids: [String]) throws {
+            let outcomes = try j.append(ids.enumerated().map { k, id in event("acc_\(k % 50)", at: "2026-01-01T00:00:00Z", id: id) })
+            for (id, outcome) in zip(ids, outcomes) {
+                guard case .appended(let h) = outcome else { Issue.record("\(id): \(outcome)"); continue }
+                seqs[ExactID(id)] = h.seq
+            }
+        }
+        func recent() throws -> Int64? { try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") }
+        let n = EventIDIndex.directBatch
+        func ids(_ range: Range<Int>) -> [String] { range.map { String(format: "evt_%07d", $0) } }
+        try add(ids(0..<n + 500))
+        #expect(try recent() == 0)
+        #expect(try #require(try sqliteScalar(j.path, "SELECT count(*) FROM event_id_runs")) > 3)
+        try add(ids(n + 500..<2 * n + 499))  // one id short
+        #expect(try recent() == Int64(n - 1))
+        try add(ids(3 * n..<4 * n).reversed())  // out of order
+        #expect(try recent() == Int64(2 * n - 1))
+        try add(ids(4 * n..<5 * n))  // in order, above the recent ones too
+        #expect(try recent() == Int64(2 * n - 1))
+        try add(ids(5 * n..<6 * n) + ["evt_0000000-"])  // one below the ids held
+        #expect(try recent() == Int64(3 * n))
+        try add(ids(2 * n + 500..<3 * n + 500).filter { seqs[ExactID($0)] == nil } + ids(7 * n..<8 * n))  // some between the chunks
+        #expect(try duplicates(j, seqs.keys.map(\.id)) == seqs)
+        #expect(try verified(j).events == Int64(seqs.count))
+        let again = try openJournal(dir, blockEvents: 4)
+        #expect(try duplicates(again, seqs.keys.map(\.id)) == seqs)
+    }
+
     @Test func sequentialIdsTakeAFewBytesEach() throws {
         let dir = try TempDir()
         let (j, _) = try journal(dir, ids: (0..<2000).map { String(format: "evt_%07d", $0) }, batch: 50, shuffled: false)

@@ -100,6 +100,7 @@ let package = Package(
             dependencies: [
                 "LetheJournal", "LetheEvents", "LetheViews", "LetheRetention", "LethePostgres",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
     ]
 )

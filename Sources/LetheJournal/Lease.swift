@@ -18,11 +18,28 @@ public final class Lease: Sendable {
     /// What is locked: the lock file, or the lock's name on a server.
     public let path: String
     private let letGo: Mutex<(@Sendable () -> Void)?>
+    private let stillHeld: @Sendable () -> Bool
 
-    package init(purpose: String, path: String, release: @escaping @Sendable () -> Void) {
+    /// `isHeld` answers whether the lock behind the lease is still this holder's (asked only
+    /// until the lease is released).
+    package init(purpose: String, path: String, isHeld: @escaping @Sendable () -> Bool, release: @escaping @Sendable () -> Void) {
         self.purpose = purpose
         self.path = path
+        stillHeld = isHeld
         letGo = Mutex(release)
+    }
+
+    /// Whether the lease is still this holder's: false once released, and once the lock behind
+    /// it went without a release (its lock file removed or replaced, so that another holder can
+    /// lock a new one; its connection to the server lost, so that the server let go of it). A
+    /// holder asks before each step that acts (`ensureHeld`): the work of two holders can then
+    /// overlap by one step at most.
+    public var isHeld: Bool { letGo.withLock { $0 != nil && stillHeld() } }
+
+    /// Throws `.busy`, naming the lease, when it is no longer held.
+    public func ensureHeld() throws {
+        guard !isHeld else { return }
+        throw JournalError(.busy, "the \(purpose) lease (\(path)) is no longer held: its lock file was removed or replaced, or its connection to the server ended, so another run may hold it now; this run stopped before its next step, and the next run finishes what is left")
     }
 
     /// Lets go of the lease (at once; also when the lease is freed).
@@ -60,8 +77,12 @@ public final class Lease: Sendable {
             }
             Thread.sleep(forTimeInterval: 0.02)
         }
-        // Closing the only descriptor drops the lock.
-        return Lease(purpose: purpose, path: path, release: { close(fd) })
+        // Held while the file locked is the one at `path`: once it is removed or replaced,
+        // another holder locks the new one. Closing the only descriptor drops the lock.
+        return Lease(purpose: purpose, path: path, isHeld: {
+            var locked = stat(), named = stat()
+            return fstat(fd, &locked) == 0 && stat(path, &named) == 0 && locked.st_dev == named.st_dev && locked.st_ino == named.st_ino
+        }, release: { close(fd) })
     }
 }
 

@@ -100,6 +100,8 @@ public struct PostgresBackend: JournalBackend {
     package func lease(_ purpose: String, wait: Duration) throws -> Lease? {
         let connection = try Connection(address)
         let key = lockKey(purpose)
+        // (Named, so that an operator sees in pg_stat_activity which connection holds it.)
+        try connection.execute("SET application_name TO '\(leaseConnectionName(purpose))'")
         let deadline = ContinuousClock.now + wait
         while true {
             let rows = try connection.query("SELECT pg_try_advisory_lock(\(key))")
@@ -112,13 +114,17 @@ public struct PostgresBackend: JournalBackend {
         }
         // Let go explicitly: a closed connection's lock is dropped when the server notices, a
         // moment later; the next holder must not find it still held.
-        return Lease(purpose: purpose, path: leaseName(purpose), release: {
+        // Held while its connection answers: a session's advisory lock lasts as long as the session.
+        return Lease(purpose: purpose, path: leaseName(purpose), isHeld: { (try? connection.query("SELECT 1")) != nil }, release: {
             _ = try? connection.query("SELECT pg_advisory_unlock(\(key))")
             connection.close()
         })
     }
 
     package func leaseName(_ purpose: String) -> String { "advisory lock \(lockKey(purpose)) on \(place)" }
+
+    /// The `application_name` of the connection that holds the lease for `purpose`.
+    package func leaseConnectionName(_ purpose: String) -> String { "lethe_lease_\(String(UInt64(bitPattern: lockKey(purpose)), radix: 16))" }
 
     /// A stable 64-bit key for the advisory lock of `purpose` on this journal.
     func lockKey(_ purpose: String) -> Int64 { Int64(bitPattern: journalHash(schema: address.schema, purpose)) }

@@ -172,7 +172,9 @@ public final class Retention: Sendable {
     /// One run at a time over the journal, across threads, processes and instances: a run takes
     /// the journal's `retention` lease first, waiting at most `wait` for another run to end, and
     /// throws `.busy` if it is still held then (having done nothing). A run whose process died
-    /// lets go of the lease with it, and the next run finishes what it left.
+    /// lets go of the lease with it, and the next run finishes what it left. A run that finds
+    /// its lease gone before one of its steps (`Lease.ensureHeld`: its lock file removed, its
+    /// connection to the server lost) stops there with `.busy`.
     public func run(now: Timestamp, waitingForAnotherRun wait: Duration = Retention.defaultWait) throws -> RetentionRun {
         guard let lease = try journal.lease("retention", wait: wait) else {
             throw JournalError(.busy, "another retention run holds this journal (\(journal.leaseName("retention"))) and did not end within \(wait); this run did nothing")
@@ -183,11 +185,14 @@ public final class Retention: Sendable {
         func noting(_ body: () throws -> Void) throws {
             do { try body() } catch let e as JournalError where e.code == .erasureIncomplete { incomplete.append(e.message) }
         }
+        // Before each step that acts, the lease is checked to be still this run's.
+        try lease.ensureHeld()
         try noting { result.finishedEarlier = try journal.finishErasures() }
         for attempt in 1...Retention.attempts {
             var attemptResult = RetentionRun(now: now)
             attemptResult.finishedEarlier = result.finishedEarlier
             do {
+                try lease.ensureHeld()
                 try decideAndAppend(now: now, into: &attemptResult)
                 result = attemptResult
                 result.replanned = attempt - 1
@@ -200,6 +205,7 @@ public final class Retention: Sendable {
             }
         }
         // The erasures all at once: each block is rewritten once, however many accounts it holds.
+        try lease.ensureHeld()
         try noting { try journal.finishErasures() }
         try views.catchUp()
         if try !views.truncateWALIfMarked(wait: journal.options.truncateWait) {

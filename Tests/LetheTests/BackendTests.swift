@@ -2,6 +2,7 @@ import Foundation
 import LetheEvents
 @testable import LetheJournal
 @testable import LethePostgres
+import Logging
 import Synchronization
 import Testing
 
@@ -53,8 +54,9 @@ final class TestPlace {
         }
     }
 
-    func open(blockEvents: Int = 8, recentLimits: Int? = nil, seed: UInt64 = 1, rules: (any EventRules)? = nil) throws -> Journal {
+    func open(blockEvents: Int = 8, recentLimits: Int? = nil, seed: UInt64 = 1, rules: (any EventRules)? = nil, logger: Logger? = nil) throws -> Journal {
         var options = Journal.Options()
+        if let logger { options.logger = logger }
         options.blockEvents = blockEvents
         options.recentPostingsLimit = recentLimits
         options.recentIDsLimit = recentLimits
@@ -226,6 +228,41 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(try b.lease("other") != nil)
         held.release()
         #expect(try b.lease("retention") != nil)
+    }
+
+    /// A lease's lock can go without its holder letting go: the lock file removed (a cleanup
+    /// script), the connection that held the advisory lock cut (a server restart, a network
+    /// fault). Another holder can then take it; the first must know before its next step.
+    @Test("a lease whose lock went without a release knows it, and another holder takes it", arguments: TestBackend.allCases)
+    func aLostLeaseKnowsIt(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let a = try place.open(), b = try place.open(seed: 2)
+        let held = try #require(try a.lease("retention"))
+        #expect(held.isHeld)
+        try held.ensureHeld()
+        #expect(try b.lease("retention") == nil)
+        switch backend {
+        case .sqlite:
+            #expect(unlink(held.path) == 0)
+        case .postgres:
+            let name = try #require(place.journalBackend as? PostgresBackend).leaseConnectionName("retention")
+            let admin = try Connection(try PostgresAddress(try TestBackend.serverURL()))
+            defer { admin.close() }
+            try admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(name)'")
+        }
+        #expect(!held.isHeld)
+        #expect { try held.ensureHeld() } throws: { error in
+            guard let e = error as? JournalError else { return false }
+            return e.code == .busy && e.message.hasPrefix("the retention lease (\(held.path)) is no longer held")
+        }
+        let taken = try #require(try b.lease("retention", wait: .seconds(5)))
+        #expect(taken.isHeld)
+        held.release()
+        #expect(taken.isHeld && !held.isHeld)
+        #expect(try a.lease("retention") == nil)
+        taken.release()
+        #expect(!taken.isHeld)
+        #expect(try a.lease("retention") != nil)
     }
 
     @Test("bad PostgreSQL addresses and credentials get one clear message, without the password")

@@ -4,6 +4,7 @@ import LetheJournal
 @testable import LethePostgres
 import LetheRetention
 import LetheViews
+import Logging
 import Synchronization
 import Testing
 
@@ -155,6 +156,49 @@ import Testing
         #expect(try await retention.run(now: now).accountsPurged.isEmpty)
     }
 
+    /// The run's lease goes while it runs, after its purge events are appended (its lock file
+    /// removed; its connection to the server cut): the run stops before it erases anything, and
+    /// the next run, under a lease of its own, finishes the erasures and does nothing twice.
+    @Test("a run whose lease goes while it runs stops before its next step; the next finishes it", arguments: TestBackend.allCases)
+    func aRunThatLosesItsLeaseStops(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let cut = CutOnSealing()
+        let journal = try place.open(blockEvents: 4, rules: ContractRules(),
+                                     logger: Logger(label: "test") { _ in cut })
+        for n in 0..<5 {
+            try journal.record(Events.AccountSignedUp(name: "N", email: "n\(n)@example.com"), account: "a\(n)", at: ts("2026-01-01T00:00:00Z"))
+            try journal.record(Events.ErasureRequested(channel: "support"), account: "a\(n)", at: ts("2026-01-02T00:00:00Z"))
+        }
+        let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
+        let now = ts("2026-02-01T00:00:00Z")
+        // When the run's purge events fill a block (10 events are stored, 2 of them unsealed).
+        let admin: Connection? = backend == .postgres ? try Connection(try PostgresAddress(try TestBackend.serverURL())) : nil
+        defer { admin?.close() }
+        let lockFile = journal.leaseName("retention")
+        let leaseConnection = try (place.journalBackend as? PostgresBackend)?.leaseConnectionName("retention")
+        cut.arm {
+            switch backend {
+            case .sqlite:
+                unlink(lockFile)
+            case .postgres:
+                try? admin?.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '\(leaseConnection ?? "?")'")
+            }
+        }
+        #expect { _ = try retention.run(now: now) } throws: { error in
+            guard let e = error as? JournalError else { return false }
+            return e.code == .busy && e.message.contains("is no longer held")
+        }
+        #expect(cut.fired)
+        // The purge events are there, the erasures recorded and not done.
+        #expect(try allEvents(journal).filter { $0.header.type == "AccountPurged" }.count == 5)
+        #expect(try place.verify().pendingErasures == 5)
+        let next = try retention.run(now: now)
+        #expect(next.finishedEarlier == 5 && next.accountsPurged.isEmpty, "\(next.summary)")
+        #expect(try allEvents(journal).filter { $0.header.type == "AccountPurged" }.count == 5)
+        #expect(try place.verify().pendingErasures == 0)
+        #expect(try allEvents(journal).filter { $0.header.type == "AccountSignedUp" }.allSatisfy { $0.payload == .purged })
+    }
+
     @Test func theLeaseIsOneWhateverPathReachesTheJournal() throws {
         // Two instances configured with two names for one file (a link to the journal) must
         // still exclude each other: the lock is beside the file's real path.
@@ -192,5 +236,30 @@ import Testing
         try await withTimeLimit(.seconds(10), "the cancelled scheduler to return") { await task.value }
         let done = try runs.withLock { $0 }.map { try $0.get() }
         #expect(done[0].accountsPurged == ["a"] && done.dropFirst().allSatisfy { $0.accountsPurged.isEmpty }, "\(done)")
+    }
+}
+
+/// A log handler that calls its armed action once, when the writer logs that it sealed blocks.
+final class CutOnSealing: LogHandler, @unchecked Sendable {
+    private let state = Mutex<(action: (@Sendable () -> Void)?, fired: Bool)>((nil, false))
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    func arm(_ action: @escaping @Sendable () -> Void) { state.withLock { $0.action = action } }
+    var fired: Bool { state.withLock { $0.fired } }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        guard message.description == "sealed blocks" else { return }
+        let action = state.withLock { s -> (@Sendable () -> Void)? in
+            defer { s.action = nil }
+            if s.action != nil { s.fired = true }
+            return s.action
+        }
+        action?()
     }
 }

@@ -45,6 +45,13 @@ final class TestPlace {
 
     var keysPath: String { dir.path("j.keys") }
 
+    /// What the command line's `--journal` takes: the file's path or the server's address.
+    var journalArgument: String { url ?? dir.path("j.lethe") }
+
+    /// Where the read models are by default: beside the journal's file, or beside the key store
+    /// for a journal on a server.
+    var viewsPath: String { backend == .sqlite ? dir.path("j.lethe.views") : keysPath + ".views" }
+
     var journalBackend: any JournalBackend {
         get throws {
             switch backend {

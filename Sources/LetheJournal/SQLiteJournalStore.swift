@@ -469,7 +469,7 @@ package final class SQLiteJournalStore: JournalStore {
 
     package func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws {
         try db.inChunks(of: 256, count: postings.count, sql: {
-            "INSERT OR IGNORE INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
+            "INSERT INTO recent_account_blocks(account_id, block_id) VALUES \(SQLiteDatabase.placeholders(rows: $0, columns: 2))"
         }) { s, range in
             for (k, i) in range.enumerated() { s.bind(Int32(2 * k + 1), postings[i].account).bind(Int32(2 * k + 2), postings[i].block) }
             try s.run()

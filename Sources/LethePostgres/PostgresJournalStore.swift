@@ -442,7 +442,7 @@ final class PostgresJournalStore: JournalStore {
         guard !postings.isEmpty else { return }
         try connection.query("""
             INSERT INTO recent_account_blocks(account_id, block_id)
-            SELECT * FROM unnest(\(postings.map(\.account))::bigint[], \(postings.map(\.block))::bigint[]) ON CONFLICT DO NOTHING
+            SELECT * FROM unnest(\(postings.map(\.account))::bigint[], \(postings.map(\.block))::bigint[])
             """)
     }
 

@@ -70,19 +70,6 @@ import Testing
         }
     }
 
-    /// The error `body` throws, which must be a `JournalError` with code `.corrupt`.
-    func corruption(_ body: () throws -> Void) -> String? {
-        do {
-            try body()
-            return nil
-        } catch let e as JournalError {
-            #expect(e.code == .corrupt, "\(e)")
-            return e.message
-        } catch {
-            Issue.record("not a JournalError: \(error)")
-            return "\(error)"
-        }
-    }
 
     /// Decodes `content` as the frame of block 7 holding events `first`–`last`.
     func decode(_ content: [UInt8], first: Int64 = 1, last: Int64) throws {

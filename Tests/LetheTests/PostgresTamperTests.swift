@@ -43,18 +43,7 @@ import Testing
 
     /// What `verify` without the key store says: nil if it passes, else its message, once the
     /// error is checked to be `.corrupt`.
-    func failure(_ place: TestPlace) -> String? {
-        do {
-            _ = try JournalReader.verify(backend: place.journalBackend)
-            return nil
-        } catch let e as JournalError {
-            #expect(e.code == .corrupt, "\(e)")
-            return e.message
-        } catch {
-            Issue.record("verify threw \(type(of: error)), not a JournalError: \(error)")
-            return "\(error)"
-        }
-    }
+    func failure(_ place: TestPlace) -> String? { corruption { _ = try JournalReader.verify(backend: place.journalBackend) } }
 
     /// What `verify` with the key store and the master key says.
     func anchoredFailure(_ place: TestPlace) -> String? {
@@ -69,17 +58,7 @@ import Testing
     }
 
     /// Why a writer refuses to open the journal (nil: it opened).
-    func openFailure(_ place: TestPlace) -> String? {
-        do {
-            _ = try place.open(blockEvents: 4)
-            return nil
-        } catch let e as JournalError {
-            #expect(e.code == .corrupt, "\(e)")
-            return e.message
-        } catch {
-            return "\(error)"
-        }
-    }
+    func openFailure(_ place: TestPlace) -> String? { corruption { _ = try place.open(blockEvents: 4) } }
 
     @Test func flippedBytesOfABlockAreFound() throws {
         let place = try journal()

@@ -328,3 +328,18 @@ var fixturesDirectory: URL {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures")
 }
+
+/// The message of the error `body` throws (nil if none), which must be a `JournalError` with
+/// code `.corrupt` (damage to a journal; `.notAJournal` is for a file that is no journal at all).
+func corruption(_ body: () throws -> Void) -> String? {
+    do {
+        try body()
+        return nil
+    } catch let e as JournalError {
+        #expect(e.code == .corrupt, "\(e)")
+        return e.message
+    } catch {
+        Issue.record("not a JournalError: \(type(of: error)): \(error)")
+        return "\(error)"
+    }
+}

@@ -35,18 +35,7 @@ import Testing
     /// What `verify` says of the journal at `path`: nil if it passes, else its message, once the
     /// error is checked to be `.corrupt` (every damage here is to a journal; `.notAJournal` is
     /// for a file that is no journal at all).
-    func failure(_ path: String) -> String? {
-        do {
-            _ = try JournalReader.verify(path: path)
-            return nil
-        } catch let e as JournalError {
-            #expect(e.code == .corrupt, "\(e)")
-            return e.message
-        } catch {
-            Issue.record("verify threw \(type(of: error)), not a JournalError: \(error)")
-            return "\(error)"
-        }
-    }
+    func failure(_ path: String) -> String? { corruption { _ = try JournalReader.verify(path: path) } }
 
     /// Keys are read many accounts at a time (`KeyStore.prefetch`) by readers and by the sealer:
     /// a keyring swapped for another account's, among forty, is named, by the reader and by the

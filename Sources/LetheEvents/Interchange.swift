@@ -117,9 +117,13 @@ public struct Importer {
 
     public let journal: Journal
     public var codec: PayloadCodec = .standard
-    public var batchSize = 16384
+    /// Events appended at a time: by default the journal backend's (`Journal.importBatchSize`).
+    public var batchSize: Int
 
-    public init(journal: Journal) { self.journal = journal }
+    public init(journal: Journal) {
+        self.journal = journal
+        batchSize = journal.importBatchSize
+    }
 
     /// Reads `reader` to its end. Rejections and warnings are reported in line order (a line's
     /// warnings in field order); `progress` gets the bytes read.

@@ -171,6 +171,9 @@ public final class Journal: Sendable {
     /// journal on a server (which has no file), beside its key store.
     public var defaultViewsPath: String { (backend.dataPaths.isEmpty ? keysPath : path) + ".views" }
 
+    /// How many events a bulk import (`Importer`) appends at a time on this journal's backend.
+    public var importBatchSize: Int { backend.importBatchSize }
+
     /// `body` with the writer, under its lock, on a live connection (see `Writer.reconnectIfBroken`).
     func withWriter<T>(_ body: (inout sending Writer) throws -> sending T) throws -> sending T {
         try writer.withLock { writer in

@@ -185,8 +185,8 @@ public final class Retention: Sendable {
         func noting(_ body: () throws -> Void) throws {
             do { try body() } catch let e as JournalError where e.code == .erasureIncomplete { incomplete.append(e.message) }
         }
-        // Before each step that acts, the lease is checked to be still this run's.
-        try lease.ensureHeld()
+        // Before each step that acts after this first one, the lease is checked to be still
+        // this run's (it was just taken).
         try noting { result.finishedEarlier = try journal.finishErasures() }
         for attempt in 1...Retention.attempts {
             var attemptResult = RetentionRun(now: now)

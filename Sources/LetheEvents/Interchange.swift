@@ -128,27 +128,39 @@ public struct Importer {
     /// Reads `reader` to its end. Rejections and warnings are reported in line order (a line's
     /// warnings in field order); `progress` gets the bytes read.
     ///
-    /// The work is pipelined: one thread reads lines a batch ahead and has them parsed, checked,
-    /// encoded and sealed (`Journal.prepare`) on every core, while the calling thread appends the
-    /// previous batch to the journal. At most two prepared batches wait between them.
+    /// The work is a pipeline of three stages, each on a thread of its own, so that the serial
+    /// part of one overlaps the others: one thread reads lines and has a batch of them parsed,
+    /// checked and encoded on every core; a second seals the previous batch (`Journal.prepare`:
+    /// keys and nonces in order, the sealing on every core); the calling thread appends the one
+    /// before to the journal. At most one parsed and two sealed batches wait between them.
     public func run(
         _ reader: consuming LineReader, onRejection: (LineRejection) -> Void, progress: ((Int64) -> Void)? = nil,
         onWarning: (LineWarning) -> Void = { _ in }
     ) throws -> Summary {
-        let queue = BatchQueue(capacity: 2)
-        let parser = Thread { [codec, batchSize, reader, journal] in
+        let parsed = BatchQueue(capacity: 1)
+        let sealed = BatchQueue(capacity: 2)
+        let parser = Thread { [codec, batchSize, reader] in
             Thread.current.name = "lethe-parse"  // (set before `start`, a name never reaches the thread on Linux)
             var reader = reader
-            Importer.parse(&reader, codec: codec, batchSize: batchSize, journal: journal, into: queue)
+            Importer.parse(&reader, codec: codec, batchSize: batchSize, into: parsed)
         }
-        parser.stackSize = 4 << 20
-        parser.start()
+        let sealer = Thread { [journal] in
+            Thread.current.name = "lethe-seal"
+            Importer.seal(from: parsed, journal: journal, into: sealed)
+        }
+        for thread in [parser, sealer] {
+            thread.stackSize = 4 << 20
+            thread.start()
+        }
 
         var summary = Summary()
         var failure: (any Error)?
-        while let batch = queue.pop() {
+        while let batch = sealed.pop() {
             if let error = batch.error { failure = failure ?? error }
-            guard failure == nil else { continue }  // drain until the parser stops
+            guard failure == nil else {
+                sealed.cancel()
+                continue  // drain until the stages stop
+            }
             var rejections = batch.rejections
             var warnings: [LineWarning] = []
             do {
@@ -167,7 +179,7 @@ public struct Importer {
                 }
             } catch {
                 failure = error
-                queue.cancel()
+                sealed.cancel()
                 continue
             }
             // One stream in line order: the batch's lines are numbered in order, warnings already are.
@@ -184,7 +196,7 @@ public struct Importer {
             summary.rejected += rejections.count
             summary.lines += batch.lineCount
             progress?(batch.bytesRead)
-            queue.recycle(batch)
+            sealed.recycle(batch)
         }
         if let failure { throw failure }
         // Tidying the indexes is not part of the import: every event is in, and the next due
@@ -199,34 +211,30 @@ public struct Importer {
         return summary
     }
 
-    /// The parsing side: fills batches of checked, encoded and sealed events and hands them over.
-    ///
-    /// Lines are read here, then parsed, checked and encoded a batch at a time on every core.
-    static func parse(_ reader: inout LineReader, codec: PayloadCodec, batchSize: Int, journal: Journal, into queue: BatchQueue) {
-        var batch = ParsedBatch()
+    /// The first stage: reads lines and has them parsed, checked and encoded a batch at a time
+    /// on every core, then hands each batch over.
+    static func parse(_ reader: inout LineReader, codec: PayloadCodec, batchSize: Int, into queue: BatchQueue) {
+        var batch = ImportBatch()
         var lines: [(number: Int, bytes: [UInt8])] = []
-        /// Decodes and seals the batch (while the journal appends the previous one) and hands it over.
-        func handOver() throws {
+        func handOver() {
             let decoded = lines.parallelMap { line in
                 EnvelopeValidator.parse(line: line.bytes).map { e in
                     (NewEvent(e.type, account: e.account, at: e.at, data: e.data, id: e.id, codec: codec), e.masked)
                 }
             }
-            var events: [NewEvent] = []
-            events.reserveCapacity(lines.count)
+            batch.events.reserveCapacity(lines.count)
             for (line, result) in zip(lines, decoded) {
                 switch result {
                 case .failure(let rejection): batch.rejections.append(LineRejection(line: line.number, reason: rejection.description))
                 case .success(let (event, masked)):
-                    events.append(event)
+                    batch.events.append(event)
                     batch.lines.append(line.number)
                     batch.masked.append(masked)
                 }
             }
             batch.bytesRead = reader.bytesRead
-            batch.prepared = try journal.prepare(events)
             queue.push(batch)
-            batch = ParsedBatch()
+            batch = ImportBatch()
             lines.removeAll(keepingCapacity: true)
         }
         do {
@@ -240,23 +248,46 @@ public struct Importer {
                 if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank lines carry nothing
                 batch.lineCount += 1
                 lines.append((number, bytes))
-                if lines.count >= batchSize { try handOver() }
+                if lines.count >= batchSize { handOver() }
             }
-            try handOver()
+            handOver()
         } catch {
             batch.error = error as? JournalError ?? JournalError(.storage, "cannot read the input", underlying: error)
             queue.push(batch)
         }
         queue.finish()
     }
+
+    /// The second stage: seals each parsed batch (`Journal.prepare`) and hands it over. A batch
+    /// that fails here carries its error on, and the stage before is told to stop.
+    static func seal(from parsed: BatchQueue, journal: Journal, into queue: BatchQueue) {
+        while var batch = parsed.pop() {
+            if queue.isCancelled || batch.error != nil { parsed.cancel() }
+            guard !queue.isCancelled else { continue }  // drain until the parser stops
+            if batch.error == nil {
+                do {
+                    batch.prepared = try journal.prepare(batch.events)
+                } catch {
+                    batch.error = error as? JournalError ?? JournalError(.keys, "cannot seal the events", underlying: error)
+                    parsed.cancel()
+                }
+            }
+            batch.events = []
+            queue.push(batch)
+        }
+        queue.finish()
+    }
 }
 
-/// Lines parsed and sealed ahead of the journal: events ready to append, and the lines already refused.
-struct ParsedBatch: Sendable {
+/// Lines on their way through the import's stages: the events parsed from them, then sealed
+/// and ready to append, and the lines already refused.
+struct ImportBatch: Sendable {
+    /// The events of the lines that parsed (until they are sealed).
+    var events: [NewEvent] = []
     var prepared = PreparedBatch.empty
-    /// The line number of each prepared event.
+    /// The line number of each parsed event.
     var lines: [Int] = []
-    /// The fields of each prepared event in which a card number was masked (mostly none).
+    /// The fields of each parsed event in which a card number was masked (mostly none).
     var masked: [[String]] = []
     var rejections: [Importer.LineRejection] = []
     var lineCount = 0
@@ -265,12 +296,12 @@ struct ParsedBatch: Sendable {
     var error: JournalError?
 }
 
-/// A bounded hand-over between the parsing thread and the appending thread.
+/// A bounded hand-over from one stage of the import to the next.
 final class BatchQueue: Sendable {
     private struct State {
-        var items: [ParsedBatch] = []
+        var items: [ImportBatch] = []
         /// Batches the consumer is done with, freed by the producer.
-        var spent: [ParsedBatch] = []
+        var spent: [ImportBatch] = []
         var finished = false
         var cancelled = false
     }
@@ -282,9 +313,9 @@ final class BatchQueue: Sendable {
     init(capacity: Int) { free = DispatchSemaphore(value: capacity) }
 
     /// Waits for room, then hands `batch` over (dropped once cancelled).
-    func push(_ batch: ParsedBatch) {
+    func push(_ batch: ImportBatch) {
         free.wait()
-        let spent = state.withLock { s -> [ParsedBatch] in
+        let spent = state.withLock { s -> [ImportBatch] in
             if !s.cancelled { s.items.append(batch) }
             defer { s.spent = [] }
             return s.spent
@@ -295,7 +326,7 @@ final class BatchQueue: Sendable {
 
     /// Takes back a batch the consumer is done with. Freeing one (tens of thousands of strings
     /// and buffers) is left to the producer: the consumer is the import's serial stage.
-    func recycle(_ batch: ParsedBatch) {
+    func recycle(_ batch: ImportBatch) {
         state.withLock { $0.spent.append(batch) }
     }
 
@@ -305,10 +336,10 @@ final class BatchQueue: Sendable {
     }
 
     /// The next batch, or nil once the producer finished and everything was taken.
-    func pop() -> ParsedBatch? {
+    func pop() -> ImportBatch? {
         while true {
             ready.wait()
-            let (item, done): (ParsedBatch?, Bool) = state.withLock { s in
+            let (item, done): (ImportBatch?, Bool) = state.withLock { s in
                 if !s.items.isEmpty { return (s.items.removeFirst(), false) }
                 return (nil, s.finished)
             }

@@ -476,19 +476,41 @@ public struct JSONWriter {
     private static let hex = Array("0123456789abcdef".utf8)
 
     public mutating func write(string s: String) {
-        bytes.append(UInt8(ascii: "\""))
-        // Most strings need no escaping: copy them whole.
         var s = s
-        let plain = s.withUTF8 { utf8 -> Bool in
-            for c in utf8 where c < 0x20 || c == 0x22 || c == 0x5C { return false }
-            bytes.append(contentsOf: utf8)
+        s.withUTF8 { write(validUTF8: $0) }
+    }
+
+    /// Writes `utf8` as a JSON string, or returns false (writing nothing) when it is not UTF-8.
+    ///
+    /// For a payload's strings on export: no `String` is made. ASCII (most text) is checked in the
+    /// pass that looks for characters to escape; anything else is validated as `String` would.
+    public mutating func write(utf8: ArraySlice<UInt8>) -> Bool {
+        utf8.withUnsafeBufferPointer { utf8 in
+            var ascii = true
+            for c in utf8 where c >= 0x80 {
+                ascii = false
+                break
+            }
+            guard ascii || String(validating: utf8, as: UTF8.self) != nil else { return false }
+            write(validUTF8: utf8)
             return true
         }
+    }
+
+    private mutating func write(validUTF8 utf8: UnsafeBufferPointer<UInt8>) {
+        bytes.append(UInt8(ascii: "\""))
+        // Most strings need no escaping: copy them whole.
+        var plain = true
+        for c in utf8 where c < 0x20 || c == 0x22 || c == 0x5C {
+            plain = false
+            break
+        }
         if plain {
+            bytes.append(contentsOf: utf8)
             bytes.append(UInt8(ascii: "\""))
             return
         }
-        for c in s.utf8 {
+        for c in utf8 {
             switch c {
             case UInt8(ascii: "\""): bytes.append(contentsOf: [0x5C, 0x22])
             case UInt8(ascii: "\\"): bytes.append(contentsOf: [0x5C, 0x5C])

@@ -137,8 +137,7 @@ public struct PayloadCodec: Sendable {
     private static func transcode(_ r: inout BinaryReader, depth: Int, into w: inout JSONWriter) throws {
         guard depth <= JSONParser.maxDepth else { throw DecodingError(description: "payload nested too deep") }
         func string(_ bytes: ArraySlice<UInt8>) throws {
-            guard let s = String(validating: bytes, as: UTF8.self) else { throw DecodingError(description: "string is not UTF-8") }
-            w.write(string: s)
+            guard w.write(utf8: bytes) else { throw DecodingError(description: "string is not UTF-8") }
         }
         switch try r.u8() {
         case 0: w.bytes.append(contentsOf: "null".utf8)
@@ -177,9 +176,7 @@ public struct PayloadCodec: Sendable {
             if k > 0 { w.bytes.append(UInt8(ascii: ",")) }
             let key = try r.count(limit: keys.count)
             if key == 0 {
-                let bytes = try r.bytes(try r.count(limit: r.remaining))
-                guard let s = String(validating: bytes, as: UTF8.self) else { throw DecodingError(description: "string is not UTF-8") }
-                w.write(string: s)
+                guard w.write(utf8: try r.bytes(try r.count(limit: r.remaining))) else { throw DecodingError(description: "string is not UTF-8") }
                 w.bytes.append(UInt8(ascii: ":"))
             } else {
                 w.bytes.append(contentsOf: keysJSON[key - 1])

@@ -206,15 +206,10 @@ package enum Sealing {
     /// session's counter (the key is the session's own); for a single-use key, the session's
     /// first 64 bits and the counter.
     package static func nonce(_ id: NonceID, kind: KeyRef.Kind) -> [UInt8] {
-        var w = BinaryWriter(capacity: 12)
-        if kind.isSingleUse {
-            w.u64(id.session.high)
-            w.u32(id.counter)
-        } else {
-            w.u32(id.counter)
-            w.u64(0)
+        [UInt8](unsafeUninitializedCapacity: 12) { bytes, count in
+            write(nonce: id, kind: kind, into: UnsafeMutableRawBufferPointer(bytes))
+            count = 12
         }
-        return w.bytes
     }
 
     /// `ciphertext || tag` of the framed (and possibly compressed) payload, under `key`, the
@@ -229,15 +224,31 @@ package enum Sealing {
             framed.u8(raw)
             framed.raw(payload)
         }
-        // AES-GCM with a 256-bit key and a 12-byte nonce cannot fail.
-        guard let nonce = try? AES.GCM.Nonce(data: nonce(id, kind: kind)),
-              let box = try? AES.GCM.seal(framed.bytes, using: key, nonce: nonce, authenticating: Array(account.utf8))
-        else { preconditionFailure("AES-GCM refused a well-formed key and nonce") }
-        var out = [UInt8]()
-        out.reserveCapacity(box.ciphertext.count + tagBytes)
-        box.ciphertext.withUnsafeBytes { out.append(contentsOf: $0) }
-        box.tag.withUnsafeBytes { out.append(contentsOf: $0) }
-        return out
+        // AES-GCM with a 256-bit key and a 12-byte nonce cannot fail. The nonce and the account
+        // go in from the stack: this runs once per event, and swift-crypto allocates enough.
+        var account = account
+        let box = withUnsafeTemporaryAllocation(byteCount: 12, alignment: 8) { nonceBytes in
+            write(nonce: id, kind: kind, into: nonceBytes)
+            return account.withUTF8 { aad in
+                (try? AES.GCM.Nonce(data: UnsafeRawBufferPointer(nonceBytes))).flatMap { nonce in
+                    try? AES.GCM.seal(framed.bytes, using: key, nonce: nonce, authenticating: UnsafeRawBufferPointer(aad))
+                }
+            }
+        }
+        // `combined` is nonce ‖ ciphertext ‖ tag in one buffer (the accessors of the parts copy each).
+        guard let combined = box?.combined else { preconditionFailure("AES-GCM refused a well-formed key and nonce") }
+        return combined.withUnsafeBytes { Array($0[12...]) }
+    }
+
+    /// The nonce of `nonce(_:kind:)`, written into 12 bytes (little-endian, as `BinaryWriter` writes).
+    private static func write(nonce id: NonceID, kind: KeyRef.Kind, into bytes: UnsafeMutableRawBufferPointer) {
+        if kind.isSingleUse {
+            bytes.storeBytes(of: id.session.high.littleEndian, toByteOffset: 0, as: UInt64.self)
+            bytes.storeBytes(of: id.counter.littleEndian, toByteOffset: 8, as: UInt32.self)
+        } else {
+            bytes.storeBytes(of: id.counter.littleEndian, toByteOffset: 0, as: UInt32.self)
+            bytes.storeBytes(of: UInt64(0), toByteOffset: 4, as: UInt64.self)
+        }
     }
 
     /// The plaintext payload; throws `.corrupt` naming event `seq` when authentication or decompression fails.
@@ -246,11 +257,17 @@ package enum Sealing {
         let framed: [UInt8]
         do {
             // nonce ‖ ciphertext ‖ tag in one buffer: the cheapest way into swift-crypto.
-            var combined = BinaryWriter(capacity: 12 + sealed.count)
-            combined.raw(nonce(id, kind: kind))
-            combined.raw(sealed)
-            let box = try AES.GCM.SealedBox(combined: combined.bytes)
-            framed = try AES.GCM.open(box, using: key, authenticating: Array(account.utf8)).withUnsafeBytes { Array($0) }
+            let combined = [UInt8](unsafeUninitializedCapacity: 12 + sealed.count) { bytes, count in
+                let raw = UnsafeMutableRawBufferPointer(bytes)
+                write(nonce: id, kind: kind, into: raw)
+                sealed.withUnsafeBytes { raw.baseAddress!.advanced(by: 12).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                count = 12 + sealed.count
+            }
+            let box = try AES.GCM.SealedBox(combined: combined)
+            var account = account
+            framed = try account.withUTF8 { aad in
+                try AES.GCM.open(box, using: key, authenticating: UnsafeRawBufferPointer(aad)).withUnsafeBytes { Array($0) }
+            }
         } catch {
             throw JournalError(.corrupt, "event \(seq): payload does not authenticate under its key")
         }

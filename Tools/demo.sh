@@ -124,7 +124,7 @@ rm -f "$secrets/master.key"
 export LETHE_MASTER_KEY_FILE="$secrets/master-2.key"
 "$bin/lethe" verify --journal "$journal" | cut -c1-100 | sed 's/^/   /'
 
-echo "== several instances on one PostgreSQL journal: two import at once while a third process follows"
+echo "== several instances on one PostgreSQL journal (keys in a second database): two import at once while a third process follows"
 # Everything above is the embedded default and needs no server. This part starts a throwaway one
 # (Tools/pg.sh: its own folder, a loopback port, stopped at the end) and runs a `lethe` built with
 # the PostgreSQL backend; its first build adds about 7 minutes (postgres-nio and its NIO stack).
@@ -134,7 +134,9 @@ Tools/release-build.sh --with-postgres --product lethe > "$out/build-postgres.lo
 pgdir=.build/pg-demo
 url=$(Tools/pg.sh start "$pgdir")
 trap 'Tools/pg.sh stop "$pgdir"' EXIT
-pg=("--journal" "$url?schema=demo" "--keys" "$out/shared.keys")
+# The key store in a database of its own on the same server (never the journal's: a dump of the
+# journal's database holds no key), so that the instances share nothing but the server.
+pg=("--journal" "$url?schema=demo" "--keys" "${url%/lethe}/lethe_keys?schema=demo")
 "$bin/lethe-gen" --accounts 1000 --events 40000 --seed 11 --output "$out/shared-history.ndjson"
 # Two services' shares of the history, by account (each keeps its accounts' order).
 awk -v a="$out/instance-a.ndjson" -v b="$out/instance-b.ndjson" \

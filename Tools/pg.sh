@@ -12,7 +12,8 @@
 # PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user that
 # Debian's package makes (or `nobody`), and owns only DIR's data. The URL names a database
 # `lethe` and a user `lethe` whose password is random, made at start and asked for on the socket
-# and over TCP alike; DIR is owner-only.
+# and over TCP alike; DIR is owner-only. A second database, `lethe_keys`, is for key stores (the
+# same URL with `/lethe_keys` for `/lethe`): a key store never shares its journal's database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command=${1:-}
@@ -54,6 +55,8 @@ start)
         -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/run -c max_connections=100 -c fsync=on" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
     as_owner env PGPASSWORD="$password" "$bin/createdb" -h "$dir/run" -p "$port" -U lethe lethe
+    # A second database for key stores: a key store never shares its journal's database.
+    as_owner env PGPASSWORD="$password" "$bin/createdb" -h "$dir/run" -p "$port" -U lethe lethe_keys
     url="postgres://lethe:$password@127.0.0.1:$port/lethe"
     (umask 077; printf '%s\n' "$url" > "$dir/url")
     echo "$url"

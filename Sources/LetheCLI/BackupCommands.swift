@@ -56,16 +56,17 @@ struct BackupCommand: ParsableCommand {
 
         func run() throws {
             try guarded("backup restore") {
-                let keys = options.keysPath
+                let keys = try options.keyStore()
                 // The backup holds no keys: without the live key store nothing in it could be read.
-                guard access(keys, F_OK) == 0 else {
-                    throw JournalError(.keys, "no key store at \(keys): pass --keys with the live key store (backups never hold one)")
+                guard try keys.exists() else {
+                    throw JournalError(.keys, "no key store at \(keys.place): pass --keys with the live key store (backups never hold one)")
                 }
-                // Into a file, or into a server's database (through a scratch file beside the key store).
+                // Into a file, or into a server's database (through a scratch file beside the key store's file, or a temporary one).
                 let summary = options.isServer
-                    ? try Backup.restore(file, into: options.backend(), keysPath: keys, master: options.master, replace: replace)
-                    : try Backup.restore(file, to: options.journal, keysPath: keys, master: options.master, replace: replace)
-                for suffix in ["", "-wal", "-shm"] { unlink(options.viewsPath + suffix) }  // derived from the old journal
+                    ? try Backup.restore(file, into: options.backend(), keys: keys, master: options.master, replace: replace)
+                    : try Backup.restore(file, to: options.journal, keys: keys, master: options.master, replace: replace)
+                let views = try options.viewsPath
+                for suffix in ["", "-wal", "-shm"] { unlink(views + suffix) }  // derived from the old journal
                 writeStdout("restored: " + BackupCommand.describe(file, summary) + "\n")
                 // The live key store knows what was purged since: those accounts stay purged (with
                 // their whole audit trail), and every purge due now is applied again.

@@ -44,16 +44,16 @@ struct KeysCommand: ParsableCommand {
 
         func run() throws {
             try guarded("keys rotate") {
-                let keys = options.keysPath
-                guard access(keys, F_OK) == 0 else { throw JournalError(.keys, "no key store at \(keys)") }
+                let keys = try options.keyStore()
+                guard try keys.exists() else { throw JournalError(.keys, "no key store at \(keys.place)") }
                 let data = try options.backend().dataPaths
-                let next = try MasterKeySource(environment: [:], keyFile: newMasterKey).load(besides: data + [keys])
-                let store = try KeyStore(path: keys, master: options.master, dataPaths: data, entropy: .system, synchronous: .full)
+                let next = try MasterKeySource(environment: [:], keyFile: newMasterKey).load(besides: data + keys.dataPaths)
+                let store = try KeyStore(keys, master: options.master, dataPaths: data, entropy: .system, synchronous: .full)
                 let moved = try store.rotate(to: next)
-                guard try store.truncateWALIfMarked(wait: .milliseconds(Int(max(0, options.walWait) * 1000))) else {
-                    throw JournalError(.erasureIncomplete, "rotated \(moved) keyrings, own keys and journal keys, but " + Journal.busyWAL(keys))
+                guard try store.clearResidue(wait: .milliseconds(Int(max(0, options.walWait) * 1000))) else {
+                    throw JournalError(.erasureIncomplete, "rotated \(moved) keyrings, own keys and journal keys, but " + Journal.busyWAL(keys.place))
                 }
-                writeStdout("rotated: \(moved) keyrings, own keys and journal keys of \(keys) re-wrapped under \(newMasterKey); destroy the old master key now\n")
+                writeStdout("rotated: \(moved) keyrings, own keys and journal keys of \(keys.place) re-wrapped under \(newMasterKey); destroy the old master key now\n")
             }
         }
     }

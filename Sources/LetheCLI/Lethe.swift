@@ -339,7 +339,7 @@ struct Rebuild: ParsableCommand {
                 writeStdout("ok: the read models equal a rebuild from the journal (\(a))\n")
                 return
             }
-            let models = try ReadModels(journal: journal, path: options.viewsPath, policy: try options.retentionPolicy())
+            let models = try ReadModels(journal: journal, path: try options.viewsPath, policy: try options.retentionPolicy())
             let applied = try models.rebuild { progress.update($0, of: $1, unit: "events") }
             progress.finish()
             let seconds = Double(Clock.system.now().nanoseconds - started.nanoseconds) / 1e9
@@ -486,12 +486,13 @@ struct Verify: ParsableCommand {
             // The key store is read even without the master key: the head it remembers is not secret.
             var progress = Progress("verify")
             let authenticate = options.master.isGiven
-            let report = try JournalReader.verify(backend: try options.backend(), keysPath: options.keysPath, master: authenticate ? options.master : nil) {
+            let keys = try options.keyStore()
+            let report = try JournalReader.verify(backend: try options.backend(), keys: keys, master: authenticate ? options.master : nil) {
                 progress.update($0, of: $1, unit: "events")
             }
             progress.finish()
             let rollback = report.anchoredSeq.map { "not behind the key store's anchor (event \($0))" }
-                ?? "rollback not checked: no key store at \(options.keysPath)"
+                ?? "rollback not checked: no key store at \(keys.place)"
             writeStdout("""
                 ok: \(report.events) events (\(report.blocks) sealed blocks, \(report.tailEvents) unsealed, \
                 \(report.purgedEvents) purged) of \(report.accounts) accounts; chain head \(report.headLink) \

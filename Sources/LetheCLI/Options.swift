@@ -28,20 +28,35 @@ struct JournalOptions: ParsableArguments {
     var journal: String { journalArgument ?? ProcessInfo.processInfo.environment["LETHE_JOURNAL"] ?? "" }
 
     /// Whether the journal is a server's address rather than a file.
-    var isServer: Bool {
-        let lowered = journal.lowercased()
+    var isServer: Bool { JournalOptions.isAddress(journal) }
+
+    /// Whether the key store is a server's address rather than a file.
+    var keysOnServer: Bool { keys.map(JournalOptions.isAddress) ?? false }
+
+    static func isAddress(_ text: String) -> Bool {
+        let lowered = text.lowercased()
         return lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://")
     }
 
     func validate() throws {
         guard !journal.isEmpty else { throw ValidationError("no journal: give --journal PATH, or set LETHE_JOURNAL") }
-        if isServer {
+        if isServer || keysOnServer {
             #if !PostgreSQL
-            throw ValidationError("this build of lethe has no PostgreSQL support (built without its PostgreSQL trait): --journal takes the path of a journal file")
+            throw ValidationError("this build of lethe has no PostgreSQL support (built without its PostgreSQL trait): --journal and --keys take the paths of files")
             #endif
-            // Keys never live in the journal's database, and have no file to sit beside.
-            guard keys != nil else { throw ValidationError("a journal in PostgreSQL needs --keys FILE: its key store is a file of its own, never in the journal's database") }
         }
+        if isServer {
+            // Keys never live in the journal's database, and have no file to sit beside.
+            guard keys != nil else { throw ValidationError("a journal in PostgreSQL needs --keys: its key store is a file of its own, or a PostgreSQL database of its own, never the journal's database") }
+        }
+    }
+
+    /// Where the key store is. A malformed address is refused without its password.
+    func keyStore() throws -> any KeyStoreBackend {
+        #if PostgreSQL
+        if keysOnServer { return PostgresKeyBackend(try PostgresAddress(keysPath)) }
+        #endif
+        return SQLiteKeyBackend(path: keysPath)
     }
 
     /// Where the journal's rows are. A malformed address is refused without its password.
@@ -52,7 +67,7 @@ struct JournalOptions: ParsableArguments {
         return SQLiteBackend(path: journal)
     }
 
-    @Option(name: .long, help: "The key store (default: the journal's path + \".keys\"; required for a journal in PostgreSQL).")
+    @Option(name: .long, help: "The key store: a file (default: the journal's path + \".keys\"), or a PostgreSQL database of its own, postgres://USER:PASSWORD@HOST:PORT/DATABASE[?schema=NAME] (never the journal's); required for a journal in PostgreSQL.")
     var keys: String?
 
     @Option(name: .customLong("master-key"), help: "A file holding the master key (made by `lethe keys init`; owner-only, outside the journal's and the key store's directory). Default: LETHE_MASTER_KEY, else the file LETHE_MASTER_KEY_FILE names.")
@@ -65,7 +80,18 @@ struct JournalOptions: ParsableArguments {
     var views: String?
 
     /// `--views`, else beside the journal's file (or the key store's, for a server's journal).
-    var viewsPath: String { views ?? (isServer ? keysPath : journal) + ".views" }
+    ///
+    /// The read models are a file: with neither the journal nor the key store in one, a command
+    /// that reads them needs `--views`.
+    var viewsPath: String {
+        get throws {
+            if let views { return views }
+            guard !isServer || !keysOnServer else {
+                throw ValidationError("a journal and a key store both in PostgreSQL need --views FILE for the read models")
+            }
+            return (isServer ? keysPath : journal) + ".views"
+        }
+    }
 
     @Option(name: .long, help: "The retention policy (JSON; default: the journal's path + \".policy.json\" if it exists (a file journal), else the shipped policy: see `lethe retention policy`).")
     var policy: String?
@@ -93,7 +119,7 @@ struct JournalOptions: ParsableArguments {
 
     /// The read models, caught up with the journal (progress on a terminal).
     func readModels(_ journal: Journal) throws -> ReadModels {
-        let models = try ReadModels(journal: journal, path: viewsPath, policy: try retentionPolicy())
+        let models = try ReadModels(journal: journal, path: try viewsPath, policy: try retentionPolicy())
         var progress = Progress("catching up the read models")
         try models.catchUp { progress.update($0, of: $1, unit: "events") }
         progress.finish()
@@ -113,7 +139,7 @@ struct JournalOptions: ParsableArguments {
         options.clock = clock
         options.rules = ContractRules()
         options.truncateWait = .milliseconds(Int(max(0, walWait) * 1000))
-        return try Journal(backend: backend, keysPath: keysPath, master: master, options: options)
+        return try Journal(backend: backend, keys: try keyStore(), master: master, options: options)
     }
 }
 

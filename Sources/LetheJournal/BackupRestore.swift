@@ -14,13 +14,19 @@ extension Backup {
     /// stay purged.
     @discardableResult
     public static func restore(_ path: String, to target: String, keysPath: String, master: MasterKeySource, replace: Bool = false) throws -> Summary {
+        try restore(path, to: target, keys: SQLiteKeyBackend(path: keysPath), master: master, replace: replace)
+    }
+
+    /// `restore(_:to:keysPath:…)` with the key store where `keys` says.
+    @discardableResult
+    package static func restore(_ path: String, to target: String, keys: any KeyStoreBackend, master: MasterKeySource, replace: Bool = false) throws -> Summary {
         if !replace && [target, target + "-wal"].contains(where: { FileManager.default.fileExists(atPath: $0) }) {
             throw JournalError(.storage, "\(target) exists; restore refuses to overwrite a journal (say so explicitly to replace it)")
         }
         let scratch = target + ".restoring"
         for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) }
         defer { for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) } }
-        let rebuilt = try rebuild(path, scratch: scratch, keysPath: keysPath, master: master, place: target)
+        let rebuilt = try rebuild(path, scratch: scratch, keys: keys, master: master, place: target)
         let (manifest, chunks, journalKeys, keyStore) = (rebuilt.manifest, rebuilt.chunks, rebuilt.journalKeys, rebuilt.keyStore)
         do {
             let db = try SQLiteDatabase(path: scratch)
@@ -55,18 +61,25 @@ extension Backup {
     }
 
     /// Restores a backup as the journal `backend` reaches (a database on a server): rebuilt and
-    /// verified in a scratch file beside the key store first, exactly as for a file, then copied
+    /// verified in a scratch file beside the key store's file (or, for a key store on a server, in
+    /// the temporary directory) first, exactly as for a file, then copied
     /// into the server's tables in one transaction (its meta, blocks, tail, accounts, recorded
     /// erasures and both indexes, as they are), with an instance and a head MAC of its own,
     /// anchored in the key store. A journal already there is replaced only when `replace` is set.
     @discardableResult
     package static func restore(_ path: String, into backend: any JournalBackend, keysPath: String, master: MasterKeySource, replace: Bool = false) throws -> Summary {
+        try restore(path, into: backend, keys: SQLiteKeyBackend(path: keysPath), master: master, replace: replace)
+    }
+
+    /// `restore(_:into:keysPath:…)` with the key store where `keys` says.
+    @discardableResult
+    package static func restore(_ path: String, into backend: any JournalBackend, keys: any KeyStoreBackend, master: MasterKeySource, replace: Bool = false) throws -> Summary {
         let refusal = JournalError(.storage, "\(backend.place) holds a journal; restore refuses to overwrite a journal (say so explicitly to replace it)")
         if !replace, try backend.holdsJournal() { throw refusal }
-        let scratch = keysPath + ".restoring"
+        let scratch = (keys.dataPaths.first ?? NSTemporaryDirectory() + "/lethe-" + Hex.encode(Entropy.system.bytes(8))) + ".restoring"
         for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) }
         defer { for p in [scratch, scratch + "-wal", scratch + "-shm"] { unlink(p) } }
-        let rebuilt = try rebuild(path, scratch: scratch, keysPath: keysPath, master: master, place: backend.place)
+        let rebuilt = try rebuild(path, scratch: scratch, keys: keys, master: master, place: backend.place)
         let instance = Entropy.system.bytes(16)
         let head: StoredHead
         do {
@@ -148,18 +161,18 @@ extension Backup {
 
     /// Rebuilds the backup at `path` in the new file `scratch` (owner-only; one chunk in memory at
     /// a time), its indexes made again from its blocks, and verifies it as a journal (blocks,
-    /// chain, and its head's MAC under the anchor key in `keysPath`). `place` names the
+    /// chain, and its head's MAC under the anchor key in the key store `keys`). `place` names the
     /// restore's target in messages.
-    private static func rebuild(_ path: String, scratch: String, keysPath: String, master: MasterKeySource, place: String) throws -> Rebuilt {
+    private static func rebuild(_ path: String, scratch: String, keys: any KeyStoreBackend, master: MasterKeySource, place: String) throws -> Rebuilt {
         let (manifest, header) = try readHeader(path)
-        guard FileManager.default.fileExists(atPath: keysPath) else {
-            throw JournalError(.keys, "no key store at \(keysPath): a backup is read with the live key store of its journal (backups never hold one)")
+        guard try keys.exists() else {
+            throw JournalError(.keys, "no key store at \(keys.place): a backup is read with the live key store of its journal (backups never hold one)")
         }
         // (`parseHeader` checked both: 16 and 8 bytes of hex.)
         guard let journalID = Hex.decode(manifest.journal), let id = Hex.decode(manifest.id) else {
             throw JournalError(.corrupt, "\(path) is not a usable Lethe backup: a header field is malformed")
         }
-        let keyStore = try KeyStore(path: keysPath, master: master, dataPaths: [scratch], entropy: .system, synchronous: .normal)
+        let keyStore = try KeyStore(keys, master: master, dataPaths: [scratch], entropy: .system, synchronous: .normal)
         let journalKeys = try keyStore.journalKeys(journalID, create: false)
         let key = journalKeys.backup
         guard let input = FileHandle(forReadingAtPath: path) else { throw JournalError(.storage, "cannot read the backup \(path)") }

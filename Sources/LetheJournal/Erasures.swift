@@ -300,7 +300,7 @@ extension Journal {
         if try !withWriter({ try $0.store.clearResidue(wait: wait) }) {
             unfinished.append(Journal.busyWAL(path))
         }
-        if try !sealer.withLock({ try $0.keys.truncateWALIfMarked(wait: wait) }) {
+        if try !sealer.withLock({ try $0.keys.clearResidue(wait: wait) }) {
             unfinished.append(Journal.busyWAL(keysPath))
         }
         return unfinished

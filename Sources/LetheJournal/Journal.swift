@@ -147,7 +147,10 @@ public final class Journal: Sendable {
 
     /// Where the journal is: its file, or a server's address without its password.
     public let path: String
+    /// Where the key store is: its file, or a server's address without its password.
     public let keysPath: String
+    /// Where the key store's rows are, and how connections to them are opened.
+    package let keyStore: any KeyStoreBackend
     /// Where the rows are, and how connections to them are opened.
     package let backend: any JournalBackend
     public let options: Options
@@ -168,8 +171,13 @@ public final class Journal: Sendable {
     deinit { commits.stopFeed() }
 
     /// Where the read models live unless told otherwise: beside the journal's file, or, for a
-    /// journal on a server (which has no file), beside its key store.
-    public var defaultViewsPath: String { (backend.dataPaths.isEmpty ? keysPath : path) + ".views" }
+    /// journal on a server (which has no file), beside its key store's, or, when that is on a
+    /// server too, `lethe.views` in the working directory.
+    public var defaultViewsPath: String {
+        if !backend.dataPaths.isEmpty { return path + ".views" }
+        if !keyStore.dataPaths.isEmpty { return keysPath + ".views" }
+        return "lethe.views"
+    }
 
     /// How many events a bulk import (`Importer`) appends at a time on this journal's backend.
     public var importBatchSize: Int { backend.importBatchSize }
@@ -193,17 +201,27 @@ public final class Journal: Sendable {
         try self.init(backend: SQLiteBackend(path: path), keysPath: keysPath ?? path + ".keys", master: master, options: options)
     }
 
-    /// Opens the journal `backend` reaches (creating it when missing), with its key store at
-    /// `keysPath`.
-    package init(backend: any JournalBackend, keysPath: String, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {
+    /// Opens the journal `backend` reaches (creating it when missing), with its key store in
+    /// the file `keysPath`.
+    package convenience init(backend: any JournalBackend, keysPath: String, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {
+        try self.init(backend: backend, keys: SQLiteKeyBackend(path: keysPath), master: master, options: options)
+    }
+
+    /// Opens the journal `backend` reaches (creating it when missing), with its key store where
+    /// `keys` says (made when missing too).
+    package init(backend: any JournalBackend, keys keyStore: any KeyStoreBackend, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {
         precondition((1...Journal.maxBlockEvents).contains(options.blockEvents), "blockEvents out of range")
         self.backend = backend
         path = backend.place
-        self.keysPath = keysPath
+        self.keyStore = keyStore
+        keysPath = keyStore.place
+        if let database = backend.database, database == keyStore.database {
+            throw JournalError(.keys, "the key store \(keyStore.place) is in the journal's database: give it a database of its own (or a file), so that no dump or backup of the journal's database holds a key")
+        }
         self.options = options
         self.master = master
         let dataPaths = backend.dataPaths
-        let keys = try KeyStore(path: keysPath, master: master, dataPaths: dataPaths, entropy: options.entropy, synchronous: options.synchronous)
+        let keys = try KeyStore(keyStore, master: master, dataPaths: dataPaths, entropy: options.entropy, synchronous: options.synchronous)
         let store = try backend.openWriter(options: options)
         let journalID = try store.journalID()
         self.journalID = journalID
@@ -211,10 +229,10 @@ public final class Journal: Sendable {
         // keys is the wrong key store, never a reason to make new ones.
         let isNew = try store.headSeq() == 0
         journalKeys = try keys.journalKeys(journalID, create: isNew)
-        let keysDirty = try keys.isWALDirty()
+        let keysDirty = try keys.hasResidue()
         // The writer has a key store connection of its own: it checks keys under the journal's
         // write lock without waiting for a batch being sealed.
-        let writerKeys = try KeyStore(path: keysPath, master: master, dataPaths: dataPaths, entropy: options.entropy, synchronous: options.synchronous)
+        let writerKeys = try KeyStore(keyStore, master: master, dataPaths: dataPaths, entropy: options.entropy, synchronous: options.synchronous)
         if isNew { try Journal.anchorEmpty(store, keys: writerKeys, journalID: journalID, anchorKey: journalKeys.anchor) }
         writer = Mutex(try Writer(store: store, keys: writerKeys, journalID: journalID, journalKeys: journalKeys, options: options))
         instance = writer.withLock { $0.instance }
@@ -432,8 +450,8 @@ public final class Journal: Sendable {
     /// `authenticated`, the reader can check what it reads against the head the key store
     /// remembers (`JournalReader.authenticate(after:)`), read here before the snapshot begins.
     public func read<T>(authenticated: Bool = false, _ body: (JournalReader) throws -> T) throws -> T {
-        let reader = try JournalReader(backend: backend, keysPath: keysPath) { [keysPath, master, options, backend] in
-            try KeyStore(path: keysPath, master: master, dataPaths: backend.dataPaths, entropy: options.entropy, synchronous: options.synchronous)
+        let reader = try JournalReader(backend: backend, keysPath: keysPath) { [keyStore, master, options, backend] in
+            try KeyStore(keyStore, master: master, dataPaths: backend.dataPaths, entropy: options.entropy, synchronous: options.synchronous)
         }
         if authenticated {
             let anchored = try sealer.withLock { try $0.keys.anchoredHead(journal: journalID, instance: instance) }
@@ -507,8 +525,8 @@ package final class FieldKeys: Sendable {
     private let state: Mutex<State>
 
     init(journal: Journal) {
-        let keys = LazyKeyStore { [keysPath = journal.keysPath, master = journal.master, options = journal.options, backend = journal.backend] in
-            try KeyStore(path: keysPath, master: master, dataPaths: backend.dataPaths, entropy: options.entropy, synchronous: options.synchronous)
+        let keys = LazyKeyStore { [keyStore = journal.keyStore, master = journal.master, options = journal.options, backend = journal.backend] in
+            try KeyStore(keyStore, master: master, dataPaths: backend.dataPaths, entropy: options.entropy, synchronous: options.synchronous)
         }
         state = Mutex(State(keys: keys, journalID: journal.journalID))
     }

@@ -94,24 +94,30 @@ public final class JournalReader {
 
     /// `verify(path:…)` of a journal on any backend.
     package static func verify(backend: any JournalBackend, keysPath: String? = nil, master: MasterKeySource? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
+        try verify(backend: backend, keys: keysPath.map { SQLiteKeyBackend(path: $0) }, master: master, progress: progress)
+    }
+
+    /// `verify(path:…)` of a journal on any backend, with its key store on any.
+    package static func verify(backend: any JournalBackend, keys: (any KeyStoreBackend)?, master: MasterKeySource? = nil, progress: ((Int64, Int64) -> Void)? = nil) throws -> VerifyReport {
         let reader = try JournalReader(backend: backend, openKeys: nil)
         // Read before the snapshot begins: the store's anchor is then never ahead of it.
         var authority: HeadAuthority?
-        if let keysPath {
+        if let keys {
             let (journalID, instance) = try reader.wrap { (try reader.store.journalID(), try reader.store.storedHead().instance) }
+            let exists = try keys.exists()
             if let master {
-                guard FileManager.default.fileExists(atPath: keysPath) else {
-                    throw JournalError(.keys, "no key store at \(keysPath): the journal's head cannot be authenticated without it")
+                guard exists else {
+                    throw JournalError(.keys, "no key store at \(keys.place): the journal's head cannot be authenticated without it")
                 }
-                let keys = try KeyStore(path: keysPath, master: master, dataPaths: backend.dataPaths, entropy: .system, synchronous: .normal)
+                let store = try KeyStore(keys, master: master, dataPaths: backend.dataPaths, entropy: .system, synchronous: .normal)
                 authority = HeadAuthority(
-                    anchorKey: try keys.journalKeys(journalID, create: false).anchor,
-                    anchored: try keys.anchoredHead(journal: journalID, instance: instance))
-            } else if FileManager.default.fileExists(atPath: keysPath) {
-                authority = HeadAuthority(anchorKey: nil, anchored: try KeyStore.anchoredHead(path: keysPath, journal: journalID, instance: instance))
+                    anchorKey: try store.journalKeys(journalID, create: false).anchor,
+                    anchored: try store.anchoredHead(journal: journalID, instance: instance))
+            } else if exists {
+                authority = HeadAuthority(anchorKey: nil, anchored: try KeyStore.anchoredHead(keys, journal: journalID, instance: instance))
             }
-            if FileManager.default.fileExists(atPath: keysPath) {
-                authority?.otherFiles = try KeyStore.anchoredFiles(path: keysPath, journal: journalID)
+            if exists {
+                authority?.otherFiles = try KeyStore.anchoredFiles(keys, journal: journalID)
             }
         }
         return try reader.snapshot { try reader.verify(authority: authority, progress: progress) }

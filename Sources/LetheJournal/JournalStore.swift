@@ -28,12 +28,15 @@ package protocol JournalBackend: Sendable {
     func drop() throws
     /// How many events a bulk import appends at a time (`Journal.importBatchSize`).
     var importBatchSize: Int { get }
+    /// The server database that holds the journal (nil: a file), which must not hold its key store too.
+    var database: String? { get }
 }
 
 extension JournalBackend {
     package func commitFeed(onCommit: @escaping @Sendable (Int64) -> Void, onEnd: @escaping @Sendable () -> Void) throws -> CommitFeed? { nil }
     /// 16,384 events (about 140 MiB at the peak of an import of a many-account history).
     package var importBatchSize: Int { 16_384 }
+    package var database: String? { nil }
 }
 
 /// What the journal needs from the database that holds it: its head and counters, its sealed

@@ -1,16 +1,17 @@
 import Crypto
 import Foundation
 
-/// The keys of every account of one or more journals, in one SQLite file apart from the journals
-/// and never inside a backup of one: each account's keyring, the own keys of single events, and
-/// each journal's own keys, wrapped with AES-256-GCM under a key derived from the master key.
+/// The keys of every account of one or more journals, apart from the journals (a SQLite file, or
+/// a PostgreSQL database of its own: `KeyStorage`) and never inside a backup of one: each
+/// account's keyring, the own keys of single events, and each journal's own keys, wrapped with
+/// AES-256-GCM under a key derived from the master key.
 ///
 /// Own keys are rows numbered in the order they are made (a new one lands at the end of the
 /// table, whatever its account): making keys for thousands of items costs appends, not rewrites
 /// of keyrings scattered over the file.
 ///
-/// Destroying a key rewrites its keyring (`secure_delete` zeroes the old bytes) and truncates the
-/// WAL; every process notices at its next batch or read (the store's `epoch` moves) and drops the
+/// Destroying a key rewrites its keyring and clears what the database kept of the old one (a
+/// SQLite file zeroes it and truncates its WAL; PostgreSQL vacuums the tables); every process notices at its next batch or read (the store's `epoch` moves) and drops the
 /// keys it had cached, so a destroyed key is not used again anywhere.
 package final class KeyStore {
     package enum Lookup: Sendable {
@@ -45,8 +46,9 @@ package final class KeyStore {
     }
 
     package static let format: Int64 = 2
+    /// Where the store is, for messages (a path, or a server's address without its password).
     package let path: String
-    private let db: SQLiteDatabase
+    private let db: any KeyStorage
     private let entropy: Entropy
     /// The wrapping keys this master key opens, by generation (two during a rotation).
     private var wrapping: [Int64: SymmetricKey] = [:]
@@ -69,50 +71,35 @@ package final class KeyStore {
     private static let wrapInfo = Array("lethe key-wrap v2".utf8)
     private static let checkLabel = Array("lethe key store check v2".utf8)
 
-    /// Opens the key store at `path`, creating it when missing, with the master key of `master`
-    /// (which must not lie beside `dataPaths`, the files it protects).
-    package init(path: String, master: MasterKeySource, dataPaths: [String], entropy: Entropy, synchronous: Journal.Synchronous) throws {
+    /// Opens the key store at `path` (a file), creating it when missing, with the master key of
+    /// `master` (which must not lie beside `dataPaths`, the files it protects).
+    package convenience init(path: String, master: MasterKeySource, dataPaths: [String], entropy: Entropy, synchronous: Journal.Synchronous) throws {
+        try self.init(SQLiteKeyBackend(path: path), master: master, dataPaths: dataPaths, entropy: entropy, synchronous: synchronous)
+    }
+
+    /// Opens the key store `backend` holds, creating it when missing, with the master key of
+    /// `master` (which must not lie beside `dataPaths`, the files it protects, nor the store's).
+    package init(_ backend: any KeyStoreBackend, master: MasterKeySource, dataPaths: [String], entropy: Entropy, synchronous: Journal.Synchronous) throws {
+        let path = backend.place
         self.path = path
         self.entropy = entropy
-        let masterKey = try master.load(besides: dataPaths + [path])
+        let masterKey = try master.load(besides: dataPaths + backend.dataPaths)
         do {
-            try PrivateFile.prepareDatabase(path)
-            db = try SQLiteDatabase(path: path)
-            try db.enableWAL()
-            try db.execute("PRAGMA synchronous=\(synchronous.pragma); PRAGMA secure_delete=ON; PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=8192;")
-            if try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='keys'") == 1 {
-                throw JournalError(.keys, "the key store \(path) has format 1; this build reads format \(KeyStore.format) (no migration: make a new journal and import an export)")
+            db = try backend.open(synchronous: synchronous)
+            if try db.isNew() {
+                let salt = entropy.bytes(16)
+                try db.create(format: KeyStore.format, first: WrappingRow(
+                    generation: 1, salt: salt, check: KeyStore.check(KeyStore.wrappingKey(master: masterKey, salt: salt))))
             }
-            try db.transaction {
-                try db.execute("""
-                    CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-                    CREATE TABLE IF NOT EXISTS wrapping(generation INTEGER PRIMARY KEY, salt BLOB NOT NULL, check_mac BLOB NOT NULL);
-                    CREATE TABLE IF NOT EXISTS keyrings(
-                        account TEXT PRIMARY KEY, generation INTEGER NOT NULL, sealed BLOB NOT NULL,
-                        created INTEGER NOT NULL, purged INTEGER) WITHOUT ROWID;
-                    CREATE TABLE IF NOT EXISTS journals(id BLOB PRIMARY KEY, generation INTEGER NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
-                    CREATE TABLE IF NOT EXISTS own_keys(id INTEGER PRIMARY KEY AUTOINCREMENT, generation INTEGER NOT NULL, sealed BLOB NOT NULL);
-                    \(KeyStore.anchorsTable)
-                    """)
-                if try db.scalarInt("SELECT count(*) FROM wrapping") == 0 {
-                    guard try db.scalarInt("SELECT count(*) FROM keyrings") == 0, try db.scalarInt("SELECT count(*) FROM journals") == 0 else {
-                        throw JournalError(.keys, "the key store \(path) holds keys but no wrapping salt (damaged)")
-                    }
-                    try insertGeneration(1, master: masterKey)
-                    try db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('format', \(KeyStore.format)), ('epoch', 0)")
-                }
-            }
-            let format = try db.scalarInt("SELECT value FROM meta WHERE key='format'")
+            let format = try db.format()
             guard format == KeyStore.format else {
                 throw JournalError(.keys, "the key store \(path) has format \(format.map(String.init) ?? "none"); this build reads format \(KeyStore.format)")
             }
-            let s = try db.statement("SELECT generation, salt, check_mac FROM wrapping ORDER BY generation")
-            while try s.step() {
-                let key = KeyStore.wrappingKey(master: masterKey, salt: s.blob(1))
-                if KeyStore.check(key) == s.blob(2) { wrapping[s.int(0)] = key }
+            for row in try db.wrappings() {
+                let key = KeyStore.wrappingKey(master: masterKey, salt: row.salt)
+                if KeyStore.check(key) == row.check { wrapping[row.generation] = key }
             }
-            s.reset()
-            epoch = try db.scalarInt("SELECT value FROM meta WHERE key='epoch'") ?? 0
+            epoch = try db.epoch()
         } catch let e as JournalError {
             throw e
         } catch {
@@ -124,6 +111,8 @@ package final class KeyStore {
         generation = newest
     }
 
+    deinit { db.close() }
+
     private static func wrappingKey(master: SymmetricKey, salt: [UInt8]) -> SymmetricKey {
         HKDF<SHA256>.deriveKey(inputKeyMaterial: master, salt: salt, info: wrapInfo, outputByteCount: 32)
     }
@@ -132,10 +121,9 @@ package final class KeyStore {
         Array(HMAC<SHA256>.authenticationCode(for: checkLabel, using: wrappingKey))
     }
 
-    private func insertGeneration(_ g: Int64, master: SymmetricKey) throws {
+    private func newGeneration(_ g: Int64, master: SymmetricKey) -> WrappingRow {
         let salt = entropy.bytes(16)
-        try db.statement("INSERT INTO wrapping(generation, salt, check_mac) VALUES(?, ?, ?)")
-            .bind(1, g).bind(2, salt).bind(3, KeyStore.check(KeyStore.wrappingKey(master: master, salt: salt))).run()
+        return WrappingRow(generation: g, salt: salt, check: KeyStore.check(KeyStore.wrappingKey(master: master, salt: salt)))
     }
 
     // MARK: Wrapping
@@ -192,12 +180,12 @@ package final class KeyStore {
 
     /// Whether keys were destroyed since this process last looked, without dropping anything.
     package func epochMoved(since seen: Int64) throws -> Bool {
-        try failing("read") { try db.scalarInt("SELECT value FROM meta WHERE key='epoch'") ?? 0 } != seen
+        try failing("read") { try db.epoch() } != seen
     }
 
     @discardableResult
     package func refresh() throws -> Bool {
-        let now = try failing("read") { try db.scalarInt("SELECT value FROM meta WHERE key='epoch'") ?? 0 }
+        let now = try failing("read") { try db.epoch() }
         guard now != epoch else { return false }
         epoch = now
         keyrings.removeAll(keepingCapacity: true)
@@ -209,13 +197,9 @@ package final class KeyStore {
     // MARK: Keyrings
 
     private func readKeyring(_ account: String) throws -> (ring: Keyring, sealed: [UInt8])? {
-        let s = try db.statement("SELECT generation, sealed FROM keyrings WHERE account = ?")
-        // Reset at once: a statement left on its row would pin a stale snapshot.
-        defer { s.reset() }
-        s.bind(1, account)
-        guard try s.step() else { return nil }
-        let sealed = s.blob(1)
-        let plain = try unwrap(sealed, generation: s.int(0), label: "lethe keyring v1", name: Array(account.utf8), what: "the keys of account \(account)")
+        guard let stored = try db.keyring(account) else { return nil }
+        let sealed = stored.sealed
+        let plain = try unwrap(sealed, generation: stored.generation, label: "lethe keyring v1", name: Array(account.utf8), what: "the keys of account \(account)")
         do {
             return (try Keyring.decode(plain, account: account), sealed)
         } catch {
@@ -243,18 +227,8 @@ package final class KeyStore {
     /// is none); false when another process changed it first.
     private func storeKeyring(_ ring: Keyring, sealed: [UInt8], expected: [UInt8]?, at time: Timestamp) throws -> Bool {
         let seconds = time.nanoseconds / 1_000_000_000
-        if let expected {
-            try db.statement("""
-                UPDATE keyrings SET generation = ?2, sealed = ?3, purged = coalesce(purged, ?4) WHERE account = ?1 AND sealed = ?5
-                """).bind(1, ring.account).bind(2, generation).bind(3, sealed).bind(4, ring.purged ? seconds : nil as Int64?)
-                .bind(5, expected).run()
-        } else {
-            try db.statement("""
-                INSERT INTO keyrings(account, generation, sealed, created, purged) VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(account) DO NOTHING
-                """).bind(1, ring.account).bind(2, generation).bind(3, sealed).bind(4, seconds)
-                .bind(5, ring.purged ? seconds : nil as Int64?).run()
-        }
-        return db.changes == 1
+        return try db.storeKeyring(ring.account, StoredKey(generation: generation, sealed: sealed), created: seconds,
+                                   purged: ring.purged ? seconds : nil, expected: expected)
     }
 
     /// Applies `change` to the account's keyring and stores it, inside a transaction: starting
@@ -283,13 +257,7 @@ package final class KeyStore {
     /// The accounts whose keys were destroyed (the `purged` column every keyring write keeps),
     /// without unwrapping any keyring.
     package func purgedAccounts() throws -> Set<String> {
-        try failing("read the purged accounts") {
-            let s = try db.statement("SELECT account FROM keyrings WHERE purged IS NOT NULL")
-            defer { s.reset() }
-            var out = Set<String>()
-            while try s.step() { out.insert(s.text(0) ?? "") }
-            return out
-        }
+        try failing("read the purged accounts") { try db.purgedAccounts() }
     }
 
     /// Reads the keyrings of `accounts` and the own keys `own` not cached yet: a few hundred rows
@@ -304,29 +272,14 @@ package final class KeyStore {
         let accounts = accounts.filter { keyrings[$0] == nil }
         let own = own.filter { ownKeys[$0] == nil }
         guard accounts.count + own.count >= 16 else { return [] }
-        var rings: [(account: String, generation: Int64, sealed: [UInt8])] = []
-        var owned: [(id: UInt64, generation: Int64, sealed: [UInt8])] = []
-        try failing("read keys") {
-            try db.reading {
-                try db.inChunks(of: 256, count: accounts.count, sql: { n in
-                    "SELECT account, generation, sealed FROM keyrings WHERE account IN (\(SQLiteDatabase.parameters(n)))"
-                }) { s, range in
-                    for (k, i) in range.enumerated() { s.bind(Int32(k + 1), accounts[i]) }
-                    while try s.step() { rings.append((s.text(0) ?? "", s.int(1), s.blob(2))) }
-                }
-                try db.inChunks(of: 256, count: own.count, sql: { n in
-                    "SELECT id, generation, sealed FROM own_keys WHERE id IN (\(SQLiteDatabase.parameters(n)))"
-                }) { s, range in
-                    for (k, i) in range.enumerated() { s.bind(Int32(k + 1), Int64(bitPattern: own[i])) }
-                    while try s.step() { owned.append((UInt64(bitPattern: s.int(0)), s.int(1), s.blob(2))) }
-                }
-            }
+        let (rings, owned) = try failing("read keys") {
+            try db.reading { (try db.keyrings(Array(accounts)), try db.ownKeys(Array(own))) }
         }
         let (wrapping, path) = (self.wrapping, self.path)
         let opened = rings.parallelMap(minimumSlice: 64) { row in
             Result { () throws(JournalError) in
                 let plain = try KeyStore.unwrap(
-                    row.sealed, key: wrapping[row.generation], generation: row.generation, label: "lethe keyring v1",
+                    row.key.sealed, key: wrapping[row.key.generation], generation: row.key.generation, label: "lethe keyring v1",
                     name: Array(row.account.utf8), what: "the keys of account \(row.account)", path: path)
                 do {
                     return try Keyring.decode(plain, account: row.account)
@@ -335,11 +288,11 @@ package final class KeyStore {
                 }
             }
         }
-        for (row, ring) in zip(rings, opened) { remember(try ring.get(), sealed: row.sealed) }
+        for (row, ring) in zip(rings, opened) { remember(try ring.get(), sealed: row.key.sealed) }
         let keys = owned.parallelMap(minimumSlice: 64) { row in
             Result { () throws(JournalError) in
                 let plain = try KeyStore.unwrap(
-                    row.sealed, key: wrapping[row.generation], generation: row.generation, label: "lethe own key v1",
+                    row.key.sealed, key: wrapping[row.key.generation], generation: row.key.generation, label: "lethe own key v1",
                     name: KeyStore.ownName(row.id), what: "own key \(row.id)", path: path)
                 guard plain.count == 32 else { throw JournalError(.keys, "own key \(row.id) in the key store \(path) is damaged") }
                 return SymmetricKey(data: plain)
@@ -428,22 +381,22 @@ package final class KeyStore {
                 var own: [(id: UInt64, key: SymmetricKey)] = []
                 if ownKeys > 0 {
                     // Numbered on from the last id ever made (under the write lock): appended in order.
-                    let last = UInt64(max(0, try db.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = 'own_keys'") ?? 0))
+                    let last = try db.lastOwnKeyID()
                     // One draw of random bytes for the keys and their nonces; wrapped on every core.
-                    let insert = try db.statement("INSERT INTO own_keys(id, generation, sealed) VALUES(?, ?, ?)")
                     let material = entropy.bytes(44 * ownKeys)
-                    let wrappingKey = wrapping[generation]!
-                    let sealed = Array(0..<ownKeys).parallelMap(minimumSlice: 64) { k in
-                        KeyStore.wrap(Array(material[(32 * k)..<(32 * k + 32)]), key: wrappingKey,
-                                      nonce: Array(material[(32 * ownKeys + 12 * k)..<(32 * ownKeys + 12 * k + 12)]),
-                                      label: "lethe own key v1", name: KeyStore.ownName(last + 1 + UInt64(k)))
-                    }
-                    for k in 0..<ownKeys {
+                    let (wrappingKey, current) = (wrapping[generation]!, generation)
+                    let rows = Array(0..<ownKeys).parallelMap(minimumSlice: 64) { k in
                         let id = last + 1 + UInt64(k)
+                        return (id: id, key: StoredKey(generation: current, sealed: KeyStore.wrap(
+                            Array(material[(32 * k)..<(32 * k + 32)]), key: wrappingKey,
+                            nonce: Array(material[(32 * ownKeys + 12 * k)..<(32 * ownKeys + 12 * k + 12)]),
+                            label: "lethe own key v1", name: KeyStore.ownName(id))))
+                    }
+                    try db.insertOwnKeys(rows)
+                    for (k, row) in rows.enumerated() {
                         let key = SymmetricKey(data: material[(32 * k)..<(32 * k + 32)])
-                        try insert.bind(1, Int64(bitPattern: id)).bind(2, generation).bind(3, sealed[k]).run()
-                        own.append((id, key))
-                        rememberOwn(id, key)
+                        own.append((row.id, key))
+                        rememberOwn(row.id, key)
                     }
                 }
                 return (out, own)
@@ -452,6 +405,15 @@ package final class KeyStore {
     }
 
     private static func ownName(_ id: UInt64) -> [UInt8] { withUnsafeBytes(of: id.littleEndian) { Array($0) } }
+
+    /// A wrapped row's label and name (what its wrapping is bound to), and what to call it in an error.
+    private static func describe(_ id: KeyRowID) -> (label: String, name: [UInt8], what: String) {
+        switch id {
+        case .keyring(let account): ("lethe keyring v1", Array(account.utf8), "the keys of account \(account)")
+        case .own(let n): ("lethe own key v1", ownName(n), "own key \(n)")
+        case .journal(let j): ("lethe journal keys v1", j, "the keys of journal \(Hex.encode(j))")
+        }
+    }
 
     /// Own keys as last read or made (bounded); dropped when keys were destroyed anywhere.
     private var ownKeys: [UInt64: SymmetricKey] = [:]
@@ -465,19 +427,14 @@ package final class KeyStore {
     /// this store never made.
     private func ownKey(_ id: UInt64) throws -> Lookup {
         if let key = ownKeys[id] { return .key(key) }
-        let s = try db.statement("SELECT generation, sealed FROM own_keys WHERE id = ?")
-        defer { s.reset() }
-        s.bind(1, Int64(bitPattern: id))
-        if try s.step() {
-            let plain = try unwrap(s.blob(1), generation: s.int(0), label: "lethe own key v1", name: KeyStore.ownName(id), what: "own key \(id)")
+        if let stored = try db.ownKey(id) {
+            let plain = try unwrap(stored.sealed, generation: stored.generation, label: "lethe own key v1", name: KeyStore.ownName(id), what: "own key \(id)")
             guard plain.count == 32 else { throw JournalError(.keys, "own key \(id) in the key store \(path) is damaged") }
             let key = SymmetricKey(data: plain)
             rememberOwn(id, key)
             return .key(key)
         }
-        s.reset()
-        let made = try db.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = 'own_keys'") ?? 0
-        return id <= UInt64(max(0, made)) ? .destroyed : .none
+        return id <= (try db.lastOwnKeyID()) ? .destroyed : .none
     }
 
     /// The key `ref` names for `account`; `journal` gives the journal's own keys.
@@ -520,11 +477,8 @@ package final class KeyStore {
     package func journalKeys(_ id: [UInt8], create: Bool) throws -> JournalKeys {
         if let keys = journalKeys[id] { return keys }
         func read() throws -> JournalKeys? {
-            let s = try db.statement("SELECT generation, sealed FROM journals WHERE id = ?")
-            defer { s.reset() }
-            s.bind(1, id)
-            guard try s.step() else { return nil }
-            let plain = try unwrap(s.blob(1), generation: s.int(0), label: "lethe journal keys v1", name: id, what: "the keys of journal \(Hex.encode(id))")
+            guard let stored = try db.journalKeys(id) else { return nil }
+            let plain = try unwrap(stored.sealed, generation: stored.generation, label: "lethe journal keys v1", name: id, what: "the keys of journal \(Hex.encode(id))")
             guard plain.count == 96 else { throw JournalError(.keys, "the keys of journal \(Hex.encode(id)) in \(path) are damaged") }
             return JournalKeys(engine: SymmetricKey(data: plain[0..<32]), anchor: SymmetricKey(data: plain[32..<64]), backup: SymmetricKey(data: plain[64..<96]))
         }
@@ -536,8 +490,7 @@ package final class KeyStore {
             return try db.transaction {
                 if let keys = try read() { return keys }
                 let plain = entropy.bytes(96)
-                try db.statement("INSERT INTO journals(id, generation, sealed) VALUES(?, ?, ?)")
-                    .bind(1, id).bind(2, generation).bind(3, try wrap(plain, label: "lethe journal keys v1", name: id)).run()
+                try db.insertJournalKeys(id, StoredKey(generation: generation, sealed: try wrap(plain, label: "lethe journal keys v1", name: id)))
                 return JournalKeys(engine: SymmetricKey(data: plain[0..<32]), anchor: SymmetricKey(data: plain[32..<64]), backup: SymmetricKey(data: plain[64..<96]))
             }
         }
@@ -547,72 +500,44 @@ package final class KeyStore {
 
     // MARK: Anchors
 
-    static let anchorsTable = """
-        CREATE TABLE IF NOT EXISTS anchors(
-            journal BLOB NOT NULL, instance BLOB NOT NULL, head_seq INTEGER NOT NULL, head_link BLOB NOT NULL,
-            PRIMARY KEY(journal, instance)) WITHOUT ROWID;
-        """
-
     /// The newest head of the journal file `instance` that a writer reported (`anchor`): that
     /// file may be ahead of it (a crash between its commit and the report), never behind it.
     package func anchoredHead(journal: [UInt8], instance: [UInt8]) throws -> AnchoredHead? {
-        try failing("read the anchor of journal \(Hex.encode(journal))") { try KeyStore.anchoredHead(db, journal: journal, instance: instance) }
-    }
-
-    static func anchoredHead(_ db: SQLiteDatabase, journal: [UInt8], instance: [UInt8]) throws -> AnchoredHead? {
-        let s = try db.statement("SELECT head_seq, head_link FROM anchors WHERE journal = ? AND instance = ?")
-        defer { s.reset() }
-        s.bind(1, journal).bind(2, instance)
-        guard try s.step() else { return nil }
-        return AnchoredHead(seq: s.int(0), link: s.blob(1))
+        try failing("read the anchor of journal \(Hex.encode(journal))") { try db.anchoredHead(journal: journal, instance: instance) }
     }
 
     /// The anchored head as stored, read without the master key (the anchors are not secret; what
     /// `lethe verify --unauthenticated` can still check); nil when the store has none for the file.
-    package static func anchoredHead(path: String, journal: [UInt8], instance: [UInt8]) throws -> AnchoredHead? {
-        do {
-            let db = try SQLiteDatabase(path: path, readOnly: true)
-            defer { db.close() }
-            guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='anchors'") == 1 else { return nil }
-            return try anchoredHead(db, journal: journal, instance: instance)
-        } catch {
-            throw JournalError(.keys, "cannot read the anchors of the key store \(path)", underlying: error)
-        }
+    package static func anchoredHead(_ backend: any KeyStoreBackend, journal: [UInt8], instance: [UInt8]) throws -> AnchoredHead? {
+        try anchors(backend) { try $0.anchoredHead(journal: journal, instance: instance) } ?? nil
     }
 
     /// Every file of `journal` the store anchors: instance (hex) and head.
-    package static func anchoredFiles(path: String, journal: [UInt8]) throws -> [(instance: String, seq: Int64)] {
+    package static func anchoredFiles(_ backend: any KeyStoreBackend, journal: [UInt8]) throws -> [(instance: String, seq: Int64)] {
+        try anchors(backend) { try $0.anchoredFiles(journal: journal).map { (Hex.encode($0.instance), $0.seq) } } ?? []
+    }
+
+    /// `body` on a connection that reads the anchors only; nil when the store has none.
+    private static func anchors<T>(_ backend: any KeyStoreBackend, _ body: (any KeyStorage) throws -> T) throws -> T? {
         do {
-            let db = try SQLiteDatabase(path: path, readOnly: true)
-            defer { db.close() }
-            guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name='anchors'") == 1 else { return [] }
-            let s = try db.statement("SELECT instance, head_seq FROM anchors WHERE journal = ? ORDER BY head_seq DESC")
-            defer { s.reset() }
-            s.bind(1, journal)
-            var out: [(instance: String, seq: Int64)] = []
-            while try s.step() { out.append((Hex.encode(s.blob(0)), s.int(1))) }
-            return out
+            guard let storage = try backend.openAnchors() else { return nil }
+            defer { storage.close() }
+            return try body(storage)
         } catch {
-            throw JournalError(.keys, "cannot read the anchors of the key store \(path)", underlying: error)
+            throw JournalError(.keys, "cannot read the anchors of the key store \(backend.place)", underlying: error)
         }
     }
 
     /// Remembers that the file `instance` of `journal` reached `head` (committed there): only
     /// ever moves forward, so writers in several processes can report in any order.
     package func anchor(journal: [UInt8], instance: [UInt8], head: AnchoredHead) throws {
-        try failing("move the anchor of journal \(Hex.encode(journal))") {
-            try db.statement("""
-                INSERT INTO anchors(journal, instance, head_seq, head_link) VALUES(?, ?, ?, ?)
-                ON CONFLICT(journal, instance) DO UPDATE SET head_seq = excluded.head_seq, head_link = excluded.head_link
-                WHERE excluded.head_seq > anchors.head_seq
-                """).bind(1, journal).bind(2, instance).bind(3, head.seq).bind(4, head.link).run()
-        }
+        try failing("move the anchor of journal \(Hex.encode(journal))") { try db.anchor(journal: journal, instance: instance, head: head) }
     }
 
     // MARK: Destruction
 
-    /// Destroys keys, in one transaction that also marks the WAL for truncation: the caller then
-    /// truncates it (`truncateWAL`). An account with no keyring gets an empty, purged one, so the
+    /// Destroys keys, in one transaction that also marks what the database keeps of the old rows:
+    /// the caller then clears it (`clearResidue`). An account with no keyring gets an empty, purged one, so the
     /// store can tell "purged" from "never seen".
     package func destroy(_ destructions: [Destruction], at time: Timestamp) throws {
         guard !destructions.isEmpty else { return }
@@ -631,8 +556,7 @@ package final class KeyStore {
                             ring.chains = ring.chains.filter { keeping.contains($0.value.category) }
                         }
                     case .own(_, let ids):
-                        let delete = try db.statement("DELETE FROM own_keys WHERE id = ?")
-                        for id in ids { try delete.bind(1, Int64(bitPattern: id)).run() }
+                        try db.deleteOwnKeys(ids)
                     case .records(let account, let category, let before):
                         guard let chain = stored?.ring.chain(category: category), before > chain.base else { continue }
                         _ = try updateStored(account, stored, at: time) { ring in
@@ -643,8 +567,7 @@ package final class KeyStore {
                         }
                     }
                 }
-                try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
-                try db.markWALDirty()
+                try db.advanceEpoch()
             }
         }
         // This process forgets them at once.
@@ -664,13 +587,14 @@ package final class KeyStore {
         return ring
     }
 
-    /// Truncates the WAL if an erasure or a rotation marked it (see `SQLiteDatabase.truncateWALIfMarked`).
-    package func truncateWALIfMarked(wait: Duration) throws -> Bool {
-        try failing("truncate the WAL") { try db.truncateWALIfMarked(wait: wait) }
+    /// Clears what an erasure or a rotation left of the old rows (a file's WAL; PostgreSQL's dead
+    /// row versions), waiting at most `wait` for readers; whether nothing is left.
+    package func clearResidue(wait: Duration) throws -> Bool {
+        try failing("clear what an erasure left") { try db.clearResidue(wait: wait) }
     }
 
-    /// Whether an erasure left this store's WAL to be truncated.
-    package func isWALDirty() throws -> Bool { try failing("read") { try db.isWALDirty() } }
+    /// Whether an erasure or a rotation left old rows to clear.
+    package func hasResidue() throws -> Bool { try failing("read") { try db.hasResidue() } }
 
     // MARK: Rotation
 
@@ -685,25 +609,22 @@ package final class KeyStore {
     package func rotate(to next: SymmetricKey, batch: Int = 1000, stopAfter: Int? = nil) throws -> Int {
         try failing("rotate the master key") {
             let target: Int64 = try db.transaction {
-                let newest = try db.scalarInt("SELECT max(generation) FROM wrapping") ?? 0
+                let rows = try db.wrappings()
+                let newest = rows.last?.generation ?? 0
                 if newest > generation {
                     // An interrupted rotation: it must be to the same key.
-                    let s = try db.statement("SELECT salt, check_mac FROM wrapping WHERE generation = ?")
-                    defer { s.reset() }
-                    s.bind(1, newest)
-                    guard try s.step(), KeyStore.check(KeyStore.wrappingKey(master: next, salt: s.blob(0))) == s.blob(1) else {
+                    guard let row = rows.last, KeyStore.check(KeyStore.wrappingKey(master: next, salt: row.salt)) == row.check else {
                         throw JournalError(.keys, "the key store \(path) is being rotated to another master key: finish that rotation first")
                     }
                     return newest
                 }
-                try insertGeneration(newest + 1, master: next)
+                try db.insertWrapping(newGeneration(newest + 1, master: next))
                 return newest + 1
             }
-            let s = try db.statement("SELECT salt FROM wrapping WHERE generation = ?")
-            s.bind(1, target)
-            _ = try s.step()
-            wrapping[target] = KeyStore.wrappingKey(master: next, salt: s.blob(0))
-            s.reset()
+            guard let salt = try db.wrappings().first(where: { $0.generation == target })?.salt else {
+                throw JournalError(.keys, "the key store \(path) lost the generation it is being rotated to (altered?)")
+            }
+            wrapping[target] = KeyStore.wrappingKey(master: next, salt: salt)
             let old = generation
             generation = target
             var moved = 0
@@ -714,43 +635,18 @@ package final class KeyStore {
                 if let stopAfter, batches == stopAfter { return moved }
                 batches += 1
                 let count: Int = try db.transaction {
-                    /// Re-wraps up to `batch` rows of `table` still under an older generation; a
-                    /// row's `identify` gives its wrapping name, what to call it in an error, and
-                    /// binds its key to the update's third parameter.
-                    func rewrap(
-                        _ table: String, key: String, label: String,
-                        identify: (SQLiteStatement) -> (name: [UInt8], what: String, bind: (SQLiteStatement) -> Void)
-                    ) throws -> Int {
-                        let select = try db.statement("SELECT \(key), generation, sealed FROM \(table) WHERE generation < ? LIMIT ?")
-                        select.bind(1, target).bind(2, Int64(batch))
-                        var rows: [(id: (name: [UInt8], what: String, bind: (SQLiteStatement) -> Void), generation: Int64, sealed: [UInt8])] = []
-                        while try select.step() { rows.append((identify(select), select.int(1), select.blob(2))) }
-                        select.reset()
-                        for row in rows {
-                            let plain = try unwrap(row.sealed, generation: row.generation, label: label, name: row.id.name, what: row.id.what)
-                            let update = try db.statement("UPDATE \(table) SET generation = ?, sealed = ? WHERE \(key) = ?")
-                            update.bind(1, target).bind(2, try wrap(plain, label: label, name: row.id.name))
-                            row.id.bind(update)
-                            try update.run()
+                    var n = 0
+                    for table in KeyTable.allCases {
+                        for (id, stored) in try db.rows(of: table, below: target, limit: batch) {
+                            let (label, name, what) = KeyStore.describe(id)
+                            let plain = try unwrap(stored.sealed, generation: stored.generation, label: label, name: name, what: what)
+                            try db.rewrap(id, StoredKey(generation: target, sealed: try wrap(plain, label: label, name: name)))
+                            n += 1
                         }
-                        return rows.count
                     }
-                    let n = try rewrap("keyrings", key: "account", label: "lethe keyring v1") { s in
-                        let account = s.text(0) ?? ""
-                        return (Array(account.utf8), "the keys of account \(account)", { $0.bind(3, account) })
-                    }
-                        + rewrap("own_keys", key: "id", label: "lethe own key v1") { s in
-                            let id = s.int(0)
-                            return (KeyStore.ownName(UInt64(bitPattern: id)), "own key \(id)", { $0.bind(3, id) })
-                        }
-                        + rewrap("journals", key: "id", label: "lethe journal keys v1") { s in
-                            let id = s.blob(0)
-                            return (id, "the keys of journal \(Hex.encode(id))", { $0.bind(3, id) })
-                        }
                     if n == 0 {
-                        try db.statement("DELETE FROM wrapping WHERE generation < ?").bind(1, target).run()
-                        try db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
-                        try db.markWALDirty()
+                        try db.deleteWrappings(below: target)
+                        try db.advanceEpoch()
                     }
                     return n
                 }

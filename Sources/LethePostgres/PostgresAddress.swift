@@ -61,6 +61,12 @@ public struct PostgresAddress: Sendable, CustomStringConvertible {
     }
 
     /// The address without its password.
+    /// The server and database, as far as the address tells (one server reached by two names
+    /// looks like two): what a journal and its key store must not share.
+    func databaseIdentity() -> String {
+        "\(host ?? socketDirectory ?? ""):\(port)/\(database)"
+    }
+
     public var description: String {
         let server = host.map { "\($0):\(port)" } ?? "(socket in \(socketDirectory ?? ""), port \(port))"
         return "postgres://\(user)@\(server)/\(database)" + (schema == "lethe" ? "" : "?schema=\(schema)")

@@ -14,6 +14,7 @@ public struct PostgresBackend: JournalBackend {
     package var place: String { address.description }
     /// Nothing of the journal is in a file here.
     package var dataPaths: [String] { [] }
+    package var database: String? { address.databaseIdentity() }
 
     package func openWriter(options: Journal.Options) throws -> any JournalStore {
         let connection = try Connection(address)
@@ -190,6 +191,15 @@ extension Journal {
     /// database holds no key.
     public convenience init(postgres url: String, keysPath: String, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {
         try self.init(backend: PostgresBackend(PostgresAddress(url)), keysPath: keysPath, master: master, options: options)
+    }
+}
+
+extension Journal {
+    /// Opens the journal in the PostgreSQL database at `url`, creating it when missing, with its
+    /// key store in the PostgreSQL database at `keysURL`: a database of its own (the journal's is
+    /// refused), so that a dump or a base backup of the journal's database holds no key.
+    public convenience init(postgres url: String, keyStore keysURL: String, master: MasterKeySource = MasterKeySource(), options: Options = Options()) throws {
+        try self.init(backend: PostgresBackend(PostgresAddress(url)), keys: PostgresKeyBackend(PostgresAddress(keysURL)), master: master, options: options)
     }
 }
 

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import LetheEvents
 @testable import LetheJournal
@@ -81,42 +80,6 @@ import Testing
         // Running it again does nothing more, and a repeated purge event is a duplicate.
         #expect(try j.finishErasures() == 0)
         #expect(try j.append([purge], erasing: [.account("gone")]).count == 1 && j.headSeq == 12)
-    }
-
-    /// Keyrings are written in one pass per batch, each on the condition that the stored one is
-    /// still the one this process read: a keyring another process changed meanwhile is read
-    /// again and changed on top of what it holds, never overwritten (its chain key survives).
-    @Test func keyringsWrittenInOnePassYieldToAnotherProcess() throws {
-        let dir = try TempDir()
-        let path = dir.path("k.keys")
-        let a = try KeyStore(path: path, master: testMaster, dataPaths: [], entropy: .seeded(1), synchronous: .normal)
-        let b = try KeyStore(path: path, master: testMaster, dataPaths: [], entropy: .seeded(2), synchronous: .normal)
-        let t = Timestamp(seconds: 1_780_000_000)
-        func needs(_ chains: Set<String>) -> KeyStore.Needs {
-            var n = KeyStore.Needs()
-            n.chains = chains
-            return n
-        }
-        func bytes(_ key: SymmetricKey?) -> [UInt8]? { key?.withUnsafeBytes { Array($0) } }
-        // A makes twenty keyrings (signups, no chain yet), in one pass.
-        let signups = try a.provide(Dictionary(uniqueKeysWithValues: (0..<20).map { ("acc_\($0)", needs([])) }), at: t).keyrings
-        #expect(signups.count == 20 && signups.values.allSatisfy { $0.chains.isEmpty && $0.accountKey != nil })
-        // B, another process, gives acc_0 a chain; A's copy of acc_0 is now stale.
-        let fromB = try #require(try b.provide(["acc_0": needs(["page-views"])], at: t).keyrings["acc_0"])
-        let pageViews = try #require(fromB.chain(category: "page-views"))
-        // A adds another chain to acc_0 and acc_1: acc_0's conditional write fails, is read again, and keeps B's chain.
-        let fromA = try a.provide(["acc_0": needs(["surveys"]), "acc_1": needs(["surveys"])], at: t).keyrings
-        let ring0 = try #require(fromA["acc_0"])
-        #expect(bytes(ring0.chain(category: "page-views")?.key) == bytes(pageViews.key))
-        #expect(ring0.chain(category: "surveys") != nil)
-        #expect(bytes(ring0.accountKey) == bytes(signups["acc_0"]?.accountKey))
-        #expect(fromA["acc_1"]?.chain(category: "surveys") != nil)
-        // What a third process reads is what A returned.
-        let c = try KeyStore(path: path, master: testMaster, dataPaths: [], entropy: .seeded(3), synchronous: .normal)
-        let stored = try #require(try c.keyring("acc_0"))
-        #expect(Set(stored.chains.values.map(\.category)) == ["page-views", "surveys"])
-        #expect(bytes(stored.chain(category: "page-views")?.key) == bytes(pageViews.key))
-        #expect(bytes(stored.accountKey) == bytes(signups["acc_0"]?.accountKey))
     }
 
     @Test func anItemErasureDestroysThatItemsKeyAlone() throws {

@@ -45,6 +45,20 @@ package enum KeyRowID: Sendable, Hashable {
     case journal([UInt8])
 }
 
+/// A keyring to write, on the condition that the stored one is still `expected`.
+package struct KeyringWrite: Sendable {
+    package var account: String
+    package var key: StoredKey
+    /// When it was made, and when it was purged (seconds), if it was.
+    package var created: Int64
+    package var purged: Int64?
+    package var expected: [UInt8]?
+
+    package init(account: String, key: StoredKey, created: Int64, purged: Int64?, expected: [UInt8]?) {
+        (self.account, self.key, self.created, self.purged, self.expected) = (account, key, created, purged, expected)
+    }
+}
+
 /// The tables of wrapped keys.
 package enum KeyTable: Sendable, CaseIterable {
     case keyrings, ownKeys, journals
@@ -86,10 +100,10 @@ package protocol KeyStorage: AnyObject {
     func keyring(_ account: String) throws -> StoredKey?
     /// The keyrings of `accounts` that exist (in a few statements, not one per account).
     func keyrings(_ accounts: [String]) throws -> [(account: String, key: StoredKey)]
-    /// Writes `key` as the keyring of `account` if the stored one is still `expected` (nil:
-    /// there is none); false when another process changed it first. `purged` (seconds) is kept
-    /// once set.
-    func storeKeyring(_ account: String, _ key: StoredKey, created: Int64, purged: Int64?, expected: [UInt8]?) throws -> Bool
+    /// Writes each keyring if the stored one is still the write's `expected` (nil: there is
+    /// none), in as few statements as the database allows; for each, whether it was written
+    /// (false: another process changed it first). A keyring's `purged` is kept once set.
+    func storeKeyrings(_ writes: [KeyringWrite]) throws -> [Bool]
     /// The accounts whose keyring is marked purged.
     func purgedAccounts() throws -> Set<String>
 

@@ -220,15 +220,15 @@ package final class KeyStore {
     /// sealed bytes written, or nil when another process changed it first.
     private func writeKeyring(_ ring: Keyring, expected: [UInt8]?, at time: Timestamp) throws -> [UInt8]? {
         let sealed = try wrap(ring.encode(), label: "lethe keyring v1", name: Array(ring.account.utf8))
-        return try storeKeyring(ring, sealed: sealed, expected: expected, at: time) ? sealed : nil
+        return try db.storeKeyrings([keyringWrite(ring, sealed: sealed, expected: expected, at: time)])[0] ? sealed : nil
     }
 
-    /// Writes `sealed`, the wrapped `ring`, if the stored keyring is still `expected` (nil: there
-    /// is none); false when another process changed it first.
-    private func storeKeyring(_ ring: Keyring, sealed: [UInt8], expected: [UInt8]?, at time: Timestamp) throws -> Bool {
+    /// The write of `sealed`, the wrapped `ring`, on the condition that the stored keyring is
+    /// still `expected` (nil: there is none).
+    private func keyringWrite(_ ring: Keyring, sealed: [UInt8], expected: [UInt8]?, at time: Timestamp) -> KeyringWrite {
         let seconds = time.nanoseconds / 1_000_000_000
-        return try db.storeKeyring(ring.account, StoredKey(generation: generation, sealed: sealed), created: seconds,
-                                   purged: ring.purged ? seconds : nil, expected: expected)
+        return KeyringWrite(account: ring.account, key: StoredKey(generation: generation, sealed: sealed), created: seconds,
+                            purged: ring.purged ? seconds : nil, expected: expected)
     }
 
     /// Applies `change` to the account's keyring and stores it, inside a transaction: starting
@@ -364,8 +364,9 @@ package final class KeyStore {
                     KeyStore.wrap(rings[k].encode(), key: wrappingKey, nonce: Array(nonces[(12 * k)..<(12 * k + 12)]),
                                   label: "lethe keyring v1", name: Array(rings[k].account.utf8))
                 }
-                for ((ring, expected), sealed) in zip(batch, sealed) {
-                    if try storeKeyring(ring, sealed: sealed, expected: expected, at: time) {
+                let written = try db.storeKeyrings(zip(batch, sealed).map { keyringWrite($0.ring, sealed: $1, expected: $0.expected, at: time) })
+                for (((ring, _), sealed), stored) in zip(zip(batch, sealed), written) {
+                    if stored {
                         remember(ring, sealed: sealed)
                         out[ring.account] = ring
                     } else {

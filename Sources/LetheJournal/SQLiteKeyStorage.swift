@@ -122,17 +122,20 @@ final class SQLiteKeyStorage: KeyStorage {
         return rows
     }
 
-    func storeKeyring(_ account: String, _ key: StoredKey, created: Int64, purged: Int64?, expected: [UInt8]?) throws -> Bool {
-        if let expected {
-            try db.statement("""
-                UPDATE keyrings SET generation = ?2, sealed = ?3, purged = coalesce(purged, ?4) WHERE account = ?1 AND sealed = ?5
-                """).bind(1, account).bind(2, key.generation).bind(3, key.sealed).bind(4, purged).bind(5, expected).run()
-        } else {
-            try db.statement("""
-                INSERT INTO keyrings(account, generation, sealed, created, purged) VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(account) DO NOTHING
-                """).bind(1, account).bind(2, key.generation).bind(3, key.sealed).bind(4, created).bind(5, purged).run()
+    /// One statement per keyring (prepared once): in process, a statement costs no round trip.
+    func storeKeyrings(_ writes: [KeyringWrite]) throws -> [Bool] {
+        try writes.map { w in
+            if let expected = w.expected {
+                try db.statement("""
+                    UPDATE keyrings SET generation = ?2, sealed = ?3, purged = coalesce(purged, ?4) WHERE account = ?1 AND sealed = ?5
+                    """).bind(1, w.account).bind(2, w.key.generation).bind(3, w.key.sealed).bind(4, w.purged).bind(5, expected).run()
+            } else {
+                try db.statement("""
+                    INSERT INTO keyrings(account, generation, sealed, created, purged) VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(account) DO NOTHING
+                    """).bind(1, w.account).bind(2, w.key.generation).bind(3, w.key.sealed).bind(4, w.created).bind(5, w.purged).run()
+            }
+            return db.changes == 1
         }
-        return db.changes == 1
     }
 
     func purgedAccounts() throws -> Set<String> {

@@ -164,20 +164,30 @@ final class PostgresKeyStorage: KeyStorage {
         }
     }
 
-    func storeKeyring(_ account: String, _ key: StoredKey, created: Int64, purged: Int64?, expected: [UInt8]?) throws -> Bool {
-        let rows: [PostgresRow]
-        if let expected {
-            rows = try connection.query("""
-                UPDATE keyrings SET generation = \(key.generation), sealed = \(key.sealed.buffer), purged = coalesce(purged, \(purged))
-                WHERE account = \(account) AND sealed = \(expected.buffer) RETURNING 1
-                """)
-        } else {
-            rows = try connection.query("""
+    /// Two statements whatever the number: the new keyrings in one insert, the changed ones in
+    /// one conditional update (a batch of new accounts would otherwise cost a round trip each).
+    /// (`purged` travels as -1 for none: arrays of optional values do not.)
+    func storeKeyrings(_ writes: [KeyringWrite]) throws -> [Bool] {
+        let inserts = writes.filter { $0.expected == nil }, updates = writes.filter { $0.expected != nil }
+        var written = Set<String>()
+        if !inserts.isEmpty {
+            for row in try connection.query("""
                 INSERT INTO keyrings(account, generation, sealed, created, purged)
-                VALUES(\(account), \(key.generation), \(key.sealed.buffer), \(created), \(purged)) ON CONFLICT(account) DO NOTHING RETURNING 1
-                """)
+                SELECT a, g, s, c, nullif(p, -1) FROM unnest(\(inserts.map(\.account))::text[], \(inserts.map(\.key.generation))::bigint[],
+                    \(inserts.map(\.key.sealed.buffer))::bytea[], \(inserts.map(\.created))::bigint[], \(inserts.map { $0.purged ?? -1 })::bigint[])
+                    AS u(a, g, s, c, p)
+                ON CONFLICT(account) DO NOTHING RETURNING account
+                """) { written.insert(try row.column(String.self, "keyrings")) }
         }
-        return rows.count == 1
+        if !updates.isEmpty {
+            for row in try connection.query("""
+                UPDATE keyrings SET generation = u.g, sealed = u.s, purged = coalesce(keyrings.purged, nullif(u.p, -1))
+                FROM unnest(\(updates.map(\.account))::text[], \(updates.map(\.key.generation))::bigint[], \(updates.map(\.key.sealed.buffer))::bytea[],
+                    \(updates.map { $0.purged ?? -1 })::bigint[], \(updates.map { $0.expected!.buffer })::bytea[]) AS u(a, g, s, p, e)
+                WHERE keyrings.account = u.a AND keyrings.sealed = u.e RETURNING keyrings.account
+                """) { written.insert(try row.column(String.self, "keyrings")) }
+        }
+        return writes.map { written.contains($0.account) }
     }
 
     func purgedAccounts() throws -> Set<String> {

@@ -171,12 +171,12 @@ public final class Journal: Sendable {
     deinit { commits.stopFeed() }
 
     /// Where the read models live unless told otherwise: beside the journal's file, or, for a
-    /// journal on a server (which has no file), beside its key store's, or, when that is on a
-    /// server too, `lethe.views` in the working directory.
-    public var defaultViewsPath: String {
+    /// journal on a server (which has no file), beside its key store's; nil when that is on a
+    /// server too (the read models are a file, and there is none to put them beside).
+    public var defaultViewsPath: String? {
         if !backend.dataPaths.isEmpty { return path + ".views" }
         if !keyStore.dataPaths.isEmpty { return keysPath + ".views" }
-        return "lethe.views"
+        return nil
     }
 
     /// How many events a bulk import (`Importer`) appends at a time on this journal's backend.

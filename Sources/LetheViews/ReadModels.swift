@@ -38,14 +38,17 @@ public final class ReadModels: Sendable {
     }
 
     /// Opens (creating it, or emptying it when it cannot be trusted) the read models of
-    /// `journal`, at `path` (default `Journal.defaultViewsPath`); nothing is caught up until
-    /// `catchUp` is called.
+    /// `journal`, at `path` (default `Journal.defaultViewsPath`, which a journal and a key store
+    /// both on a server do not have: then `path` is needed); nothing is caught up until `catchUp`
+    /// is called.
     public init(
         journal: Journal, path: String? = nil, policy: RetentionPolicy = .standard, codec: PayloadCodec = .standard,
         chunkEvents: Int64 = 50_000, logger: Logger = Logger(label: "lethe.views")
     ) throws {
         precondition(chunkEvents > 0)
-        let path = path ?? journal.defaultViewsPath
+        guard let path = path ?? journal.defaultViewsPath else {
+            throw JournalError(.storage, "the read models of \(journal.path) need a path: the journal and its key store are both on a server, and there is no file to put them beside")
+        }
         self.journal = journal
         self.policy = policy
         self.path = path

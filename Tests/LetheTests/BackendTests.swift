@@ -24,7 +24,9 @@ enum TestBackend: String, CaseIterable, CustomStringConvertible, Sendable {
     }
 }
 
-/// Where one test's journal lives: a file in `dir`, or a schema of its own on the test server.
+/// Where one test's journal lives: a file in `dir` (its key store a file beside it), or a schema
+/// of its own on the test server (its key store a schema of the same name in the server's key
+/// database: the whole service on one server, nothing in files but the read models).
 final class TestPlace {
     let backend: TestBackend
     let dir: TempDir
@@ -39,18 +41,37 @@ final class TestPlace {
     }
 
     deinit {
-        guard let url, let address = try? PostgresAddress(url), let connection = try? Connection(address) else { return }
-        try? connection.execute("DROP SCHEMA IF EXISTS \(schema) CASCADE")
+        for place in [url, keysURL] {
+            guard let place, let address = try? PostgresAddress(place), let connection = try? Connection(address) else { continue }
+            try? connection.execute("DROP SCHEMA IF EXISTS \(schema) CASCADE")
+        }
     }
 
+    /// A key store file (the journal's on SQLite; one a test on PostgreSQL may ask for).
     var keysPath: String { dir.path("j.keys") }
+
+    /// The key store's database for a journal on the server.
+    var keysURL: String? { url == nil ? nil : (try? TestKeys.serverURL()).map { $0 + "?schema=" + schema } }
+
+    /// What the command line's `--keys` takes: the file's path, or the key database's address.
+    var keysArgument: String { keysURL ?? keysPath }
+
+    var keyStore: any KeyStoreBackend {
+        get throws {
+            guard let keysURL else { return SQLiteKeyBackend(path: keysPath) }
+            return PostgresKeyBackend(try PostgresAddress(keysURL))
+        }
+    }
+
+    /// `--views` where the read models have no file to sit beside (journal and keys on the server).
+    var viewsArguments: [String] { backend == .sqlite ? [] : ["--views", viewsPath] }
 
     /// What the command line's `--journal` takes: the file's path or the server's address.
     var journalArgument: String { url ?? dir.path("j.lethe") }
 
     /// Where the read models are by default: beside the journal's file, or beside the key store
     /// for a journal on a server.
-    var viewsPath: String { backend == .sqlite ? dir.path("j.lethe.views") : keysPath + ".views" }
+    var viewsPath: String { backend == .sqlite ? dir.path("j.lethe.views") : dir.path("j.views") }
 
     var journalBackend: any JournalBackend {
         get throws {
@@ -71,11 +92,11 @@ final class TestPlace {
         options.synchronous = .normal
         options.clock = .fixed(ts("2026-06-01T00:00:00Z"))
         options.rules = rules
-        return try Journal(backend: journalBackend, keysPath: keysPath, master: testMaster, options: options)
+        return try Journal(backend: journalBackend, keys: keyStore, master: testMaster, options: options)
     }
 
     func verify() throws -> JournalReader.VerifyReport {
-        try JournalReader.verify(backend: journalBackend, keysPath: keysPath, master: testMaster)
+        try JournalReader.verify(backend: journalBackend, keys: keyStore, master: testMaster)
     }
 }
 

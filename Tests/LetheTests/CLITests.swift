@@ -10,7 +10,7 @@ import Testing
     @Test(arguments: TestBackend.allCases)
     func importReportsEachRejectedLineAndKeepsTheRest(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
         let input = """
             {"id":"e1","type":"AccountSignedUp","account":"acc_1","at":"2026-01-05T10:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
             {"id":"e2","type":"PaymentRecorded","account":"acc_1","at":"2026-01-05T10:01:00Z","data":{"transaction":"t1","amount_minor":500,"currency":"EUR","card_last4":"4242","note":"card 5500 0055 5555 5559"}}
@@ -22,7 +22,7 @@ import Testing
 
             {"id":"e6","type":"ItemCreated","account":"acc_2","at":"2026-01-01T00:00:00Z","data":{"item":"i1","kind":"site"}}
             """
-        let r = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: input)
+        let r = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: input)
         #expect(r.status != 0)
         #expect(r.stdout == "imported 2, duplicates 1, rejected 5 (of 8 lines)\n")
         let lines = r.stderr.split(separator: "\n").map(String.init)
@@ -34,7 +34,7 @@ import Testing
         #expect(lines[4] == "lethe import: stdin: line 9: account acc_2 has not signed up: AccountSignedUp comes first")
         #expect(!r.stderr.contains("5500") && !r.stderr.contains("5559"))
 
-        let export = try run("lethe", ["export", "--journal", journal, "--keys", keys])
+        let export = try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments)
         #expect(export.status == 0)
         let ids = try export.stdout.split(separator: "\n").map { line in
             try JSONParser.parse(String(line)).object?["id"]?.string
@@ -47,7 +47,7 @@ import Testing
         #expect(first?["seq"] == 1 && first?["data"]?.object?["email"] == "ada@example.com")
 
         // Importing the same file again records nothing new.
-        let again = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: input)
+        let again = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: input)
         #expect(again.stdout == "imported 0, duplicates 3, rejected 5 (of 8 lines)\n")
     }
 
@@ -96,15 +96,15 @@ import Testing
     @Test(arguments: TestBackend.allCases)
     func exportsOneAccountAndRoundTripsTheFixture(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
-        let imported = try run("lethe", ["import", fixture, "--journal", journal, "--keys", keys])
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
+        let imported = try run("lethe", ["import", fixture, "--journal", journal, "--keys", keys] + place.viewsArguments)
         let good = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n").compactMap { line -> JSONObject? in
             guard case .success(let e) = EnvelopeValidator.parse(line: Array(line.utf8)) else { return nil }
             let at = try? JSONParser.parse(String(line)).object?["at"]
             return ["id": e.id.map(JSONValue.string) ?? .null, "account": .string(e.account), "data": .object(e.data), "at": at ?? .null]
         }
         #expect(imported.stdout.hasPrefix("imported "))
-        let exported = try run("lethe", ["export", "--journal", journal, "--keys", keys])
+        let exported = try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments)
         let lines = try exported.stdout.split(separator: "\n").map { try JSONParser.parse(String($0)).object! }
         // Every line the fixture holds that passed the checks comes back with the same data.
         let byID = Dictionary(uniqueKeysWithValues: lines.map { ($0["id"]!.string!, $0) })
@@ -117,16 +117,16 @@ import Testing
         #expect(matched == lines.count && matched > 100)
         let account = lines[0]["account"]!.string!
         // The fixture runs to the end of 2026: the read (and its recorded access) happens after that.
-        let one = try run("lethe", ["export", "--journal", journal, "--keys", keys, "--account", account, "--actor", "staff_9", "--reason", "audit",
+        let one = try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", account, "--actor", "staff_9", "--reason", "audit",
                                     "--now", "2027-06-01T00:00:00Z"])
         #expect(one.status == 0, "\(one.stderr)")
         let mine = try one.stdout.split(separator: "\n").map { try JSONParser.parse(String($0)).object! }
         #expect(mine.map { $0["id"] } == lines.filter { $0["account"]?.string == account }.map { $0["id"] })
         // A clock behind the account's history: the access is recorded at its latest event, and stderr says so.
-        let early = try run("lethe", ["export", "--journal", journal, "--keys", keys, "--account", account, "--actor", "staff_9", "--reason", "audit",
+        let early = try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", account, "--actor", "staff_9", "--reason", "audit",
                                       "--now", "2026-01-01T00:00:00Z"])
         #expect(early.status == 0 && early.stderr.contains("the clock (2026-01-01T00:00:00Z) is behind \(account)'s latest event"))
-        let recorded = try run("lethe", ["export", "--journal", journal, "--keys", keys]).stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let recorded = try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments).stdout.split(separator: "\n").last.map(String.init) ?? ""
         #expect(recorded.contains(#""type":"AccountAccessed""#) && recorded.contains(#""actor":"staff_9""#))
     }
 
@@ -207,11 +207,11 @@ import Testing
     @Test(arguments: TestBackend.allCases)
     func stateAtAMomentAndTheAccessItLeaves(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
-        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: Self.history).status == 0)
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
+        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: Self.history).status == 0)
         let who = ["--actor", "staff_3", "--reason", "ticket T-9", "--ip", "203.0.113.9"]
         func state(_ at: String) throws -> String {
-            let r = try run("lethe", ["state", "--journal", journal, "--keys", keys, "--account", "acc_1", "--at", at, "--now", "2026-02-01T00:00:00Z"] + who)
+            let r = try run("lethe", ["state", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "acc_1", "--at", at, "--now", "2026-02-01T00:00:00Z"] + who)
             #expect(r.status == 0, "\(r.stderr)")
             return r.stdout
         }
@@ -221,28 +221,28 @@ import Testing
         #expect(try state("2025-12-31T00:00:00Z").contains(#""profile":{"name":null,"company":null,"email":null},"items":[]"#))
 
         // Each read left an AccountAccessed, with the reader, the reason, the address and the time.
-        let export = try run("lethe", ["export", "--journal", journal, "--keys", keys])
+        let export = try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments)
         let accesses = export.stdout.split(separator: "\n").filter { $0.contains("AccountAccessed") }
         #expect(accesses.count == 4)
         #expect(accesses.first?.contains(#""at":"2026-02-01T00:00:00Z","data":{"actor":"staff_3","ip":"203.0.113.9","reason":"ticket T-9"}"#) == true)
 
         // Without --actor and --reason the read is still recorded: by the operating-system user, reason not given.
-        let anonymous = try run("lethe", ["state", "--journal", journal, "--keys", keys, "--account", "acc_1", "--now", "2026-02-02T00:00:00Z"],
+        let anonymous = try run("lethe", ["state", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "acc_1", "--now", "2026-02-02T00:00:00Z"],
                                 environment: ["USER": "operator7"])
         #expect(anonymous.status == 0 && anonymous.stdout.contains(#""status":"active""#))
-        let last = try run("lethe", ["export", "--journal", journal, "--keys", keys]).stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let last = try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments).stdout.split(separator: "\n").last.map(String.init) ?? ""
         #expect(last.contains(#""data":{"actor":"operator7","ip":"127.0.0.1","reason":"no reason given"}"#))
-        let unknown = try run("lethe", ["state", "--journal", journal, "--keys", keys, "--account", "acc_404"] + who)
+        let unknown = try run("lethe", ["state", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "acc_404"] + who)
         #expect(unknown.status != 0 && unknown.stderr.contains("no account acc_404"))
-        #expect(try run("lethe", ["export", "--journal", journal, "--keys", keys]).stdout.split(separator: "\n").count == 15)
+        #expect(try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments).stdout.split(separator: "\n").count == 15)
     }
 
     @Test(arguments: TestBackend.allCases)
     func replayShowsTheTimelineUpToAMoment(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
-        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: Self.history).status == 0)
-        let r = try run("lethe", ["replay", "--journal", journal, "--keys", keys, "--account", "acc_1", "--until", "2026-01-05T00:00:00Z",
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
+        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: Self.history).status == 0)
+        let r = try run("lethe", ["replay", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "acc_1", "--until", "2026-01-05T00:00:00Z",
                                   "--actor", "staff_3", "--reason", "investigation", "--now", "2026-02-01T00:00:00Z"])
         #expect(r.status == 0)
         let ids = try r.stdout.split(separator: "\n").map { try JSONParser.parse(String($0)).object?["id"]?.string }
@@ -252,7 +252,7 @@ import Testing
     @Test(arguments: TestBackend.allCases)
     func accessLogJudgesEachAccess(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
         let input = """
             {"type":"AccountSignedUp","account":"acc_1","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
             {"type":"AccountAccessed","account":"acc_1","at":"2026-01-02T00:00:00Z","data":{"actor":"staff_1","ip":"203.0.113.1","reason":"curious"}}
@@ -266,8 +266,8 @@ import Testing
             {"type":"AccountSignedUp","account":"acc_2","at":"2026-01-01T00:00:00Z","data":{"name":"Bob","email":"bob@example.com"}}
             {"type":"AccountAccessed","account":"acc_2","at":"2026-01-03T12:00:00Z","data":{"actor":"staff_2","ip":"203.0.113.2","reason":"support","ticket":"T-1"}}
             """
-        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: input).status == 0)
-        let json = try run("lethe", ["access-log", "--journal", journal, "--keys", keys, "--format", "json"])
+        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: input).status == 0)
+        let json = try run("lethe", ["access-log", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--format", "json"])
         #expect(json.status == 0)
         let entries = try JSONParser.parse(json.stdout.trimmingCharacters(in: .newlines))
         guard case .array(let list) = entries else { Issue.record("not an array"); return }
@@ -279,19 +279,19 @@ import Testing
         // A ticket opened by another account does not authorize.
         #expect(list[2].object?["ticket"] == "T-1" && list[2].object?["authorized"] == false)
 
-        let one = try run("lethe", ["access-log", "--journal", journal, "--keys", keys, "--account", "acc_2", "--format", "json"])
+        let one = try run("lethe", ["access-log", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "acc_2", "--format", "json"])
         #expect(try JSONParser.parse(one.stdout.trimmingCharacters(in: .newlines)) == .array([list[2]]))
-        let table = try run("lethe", ["access-log", "--journal", journal, "--keys", keys])
+        let table = try run("lethe", ["access-log", "--journal", journal, "--keys", keys] + place.viewsArguments)
         let rows = table.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
         #expect(rows.first == ["at", "account", "actor", "ip", "reason", "ticket", "authorized"])
         #expect(rows.dropFirst().first == ["2026-01-02T00:00:00Z", "acc_1", "staff_1", "203.0.113.1", "curious", "-", "NO"])
         #expect(table.stdout.hasSuffix("6 accesses, 4 not authorized\n"))
 
         // A read through the CLI for the account's own ticket is an authorized access.
-        let read = try run("lethe", ["state", "--journal", journal, "--keys", keys, "--account", "acc_1", "--actor", "staff_8", "--reason", "support",
+        let read = try run("lethe", ["state", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "acc_1", "--actor", "staff_8", "--reason", "support",
                                      "--ticket", "T-1", "--now", "2026-02-01T00:00:00Z"])
         #expect(read.status == 0)
-        let after = try JSONParser.parse(try run("lethe", ["access-log", "--journal", journal, "--keys", keys, "--account", "acc_1", "--format", "json"])
+        let after = try JSONParser.parse(try run("lethe", ["access-log", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "acc_1", "--format", "json"])
             .stdout.trimmingCharacters(in: .newlines))
         guard case .array(let mine) = after else { Issue.record("not an array"); return }
         #expect(mine.last?.object?["actor"] == "staff_8" && mine.last?.object?["ticket"] == "T-1" && mine.last?.object?["authorized"] == true)
@@ -309,7 +309,7 @@ import Testing
     @Test(arguments: TestBackend.allCases)
     func disclosuresAndPolicyNotices(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
         let input = """
             {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"A","email":"a@example.com"}}
             {"type":"DataShared","account":"a","at":"2026-01-02T00:00:00Z","data":{"recipient":"vms","basis":"consent","categories":["billing"]}}
@@ -329,21 +329,21 @@ import Testing
             {"type":"AccountCancelled","account":"c","at":"2026-01-02T00:00:00Z","data":{}}
             {"type":"AccountSignedUp","account":"d","at":"2026-01-01T00:00:00Z","data":{"name":"D","email":"d@example.com"}}
             """
-        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: input).status == 0)
-        let shares = try JSONParser.parse(try run("lethe", ["disclosures", "--journal", journal, "--keys", keys]).stdout.trimmingCharacters(in: .newlines))
+        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: input).status == 0)
+        let shares = try JSONParser.parse(try run("lethe", ["disclosures", "--journal", journal, "--keys", keys] + place.viewsArguments).stdout.trimmingCharacters(in: .newlines))
         guard case .array(let list) = shares else { Issue.record("not an array"); return }
         #expect(list.map { $0.object?["without_consent"] } == [true, false, true, true, false, false, false].map { JSONValue.bool($0) })
         #expect(list.map { $0.object?["without_merger_notice"] } == [false, false, false, false, true, false, false].map { JSONValue.bool($0) })
         #expect(list.first?.object?.keys == ["at", "account", "recipient", "basis", "categories", "without_consent", "without_merger_notice"])
 
-        let notices = try run("lethe", ["policy-notices", "--journal", journal, "--keys", keys, "--version", "2026-02"])
+        let notices = try run("lethe", ["policy-notices", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--version", "2026-02"])
         #expect(notices.stdout == #"{"version":"2026-02","pending":["b","d"],"count":2}"# + "\n")
     }
 
     @Test(arguments: TestBackend.allCases)
     func subjectReportHoldsEverythingAndIsRecorded(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (dir, journal, keys) = (place.dir, place.journalArgument, place.keysPath)
+        let (dir, journal, keys) = (place.dir, place.journalArgument, place.keysArgument)
         let input = """
             {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com","company":"<b>Engines</b> & Co"}}
             {"type":"BillingAddressSet","account":"a","at":"2026-01-02T00:00:00Z","data":{"line1":"12 St James's Square","city":"London","country":"GB"}}
@@ -357,8 +357,8 @@ import Testing
             {"type":"PageViewed","account":"a","at":"2026-01-10T00:00:00Z","data":{"path":"/pricing","visitor":"v1"}}
             {"type":"AccountCancelled","account":"a","at":"2026-01-11T00:00:00Z","data":{}}
             """
-        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: input).status == 0)
-        let r = try run("lethe", ["subject-report", "--journal", journal, "--keys", keys, "--account", "a", "--actor", "support_7", "--reason", "subject access request",
+        #expect(try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: input).status == 0)
+        let r = try run("lethe", ["subject-report", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "a", "--actor", "support_7", "--reason", "subject access request",
                                   "--now", "2026-01-12T00:00:00Z"])
         #expect(r.status == 0, "\(r.stderr)")
         let report = try #require(try JSONParser.parse(r.stdout.trimmingCharacters(in: .newlines)).object)
@@ -384,12 +384,12 @@ import Testing
         #expect(purges.allSatisfy { $0["overdue"] == false && $0["held"] == false })
 
         // The read is itself an access, recorded before the report was shown.
-        let log = try run("lethe", ["access-log", "--journal", journal, "--keys", keys, "--account", "a", "--format", "json"])
+        let log = try run("lethe", ["access-log", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "a", "--format", "json"])
         #expect(log.stdout.contains(#""actor":"support_7","ip":"127.0.0.1","reason":"subject access request""#))
 
         // The HTML page is self-contained, and what the customer typed is shown, never interpreted.
         let page = dir.path("a.html")
-        let h = try run("lethe", ["subject-report", "--journal", journal, "--keys", keys, "--account", "a", "--format", "html", "-o", page, "--now", "2026-01-12T00:00:00Z"])
+        let h = try run("lethe", ["subject-report", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--account", "a", "--format", "html", "-o", page, "--now", "2026-01-12T00:00:00Z"])
         #expect(h.status == 0, "\(h.stderr)")
         let html = try String(contentsOfFile: page, encoding: .utf8)
         #expect((try FileManager.default.attributesOfItem(atPath: page)[.posixPermissions] as? Int) == 0o600)
@@ -401,27 +401,27 @@ import Testing
     @Test(arguments: TestBackend.allCases)
     func rebuildEqualsCatchUpAndChecksIt(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
         let lines = try String(contentsOfFile: fixture, encoding: .utf8).split(separator: "\n")
         // Imported in two parts, with the read models caught up in between.
-        _ = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: lines.prefix(1500).joined(separator: "\n"))
-        let first = try run("lethe", ["views", "--journal", journal, "--keys", keys, "--digest"])
+        _ = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: lines.prefix(1500).joined(separator: "\n"))
+        let first = try run("lethe", ["views", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--digest"])
         #expect(first.status == 0, "\(first.stderr)")
-        _ = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: lines.dropFirst(1500).joined(separator: "\n"))
-        let caughtUp = try run("lethe", ["views", "--journal", journal, "--keys", keys, "--digest"]).stdout
+        _ = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: lines.dropFirst(1500).joined(separator: "\n"))
+        let caughtUp = try run("lethe", ["views", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--digest"]).stdout
         #expect(caughtUp != first.stdout && caughtUp.count == 65)
-        let summary = try #require(try JSONParser.parse(try run("lethe", ["views", "--journal", journal, "--keys", keys]).stdout.trimmingCharacters(in: .newlines)).object)
+        let summary = try #require(try JSONParser.parse(try run("lethe", ["views", "--journal", journal, "--keys", keys] + place.viewsArguments).stdout.trimmingCharacters(in: .newlines)).object)
         #expect(summary["checkpoint"] == 3012 && summary["digest"] == .string(String(caughtUp.dropLast())))
         #expect(summary["tables"]?.object?["accounts"] == 60 && !JSONValue.object(summary).jsonText.contains("@"))
-        #expect(try run("lethe", ["rebuild", "--journal", journal, "--keys", keys, "--check"]).stdout.hasPrefix("ok: the read models equal a rebuild"))
-        let rebuilt = try run("lethe", ["rebuild", "--journal", journal, "--keys", keys])
+        #expect(try run("lethe", ["rebuild", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--check"]).stdout.hasPrefix("ok: the read models equal a rebuild"))
+        let rebuilt = try run("lethe", ["rebuild", "--journal", journal, "--keys", keys] + place.viewsArguments)
         #expect(rebuilt.status == 0 && rebuilt.stdout.contains("from 3012 events") && rebuilt.stdout.hasSuffix("digest \(caughtUp)"))
 
         // A read model altered behind the engine's back is caught, and named.
         try tamper(place.viewsPath, "UPDATE accounts SET email='someone@else.example' WHERE account=(SELECT min(account) FROM accounts)")
-        let check = try run("lethe", ["rebuild", "--journal", journal, "--keys", keys, "--check"])
+        let check = try run("lethe", ["rebuild", "--journal", journal, "--keys", keys] + place.viewsArguments + ["--check"])
         #expect(check.status != 0 && check.stderr.hasPrefix("lethe rebuild: the read models at \(place.viewsPath) ("))
-        #expect(try run("lethe", ["rebuild", "--journal", journal, "--keys", keys]).stdout.hasSuffix("digest \(caughtUp)"))
+        #expect(try run("lethe", ["rebuild", "--journal", journal, "--keys", keys] + place.viewsArguments).stdout.hasSuffix("digest \(caughtUp)"))
     }
 
     @Test func badArgumentsFailCleanly() throws {

@@ -10,7 +10,7 @@ import Testing
     func aKilledWriterLosesNoAcknowledgedAppend(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
         let path = place.url ?? place.dir.path("j.lethe")  // where `place.journalBackend` reads
-        let keys = place.keysPath
+        let keys = place.keysArgument
         var acknowledged = Set<String>()
         var generator = SplitMix(seed: 2026)
         let rounds = 25
@@ -34,8 +34,8 @@ import Testing
             }
             // Reopen the way a restarted service would (a writer killed before it created the file
             // leaves none, or an empty one), verify, then read everything back.
-            let journal = try Journal(backend: try place.journalBackend, keysPath: keys, master: testMaster)
-            let report = try JournalReader.verify(backend: try place.journalBackend, keysPath: keys, master: testMaster)
+            let journal = try Journal(backend: try place.journalBackend, keys: try place.keyStore, master: testMaster)
+            let report = try place.verify()
             var ids = Set<String>()
             try journal.read { try $0.events { if let id = $0.header.id { ids.insert(id) } } }
             #expect(report.events == Int64(ids.count))
@@ -53,7 +53,7 @@ import Testing
         var acknowledged = Set<String>()
         for round in 0..<3 {
             let writers = try (1...4).map { w in
-                try start("lethe-crash-writer", [url, String(round * 10 + w), "64", place.keysPath], timeLimit: .seconds(60))
+                try start("lethe-crash-writer", [url, String(round * 10 + w), "64", place.keysArgument], timeLimit: .seconds(60))
             }
             usleep(UInt32(900_000 + 300_000 * round))
             for writer in writers { writer.send(SIGKILL) }

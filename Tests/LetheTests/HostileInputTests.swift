@@ -134,15 +134,15 @@ func quoted(_ value: String) -> String { JSONValue.string(value).jsonText }
     @Test(arguments: TestBackend.allCases)
     func numbersRoundTripThroughImportAndExport(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
         let answers = "{" + Self.exactNumbers.enumerated().map { #""q\#($0.offset)":\#($0.element)"# }.joined(separator: ",") + "}"
         let input = [
             hostileLine("AccountSignedUp", data: #"{"name":"Ada","email":"ada@example.com"}"#),
             hostileLine("SurveyAnswered", at: "2026-01-06T10:00:00Z", data: #"{"survey":"s","answers":\#(answers)}"#),
         ].joined(separator: "\n")
-        let imported = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: input)
+        let imported = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: input)
         #expect(imported.status == 0, "\(imported.stderr)")
-        let export = try run("lethe", ["export", "--journal", journal, "--keys", keys])
+        let export = try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments)
         #expect(export.stdout.contains(#""answers":\#(answers)"#), "\(export.stdout)")
     }
 
@@ -459,7 +459,7 @@ func quoted(_ value: String) -> String { JSONValue.string(value).jsonText }
     @Test(arguments: TestBackend.allCases)
     func importWarnsOfEachMaskedLineAndKeepsIt(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
         let input = [
             hostileLine("AccountSignedUp", data: #"{"name":"Ada","email":"ada@example.com"}"#),
             hostileLine("SupportMessageReceived", at: "2026-01-05T10:01:00Z",
@@ -468,7 +468,7 @@ func quoted(_ value: String) -> String { JSONValue.string(value).jsonText }
             hostileLine("SurveyAnswered", at: "2026-01-05T10:03:00Z", data: #"{"survey":"s","answers":{"why":"４１１１１１１１１１１１１１１１"}}"#),
             hostileLine("PageViewed", at: "2026-01-05T10:04:00Z", data: #"{"path":"/","visitor":"v"}"#),
         ].joined(separator: "\n")
-        let r = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: input)
+        let r = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: input)
         #expect(r.status == 1)  // line 3 was rejected
         #expect(r.stdout.hasPrefix("imported 4, duplicates 0, rejected 1 (of 5 lines)"), "\(r.stdout)")
         #expect(r.stdout.contains("masked 2"), "\(r.stdout)")
@@ -480,7 +480,7 @@ func quoted(_ value: String) -> String { JSONValue.string(value).jsonText }
         ], "\(r.stderr)")
         for digits in ["4111", "5555", "４１１１"] { #expect(!r.stderr.contains(digits) && !r.stdout.contains(digits)) }
 
-        let export = try run("lethe", ["export", "--journal", journal, "--keys", keys]).stdout
+        let export = try run("lethe", ["export", "--journal", journal, "--keys", keys] + place.viewsArguments).stdout
         #expect(export.contains(#""body":"my card **** **** **** 1111 exp 12/27","subject":"card ****\#u{A0}****\#u{A0}****\#u{A0}4444""#), "\(export)")
         #expect(export.contains(#""why":"************１１１１""#))
         // Only masked lines: nothing was rejected, so the import succeeds.
@@ -527,16 +527,16 @@ func quoted(_ value: String) -> String { JSONValue.string(value).jsonText }
     func aNULInAnIdLosesNothingElse(_ backend: TestBackend) throws {
         // The id cut at its NUL used to clash with "e1" and abort the whole batch.
         let place = try TestPlace(backend)
-        let (journal, keys) = (place.journalArgument, place.keysPath)
+        let (journal, keys) = (place.journalArgument, place.keysArgument)
         let input = [
             hostileLine("AccountSignedUp", id: "e1", data: #"{"name":"Ada","email":"ada@example.com"}"#),
             hostileLine("PageViewed", id: #"e1\u0000other"#, at: "2026-01-05T10:01:00Z", data: #"{"path":"/","visitor":"v"}"#),
             hostileLine("PageViewed", id: "e2", at: "2026-01-05T10:02:00Z", data: #"{"path":"/","visitor":"v"}"#),
         ].joined(separator: "\n")
-        let r = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys], stdin: input)
+        let r = try run("lethe", ["import", "-", "--journal", journal, "--keys", keys] + place.viewsArguments, stdin: input)
         #expect(r.stdout == "imported 2, duplicates 0, rejected 1 (of 3 lines)\n")
         #expect(r.stderr.hasPrefix("lethe import: stdin: line 2: field id: ") && !r.stderr.contains("other"), "\(r.stderr)")
-        #expect(try run("lethe", ["verify", "--journal", journal, "--keys", keys]).status == 0)
+        #expect(try run("lethe", ["verify", "--journal", journal, "--keys", keys] + place.viewsArguments).status == 0)
     }
 
     @Test func csvCellsNeverStartAFormula() throws {

@@ -78,7 +78,7 @@ import Testing
             try await journal.record(Events.AccountSignedUp(name: "N", email: "n\(n)@example.com"), account: "a\(n)", at: ts("2026-01-01T00:00:00Z"))
             try await journal.record(Events.ErasureRequested(channel: "support"), account: "a\(n)", at: ts("2026-01-02T00:00:00Z"))
         }
-        let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
+        let retention = Retention(journal: journal, views: try ReadModels(journal: journal, path: place.viewsPath))
         let now = ts("2026-02-01T00:00:00Z")
         // Another process holds the lease (as a run in another instance would), with the same
         // lock the engine takes: flock(1) on the journal's lock file (`-o`: its command, which
@@ -169,7 +169,7 @@ import Testing
             try journal.record(Events.AccountSignedUp(name: "N", email: "n\(n)@example.com"), account: "a\(n)", at: ts("2026-01-01T00:00:00Z"))
             try journal.record(Events.ErasureRequested(channel: "support"), account: "a\(n)", at: ts("2026-01-02T00:00:00Z"))
         }
-        let retention = Retention(journal: journal, views: try ReadModels(journal: journal))
+        let retention = Retention(journal: journal, views: try ReadModels(journal: journal, path: place.viewsPath))
         let now = ts("2026-02-01T00:00:00Z")
         // When the run's purge events fill a block (10 events are stored, 2 of them unsealed).
         let admin: Connection? = backend == .postgres ? try Connection(try PostgresAddress(try TestBackend.serverURL())) : nil

@@ -94,7 +94,7 @@ import Testing
 
     func open(_ place: TestPlace, seed: UInt64) throws -> (Journal, Retention) {
         let journal = try place.open(blockEvents: 8, seed: seed, rules: ContractRules())
-        return (journal, Retention(journal: journal, views: try ReadModels(journal: journal)))
+        return (journal, Retention(journal: journal, views: try ReadModels(journal: journal, path: place.viewsPath)))
     }
 
     func newEvent(_ account: String, _ type: EventType, _ data: JSONObject, at: Int64) -> NewEvent {

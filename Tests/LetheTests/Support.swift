@@ -25,7 +25,7 @@ let testMaster = MasterKeySource.key(testMasterKey)
 
 /// Verifies a journal with its key store and the test master key (the head authenticated).
 func verified(_ j: Journal) throws -> JournalReader.VerifyReport {
-    try JournalReader.verify(backend: j.backend, keysPath: j.keysPath, master: testMaster)
+    try JournalReader.verify(backend: j.backend, keys: j.keyStore, master: testMaster)
 }
 
 /// Why `verify` (with the key store beside the journal and the test master key) fails, or nil.

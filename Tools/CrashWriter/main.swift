@@ -1,7 +1,8 @@
 // Appends events to a journal until killed, acknowledging each committed event on stdout.
 //
 // Usage: lethe-crash-writer JOURNAL SEED [BLOCK_EVENTS [KEYS]]
-// JOURNAL is a file or a postgres:// address (whose key store KEYS then names).
+// JOURNAL is a file or a postgres:// address (whose key store KEYS then names: a file, or a
+// postgres:// address of a database of its own).
 // The crash test (Tests/LetheTests/CrashTests.swift) kills it at random instants with SIGKILL,
 // reopens the journal, verifies it, and checks that every acknowledged event is there; several
 // of it append to one PostgreSQL journal at once in another.
@@ -23,7 +24,9 @@ var options = Journal.Options()
 options.blockEvents = args.count > 3 ? Int(args[3]) ?? 64 : 64
 options.entropy = .seeded(seed)
 let journal = PostgresAddress.isAddress(args[1])
-    ? try Journal(postgres: args[1], keysPath: args[4], options: options)
+    ? (PostgresAddress.isAddress(args[4])
+        ? try Journal(postgres: args[1], keyStore: args[4], options: options)
+        : try Journal(postgres: args[1], keysPath: args[4], options: options))
     : try Journal(path: args[1], keysPath: args.count > 4 ? args[4] : nil, options: options)
 /// xorshift64: the workload is reproducible from the seed.
 struct Rng {

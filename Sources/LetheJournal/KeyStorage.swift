@@ -62,6 +62,15 @@ package struct KeyringWrite: Sendable {
 /// The tables of wrapped keys.
 package enum KeyTable: Sendable, CaseIterable {
     case keyrings, ownKeys, journals
+
+    /// The table's name, and its key column's (the same on every backend).
+    package var names: (table: String, key: String) {
+        switch self {
+        case .keyrings: ("keyrings", "account")
+        case .ownKeys: ("own_keys", "id")
+        case .journals: ("journals", "id")
+        }
+    }
 }
 
 /// What the key store needs from the database that holds it: rows of wrapped keys, read inside

@@ -194,7 +194,7 @@ final class SQLiteKeyStorage: KeyStorage {
     }
 
     func rows(of table: KeyTable, below generation: Int64, limit: Int) throws -> [(id: KeyRowID, key: StoredKey)] {
-        let (name, column) = Self.names(table)
+        let (name, column) = table.names
         let s = try db.statement("SELECT \(column), generation, sealed FROM \(name) WHERE generation < ? LIMIT ?")
         defer { s.reset() }
         s.bind(1, generation).bind(2, Int64(limit))
@@ -212,21 +212,13 @@ final class SQLiteKeyStorage: KeyStorage {
 
     func rewrap(_ id: KeyRowID, _ key: StoredKey) throws {
         func update(_ table: KeyTable) throws -> SQLiteStatement {
-            let (name, column) = Self.names(table)
+            let (name, column) = table.names
             return try db.statement("UPDATE \(name) SET generation = ?, sealed = ? WHERE \(column) = ?").bind(1, key.generation).bind(2, key.sealed)
         }
         switch id {
         case .keyring(let account): try update(.keyrings).bind(3, account).run()
         case .own(let n): try update(.ownKeys).bind(3, Int64(bitPattern: n)).run()
         case .journal(let j): try update(.journals).bind(3, j).run()
-        }
-    }
-
-    private static func names(_ table: KeyTable) -> (table: String, key: String) {
-        switch table {
-        case .keyrings: ("keyrings", "account")
-        case .ownKeys: ("own_keys", "id")
-        case .journals: ("journals", "id")
         }
     }
 

@@ -237,7 +237,7 @@ final class PostgresKeyStorage: KeyStorage {
     }
 
     func rows(of table: KeyTable, below generation: Int64, limit: Int) throws -> [(id: KeyRowID, key: StoredKey)] {
-        let (name, column) = Self.names(table)
+        let (name, column) = table.names
         let query = PostgresQuery(unsafeSQL: "SELECT \(column), generation, sealed FROM \(name) WHERE generation < $1 LIMIT $2", binds: {
             var b = PostgresBindings()
             b.append(generation)
@@ -270,14 +270,6 @@ final class PostgresKeyStorage: KeyStorage {
             try connection.query("UPDATE own_keys SET generation = \(key.generation), sealed = \(key.sealed.buffer) WHERE id = \(Int64(bitPattern: n))")
         case .journal(let j):
             try connection.query("UPDATE journals SET generation = \(key.generation), sealed = \(key.sealed.buffer) WHERE id = \(j.buffer)")
-        }
-    }
-
-    private static func names(_ table: KeyTable) -> (table: String, key: String) {
-        switch table {
-        case .keyrings: ("keyrings", "account")
-        case .ownKeys: ("own_keys", "id")
-        case .journals: ("journals", "id")
         }
     }
 

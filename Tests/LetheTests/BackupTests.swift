@@ -13,10 +13,12 @@ import Testing
     func aBackupTakenDuringAppendsRestoresToAConsistentJournal(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)
         let path = place.url ?? place.dir.path("j.lethe")  // (where `journalBackend` puts a file journal)
-        let keys = place.keysPath
+        // The key store: a file, or (on PostgreSQL) a database of its own, from which the restores
+        // into either backend, and their scratch files, take the keys.
+        let keys = try place.keyStore
         let dir = place.dir
         // A writer appends in another process while the backups are taken.
-        let writer = try start("lethe-crash-writer", [path, "7", "16", keys])
+        let writer = try start("lethe-crash-writer", [path, "7", "16", place.keysArgument])
         defer { writer.send(SIGKILL); _ = try? writer.finish() }
         // A writer that fails at once must fail the test, not keep it waiting for events.
         try waitUntil("the writer's first 200 events", timeLimit: .seconds(60)) {
@@ -24,9 +26,9 @@ import Testing
                 let r = try writer.finish()
                 throw TestFailure("the writer exited with \(r.status) before writing 200 events: \(r.stderr)")
             }
-            return (try? JournalReader.verify(backend: place.journalBackend, keysPath: keys, master: testMaster).events) ?? 0 >= 200
+            return (try? place.verify().events) ?? 0 >= 200
         }
-        let journal = try Journal(backend: place.journalBackend, keysPath: keys, master: testMaster)
+        let journal = try Journal(backend: place.journalBackend, keys: keys, master: testMaster)
         var restoredCounts: [Int64] = []
         var targets: [TestPlace] = []  // (their schemas are dropped with them)
         for n in 0..<3 {
@@ -37,16 +39,16 @@ import Testing
             if backend == .postgres && n % 2 == 1 {
                 let target = try TestPlace(.postgres)
                 targets.append(target)
-                try Backup.restore(file, into: target.journalBackend, keysPath: keys, master: testMaster)
-                let report = try JournalReader.verify(backend: target.journalBackend, keysPath: keys, master: testMaster)
+                try Backup.restore(file, into: target.journalBackend, keys: keys, master: testMaster)
+                let report = try JournalReader.verify(backend: target.journalBackend, keys: keys, master: testMaster)
                 #expect(report.anchored && report.events == manifest.lastSeq)
-                restored = try Journal(backend: target.journalBackend, keysPath: keys, master: testMaster)
+                restored = try Journal(backend: target.journalBackend, keys: keys, master: testMaster)
             } else {
                 let target = dir.path("restored\(n).lethe")
-                try Backup.restore(file, to: target, keysPath: keys, master: testMaster)
-                let report = try JournalReader.verify(path: target, keysPath: keys, master: testMaster)
+                try Backup.restore(file, to: target, keys: keys, master: testMaster)
+                let report = try JournalReader.verify(backend: SQLiteBackend(path: target), keys: keys, master: testMaster)
                 #expect(report.anchored && report.events == manifest.lastSeq)
-                restored = try Journal(path: target, keysPath: keys, master: testMaster)
+                restored = try Journal(backend: SQLiteBackend(path: target), keys: keys, master: testMaster)
             }
             // Every event decrypts with the live key store.
             var count: Int64 = 0

@@ -335,7 +335,14 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         #expect(noViews.status != 0 && noViews.stderr.contains("need --views FILE"), "\(noViews.stderr)")
         let accesses = try run("lethe", ["access-log", "--account", "acc_48"] + args + views)
         #expect(accesses.status == 0 && !accesses.stdout.isEmpty, "\(accesses.stderr)")
+        // The master key rotated on the server's key store: the old key opens nothing, the new one everything.
+        let secrets = try TempDir()
+        #expect(try run("lethe", ["keys", "init", secrets.path("new.key")]).status == 0)
+        let rotated = try run("lethe", ["keys", "rotate", "--new-master-key", secrets.path("new.key")] + args)
+        #expect(rotated.status == 0 && rotated.stdout.hasPrefix("rotated: "), "\(rotated.stderr)")
+        #expect(try run("lethe", ["export"] + args).status != 0)
+        #expect(try run("lethe", ["export", "--master-key", secrets.path("new.key")] + args).stdout == export.stdout)
         let password = try #require(try PostgresAddress(keys.argument).password)
-        for r in [imported, verified, unauthenticated, export, noViews, accesses] { #expect(!r.stderr.contains(password) && !r.stdout.contains(password)) }
+        for r in [imported, verified, unauthenticated, export, noViews, accesses, rotated] { #expect(!r.stderr.contains(password) && !r.stdout.contains(password)) }
     }
 }

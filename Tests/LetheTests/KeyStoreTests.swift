@@ -311,6 +311,37 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         }
     }
 
+    /// A key store address that is malformed, has the wrong password, names the journal's own
+    /// database, or names another journal's key store: one line each, naming the cause, never the
+    /// password, and nothing written to the journal.
+    @Test func badKeyStoreAddressesGetOneClearLine() throws {
+        let place = try TestPlace(.postgres), keys = try KeyPlace(.postgres)
+        let line = #"{"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}"#
+        func lethe(_ args: [String], keys: String) throws -> CommandResult {
+            try run("lethe", args + ["--journal", place.journalArgument, "--keys", keys], stdin: line)
+        }
+        let password = try #require(try PostgresAddress(keys.argument).password)
+        let wrong = keys.argument.replacingOccurrences(of: ":" + password + "@", with: ":not-the-password@")
+        let cases: [(keys: String, says: String)] = [
+            ("postgres://lethe:s3cret-pw@/lethe_keys", "the PostgreSQL address is malformed: no host"),
+            (wrong, "password authentication failed"),
+            (try TestBackend.serverURL() + "?schema=" + keys.schema, "is in the journal's database: give it a database of its own"),
+        ]
+        for (address, says) in cases {
+            let r = try lethe(["import", "-"], keys: address)
+            #expect(r.status != 0 && r.stderr.contains(says), "\(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+            for secret in [password, "s3cret-pw", "not-the-password"] { #expect(!r.stderr.contains(secret)) }
+        }
+        #expect(try !place.journalBackend.holdsJournal())  // refused before anything was made
+        // The journal's own key store works; another one (new, empty) holds none of its keys and makes none up.
+        #expect(try lethe(["import", "-"], keys: keys.argument).status == 0)
+        let other = try KeyPlace(.postgres)
+        let r = try lethe(["export"], keys: other.argument)
+        #expect(r.status != 0 && r.stderr.contains("has no keys for journal"), "\(r.stderr)")
+        #expect(try JournalReader.verify(backend: place.journalBackend, keys: keys.backend, master: testMaster).events == 1)
+    }
+
     /// The command line with `--keys postgres://…`: import, verify (with and without the master
     /// key), export and a purge; the read models need `--views`, and the password is never shown.
     @Test func theCommandLineTakesAKeyStoreInPostgreSQL() throws {

@@ -237,6 +237,8 @@ public struct Importer {
             batch = ImportBatch()
             lines.removeAll(keepingCapacity: true)
         }
+        // The first batch is small: the stages after this one wait for it, and start sooner.
+        var limit = max(1, batchSize / 8)
         do {
             while let line = try reader.next(), !queue.isCancelled {
                 let number = reader.lineNumber
@@ -248,7 +250,10 @@ public struct Importer {
                 if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank lines carry nothing
                 batch.lineCount += 1
                 lines.append((number, bytes))
-                if lines.count >= batchSize { handOver() }
+                if lines.count >= limit {
+                    handOver()
+                    limit = batchSize
+                }
             }
             handOver()
         } catch {

@@ -128,35 +128,35 @@ package final class KeyStore {
 
     // MARK: Wrapping
 
-    private func wrap(_ plain: [UInt8], label: String, name: [UInt8]) throws -> [UInt8] {
-        KeyStore.wrap(plain, key: wrapping[generation]!, nonce: entropy.bytes(12), label: label, name: name)
+    private func wrap(_ plain: [UInt8], as id: KeyRowID) -> StoredKey {
+        StoredKey(generation: generation, sealed: KeyStore.wrap(plain, as: id, key: wrapping[generation]!, nonce: entropy.bytes(12)))
     }
 
-    /// `plain` sealed under the wrapping key with a fresh 12-byte nonce, bound to its label and name.
-    private static func wrap(_ plain: [UInt8], key: SymmetricKey, nonce: [UInt8], label: String, name: [UInt8]) -> [UInt8] {
+    /// `plain` sealed under the wrapping key with a fresh 12-byte nonce, bound to the label and
+    /// name of the row `id` (`binding`).
+    private static func wrap(_ plain: [UInt8], as id: KeyRowID, key: SymmetricKey, nonce: [UInt8]) -> [UInt8] {
         // A 256-bit key and a 12-byte nonce: sealing cannot fail; `combined` exists for that nonce size.
         guard let nonce = try? AES.GCM.Nonce(data: nonce),
-              let combined = try? AES.GCM.seal(plain, using: key, nonce: nonce, authenticating: Array(label.utf8) + name).combined
+              let combined = try? AES.GCM.seal(plain, using: key, nonce: nonce, authenticating: binding(id)).combined
         else { preconditionFailure("AES-GCM refused a 256-bit key and a 12-byte nonce") }
         return Array(combined)
     }
 
-    private func unwrap(_ sealed: [UInt8], generation g: Int64, label: String, name: [UInt8], what: String) throws -> [UInt8] {
-        try KeyStore.unwrap(sealed, key: wrapping[g], generation: g, label: label, name: name, what: what, path: path)
+    private func unwrap(_ stored: StoredKey, as id: KeyRowID) throws -> [UInt8] {
+        try KeyStore.unwrap(stored, as: id, wrapping: wrapping, path: path)
     }
 
-    /// Opens a wrapped key under `key`, the wrapping key of generation `g` (nil: this process
-    /// was not given it).
-    private static func unwrap(
-        _ sealed: [UInt8], key: SymmetricKey?, generation g: Int64, label: String, name: [UInt8], what: String, path: String
-    ) throws(JournalError) -> [UInt8] {
-        guard let key else {
-            throw JournalError(.keys, "\(what) in the key store \(path) is wrapped under another master key (generation \(g)): a rotation is in progress or was done with a key this process was not given; finish it with `lethe keys rotate`, then use the new master key")
+    /// Opens the wrapped key of the row `id` under the wrapping key of its generation (an error
+    /// when this process was not given it, or when it does not open).
+    private static func unwrap(_ stored: StoredKey, as id: KeyRowID, wrapping: [Int64: SymmetricKey], path: String) throws(JournalError) -> [UInt8] {
+        let (sealed, g) = (stored.sealed, stored.generation)
+        guard let key = wrapping[g] else {
+            throw JournalError(.keys, "\(describe(id)) in the key store \(path) is wrapped under another master key (generation \(g)): a rotation is in progress or was done with a key this process was not given; finish it with `lethe keys rotate`, then use the new master key")
         }
         do {
-            return Array(try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key, authenticating: Array(label.utf8) + name))
+            return Array(try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key, authenticating: binding(id)))
         } catch {
-            throw JournalError(.keys, "\(what) in the key store \(path) does not open under the master key (the store was altered)")
+            throw JournalError(.keys, "\(describe(id)) in the key store \(path) does not open under the master key (the store was altered)")
         }
     }
 
@@ -199,7 +199,7 @@ package final class KeyStore {
     private func readKeyring(_ account: String) throws -> (ring: Keyring, sealed: [UInt8])? {
         guard let stored = try db.keyring(account) else { return nil }
         let sealed = stored.sealed
-        let plain = try unwrap(sealed, generation: stored.generation, label: "lethe keyring v1", name: Array(account.utf8), what: "the keys of account \(account)")
+        let plain = try unwrap(stored, as: .keyring(account: account))
         do {
             return (try Keyring.decode(plain, account: account), sealed)
         } catch {
@@ -219,7 +219,7 @@ package final class KeyStore {
     /// Stores `ring` if the stored keyring is still `expected` (nil: there is none); returns the
     /// sealed bytes written, or nil when another process changed it first.
     private func writeKeyring(_ ring: Keyring, expected: [UInt8]?, at time: Timestamp) throws -> [UInt8]? {
-        let sealed = try wrap(ring.encode(), label: "lethe keyring v1", name: Array(ring.account.utf8))
+        let sealed = wrap(ring.encode(), as: .keyring(account: ring.account)).sealed
         return try db.storeKeyrings([keyringWrite(ring, sealed: sealed, expected: expected, at: time)])[0] ? sealed : nil
     }
 
@@ -278,9 +278,7 @@ package final class KeyStore {
         let (wrapping, path) = (self.wrapping, self.path)
         let opened = rings.parallelMap(minimumSlice: 64) { row in
             Result { () throws(JournalError) in
-                let plain = try KeyStore.unwrap(
-                    row.key.sealed, key: wrapping[row.key.generation], generation: row.key.generation, label: "lethe keyring v1",
-                    name: Array(row.account.utf8), what: "the keys of account \(row.account)", path: path)
+                let plain = try KeyStore.unwrap(row.key, as: .keyring(account: row.account), wrapping: wrapping, path: path)
                 do {
                     return try Keyring.decode(plain, account: row.account)
                 } catch {
@@ -291,9 +289,7 @@ package final class KeyStore {
         for (row, ring) in zip(rings, opened) { remember(try ring.get(), sealed: row.key.sealed) }
         let keys = owned.parallelMap(minimumSlice: 64) { row in
             Result { () throws(JournalError) in
-                let plain = try KeyStore.unwrap(
-                    row.key.sealed, key: wrapping[row.key.generation], generation: row.key.generation, label: "lethe own key v1",
-                    name: KeyStore.ownName(row.id), what: "own key \(row.id)", path: path)
+                let plain = try KeyStore.unwrap(row.key, as: .own(row.id), wrapping: wrapping, path: path)
                 guard plain.count == 32 else { throw JournalError(.keys, "own key \(row.id) in the key store \(path) is damaged") }
                 return SymmetricKey(data: plain)
             }
@@ -361,8 +357,8 @@ package final class KeyStore {
                 let nonces = entropy.bytes(12 * batch.count)
                 let (wrappingKey, rings) = (wrapping[generation]!, batch.map(\.ring))
                 let sealed = Array(rings.indices).parallelMap(minimumSlice: 64) { k in
-                    KeyStore.wrap(rings[k].encode(), key: wrappingKey, nonce: Array(nonces[(12 * k)..<(12 * k + 12)]),
-                                  label: "lethe keyring v1", name: Array(rings[k].account.utf8))
+                    KeyStore.wrap(rings[k].encode(), as: .keyring(account: rings[k].account), key: wrappingKey,
+                                  nonce: Array(nonces[(12 * k)..<(12 * k + 12)]))
                 }
                 let written = try db.storeKeyrings(zip(batch, sealed).map { keyringWrite($0.ring, sealed: $1, expected: $0.expected, at: time) })
                 for (((ring, _), sealed), stored) in zip(zip(batch, sealed), written) {
@@ -389,9 +385,8 @@ package final class KeyStore {
                     let rows = Array(0..<ownKeys).parallelMap(minimumSlice: 64) { k in
                         let id = last + 1 + UInt64(k)
                         return (id: id, key: StoredKey(generation: current, sealed: KeyStore.wrap(
-                            Array(material[(32 * k)..<(32 * k + 32)]), key: wrappingKey,
-                            nonce: Array(material[(32 * ownKeys + 12 * k)..<(32 * ownKeys + 12 * k + 12)]),
-                            label: "lethe own key v1", name: KeyStore.ownName(id))))
+                            Array(material[(32 * k)..<(32 * k + 32)]), as: .own(id), key: wrappingKey,
+                            nonce: Array(material[(32 * ownKeys + 12 * k)..<(32 * ownKeys + 12 * k + 12)]))))
                     }
                     try db.insertOwnKeys(rows)
                     for (k, row) in rows.enumerated() {
@@ -407,12 +402,22 @@ package final class KeyStore {
 
     private static func ownName(_ id: UInt64) -> [UInt8] { withUnsafeBytes(of: id.littleEndian) { Array($0) } }
 
-    /// A wrapped row's label and name (what its wrapping is bound to), and what to call it in an error.
-    private static func describe(_ id: KeyRowID) -> (label: String, name: [UInt8], what: String) {
+    /// What the wrapping of the row `id` is bound to (its additional data): a label per kind of
+    /// key and the row's name, so that a wrapped key moved to another row does not open.
+    private static func binding(_ id: KeyRowID) -> [UInt8] {
         switch id {
-        case .keyring(let account): ("lethe keyring v1", Array(account.utf8), "the keys of account \(account)")
-        case .own(let n): ("lethe own key v1", ownName(n), "own key \(n)")
-        case .journal(let j): ("lethe journal keys v1", j, "the keys of journal \(Hex.encode(j))")
+        case .keyring(let account): Array("lethe keyring v1".utf8) + Array(account.utf8)
+        case .own(let n): Array("lethe own key v1".utf8) + ownName(n)
+        case .journal(let j): Array("lethe journal keys v1".utf8) + j
+        }
+    }
+
+    /// What to call the row `id` in an error.
+    private static func describe(_ id: KeyRowID) -> String {
+        switch id {
+        case .keyring(let account): "the keys of account \(account)"
+        case .own(let n): "own key \(n)"
+        case .journal(let j): "the keys of journal \(Hex.encode(j))"
         }
     }
 
@@ -429,7 +434,7 @@ package final class KeyStore {
     private func ownKey(_ id: UInt64) throws -> Lookup {
         if let key = ownKeys[id] { return .key(key) }
         if let stored = try db.ownKey(id) {
-            let plain = try unwrap(stored.sealed, generation: stored.generation, label: "lethe own key v1", name: KeyStore.ownName(id), what: "own key \(id)")
+            let plain = try unwrap(stored, as: .own(id))
             guard plain.count == 32 else { throw JournalError(.keys, "own key \(id) in the key store \(path) is damaged") }
             let key = SymmetricKey(data: plain)
             rememberOwn(id, key)
@@ -479,7 +484,7 @@ package final class KeyStore {
         if let keys = journalKeys[id] { return keys }
         func read() throws -> JournalKeys? {
             guard let stored = try db.journalKeys(id) else { return nil }
-            let plain = try unwrap(stored.sealed, generation: stored.generation, label: "lethe journal keys v1", name: id, what: "the keys of journal \(Hex.encode(id))")
+            let plain = try unwrap(stored, as: .journal(id))
             guard plain.count == 96 else { throw JournalError(.keys, "the keys of journal \(Hex.encode(id)) in \(path) are damaged") }
             return JournalKeys(engine: SymmetricKey(data: plain[0..<32]), anchor: SymmetricKey(data: plain[32..<64]), backup: SymmetricKey(data: plain[64..<96]))
         }
@@ -491,7 +496,7 @@ package final class KeyStore {
             return try db.transaction {
                 if let keys = try read() { return keys }
                 let plain = entropy.bytes(96)
-                try db.insertJournalKeys(id, StoredKey(generation: generation, sealed: try wrap(plain, label: "lethe journal keys v1", name: id)))
+                try db.insertJournalKeys(id, wrap(plain, as: .journal(id)))
                 return JournalKeys(engine: SymmetricKey(data: plain[0..<32]), anchor: SymmetricKey(data: plain[32..<64]), backup: SymmetricKey(data: plain[64..<96]))
             }
         }
@@ -639,9 +644,7 @@ package final class KeyStore {
                     var n = 0
                     for table in KeyTable.allCases {
                         for (id, stored) in try db.rows(of: table, below: target, limit: batch) {
-                            let (label, name, what) = KeyStore.describe(id)
-                            let plain = try unwrap(stored.sealed, generation: stored.generation, label: label, name: name, what: what)
-                            try db.rewrap(id, StoredKey(generation: target, sealed: try wrap(plain, label: label, name: name)))
+                            try db.rewrap(id, wrap(try unwrap(stored, as: id), as: id))
                             n += 1
                         }
                     }

@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "LethePostgres",
             dependencies: [
-                "LetheJournal",
+                "LetheJournal", "LetheViews",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -65,13 +65,13 @@ struct BackupCommand: ParsableCommand {
                 let summary = options.isServer
                     ? try Backup.restore(file, into: options.backend(), keys: keys, master: options.master, replace: replace)
                     : try Backup.restore(file, to: options.journal, keys: keys, master: options.master, replace: replace)
-                let views = try options.viewsPath
-                for suffix in ["", "-wal", "-shm"] { unlink(views + suffix) }  // derived from the old journal
                 writeStdout("restored: " + BackupCommand.describe(file, summary) + "\n")
                 // The live key store knows what was purged since: those accounts stay purged (with
                 // their whole audit trail), and every purge due now is applied again.
                 let journal = try options.open()
-                let models = try options.readModels(journal)
+                // The read models were made from the journal before the restore: made again.
+                let models = try ReadModels(journal: journal, place: try options.viewsPlace(journal), policy: try options.retentionPolicy())
+                try models.rebuild()
                 var logger = Logger(label: "lethe.retention")
                 logger.logLevel = .warning
                 let retention = Retention(journal: journal, views: models, logger: logger)

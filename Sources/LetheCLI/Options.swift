@@ -76,21 +76,21 @@ struct JournalOptions: ParsableArguments {
     @Option(name: .long, help: "The time to use as now, RFC 3339 in UTC, like 2026-03-01T00:00:00Z (default: the system clock).")
     var now: Timestamp?
 
-    @Option(name: .long, help: "The read models (default: the journal's path + \".views\", or the key store's for a journal in PostgreSQL); derived data, rebuilt when missing.")
+    @Option(name: .long, help: "The read models: a file, or a PostgreSQL database, postgres://USER:PASSWORD@HOST:PORT/DATABASE[?schema=NAME] (default: the journal's path + \".views\"; for a journal in PostgreSQL, the schema NAME_views in its database, which every instance shares); derived data, rebuilt when missing.")
     var views: String?
 
-    /// `--views`, else beside the journal's file (or the key store's, for a server's journal).
-    ///
-    /// The read models are a file: with neither the journal nor the key store in one, a command
-    /// that reads them needs `--views`.
-    var viewsPath: String {
-        get throws {
-            if let views { return views }
-            guard !isServer || !keysOnServer else {
-                throw ValidationError("a journal and a key store both in PostgreSQL need --views FILE for the read models")
-            }
-            return (isServer ? keysPath : journal) + ".views"
+    /// `--views`, else where the journal keeps its read models. A malformed address is refused
+    /// without its password.
+    func viewsPlace(_ journal: Journal) throws -> ViewsPlace {
+        guard let views else { return try ReadModels.defaultPlace(of: journal) }
+        if JournalOptions.isAddress(views) {
+            #if PostgreSQL
+            return .postgres(try PostgresAddress(views))
+            #else
+            throw ValidationError("this build of lethe has no PostgreSQL support (built without its PostgreSQL trait): --views takes the path of a file")
+            #endif
         }
+        return .file(views)
     }
 
     @Option(name: .long, help: "The retention policy (JSON; default: the journal's path + \".policy.json\" if it exists (a file journal), else the shipped policy: see `lethe retention policy`).")
@@ -119,7 +119,7 @@ struct JournalOptions: ParsableArguments {
 
     /// The read models, caught up with the journal (progress on a terminal).
     func readModels(_ journal: Journal) throws -> ReadModels {
-        let models = try ReadModels(journal: journal, path: try viewsPath, policy: try retentionPolicy())
+        let models = try ReadModels(journal: journal, place: try viewsPlace(journal), policy: try retentionPolicy())
         var progress = Progress("catching up the read models")
         try models.catchUp { progress.update($0, of: $1, unit: "events") }
         progress.finish()

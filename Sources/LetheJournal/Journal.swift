@@ -170,14 +170,9 @@ public final class Journal: Sendable {
 
     deinit { commits.stopFeed() }
 
-    /// Where the read models live unless told otherwise: beside the journal's file, or, for a
-    /// journal on a server (which has no file), beside its key store's; nil when that is on a
-    /// server too (the read models are a file, and there is none to put them beside).
-    public var defaultViewsPath: String? {
-        if !backend.dataPaths.isEmpty { return path + ".views" }
-        if !keyStore.dataPaths.isEmpty { return keysPath + ".views" }
-        return nil
-    }
+    /// The file the read models live in unless told otherwise, for a journal in a file: beside
+    /// it. (A journal on a server keeps them on the server: see `ReadModels`.)
+    public var defaultViewsPath: String? { backend.dataPaths.isEmpty ? nil : path + ".views" }
 
     /// How many events a bulk import (`Importer`) appends at a time on this journal's backend.
     public var importBatchSize: Int { backend.importBatchSize }

@@ -171,14 +171,14 @@ func journalHash(schema: String, _ purpose: String) -> UInt64 {
 /// own: one database holds several journals, in schemas of their own).
 func commitChannel(schema: String) -> String { "lethe_commits_" + String(journalHash(schema: schema, "commits"), radix: 16) }
 
-private func binds(_ key: String, _ value: some PostgresNonThrowingEncodable) -> PostgresBindings {
+func binds(_ key: String, _ value: some PostgresNonThrowingEncodable) -> PostgresBindings {
     var b = PostgresBindings()
     b.append(key)
     b.append(value)
     return b
 }
 
-private func binds(_ text: String) -> PostgresBindings {
+func binds(_ text: String) -> PostgresBindings {
     var b = PostgresBindings()
     b.append(text)
     return b

@@ -49,30 +49,30 @@ public struct ProjectedEvent: Sendable {
 /// - Events of an account that never signed up change nothing, as in `AccountState`; the engine's
 ///   statistics account only adds anonymous page-view counts.
 final class Projector {
-    private let db: SQLiteDatabase
+    private let db: any ViewDatabase
     /// The field key of (account, key), nil once that key is gone.
     private let keys: (String, KeyRef) throws -> SymmetricKey?
-    private let accountStatus, insertAccount, setProfile, setCancelled, setErasure, purgeAccount: SQLiteStatement
-    private let insertItem, deleteItem, restoreItem, removeItem: SQLiteStatement
-    private let insertAddress, insertPayment, upsertTicket, hasTicket: SQLiteStatement
-    private let grantConsent, revokeConsent, hasConsent, insertNotice, hasMergerNotice, insertDisclosure: SQLiteStatement
-    private let placeHold, releaseHold, hasHold, insertAccess: SQLiteStatement
-    private let startObligation, endObligations, endItemObligations, endAccountObligations: SQLiteStatement
-    private let insertRecord, expireRecords, expireAccesses, addPageViewStats, insertErasureRequest: SQLiteStatement
+    private let accountStatus, insertAccount, setProfile, setCancelled, setErasure, purgeAccount: any ViewStatement
+    private let insertItem, deleteItem, restoreItem, removeItem: any ViewStatement
+    private let insertAddress, insertPayment, upsertTicket, hasTicket: any ViewStatement
+    private let grantConsent, revokeConsent, hasConsent, insertNotice, hasMergerNotice, insertDisclosure: any ViewStatement
+    private let placeHold, hasOpenHold, releaseHold, hasHold, insertAccess: any ViewStatement
+    private let startObligation, endObligations, endItemObligations, endAccountObligations: any ViewStatement
+    private let insertRecord, expireRecords, expireAccesses, addPageViewStats, insertErasureRequest: any ViewStatement
     /// Event types whose raw records expire on their own (the policy's record rules), by type.
     private let recordRules: [EventType: RetentionPolicy.RecordRule]
     private let recordRulesByName: [String: RetentionPolicy.RecordRule]
-    private let purgeStatements: [SQLiteStatement]
+    private let purgeStatements: [any ViewStatement]
     /// Accounts' statuses (nil: never signed up) as of the last event applied, for the accounts
     /// seen since `forget`: most events need their account's status, few change it.
     private var statuses: [String: String?] = [:]
 
-    init(db: SQLiteDatabase, policy: RetentionPolicy, keys: @escaping (String, KeyRef) throws -> SymmetricKey?) throws {
+    init(db: any ViewDatabase, policy: RetentionPolicy, keys: @escaping (String, KeyRef) throws -> SymmetricKey?) throws {
         self.db = db
         self.keys = keys
         recordRules = Dictionary(uniqueKeysWithValues: policy.records.map { ($0.type, $0) })
         recordRulesByName = Dictionary(uniqueKeysWithValues: policy.records.map { ($0.rule, $0) })
-        func s(_ sql: String) throws -> SQLiteStatement { try db.statement(sql) }
+        func s(_ sql: String) throws -> any ViewStatement { try db.prepare(sql) }
         accountStatus = try s("SELECT status FROM accounts WHERE account=?1")
         insertAccount = try s("INSERT INTO accounts(account, status, name, company, email, signed_up_at) VALUES(?1, 'active', ?2, ?3, ?4, ?5)")
         setProfile = try s("UPDATE accounts SET name=coalesce(?2, name), company=coalesce(?3, company), email=coalesce(?4, email) WHERE account=?1")
@@ -80,8 +80,8 @@ final class Projector {
         setErasure = try s("UPDATE accounts SET erasure_requested_at=coalesce(erasure_requested_at, ?2) WHERE account=?1")
         purgeAccount = try s("UPDATE accounts SET status='purged', name=NULL, company=NULL, email=NULL, purged_at=?2 WHERE account=?1")
         insertItem = try s("""
-            INSERT OR IGNORE INTO items(account, item, key_number, kind, label, state, created_at, created_seq)
-            VALUES(?1, ?2, ?3, ?4, ?5, 'live', ?6, ?7)
+            INSERT INTO items(account, item, key_number, kind, label, state, created_at, created_seq)
+            VALUES(?1, ?2, ?3, ?4, ?5, 'live', ?6, ?7) ON CONFLICT DO NOTHING
             """)
         deleteItem = try s("UPDATE items SET state='trash', deleted_at=?3, deleted_ns=?4 WHERE account=?1 AND item=?2 AND state='live'")
         restoreItem = try s("UPDATE items SET state='live', deleted_at=NULL, deleted_ns=NULL WHERE account=?1 AND item=?2 AND state='trash'")
@@ -90,33 +90,37 @@ final class Projector {
         insertPayment = try s("INSERT INTO payments VALUES(?1, ?2, ?3, ?4)")
         upsertTicket = try s("""
             INSERT INTO tickets VALUES(?1, ?2, ?3, ?4, ?5, 1, ?4)
-            ON CONFLICT(account, ticket_tag) DO UPDATE SET messages=messages+1, last_message_at=?4, subject=coalesce(subject, ?5)
+            ON CONFLICT(account, ticket_tag) DO UPDATE SET messages=tickets.messages+1, last_message_at=excluded.last_message_at,
+                subject=coalesce(tickets.subject, excluded.subject)
             """)
         hasTicket = try s("SELECT 1 FROM tickets WHERE account=?1 AND ticket_tag=?2")
-        grantConsent = try s("INSERT OR IGNORE INTO consents VALUES(?1, ?2, ?3, ?4)")
+        grantConsent = try s("INSERT INTO consents VALUES(?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")
         revokeConsent = try s("DELETE FROM consents WHERE account=?1 AND purpose_tag=?2")
         hasConsent = try s("SELECT 1 FROM consents WHERE account=?1 AND purpose_tag=?2")
         insertNotice = try s("INSERT INTO notices VALUES(?1, ?2, ?3, ?4, ?5)")
         hasMergerNotice = try s("SELECT 1 FROM notices WHERE account=?1 AND topic='merger'")
         insertDisclosure = try s("INSERT INTO disclosures VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")
         placeHold = try s("""
-            INSERT INTO legal_holds(account, "case", placed_seq, reason, placed_at, placed_ns)
-            SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (
-                SELECT 1 FROM legal_holds WHERE account=?1 AND "case"=?2 AND released_ns IS NULL)
+            INSERT INTO legal_holds(account, "case", placed_seq, reason, placed_at, placed_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6)
             """)
+        hasOpenHold = try s("SELECT 1 FROM legal_holds WHERE account=?1 AND \"case\"=?2 AND released_ns IS NULL")
         releaseHold = try s("UPDATE legal_holds SET released_at=?3, released_ns=?4 WHERE account=?1 AND \"case\"=?2 AND released_ns IS NULL")
         hasHold = try s("SELECT 1 FROM legal_holds WHERE account=?1 AND released_ns IS NULL")
-        startObligation = try s("INSERT OR IGNORE INTO obligations(account, item, rule, start_seq, start_at, start_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")
+        startObligation = try s("""
+            INSERT INTO obligations(account, item, rule, start_seq, start_at, start_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING
+            """)
         endObligations = try s("""
             UPDATE obligations SET end_at=?4, end_ns=?5, ended_by=?6 WHERE account=?1 AND item=?2 AND rule=?3 AND end_ns IS NULL
             """)
         endItemObligations = try s("UPDATE obligations SET end_at=?3, end_ns=?4, ended_by=?5 WHERE account=?1 AND item=?2 AND end_ns IS NULL")
         endAccountObligations = try s("UPDATE obligations SET end_at=?2, end_ns=?3, ended_by='AccountPurged' WHERE account=?1 AND end_ns IS NULL")
-        insertRecord = try s("INSERT OR IGNORE INTO records VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+        insertRecord = try s("INSERT INTO records VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING")
         // `+at_ns`: by the primary key (this account's records), never by the time index (everybody's).
         expireRecords = try s("DELETE FROM records WHERE account=?1 AND type=?2 AND +at_ns<=?3")
         expireAccesses = try s("UPDATE access_log SET access=NULL, authorized=NULL WHERE account=?1 AND at_ns<=?2")
-        addPageViewStats = try s("INSERT INTO page_view_stats VALUES(?1, ?2, ?3) ON CONFLICT DO UPDATE SET views=views+?3")
+        addPageViewStats = try s("""
+            INSERT INTO page_view_stats VALUES(?1, ?2, ?3) ON CONFLICT(day, path) DO UPDATE SET views=page_view_stats.views+excluded.views
+            """)
         insertErasureRequest = try s("INSERT INTO erasure_requests VALUES(?1, ?2, ?3, ?4)")
         insertAccess = try s("INSERT INTO access_log VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
         let outliving = EventType.allCases.filter { $0.recordChain.map(EventType.chainsOutlivingAccount.contains) ?? false }
@@ -137,7 +141,7 @@ final class Projector {
     }
 
     /// Whether a query bound by `bind` returns a row.
-    private func exists(_ statement: SQLiteStatement) throws -> Bool {
+    private func exists(_ statement: any ViewStatement) throws -> Bool {
         defer { statement.reset() }
         return try statement.step()
     }
@@ -291,6 +295,9 @@ final class Projector {
                 .bind(6, withoutConsent ? 1 : 0).bind(7, withoutNotice ? 1 : 0).run()
         case .legalHoldPlaced:
             guard let c = text("case") else { return }
+            // One open hold per case: placing it again while it is open changes nothing.
+            hasOpenHold.bind(1, account).bind(2, c)
+            guard try !exists(hasOpenHold) else { return }
             try placeHold.bind(1, account).bind(2, c).bind(3, h.seq).bind(4, sealed(.holdReason, text("reason"))).bind(5, at)
                 .bind(6, h.at.nanoseconds).run()
         case .legalHoldReleased:

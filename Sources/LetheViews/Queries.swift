@@ -165,15 +165,15 @@ extension Optional where Wrapped == String {
 extension ReadModels {
     /// Runs `body` in one read transaction, with the field keys at hand (nil for a key that is
     /// gone). Locks in the order catch-up takes them: the connection, then the keys.
-    private func sealedQuery<T>(_ body: (SQLiteDatabase, (String, KeyRef) throws -> SymmetricKey?) throws -> T) throws -> T {
+    private func sealedQuery<T: Sendable>(_ body: (any ViewDatabase, (String, KeyRef) throws -> SymmetricKey?) throws -> T) throws -> T {
         try query { db in
             try fieldKeys.withKeys { keys in try withoutActuallyEscaping(keys) { keys in try body(db, keys) } }
         }
     }
 
-    private func rows<T>(_ sql: String, _ binds: [String], _ row: (SQLiteStatement) throws -> T) throws -> [T] {
+    private func rows<T: Sendable>(_ sql: String, _ binds: [String], _ row: (any ViewStatement) throws -> T) throws -> [T] {
         try query { db in
-            let s = try db.statement(sql)
+            let s = try db.prepare(sql)
             for (k, value) in binds.enumerated() { s.bind(Int32(k + 1), value) }
             var out: [T] = []
             while try s.step() { out.append(try row(s)) }
@@ -185,7 +185,7 @@ extension ReadModels {
     /// sqlite3, the constraint dropped with the table): a NULL there throws `.corrupt` naming
     /// the table, the row (`row`: its account or sequence number, never a personal value) and
     /// the column.
-    private func text(_ s: SQLiteStatement, _ column: Int32, _ table: String, row: @autoclosure () -> String) throws -> String {
+    private func text(_ s: any ViewStatement, _ column: Int32, _ table: String, row: @autoclosure () -> String) throws -> String {
         if let text = s.text(column) { return text }
         throw JournalError(.corrupt, """
             the read models \(path): table \(table), row \(row()): column \(s.columnName(column)) is NULL \
@@ -194,10 +194,10 @@ extension ReadModels {
     }
 
     /// Rows of one account whose fields are sealed under the account's own key.
-    private func accountRows<T>(_ sql: String, _ account: String, _ row: (SQLiteStatement, SymmetricKey?) throws -> T) throws -> [T] {
+    private func accountRows<T: Sendable>(_ sql: String, _ account: String, _ row: (any ViewStatement, SymmetricKey?) throws -> T) throws -> [T] {
         try sealedQuery { db, keys in
             let key = try keys(account, .account)
-            let s = try db.statement(sql)
+            let s = try db.prepare(sql)
             s.bind(1, account)
             var out: [T] = []
             while try s.step() { out.append(try row(s, key)) }
@@ -220,7 +220,7 @@ extension ReadModels {
     /// The account's items, live and in the trash, in order of creation.
     public func items(account: String) throws -> [Views.Item] {
         try sealedQuery { db, keys in
-            let s = try db.statement("SELECT item, kind, label, state, created_at, deleted_at, key_number FROM items WHERE account=?1 ORDER BY created_at, item")
+            let s = try db.prepare("SELECT item, kind, label, state, created_at, deleted_at, key_number FROM items WHERE account=?1 ORDER BY created_at, item")
             s.bind(1, account)
             var out: [Views.Item] = []
             while try s.step() {
@@ -275,7 +275,7 @@ extension ReadModels {
     public func legalHolds(account: String) throws -> [Views.LegalHold] {
         try sealedQuery { db, keys in
             let key = try keys(account, .journal)
-            let s = try db.statement("SELECT \"case\", reason, placed_at FROM legal_holds WHERE account=?1 AND released_ns IS NULL ORDER BY placed_seq")
+            let s = try db.prepare("SELECT \"case\", reason, placed_at FROM legal_holds WHERE account=?1 AND released_ns IS NULL ORDER BY placed_seq")
             s.bind(1, account)
             var out: [Views.LegalHold] = []
             while try s.step() {
@@ -294,7 +294,7 @@ extension ReadModels {
             ? "SELECT \(columns) FROM disclosures ORDER BY at_ns, seq"
             : "SELECT \(columns) FROM disclosures WHERE account=?1 ORDER BY at_ns, seq"
         return try sealedQuery { db, keys in
-            let s = try db.statement(sql)
+            let s = try db.prepare(sql)
             if let account { s.bind(1, account) }
             var out: [Views.Disclosure] = []
             while try s.step() {
@@ -317,7 +317,7 @@ extension ReadModels {
             ? "SELECT \(columns) FROM access_log ORDER BY at_ns, seq"
             : "SELECT \(columns) FROM access_log WHERE account=?1 ORDER BY at_ns, seq"
         try sealedQuery { db, keys in
-            let s = try db.statement(sql)
+            let s = try db.prepare(sql)
             if let account { s.bind(1, account) }
             while try s.step() {
                 let owner = try text(s, 2, "access_log", row: "seq \(s.int(0))")
@@ -337,7 +337,7 @@ extension ReadModels {
     public func pageViews(fromDay: String = "0000-00-00", toDay: String = "9999-99-99") throws -> [Views.PageViewCount] {
         var counts: [String: [String: Int64]] = [:]
         try sealedQuery { db, keys in
-            let live = try db.statement("""
+            let live = try db.prepare("""
                 SELECT account, day, key_number, key_index, path FROM records WHERE type='PageViewed' AND day BETWEEN ?1 AND ?2
                 """)
             live.bind(1, fromDay).bind(2, toDay)
@@ -348,7 +348,7 @@ extension ReadModels {
                 counts[try text(live, 1, "records", row: "of account \(account)"), default: [:]][path, default: 0] += 1
             }
             live.reset()
-            let stats = try db.statement("SELECT day, path, views FROM page_view_stats WHERE day BETWEEN ?1 AND ?2")
+            let stats = try db.prepare("SELECT day, path, views FROM page_view_stats WHERE day BETWEEN ?1 AND ?2")
             stats.bind(1, fromDay).bind(2, toDay)
             while try stats.step() {
                 let day = try text(stats, 0, "page_view_stats", row: "of a day")
@@ -373,7 +373,7 @@ extension ReadModels {
                 "SELECT \(columns) FROM obligations WHERE end_ns IS NULL AND start_ns <= ?1",
                 "SELECT \(columns) FROM obligations WHERE end_ns IS NOT NULL AND end_ns > ?1 AND start_ns <= ?1",
             ] {
-                let s = try db.statement(sql)
+                let s = try db.prepare(sql)
                 s.bind(1, asOf.nanoseconds)
                 while try s.step() {
                     let item = s.text(1) ?? ""
@@ -391,7 +391,7 @@ extension ReadModels {
     /// One account's obligations pending at `moment` (by its primary key).
     public func obligations(account: String, pendingAt moment: Timestamp) throws -> [Views.Obligation] {
         try query { db in
-            let s = try db.statement("""
+            let s = try db.prepare("""
                 SELECT item, rule, start_seq, start_ns FROM obligations
                 WHERE account=?1 AND start_ns <= ?2 AND (end_ns IS NULL OR end_ns > ?2)
                 """)
@@ -411,7 +411,7 @@ extension ReadModels {
     /// Obligations executed (their item or account purged) by `asOf`, in order of execution.
     public func executedObligations(through asOf: Timestamp) throws -> [Views.Obligation] {
         try query { db in
-            let s = try db.statement("""
+            let s = try db.prepare("""
                 SELECT account, item, rule, start_seq, start_ns, end_ns, ended_by FROM obligations
                 WHERE end_ns IS NOT NULL AND end_ns <= ?1 AND ended_by IN ('ItemPurged', 'AccountPurged') ORDER BY end_ns, account, item
                 """)
@@ -431,7 +431,7 @@ extension ReadModels {
     /// The legal cases open on the account at `moment`.
     public func openCases(account: String, at moment: Timestamp) throws -> [String] {
         try query { db in
-            let s = try db.statement("""
+            let s = try db.prepare("""
                 SELECT "case" FROM legal_holds WHERE account=?1 AND placed_ns <= ?2 AND (released_ns IS NULL OR released_ns > ?2)
                 ORDER BY placed_seq
                 """)
@@ -447,7 +447,7 @@ extension ReadModels {
     /// opened with its own key.
     public func records(of type: EventType, through cutoff: Timestamp) throws -> [String: [Views.Record]] {
         try sealedQuery { db, keys in
-            let s = try db.statement("SELECT account, seq, at_ns, day, key_number, key_index, path FROM records WHERE type=?1 AND at_ns<=?2 ORDER BY account, seq")
+            let s = try db.prepare("SELECT account, seq, at_ns, day, key_number, key_index, path FROM records WHERE type=?1 AND at_ns<=?2 ORDER BY account, seq")
             s.bind(1, type.rawValue).bind(2, cutoff.nanoseconds)
             var out: [String: [Views.Record]] = [:]
             while try s.step() {
@@ -461,7 +461,7 @@ extension ReadModels {
     /// All the account's raw records of `type` still held.
     public func records(of type: EventType, account: String) throws -> [Views.Record] {
         try sealedQuery { db, keys in
-            let s = try db.statement("SELECT seq, at_ns, day, key_number, key_index, path FROM records WHERE account=?1 AND type=?2 ORDER BY seq")
+            let s = try db.prepare("SELECT seq, at_ns, day, key_number, key_index, path FROM records WHERE account=?1 AND type=?2 ORDER BY seq")
             s.bind(1, account).bind(2, type.rawValue)
             var out: [Views.Record] = []
             while try s.step() { out.append(try record(s, account: account, from: 0, keys)) }
@@ -470,7 +470,7 @@ extension ReadModels {
     }
 
     /// A `records` row from column `k` on: seq, at_ns, day, key_number, key_index, path.
-    private func record(_ s: SQLiteStatement, account: String, from k: Int32, _ keys: (String, KeyRef) throws -> SymmetricKey?) throws -> Views.Record {
+    private func record(_ s: any ViewStatement, account: String, from k: Int32, _ keys: (String, KeyRef) throws -> SymmetricKey?) throws -> Views.Record {
         let sealed = s.optionalBlob(k + 5)
         let path = try sealed.flatMap { sealed -> String? in
             let ref = KeyRef(.records, number: UInt64(bitPattern: s.int(k + 3)), index: UInt64(bitPattern: s.int(k + 4)))
@@ -482,7 +482,7 @@ extension ReadModels {
     /// The sequence number of the event that created the item (whose payload holds its data).
     public func itemCreatedSeq(account: String, item: String) throws -> Int64? {
         try query { db in
-            let s = try db.statement("SELECT created_seq FROM items WHERE account=?1 AND item=?2")
+            let s = try db.prepare("SELECT created_seq FROM items WHERE account=?1 AND item=?2")
             s.bind(1, account).bind(2, item)
             return try s.step() ? s.int(0) : nil
         }
@@ -502,7 +502,7 @@ extension ReadModels {
                 ("surveys", "SELECT 1 FROM records WHERE account=?1 AND type='SurveyAnswered'"),
             ]
             for (category, sql) in checks {
-                let s = try db.statement(sql)
+                let s = try db.prepare(sql)
                 s.bind(1, account)
                 if try s.step() { held.insert(category) }
                 s.reset()

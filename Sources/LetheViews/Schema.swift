@@ -1,3 +1,5 @@
+import Foundation
+
 /// The read models' tables. Every table has a natural primary key and no rowid, so the same
 /// events give the same rows whatever the order of transactions that wrote them, and a dump in
 /// key order is canonical.
@@ -8,10 +10,30 @@
 /// Personal values copied from payloads are sealed (`Field`), under keys derived from the keys that
 /// sealed the payloads; a row names its key where that is not the account's (`key_number`,
 /// `key_index`: an item's number, a record's chain slot and index).
-enum Schema {
-    static let version: Int64 = 5
+package enum Schema {
+    package static let version: Int64 = 5
 
-    static let create = """
+    /// The two dialects the tables are made in.
+    package enum Dialect { case sqlite, postgres }
+
+    /// The tables and indexes, in `dialect`. PostgreSQL's types are spelled out, and its text
+    /// compares byte by byte (`COLLATE "C"`), as SQLite's does: the same rows sort the same way,
+    /// so queries and the dump give the same order on both.
+    package static func create(for dialect: Dialect) -> String {
+        switch dialect {
+        case .sqlite:
+            return create
+        case .postgres:
+            return create
+                .replacingOccurrences(of: "(key TEXT PRIMARY KEY, value)", with: "(key TEXT PRIMARY KEY, value TEXT)")
+                .replacingOccurrences(of: " WITHOUT ROWID", with: "")
+                .replacingOccurrences(of: " TEXT", with: " text COLLATE \"C\"")
+                .replacingOccurrences(of: " INTEGER", with: " bigint")
+                .replacingOccurrences(of: " BLOB", with: " bytea")
+        }
+    }
+
+    private static let create = """
         CREATE TABLE meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
         CREATE TABLE accounts(
             account TEXT PRIMARY KEY, status TEXT NOT NULL, name BLOB, company BLOB, email BLOB,
@@ -66,7 +88,7 @@ enum Schema {
         """
 
     /// Every table, with its key columns, in the order `dump` writes them.
-    static let tables: [(name: String, key: String)] = [
+    package static let tables: [(name: String, key: String)] = [
         ("accounts", "account"),
         ("items", "account, item"),
         ("billing_addresses", "account, seq"),

@@ -108,18 +108,15 @@ struct AsyncTests {
         }
         try await j.record(Events.AccountSignedUp(name: "Ada", email: "ada@example.com"), account: "acc_ada", at: ts("2026-01-01T00:00:00Z"))
         try await j.record(Events.ItemCreated(item: "site_1", kind: "site"), account: "acc_ada", at: ts("2026-01-01T00:01:00Z"))
-        // On a server with the key store on one too, there is no file to put them beside: a path is needed.
-        if backend == .postgres {
-            await #expect { _ = try await ReadModels.open(journal: j) } throws: { "\($0)".contains("need a path") }
-        }
-        let views = try await ReadModels.open(journal: j, path: backend == .sqlite ? nil : place.viewsPath)
+        // Beside the journal: its file, or its database (where every instance finds them).
+        let views = try await ReadModels.open(journal: j)
+        #expect(views.path == (try place.defaultViews).description)
         #expect(try await views.catchUp() == 2)
         let account = try await views.run { try $0.account("acc_ada") }
         #expect(account?.name == "Ada" && account?.status == "active")
         #expect(try await views.run { try $0.items(account: "acc_ada").map(\.item) } == ["site_1"])
         #expect(try await views.rebuild() == 2)
-        // Beside the journal's file by default, or where told.
-        #expect(FileManager.default.fileExists(atPath: backend == .sqlite ? place.dir.path("j.lethe.views") : place.viewsPath))
+        #expect(FileManager.default.fileExists(atPath: place.dir.path("j.lethe.views")) == (backend == .sqlite))
     }
 
     @Test func theExampleServiceRunsEndToEnd() throws {

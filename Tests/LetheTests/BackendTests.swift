@@ -1,5 +1,7 @@
 import Foundation
 import LetheEvents
+import LetheViews
+import PostgresNIO
 @testable import LetheJournal
 @testable import LethePostgres
 import Logging
@@ -41,9 +43,14 @@ final class TestPlace {
     }
 
     deinit {
+        // The journal's schema, its read models' (`_views`, and any a test named), and the key store's.
         for place in [url, keysURL] {
             guard let place, let address = try? PostgresAddress(place), let connection = try? Connection(address) else { continue }
-            try? connection.execute("DROP SCHEMA IF EXISTS \(schema) CASCADE")
+            let schemas = (try? connection.query(PostgresQuery(unsafeSQL: "SELECT nspname FROM pg_namespace WHERE nspname LIKE '\(schema)%'"))) ?? []
+            for row in schemas {
+                guard let name = try? row.decode(String.self) else { continue }
+                try? connection.execute("DROP SCHEMA IF EXISTS \(name) CASCADE")
+            }
         }
     }
 
@@ -63,15 +70,48 @@ final class TestPlace {
         }
     }
 
-    /// `--views` where the read models have no file to sit beside (journal and keys on the server).
-    var viewsArguments: [String] { backend == .sqlite ? [] : ["--views", viewsPath] }
+    /// `--views` for the read models where they are by default: none.
+    var viewsArguments: [String] { [] }
 
     /// What the command line's `--journal` takes: the file's path or the server's address.
     var journalArgument: String { url ?? dir.path("j.lethe") }
 
-    /// Where the read models are by default: beside the journal's file, or beside the key store
-    /// for a journal on a server.
-    var viewsPath: String { backend == .sqlite ? dir.path("j.lethe.views") : dir.path("j.views") }
+    /// The read models' file, beside the journal's; nil for a journal on the server, whose read
+    /// models are in its database (`SCHEMA_views`).
+    var viewsPath: String? { backend == .sqlite ? dir.path("j.lethe.views") : nil }
+
+    /// Where the read models are by default: the file beside the journal's, or its schema's `_views`.
+    var defaultViews: ViewsPlace {
+        get throws { try url == nil ? .file(viewsPath!) : views("views") }
+    }
+
+    /// Edits the default read models behind the engine's back: the file with `sqlite3`, or the
+    /// schema on the server with a connection of the test's own.
+    func tamperWithViews(_ sql: String) throws {
+        guard let url else { return try tamper(viewsPath!, sql) }
+        var address = try PostgresAddress(url)
+        address.schema = schema + "_views"
+        let connection = try Connection(address)
+        defer { connection.close() }
+        try connection.execute("SET search_path TO \(address.schema)")
+        try connection.execute(sql)
+    }
+
+    /// The schemas of this test on the server (its journal's, its read models', its scratches).
+    func schemas() throws -> [String] {
+        guard let url else { return [] }
+        let connection = try Connection(try PostgresAddress(url))
+        defer { connection.close() }
+        return try connection.query(PostgresQuery(unsafeSQL: "SELECT nspname FROM pg_namespace WHERE nspname LIKE '\(schema)%'")).map { try $0.decode(String.self) }
+    }
+
+    /// Read models of a test's own naming: a file in `dir`, or a schema on the server.
+    func views(_ name: String) throws -> ViewsPlace {
+        guard let url else { return .file(dir.path(name + ".views")) }
+        var address = try PostgresAddress(url)
+        address.schema = schema + "_" + name
+        return .postgres(address)
+    }
 
     var journalBackend: any JournalBackend {
         get throws {

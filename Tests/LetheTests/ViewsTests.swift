@@ -2,6 +2,7 @@ import Foundation
 import LetheEvents
 import LetheJournal
 import LetheViews
+import Synchronization
 import Testing
 
 /// The read models against a plain model of the policy, and rebuild against catch-up.
@@ -142,7 +143,7 @@ import Testing
         var rng = SplitMix(seed: seed)
         var model = Model()
         var counter = 0
-        var views = try ReadModels(journal: j, path: dir.path("v.views"), chunkEvents: 7)
+        var views = try ReadModels(journal: j, place: try place.views("v"), chunkEvents: 7)
         var clock = ts("2026-01-01T00:00:00Z")
         for round in 0..<25 {
             var batch: [NewEvent] = []
@@ -154,7 +155,7 @@ import Testing
             #expect(outcomes.allSatisfy { if case .appended = $0 { true } else { false } }, "seed \(seed) round \(round)")
             switch rng.next() % 4 {
             case 0: try views.catchUp()
-            case 1: views = try ReadModels(journal: j, path: dir.path("v.views"), chunkEvents: 7)  // a restart
+            case 1: views = try ReadModels(journal: j, place: try place.views("v"), chunkEvents: 7)  // a restart
             default: break
             }
         }
@@ -163,7 +164,7 @@ import Testing
         try compare(views, model, "seed \(seed)")
 
         // A rebuild from the journal alone gives the same read models, byte for byte.
-        let fresh = try ReadModels(journal: j, path: dir.path("fresh.views"))
+        let fresh = try ReadModels(journal: j, place: try place.views("fresh"))
         try fresh.rebuild()
         #expect(try fresh.digest() == views.digest())
 
@@ -195,53 +196,97 @@ import Testing
         #expect(!dump.contains("acc_1@example.com"))
     }
 
-    @Test func aViewsFileFollowsItsJournal() throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func readModelsFollowTheirJournal(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open()
         _ = try j.append([
             event("a", .accountSignedUp, at: "2026-01-01T00:00:00Z", data: ["name": "Ada", "email": "ada@example.com"]),
             event("a", .pageViewed, at: "2026-01-01T01:00:00Z"),
         ])
-        let path = dir.path("j.views")
         do {
-            let views = try ReadModels(journal: j, path: path)
+            let views = try ReadModels(journal: j, place: try place.views("j"))
             #expect(try views.catchUp() == 2)
             #expect(try views.catchUp() == 0)
         }
         // Another process (here: another instance) finds the checkpoint and goes on from it.
         _ = try j.append([event("a", .pageViewed, at: "2026-01-02T01:00:00Z")])
-        let again = try ReadModels(journal: j, path: path)
+        let again = try ReadModels(journal: j, place: try place.views("j"))
         #expect(try again.checkpoint == 2)
         #expect(try again.catchUp() == 1)
         #expect(try again.pageViews().map(\.views) == [1, 1])
 
-        // A views file made from another journal is not trusted: it is made again for this one.
-        let other = try openJournal(dir, name: "other.lethe", seed: 2)
+        // Read models made from another journal are not trusted: they are made again for this one.
+        let otherPlace = try TestPlace(backend)
+        let other = try otherPlace.open(seed: 2)
         _ = try other.append([event("b", .accountSignedUp, at: "2026-01-01T00:00:00Z", data: ["name": "Bo", "email": "bo@example.com"])])
-        let mixed = try ReadModels(journal: other, path: path)
+        let mixed = try ReadModels(journal: other, place: try place.views("j"))
         #expect(try mixed.checkpoint == 0)
         try mixed.catchUp()
         #expect(try mixed.account("a") == nil && mixed.account("b")?.name == "Bo")
 
         // A file that is not a database at all is made anew.
-        try Data("not a database, just bytes".utf8).write(to: URL(fileURLWithPath: dir.path("junk.views")))
-        let junk = try ReadModels(journal: j, path: dir.path("junk.views"))
-        #expect(try junk.catchUp() == 3 && junk.account("a")?.name == "Ada")
+        if backend == .sqlite {
+            try Data("not a database, just bytes".utf8).write(to: URL(fileURLWithPath: place.dir.path("junk.views")))
+            let junk = try ReadModels(journal: j, path: place.dir.path("junk.views"))
+            #expect(try junk.catchUp() == 3 && junk.account("a")?.name == "Ada")
+        }
     }
 
-    @Test func aRebuildReplacesTheContentUnderAnotherReader() throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func aRebuildReplacesTheContentUnderAnotherReader(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open()
         _ = try j.append([event("a", .accountSignedUp, at: "2026-01-01T00:00:00Z", data: ["name": "Ada", "email": "ada@example.com"])])
-        let path = dir.path("j.views")
-        let reader = try ReadModels(journal: j, path: path)  // another process, as far as SQLite can tell
+        let reader = try ReadModels(journal: j, place: try place.views("j"))  // another process, as far as the store can tell
         try reader.catchUp()
-        let rebuilder = try ReadModels(journal: j, path: path)
+        let rebuilder = try ReadModels(journal: j, place: try place.views("j"))
         _ = try j.append([event("a", .profileUpdated, at: "2026-01-02T00:00:00Z", data: ["name": "Ada L."])])
         try rebuilder.rebuild()
-        // The reader's connection sees the rebuilt content in the same file: nothing was unlinked.
+        // The reader's connection sees the rebuilt content in the same place.
         #expect(try reader.checkpoint == 2 && reader.account("a")?.name == "Ada L.")
         #expect(try reader.digest() == rebuilder.digest())
-        #expect(!FileManager.default.fileExists(atPath: path + ".rebuild"))
+        // No scratch is left behind.
+        if backend == .sqlite {
+            let left = try FileManager.default.contentsOfDirectory(atPath: place.dir.path("")).filter { $0.contains("scratch") }
+            #expect(left.isEmpty, "\(left)")
+        } else {
+            #expect(try place.schemas().filter { $0.contains("_s") && $0 != place.schema }.isEmpty)
+        }
+    }
+
+    /// Instances of a service sharing read models on the server: while all of them catch up at
+    /// once, each event is applied exactly once (they take turns, each going on from where the
+    /// last left off), and every instance reads what any of them projected.
+    @Test func instancesShareReadModelsOnTheServer() throws {
+        let place = try TestPlace(.postgres)
+        let j = try place.open(blockEvents: 16, rules: ContractRules())
+        var batch: [NewEvent] = []
+        for k in 0..<600 {
+            let account = "acc_\(k % 40)"
+            let at = ts("2026-01-01T00:00:00Z").adding(seconds: Int64(k) * 61)
+            batch.append(k < 40
+                ? event(account, .accountSignedUp, at: at.rfc3339, data: ["name": .string("N\(k)"), "email": .string("n\(k)@example.com")])
+                : event(account, .pageViewed, at: at.rfc3339))
+        }
+        _ = try j.append(batch)
+        let instances = try (0..<4).map { _ in try ReadModels(journal: try place.open(blockEvents: 16, rules: ContractRules()), chunkEvents: 37) }
+        let applied = Mutex<[Int64]>([])
+        DispatchQueue.concurrentPerform(iterations: instances.count) { i in
+            let n = (try? instances[i].catchUp()) ?? -1_000_000
+            applied.withLock { $0.append(n) }
+        }
+        #expect(applied.withLock { $0.reduce(0, +) } == 600)
+        for views in instances {
+            #expect(try views.checkpoint == 600)
+            #expect(try views.account("acc_7")?.name == "N7")
+        }
+        // They are the read models of the journal's database, and equal a rebuild.
+        #expect(instances[0].path == (try place.defaultViews).description)
+        let fresh = try ReadModels(journal: j, place: try place.views("fresh"))
+        try fresh.rebuild()
+        #expect(try fresh.digest() == instances[3].digest())
+        let check = try instances[1].check()
+        #expect(check.current == check.rebuilt)
     }
 }

@@ -3,12 +3,23 @@ package enum Hex {
 
     package static func encode<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
         var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 15)])
-        }
+        encode(bytes, into: &out)
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The hex digits of `bytes`, appended to `out`.
+    package static func encode<C: Collection>(_ bytes: C, into out: inout [UInt8]) where C.Element == UInt8 {
+        var i = out.count
+        out.append(contentsOf: repeatElement(0, count: bytes.count * 2))
+        digits.withUnsafeBufferPointer { digits in
+            out.withUnsafeMutableBufferPointer { out in
+                for b in bytes {
+                    out[i] = digits[Int(b >> 4)]
+                    out[i + 1] = digits[Int(b & 15)]
+                    i += 2
+                }
+            }
+        }
     }
 
     package static func decode(_ text: some StringProtocol) -> [UInt8]? {

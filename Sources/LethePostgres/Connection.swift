@@ -63,8 +63,10 @@ final class Connection: @unchecked Sendable {
         } catch {
             throw JournalError(.storage, PostgresFailure(error, address: address).description)
         }
-        // A statement waiting when the connection ends gets that as its answer.
-        connection.closeFuture.whenComplete { [weak self] _ in self?.pending.withLock { $0 }?.settle(.failure(ConnectionLost())) }
+        // The statements waiting when the connection ends get that as their answer.
+        connection.closeFuture.whenComplete { [weak self] _ in
+            for outcome in self?.pending.withLock({ $0 }) ?? [] { outcome.settle(.failure(ConnectionLost())) }
+        }
     }
 
     deinit { close() }
@@ -98,18 +100,51 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Runs one statement and returns every row. Errors name the server's message, not the values.
+    ///
+    /// Statements `send` left unanswered are answered first; if one of them failed, this one
+    /// still runs (a `ROLLBACK`, say), and the earlier failure is what is thrown.
     @discardableResult
     func query(_ query: PostgresQuery) throws -> [PostgresRow] {
-        // Whichever comes first: the answer, or the end of the connection. (postgres-nio 1.33
-        // never answers a statement it could not send because the server had just closed the
-        // connection, in a restart say: the caller would wait for ever.)
-        // (One callback on the connection's end, registered once: one per statement would pile up
-        // for as long as the connection lives.)
+        let earlier = Result { try awaitSent() }
+        let rows = try answer(start(query))
+        try earlier.get()
+        return rows
+    }
+
+    /// Sends one statement without waiting for its answer: the connection runs statements in the
+    /// order they are sent, and the next `query` (or `awaitSent`) waits for this one's answer and
+    /// throws its failure. The caller goes on meanwhile (building the next batch, say).
+    func send(_ query: PostgresQuery) {
+        sent.append(start(query))
+    }
+
+    /// Waits for every statement `send` left unanswered; throws the first failure.
+    func awaitSent() throws {
+        let outcomes = sent
+        sent.removeAll()
+        var failure: (any Error)?
+        for outcome in outcomes {
+            do { _ = try answer(outcome) } catch { failure = failure ?? error }
+        }
+        if let failure { throw failure }
+    }
+
+    private var sent: [Outcome] = []
+
+    /// Sends `query`; its outcome settles with the answer, or the end of the connection, whichever
+    /// comes first. (postgres-nio 1.33 never answers a statement it could not send because the
+    /// server had just closed the connection, in a restart say: the caller would wait for ever.)
+    private func start(_ query: PostgresQuery) -> Outcome {
         let outcome = Outcome()
-        pending.withLock { $0 = outcome }
-        defer { pending.withLock { $0 = nil } }
+        pending.withLock { $0.append(outcome) }
         if connection.isClosed { outcome.settle(.failure(ConnectionLost())) }
         connection.query(query, logger: logger).whenComplete { outcome.settle($0.map(\.rows)) }
+        return outcome
+    }
+
+    /// Waits for `outcome`, naming the cause of a failure.
+    private func answer(_ outcome: Outcome) throws -> [PostgresRow] {
+        defer { pending.withLock { $0.removeAll { $0 === outcome } } }
         do {
             return try outcome.wait()
         } catch is ConnectionLost {
@@ -121,8 +156,8 @@ final class Connection: @unchecked Sendable {
 
     private struct ConnectionLost: Error {}
 
-    /// The statement waiting for its answer (one at a time: one owner uses a connection).
-    private let pending = Mutex<Outcome?>(nil)
+    /// The statements waiting for their answers (one owner uses a connection at a time).
+    private let pending = Mutex<[Outcome]>([])
 
     /// The first result handed to it; `wait` blocks until there is one.
     private final class Outcome: Sendable {

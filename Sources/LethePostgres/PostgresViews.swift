@@ -55,6 +55,8 @@ final class PostgresViewConnection: ViewConnection {
             try connection.execute("SET search_path TO \(address.schema)")
             // Derived data: a commit lost in a crash is projected again from the checkpoint.
             try connection.execute("SET synchronous_commit TO off")
+            // What the literals of a queued statement rely on (the default since PostgreSQL 9.1).
+            try connection.execute("SET standard_conforming_strings TO on")
         } catch {
             connection.close()
             throw error
@@ -100,7 +102,11 @@ final class PostgresViewConnection: ViewConnection {
     func writing<T>(_ body: () throws -> T) throws -> T {
         try connection.transaction {
             try connection.execute(lock)
-            return try body()
+            db.batching = true
+            defer { db.endBatch() }
+            let result = try body()
+            try db.flush()
+            return result
         }
     }
 
@@ -163,12 +169,50 @@ final class PostgresViewConnection: ViewConnection {
 }
 
 /// The statements of one connection to read models in PostgreSQL, cached by their text.
+///
+/// Inside `writing`, statements that return no rows are not sent one by one. They are queued,
+/// their values written into them as literals, and sent together as one `DO` block (one round
+/// trip, and one statement on the server for a run of inserts), before a query that reads a table
+/// they write, before the commit, or when the queue is full; the block runs on the server while
+/// the next one is made, and any statement after it waits for its answer:
+/// - each table has a queue of its own, kept in order: every statement writes one table, and
+///   writes to different tables do not depend on each other (no triggers, no foreign keys);
+/// - in a table's queue, inserts of the same statement one after another become one insert of
+///   many rows (only inserts that update nothing on a conflict: the rows go in as they would have
+///   one by one).
 final class PostgresViewDatabase: ViewDatabase {
     let connection: Connection
     private var cache: [String: PostgresViewStatement] = [:]
     /// Inside `reading`: queries go through cursors, a page at a time.
     var scanning = false
     private var cursors = 0
+    /// Inside `writing`: statements without rows are queued (`queue`).
+    var batching = false
+
+    /// One table's queued statements, each ended by `;` and a newline, and the insert whose list
+    /// of rows is still open (its end not written yet).
+    private struct TableQueue {
+        var text: [UInt8] = []
+        var open: PostgresViewStatement?
+        var openRows = 0
+
+        mutating func close() {
+            guard let open else { return }
+            text.append(contentsOf: open.insertEnd)
+            text.append(contentsOf: ";\n".utf8)
+            self.open = nil
+            openRows = 0
+        }
+    }
+    private var queues: [String: TableQueue] = [:]
+    private var queuedStatements = 0
+    private var queuedBytes = 0
+    /// Whether a value in the queue holds a `$` (the block's quote tag must then be checked).
+    private var queuedDollar = false
+
+    /// Queued statements (rows of a merged insert count one each) sent at once, at most.
+    static let batchStatements = 5_000
+    static let batchBytes = 8 << 20
 
     init(_ connection: Connection) { self.connection = connection }
 
@@ -192,6 +236,70 @@ final class PostgresViewDatabase: ViewDatabase {
         scanning = false
         for statement in cache.values { statement.forgetCursor() }
     }
+
+    /// Queues `statement`, which writes `table`, with its values written in.
+    func queue(_ statement: PostgresViewStatement, writing table: String) throws {
+        var queue = queues.removeValue(forKey: table) ?? TableQueue()
+        let before = queue.text.count
+        let dollar: Bool
+        if statement.insertStart != nil, queue.open === statement {
+            queue.text.append(contentsOf: ",\n".utf8)
+            dollar = statement.inline(into: &queue.text, row: true)
+            queue.openRows += 1
+        } else {
+            queue.close()
+            if let start = statement.insertStart {
+                queue.text.append(contentsOf: start)
+                dollar = statement.inline(into: &queue.text, row: true)
+                queue.open = statement
+                queue.openRows = 1
+            } else {
+                dollar = statement.inline(into: &queue.text, row: false)
+                queue.text.append(contentsOf: ";\n".utf8)
+            }
+        }
+        queuedBytes += queue.text.count - before
+        queuedStatements += 1
+        if dollar { queuedDollar = true }
+        queues[table] = queue
+        if queuedStatements >= Self.batchStatements || queuedBytes >= Self.batchBytes { try flush() }
+    }
+
+    /// Sends the queued statements if any of them writes one of `tables`.
+    func flush(ifWriting tables: [String]) throws {
+        if !queues.isEmpty, tables.contains(where: { queues[$0] != nil }) { try flush() }
+    }
+
+    /// Sends the queued statements as one `DO` block.
+    func flush() throws {
+        guard !queues.isEmpty else { return }
+        var text: [UInt8] = []
+        text.reserveCapacity(queuedBytes + 64 * queues.count)
+        for table in queues.keys.sorted() {
+            var queue = queues[table]!
+            queue.close()
+            text.append(contentsOf: queue.text)
+        }
+        let body = String(decoding: text, as: UTF8.self)
+        let dollar = queuedDollar
+        endBatch(keepBatching: true)
+        // A dollar-quote tag that the body does not hold: no value can end the block early.
+        var tag = "lethe"
+        while dollar && body.contains("$\(tag)$") { tag = "lethe" + Hex.encode((0..<8).map { _ in UInt8.random(in: 0...255) }) }
+        // Sent without waiting: the server runs it while the next batch is made. The one before
+        // it is waited for first, so that at most one is in flight.
+        try connection.awaitSent()
+        connection.send(PostgresQuery(unsafeSQL: "DO $\(tag)$BEGIN\n\(body)END$\(tag)$"))
+    }
+
+    /// The end of a write transaction (committed or not), or of a flush: nothing stays queued.
+    func endBatch(keepBatching: Bool = false) {
+        batching = keepBatching
+        queues.removeAll(keepingCapacity: true)
+        queuedStatements = 0
+        queuedBytes = 0
+        queuedDollar = false
+    }
 }
 
 /// One statement of the read models' SQL on PostgreSQL: `?N` becomes `$N`; values are bound with
@@ -212,9 +320,37 @@ final class PostgresViewStatement: ViewStatement {
     /// Rows fetched per page of a cursor.
     static let page = 2_000
 
+    /// The tables the statement names (after FROM, INTO, UPDATE or JOIN).
+    private let tables: [String]
+    private let returnsRows: Bool
+
+    /// The statement's text between its parameters, and which value goes in each gap
+    /// (0-based): what `inline` writes.
+    private let pieces: [[UInt8]]
+    private let slots: [Int]
+    /// For an insert of one row that updates nothing on a conflict: its text up to the row, the
+    /// row's template, and the text after it (the queue writes many rows between the two).
+    let insertStart: [UInt8]?
+    let insertEnd: [UInt8]
+    private let rowPieces: [[UInt8]]
+    private let rowSlots: [Int]
+
     init(_ db: PostgresViewDatabase, sql: String) {
         self.db = db
         self.sql = Self.numbered(sql)
+        (pieces, slots) = Self.template(self.sql)
+        if let (start, row, end) = Self.splitInsert(self.sql) {
+            insertStart = Array(start.utf8)
+            insertEnd = Array(end.utf8)
+            (rowPieces, rowSlots) = Self.template(row)
+        } else {
+            (insertStart, insertEnd, rowPieces, rowSlots) = (nil, [], [], [])
+        }
+        let words = sql.split(whereSeparator: { $0.isWhitespace || $0 == "(" || $0 == "," })
+        tables = zip(words, words.dropFirst()).compactMap { w, next in
+            ["FROM", "INTO", "UPDATE", "JOIN"].contains(w.uppercased()) ? String(next) : nil
+        }
+        returnsRows = words.first?.uppercased() == "SELECT"
     }
 
     /// `?N` as `$N`, outside quotes.
@@ -258,9 +394,99 @@ final class PostgresViewStatement: ViewStatement {
         return PostgresQuery(unsafeSQL: sql, binds: bindings)
     }
 
+    /// An `INSERT … VALUES(…)` that does nothing or `DO NOTHING` on a conflict, cut around its row.
+    static func splitInsert(_ sql: String) -> (String, String, String)? {
+        let upper = sql.uppercased()
+        guard upper.hasPrefix("INSERT"), !upper.contains("DO UPDATE"), let values = upper.range(of: "VALUES(") else { return nil }
+        let open = sql.index(before: values.upperBound)
+        var depth = 0
+        var quote: Character?
+        var index = open
+        while index < sql.endIndex {
+            let c = sql[index]
+            if let q = quote {
+                if c == q { quote = nil }
+            } else if c == "'" || c == "\"" {
+                quote = c
+            } else if c == "(" {
+                depth += 1
+            } else if c == ")" {
+                depth -= 1
+                if depth == 0 { break }
+            }
+            index = sql.index(after: index)
+        }
+        guard index < sql.endIndex else { return nil }
+        let close = sql.index(after: index)
+        return (String(sql[..<open]), String(sql[open..<close]), String(sql[close...]))
+    }
+
+    /// `sql` cut at its parameters (`$N` outside quotes).
+    static func template(_ sql: String) -> ([[UInt8]], [Int]) {
+        var pieces: [[UInt8]] = [[]], slots: [Int] = []
+        var quote: UInt8?
+        let bytes = Array(sql.utf8)
+        var i = 0
+        while i < bytes.count {
+            let c = bytes[i]
+            if let q = quote {
+                if c == q { quote = nil }
+            } else if c == UInt8(ascii: "'") || c == UInt8(ascii: "\"") {
+                quote = c
+            } else if c == UInt8(ascii: "$") {
+                var j = i + 1, n = 0
+                while j < bytes.count, (48...57).contains(bytes[j]) { n = n * 10 + Int(bytes[j] - 48); j += 1 }
+                if j > i + 1 {
+                    slots.append(n - 1)
+                    pieces.append([])
+                    i = j
+                    continue
+                }
+            }
+            pieces[pieces.count - 1].append(c)
+            i += 1
+        }
+        return (pieces, slots)
+    }
+
+    /// Appends the statement with its values written in as literals (`standard_conforming_strings`:
+    /// a quote is doubled, and nothing else is special); returns whether a value held a `$`.
+    /// `row`: only the row of an insert (`insertStart`).
+    func inline(into out: inout [UInt8], row: Bool) -> Bool {
+        let (pieces, slots) = row ? (rowPieces, rowSlots) : (self.pieces, self.slots)
+        var dollar = false
+        out.append(contentsOf: pieces[0])
+        for (k, slot) in slots.enumerated() {
+            switch slot >= 0 && slot < values.count ? values[slot] : nil {
+            case .int(let v?)?:
+                out.append(contentsOf: String(v).utf8)
+            case .text(var v?)?:
+                out.append(UInt8(ascii: "'"))
+                v.withUTF8 { utf8 in
+                    for b in utf8 {
+                        if b == UInt8(ascii: "'") { out.append(b) }
+                        if b == UInt8(ascii: "$") { dollar = true }
+                        out.append(b)
+                    }
+                }
+                out.append(UInt8(ascii: "'"))
+            case .bytes(let v?)?:
+                out.append(contentsOf: "'\\x".utf8)
+                Hex.encode(v, into: &out)
+                out.append(contentsOf: "'::bytea".utf8)
+            default:
+                out.append(contentsOf: "NULL".utf8)
+            }
+            out.append(contentsOf: pieces[k + 1])
+        }
+        return dollar
+    }
+
     func step() throws -> Bool {
         if !started {
             started = true
+            // A query sees what the statements queued before it wrote.
+            try db.flush(ifWriting: tables)
             if db.scanning {
                 let name = db.nextCursor()
                 try db.connection.query(query("DECLARE \(name) NO SCROLL CURSOR FOR " + sql))
@@ -283,7 +509,12 @@ final class PostgresViewStatement: ViewStatement {
 
     func run() throws {
         defer { reset() }
-        try db.connection.query(query(sql))
+        if db.batching && !returnsRows {
+            try db.queue(self, writing: tables.first ?? "")
+        } else {
+            try db.flush()
+            try db.connection.query(query(sql))
+        }
     }
 
     func reset() {

@@ -63,9 +63,26 @@ final class Projector {
     private let recordRules: [EventType: RetentionPolicy.RecordRule]
     private let recordRulesByName: [String: RetentionPolicy.RecordRule]
     private let purgeStatements: [any ViewStatement]
-    /// Accounts' statuses (nil: never signed up) as of the last event applied, for the accounts
-    /// seen since `forget`: most events need their account's status, few change it.
+    /// Accounts' statuses (nil: never signed up) as of the last event applied: most events need
+    /// their account's status, few change it. Kept from chunk to chunk while this projector alone
+    /// wrote the store, up to `statusLimit` accounts.
     private var statuses: [String: String?] = [:]
+    /// Whether this projector knows the store's state that the rules read: the projection started
+    /// from an empty store and nobody else wrote it since. Then an account not in `statuses`
+    /// never signed up, and `known` answers the checks without a read (a rebuild reads nothing).
+    private var complete = false
+    /// What the checks read of an account: its tickets and consents (by tag), its open holds'
+    /// cases, whether it was sent a merger notice. Kept while `complete`.
+    private struct Known {
+        var tickets: Set<[UInt8]> = [], consents: Set<[UInt8]> = [], openHolds: Set<String> = []
+        var mergerNotice = false
+    }
+    private var known: [String: Known] = [:]
+    /// The checkpoint this projector's last chunk committed (-1: none yet).
+    private var appliedThrough: Int64 = -1
+    /// At most this many accounts' cached statuses and known state (memory stays bounded whatever
+    /// the number of accounts).
+    static let statusLimit = 1_000_000
 
     init(db: any ViewDatabase, policy: RetentionPolicy, keys: @escaping (String, KeyRef) throws -> SymmetricKey?) throws {
         self.db = db
@@ -146,20 +163,39 @@ final class Projector {
         return try statement.step()
     }
 
-    /// Whether a purge or an expiry was applied since the last `forget`.
+    /// Whether a purge or an expiry was applied in this chunk.
     private var erased = false
 
-    /// Drops the cached statuses (at the end of a transaction: memory stays bounded by its size);
-    /// returns whether the transaction applied a purge or an expiry.
-    @discardableResult
-    func forget() -> Bool {
-        statuses.removeAll(keepingCapacity: true)
+    /// Begins a chunk at the store's checkpoint: the cached statuses are dropped unless this
+    /// projector wrote everything up to there (another process may have moved it).
+    func beginChunk(at checkpoint: Int64) {
+        guard checkpoint != appliedThrough || statuses.count + known.count > Projector.statusLimit else { return }
+        statuses.removeAll()
+        known.removeAll()
+        complete = checkpoint == 0
+    }
+
+    /// Ends a chunk committed at `checkpoint`; returns whether it applied a purge or an expiry.
+    func endChunk(at checkpoint: Int64) -> Bool {
+        appliedThrough = checkpoint
         defer { erased = false }
         return erased
     }
 
+    /// Whether a check finds a row: from `known` while complete, else from the store.
+    private func found(_ account: String, _ known: (Known) -> Bool, _ query: @autoclosure () -> any ViewStatement) throws -> Bool {
+        if complete { return known(self.known[account] ?? Known()) }
+        return try exists(query())
+    }
+
+    /// Notes a change of what the checks read, while complete.
+    private func note(_ account: String, _ change: (inout Known) -> Void) {
+        if complete { change(&known[account, default: Known()]) }
+    }
+
     private func status(of account: String) throws -> String? {
         if let cached = statuses[account] { return cached }
+        if complete { return nil }
         accountStatus.bind(1, account)
         defer { accountStatus.reset() }
         let status = try accountStatus.step() ? accountStatus.text(0) : nil
@@ -229,6 +265,8 @@ final class Projector {
             try purgeAccount.bind(1, account).bind(2, at).run()
             statuses[account] = "purged"
             for statement in purgeStatements { try statement.bind(1, account).run() }
+            // Its tickets and consents are deleted, its notices' topics cleared; its holds stay.
+            note(account) { $0.tickets = []; $0.consents = []; $0.mergerNotice = false }
             try endAccountObligations.bind(1, account).bind(2, at).bind(3, h.at.nanoseconds).run()
         case .recordsExpired:
             // `through`: the newest record it expired.
@@ -265,30 +303,32 @@ final class Projector {
             guard let ticket = text("ticket"), let ticketTag = try tag(.ticket, ticket) else { return }
             try upsertTicket.bind(1, account).bind(2, ticketTag).bind(3, sealed(.ticket, ticket)).bind(4, at)
                 .bind(5, sealed(.ticketSubject, text("subject"))).run()
+            note(account) { $0.tickets.insert(ticketTag) }
         case .consentGranted:
             guard let purpose = text("purpose"), let purposeTag = try tag(.purpose, purpose) else { return }
             try grantConsent.bind(1, account).bind(2, purposeTag).bind(3, sealed(.purpose, purpose)).bind(4, at).run()
+            note(account) { $0.consents.insert(purposeTag) }
         case .consentRevoked:
             guard let purpose = text("purpose"), let purposeTag = try tag(.purpose, purpose) else { return }
             try revokeConsent.bind(1, account).bind(2, purposeTag).run()
+            note(account) { $0.consents.remove(purposeTag) }
         case .noticeSent:
             try insertNotice.bind(1, account).bind(2, h.seq).bind(3, at).bind(4, text("topic")).bind(5, text("version")).run()
+            if text("topic") == "merger" { note(account) { $0.mergerNotice = true } }
         case .dataShared:
             let recipient = text("recipient")
             let basis = text("basis")
             var withoutConsent = false
             if basis == "consent" {
                 if let consent = try tag(.purpose, "share:" + (recipient ?? "")) {
-                    hasConsent.bind(1, account).bind(2, consent)
-                    withoutConsent = try !exists(hasConsent)
+                    withoutConsent = try !found(account, { $0.consents.contains(consent) }, hasConsent.bind(1, account).bind(2, consent))
                 } else {
                     withoutConsent = true
                 }
             }
             var withoutNotice = false
             if basis == "merger" {
-                hasMergerNotice.bind(1, account)
-                withoutNotice = try !exists(hasMergerNotice)
+                withoutNotice = try !found(account, \.mergerNotice, hasMergerNotice.bind(1, account))
             }
             let disclosure = data.flatMap { sealed(.disclosure, JSONObject($0.fields.filter { ["recipient", "basis", "categories"].contains($0.key) })) }
             try insertDisclosure.bind(1, h.seq).bind(2, account).bind(3, at).bind(4, h.at.nanoseconds).bind(5, disclosure)
@@ -296,25 +336,24 @@ final class Projector {
         case .legalHoldPlaced:
             guard let c = text("case") else { return }
             // One open hold per case: placing it again while it is open changes nothing.
-            hasOpenHold.bind(1, account).bind(2, c)
-            guard try !exists(hasOpenHold) else { return }
+            guard try !found(account, { $0.openHolds.contains(c) }, hasOpenHold.bind(1, account).bind(2, c)) else { return }
             try placeHold.bind(1, account).bind(2, c).bind(3, h.seq).bind(4, sealed(.holdReason, text("reason"))).bind(5, at)
                 .bind(6, h.at.nanoseconds).run()
+            note(account) { $0.openHolds.insert(c) }
         case .legalHoldReleased:
             guard let c = text("case") else { return }
             try releaseHold.bind(1, account).bind(2, c).bind(3, at).bind(4, h.at.nanoseconds).run()
+            note(account) { $0.openHolds.remove(c) }
         case .accountAccessed:
             insertAccess.bind(1, h.seq).bind(2, account).bind(3, at).bind(4, h.at.nanoseconds)
                 .bind(5, Int64(bitPattern: event.key.number)).bind(6, Int64(bitPattern: event.key.index))
             if let data, let access = sealed(.access, data) {
                 var authorized = false
                 if let ticket = text("ticket"), let ticketTag = try tag(.ticket, ticket) {
-                    hasTicket.bind(1, account).bind(2, ticketTag)
-                    authorized = try exists(hasTicket)
+                    authorized = try found(account, { $0.tickets.contains(ticketTag) }, hasTicket.bind(1, account).bind(2, ticketTag))
                 }
                 if !authorized {
-                    hasHold.bind(1, account)
-                    authorized = try exists(hasHold)
+                    authorized = try found(account, { !$0.openHolds.isEmpty }, hasHold.bind(1, account))
                 }
                 insertAccess.bind(7, access).bind(8, authorized ? 1 : 0)
             } else {

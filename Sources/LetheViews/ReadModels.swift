@@ -145,13 +145,14 @@ public final class ReadModels: Sendable {
                 let done: Bool = try store.writing {
                     let from = try store.checkpoint()
                     guard from < head else { return true }
+                    projector.beginChunk(at: from)
                     let through = min(head, from + chunkEvents)
                     try reader.events(from: from + 1, through: through, transform: { try ProjectedEvent($0, codec: codec) }) { event in
                         try projector.apply(event)
                     }
                     try store.setCheckpoint(through)
                     // A purge applied here leaves old rows in the store's files until they are cleared.
-                    if projector.forget() { try store.markResidue() }
+                    if projector.endChunk(at: through) { try store.markResidue() }
                     applied += through - from
                     logger.trace("read models caught up", metadata: ["checkpoint": "\(through)", "head": "\(head)"])
                     progress?(through, head)

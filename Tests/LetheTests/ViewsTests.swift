@@ -289,4 +289,44 @@ import Testing
         let check = try instances[1].check()
         #expect(check.current == check.rebuilt)
     }
+
+    /// Values an attacker chooses (account names, item ids, cases, topics) go into the batches the
+    /// server runs as literals: quotes, backslashes, the batch's own quote tag and SQL of their own
+    /// stay values. The read models on the server equal those in a file, row for row, whether the
+    /// projection knows the store (from empty) or reads it (a catch-up after another instance's).
+    @Test func hostileValuesStayValuesOnTheServer() throws {
+        let place = try TestPlace(.postgres)
+        let j = try place.open(rules: ContractRules())
+        let hostile = ["o'brien$lethe$", "x'); DROP TABLE accounts; --", "back\\slash\\'", "$$dollar$$", "semi;colon -- ", "ünï'cödé"]
+        var minute: Int64 = 0
+        func at() -> String { minute += 1; return ts("2026-01-01T00:00:00Z").adding(seconds: minute * 60).rfc3339 }
+        // Two instances take turns catching up, one account's events at a time: each finds the
+        // store moved by the other, and reads what the checks need from it.
+        let instances = try (0..<2).map { _ in try ReadModels(journal: j, place: try place.views("r")) }
+        for (k, name) in hostile.enumerated() {
+            let batch = [
+                event(name, .accountSignedUp, at: at(), data: ["name": .string(name), "email": .string("e\(k)@example.com")]),
+                event(name, .itemCreated, at: at(), data: ["item": .string(name), "kind": "site", "label": .string(name)]),
+                event(name, .legalHoldPlaced, at: at(), data: ["case": .string(name), "reason": .string(name)]),
+                event(name, .noticeSent, at: at(), data: ["topic": .string(name), "version": .string(name)]),
+                event(name, .supportMessageReceived, at: at(), data: ["ticket": .string(name), "subject": .string(name), "body": "hi"]),
+                event(name, .accountAccessed, at: at(), data: ["actor": "staff_1", "ip": "10.0.0.1", "ticket": .string(name), "reason": "x"]),
+                event(name, .legalHoldReleased, at: at(), data: ["case": .string(name)]),
+                event(hostile[0], .accountAccessed, at: at(), data: ["actor": "staff_1", "ip": "10.0.0.1", "ticket": .string(name), "reason": "x"]),
+            ]
+            let outcomes = try j.append(batch)
+            #expect(outcomes.allSatisfy { if case .appended = $0 { true } else { false } }, "\(outcomes)")
+            #expect(try instances[k % 2].catchUp() == Int64(batch.count))
+        }
+        let onServer = try ReadModels(journal: j)
+        try onServer.catchUp()
+        let inFile = try ReadModels(journal: j, path: place.dir.path("f.views"))
+        try inFile.catchUp()
+        #expect(try onServer.digest() == inFile.digest())
+        for name in hostile {
+            #expect(try onServer.items(account: name).map(\.item) == [name])
+            #expect(try onServer.account(name)?.name == name)
+        }
+        #expect(try instances[0].digest() == inFile.digest())
+    }
 }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import LetheEvents
 @testable import LetheJournal
+import LetheViews
 @testable import LethePostgres
 import Testing
 
@@ -267,8 +268,9 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         return try Journal(backend: journal.journalBackend, keys: keys.backend, master: testMaster, options: options)
     }
 
-    /// Nothing a dump of the journal's database holds is a key, or a wrapped one: the keys are in
-    /// the other database, and purging an account works and verifies as on a file.
+    /// Nothing a dump of the journal's database (journal and read models) holds is a key, a
+    /// wrapped one, or a personal value in clear: the keys are in the other database, and purging
+    /// an account works and verifies as on a file.
     @Test func aDumpOfTheJournalsDatabaseHoldsNoKey() throws {
         let place = try TestPlace(.postgres), keys = try KeyPlace(.postgres)
         let j = try open(place, keys)
@@ -290,10 +292,16 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
             if let sealed = try storage.keyring("a\(n)")?.sealed { secrets.append(Hex.encode(sealed)) }
         }
         #expect(secrets.count == 11)  // a1's account key is destroyed; its wrapped keyring stays
-        let dump = try run("/usr/bin/pg_dump", ["--data-only", "--schema", place.schema, try TestBackend.serverURL()], timeLimit: .seconds(60))
+        // The read models are in the journal's database too (`SCHEMA_views`): in the dump as well.
+        let views = try ReadModels(journal: j)
+        #expect(try views.catchUp() == 8 && views.account("a0")?.email == "n0@example.com")
+        let dump = try run("/usr/bin/pg_dump", ["--data-only", "--schema", place.schema + "*", try TestBackend.serverURL()], timeLimit: .seconds(60))
         #expect(dump.status == 0, "\(dump.stderr)")
         #expect(dump.stdout.contains("COPY \(place.schema).blocks") || dump.stdout.contains("COPY \(place.schema).tail"))
+        #expect(dump.stdout.contains("COPY \(place.schema)_views.accounts"))
         for secret in secrets { #expect(!dump.stdout.contains(secret), "the journal's dump holds a key") }
+        // Nor a personal value in clear: the journal's payloads and the read models' cells are sealed.
+        for n in 0..<6 { #expect(!dump.stdout.contains("n\(n)@example.com"), "the dump holds an email in clear") }
         // The purged account's signup no longer opens; the others' do.
         let events = try allEvents(j)
         #expect(events.filter { $0.header.type == "AccountSignedUp" }.map { "\($0.header.account) \(isPlaintext($0))" }

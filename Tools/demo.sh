@@ -124,7 +124,7 @@ rm -f "$secrets/master.key"
 export LETHE_MASTER_KEY_FILE="$secrets/master-2.key"
 "$bin/lethe" verify --journal "$journal" | cut -c1-100 | sed 's/^/   /'
 
-echo "== several instances on one PostgreSQL journal (keys in a second database): two import at once while a third process follows"
+echo "== several instances on one PostgreSQL journal (keys in a second database): two import at once while a third process follows; they share the read models"
 # Everything above is the embedded default and needs no server. This part starts a throwaway one
 # (Tools/pg.sh: its own folder, a loopback port, stopped at the end) and runs a `lethe` built with
 # the PostgreSQL backend; its first build adds about 7 minutes (postgres-nio and its NIO stack).
@@ -157,4 +157,13 @@ sed -n '1p;$p' "$out/followed.ndjson" | sed 's/^/   /'
 awk -F'[:,]' '{ if ($2 != NR) { print "   GAP at line " NR; exit 1 } }' "$out/followed.ndjson"
 echo "   sequence numbers 1 to $total, no gap, no repeat; the one chain both instances extended:"
 "$bin/lethe" verify "${pg[@]}" | cut -c1-100 | sed 's/^/   /'
+echo "   the read models, in the journal's database: both instances catch them up at once (one projects at a time)"
+"$bin/lethe" views "${pg[@]}" --digest > "$out/views-a.txt" &
+a=$!
+"$bin/lethe" views "${pg[@]}" --digest > "$out/views-b.txt" &
+b=$!
+wait "$a" "$b"
+cmp -s "$out/views-a.txt" "$out/views-b.txt" || { echo "   the instances read different read models" >&2; exit 1; }
+echo "   both read the same rows (digest $(cut -c1-16 "$out/views-a.txt")…); a rebuild from the journal alone:"
+"$bin/lethe" rebuild "${pg[@]}" --check | cut -c1-100 | sed 's/^/   /'
 echo "== done: $out"

@@ -122,12 +122,6 @@ public struct PostgresBackend: JournalBackend {
         })
     }
 
-    /// 65,536 events: on a server each statement's round trip, and each touched account's row
-    /// update, is paid per batch while the writer waits, so larger batches import about a fifth
-    /// faster than 16,384 (10.0 against 12.6 s for 336,936 events on 20,000 accounts), for a peak
-    /// of about 320 MiB against 155.
-    package var importBatchSize: Int { 65_536 }
-
     package func leaseName(_ purpose: String) -> String { "advisory lock \(lockKey(purpose)) on \(place)" }
 
     /// The `application_name` of the connection that holds the lease for `purpose`.

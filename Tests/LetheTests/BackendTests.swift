@@ -298,14 +298,6 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(try b.lease("retention") != nil)
     }
 
-    /// A server's round trips and account row updates are paid per batch: an import there
-    /// appends four times as many events at a time.
-    @Test("an import appends 16,384 events at a time into a file, 65,536 into PostgreSQL", arguments: TestBackend.allCases)
-    func importBatchesFollowTheBackend(_ backend: TestBackend) throws {
-        let place = try TestPlace(backend)
-        #expect(Importer(journal: try place.open()).batchSize == (backend == .sqlite ? 16_384 : 65_536))
-    }
-
     /// A lease's lock can go without its holder letting go: the lock file removed (a cleanup
     /// script), the connection that held the advisory lock cut (a server restart, a network
     /// fault). Another holder can then take it; the first must know before its next step.

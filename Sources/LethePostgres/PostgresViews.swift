@@ -136,7 +136,8 @@ final class PostgresViewConnection: ViewConnection {
 
     func clearResidue(wait: Duration) throws -> Bool {
         guard try !connection.query("SELECT 1 FROM meta WHERE key='residue'").isEmpty else { return true }
-        // The dead versions of the rows a purge changed, removed from every table's pages.
+        // The dead versions of the rows a purge changed: their space made reusable (not overwritten
+        // at once; what they held of personal values is sealed under keys the purge destroyed).
         try connection.execute("VACUUM " + Schema.tables.map(\.name).joined(separator: ", "))
         try connection.execute("DELETE FROM meta WHERE key='residue'")
         return true
@@ -303,8 +304,9 @@ final class PostgresViewDatabase: ViewDatabase {
 }
 
 /// One statement of the read models' SQL on PostgreSQL: `?N` becomes `$N`; values are bound with
-/// their types (a NULL's too, where the server could not tell); a query's rows are fetched when
-/// it is first stepped (in `reading`, a page at a time through a cursor).
+/// their types (a NULL without one: every statement puts its NULLs where a column gives the type);
+/// a query's rows are fetched when it is first stepped (in `reading`, a page at a time through a
+/// cursor); inside `writing`, a statement without rows is queued with its values written in.
 final class PostgresViewStatement: ViewStatement {
     private unowned let db: PostgresViewDatabase
     private let sql: String

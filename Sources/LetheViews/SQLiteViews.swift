@@ -93,11 +93,7 @@ final class SQLiteViewConnection: ViewConnection {
 
     func writing<T>(_ body: () throws -> T) throws -> T { try db.transaction(body) }
 
-    func reading<T>(_ body: () throws -> T) throws -> T {
-        try db.execute("BEGIN")
-        defer { db.resetAll(); try? db.execute("COMMIT") }
-        return try body()
-    }
+    func reading<T>(_ body: () throws -> T) throws -> T { try db.reading(body) }
 
     func checkpoint() throws -> Int64 {
         try db.scalarInt("SELECT value FROM meta WHERE key='checkpoint'") ?? 0

@@ -339,9 +339,12 @@ final class PostgresViewStatement: ViewStatement {
 
     init(_ db: PostgresViewDatabase, sql: String) {
         self.db = db
-        self.sql = Self.numbered(sql)
-        (pieces, slots) = Self.template(self.sql)
-        if let (start, row, end) = Self.splitInsert(self.sql) {
+        (pieces, slots) = Self.template(sql)
+        // The text the server is sent when the values are bound: each `?N` as `$N`.
+        var numbered = pieces[0]
+        for (k, slot) in slots.enumerated() { numbered += Array("$\(slot + 1)".utf8) + pieces[k + 1] }
+        self.sql = String(decoding: numbered, as: UTF8.self)
+        if let (start, row, end) = Self.splitInsert(sql) {
             insertStart = Array(start.utf8)
             insertEnd = Array(end.utf8)
             (rowPieces, rowSlots) = Self.template(row)
@@ -353,24 +356,6 @@ final class PostgresViewStatement: ViewStatement {
             ["FROM", "INTO", "UPDATE", "JOIN"].contains(w.uppercased()) ? String(next) : nil
         }
         returnsRows = words.first?.uppercased() == "SELECT"
-    }
-
-    /// `?N` as `$N`, outside quotes.
-    static func numbered(_ sql: String) -> String {
-        var out = ""
-        var quote: Character?
-        for c in sql {
-            if let q = quote {
-                if c == q { quote = nil }
-                out.append(c)
-            } else if c == "'" || c == "\"" {
-                quote = c
-                out.append(c)
-            } else {
-                out.append(c == "?" ? "$" : c)
-            }
-        }
-        return out
     }
 
     private func set(_ index: Int32, _ value: Value) {
@@ -423,7 +408,7 @@ final class PostgresViewStatement: ViewStatement {
         return (String(sql[..<open]), String(sql[open..<close]), String(sql[close...]))
     }
 
-    /// `sql` cut at its parameters (`$N` outside quotes).
+    /// `sql` cut at its parameters (`?N` outside quotes).
     static func template(_ sql: String) -> ([[UInt8]], [Int]) {
         var pieces: [[UInt8]] = [[]], slots: [Int] = []
         var quote: UInt8?
@@ -435,7 +420,7 @@ final class PostgresViewStatement: ViewStatement {
                 if c == q { quote = nil }
             } else if c == UInt8(ascii: "'") || c == UInt8(ascii: "\"") {
                 quote = c
-            } else if c == UInt8(ascii: "$") {
+            } else if c == UInt8(ascii: "?") {
                 var j = i + 1, n = 0
                 while j < bytes.count, (48...57).contains(bytes[j]) { n = n * 10 + Int(bytes[j] - 48); j += 1 }
                 if j > i + 1 {

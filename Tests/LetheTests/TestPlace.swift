@@ -1,0 +1,139 @@
+import Foundation
+@testable import LetheJournal
+@testable import LethePostgres
+import LetheViews
+import Logging
+import PostgresNIO
+import Testing
+
+/// The backends a journal can live on. The PostgreSQL one is the server `Tools/test.sh` starts
+/// (`Tools/pg.sh`), whose address it passes in `LETHE_TEST_POSTGRES`; each test gets a schema
+/// of its own, dropped at its end.
+enum TestBackend: String, CaseIterable, CustomStringConvertible, Sendable {
+    case sqlite
+    case postgres
+
+    var description: String { rawValue }
+
+    /// The test server's address; a test on PostgreSQL fails without it (run `Tools/test.sh`).
+    static func serverURL() throws -> String {
+        let url = try #require(ProcessInfo.processInfo.environment["LETHE_TEST_POSTGRES"], "LETHE_TEST_POSTGRES is not set: Tools/test.sh starts a server and sets it")
+        // (Empty, the address would be taken for a file named "?schema=…" in the working directory.)
+        try #require(PostgresAddress.isAddress(url), "LETHE_TEST_POSTGRES is not a postgres:// address")
+        return url
+    }
+}
+
+/// Where one test's journal lives: a file in `dir` (its key store a file beside it), or a schema
+/// of its own on the test server (its key store a schema of the same name in the server's key
+/// database, its read models in the journal's database: the whole service on one server).
+final class TestPlace {
+    let backend: TestBackend
+    let dir: TempDir
+    let schema: String
+    let url: String?
+
+    init(_ backend: TestBackend) throws {
+        self.backend = backend
+        dir = try TempDir()
+        schema = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        url = backend == .postgres ? try TestBackend.serverURL() + "?schema=" + schema : nil
+    }
+
+    deinit {
+        // The journal's schema, its read models' (`_views`, and any a test named), and the key store's.
+        for place in [url, keysURL] {
+            guard let place, let address = try? PostgresAddress(place), let connection = try? Connection(address) else { continue }
+            let schemas = (try? connection.query(PostgresQuery(unsafeSQL: "SELECT nspname FROM pg_namespace WHERE nspname LIKE '\(schema)%'"))) ?? []
+            for row in schemas {
+                guard let name = try? row.decode(String.self) else { continue }
+                try? connection.execute("DROP SCHEMA IF EXISTS \(name) CASCADE")
+            }
+        }
+    }
+
+    /// A key store file (the journal's on SQLite; one a test on PostgreSQL may ask for).
+    var keysPath: String { dir.path("j.keys") }
+
+    /// The key store's database for a journal on the server.
+    var keysURL: String? { url == nil ? nil : (try? TestKeys.serverURL()).map { $0 + "?schema=" + schema } }
+
+    /// What the command line's `--keys` takes: the file's path, or the key database's address.
+    var keysArgument: String { keysURL ?? keysPath }
+
+    var keyStore: any KeyStoreBackend {
+        get throws {
+            guard let keysURL else { return SQLiteKeyBackend(path: keysPath) }
+            return PostgresKeyBackend(try PostgresAddress(keysURL))
+        }
+    }
+
+    /// `--views` for the read models where they are by default: none.
+    var viewsArguments: [String] { [] }
+
+    /// What the command line's `--journal` takes: the file's path or the server's address.
+    var journalArgument: String { url ?? dir.path("j.lethe") }
+
+    /// The read models' file, beside the journal's; nil for a journal on the server, whose read
+    /// models are in its database (`SCHEMA_views`).
+    var viewsPath: String? { backend == .sqlite ? dir.path("j.lethe.views") : nil }
+
+    /// Where the read models are by default: the file beside the journal's, or its schema's `_views`.
+    var defaultViews: ViewsPlace {
+        get throws { try url == nil ? .file(viewsPath!) : views("views") }
+    }
+
+    /// Edits the default read models behind the engine's back: the file with `sqlite3`, or the
+    /// schema on the server with a connection of the test's own.
+    func tamperWithViews(_ sql: String) throws {
+        guard let url else { return try tamper(viewsPath!, sql) }
+        var address = try PostgresAddress(url)
+        address.schema = schema + "_views"
+        let connection = try Connection(address)
+        defer { connection.close() }
+        try connection.execute("SET search_path TO \(address.schema)")
+        try connection.execute(sql)
+    }
+
+    /// The schemas of this test on the server (its journal's, its read models', its scratches).
+    func schemas() throws -> [String] {
+        guard let url else { return [] }
+        let connection = try Connection(try PostgresAddress(url))
+        defer { connection.close() }
+        return try connection.query(PostgresQuery(unsafeSQL: "SELECT nspname FROM pg_namespace WHERE nspname LIKE '\(schema)%'")).map { try $0.decode(String.self) }
+    }
+
+    /// Read models of a test's own naming: a file in `dir`, or a schema on the server.
+    func views(_ name: String) throws -> ViewsPlace {
+        guard let url else { return .file(dir.path(name + ".views")) }
+        var address = try PostgresAddress(url)
+        address.schema = schema + "_" + name
+        return .postgres(address)
+    }
+
+    var journalBackend: any JournalBackend {
+        get throws {
+            switch backend {
+            case .sqlite: SQLiteBackend(path: dir.path("j.lethe"))
+            case .postgres: PostgresBackend(try PostgresAddress(url!))
+            }
+        }
+    }
+
+    func open(blockEvents: Int = 8, recentLimits: Int? = nil, seed: UInt64 = 1, rules: (any EventRules)? = nil, logger: Logger? = nil) throws -> Journal {
+        var options = Journal.Options()
+        if let logger { options.logger = logger }
+        options.blockEvents = blockEvents
+        options.recentPostingsLimit = recentLimits
+        options.recentIDsLimit = recentLimits
+        options.entropy = .seeded(seed)
+        options.synchronous = .normal
+        options.clock = .fixed(ts("2026-06-01T00:00:00Z"))
+        options.rules = rules
+        return try Journal(backend: journalBackend, keys: keyStore, master: testMaster, options: options)
+    }
+
+    func verify() throws -> JournalReader.VerifyReport {
+        try JournalReader.verify(backend: journalBackend, keys: keyStore, master: testMaster)
+    }
+}

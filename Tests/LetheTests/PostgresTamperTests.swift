@@ -26,17 +26,8 @@ import Testing
         }
     }
 
-    /// Runs `sql` in the journal's schema with `psql`, as the attacker would; returns what it printed.
-    @discardableResult
-    func psql(_ place: TestPlace, _ sql: String) throws -> String {
-        let r = try run("/usr/bin/psql", [try TestBackend.serverURL(), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-                                          "-c", "SET search_path TO \(place.schema); \(sql)"], timeLimit: .seconds(60))
-        #expect(r.status == 0, "psql failed on \(sql): \(r.stderr)")
-        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
     func bytes(_ place: TestPlace, _ sql: String) throws -> [UInt8] {
-        try #require(Hex.decode(try psql(place, "SELECT encode((\(sql)), 'hex')")))
+        try #require(Hex.decode(try place.psql("SELECT encode((\(sql)), 'hex')")))
     }
 
     func literal(_ bytes: [UInt8]) -> String { "'\\x\(Hex.encode(bytes))'::bytea" }
@@ -62,15 +53,15 @@ import Testing
 
     @Test func flippedBytesOfABlockAreFound() throws {
         let place = try journal()
-        let count = try #require(Int(try psql(place, "SELECT length(frame) FROM blocks WHERE id = 2")))
+        let count = try #require(Int(try place.psql("SELECT length(frame) FROM blocks WHERE id = 2")))
         // The frame's header and end (LZ4's descriptor, checksums), and bytes spread in between.
         let offsets = Set(Array(0..<8) + Array(count - 8..<count) + Array(stride(from: 8, to: count - 8, by: max(1, count / 24))))
         for offset in offsets.sorted() {
             let flip = "UPDATE blocks SET frame = set_byte(frame, \(offset), get_byte(frame, \(offset)) # 90) WHERE id = 2"
-            try psql(place, flip)
+            try place.psql(flip)
             let message = try #require(failure(place), "flip at \(offset) went unnoticed")
             #expect(message.hasPrefix("block 2 (events 5–8)"), "\(message)")
-            try psql(place, flip)  // (back as it was)
+            try place.psql(flip)  // (back as it was)
         }
         #expect(failure(place) == nil)
     }
@@ -82,25 +73,25 @@ import Testing
         let body = block.events[0].body
         block.events[0].body = block.events[3].body
         block.events[3].body = body
-        try psql(place, "UPDATE blocks SET frame = \(literal(try LZ4.compressFrame(block.encode()))) WHERE id = 2")
+        try place.psql("UPDATE blocks SET frame = \(literal(try LZ4.compressFrame(block.encode()))) WHERE id = 2")
         #expect(failure(place) == "block 2 (events 5–8): hash chain broken inside the block (contents altered)")
     }
 
     @Test func reorderedAndRemovedBlocksAreFound() throws {
         let place = try journal()
-        try psql(place, """
+        try place.psql("""
             UPDATE blocks SET frame = CASE id WHEN 1 THEN (SELECT frame FROM blocks WHERE id = 2)
                                               ELSE (SELECT frame FROM blocks WHERE id = 1) END WHERE id IN (1, 2)
             """)
         #expect(failure(place) == "block 1 (events 1–4): holds events 5–8 (moved or reordered)")
         let removed = try journal()
-        try psql(removed, "DELETE FROM blocks WHERE id = 1")
+        try removed.psql("DELETE FROM blocks WHERE id = 1")
         #expect(failure(removed) == "block 2 (events 5–8): expected the block to start at event 1 (events removed or reordered)")
     }
 
     @Test func anAlteredUnsealedEventIsNamedAndNotBuiltOn() throws {
         let place = try journal()
-        try psql(place, "UPDATE tail SET payload = substring(payload from 2) || '\\x00'::bytea WHERE seq = 9")
+        try place.psql("UPDATE tail SET payload = substring(payload from 2) || '\\x00'::bytea WHERE seq = 9")
         #expect(failure(place) == "unsealed event 9: hash chain broken (contents altered)")
         #expect(openFailure(place) == "unsealed event 9: hash chain broken (contents altered, removed or reordered); run `lethe verify`")
         // Nothing was written: verify still names the same event.
@@ -109,17 +100,17 @@ import Testing
 
     @Test func eventsRemovedFromTheEndOrTheMiddleAreFound() throws {
         let place = try journal()
-        try psql(place, "DELETE FROM tail WHERE seq = 10")
+        try place.psql("DELETE FROM tail WHERE seq = 10")
         #expect(failure(place) == "the journal ends at event 9 but its head says 10 (events removed or truncated)")
         #expect(openFailure(place) == "journal head (event 10) does not match its stored events (last 9); run `lethe verify`")
         let middle = try journal()
-        try psql(middle, "DELETE FROM tail WHERE seq = 9")
+        try middle.psql("DELETE FROM tail WHERE seq = 9")
         #expect(failure(middle) == "unsealed event 10: expected event 9 (events removed or reordered)")
     }
 
     @Test func anAlteredHeadIsFound() throws {
         let place = try journal()
-        try psql(place, "UPDATE meta SET bytes_value = \(literal([UInt8](repeating: 0, count: 32))) WHERE key = 'head_link'")
+        try place.psql("UPDATE meta SET bytes_value = \(literal([UInt8](repeating: 0, count: 32))) WHERE key = 'head_link'")
         #expect(failure(place) == "the chain's head link does not match the events (altered)")
     }
 
@@ -144,7 +135,7 @@ import Testing
             sql.append("UPDATE tail SET payload = \(literal(payload)), link = \(literal(link)) WHERE seq = \(e.header.seq)")
         }
         sql.append("UPDATE meta SET bytes_value = \(literal(l1)) WHERE key = 'head_link'")
-        try psql(place, sql.joined(separator: "; "))
+        try place.psql(sql.joined(separator: "; "))
 
         // Without the master key the forgery passes: the chain alone cannot tell.
         #expect(try JournalReader.verify(backend: place.journalBackend).anchored == false)
@@ -160,10 +151,10 @@ import Testing
         let j = try place.open(blockEvents: 4)
         try fill(j, 0..<5)
         let tables = ["meta", "accounts", "blocks", "tail", "event_ids", "event_id_runs", "recent_account_blocks", "account_block_runs", "erasures"]
-        try psql(place, "CREATE SCHEMA \(place.schema)_old; " + tables.map { "CREATE TABLE \(place.schema)_old.\($0) AS TABLE \($0)" }.joined(separator: "; "))
-        defer { _ = try? psql(place, "DROP SCHEMA \(place.schema)_old CASCADE") }
+        try place.psql("CREATE SCHEMA \(place.schema)_old; " + tables.map { "CREATE TABLE \(place.schema)_old.\($0) AS TABLE \($0)" }.joined(separator: "; "))
+        defer { _ = try? place.psql("DROP SCHEMA \(place.schema)_old CASCADE") }
         try fill(j, 5..<9)
-        try psql(place, tables.map { "DELETE FROM \($0); INSERT INTO \($0) SELECT * FROM \(place.schema)_old.\($0)" }.joined(separator: "; "))
+        try place.psql(tables.map { "DELETE FROM \($0); INSERT INTO \($0) SELECT * FROM \(place.schema)_old.\($0)" }.joined(separator: "; "))
         // Consistent on its own: structure cannot tell.
         #expect(try JournalReader.verify(backend: place.journalBackend).events == 5)
         let message = try #require(anchoredFailure(place))
@@ -185,7 +176,7 @@ import Testing
         ]
         for c in cases {
             let place = try journal()
-            try psql(place, c.sql)
+            try place.psql(c.sql)
             let message = try #require(anchoredFailure(place), "\(c.sql) went unnoticed")
             #expect(message.contains(c.expected), "\(c.sql): \(message)")
         }
@@ -193,7 +184,7 @@ import Testing
 
     @Test func aPlantedErasureIsNeverActedOn() throws {
         let place = try journal()
-        try psql(place, "INSERT INTO erasures(account, kind, keeping, mac) VALUES('acc_1', 0, 'access-log', '\\x00')")
+        try place.psql("INSERT INTO erasures(account, kind, keeping, mac) VALUES('acc_1', 0, 'access-log', '\\x00')")
         let message = try #require(anchoredFailure(place))
         #expect(message.contains("erasure record 1 (of account acc_1) is not authenticated"), "\(message)")
         // The engine neither acts on it (finishing erasures destroys keys) nor decides from it.
@@ -205,7 +196,7 @@ import Testing
             }
         }
         // Once the operator removes it, nothing was lost.
-        try psql(place, "DELETE FROM erasures")
+        try place.psql("DELETE FROM erasures")
         #expect(try place.verify().events == 10)
         let j = try place.open(blockEvents: 4)
         #expect(try allEvents(j).filter { $0.header.account == "acc_1" }.count == 3)

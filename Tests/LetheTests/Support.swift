@@ -84,16 +84,21 @@ func data(_ e: StoredEvent) throws -> JSONObject {
     return try codec.decode(type: e.header.type, payload: p)
 }
 
-/// Every event of an old copy of a journal, read with the live key store `keysPath` straight
-/// through a reader: what someone holding the copy could do with the library. (A `Journal` will
-/// not open the copy at all: it is behind the key store's anchor.)
-func readCopy(_ path: String, keysPath: String) throws -> [StoredEvent] {
-    let reader = try JournalReader(backend: SQLiteBackend(path: path), keysPath: keysPath) {
-        try KeyStore(path: keysPath, master: testMaster, dataPaths: [path], entropy: .system, synchronous: .normal)
+/// Every event of a copy of a journal, read with the live key store `keys` straight through a
+/// reader: what someone holding the copy could do with the library. (A `Journal` will not open
+/// the copy at all: it is behind the key store's anchor.)
+func readCopy(_ copy: any JournalBackend, keys: any KeyStoreBackend) throws -> [StoredEvent] {
+    let reader = try JournalReader(backend: copy, keysPath: keys.place) {
+        try KeyStore(keys, master: testMaster, dataPaths: copy.dataPaths, entropy: .system, synchronous: .normal)
     }
     var out: [StoredEvent] = []
     try reader.snapshot { try reader.events { out.append($0) } }
     return out
+}
+
+/// `readCopy` of a copy of a journal file, with the key store file `keysPath`.
+func readCopy(_ path: String, keysPath: String) throws -> [StoredEvent] {
+    try readCopy(SQLiteBackend(path: path), keys: SQLiteKeyBackend(path: keysPath))
 }
 
 /// Copies a journal's file and its WAL, as `cp` of the folder would: what an attacker or an

@@ -86,7 +86,7 @@ final class TestPlace {
     /// Edits the default read models behind the engine's back: the file with `sqlite3`, or the
     /// schema on the server with a connection of the test's own.
     func tamperWithViews(_ sql: String) throws {
-        guard let url else { return try tamper(viewsPath!, sql) }
+        guard let url else { return try LetheTests.tamper(viewsPath!, sql) }
         var address = try PostgresAddress(url)
         address.schema = schema + "_views"
         let connection = try Connection(address)
@@ -135,5 +135,62 @@ final class TestPlace {
 
     func verify() throws -> JournalReader.VerifyReport {
         try JournalReader.verify(backend: journalBackend, keys: keyStore, master: testMaster)
+    }
+
+    // MARK: Behind the engine's back
+
+    /// Runs `sql` in the journal's schema with `psql`, as someone holding the journal database's
+    /// credentials would; returns what it printed. (PostgreSQL only.)
+    @discardableResult
+    func psql(_ sql: String) throws -> String {
+        let r = try run("/usr/bin/psql", [try TestBackend.serverURL(), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                                          "-c", "SET search_path TO \(schema); \(sql)"], timeLimit: .seconds(60))
+        #expect(r.status == 0, "psql failed on \(sql): \(r.stderr)")
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Edits the journal behind the engine's back: the file with `sqlite3`, the schema with `psql`.
+    func tamper(_ sql: String) throws {
+        switch backend {
+        case .sqlite: try LetheTests.tamper(dir.path("j.lethe"), sql)
+        case .postgres: try psql(sql)
+        }
+    }
+
+    /// A copy of the journal as it is now, taken behind the engine's back: the file and its WAL
+    /// copied (as `cp` of the folder would), or every table of the schema copied into a schema of
+    /// its own (as a dump restored elsewhere would). What someone who copied the data holds.
+    func copy(_ name: String) throws -> any JournalBackend {
+        switch backend {
+        case .sqlite:
+            try copyJournal(dir.path("j.lethe"), to: dir.path(name + ".lethe"))
+            return SQLiteBackend(path: dir.path(name + ".lethe"))
+        case .postgres:
+            let target = schema + "_" + name
+            var sql = "CREATE SCHEMA \(target);"
+            for table in try psql("SELECT tablename FROM pg_tables WHERE schemaname = '\(schema)' ORDER BY 1").split(separator: "\n") {
+                sql += " CREATE TABLE \(target).\(table) (LIKE \(schema).\(table) INCLUDING ALL); INSERT INTO \(target).\(table) SELECT * FROM \(schema).\(table);"
+            }
+            try psql(sql)
+            var address = try PostgresAddress(url!)
+            address.schema = target
+            return PostgresBackend(address)
+        }
+    }
+
+    /// Every sealed payload stored for `account` in `journal` (its blocks and its tail), as the
+    /// rows hold them.
+    func storedCiphertexts(_ journal: any JournalBackend, account: String) throws -> [[UInt8]] {
+        let store = try journal.openReader()
+        defer { store.close() }
+        return try store.snapshot {
+            var out: [[UInt8]] = []
+            for stored in try store.blocks(firstSeqIn: 0, .max, limit: .max) {
+                let block = try JournalReader.decodeFrame(stored.frame, id: stored.id, first: stored.first, last: stored.last)
+                for e in block.events where e.header.account == account { if case .sealed(let b) = e.body { out.append(b) } }
+            }
+            for e in try store.tail().0 where e.header.account == account { if case .sealed(let b) = e.body { out.append(b) } }
+            return out
+        }
     }
 }

@@ -19,8 +19,8 @@ import Testing
     }()
 
     /// Appends `ids` in a scrambled order, `batch` at a time, with a merge due every few ids.
-    func journal(_ dir: TempDir, ids: [String] = IndexTests.ids, batch: Int = 7, shuffled: Bool = true) throws -> (Journal, [ExactID: Int64]) {
-        let j = try openJournal(dir, blockEvents: 4, recentIDsLimit: 5)
+    func journal(_ place: TestPlace, ids: [String] = IndexTests.ids, batch: Int = 7, shuffled: Bool = true) throws -> (Journal, [ExactID: Int64]) {
+        let j = try place.open(blockEvents: 4, recentIDsLimit: 5)
         var order = ids
         var rng = SplitMix(seed: 3)
         if shuffled { order.shuffle(using: &rng) }
@@ -47,32 +47,34 @@ import Testing
         return found
     }
 
-    @Test func everyIdIsFoundAgainAfterItMovedToTheRuns() throws {
-        let dir = try TempDir()
-        let (j, seqs) = try journal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func everyIdIsFoundAgainAfterItMovedToTheRuns(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let (j, seqs) = try journal(place)
         #expect(seqs.count == Self.ids.count)
         // Most ids were merged, into several chunks.
-        let recent = try #require(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids"))
-        let chunks = try #require(try sqliteScalar(j.path, "SELECT count(*) FROM event_id_runs"))
+        let recent = try #require(try place.scalar("SELECT count(*) FROM event_ids"))
+        let chunks = try #require(try place.scalar("SELECT count(*) FROM event_id_runs"))
         #expect(recent < 5 && chunks > 3, "recent \(recent), chunks \(chunks)")
         // The same ids again, in another order: each one a duplicate of its event, nothing appended.
         #expect(try duplicates(j, Self.ids.reversed()) == seqs)
         #expect(j.headSeq == Int64(Self.ids.count))
         #expect(try verified(j).events == Int64(Self.ids.count))
         // And so from another process, after a restart.
-        let again = try openJournal(dir, blockEvents: 4, recentIDsLimit: 5)
+        let again = try place.open(blockEvents: 4, recentIDsLimit: 5, seed: 2)
         #expect(try duplicates(again, Self.ids) == seqs)
     }
 
-    @Test func newIdsBetweenAndBelowTheChunksAreNotTakenForOldOnes() throws {
-        let dir = try TempDir()
-        let (j, seqs) = try journal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func newIdsBetweenAndBelowTheChunksAreNotTakenForOldOnes(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let (j, seqs) = try journal(place)
         let fresh = [" ", "evt_", "evt_0000000-", "evt_0000599a", "order-", "zz", "é2", "\u{10FFFF}"].filter { seqs[ExactID($0)] == nil }
         let outcomes = try j.append(fresh.map { event("acc_1", at: "2026-01-03T00:00:00Z", id: $0) })
         for (id, outcome) in zip(fresh, outcomes) {
             guard case .appended = outcome else { Issue.record("\(id.debugDescription): \(outcome)"); continue }
         }
-        _ = try openJournal(dir, blockEvents: 4, recentIDsLimit: 1).append([event("acc_1", at: "2026-01-03T00:00:00Z", id: "last")])
+        _ = try place.open(blockEvents: 4, recentIDsLimit: 1, seed: 2).append([event("acc_1", at: "2026-01-03T00:00:00Z", id: "last")])
         #expect(try duplicates(j, fresh + Self.ids).count == fresh.count + Self.ids.count)
         #expect(try verified(j).events == Int64(Self.ids.count + fresh.count + 1))
     }
@@ -80,9 +82,10 @@ import Testing
     /// A batch of at least `EventIDIndex.directBatch` ids that grow, all above every id held (an
     /// import), goes straight into the runs; any other batch becomes recent rows. Either way each
     /// id is found again, and the index verifies.
-    @Test func largeBatchesOfGrowingIdsGoStraightIntoTheRuns() throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir, blockEvents: 4)
+    @Test(arguments: TestBackend.allCases)
+    func largeBatchesOfGrowingIdsGoStraightIntoTheRuns(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open(blockEvents: 4)
         var seqs: [ExactID: Int64] = [:]
         func add(_ ids: [String]) throws {
             let outcomes = try j.append(ids.enumerated().map { k, id in event("acc_\(k % 50)", at: "2026-01-01T00:00:00Z", id: id) })
@@ -91,12 +94,12 @@ import Testing
                 seqs[ExactID(id)] = h.seq
             }
         }
-        func recent() throws -> Int64? { try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") }
+        func recent() throws -> Int64? { try place.scalar("SELECT count(*) FROM event_ids") }
         let n = EventIDIndex.directBatch
         func ids(_ range: Range<Int>) -> [String] { range.map { String(format: "evt_%07d", $0) } }
         try add(ids(0..<n + 500))
         #expect(try recent() == 0)
-        #expect(try #require(try sqliteScalar(j.path, "SELECT count(*) FROM event_id_runs")) > 3)
+        #expect(try #require(try place.scalar("SELECT count(*) FROM event_id_runs")) > 3)
         try add(ids(n + 500..<2 * n + 499))  // one id short
         #expect(try recent() == Int64(n - 1))
         try add(ids(3 * n..<4 * n).reversed())  // out of order
@@ -108,49 +111,56 @@ import Testing
         try add(ids(2 * n + 500..<3 * n + 500).filter { seqs[ExactID($0)] == nil } + ids(7 * n..<8 * n))  // some between the chunks
         #expect(try duplicates(j, seqs.keys.map(\.id)) == seqs)
         #expect(try verified(j).events == Int64(seqs.count))
-        let again = try openJournal(dir, blockEvents: 4)
+        let again = try place.open(blockEvents: 4, seed: 2)
         #expect(try duplicates(again, seqs.keys.map(\.id)) == seqs)
     }
 
-    @Test func sequentialIdsTakeAFewBytesEach() throws {
-        let dir = try TempDir()
-        let (j, _) = try journal(dir, ids: (0..<2000).map { String(format: "evt_%07d", $0) }, batch: 50, shuffled: false)
-        let bytes = try #require(try sqliteScalar(j.path, "SELECT sum(length(entries)) FROM event_id_runs"))
-        let merged = 2000 - (try #require(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids")))
+    @Test(arguments: TestBackend.allCases)
+    func sequentialIdsTakeAFewBytesEach(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        _ = try journal(place, ids: (0..<2000).map { String(format: "evt_%07d", $0) }, batch: 50, shuffled: false)
+        let bytes = try #require(try place.scalar("SELECT sum(length(entries)) FROM event_id_runs"))
+        let merged = 2000 - (try #require(try place.scalar("SELECT count(*) FROM event_ids")))
         #expect(Double(bytes) / Double(merged) < 3.5, "\(bytes) bytes for \(merged) ids")
     }
 
     /// A writer that reads a damaged chunk stops naming it; `verify` names it too.
-    @Test func aDamagedChunkIsNamed() throws {
-        let damages = [
-            "UPDATE event_id_runs SET entries = substr(entries, 1, length(entries) - 1) WHERE first_id = (SELECT max(first_id) FROM event_id_runs)",
-            "UPDATE event_id_runs SET entries = x'07' || substr(entries, 2) WHERE first_id = (SELECT max(first_id) FROM event_id_runs)",
-            "UPDATE event_id_runs SET first_id = first_id || '0' WHERE first_id = (SELECT max(first_id) FROM event_id_runs)",
-            "UPDATE event_id_runs SET entries = x'02' || substr(entries, 2) WHERE first_id = (SELECT max(first_id) FROM event_id_runs)",
-        ]
-        for sql in damages {
-            let dir = try TempDir()
-            let (j, _) = try journal(dir)
-            try tamper(j.path, sql)
-            let message = try #require(verifyFailure(j.path), "\(sql) went unnoticed")
+    @Test(arguments: TestBackend.allCases)
+    func aDamagedChunkIsNamed(_ backend: TestBackend) throws {
+        func damages(_ place: TestPlace) -> [String] {
+            let last = "WHERE first_id = (SELECT max(first_id) FROM event_id_runs)"
+            return [
+                "UPDATE event_id_runs SET entries = substr(entries, 1, length(entries) - 1) \(last)",
+                "UPDATE event_id_runs SET entries = \(place.literal([0x07])) || substr(entries, 2) \(last)",
+                "UPDATE event_id_runs SET first_id = first_id || '0' \(last)",
+                "UPDATE event_id_runs SET entries = \(place.literal([0x02])) || substr(entries, 2) \(last)",
+            ]
+        }
+        for k in 0..<4 {
+            let place = try TestPlace(backend)
+            _ = try journal(place)
+            let sql = damages(place)[k]
+            try place.tamper(sql)
+            let message = try #require(place.verifyFailure(), "\(sql) went unnoticed")
             #expect(message.contains("event id index: the chunk of ids from"), "\(sql): \(message)")
             let last = try #require(Self.ids.max(by: utf8Precedes))
-            #expect(throws: JournalError.self, "\(sql)") { try openJournal(dir, blockEvents: 4).append([event("acc_1", at: "2026-01-03T00:00:00Z", id: last)]) }
+            #expect(throws: JournalError.self, "\(sql)") { try place.open(blockEvents: 4, seed: 2).append([event("acc_1", at: "2026-01-03T00:00:00Z", id: last)]) }
         }
     }
 
     /// Well-formed chunks that say the wrong thing: an id left out, an id moved to another
     /// event, one added, two chunks that overlap.
-    @Test func aChunkThatDisagreesWithTheEventsIsNamed() throws {
-        let dir = try TempDir()
-        let (j, seqs) = try journal(dir, ids: (0..<30).map { "id\($0)" }, batch: 30)
+    @Test(arguments: TestBackend.allCases)
+    func aChunkThatDisagreesWithTheEventsIsNamed(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let (_, seqs) = try journal(place, ids: (0..<30).map { "id\($0)" }, batch: 30)
         // (Ids merge as blocks are sealed: these two fill one.)
-        _ = try openJournal(dir, blockEvents: 4, recentIDsLimit: 1).append(["id99", "id98"].map { event("acc_1", at: "2026-01-03T00:00:00Z", id: $0) })
-        #expect(try sqliteScalar(j.path, "SELECT count(*) FROM event_ids") == 0)
+        _ = try place.open(blockEvents: 4, recentIDsLimit: 1, seed: 2).append(["id99", "id98"].map { event("acc_1", at: "2026-01-03T00:00:00Z", id: $0) })
+        #expect(try place.scalar("SELECT count(*) FROM event_ids") == 0)
         let all = (seqs.map { ($0.key.id, $0.value) } + [("id99", 31), ("id98", 32)]).sorted { utf8Precedes($0.0, $1.0) }
         func chunks(_ entries: [(String, Int64)]) throws -> String {
             var rows: [String] = []
-            var out = EventIDIndex.RunWriter { first, bytes in rows.append("('\(first)', x'\(Hex.encode(bytes))')") }
+            var out = EventIDIndex.RunWriter { first, bytes in rows.append("('\(first)', \(place.literal(bytes)))") }
             for (id, seq) in entries { try out.add(Array(id.utf8)[...], seq: seq) }
             try out.cut()
             return "DELETE FROM event_id_runs; INSERT INTO event_id_runs VALUES \(rows.joined(separator: ", "))"
@@ -164,19 +174,19 @@ import Testing
             (try chunks((all + [("id120", 3)]).sorted { utf8Precedes($0.0, $1.0) }), "an extra entry maps an id to event 3"),
         ]
         for (sql, expected) in cases {
-            try tamper(j.path, sql)
-            let message = try #require(verifyFailure(j.path), "\(expected) went unnoticed")
+            try place.tamper(sql)
+            let message = try #require(place.verifyFailure(), "\(expected) went unnoticed")
             #expect(message.contains("event id index: " + expected), "\(message)")
         }
         // Two chunks, the second beginning inside the first.
         var rows: [String] = []
         for part in [Array(all[0..<20]), Array(all[15...])] {
-            var out = EventIDIndex.RunWriter { first, bytes in rows.append("('\(first)', x'\(Hex.encode(bytes))')") }
+            var out = EventIDIndex.RunWriter { first, bytes in rows.append("('\(first)', \(place.literal(bytes)))") }
             for (id, seq) in part { try out.add(Array(id.utf8)[...], seq: seq) }
             try out.cut()
         }
-        try tamper(j.path, "DELETE FROM event_id_runs; INSERT INTO event_id_runs VALUES \(rows.joined(separator: ", "))")
-        let overlap = try #require(verifyFailure(j.path))
+        try place.tamper("DELETE FROM event_id_runs; INSERT INTO event_id_runs VALUES \(rows.joined(separator: ", "))")
+        let overlap = try #require(place.verifyFailure())
         #expect(overlap.contains("overlaps the one before it"), "\(overlap)")
     }
 

@@ -120,12 +120,14 @@ final class TestPlace {
         }
     }
 
-    func open(blockEvents: Int = 8, recentLimits: Int? = nil, seed: UInt64 = 1, rules: (any EventRules)? = nil, logger: Logger? = nil) throws -> Journal {
+    /// A writer on the test's journal (`recentLimits` sets both indexes' limits, unless one is given).
+    func open(blockEvents: Int = 8, recentLimits: Int? = nil, recentPostingsLimit: Int? = nil, recentIDsLimit: Int? = nil,
+              seed: UInt64 = 1, rules: (any EventRules)? = nil, logger: Logger? = nil) throws -> Journal {
         var options = Journal.Options()
         if let logger { options.logger = logger }
         options.blockEvents = blockEvents
-        options.recentPostingsLimit = recentLimits
-        options.recentIDsLimit = recentLimits
+        options.recentPostingsLimit = recentPostingsLimit ?? recentLimits
+        options.recentIDsLimit = recentIDsLimit ?? recentLimits
         options.entropy = .seeded(seed)
         options.synchronous = .normal
         options.clock = .fixed(ts("2026-06-01T00:00:00Z"))
@@ -147,6 +149,32 @@ final class TestPlace {
                                           "-c", "SET search_path TO \(schema); \(sql)"], timeLimit: .seconds(60))
         #expect(r.status == 0, "psql failed on \(sql): \(r.stderr)")
         return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// What `sql` (one integer) gives on the journal's rows, read behind the engine's back with
+    /// `sqlite3` or `psql`; nil when it gives nothing.
+    func scalar(_ sql: String) throws -> Int64? {
+        switch backend {
+        case .sqlite: try sqliteScalar(dir.path("j.lethe"), sql)
+        case .postgres: Int64(try psql(sql))
+        }
+    }
+
+    /// `bytes` as a literal of the journal's SQL (a blob, or a `bytea`).
+    func literal(_ bytes: [UInt8]) -> String {
+        backend == .sqlite ? "x'\(Hex.encode(bytes))'" : "'\\x\(Hex.encode(bytes))'::bytea"
+    }
+
+    /// What `verify` with the key store and the master key says: nil if it passes, else its message.
+    func verifyFailure() -> String? {
+        do {
+            _ = try verify()
+            return nil
+        } catch let e as JournalError {
+            return e.message
+        } catch {
+            return "\(error)"
+        }
     }
 
     /// Edits the journal behind the engine's back: the file with `sqlite3`, the schema with `psql`.

@@ -119,29 +119,36 @@ import Testing
         #expect(try run("lethe", ["backup", "list", dir.path("")]).stdout.contains("events 1–3012"))
     }
 
-    @Test func aPurgeAfterTheBackupStaysPurgedAfterTheRestore() throws {
-        let dir = try TempDir()
-        let (journal, backup) = try backupOfTheFixture(dir)
+    @Test(arguments: TestBackend.allCases)
+    func aPurgeAfterTheBackupStaysPurgedAfterTheRestore(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let live = ["--journal", place.journalArgument, "--keys", place.keysArgument]
+        #expect(try run("lethe", ["import", fixture] + live).stdout.hasPrefix("imported "))  // (the fixture has rejected lines too)
+        let backup = place.dir.path("j.backup")
+        let created = try run("lethe", ["backup", "create", backup] + live + ["--now", "2027-01-01T00:00:00Z"])
+        #expect(created.status == 0 && created.stdout.hasPrefix("backed up: \(backup): journal "), "\(created.stderr)")
         // After the backup: an erasure request the backup does not hold, then the retention run
         // purges accounts (that request, and the erasure requests and cancellations it holds).
         let request = #"{"type":"ErasureRequested","account":"acc_1","at":"2027-01-02T00:00:00Z","data":{"channel":"support"}}"#
-        #expect(try run("lethe", ["import", "-", "--journal", journal], stdin: request).status == 0)
-        let run1 = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2027-06-01T00:00:00Z"])
-        #expect(run1.status == 0)
-        let live = try run("lethe", ["export", "--journal", journal]).stdout
-        let purged = Set(live.split(separator: "\n").filter { $0.contains(#""type":"AccountPurged""#) }.map {
+        #expect(try run("lethe", ["import", "-"] + live, stdin: request).status == 0)
+        let run1 = try run("lethe", ["retention", "run"] + live + ["--now", "2027-06-01T00:00:00Z"])
+        #expect(run1.status == 0, "\(run1.stderr)")
+        let exported = try run("lethe", ["export"] + live).stdout
+        let purged = Set(exported.split(separator: "\n").filter { $0.contains(#""type":"AccountPurged""#) }.map {
             String($0.split(separator: ",").first { $0.hasPrefix(#""account":"#) }!.dropFirst(11).dropLast())
         })
         #expect(purged.count >= 5)
-        // Restored with the live key store: what was purged since the backup stays purged.
-        let target = dir.path("restored.lethe")
-        let r = try run("lethe", ["backup", "restore", backup, "--journal", target, "--keys", journal + ".keys", "--now", "2027-06-02T00:00:00Z"])
+        // Restored (into a file, or a schema of its own on the server) with the live key store:
+        // what was purged since the backup stays purged.
+        let target = try TestPlace(backend)
+        let restored = ["--journal", target.journalArgument, "--keys", place.keysArgument]
+        let r = try run("lethe", ["backup", "restore", backup] + restored + ["--now", "2027-06-02T00:00:00Z"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(purged.contains("acc_1") && r.stdout.contains("(\(purged.count) whose keys were destroyed after it, 0 due now)"), "\(r.stdout)")
         for account in purged {
-            let state = try run("lethe", ["state", "--journal", target, "--keys", journal + ".keys", "--account", account, "--now", "2027-06-03T00:00:00Z"]).stdout
+            let state = try run("lethe", ["state"] + restored + ["--account", account, "--now", "2027-06-03T00:00:00Z"]).stdout
             #expect(state.contains(#""status":"purged","profile":{"name":null,"company":null,"email":null}"#), "\(account): \(state)")
-            let lines = try run("lethe", ["export", "--journal", target, "--keys", journal + ".keys", "--account", account, "--now", "2027-06-03T00:00:00Z"]).stdout.split(separator: "\n")
+            let lines = try run("lethe", ["export"] + restored + ["--account", account, "--now", "2027-06-03T00:00:00Z"]).stdout.split(separator: "\n")
             // What stays readable: the engine's records, and the access log, which outlives the account.
             let kept = EventType.allCases.filter { $0.keyScope == .journal || $0.recordChain.map(EventType.chainsOutlivingAccount.contains) == true }
             #expect(lines.filter { !$0.contains(#""redacted":true"#) }.allSatisfy { line in
@@ -150,28 +157,45 @@ import Testing
             // And the processors were asked again to erase it, in the restored history too.
             #expect(lines.contains { $0.contains(#""type":"ProcessorErasureRequested""#) }, "\(account)")
         }
-        #expect(try run("lethe", ["verify", "--journal", target, "--keys", journal + ".keys"]).status == 0)
+        #expect(try run("lethe", ["verify"] + restored).status == 0)
     }
 
-    @Test func itemsAndRecordsErasedAfterTheBackupStayUnreadableInTheRestoredJournal() throws {
+    /// Where a backup of `place`'s journal is restored: a file beside it, or a schema of its own
+    /// on the server; either way with `place`'s (live) key store. Keep the place: its schemas go with it.
+    func restore(_ backup: String, of place: TestPlace) throws -> (Journal, JournalReader.VerifyReport, TestPlace?) {
+        let keys = try place.keyStore
+        var target: TestPlace?
+        let backend: any JournalBackend
+        switch place.backend {
+        case .sqlite:
+            backend = SQLiteBackend(path: place.dir.path("restored.lethe"))
+        case .postgres:
+            target = try TestPlace(.postgres)
+            backend = try target!.journalBackend
+        }
+        try Backup.restore(backup, into: backend, keys: keys, master: testMaster)
+        let report = try JournalReader.verify(backend: backend, keys: keys, master: testMaster)
+        return (try Journal(backend: backend, keys: keys, master: testMaster), report, target)
+    }
+
+    @Test(arguments: TestBackend.allCases)
+    func itemsAndRecordsErasedAfterTheBackupStayUnreadableInTheRestoredJournal(_ backend: TestBackend) throws {
         // An item purge and a record expiry after the backup destroy their keys: the restored
         // journal still holds their payloads, and they do not open. No ledger of erasures is
         // needed: the live key store is the memory.
-        let dir = try TempDir()
-        let path = dir.path("j.lethe")
-        let journal = try openJournal(dir, name: "j.lethe", blockEvents: 4)
+        let place = try TestPlace(backend)
+        let journal = try place.open(blockEvents: 4)
         try journal.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
         try journal.append(NewEvent(.itemCreated, account: "a", at: ts("2026-01-01T00:00:01Z"), data: ["item": "doc", "kind": "file", "label": "Secret plans"]))
         for i in 2..<8 { try journal.append(event("a", at: "2026-01-01T00:00:0\(i)Z", data: ["path": .string("/secret-\(i)"), "visitor": "v"])) }
-        try Backup.create(journal, to: dir.path("b.backup"), now: ts("2026-02-01T00:00:00Z"))
+        try Backup.create(journal, to: place.dir.path("b.backup"), now: ts("2026-02-01T00:00:00Z"))
         try journal.append([NewEvent(.itemPurged, account: "a", at: ts("2026-03-01T00:00:00Z"), data: ["item": "doc", "rule": "trash-30d"])],
                            erasing: [.event(account: "a", seq: 2)])
         try journal.append([NewEvent(.recordsExpired, account: "a", at: ts("2026-03-01T00:00:00Z"),
                                      data: ["category": "page-views", "rule": "page-views-90d", "through": "2026-01-01T00:00:04Z"])],
                            erasing: [.records(account: "a", category: "page-views", through: ts("2026-01-01T00:00:04Z"))])
-        let target = dir.path("restored.lethe")
-        try Backup.restore(dir.path("b.backup"), to: target, keysPath: path + ".keys", master: testMaster)
-        let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster)
+        let (restored, report, target) = try restore(place.dir.path("b.backup"), of: place)
+        defer { withExtendedLifetime(target) {} }
         let payloads = try allEvents(restored).map(\.payload)
         // Events 2 (the item) and 3–5 (page views up to 00:00:04) are shredded; 6–8 and the signup open.
         #expect(payloads.count == 8)
@@ -179,28 +203,27 @@ import Testing
             let shredded = (1...4).contains(k)
             #expect(shredded ? p == .shredded : { if case .plaintext = p { true } else { false } }(), "event \(k + 1): \(p)")
         }
-        #expect(try JournalReader.verify(path: target, keysPath: path + ".keys", master: testMaster).anchored)
+        #expect(report.anchored && report.events == 8)
     }
 
-    @Test func recordsLargerThanAChunkSpanChunksAndRestore() throws {
+    @Test(arguments: TestBackend.allCases)
+    func recordsLargerThanAChunkSpanChunksAndRestore(_ backend: TestBackend) throws {
         // Payloads that do not compress (sealed), larger than a 4 MiB chunk, in a sealed block
         // and in the tail: each chunk stays at most 4 MiB, and the restore joins them again.
-        let dir = try TempDir()
-        let path = dir.path("j.lethe")
-        let journal = try openJournal(dir, name: "j.lethe", blockEvents: 2)
+        let place = try TestPlace(backend)
+        let journal = try place.open(blockEvents: 2)
         var rng = SplitMix(seed: 5)
         for i in 0..<3 {
             let big = String((0..<(5 << 20)).map { _ in Character(UnicodeScalar(UInt8(97 + rng.next() % 26))) })
             try journal.append(NewEvent(account: "a", type: "Blob", at: ts("2026-01-01T00:00:0\(i)Z"), payload: Array(big.utf8)))
         }
         try journal.append(event("a", at: "2026-01-01T00:00:09Z"))
-        let summary = try Backup.create(journal, to: dir.path("b.backup"), now: ts("2026-02-01T00:00:00Z"))
+        let summary = try Backup.create(journal, to: place.dir.path("b.backup"), now: ts("2026-02-01T00:00:00Z"))
         #expect(summary.chunks >= 4)
-        let target = dir.path("restored.lethe")
-        try Backup.restore(dir.path("b.backup"), to: target, keysPath: path + ".keys", master: testMaster)
-        let restored = try Journal(path: target, keysPath: path + ".keys", master: testMaster)
+        let (restored, report, target) = try restore(place.dir.path("b.backup"), of: place)
+        defer { withExtendedLifetime(target) {} }
         #expect(try allEvents(restored).map(\.payload) == allEvents(journal).map(\.payload))
-        #expect(try JournalReader.verify(path: target, keysPath: path + ".keys", master: testMaster).events == 4)
+        #expect(report.events == 4)
     }
 
     @Test func aRestoredJournalWrittenOnSealsNoReadModelCellUnderAKeyAndNonceTheOldOnesUsed() throws {

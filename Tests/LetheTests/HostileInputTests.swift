@@ -405,12 +405,10 @@ func quoted(_ value: String) -> String { JSONValue.string(value).jsonText }
         }
     }
 
-    @Test func theTypedAPIMasksAndRefusesLikeTheImport() throws {
-        let dir = try TempDir()
-        var options = Journal.Options()
-        options.rules = ContractRules()
-        options.synchronous = .normal
-        let j = try Journal(path: dir.path("t.lethe"), master: testMaster, options: options)
+    @Test(arguments: TestBackend.allCases)
+    func theTypedAPIMasksAndRefusesLikeTheImport(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open(rules: ContractRules())
         let t0 = ts("2026-01-01T00:00:00Z")
         let cases = Self.freeText.map { ($0.type, $0.data) }
             + Self.refusedEverywhereElse.map { (EventType(rawValue: $0.type)!, $0.data) }

@@ -47,26 +47,25 @@ import Testing
         #expect(!(try run("lethe", ["export", "--journal", journal]).stdout.contains("Purged")))
     }
 
-    @Test func aRunInterruptedAfterItsPurgeEventIsFinishedByTheNext() throws {
-        let dir = try TempDir()
-        let journal = dir.path("j.lethe")
-        _ = try run("lethe", ["import", "-", "--journal", journal], stdin: """
+    @Test(arguments: TestBackend.allCases)
+    func aRunInterruptedAfterItsPurgeEventIsFinishedByTheNext(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let journal = ["--journal", place.journalArgument, "--keys", place.keysArgument] + place.viewsArguments
+        _ = try run("lethe", ["import", "-"] + journal, stdin: """
             {"type":"AccountSignedUp","account":"a","at":"2026-01-01T00:00:00Z","data":{"name":"Ada","email":"ada@example.com"}}
             {"type":"ErasureRequested","account":"a","at":"2026-01-02T00:00:00Z","data":{}}
             """)
         // What a crash right after the purge's events were committed leaves: the erasure recorded, not done.
         do {
-            var options = Journal.Options()
-            options.rules = ContractRules()
-            let j = try Journal(path: journal, master: testMaster, options: options)
+            let j = try place.open(rules: ContractRules())
             try j.append([NewEvent(.accountPurged, account: "a", at: ts("2026-01-03T00:00:00Z"), data: ["rule": "erasure-request"], id: "lethe:erasure-request:a")],
                          erasing: [.account("a", keeping: ["access-log"])], allOrNothing: true, finish: false)
         }
-        let r = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-01-03T00:00:00Z"])
+        let r = try run("lethe", ["retention", "run"] + journal + ["--now", "2026-01-03T00:00:00Z"])
         #expect(r.stdout.contains("0 accounts purged") && r.stdout.contains("1 erasures of an interrupted run finished; their keys destroyed"), "\(r.stdout)")
-        let state = try run("lethe", ["state", "--account", "a", "--journal", journal, "--actor", "t", "--reason", "test"])
+        let state = try run("lethe", ["state", "--account", "a"] + journal + ["--actor", "t", "--reason", "test"])
         #expect(state.stdout.contains("\"purged\"") && !state.stdout.contains("Ada"), "\(state.stdout)")
-        let again = try run("lethe", ["retention", "run", "--journal", journal, "--now", "2026-01-03T00:00:00Z"])
+        let again = try run("lethe", ["retention", "run"] + journal + ["--now", "2026-01-03T00:00:00Z"])
         #expect(again.stdout.contains("0 accounts purged, 0 items purged, 0 records expired") && !again.stdout.contains("interrupted"))
     }
 

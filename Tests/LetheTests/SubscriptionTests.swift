@@ -50,9 +50,10 @@ import Testing
         #expect(resumed == Array(71...100))
     }
 
-    @Test func cancellingEndsAWaitingSubscriber() async throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func cancellingEndsAWaitingSubscriber(_ backend: TestBackend) async throws {
+        let place = try TestPlace(backend)
+        let j = try place.open()
         try await j.append(page(0))
         let seen = Atomic<Int>(0)
         // A ten-minute poll: only the cancellation itself can end the wait in time.
@@ -69,10 +70,11 @@ import Testing
         #expect(count == 1)
     }
 
-    @Test func aCommitInThisProcessWakesAWaitingSubscriberAtOnce() async throws {
+    @Test(arguments: TestBackend.allCases)
+    func aCommitInThisProcessWakesAWaitingSubscriberAtOnce(_ backend: TestBackend) async throws {
         // The poll is ten minutes: only the commit itself can wake the subscriber in time.
-        let dir = try TempDir()
-        let j = try openJournal(dir)
+        let place = try TestPlace(backend)
+        let j = try place.open()
         try await j.append(page(0))
         let seen = Atomic<Int>(0)
         let subscriber = Task(executorPreference: OwnQueueExecutor("subscriber")) {

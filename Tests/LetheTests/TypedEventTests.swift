@@ -42,10 +42,10 @@ import Testing
         #expect(Events.PageViewed(data: ["path": "/"]) == nil)
     }
 
-    @Test func theServiceRecordsTypedEventsThroughTheSameChecks() throws {
-        let dir = try TempDir()
-        let path = dir.path("t.lethe")
-        let j = try contractJournal(path)
+    @Test(arguments: TestBackend.allCases)
+    func theServiceRecordsTypedEventsThroughTheSameChecks(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open(rules: ContractRules())
         let t0 = ts("2026-01-01T00:00:00Z")
         for (k, event) in all.enumerated() {
             try j.record(event, account: "acc_1", at: t0.adding(seconds: Int64(k)), id: "t\(k)")

@@ -9,9 +9,10 @@ import Testing
 /// The async API: calls run on Lethe's own threads, the cooperative pool stays free, and the
 /// answers and errors are those of the synchronous API.
 struct AsyncTests {
-    @Test func callsRunOnThePoolsThreadsAndAnswerAsTheSynchronousAPIDoes() async throws {
-        let dir = try TempDir()
-        let j = try openJournal(dir)
+    @Test(arguments: TestBackend.allCases)
+    func callsRunOnThePoolsThreadsAndAnswerAsTheSynchronousAPIDoes(_ backend: TestBackend) async throws {
+        let place = try TestPlace(backend)
+        let j = try place.open()
         // (By the pool's mark on its threads, not their name: a thread's name once read back as
         // its creator's in a full run, Foundation or Dispatch naming it meanwhile.)
         let onPool = try await j.run { _ in BlockingPool.shared.isCurrentThread }

@@ -27,12 +27,12 @@ import Testing
         }
     }
 
-    @Test(arguments: [1, 2, 3, 4, 5] as [UInt64])
-    func randomHistoriesMatchTheModel(seed: UInt64) throws {
-        let dir = try TempDir()
+    @Test(arguments: TestBackend.allCases, [1, 2, 3, 4, 5] as [UInt64])
+    func randomHistoriesMatchTheModel(_ backend: TestBackend, seed: UInt64) throws {
+        let place = try TestPlace(backend)
         var rng = SplitMix(seed: seed)
         var model = Model()
-        var journal = try openJournal(dir, blockEvents: 1 + Int(rng.next() % 50), seed: seed)
+        var journal = try place.open(blockEvents: 1 + Int(rng.next() % 50), seed: seed)
         let base = ts("2026-01-01T00:00:00Z").nanoseconds
         var seen: [String: Int] = [:]
         for round in 0..<40 {
@@ -57,7 +57,7 @@ import Testing
             model = copy
             for k in expectedKinds { seen[k, default: 0] += 1 }
             // Now and then, a restart: a new session must carry on exactly where the last one stopped.
-            if rng.next() % 7 == 0 { journal = try openJournal(dir, blockEvents: 1 + Int(rng.next() % 50), seed: rng.next()) }
+            if rng.next() % 7 == 0 { journal = try place.open(blockEvents: 1 + Int(rng.next() % 50), seed: rng.next()) }
         }
         // The history exercised every path, or the comparison proved little.
         #expect(seen["appended", default: 0] > 200 && seen["duplicate", default: 0] > 20 && seen["rejected", default: 0] > 20, "\(seen)")
@@ -72,7 +72,7 @@ import Testing
             try journal.read { try $0.events(account: account) { mine.append($0.header.seq) } }
             #expect(mine == model.events.filter { $0.account == account }.map(\.seq))
         }
-        let report = try JournalReader.verify(path: journal.path, keysPath: journal.keysPath, master: testMaster)
+        let report = try place.verify()
         #expect(report.events == Int64(model.events.count) && report.anchored)
     }
 }

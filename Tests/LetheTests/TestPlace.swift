@@ -162,7 +162,8 @@ final class TestPlace {
 
     /// The files that hold the journal and its key store, as someone copying them would get
     /// them: the two files and their WALs, or (after a checkpoint) the data files of every
-    /// relation of the two schemas on the server, TOAST and indexes included.
+    /// relation of the test's schemas on the server (the journal's, its read models', any copy,
+    /// the key store's), TOAST and indexes included.
     func storedFiles() throws -> [Data] {
         switch backend {
         case .sqlite:
@@ -172,10 +173,10 @@ final class TestPlace {
             for (server, database) in [(try TestBackend.serverURL(), "journal"), (try TestKeys.serverURL(), "keys")] {
                 let r = try run("/usr/bin/psql", [server, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", "CHECKPOINT", "-c", """
                     SELECT current_setting('data_directory') || '/' || pg_relation_filepath(c.oid) FROM pg_class c
-                    JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '\(schema)'
-                    OR c.oid IN (SELECT reltoastrelid FROM pg_class t JOIN pg_namespace m ON m.oid = t.relnamespace WHERE m.nspname = '\(schema)')
+                    JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname LIKE '\(schema)%'
+                    OR c.oid IN (SELECT reltoastrelid FROM pg_class t JOIN pg_namespace m ON m.oid = t.relnamespace WHERE m.nspname LIKE '\(schema)%')
                     OR c.oid IN (SELECT indexrelid FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace m ON m.oid = t.relnamespace
-                                 WHERE m.nspname = '\(schema)' OR t.oid IN (SELECT reltoastrelid FROM pg_class u JOIN pg_namespace v ON v.oid = u.relnamespace WHERE v.nspname = '\(schema)'))
+                                 WHERE m.nspname LIKE '\(schema)%' OR t.oid IN (SELECT reltoastrelid FROM pg_class u JOIN pg_namespace v ON v.oid = u.relnamespace WHERE v.nspname LIKE '\(schema)%'))
                     """], timeLimit: .seconds(60))
                 #expect(r.status == 0, "psql failed on the \(database)'s files: \(r.stderr)")
                 for path in r.stdout.split(separator: "\n") where !path.isEmpty {

@@ -193,6 +193,14 @@ struct NeedleSearch {
             let found = search.found(in: bytes).subtracting(itemIDs)
             #expect(found.isEmpty, "\(found.count) purged values in a data file or block, such as \(found.prefix(3))")
         }
+        #expect(files.contains { !search.found(in: $0).intersection(itemIDs).isEmpty })  // (what the next step clears)
+        // A rebuild of the read models writes them into new tables and drops the old ones, files
+        // and all: then not even those ids are left in any data file.
+        #expect(try run("lethe", ["rebuild"] + journal).status == 0)
+        for bytes in try everyByte() {
+            let found = search.found(in: bytes)
+            #expect(found.isEmpty, "\(found.count) purged values in a data file or block after the rebuild, such as \(found.prefix(3))")
+        }
         // The copy taken before the run still holds them as ciphertext; `lethe` will not read it
         // with the live key store, and read around that check it reveals none.
         let export = try run("lethe", ["export", "--journal", try TestBackend.serverURL() + "?schema=\(place.schema)_old", "--keys", place.keysArgument])

@@ -343,14 +343,15 @@ struct NeedleSearch {
         }
     }
 
-    @Test func aKeyDestroyedByAnotherProcessIsNeverUsedAgain() throws {
-        let dir = try TempDir()
+    @Test(arguments: TestBackend.allCases)
+    func aKeyDestroyedByAnotherProcessIsNeverUsedAgain(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
         // A long-running service, which has used (and cached) the account's keys...
-        let service = try openJournal(dir, blockEvents: 4)
+        let service = try place.open(blockEvents: 4)
         try service.append(NewEvent(.accountSignedUp, account: "a", at: ts("2026-01-01T00:00:00Z"), data: ["name": "Ada", "email": "ada@example.com"]))
         try service.append(event("a", at: "2026-01-01T00:00:01Z"))
-        // ...while another process purges the account.
-        let other = try openJournal(dir, blockEvents: 4, seed: 2)
+        // ...while another process (another instance, on the server) purges the account.
+        let other = try place.open(blockEvents: 4, seed: 2)
         try other.append([NewEvent(.accountPurged, account: "a", at: ts("2026-02-01T00:00:00Z"), data: ["rule": "erasure-request"])],
                          erasing: [.account("a", keeping: EventType.chainsOutlivingAccount)])
         // The service seals nothing more under the destroyed keys, whether it prepares first or appends at once.
@@ -358,24 +359,21 @@ struct NeedleSearch {
         #expect(try service.append(prepared).allSatisfy { if case .rejected(let e) = $0 { e.code == .accountShredded } else { false } })
         #expect { try service.append(event("a", at: "2026-02-02T00:00:01Z")) } throws: { ($0 as? JournalError)?.code == .accountShredded }
         // Nor do its read models open the account's fields.
-        let views = try ReadModels(journal: service)
+        let views = try ReadModels(journal: service, place: place.defaultViews)
         try views.catchUp()
         #expect(try views.account("a")?.name == nil)
         #expect(try allEvents(service).filter { $0.header.account == "a" && $0.header.type != "AccountPurged" }.allSatisfy { $0.payload == .purged })
     }
 
-    @Test func aLegalHoldPlacedWhileARunDecidesStopsThatPurge() throws {
-        let dir = try TempDir()
-        var options = Journal.Options()
-        options.entropy = .seeded(3)
-        options.synchronous = .normal
-        options.rules = ContractRules()
-        let journal = try Journal(path: dir.path("h.lethe"), master: testMaster, options: options)
+    @Test(arguments: TestBackend.allCases)
+    func aLegalHoldPlacedWhileARunDecidesStopsThatPurge(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let journal = try place.open(seed: 3, rules: ContractRules())
         for account in ["held", "free"] {
             try journal.append(NewEvent(.accountSignedUp, account: account, at: ts("2026-01-01T00:00:00Z"), data: ["name": "N", "email": "n@example.com"]))
             try journal.append(NewEvent(.erasureRequested, account: account, at: ts("2026-01-02T00:00:00Z"), data: [:]))
         }
-        let views = try ReadModels(journal: journal)
+        let views = try ReadModels(journal: journal, place: place.defaultViews)
         let placed = Mutex(false)
         let retention = Retention(journal: journal, views: views) {
             // Between the run's decision and its append: a case is opened on one account.

@@ -96,7 +96,7 @@ struct JournalOptions: ParsableArguments {
     @Option(name: .long, help: "The retention policy (JSON; default: the journal's path + \".policy.json\" if it exists (a file journal), else the shipped policy: see `lethe retention policy`).")
     var policy: String?
 
-    @Option(name: .customLong("wal-wait"), help: "Seconds a purge waits for readers holding an old snapshot of a file before it reports the file's WAL as not truncated (and exits non-zero).")
+    @Option(name: .customLong("wal-wait"), help: "Seconds a purge waits for readers holding an old snapshot (of a file, or sessions of a server's database) before it reports what still holds purged data (and exits non-zero).")
     var walWait: Double = 10
 
     var clock: Clock { now.map(Clock.fixed) ?? .system }

@@ -179,6 +179,31 @@ final class Connection: @unchecked Sendable {
         }
     }
 
+    /// The other sessions of this database whose snapshot is older than this call: a transaction
+    /// left open, a long report. Rows deleted before the call are still visible to them, so a
+    /// `VACUUM` (even `FULL`, which copies what any snapshot may still see) keeps their dead
+    /// versions. Waits up to `wait` for them to end; returns those left, as "process PID
+    /// (application)" (none: a `VACUUM` now removes every version deleted before the call).
+    /// (Prepared transactions and replication slots hold versions back too; Lethe makes neither.)
+    func sessionsWithOlderSnapshots(wait: Duration) throws -> [String] {
+        // The first transaction id not yet given out: every deletion made before the call is below it.
+        let horizon = try query("SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::numeric % 4294967296)::text").first?.column(String.self, "pg_current_snapshot") ?? "0"
+        let deadline = ContinuousClock.now + wait
+        while true {
+            let holders = try query("""
+                SELECT pid, coalesce(application_name, '') FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL
+                  AND age(backend_xmin) > age(\(horizon)::text::xid)
+                """).map { row in
+                let (pid, application) = try row.columns((Int32, String).self, "pg_stat_activity")
+                return "process \(pid)" + (application.isEmpty ? "" : " (\(application))")
+            }
+            if holders.isEmpty || ContinuousClock.now >= deadline { return holders }
+            try? Task.checkCancellation()
+            usleep(50_000)
+        }
+    }
+
     /// Runs a statement that takes no values (schema, transactions).
     func execute(_ sql: String) throws {
         try query(PostgresQuery(unsafeSQL: sql))

@@ -192,6 +192,33 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         #expect(try other.purgedAccounts() == ["gone"])
     }
 
+    /// The server's twin of a reader holding an old snapshot of a file's WAL: a session whose
+    /// snapshot began before the destruction (a report left open, say) can still see the
+    /// destroyed keyring's old version, and `VACUUM FULL` would copy it into the new files. The
+    /// store waits for such a session, then leaves the residue marked and says so; the next call,
+    /// once the session is gone, removes it.
+    @Test func aSessionWithAnOlderSnapshotKeepsTheResidueMarkedUntilItEnds() throws {
+        let place = try KeyPlace(.postgres)
+        let store = try place.open(seed: 1)
+        _ = try store.provide(["gone": needs([])], at: t)
+        let db = try place.backend.open(synchronous: .normal)
+        let sealed = try #require(try db.keyring("gone")).sealed
+        db.close()
+        // Another session of the database takes a snapshot and keeps it.
+        let session = try Child("/usr/bin/psql", [try TestKeys.serverURL(), "-X", "-q", "-At"], environment: ProcessInfo.processInfo.environment)
+        session.input.write(Data("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 'snapshot taken';\n".utf8))
+        _ = session.output.availableData  // (the answer is out: the snapshot is held)
+        try store.destroy([.account("gone", keeping: [])], at: t)
+        #expect(try store.clearResidue(wait: .milliseconds(300)) == false)
+        #expect(try store.hasResidue())
+        #expect(contains(try place.storedBytes(), sealed), "the old keyring is gone although a session could still see it: this test proves nothing")
+        try session.input.close()
+        _ = session.wait(until: .distantFuture)
+        #expect(try store.clearResidue(wait: .seconds(10)))
+        #expect(try !store.hasResidue())
+        #expect(!contains(try place.storedBytes(), sealed), "a copy of the destroyed keyring is still on disk")
+    }
+
     /// A rotation re-wraps every row in batches; one interrupted is finished by running it again
     /// with the same two keys, refused with a third, and the old master key opens nothing after.
     @Test(arguments: TestKeys.allCases)

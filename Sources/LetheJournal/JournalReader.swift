@@ -38,6 +38,11 @@ final class LazyKeyStore {
         return true
     }
 
+    /// Drops the accounts' keys read so far (see `KeyStore.forgetSubjectKeys`).
+    func forgetSubjectKeys() { store?.forgetSubjectKeys() }
+
+    var cachedSubjectKeys: Int { store?.cachedSubjectKeys ?? 0 }
+
     private func opened() throws -> KeyStore {
         if let store { return store }
         let store = try open()
@@ -60,6 +65,8 @@ public final class JournalReader {
     private let keysPath: String
     /// What `authenticate(after:)` checks the head against (set by `Journal.read(authenticated:)`).
     package var authority: HeadAuthority?
+    /// The key store this reader opens on first need (nil: a reader of structure alone).
+    private var keys: LazyKeyStore?
 
     /// A reader on the writer's own connection, inside its transaction (it sees the batch in progress).
     init(store: any JournalStore, lookupKey: @escaping (String, KeyRef) throws -> KeyStore.Lookup) {
@@ -77,6 +84,7 @@ public final class JournalReader {
         if let openKeys {
             // The key store is opened on first need: a reader of structure never touches it.
             let lazy = LazyKeyStore(open: openKeys)
+            keys = lazy
             let store = self.store
             lookupKey = { account, ref in try lazy.lookup(account, ref) { try store.journalID() } }
             refreshKeys = { try lazy.refresh() }
@@ -123,8 +131,21 @@ public final class JournalReader {
         return try reader.snapshot { try reader.verify(authority: authority, progress: progress) }
     }
 
+    /// The accounts' and events' keys this reader's key store holds (see `recycle`).
+    package var cachedSubjectKeys: Int { keys?.cachedSubjectKeys ?? 0 }
+
+    /// Readies the reader for another `Journal.read` (see `Journal.idleReaders`): without the
+    /// last read's authority, and without any account's key.
+    func recycle() {
+        authority = nil
+        keys?.forgetSubjectKeys()
+    }
+
+    /// Whether the last `snapshot` began (its first read answered), and so ran its body.
+    private(set) var began = false
+
     func snapshot<T>(_ body: () throws -> T) throws -> T {
-        var began = false
+        began = false
         do {
             return try store.snapshot {
                 // The snapshot starts at the first read.

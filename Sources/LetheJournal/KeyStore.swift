@@ -188,10 +188,19 @@ package final class KeyStore {
         let now = try failing("read") { try db.epoch() }
         guard now != epoch else { return false }
         epoch = now
-        keyrings.removeAll(keepingCapacity: true)
-        cursors.removeAll(keepingCapacity: true)
-        ownKeys.removeAll(keepingCapacity: true)
+        forgetSubjectKeys()
         return true
+    }
+
+    /// Drops every account's and event's key this store has cached (keyrings, own keys, record
+    /// chains' places), keeping only the journal's own keys and the connection.
+    /// How many accounts' and events' keys (and chains' places) are cached: none after `forgetSubjectKeys`.
+    package var cachedSubjectKeys: Int { keyrings.count + ownKeys.count + cursors.count }
+
+    package func forgetSubjectKeys() {
+        keyrings.removeAll()
+        cursors.removeAll()
+        ownKeys.removeAll()
     }
 
     // MARK: Keyrings

@@ -471,12 +471,18 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         }
         func acks(_ t: Tally) -> Int { t.acknowledged.withLock { $0.count } }
         try waitUntil("appends before the restart", timeLimit: .seconds(60)) { tallies.allSatisfy { acks($0) >= 30 } }
+        // A service that reads keeps its reader's connection between reads (`Journal.read`).
+        let reading = try open(8)
+        let headBefore = try reading.read { try $0.headSeq() }
+        #expect(reading.idleReaders.withLock { $0.count } == 1)
         let before = tallies.map(acks)
         let restarted = try run("/bin/bash", [pg, "restart", dir], timeLimit: .seconds(120))
         #expect(restarted.status == 0, "\(restarted.stderr)")
         try waitUntil("appends after the restart (errors: \(Array(Set(tallies.flatMap { $0.errors.withLock { $0 } })).prefix(3)))", timeLimit: .seconds(60)) { zip(tallies, before).allSatisfy { acks($0) >= $1 + 30 } }
         for t in tallies { t.stop.store(true, ordering: .relaxed) }
         done.wait()
+        // The kept connection went with the restart: the next read takes a new one on its own.
+        #expect(try reading.read { try $0.headSeq() } > headBefore)
 
         let acknowledged = tallies.flatMap { $0.acknowledged.withLock { $0 } }
         var ids: [String] = []

@@ -248,6 +248,25 @@ package struct Block: Equatable {
     /// before it is used, and sums are checked for overflow: damaged or crafted bytes throw
     /// `.corrupt` naming `place`, never trap.
     package static func decode(_ bytes: [UInt8], where place: String) throws -> Block {
+        let content = try decode(bytes, where: place, only: nil)
+        return Block(events: content.events, previousLink: content.previousLink, lastLink: content.lastLink)
+    }
+
+    /// What `decode(_:where:only:)` read: the block's range, and its events (or one account's).
+    package struct Content {
+        package var firstSeq: Int64
+        package var lastSeq: Int64
+        package var events: [SealedEvent]
+        package var previousLink: [UInt8]
+        package var lastLink: [UInt8]
+    }
+
+    /// `decode(_:where:)`, making events of `only` alone when it is given (nil: every event): an
+    /// account's read then builds none of the other accounts' events (their strings and payload
+    /// copies were most of its time on a many-account history). Every column is still walked and
+    /// every count, index, length and range checked; the other accounts' ids and names are not
+    /// checked for UTF-8 (they are not made into strings), which `verify` does.
+    package static func decode(_ bytes: [UInt8], where place: String, only account: String?) throws -> Content {
         func corrupt(_ why: String) -> JournalError { JournalError(.corrupt, "\(place): \(why)") }
         var r = BinaryReader(bytes)
         do {
@@ -259,9 +278,25 @@ package struct Block: Equatable {
             guard count > 0, firstSeq > 0, firstSeq <= Int64.max - Int64(count) else { throw corrupt("empty block or bad first sequence") }
             guard count * minEventBytes <= r.remaining else { throw corrupt("content is truncated") }
             let accountCount = try r.count(limit: count)
-            let accountNames = format == Block.wholeIDsFormat
-                ? try (0..<accountCount).map { _ in try r.string(limit: Journal.maxAccountBytes) }
-                : try readCoded(&r, count: accountCount, limit: Journal.maxAccountBytes) { "account \($0) of the block's table" }
+            // With `only`, the table's other names stay bytes: only the account's own index matters.
+            var wanted: [Bool] = []
+            let accountNames: [String]
+            if let account {
+                let target = Array(account.utf8)
+                wanted = Array(repeating: false, count: accountCount)
+                var coding = PrefixCoding()
+                for i in 0..<accountCount {
+                    let name = format == Block.wholeIDsFormat
+                        ? Array(try r.lengthPrefixed(limit: Journal.maxAccountBytes))
+                        : try coding.read(&r, limit: Journal.maxAccountBytes)
+                    if name == target { wanted[i] = true }
+                }
+                accountNames = Array(repeating: account, count: accountCount)
+            } else {
+                accountNames = format == Block.wholeIDsFormat
+                    ? try (0..<accountCount).map { _ in try r.string(limit: Journal.maxAccountBytes) }
+                    : try readCoded(&r, count: accountCount, limit: Journal.maxAccountBytes) { "account \($0) of the block's table" }
+            }
             let typeNames = try (0..<(try r.count(limit: count))).map { _ in try r.string(limit: Journal.maxTypeBytes) }
             let sessionList = try (0..<(try r.count(limit: count))).map { _ in
                 Session(high: try r.u64(), low: try r.u64())
@@ -297,9 +332,25 @@ package struct Block: Equatable {
                 counter = sum
                 return c
             }
-            let ids = format == Block.wholeIDsFormat
-                ? try (0..<count).map { _ in try r.string(limit: Journal.maxIDBytes) }
-                : try readCoded(&r, count: count, limit: Journal.maxIDBytes) { "the id of event \(firstSeq + Int64($0))" }
+            func isWanted(_ i: Int) -> Bool { account == nil || wanted[accountIdx[i]] }
+            let ids: [String]
+            if account != nil {
+                var coding = PrefixCoding()
+                ids = try (0..<count).map { i in
+                    let bytes = format == Block.wholeIDsFormat
+                        ? Array(try r.lengthPrefixed(limit: Journal.maxIDBytes))
+                        : try coding.read(&r, limit: Journal.maxIDBytes)
+                    guard isWanted(i) else { return "" }
+                    guard let id = String(validating: bytes, as: UTF8.self) else {
+                        throw BinaryReader.Malformed(what: "the id of event \(firstSeq + Int64(i)) is not UTF-8")
+                    }
+                    return id
+                }
+            } else {
+                ids = format == Block.wholeIDsFormat
+                    ? try (0..<count).map { _ in try r.string(limit: Journal.maxIDBytes) }
+                    : try readCoded(&r, count: count, limit: Journal.maxIDBytes) { "the id of event \(firstSeq + Int64($0))" }
+            }
             let states = try (0..<count).map { _ in try r.u8() }
             let kinds = try (0..<count).map { _ in try r.u8() }
             let numbers = try (0..<count).map { _ in try r.varint() }
@@ -319,6 +370,14 @@ package struct Block: Equatable {
                 guard numbers[i] <= UInt64(Int64.max), indices[i] < UInt64(Int64.max) else {
                     throw corrupt("event \(seq) has a key number or index out of range")
                 }
+                guard isWanted(i) else {
+                    switch states[i] {
+                    case 0: _ = try r.bytes(lengths[i])
+                    case 1: guard lengths[i] == 0 else { throw corrupt("purged event \(seq) has a payload") }
+                    default: throw corrupt("event \(seq) has unknown state \(states[i])")
+                    }
+                    continue
+                }
                 let header = EventHeader(
                     seq: seq, version: versions[i], account: accountNames[accountIdx[i]],
                     type: typeNames[typeIdx[i]], at: Timestamp(nanoseconds: times[i], fractionDigits: fractionDigits[i]),
@@ -335,13 +394,19 @@ package struct Block: Equatable {
                     throw corrupt("event \(seq) has unknown state \(states[i])")
                 }
             }
-            for i in events.indices where events[i].isPurged {
-                events[i].body = .purged(digest: Array(try r.bytes(32)))
+            // The digests of purged events follow, in event order (the other accounts' skipped).
+            var made = 0
+            for i in 0..<count {
+                let isMade = isWanted(i)
+                defer { if isMade { made += 1 } }
+                guard states[i] == 1 else { continue }
+                let digest = try r.bytes(32)
+                if isMade { events[made].body = .purged(digest: Array(digest)) }
             }
             let previousLink = Array(try r.bytes(32))
             let lastLink = Array(try r.bytes(32))
             guard r.isAtEnd else { throw corrupt("\(r.remaining) unexpected bytes at the end") }
-            return Block(events: events, previousLink: previousLink, lastLink: lastLink)
+            return Content(firstSeq: firstSeq, lastSeq: firstSeq + Int64(count) - 1, events: events, previousLink: previousLink, lastLink: lastLink)
         } catch let e as JournalError {
             throw e
         } catch is BinaryReader.Truncated {

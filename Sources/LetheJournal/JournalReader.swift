@@ -172,19 +172,26 @@ public final class JournalReader {
     static func blockPlace(id: Int64, first: Int64, last: Int64) -> String { "block \(id) (events \(first)–\(last))" }
 
     static func decodeFrame(_ frame: [UInt8], id: Int64, first: Int64, last: Int64) throws -> Block {
+        let content = try decodeFrame(frame, id: id, first: first, last: last, only: nil)
+        return Block(events: content.events, previousLink: content.previousLink, lastLink: content.lastLink)
+    }
+
+    /// The frame decompressed and decoded (the events of `only` alone, when given: see
+    /// `Block.decode(_:where:only:)`), checked against the row's range.
+    static func decodeFrame(_ frame: [UInt8], id: Int64, first: Int64, last: Int64, only account: String?) throws -> Block.Content {
         let place = blockPlace(id: id, first: first, last: last)
-        let content: [UInt8]
+        let bytes: [UInt8]
         do {
-            content = try LZ4.decompressFrame(frame, limit: Block.maxContentBytes(frameBytes: frame.count))
+            bytes = try LZ4.decompressFrame(frame, limit: Block.maxContentBytes(frameBytes: frame.count))
         } catch {
             throw JournalError(.corrupt, "\(place): \(error)")
         }
-        let block = try Block.decode(content, where: place)
+        let content = try Block.decode(bytes, where: place, only: account)
         // Assert what was read: the row's columns and the frame agree.
-        guard block.firstSeq == first, block.lastSeq == last else {
-            throw JournalError(.corrupt, "\(place): holds events \(block.firstSeq)–\(block.lastSeq) (moved or reordered)")
+        guard content.firstSeq == first, content.lastSeq == last else {
+            throw JournalError(.corrupt, "\(place): holds events \(content.firstSeq)–\(content.lastSeq) (moved or reordered)")
         }
-        return block
+        return content
     }
 
     /// The journal's random identity (hex), fixed at creation: what derived files (read models,
@@ -219,10 +226,10 @@ public final class JournalReader {
     /// The sealed blocks' part of `scan(account:)`.
     package func scanBlocks(account: String, _ body: (SealedEvent) throws -> Void) throws {
         for id in try wrap({ try BlockIndex(store: store).blocks(ofAccount: account) }) {
-            guard let block = try wrap({ try store.block(id: id) })?.decode() else {
+            guard let row = try wrap({ try store.block(id: id) }) else {
                 throw JournalError(.corrupt, "block index: account \(account) is listed in block \(id), which the journal does not hold")
             }
-            for e in block.events where e.header.account == account { try body(e) }
+            for e in try JournalReader.decodeFrame(row.frame, id: row.id, first: row.first, last: row.last, only: account).events { try body(e) }
         }
     }
 

@@ -71,9 +71,15 @@ import Testing
     }
 
 
-    /// Decodes `content` as the frame of block 7 holding events `first`–`last`.
+    /// Decodes `content` as the frame of block 7 holding events `first`–`last`; an account's read
+    /// of it (`only`, what `events(account:)` does) must refuse what the whole decode refuses, in
+    /// the same words (but for the UTF-8 of names and ids it does not make into strings).
     func decode(_ content: [UInt8], first: Int64 = 1, last: Int64) throws {
-        _ = try JournalReader.decodeFrame(try LZ4.compressFrame(content), id: 7, first: first, last: last)
+        let frame = try LZ4.compressFrame(content)
+        let whole = corruption { _ = try JournalReader.decodeFrame(frame, id: 7, first: first, last: last) }
+        let account = corruption { _ = try JournalReader.decodeFrame(frame, id: 7, first: first, last: last, only: "acc_1") }
+        #expect(account == whole || whole?.contains("UTF-8") == true, "an account's read: \(account ?? "no error"); the whole block's: \(whole ?? "no error")")
+        _ = try JournalReader.decodeFrame(frame, id: 7, first: first, last: last)
     }
 
     @Test func theRawBlockHelperWritesWhatTheDecoderReads() throws {
@@ -435,6 +441,32 @@ import Testing
                 nonce: NonceID(session: Session(high: 1, low: 2), counter: UInt32(k)), key: KeyRef(.account), body: .sealed([UInt8](repeating: 7, count: 20)))
         }
         return Block(events: events, previousLink: [UInt8](repeating: 0, count: 32), lastLink: [UInt8](repeating: 1, count: 32))
+    }
+
+    /// An account's read decodes only its own events from a block: exactly the whole decode's
+    /// events of that account, purged ones with their digests, and none for an account the block
+    /// does not hold, on random blocks of both current and older formats.
+    @Test(arguments: 1...20)
+    func anAccountsDecodeIsTheWholeDecodeFiltered(seed: UInt64) throws {
+        var rng = SplitMix(seed: seed)
+        let accounts = (0..<Int(rng.next() % 12 + 1)).map { "acc_\($0 * 7 % 11)_\(rng.next() % 3)" }
+        let count = Int(rng.next() % 300 + 1)
+        var original = block(ids: (0..<count).map { k in rng.next() % 4 == 0 ? nil : "e\(k)" }, accounts: accounts)
+        for i in original.events.indices where rng.next() % 5 == 0 {
+            original.events[i].body = SealedEvent.Body.purged(digest: (0..<32).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
+        }
+        var raw = RawBlock(count: count)
+        raw.accounts = accounts
+        raw.accountIndex = (0..<count).map { _ in rng.next() % UInt64(accounts.count) }
+        for content in [original.encode(), raw.bytes] {
+            let whole = try Block.decode(content, where: "test")
+            for account in Set(accounts).union(["absent", "acc_"]) {
+                let only = try Block.decode(content, where: "test", only: account)
+                #expect(only.events == whole.events.filter { $0.header.account == account })
+                #expect((only.firstSeq, only.lastSeq) == (whole.firstSeq, whole.lastSeq))
+                #expect((only.previousLink, only.lastLink) == (whole.previousLink, whole.lastLink))
+            }
+        }
     }
 
     @Test func idsCodedAgainstThePreviousOneComeBackWhole() throws {

@@ -86,6 +86,17 @@ if let url = option("--postgres"), let keys = option("--keys") {
         }
         let total = writers * singles
         rates[writers] = Double(total) / t
+        if writers == 1 {
+            // What a service meets per request: one account's events, each read a `Journal.read` of its own.
+            let reads = 200
+            var found = 0
+            let r = try seconds {
+                for i in 0..<reads {
+                    try journals[0].read { try $0.events(account: "bench_0_\(i % 100)") { _ in found += 1 } }
+                }
+            }
+            print("reads of one account's events on PostgreSQL: \(reads) in \(fmt(r, 2)) s = \(fmt(r / Double(reads) * 1000, 2)) ms each (\(found / reads) events each)")
+        }
         print("single appends on PostgreSQL, synchronous commit: \(writers) writer(s) x \(singles) = \(total) in \(fmt(t, 2)) s = \(fmt(Double(total) / t)) events/s"
             + (failures.load(ordering: .relaxed) > 0 ? " (\(failures.load(ordering: .relaxed)) failed)" : ""))
     }
@@ -205,6 +216,22 @@ let (readCount, readTime) = try fullRead(parallelDecode: false)
 print("full read (decrypt on both cores, decode on the reader): \(readCount) events, median \(fmt(readTime, 2)) s = \(fmt(Double(readCount) / readTime)) events/s")
 let (_, readTime2) = try fullRead(parallelDecode: true)
 print("full read (decrypt and decode on both cores): \(readCount) events, median \(fmt(readTime2, 2)) s = \(fmt(Double(readCount) / readTime2)) events/s")
+
+// What a service meets per request: one account's events, each read a `Journal.read` of its own.
+var sampleAccounts: [String] = []
+try journal.read { reader in
+    var seen = Set<String>()
+    try reader.scan { e in
+        if seen.count < 1000, seen.insert(e.header.account).inserted { sampleAccounts.append(e.header.account) }
+    }
+}
+var accountEvents = 0
+let accountReads = try seconds {
+    for account in sampleAccounts {
+        try journal.read { try $0.events(account: account) { _ in accountEvents += 1 } }
+    }
+}
+print("reads of one account's events: \(sampleAccounts.count) accounts in \(fmt(accountReads, 2)) s = \(fmt(accountReads / Double(sampleAccounts.count) * 1000, 2)) ms each (\(accountEvents / max(1, sampleAccounts.count)) events each)")
 
 // 4. Verify.
 let verifyTime = try seconds { _ = try JournalReader.verify(path: journal.path) }

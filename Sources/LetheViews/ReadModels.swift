@@ -128,6 +128,7 @@ public final class ReadModels: Sendable {
         try named { try connection.withLock { try catchUp($0.store, progress: progress) } }
     }
 
+    @discardableResult
     private func catchUp(_ store: any ViewConnection, progress: ((Int64, Int64) -> Void)?) throws -> Int64 {
         let codec = self.codec
         return try journal.read(authenticated: true) { reader in

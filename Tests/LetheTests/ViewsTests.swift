@@ -138,7 +138,6 @@ import Testing
     @Test(arguments: TestBackend.allCases, [21, 22, 23] as [UInt64])
     func randomHistoriesMatchAPlainModelAndRebuildEqualsCatchUp(_ backend: TestBackend, seed: UInt64) throws {
         let place = try TestPlace(backend)
-        let dir = place.dir
         let j = try journal(place, seed: seed)
         var rng = SplitMix(seed: seed)
         var model = Model()

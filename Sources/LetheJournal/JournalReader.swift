@@ -219,8 +219,21 @@ public final class JournalReader {
     /// - Complexity: proportional to the blocks that hold the account's events (an index lookup),
     ///   not to the journal.
     package func scan(account: String, _ body: (SealedEvent) throws -> Void) throws {
-        try scanBlocks(account: account, body)
-        for e in try wrap({ try store.tail().0 }) where e.header.account == account { try body(e) }
+        var last: Int64 = 0
+        try scanBlocks(account: account) { e in
+            last = e.header.version
+            try body(e)
+        }
+        // The tail's rows of the account alone (not the whole tail: up to a block's worth of
+        // other accounts' events). Its versions go on from the blocks' one by one, so a row of
+        // the account removed or moved shows, as the whole tail's sequence numbers would.
+        for e in try wrap({ try TailRow.events(try store.tailRows(account: account), of: account).0 }) {
+            guard e.header.version == last + 1 else {
+                throw JournalError(.corrupt, "unsealed event \(e.header.seq): account \(account) is at version \(e.header.version) after \(last) (events removed or reordered)")
+            }
+            last = e.header.version
+            try body(e)
+        }
     }
 
     /// The sealed blocks' part of `scan(account:)`.

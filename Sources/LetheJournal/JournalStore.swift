@@ -115,6 +115,8 @@ package protocol JournalStore: AnyObject {
 
     /// The tail's rows in sequence order, as stored: `TailRow.events` checks them.
     func tailRows(after seq: Int64) throws -> [TailRow]
+    /// The tail's rows of one account, in sequence order (`TailRow.events(_:of:)` checks them).
+    func tailRows(account: String) throws -> [TailRow]
     /// The stored link after tail event `seq`, nil when the tail does not hold it.
     func tailLink(seq: Int64) throws -> [UInt8]?
     /// The bytes of the tail's sealed payloads.
@@ -340,6 +342,13 @@ package struct TailRow: Sendable {
     /// used: a row edited behind the engine's back throws `.corrupt` naming its event, and never
     /// reaches the block encoder's preconditions when the writer seals the tail.
     static func events(_ rows: [TailRow]) throws -> ([SealedEvent], [[UInt8]]) {
+        try events(rows, of: nil)
+    }
+
+    /// `events(_:)` of one account's rows (`JournalStore.tailRows(account:)`): they are checked
+    /// the same way, but for their sequence numbers, which need only grow; each row must be the
+    /// account's.
+    static func events(_ rows: [TailRow], of account: String?) throws -> ([SealedEvent], [[UInt8]]) {
         var events: [SealedEvent] = []
         var links: [[UInt8]] = []
         events.reserveCapacity(rows.count)
@@ -347,7 +356,7 @@ package struct TailRow: Sendable {
         for row in rows {
             let seq = row.seq
             func corrupt(_ why: String) -> JournalError { JournalError(.corrupt, "unsealed event \(seq) \(why)") }
-            if let previous = events.last?.header.seq, seq != previous + 1 {
+            if let previous = events.last?.header.seq, account == nil ? seq != previous + 1 : seq <= previous {
                 throw JournalError(.corrupt, "unsealed event \(seq): expected event \(previous + 1) (events removed or reordered)")
             }
             guard seq > 0, seq < Int64.max else { throw corrupt("is out of range") }
@@ -356,7 +365,8 @@ package struct TailRow: Sendable {
                       let text = String(validating: bytes, as: UTF8.self) else { throw corrupt("has a damaged \(name)") }
                 return text
             }
-            let account = try text(row.account, "account", limit: Journal.maxAccountBytes)
+            let rowAccount = try text(row.account, "account", limit: Journal.maxAccountBytes)
+            if let account, rowAccount != account { throw corrupt("is not of account \(account)") }
             let type = try text(row.type, "type", limit: Journal.maxTypeBytes)
             let id: String? = if case .null = row.eventID { nil } else { try text(row.eventID, "event id", limit: Journal.maxIDBytes) }
             guard row.version > 0 else { throw corrupt("has version \(row.version)") }
@@ -365,7 +375,7 @@ package struct TailRow: Sendable {
                 throw corrupt("has \(row.atDigits) fractional digits (at most 9)")
             }
             let header = EventHeader(
-                seq: seq, version: row.version, account: account, type: type,
+                seq: seq, version: row.version, account: rowAccount, type: type,
                 at: Timestamp(nanoseconds: row.at, fractionDigits: digits), id: id)
             guard let session = Session(bytes: row.session), let counter = UInt32(exactly: row.counter) else {
                 throw corrupt("has a damaged nonce")

@@ -203,10 +203,20 @@ package final class SQLiteJournalStore: JournalStore {
     // MARK: The unsealed tail
 
     package func tailRows(after seq: Int64) throws -> [TailRow] {
-        let s = try db.statement("""
+        try tailRows(try db.statement("""
             SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
                    key_kind, key_number, key_index, payload, digest, link FROM tail WHERE seq > ? ORDER BY seq
-            """).bind(1, seq)
+            """).bind(1, seq))
+    }
+
+    package func tailRows(account: String) throws -> [TailRow] {
+        try tailRows(try db.statement("""
+            SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
+                   key_kind, key_number, key_index, payload, digest, link FROM tail WHERE account = ? ORDER BY seq
+            """).bind(1, account))
+    }
+
+    private func tailRows(_ s: SQLiteStatement) throws -> [TailRow] {
         defer { s.reset() }
         func text(_ column: Int32) -> TailRow.Text {
             s.isNull(column) ? .null : s.isText(column) ? .text(s.blob(column)) : .other

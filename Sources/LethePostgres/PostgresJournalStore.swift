@@ -206,10 +206,21 @@ final class PostgresJournalStore: JournalStore {
     // MARK: The unsealed tail
 
     func tailRows(after seq: Int64) throws -> [TailRow] {
-        try connection.query("""
+        try tailRows(try connection.query("""
             SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
                    key_kind, key_number, key_index, payload, digest, link FROM tail WHERE seq > \(seq) ORDER BY seq
-            """).map { row in
+            """))
+    }
+
+    func tailRows(account: String) throws -> [TailRow] {
+        try tailRows(try connection.query("""
+            SELECT seq, account, version, type, at, at_digits, event_id, session, counter,
+                   key_kind, key_number, key_index, payload, digest, link FROM tail WHERE account = \(account) ORDER BY seq
+            """))
+    }
+
+    private func tailRows(_ rows: [PostgresRow]) throws -> [TailRow] {
+        try rows.map { row in
             let (seq, account, version, type, at, digits, id, session, counter, kind, number, index, payload, digest, link) = try row.columns(
                 (Int64, String, Int64, String, Int64, Int64, String?, ByteBuffer, Int64, Int64, Int64, Int64, ByteBuffer?, ByteBuffer?, ByteBuffer).self,
                 "tail")

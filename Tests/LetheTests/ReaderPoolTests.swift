@@ -105,3 +105,34 @@ import Testing
         #expect(idle(journal).count == 1)
     }
 }
+
+/// An account's read takes the tail's rows of that account alone, and still notices one of them
+/// removed behind the engine's back (its versions go on from the blocks' one by one).
+@Suite struct AccountReadTests {
+    @Test(arguments: TestBackend.allCases)
+    func anAccountsReadTakesItsOwnTailRowsAndNoticesOneRemoved(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let journal = try place.open(blockEvents: 8)
+        // 13 events: 8 sealed in a block, 5 in the tail (a's at 9, 11, 13; b's at 10, 12).
+        for i in 0..<13 { try journal.append(event(i % 2 == 0 ? "a" : "b", at: "2026-01-01T00:00:\(String(format: "%02d", i))Z")) }
+        func read(_ account: String) throws -> [Int64] {
+            try journal.read { reader in
+                var seqs: [Int64] = []
+                try reader.events(account: account) { seqs.append($0.header.seq) }
+                return seqs
+            }
+        }
+        #expect(try read("a") == [1, 3, 5, 7, 9, 11, 13])
+        #expect(try read("b") == [2, 4, 6, 8, 10, 12])
+        #expect(try read("nobody") == [])
+        // A row of a's in the middle of the tail, then the first of a's in the tail.
+        for (seq, after) in [(11, 9), (9, 7)] as [(Int64, Int64)] {
+            try place.tamper("DELETE FROM tail WHERE seq = \(seq)")
+            let message = corruption { _ = try read("a") }
+            #expect(message?.contains("account a is at version") == true && message?.contains("after \(after / 2 + 1)") == true, "\(message ?? "no error")")
+        }
+        // The other account's read is its own, and sound; verify names the gap.
+        #expect(try read("b") == [2, 4, 6, 8, 10, 12])
+        #expect(place.verifyFailure() != nil)
+    }
+}

@@ -248,8 +248,7 @@ package struct Block: Equatable {
     /// before it is used, and sums are checked for overflow: damaged or crafted bytes throw
     /// `.corrupt` naming `place`, never trap.
     package static func decode(_ bytes: [UInt8], where place: String) throws -> Block {
-        let content = try decode(bytes, where: place, only: nil)
-        return Block(events: content.events, previousLink: content.previousLink, lastLink: content.lastLink)
+        Block(try decode(bytes, where: place, only: nil))
     }
 
     /// What `decode(_:where:only:)` read: the block's range, and its events (or one account's).
@@ -414,5 +413,12 @@ package struct Block: Equatable {
         } catch let e as BinaryReader.Malformed {
             throw corrupt(e.what)
         }
+    }
+}
+
+extension Block {
+    /// The block `content` holds, when it holds every event (`decode(_:where:only:)` with nil).
+    init(_ content: Content) {
+        self.init(events: content.events, previousLink: content.previousLink, lastLink: content.lastLink)
     }
 }

@@ -172,8 +172,7 @@ public final class JournalReader {
     static func blockPlace(id: Int64, first: Int64, last: Int64) -> String { "block \(id) (events \(first)–\(last))" }
 
     static func decodeFrame(_ frame: [UInt8], id: Int64, first: Int64, last: Int64) throws -> Block {
-        let content = try decodeFrame(frame, id: id, first: first, last: last, only: nil)
-        return Block(events: content.events, previousLink: content.previousLink, lastLink: content.lastLink)
+        Block(try decodeFrame(frame, id: id, first: first, last: last, only: nil))
     }
 
     /// The frame decompressed and decoded (the events of `only` alone, when given: see

@@ -14,6 +14,8 @@
 # `lethe` and a user `lethe` whose password is random, made at start and asked for on the socket
 # and over TCP alike; DIR is owner-only. A second database, `lethe_keys`, is for key stores (the
 # same URL with `/lethe_keys` for `/lethe`): a key store never shares its journal's database.
+# Prepared transactions are allowed (a few), for the test that one holds a purge's old row
+# versions back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command=${1:-}
@@ -52,7 +54,7 @@ start)
         -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     rm -f "$dir/password"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/run -c max_connections=100 -c fsync=on" start >/dev/null \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/run -c max_connections=100 -c max_prepared_transactions=4 -c fsync=on" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
     as_owner env PGPASSWORD="$password" "$bin/createdb" -h "$dir/run" -p "$port" -U lethe lethe
     # A second database for key stores: a key store never shares its journal's database.

@@ -307,10 +307,10 @@ extension Journal {
     }
 
     /// Says which WAL is still busy, and who holds its database open (on a server: that its
-    /// tables keep old versions of the purged rows, which a session's older snapshot can see).
+    /// tables keep old versions of the purged rows while anything that began before the purge can see them).
     package static func busyWAL(_ path: String) -> String {
         if path.contains("://") {
-            return "\(path) still holds old versions of purged rows (a session of its database holds a snapshot older than the purge)"
+            return "\(path) still holds old versions of purged rows (a session of its database with an older snapshot or transaction, a prepared transaction or a standby can still see them)"
         }
         let holders = PrivateFile.holders(of: path)
         return "\(path)-wal still holds purged data (a reader holds an old snapshot\(holders.isEmpty ? "" : ": process " + holders.joined(separator: ", ")))"

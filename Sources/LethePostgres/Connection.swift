@@ -179,25 +179,38 @@ final class Connection: @unchecked Sendable {
         }
     }
 
-    /// The other sessions of this database whose snapshot is older than this call: a transaction
-    /// left open, a long report. Rows deleted before the call are still visible to them, so a
-    /// `VACUUM` (even `FULL`, which copies what any snapshot may still see) keeps their dead
-    /// versions. Waits up to `wait` for them to end; returns those left, as "process PID
-    /// (application)" (none: a `VACUUM` now removes every version deleted before the call).
-    /// (Prepared transactions and replication slots hold versions back too; Lethe makes neither.)
-    func sessionsWithOlderSnapshots(wait: Duration) throws -> [String] {
+    /// What holds back the removal of row versions deleted before this call, so that a `VACUUM`
+    /// (even `FULL`, which copies what anything may still see) keeps them:
+    /// - another session of this database whose snapshot began before the call (a transaction
+    ///   left open, a long report: `backend_xmin`), or whose transaction got its id before it (a
+    ///   `READ COMMITTED` transaction that wrote and sits idle holds no snapshot between its
+    ///   statements, but its id alone keeps the versions: `backend_xid`);
+    /// - a prepared transaction of this database (`PREPARE TRANSACTION`, two-phase commit);
+    /// - a standby's feedback (`hot_standby_feedback`), through its replication slot's `xmin` or
+    ///   its WAL sender's, whatever its database.
+    ///
+    /// Waits up to `wait` for them to end; returns those left, named ("process PID (application)",
+    /// "prepared transaction 'GID'", "replication slot 'NAME'"); none: a `VACUUM` now removes every
+    /// version deleted before the call.
+    func holdersOfOlderVersions(wait: Duration) throws -> [String] {
         // The first transaction id not yet given out: every deletion made before the call is below it.
-        let horizon = try query("SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::numeric % 4294967296)::text").first?.column(String.self, "pg_current_snapshot") ?? "0"
+        let text = try query("SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::numeric % 4294967296)::text").first?.column(String.self, "pg_current_snapshot")
+        guard let horizon = text.flatMap({ UInt32($0) }) else { throw JournalError(.storage, "the server gave no transaction id horizon (\(text ?? "nothing"))") }
+        // `age(x) > age(horizon)`: x was given out before the horizon.
+        let older = { (column: String) in "(\(column) IS NOT NULL AND age(\(column)) > age('\(horizon)'::xid))" }
         let deadline = ContinuousClock.now + wait
         while true {
-            let holders = try query("""
-                SELECT pid, coalesce(application_name, '') FROM pg_stat_activity
-                WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL
-                  AND age(backend_xmin) > age(\(horizon)::text::xid)
-                """).map { row in
-                let (pid, application) = try row.columns((Int32, String).self, "pg_stat_activity")
-                return "process \(pid)" + (application.isEmpty ? "" : " (\(application))")
-            }
+            let holders = try query(PostgresQuery(unsafeSQL: """
+                SELECT 'process ' || pid || CASE WHEN coalesce(application_name, '') = '' THEN '' ELSE ' (' || application_name || ')' END
+                FROM pg_stat_activity
+                WHERE pid <> pg_backend_pid() AND (datname = current_database() OR backend_type = 'walsender')
+                  AND (\(older("backend_xmin")) OR \(older("backend_xid")))
+                UNION ALL
+                SELECT 'prepared transaction ' || quote_literal(gid) FROM pg_prepared_xacts
+                WHERE database = current_database() AND \(older("transaction"))
+                UNION ALL
+                SELECT 'replication slot ' || quote_literal(slot_name) FROM pg_replication_slots WHERE \(older("xmin"))
+                """)).map { try $0.decode(String.self) }
             if holders.isEmpty || ContinuousClock.now >= deadline { return holders }
             try? Task.checkCancellation()
             usleep(50_000)

@@ -527,9 +527,9 @@ final class PostgresJournalStore: JournalStore {
 
     func clearResidue(wait: Duration) throws -> Bool {
         guard try hasResidue() else { return true }
-        // (A session with an older snapshot would keep the rewritten rows' old versions: see
-        // `Connection.sessionsWithOlderSnapshots`.)
-        guard try connection.sessionsWithOlderSnapshots(wait: wait).isEmpty else { return false }
+        // (A session with an older snapshot or transaction, a prepared transaction or a standby
+        // would keep the rewritten rows' old versions: see `Connection.holdersOfOlderVersions`.)
+        guard try connection.holdersOfOlderVersions(wait: wait).isEmpty else { return false }
         try connection.execute("VACUUM blocks, tail, erasures")
         try connection.query("DELETE FROM meta WHERE key = 'residue'")
         return true

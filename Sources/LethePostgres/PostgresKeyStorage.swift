@@ -306,7 +306,7 @@ final class PostgresKeyStorage: KeyStorage {
     /// (false) for the next call.
     func clearResidue(wait: Duration) throws -> Bool {
         guard try hasResidue() else { return true }
-        guard try connection.sessionsWithOlderSnapshots(wait: wait).isEmpty else { return false }
+        guard try connection.holdersOfOlderVersions(wait: wait).isEmpty else { return false }
         try connection.execute("VACUUM FULL keyrings, own_keys, journals, wrapping")
         try connection.query("DELETE FROM meta WHERE key = 'residue'")
         return true

@@ -139,14 +139,14 @@ final class PostgresViewConnection: ViewConnection {
         // The dead versions of the rows a purge changed: their space made reusable (not overwritten
         // at once; what they held of personal values is sealed under keys the purge destroyed),
         // once no session's snapshot can still see them.
-        guard try connection.sessionsWithOlderSnapshots(wait: wait).isEmpty else { return false }
+        guard try connection.holdersOfOlderVersions(wait: wait).isEmpty else { return false }
         try connection.execute("VACUUM " + Schema.tables.map(\.name).joined(separator: ", "))
         try connection.execute("DELETE FROM meta WHERE key='residue'")
         return true
     }
 
     func describeResidue() -> String {
-        "the read models at \(address) still hold old versions of purged rows (a session of its database holds a snapshot older than the purge)"
+        "the read models at \(address) still hold old versions of purged rows (a session of its database with an older snapshot or transaction, a prepared transaction or a standby can still see them)"
     }
 
     func withScratch<T>(_ body: (any ViewConnection) throws -> T) throws -> T {

@@ -192,28 +192,67 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         #expect(try other.purgedAccounts() == ["gone"])
     }
 
-    /// The server's twin of a reader holding an old snapshot of a file's WAL: a session whose
-    /// snapshot began before the destruction (a report left open, say) can still see the
-    /// destroyed keyring's old version, and `VACUUM FULL` would copy it into the new files. The
-    /// store waits for such a session, then leaves the residue marked and says so; the next call,
-    /// once the session is gone, removes it.
-    @Test func aSessionWithAnOlderSnapshotKeepsTheResidueMarkedUntilItEnds() throws {
+    /// What on a server can still see a row version deleted after it began, so that `VACUUM`
+    /// keeps it (and `VACUUM FULL` copies it into its new files).
+    enum OlderVersionHolder: String, CaseIterable, Sendable {
+        /// A session whose snapshot began before the destruction (a report left open, say): the
+        /// server's twin of a reader holding an old snapshot of a file's WAL.
+        case snapshot
+        /// A `READ COMMITTED` transaction that got its id and sits idle: no snapshot between its
+        /// statements (`backend_xmin` is empty), but its id alone holds the versions back.
+        case idleTransaction
+        /// A prepared transaction (two-phase commit), which belongs to no session.
+        case preparedTransaction
+    }
+
+    /// Each holder of old versions keeps the residue marked: the store waits for it, then leaves
+    /// the mark and says so; the next call, once the holder is gone, removes the old keyring.
+    /// One holder at a time: a holder holds every key store of the database back, so one case's
+    /// holder would keep another's residue marked whether that case's holder is seen or not.
+    @Test(.serialized, arguments: OlderVersionHolder.allCases)
+    func whatStillSeesTheDestroyedKeyringKeepsTheResidueMarkedUntilItEnds(_ holder: OlderVersionHolder) throws {
         let place = try KeyPlace(.postgres)
         let store = try place.open(seed: 1)
         _ = try store.provide(["gone": needs([])], at: t)
         let db = try place.backend.open(synchronous: .normal)
         let sealed = try #require(try db.keyring("gone")).sealed
         db.close()
-        // Another session of the database takes a snapshot and keeps it.
-        let session = try Child("/usr/bin/psql", [try TestKeys.serverURL(), "-X", "-q", "-At"], environment: ProcessInfo.processInfo.environment)
-        session.input.write(Data("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 'snapshot taken';\n".utf8))
-        _ = session.output.availableData  // (the answer is out: the snapshot is held)
+        let url = try TestKeys.serverURL()
+        let environment = ProcessInfo.processInfo.environment
+        let gid = "lethe-test-\(UInt64.random(in: 0 ... .max))"
+        func psql(_ sql: String) throws -> Bool {
+            let child = try Child("/usr/bin/psql", [url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql], environment: environment)
+            try child.input.close()
+            return child.wait(until: .distantFuture) == 0
+        }
+        let session = try Child("/usr/bin/psql", [url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"], environment: environment)
+        switch holder {
+        case .snapshot:
+            session.input.write(Data("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 'holding';\n".utf8))
+        case .idleTransaction:
+            session.input.write(Data("BEGIN; SELECT 'holding ' || pg_current_xact_id();\n".utf8))
+        case .preparedTransaction:
+            session.input.write(Data("BEGIN; SELECT pg_current_xact_id(); PREPARE TRANSACTION '\(gid)'; SELECT 'holding';\n".utf8))
+        }
+        // Left behind, a prepared transaction would hold every later test's old versions.
+        var prepared = holder == .preparedTransaction
+        defer { if prepared { _ = try? psql("ROLLBACK PREPARED '\(gid)'") } }
+        var answer = Data()
+        while !String(decoding: answer, as: UTF8.self).contains("holding") {
+            let more = session.output.availableData
+            try #require(!more.isEmpty, "psql ended before holding anything: \(String(decoding: session.errors.readDataToEndOfFile(), as: UTF8.self))")
+            answer.append(more)
+        }
         try store.destroy([.account("gone", keeping: [])], at: t)
         #expect(try store.clearResidue(wait: .milliseconds(300)) == false)
         #expect(try store.hasResidue())
-        #expect(contains(try place.storedBytes(), sealed), "the old keyring is gone although a session could still see it: this test proves nothing")
+        #expect(contains(try place.storedBytes(), sealed), "the old keyring is gone although \(holder) could still see it: this test proves nothing")
         try session.input.close()
         _ = session.wait(until: .distantFuture)
+        if prepared {
+            #expect(try psql("ROLLBACK PREPARED '\(gid)'"))
+            prepared = false
+        }
         #expect(try store.clearResidue(wait: .seconds(10)))
         #expect(try !store.hasResidue())
         #expect(!contains(try place.storedBytes(), sealed), "a copy of the destroyed keyring is still on disk")

@@ -50,8 +50,8 @@ struct KeysCommand: ParsableCommand {
                 let next = try MasterKeySource(environment: [:], keyFile: newMasterKey).load(besides: data + keys.dataPaths)
                 let store = try KeyStore(keys, master: options.master, dataPaths: data, entropy: .system, synchronous: .full)
                 let moved = try store.rotate(to: next)
-                guard try store.clearResidue(wait: .milliseconds(Int(max(0, options.walWait) * 1000))) else {
-                    throw JournalError(.erasureIncomplete, "rotated \(moved) keyrings, own keys and journal keys, but " + Journal.busyWAL(keys.place))
+                if let left = try store.clearResidue(wait: .milliseconds(Int(max(0, options.walWait) * 1000))) {
+                    throw JournalError(.erasureIncomplete, "rotated \(moved) keyrings, own keys and journal keys, but " + left)
                 }
                 writeStdout("rotated: \(moved) keyrings, own keys and journal keys of \(keys.place) re-wrapped under \(newMasterKey); destroy the old master key now\n")
             }

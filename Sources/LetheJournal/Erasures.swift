@@ -290,29 +290,14 @@ extension Journal {
         return done
     }
 
-    /// Truncates the WAL of the journal and of the key store where an erasure left it to be
-    /// truncated, waiting up to `wait` (by default `Options.truncateWait`) for readers. Returns a
-    /// description of each WAL that still holds old pages (with the processes holding its file
-    /// open), or nothing.
+    /// Clears what an erasure left in the journal's store and the key store (a file's WAL, a
+    /// server's old row versions), waiting up to `wait` (by default `Options.truncateWait`) for
+    /// readers. Returns what each still holds and who holds it, or nothing.
     package func truncateWALs(wait: Duration? = nil) throws -> [String] {
         var unfinished: [String] = []
         let wait = wait ?? options.truncateWait
-        if try !withWriter({ try $0.store.clearResidue(wait: wait) }) {
-            unfinished.append(Journal.busyWAL(path))
-        }
-        if try !sealer.withLock({ try $0.keys.clearResidue(wait: wait) }) {
-            unfinished.append(Journal.busyWAL(keysPath))
-        }
+        if let left = try withWriter({ try $0.store.clearResidue(wait: wait) }) { unfinished.append(left) }
+        if let left = try sealer.withLock({ try $0.keys.clearResidue(wait: wait) }) { unfinished.append(left) }
         return unfinished
-    }
-
-    /// Says which WAL is still busy, and who holds its database open (on a server: that its
-    /// tables keep old versions of the purged rows while anything that began before the purge can see them).
-    package static func busyWAL(_ path: String) -> String {
-        if path.contains("://") {
-            return "\(path) still holds old versions of purged rows (a session of its database with an older snapshot or transaction, a prepared transaction or a standby can still see them)"
-        }
-        let holders = PrivateFile.holders(of: path)
-        return "\(path)-wal still holds purged data (a reader holds an old snapshot\(holders.isEmpty ? "" : ": process " + holders.joined(separator: ", ")))"
     }
 }

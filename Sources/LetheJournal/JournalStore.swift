@@ -191,8 +191,9 @@ package protocol JournalStore: AnyObject {
     func markResidue() throws
     func hasResidue() throws -> Bool
     /// Removes what `markResidue` marked, waiting up to `wait` for readers that hold an old
-    /// snapshot; false when one still does (the mark stays).
-    func clearResidue(wait: Duration) throws -> Bool
+    /// snapshot. Returns nil when nothing is left; when a reader still holds one, the mark stays
+    /// and the message says what is left and who holds it.
+    func clearResidue(wait: Duration) throws -> String?
 
     /// Gives space freed by merges and erasures back, where the store can do so without work in
     /// proportion to the journal (SQLite: an incremental vacuum). Outside any transaction.

@@ -139,6 +139,7 @@ package protocol KeyStorage: AnyObject {
 
     /// Whether a destruction or rotation left old copies of removed rows (a WAL's pages, dead row versions).
     func hasResidue() throws -> Bool
-    /// Removes them (waiting at most `wait` for readers that hold them); whether none is left.
-    func clearResidue(wait: Duration) throws -> Bool
+    /// Removes them (waiting at most `wait` for readers that hold them). Returns nil when none is
+    /// left; otherwise what is left and who holds it, for a message.
+    func clearResidue(wait: Duration) throws -> String?
 }

@@ -603,8 +603,9 @@ package final class KeyStore {
     }
 
     /// Clears what an erasure or a rotation left of the old rows (a file's WAL; PostgreSQL's dead
-    /// row versions), waiting at most `wait` for readers; whether nothing is left.
-    package func clearResidue(wait: Duration) throws -> Bool {
+    /// row versions), waiting at most `wait` for readers. Returns nil when nothing is left;
+    /// otherwise what is left and who holds it, for a message.
+    package func clearResidue(wait: Duration) throws -> String? {
         try failing("clear what an erasure left") { try db.clearResidue(wait: wait) }
     }
 

@@ -185,9 +185,13 @@ package final class SQLiteDatabase {
         try scalarInt("SELECT count(*) FROM meta WHERE key='wal_dirty'") ?? 0 > 0
     }
 
-    /// `truncateWAL` if an erasure marked the file (`markWALDirty`); whether nothing is left to do.
-    package func truncateWALIfMarked(wait: Duration) throws -> Bool {
-        try !isWALDirty() || truncateWAL(wait: wait)
+    /// `truncateWAL` if an erasure marked the file (`markWALDirty`). Returns nil when nothing is
+    /// left to do; otherwise what is left and who holds it (the other processes that have the
+    /// file open), for a message.
+    package func clearResidue(wait: Duration) throws -> String? {
+        guard try isWALDirty(), try !truncateWAL(wait: wait) else { return nil }
+        let holders = PrivateFile.holders(of: path)
+        return "\(path)-wal still holds purged data (a reader holds an old snapshot\(holders.isEmpty ? "" : ": process " + holders.joined(separator: ", ")))"
     }
 
     /// Copies the WAL into the database and truncates it to nothing, so no old page survives

@@ -537,7 +537,7 @@ package final class SQLiteJournalStore: JournalStore {
 
     package func hasResidue() throws -> Bool { try db.isWALDirty() }
 
-    package func clearResidue(wait: Duration) throws -> Bool { try db.truncateWALIfMarked(wait: wait) }
+    package func clearResidue(wait: Duration) throws -> String? { try db.clearResidue(wait: wait) }
 
     package func reclaimSpace() throws { try db.execute("PRAGMA incremental_vacuum") }
 

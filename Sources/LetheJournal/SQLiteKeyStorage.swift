@@ -249,5 +249,5 @@ final class SQLiteKeyStorage: KeyStorage {
 
     func hasResidue() throws -> Bool { try db.isWALDirty() }
 
-    func clearResidue(wait: Duration) throws -> Bool { try db.truncateWALIfMarked(wait: wait) }
+    func clearResidue(wait: Duration) throws -> String? { try db.clearResidue(wait: wait) }
 }

@@ -525,14 +525,8 @@ final class PostgresJournalStore: JournalStore {
 
     func hasResidue() throws -> Bool { try meta("residue") != nil }
 
-    func clearResidue(wait: Duration) throws -> Bool {
-        guard try hasResidue() else { return true }
-        // (A session with an older snapshot or transaction, a prepared transaction or a standby
-        // would keep the rewritten rows' old versions: see `Connection.holdersOfOlderVersions`.)
-        guard try connection.holdersOfOlderVersions(wait: wait).isEmpty else { return false }
-        try connection.execute("VACUUM blocks, tail, erasures")
-        try connection.query("DELETE FROM meta WHERE key = 'residue'")
-        return true
+    func clearResidue(wait: Duration) throws -> String? {
+        try connection.clearResidue(wait: wait, vacuum: "VACUUM blocks, tail, erasures")
     }
 
     /// VACUUM makes dead row versions' space reusable; the recent tables' indexes, which a merge

@@ -301,14 +301,10 @@ final class PostgresKeyStorage: KeyStorage {
     /// `VACUUM FULL` of the tables keys are removed from: each is written anew and its old file
     /// dropped, so no dead version of a destroyed key stays in the database. (It holds each
     /// table's lock while it runs: a key store's tables are small.) A session whose snapshot is
-    /// older than the destruction would make it copy the destroyed keys' versions into the new
-    /// files: it waits for such sessions up to `wait`, and otherwise leaves the residue marked
-    /// (false) for the next call.
-    func clearResidue(wait: Duration) throws -> Bool {
-        guard try hasResidue() else { return true }
-        guard try connection.holdersOfOlderVersions(wait: wait).isEmpty else { return false }
-        try connection.execute("VACUUM FULL keyrings, own_keys, journals, wrapping")
-        try connection.query("DELETE FROM meta WHERE key = 'residue'")
-        return true
+    /// older than the destruction (or anything else that can still see old versions) would make
+    /// it copy the destroyed keys' versions into the new files: `Connection.clearResidue` waits
+    /// for them up to `wait`, and otherwise leaves the residue marked for the next call.
+    func clearResidue(wait: Duration) throws -> String? {
+        try connection.clearResidue(wait: wait, vacuum: "VACUUM FULL keyrings, own_keys, journals, wrapping")
     }
 }

@@ -134,19 +134,11 @@ final class PostgresViewConnection: ViewConnection {
         try connection.execute("INSERT INTO meta VALUES('residue', '1') ON CONFLICT DO NOTHING")
     }
 
-    func clearResidue(wait: Duration) throws -> Bool {
-        guard try !connection.query("SELECT 1 FROM meta WHERE key='residue'").isEmpty else { return true }
-        // The dead versions of the rows a purge changed: their space made reusable (not overwritten
-        // at once; what they held of personal values is sealed under keys the purge destroyed),
-        // once no session's snapshot can still see them.
-        guard try connection.holdersOfOlderVersions(wait: wait).isEmpty else { return false }
-        try connection.execute("VACUUM " + Schema.tables.map(\.name).joined(separator: ", "))
-        try connection.execute("DELETE FROM meta WHERE key='residue'")
-        return true
-    }
-
-    func describeResidue() -> String {
-        "the read models at \(address) still hold old versions of purged rows (a session of its database with an older snapshot or transaction, a prepared transaction or a standby can still see them)"
+    /// The dead versions of the rows a purge changed: their space made reusable (not overwritten
+    /// at once; what they held of personal values is sealed under keys the purge destroyed), once
+    /// nothing can still see them.
+    func clearResidue(wait: Duration) throws -> String? {
+        try connection.clearResidue(wait: wait, vacuum: "VACUUM " + Schema.tables.map(\.name).joined(separator: ", "))
     }
 
     func withScratch<T>(_ body: (any ViewConnection) throws -> T) throws -> T {

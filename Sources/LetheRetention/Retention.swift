@@ -208,8 +208,8 @@ public final class Retention: Sendable {
         try lease.ensureHeld()
         try noting { try journal.finishErasures() }
         try views.catchUp()
-        if try !views.clearResidue(wait: journal.options.truncateWait) {
-            incomplete.append(views.residueLeft)
+        if let left = try views.clearResidue(wait: journal.options.truncateWait) {
+            incomplete.append(left)
         }
         logger.info("\(result.summary)")
         guard incomplete.isEmpty else {
@@ -336,8 +336,8 @@ public final class Retention: Sendable {
         }
         try journal.finishErasures()
         try views.catchUp()
-        guard try views.clearResidue(wait: journal.options.truncateWait) else {
-            throw JournalError(.erasureIncomplete, "\(purged.count) accounts purged again, but \(views.residueLeft)")
+        if let left = try views.clearResidue(wait: journal.options.truncateWait) {
+            throw JournalError(.erasureIncomplete, "\(purged.count) accounts purged again, but \(left)")
         }
         return purged
     }

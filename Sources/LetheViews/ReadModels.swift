@@ -257,14 +257,13 @@ public final class ReadModels: Sendable {
     /// Where a purge left rows behind in the store's own files (an SQLite WAL, a PostgreSQL
     /// table's dead row versions), removes them, waiting up to `wait` for readers that hold an
     /// old snapshot: after a purge, no old copy of the read models' rows survives there (and what
-    /// freed space still holds was sealed under keys the purge destroyed). Returns whether
-    /// nothing is left to do; until then, the next open or run tries again.
-    public func clearResidue(wait: Duration = .seconds(10)) throws -> Bool {
+    /// freed space still holds was sealed under keys the purge destroyed). Returns nil when
+    /// nothing is left to do; otherwise what is left and who holds it (the processes holding a
+    /// file's old snapshot; on a server, the sessions, prepared transactions or standbys that can
+    /// still see the old rows), for a message. Until then, the next open or run tries again.
+    public func clearResidue(wait: Duration = .seconds(10)) throws -> String? {
         try named { try connection.withLock { try $0.store.clearResidue(wait: wait) } }
     }
-
-    /// What `clearResidue` left, and who holds it, for a message.
-    public var residueLeft: String { connection.withLock { $0.store.describeResidue() } }
 
     /// How many rows each table holds, in `dump`'s order.
     public func rowCounts() throws -> [(table: String, rows: Int64)] {

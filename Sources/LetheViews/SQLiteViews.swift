@@ -61,8 +61,8 @@ final class SQLiteViewConnection: ViewConnection {
         }
         try initialize(identity: identity)
         // A purge whose WAL could not be truncated left a mark: every open tries again.
-        if try !db.truncateWALIfMarked(wait: .milliseconds(200)) {
-            logger.warning("the read models' WAL still holds purged data: a reader holds an old snapshot", metadata: ["path": "\(path)"])
+        if let left = try db.clearResidue(wait: .milliseconds(200)) {
+            logger.warning("\(left)")
         }
         return emptied
     }
@@ -105,9 +105,8 @@ final class SQLiteViewConnection: ViewConnection {
 
     func markResidue() throws { try db.markWALDirty() }
 
-    func clearResidue(wait: Duration) throws -> Bool { try db.truncateWALIfMarked(wait: wait) }
+    func clearResidue(wait: Duration) throws -> String? { try db.clearResidue(wait: wait) }
 
-    func describeResidue() -> String { Journal.busyWAL(path) }
 
     func withScratch<T>(_ body: (any ViewConnection) throws -> T) throws -> T {
         // Of this process and call: a rebuild and a check may run at once, in one process or two.

@@ -87,11 +87,8 @@ package protocol ViewConnection: AnyObject {
 
     /// Removes what removed rows left in the store's own files (an SQLite WAL, a PostgreSQL
     /// table's dead row versions), waiting up to `wait` for readers holding an old snapshot.
-    /// Returns whether nothing is left to do.
-    func clearResidue(wait: Duration) throws -> Bool
-
-    /// What is left when `clearResidue` could not finish, and who holds it, for an error message.
-    func describeResidue() -> String
+    /// Returns nil when nothing is left to do; otherwise what is left and who holds it, for a message.
+    func clearResidue(wait: Duration) throws -> String?
 
     /// `body` with a new, empty store of the same kind, private to this call and removed after it.
     func withScratch<T>(_ body: (any ViewConnection) throws -> T) throws -> T

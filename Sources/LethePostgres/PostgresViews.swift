@@ -531,7 +531,7 @@ final class PostgresViewStatement: ViewStatement {
 
     func int(_ column: Int32) -> Int64 {
         let cell = cells[Int(column)]
-        if let value = try? cell.decode(Int64?.self) { return value ?? 0 }
+        if let value = try? cell.decode(Int64?.self) { return value }  // (NULL: nil, as an error is)
         return (try? cell.decode(String?.self)).flatMap { $0.flatMap { Int64($0) } } ?? 0
     }
 

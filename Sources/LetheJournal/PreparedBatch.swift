@@ -1,0 +1,42 @@
+/// Events checked and sealed by `Journal.prepare`, waiting for `Journal.append`. The plaintext
+/// is kept only where the writer may need it: for the journal's rules, and for a record that
+/// another writer's record took the place of in its chain (sealed again under the next key).
+public struct PreparedBatch: Sendable {
+    struct Sealed: Sendable {
+        var nonce: NonceID
+        var key: KeyRef
+        var body: [UInt8]
+        var digest: [UInt8]
+    }
+
+    /// One event on its way to the writer. A class: the writer's passes over a batch then share
+    /// each item instead of copying its strings and buffers.
+    final class Item: Sendable {
+        let id: String?
+        let account: String
+        let type: String
+        let at: Timestamp
+        let expectedVersion: Int64?
+        let scope: KeyScope
+        /// The sealed payload, or why the event was refused before it reached the writer.
+        let sealed: Result<Sealed, JournalError>
+        /// The plaintext, kept only for the journal's rules and for records.
+        let plaintext: [UInt8]?
+
+        init(_ e: NewEvent, sealed: Result<Sealed, JournalError>, keepPlaintext: Bool) {
+            (id, account, type, at, expectedVersion, scope) = (e.id, e.account, e.type, e.at, e.expectedVersion, e.scope)
+            self.sealed = sealed
+            let isRecord = if case .records = e.scope { true } else { false }
+            plaintext = keepPlaintext || isRecord ? e.payload : nil
+        }
+    }
+
+    var items: [Item]
+    /// The key store's epoch when the batch was sealed: while it has not moved, no key the batch
+    /// was sealed under can have been destroyed since.
+    var epoch: Int64?
+
+    public var count: Int { items.count }
+
+    public static let empty = PreparedBatch(items: [], epoch: nil)
+}

@@ -60,7 +60,27 @@ final class PostgresJournalStore: JournalStore {
             CREATE TABLE IF NOT EXISTS \(schema).erasures(id bigserial PRIMARY KEY, account text NOT NULL, kind bigint NOT NULL,
                 name text, number bigint, through bigint, keeping text, mac bytea NOT NULL)
             """,
+            // Rows rewritten at every append of their account (its version; its last run of the
+            // block index, at each merge): pages half full leave each new version room beside the
+            // old one, so the update is HOT (no index entry; the old version pruned in the page),
+            // where full pages put it on another page with an index entry and left the old one
+            // dead until a VACUUM. Measured on the 20,000-account import: the server's statements
+            // 3.0 → 2.1 s, the two tables 11.6 → 6.9 MB. Set once, also on journals made before.
+            Self.fillfactor(50, of: "\(schema).accounts"),
+            Self.fillfactor(50, of: "\(schema).account_block_runs"),
         ]
+    }
+
+    /// Sets `table`'s fillfactor unless it is set already (an `ALTER TABLE` takes a lock that
+    /// waits for a running `VACUUM`: not at every open).
+    static func fillfactor(_ percent: Int, of table: String) -> String {
+        """
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_class WHERE oid = '\(table)'::regclass AND reloptions @> ARRAY['fillfactor=\(percent)']) THEN
+                ALTER TABLE \(table) SET (fillfactor = \(percent));
+            END IF;
+        END $$
+        """
     }
 
     // MARK: Transactions

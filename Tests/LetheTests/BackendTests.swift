@@ -152,6 +152,27 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(try place.verify().events == Int64(instances * perInstance))
     }
 
+    /// The rows every append rewrites (an account's version, its last run of the block index)
+    /// are kept in half-full pages, so that each new version fits beside the old one (a HOT
+    /// update: no index entry, the old version pruned in the page). A journal made before the
+    /// setting gets it at its next writer's open; the rows written since are placed by it.
+    @Test("on PostgreSQL, the tables of rows rewritten at every append leave room in their pages, also in a journal made before")
+    func rewrittenRowsHaveRoomOnPostgres() throws {
+        let place = try TestPlace(.postgres)
+        let fillfactors = "SELECT string_agg(relname || ':' || coalesce(array_to_string(reloptions, ','), '-'), ' ' ORDER BY relname) FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relname IN ('accounts', 'account_block_runs')"
+        do {
+            let j = try place.open()
+            _ = try j.append([event("acc_1", at: "2026-01-01T00:00:00Z")])
+            #expect(try place.psql(fillfactors) == "account_block_runs:fillfactor=50 accounts:fillfactor=50")
+        }
+        try place.psql("ALTER TABLE accounts RESET (fillfactor); ALTER TABLE account_block_runs RESET (fillfactor)")
+        #expect(try place.psql(fillfactors) == "account_block_runs:- accounts:-")
+        let j = try place.open()
+        #expect(try place.psql(fillfactors) == "account_block_runs:fillfactor=50 accounts:fillfactor=50")
+        _ = try j.append([event("acc_1", at: "2026-01-01T01:00:00Z"), event("acc_2", at: "2026-01-01T01:00:00Z")])
+        #expect(try j.version(of: "acc_1") == 2)
+    }
+
     @Test("a lease on PostgreSQL is held by one holder at a time and freed with it")
     func leaseOnPostgres() throws {
         let place = try TestPlace(.postgres)

@@ -173,6 +173,40 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(try j.version(of: "acc_1") == 2)
     }
 
+    /// The merge policy asks for the index tables' rows at every append; on the server they are
+    /// kept in `counts` by the statements that add and remove rows, where `count(*)` would read
+    /// each table whole (a run per account). They must stay exact through appends, merges and a
+    /// journal that had none (made before, restored): counted once, then kept.
+    @Test("on PostgreSQL, the index tables' row counts are kept exact by every write, and made where missing")
+    func indexRowCountsOnPostgres() throws {
+        let place = try TestPlace(.postgres)
+        let tables = ["account_block_runs", "event_id_runs", "event_ids", "recent_account_blocks"]
+        let actual = "SELECT " + tables.map { "(SELECT count(*) FROM \($0))" }.joined(separator: " || ' ' || ")
+        let kept = "SELECT string_agg(coalesce((SELECT n FROM counts WHERE name = t)::text, '-'), ' ' ORDER BY t) FROM unnest(ARRAY['\(tables.joined(separator: "','"))']) t"
+        do {
+            // No merge yet: every append that seals a block asks for both tables of both indexes.
+            let j = try place.open()
+            _ = try appendHistory(j, batches: 0..<3)
+            #expect(try place.psql(kept) == place.psql(actual))
+            #expect(!(try place.psql(kept)).contains("-"))
+        }
+        do {
+            // Merges every 16 rows: runs inserted and rewritten, recent rows cleared.
+            let j = try place.open(recentLimits: 16)
+            _ = try appendHistory(j, batches: 3..<12)
+            try j.settle()
+            #expect(try place.psql(kept) == place.psql(actual))
+            #expect(try place.psql("SELECT count(*) FROM account_block_runs") != "0")
+        }
+        // As a journal made before the counts: none kept; the next write counts each once.
+        try place.psql("DELETE FROM counts")
+        let j = try place.open()
+        // (Asked for when an append seals a block: blocks of 8 here.)
+        _ = try j.append((0..<10).map { event("acc_\($0 % 3)", at: "2026-01-02T00:00:00Z", id: "late_\($0)") })
+        #expect(try place.psql(kept) == place.psql(actual))
+        #expect(!(try place.psql(kept)).contains("-"))
+    }
+
     @Test("a lease on PostgreSQL is held by one holder at a time and freed with it")
     func leaseOnPostgres() throws {
         let place = try TestPlace(.postgres)

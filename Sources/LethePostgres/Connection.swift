@@ -217,13 +217,17 @@ final class Connection: @unchecked Sendable {
         }
     }
 
+    /// Whether a purge marked this connection's schema (`meta`'s `residue`, in each of the
+    /// journal's, the key store's and the read models' schemas).
+    func hasResidue() throws -> Bool { try !query("SELECT 1 FROM meta WHERE key = 'residue'").isEmpty }
+
     /// Clears what a purge marked in this connection's schema (`meta`'s `residue`): once nothing
     /// that began before the call can still see the old row versions (`holdersOfOlderVersions`,
     /// waited for up to `wait`), runs `vacuum` on the tables and removes the mark. Returns nil
     /// when nothing is left (or nothing was marked); otherwise the mark stays, for the next call,
     /// and the message says what holds the versions.
     func clearResidue(wait: Duration, vacuum: String) throws -> String? {
-        guard try !query("SELECT 1 FROM meta WHERE key = 'residue'").isEmpty else { return nil }
+        guard try hasResidue() else { return nil }
         let holders = try holdersOfOlderVersions(wait: wait)
         guard holders.isEmpty else {
             return "\(address) still holds old versions of purged rows, which \(holders.joined(separator: ", ")) can still see"

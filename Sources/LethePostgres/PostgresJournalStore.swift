@@ -383,7 +383,7 @@ final class PostgresJournalStore: JournalStore {
     /// in its WAL and its backups, is in the README.)
     func markResidue() throws { try put("residue", integer: 1) }
 
-    func hasResidue() throws -> Bool { try meta("residue") != nil }
+    func hasResidue() throws -> Bool { try connection.hasResidue() }
 
     func clearResidue(wait: Duration) throws -> String? {
         try connection.clearResidue(wait: wait, vacuum: "VACUUM blocks, tail, erasures")

@@ -296,7 +296,7 @@ final class PostgresKeyStorage: KeyStorage {
             """)
     }
 
-    func hasResidue() throws -> Bool { try meta("residue") != nil }
+    func hasResidue() throws -> Bool { try connection.hasResidue() }
 
     /// `VACUUM FULL` of the tables keys are removed from: each is written anew and its old file
     /// dropped, so no dead version of a destroyed key stays in the database. (It holds each

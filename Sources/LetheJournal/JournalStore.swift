@@ -135,8 +135,10 @@ package protocol JournalStore: AnyObject {
     func forEachAccount(_ body: (String, AccountRecord) throws -> Void) throws
     func insert(accounts: [(name: String, row: AccountRecord)]) throws
     /// Stores known accounts' new versions and times, and their chain marks where given (a nil
-    /// `chains` keeps them). Returns the names that have no row (damage: the caller says so).
-    func update(accounts: [AccountUpdate]) throws -> [String]
+    /// `chains` keeps them). An account without a row (damage) is `AccountUpdate.missingRow`,
+    /// thrown here or, by a store that sends the statement on while its caller goes on, before
+    /// the transaction commits.
+    func update(accounts: [AccountUpdate]) throws
 
     // MARK: The event id index (`EventIDIndex`): recent ids a row each, then chunks by first id
 
@@ -296,6 +298,11 @@ package struct AccountUpdate: Sendable {
     package var lastAt: Int64
     /// The new chain marks; nil: unchanged.
     package var chains: [UInt8]?
+
+    /// What a store throws when `name` has no row to update.
+    package static func missingRow(_ name: String) -> JournalError {
+        JournalError(.corrupt, "account \(name): its row is missing; run `lethe verify`")
+    }
 }
 
 /// A tail row as the store read it, before the engine trusts any of it.

@@ -311,18 +311,16 @@ package final class SQLiteJournalStore: JournalStore {
         }
     }
 
-    package func update(accounts: [AccountUpdate]) throws -> [String] {
+    package func update(accounts: [AccountUpdate]) throws {
         let times = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3 WHERE name = ?1")
         let marks = try db.statement("UPDATE accounts SET version = ?2, last_at = ?3, chains = ?4 WHERE name = ?1")
-        var missing: [String] = []
         for a in accounts {
             let s = a.chains == nil ? times : marks
             s.bind(1, a.name).bind(2, a.version).bind(3, a.lastAt)
             if let chains = a.chains { s.bind(4, chains) }
             try s.run()
-            if db.changes != 1 { missing.append(a.name) }
+            if db.changes != 1 { throw AccountUpdate.missingRow(a.name) }
         }
-        return missing
     }
 
     // MARK: The event id index

@@ -479,9 +479,7 @@ final class Writer {
         for (name, row) in staged where !isNew.contains(name) {
             updates.append(AccountUpdate(name: name, version: row.version, lastAt: row.lastAt, chains: row.chainsMoved ? row.chains.encode() : nil))
         }
-        if let name = try store.update(accounts: updates).first {
-            throw JournalError(.corrupt, "account \(name): its row (id \(staged[name]!.id)) is missing; run `lethe verify`")
-        }
+        try store.update(accounts: updates)
     }
 
     /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.

@@ -113,23 +113,34 @@ final class Connection: @unchecked Sendable {
 
     /// Sends one statement without waiting for its answer: the connection runs statements in the
     /// order they are sent, and the next `query` (or `awaitSent`) waits for this one's answer and
-    /// throws its failure. The caller goes on meanwhile (building the next batch, say).
-    func send(_ query: PostgresQuery) {
-        sent.append(start(query))
+    /// throws its failure, or what `check` throws of its rows. The caller goes on meanwhile
+    /// (encoding the next blocks while the server stores the accounts, say). Inside a
+    /// transaction, a failure is thus thrown before the transaction commits.
+    func send(_ query: PostgresQuery, check: (@Sendable ([PostgresRow]) throws -> Void)? = nil) {
+        sent.append((start(query), check))
     }
+
+    /// `send` of a statement that takes no values (not an overload of `send`: a literal with
+    /// values must become a `PostgresQuery`, whose values are sent apart from the text).
+    func sendStatement(_ sql: String) { send(PostgresQuery(unsafeSQL: sql)) }
 
     /// Waits for every statement `send` left unanswered; throws the first failure.
     func awaitSent() throws {
         let outcomes = sent
         sent.removeAll()
         var failure: (any Error)?
-        for outcome in outcomes {
-            do { _ = try answer(outcome) } catch { failure = failure ?? error }
+        for (outcome, check) in outcomes {
+            do {
+                let rows = try answer(outcome)
+                if failure == nil { try check?(rows) }
+            } catch {
+                failure = failure ?? error
+            }
         }
         if let failure { throw failure }
     }
 
-    private var sent: [Outcome] = []
+    private var sent: [(Outcome, (@Sendable ([PostgresRow]) throws -> Void)?)] = []
 
     /// Sends `query`; its outcome settles with the answer, or the end of the connection, whichever
     /// comes first. (postgres-nio 1.33 never answers a statement it could not send because the
@@ -251,6 +262,9 @@ final class Connection: @unchecked Sendable {
         let result: T
         do {
             result = try body()
+            // What `send` left unanswered, before the commit: a failure there (or a `check` that
+            // throws, after a statement the server ran) rolls the transaction back.
+            try awaitSent()
         } catch {
             try? execute("ROLLBACK")
             throw error

@@ -22,7 +22,7 @@ extension PostgresJournalStore {
 
     func addRecentIDs(_ entries: [(id: String, seq: Int64)]) throws {
         guard !entries.isEmpty else { return }
-        try connection.query("""
+        connection.send("""
             WITH added AS (INSERT INTO event_ids(id, seq) SELECT * FROM unnest(\(entries.map(\.id))::text[], \(entries.map(\.seq))::bigint[]) RETURNING 1)
             UPDATE counts SET n = n + (SELECT count(*) FROM added) WHERE name = 'event_ids'
             """)
@@ -42,7 +42,7 @@ extension PostgresJournalStore {
     }
 
     func clearRecentIDs() throws {
-        try connection.execute("WITH gone AS (DELETE FROM event_ids) UPDATE counts SET n = 0 WHERE name = 'event_ids'")
+        connection.sendStatement("WITH gone AS (DELETE FROM event_ids) UPDATE counts SET n = 0 WHERE name = 'event_ids'")
     }
 
     private static func chunk(_ row: PostgresRow) throws -> IDChunk {
@@ -84,14 +84,14 @@ extension PostgresJournalStore {
     }
 
     func deleteIDChunk(first: String) throws {
-        try connection.query("""
+        connection.send("""
             WITH gone AS (DELETE FROM event_id_runs WHERE first_id = \(first) RETURNING 1)
             UPDATE counts SET n = n - (SELECT count(*) FROM gone) WHERE name = 'event_id_runs'
             """)
     }
 
     func insertIDChunk(_ chunk: IDChunk) throws {
-        try connection.query("""
+        connection.send("""
             WITH added AS (INSERT INTO event_id_runs(first_id, entries) VALUES(\(chunk.first), \(chunk.entries.buffer)) RETURNING 1)
             UPDATE counts SET n = n + (SELECT count(*) FROM added) WHERE name = 'event_id_runs'
             """)
@@ -131,7 +131,7 @@ extension PostgresJournalStore {
     func writeBlockRuns(_ runs: [BlockRun], replacing: [Int64: Int64]) throws {
         guard !runs.isEmpty else { return }
         // (`xmax = 0`: the row was inserted, not updated in place.)
-        try connection.query("""
+        connection.send("""
             WITH written AS (
                 INSERT INTO account_block_runs(account_id, first_block, blocks)
                 SELECT * FROM unnest(\(runs.map(\.account))::bigint[], \(runs.map(\.first))::bigint[], \(runs.map(\.blocks.buffer))::bytea[])
@@ -143,7 +143,7 @@ extension PostgresJournalStore {
 
     func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws {
         guard !postings.isEmpty else { return }
-        try connection.query("""
+        connection.send("""
             WITH added AS (
                 INSERT INTO recent_account_blocks(account_id, block_id)
                 SELECT * FROM unnest(\(postings.map(\.account))::bigint[], \(postings.map(\.block))::bigint[])
@@ -169,7 +169,7 @@ extension PostgresJournalStore {
     }
 
     func clearRecentPostings() throws {
-        try connection.execute("WITH gone AS (DELETE FROM recent_account_blocks) UPDATE counts SET n = 0 WHERE name = 'recent_account_blocks'")
+        connection.sendStatement("WITH gone AS (DELETE FROM recent_account_blocks) UPDATE counts SET n = 0 WHERE name = 'recent_account_blocks'")
     }
 
     func forEachBlockRun(_ body: (BlockRun) throws -> Void) throws {

@@ -133,7 +133,7 @@ final class PostgresJournalStore: JournalStore {
     }
 
     private func put(_ key: String, integer: Int64? = nil, bytes: [UInt8]? = nil) throws {
-        try connection.query("""
+        connection.send("""
             INSERT INTO meta(key, int_value, bytes_value) VALUES(\(key), \(integer), \(bytes?.buffer))
             ON CONFLICT (key) DO UPDATE SET int_value = EXCLUDED.int_value, bytes_value = EXCLUDED.bytes_value
             """)
@@ -142,7 +142,7 @@ final class PostgresJournalStore: JournalStore {
     /// Moves the head and, in the same statement, tells the followers of every instance: the
     /// server delivers the notice when (and only if) the transaction commits.
     func setHead(seq: Int64, link: [UInt8], mac: [UInt8]) throws {
-        try connection.query("""
+        connection.send("""
             WITH head AS (
                 INSERT INTO meta(key, int_value, bytes_value)
                 VALUES ('head_seq', \(seq), NULL), ('head_link', NULL, \(link.buffer)), ('head_mac', NULL, \(mac.buffer))
@@ -154,7 +154,7 @@ final class PostgresJournalStore: JournalStore {
     func setHeadMAC(_ mac: [UInt8]) throws { try put("head_mac", bytes: mac) }
 
     func replaceMeta(_ entries: [(key: String, value: MetaValue)]) throws {
-        try connection.execute("DELETE FROM meta")
+        connection.sendStatement("DELETE FROM meta")
         for (key, value) in entries {
             switch value {
             case .integer(let n): try put(key, integer: n)
@@ -214,7 +214,7 @@ final class PostgresJournalStore: JournalStore {
 
     func insert(blocks: [StoredBlock]) throws {
         guard !blocks.isEmpty else { return }
-        try connection.query("""
+        connection.send("""
             INSERT INTO blocks(id, first_seq, last_seq, frame)
             SELECT * FROM unnest(\(blocks.map(\.id))::bigint[], \(blocks.map(\.first))::bigint[], \(blocks.map(\.last))::bigint[],
                                  \(blocks.map(\.frame.buffer))::bytea[])
@@ -267,7 +267,7 @@ final class PostgresJournalStore: JournalStore {
         // sealed payload and a digest are never empty).
         let payloads = events.map { e -> ByteBuffer in if case .sealed(let b) = e.body { b.buffer } else { ByteBuffer() } }
         let digests = events.map { e -> ByteBuffer in if case .purged(let d) = e.body { d.buffer } else { ByteBuffer() } }
-        try connection.query("""
+        connection.send("""
             INSERT INTO tail(seq, account, version, type, at, at_digits, event_id, session, counter,
                              key_kind, key_number, key_index, payload, digest, link)
             SELECT s, a, v, t, at, d, NULLIF(i, ''), se, c, kk, kn, ki, NULLIF(p, ''::bytea), NULLIF(g, ''::bytea), l
@@ -282,11 +282,11 @@ final class PostgresJournalStore: JournalStore {
             """)
     }
 
-    func clearTail() throws { try connection.execute("DELETE FROM tail") }
+    func clearTail() throws { connection.sendStatement("DELETE FROM tail") }
 
     func purgeTail(_ digests: [(seq: Int64, digest: [UInt8])]) throws {
         guard !digests.isEmpty else { return }
-        try connection.query("""
+        connection.send("""
             UPDATE tail SET payload = NULL, digest = u.g
             FROM unnest(\(digests.map(\.seq))::bigint[], \(digests.map(\.digest.buffer))::bytea[]) AS u(s, g) WHERE tail.seq = u.s
             """)
@@ -331,7 +331,7 @@ final class PostgresJournalStore: JournalStore {
 
     func insert(accounts: [(name: String, row: AccountRecord)]) throws {
         guard !accounts.isEmpty else { return }
-        try connection.query("""
+        connection.send("""
             INSERT INTO accounts(name, id, version, last_at, chains)
             SELECT n, i, v, t, NULLIF(c, ''::bytea)
             FROM unnest(\(accounts.map(\.name))::text[], \(accounts.map(\.row.id))::bigint[], \(accounts.map(\.row.version))::bigint[],
@@ -339,16 +339,19 @@ final class PostgresJournalStore: JournalStore {
             """)
     }
 
-    func update(accounts: [AccountUpdate]) throws -> [String] {
-        guard !accounts.isEmpty else { return [] }
-        let updated = try connection.query("""
+    func update(accounts: [AccountUpdate]) throws {
+        guard !accounts.isEmpty else { return }
+        let names = accounts.map(\.name)
+        connection.send("""
             UPDATE accounts SET version = u.v, last_at = u.t, chains = CASE WHEN u.m THEN u.c ELSE accounts.chains END
             FROM unnest(\(accounts.map(\.name))::text[], \(accounts.map(\.version))::bigint[], \(accounts.map(\.lastAt))::bigint[],
                         \(accounts.map { $0.chains != nil })::boolean[], \(accounts.map { ($0.chains ?? []).buffer })::bytea[]) AS u(n, v, t, m, c)
             WHERE accounts.name = u.n RETURNING accounts.name
-            """)
-        let found = Set(try updated.map { try $0.column(String.self, "accounts") })
-        return accounts.map(\.name).filter { !found.contains($0) }
+            """) { updated in
+            guard updated.count != names.count else { return }
+            let found = Set(try updated.map { try $0.column(String.self, "accounts") })
+            if let missing = names.first(where: { !found.contains($0) }) { throw AccountUpdate.missingRow(missing) }
+        }
     }
 
     // MARK: Recorded erasures, and what erasing leaves behind
@@ -366,7 +369,7 @@ final class PostgresJournalStore: JournalStore {
 
     func recordErasures(_ rows: [ErasureRow]) throws {
         for r in rows {
-            try connection.query("""
+            connection.send("""
                 INSERT INTO erasures(account, kind, name, number, through, keeping, mac)
                 VALUES(\(r.account ?? ""), \(r.kind), \(r.name), \(r.number), \(r.through), \(r.keeping), \(r.mac.buffer))
                 """)
@@ -375,7 +378,7 @@ final class PostgresJournalStore: JournalStore {
 
     func deleteErasures(ids: [Int64]) throws {
         guard !ids.isEmpty else { return }
-        try connection.query("DELETE FROM erasures WHERE id = ANY(\(ids)::bigint[])")
+        connection.send("DELETE FROM erasures WHERE id = ANY(\(ids)::bigint[])")
     }
 
     /// Rows an erasure rewrote stay in their tables' files as dead versions until a VACUUM;

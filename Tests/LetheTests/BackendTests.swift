@@ -90,6 +90,48 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(why.code == .accountShredded)
     }
 
+    /// On a server, the statements that only write (the accounts' new versions among them) are
+    /// sent on while the writer goes on: a failure among them must still stop the append before
+    /// its commit, named, and leave nothing of it behind.
+    @Test("an append to an account whose row was removed behind the writer fails, names it and commits nothing", arguments: TestBackend.allCases)
+    func anAccountRowRemovedBehindTheWriter(_ backend: TestBackend) throws {
+        let place = try TestPlace(backend)
+        let j = try place.open(blockEvents: 4)
+        let first = try j.append((0..<6).map { event("acc_\($0 % 3)", at: "2026-01-01T00:00:0\($0)Z", id: "e\($0)") })
+        #expect(first.allSatisfy { if case .appended = $0 { true } else { false } })
+        try place.tamper("DELETE FROM accounts WHERE name = 'acc_1'")
+        // The writer holds acc_1's row from its last append: it updates the row, which is gone.
+        let failure = #expect(throws: JournalError.self) {
+            try j.append([event("acc_0", at: "2026-01-01T00:01:00Z", id: "late0"), event("acc_1", at: "2026-01-01T00:01:01Z", id: "late1")])
+        }
+        #expect(failure?.code == .corrupt)
+        #expect(failure?.message.contains("account acc_1: its row is missing") == true, "\(String(describing: failure))")
+        // Nothing of the failed append was committed: not its events, not acc_0's new version.
+        #expect(try place.scalar("SELECT count(*) FROM event_ids WHERE id LIKE 'late%'") == 0)
+        #expect(try place.scalar("SELECT version FROM accounts WHERE name = 'acc_0'") == 2)
+        #expect(try allEvents(j).count == 6)
+    }
+
+    @Test("a statement sent on inside a transaction, whose answer fails its check, rolls the transaction back")
+    func aSentStatementsFailedCheckRollsBack() throws {
+        let place = try TestPlace(.postgres)
+        let connection = try Connection(try PostgresAddress(try TestBackend.serverURL()))
+        defer { connection.close() }
+        try connection.execute("CREATE SCHEMA \(place.schema)")
+        try connection.execute("CREATE TABLE \(place.schema).t(n bigint)")
+        struct Refused: Error {}
+        // The server runs the insert; the check refuses what it answered, and nothing is queried
+        // after it: the transaction must still not commit.
+        #expect(throws: Refused.self) {
+            try connection.transaction {
+                connection.send("INSERT INTO \(unescaped: place.schema).t VALUES (1) RETURNING n") { _ in throw Refused() }
+            }
+        }
+        #expect(try place.psql("SELECT count(*) FROM t") == "0")
+        try connection.transaction { connection.send("INSERT INTO \(unescaped: place.schema).t VALUES (2)") }
+        #expect(try place.psql("SELECT count(*) FROM t") == "1")
+    }
+
     @Test("ids and accounts told apart by their bytes alone (composed and decomposed, case, emoji, the longest id) on both backends, before and after the indexes merge", arguments: TestBackend.allCases)
     func idsAreComparedByTheirBytes(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)

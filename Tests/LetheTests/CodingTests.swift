@@ -32,6 +32,22 @@ import Testing
     }
 }
 
+/// The order of the journal's byte-sorted tables (a block's accounts, the id index's runs).
+@Suite struct ByteOrderTests {
+    @Test func stringsAreOrderedByTheirUTF8BytesWhateverTheirStorage() {
+        // Small (inline) and large strings, ASCII and not, prefixes, and pairs whose Unicode order differs from their bytes'.
+        let strings = ["", "a", "ab", "a\u{0}", "b", "B", "caf\u{E9}", "cafe\u{301}", "\u{FB01}", "fi", "\u{1F600}", "\u{FFFD}",
+                       String(repeating: "x", count: 15), String(repeating: "x", count: 16), String(repeating: "x", count: 40) + "\u{E9}",
+                       String(repeating: "x", count: 40) + "e", "acct-000123", "acct-00012", "\u{10FFFF}"]
+        let byBytes = strings.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        #expect(strings.sorted(by: utf8Precedes) == byBytes)
+        // The same strings built from their bytes at run time: storage other than the literals'.
+        let rebuilt = strings.map { String(decoding: Array($0.utf8), as: UTF8.self) }
+        #expect(rebuilt.sorted(by: utf8Precedes) == byBytes)
+        for a in strings { for b in strings { #expect(utf8Precedes(a, b) == Array(a.utf8).lexicographicallyPrecedes(Array(b.utf8))) } }
+    }
+}
+
 @Suite struct TimestampTests {
     @Test func parsesAndFormats() throws {
         let t = try #require(Timestamp(rfc3339: "2026-01-05T10:00:00Z"))

@@ -252,8 +252,8 @@ final class CutOnSealing: LogHandler, @unchecked Sendable {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-        guard message.description == "sealed blocks" else { return }
+    func log(event: LogEvent) {
+        guard event.message.description == "sealed blocks" else { return }
         let action = state.withLock { s -> (@Sendable () -> Void)? in
             defer { s.action = nil }
             if s.action != nil { s.fired = true }

@@ -8,6 +8,10 @@
 #   Tools/pg.sh url [DIR]     prints the URL of the running one
 #   Tools/pg.sh restart [DIR] stops it and starts it again (fast shutdown: sessions are cut)
 #   Tools/pg.sh stop [DIR]    stops it and removes DIR
+#   Tools/pg.sh standby DIR URL  starts a hot standby in DIR of the server at URL (one of this
+#                             script's), streaming from it, with hot_standby_feedback on: what
+#                             keeps old row versions on the server for a query on the standby;
+#                             prints its URL (the same user and database); `stop DIR` ends it
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user that
 # Debian's package makes (or `nobody`), and owns only DIR's data. The URL names a database
@@ -66,6 +70,27 @@ start)
 url)
     cat "$dir/url"
     ;;
+standby)
+    primary=${3:?usage: Tools/pg.sh standby DIR PRIMARY_URL}
+    rm -rf "$dir"
+    mkdir -p "$dir/run"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    if [ "$(id -u)" = 0 ]; then
+        owner=postgres
+        id "$owner" >/dev/null 2>&1 || owner=nobody
+        chown -R "$owner" "$dir"
+    fi
+    # (-R: the copy starts as a standby of the server it was taken from.)
+    as_owner "$bin/pg_basebackup" -d "$primary" -D "$dir/data" -R -X stream -c fast >"$dir/basebackup.log" 2>&1 \
+        || { cat "$dir/basebackup.log" >&2; exit 1; }
+    # (A standby allows at least as many prepared transactions as its server: `start`'s four.)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/run -c max_connections=100 -c max_prepared_transactions=4 -c hot_standby=on -c hot_standby_feedback=on -c wal_receiver_status_interval=1" start >/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
+    url=$(printf '%s' "$primary" | sed -E "s#@([^:/]+):[0-9]+/#@\1:$port/#")
+    (umask 077; printf '%s\n' "$url" > "$dir/url")
+    echo "$url"
+    ;;
 restart)
     # Same port, socket and password: what a server restart looks like to its clients.
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null \
@@ -78,7 +103,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: Tools/pg.sh start|url|restart|stop [DIR]" >&2
+    echo "usage: Tools/pg.sh start|url|restart|stop [DIR] | standby DIR URL" >&2
     exit 2
     ;;
 esac

@@ -9,7 +9,8 @@ swift build --build-tests
 # port; stopped and removed whatever the outcome).
 LETHE_TEST_POSTGRES=$(Tools/pg.sh start .build/pg-test)
 export LETHE_TEST_POSTGRES
-trap 'Tools/pg.sh stop .build/pg-test' EXIT
+# (A standby a test started and could not stop, killed say, goes first.)
+trap 'for d in .build/pg-standby-*; do if [ -d "$d" ]; then Tools/pg.sh stop "$d"; fi; done; Tools/pg.sh stop .build/pg-test' EXIT
 swift test --skip-build "$@"
 # The decoders under libFuzzer, each target for a short bounded time on its seed corpus
 # (Tools/fuzz.sh; LETHE_FUZZ_SECONDS, 20 by default; LETHE_FUZZ_SECONDS=0 skips it).

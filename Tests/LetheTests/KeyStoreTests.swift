@@ -203,6 +203,9 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         case idleTransaction
         /// A prepared transaction (two-phase commit), which belongs to no session.
         case preparedTransaction
+        /// A snapshot on a hot standby whose feedback is on (`hot_standby_feedback`): the
+        /// server's WAL sender to it holds the versions back (`Tools/pg.sh standby`).
+        case standby
     }
 
     /// Each holder of old versions keeps the residue marked: the store waits for it, then leaves
@@ -225,9 +228,20 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
             try child.input.close()
             return child.wait(until: .distantFuture) == 0
         }
-        let session = try Child("/usr/bin/psql", [url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"], environment: environment)
+        // A standby of the test server, for its case: its own folder under the build folder, stopped and removed at the end.
+        let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let standbyDir = packageRoot.appendingPathComponent(".build/pg-standby-\(UInt32.random(in: 0 ... .max))").path
+        let pgScript = packageRoot.appendingPathComponent("Tools/pg.sh").path
+        var sessionURL = url
+        if holder == .standby {
+            let made = try run(pgScript, ["standby", standbyDir, url], timeLimit: .seconds(120))
+            try #require(made.status == 0, "no standby: \(made.stderr)")
+            sessionURL = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        defer { if holder == .standby { _ = try? run(pgScript, ["stop", standbyDir], timeLimit: .seconds(120)) } }
+        let session = try Child("/usr/bin/psql", [sessionURL, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"], environment: environment)
         switch holder {
-        case .snapshot:
+        case .snapshot, .standby:
             session.input.write(Data("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 'holding';\n".utf8))
         case .idleTransaction:
             session.input.write(Data("BEGIN; SELECT 'holding ' || pg_current_xact_id();\n".utf8))
@@ -244,10 +258,18 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
             answer.append(more)
         }
         try store.destroy([.account("gone", keeping: [])], at: t)
-        // The message names what holds the old versions, for the operator to end it.
-        let left = try #require(try store.clearResidue(wait: .milliseconds(300)), "the residue was cleared while \(holder) could still see it")
+        // The message names what holds the old versions, for the operator to end it. (A
+        // standby's feedback comes every second, and an idle standby's also holds back what was
+        // deleted since the last: the wait outlasts that, so that only the open snapshot can
+        // keep the mark.)
+        let left = try #require(try store.clearResidue(wait: holder == .standby ? .seconds(4) : .milliseconds(300)), "the residue was cleared while \(holder) could still see it")
         #expect(left.contains("still holds old versions of purged rows, which "), "\(left)")
-        #expect(left.contains(holder == .preparedTransaction ? "prepared transaction '\(gid)'" : "(psql)"), "\(left)")
+        let named = switch holder {
+        case .preparedTransaction: "prepared transaction '\(gid)'"
+        case .standby: "(walreceiver)"
+        case .snapshot, .idleTransaction: "(psql)"
+        }
+        #expect(left.contains(named), "\(left)")
         #expect(try store.hasResidue())
         #expect(contains(try place.storedBytes(), sealed), "the old keyring is gone although \(holder) could still see it: this test proves nothing")
         try session.input.close()

@@ -571,6 +571,9 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         // A service that reads keeps its reader's connection between reads (`Journal.read`).
         let reading = try open(8)
         let headBefore = try reading.read { try $0.headSeq() }
+        // An instance that appended before the restart and sits idle through it.
+        let idle = try open(10)
+        _ = try idle.append(NewEvent(id: "idle-0", account: "acct-idle", type: "Note", at: Timestamp(nanoseconds: 1_780_000_000_000_000_000), payload: Array("before".utf8)))
         #expect(reading.idleReaders.withLock { $0.count } == 1)
         let before = tallies.map(acks)
         let restarted = try run("/bin/bash", [pg, "restart", dir], timeLimit: .seconds(120))
@@ -580,8 +583,10 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         done.wait()
         // The kept connection went with the restart: the next read takes a new one on its own.
         #expect(try reading.read { try $0.headSeq() } > headBefore)
+        // So does the idle writer's, at its next append: the first try succeeds.
+        #expect(try idle.append(NewEvent(id: "idle-1", account: "acct-idle", type: "Note", at: Timestamp(nanoseconds: 1_780_000_001_000_000_000), payload: Array("after".utf8))).version == 2)
 
-        let acknowledged = tallies.flatMap { $0.acknowledged.withLock { $0 } }
+        let acknowledged = tallies.flatMap { $0.acknowledged.withLock { $0 } } + ["idle-0", "idle-1"]
         var ids: [String] = []
         try open(9).read { try $0.events { ids.append($0.header.id ?? "") } }
         #expect(Set(ids).count == ids.count, "an id is there twice")

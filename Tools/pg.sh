@@ -8,10 +8,13 @@
 #   Tools/pg.sh url [DIR]     prints the URL of the running one
 #   Tools/pg.sh restart [DIR] stops it and starts it again (fast shutdown: sessions are cut)
 #   Tools/pg.sh stop [DIR]    stops it and removes DIR
-#   Tools/pg.sh standby DIR URL  starts a hot standby in DIR of the server at URL (one of this
+#   Tools/pg.sh standby DIR URL [SLOT]
+#                             starts a hot standby in DIR of the server at URL (one of this
 #                             script's), streaming from it, with hot_standby_feedback on: what
-#                             keeps old row versions on the server for a query on the standby;
+#                             keeps old row versions on the server for a query on the standby
+#                             (through a replication slot made on the server when SLOT is given);
 #                             prints its URL (the same user and database); `stop DIR` ends it
+#                             and drops its slot
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user that
 # Debian's package makes (or `nobody`), and owns only DIR's data. The URL names a database
@@ -71,9 +74,12 @@ url)
     cat "$dir/url"
     ;;
 standby)
-    primary=${3:?usage: Tools/pg.sh standby DIR PRIMARY_URL}
+    primary=${3:?usage: Tools/pg.sh standby DIR PRIMARY_URL [SLOT]}
+    slot=${4:-}
     rm -rf "$dir"
     mkdir -p "$dir/run"
+    # (Kept for `stop`, which drops the slot: left, it would hold the server's old versions for ever.)
+    (umask 077; printf '%s\n' "$primary" > "$dir/primary"; if [ -n "$slot" ]; then printf '%s\n' "$slot" > "$dir/slot"; fi)
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     if [ "$(id -u)" = 0 ]; then
         owner=postgres
@@ -81,7 +87,7 @@ standby)
         chown -R "$owner" "$dir"
     fi
     # (-R: the copy starts as a standby of the server it was taken from.)
-    as_owner "$bin/pg_basebackup" -d "$primary" -D "$dir/data" -R -X stream -c fast >"$dir/basebackup.log" 2>&1 \
+    as_owner "$bin/pg_basebackup" -d "$primary" -D "$dir/data" -R -X stream -c fast ${slot:+-C -S "$slot"} >"$dir/basebackup.log" 2>&1 \
         || { cat "$dir/basebackup.log" >&2; exit 1; }
     # (A standby allows at least as many prepared transactions as its server: `start`'s four.)
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
@@ -99,6 +105,9 @@ restart)
 stop)
     if [ -d "$dir/data" ]; then
         as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    if [ -f "$dir/slot" ]; then
+        psql "$(cat "$dir/primary")" -X -q -At -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$(cat "$dir/slot")'" >/dev/null 2>&1 || true
     fi
     rm -rf "$dir"
     ;;

@@ -206,6 +206,8 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         /// A snapshot on a hot standby whose feedback is on (`hot_standby_feedback`): the
         /// server's WAL sender to it holds the versions back (`Tools/pg.sh standby`).
         case standby
+        /// The same through a replication slot: the slot holds them, not the WAL sender.
+        case standbyWithSlot
     }
 
     /// Each holder of old versions keeps the residue marked: the store waits for it, then leaves
@@ -232,16 +234,19 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let standbyDir = packageRoot.appendingPathComponent(".build/pg-standby-\(UInt32.random(in: 0 ... .max))").path
         let pgScript = packageRoot.appendingPathComponent("Tools/pg.sh").path
+        let slot = "lethe_test_\(UInt32.random(in: 0 ... .max))"
+        let onStandby = holder == .standby || holder == .standbyWithSlot
         var sessionURL = url
-        if holder == .standby {
-            let made = try run(pgScript, ["standby", standbyDir, url], timeLimit: .seconds(120))
+        if onStandby {
+            let made = try run(pgScript, ["standby", standbyDir, url] + (holder == .standbyWithSlot ? [slot] : []), timeLimit: .seconds(120))
             try #require(made.status == 0, "no standby: \(made.stderr)")
             sessionURL = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        defer { if holder == .standby { _ = try? run(pgScript, ["stop", standbyDir], timeLimit: .seconds(120)) } }
+        // (`stop` also drops the slot, which would otherwise hold every later test's old versions.)
+        defer { if onStandby { _ = try? run(pgScript, ["stop", standbyDir], timeLimit: .seconds(120)) } }
         let session = try Child("/usr/bin/psql", [sessionURL, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"], environment: environment)
         switch holder {
-        case .snapshot, .standby:
+        case .snapshot, .standby, .standbyWithSlot:
             session.input.write(Data("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 'holding';\n".utf8))
         case .idleTransaction:
             session.input.write(Data("BEGIN; SELECT 'holding ' || pg_current_xact_id();\n".utf8))
@@ -262,11 +267,12 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         // standby's feedback comes every second, and an idle standby's also holds back what was
         // deleted since the last: the wait outlasts that, so that only the open snapshot can
         // keep the mark.)
-        let left = try #require(try store.clearResidue(wait: holder == .standby ? .seconds(4) : .milliseconds(300)), "the residue was cleared while \(holder) could still see it")
+        let left = try #require(try store.clearResidue(wait: onStandby ? .seconds(4) : .milliseconds(300)), "the residue was cleared while \(holder) could still see it")
         #expect(left.contains("still holds old versions of purged rows, which "), "\(left)")
         let named = switch holder {
         case .preparedTransaction: "prepared transaction '\(gid)'"
         case .standby: "(walreceiver)"
+        case .standbyWithSlot: "replication slot '\(slot)'"
         case .snapshot, .idleTransaction: "(psql)"
         }
         #expect(left.contains(named), "\(left)")

@@ -112,7 +112,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: Tools/pg.sh start|url|restart|stop [DIR] | standby DIR URL" >&2
+    echo "usage: Tools/pg.sh start|url|restart|stop [DIR] | standby DIR URL [SLOT]" >&2
     exit 2
     ;;
 esac

@@ -344,7 +344,7 @@ final class PostgresJournalStore: JournalStore {
         let names = accounts.map(\.name)
         connection.send("""
             UPDATE accounts SET version = u.v, last_at = u.t, chains = CASE WHEN u.m THEN u.c ELSE accounts.chains END
-            FROM unnest(\(accounts.map(\.name))::text[], \(accounts.map(\.version))::bigint[], \(accounts.map(\.lastAt))::bigint[],
+            FROM unnest(\(names)::text[], \(accounts.map(\.version))::bigint[], \(accounts.map(\.lastAt))::bigint[],
                         \(accounts.map { $0.chains != nil })::boolean[], \(accounts.map { ($0.chains ?? []).buffer })::bytea[]) AS u(n, v, t, m, c)
             WHERE accounts.name = u.n RETURNING accounts.name
             """) { updated in

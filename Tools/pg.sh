@@ -30,14 +30,26 @@ dir=$(realpath -m "${2:-.build/pg}")
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 [ -n "$bin" ] || { echo "pg.sh: PostgreSQL's server is not installed (Tools/setup.sh installs it)" >&2; exit 1; }
 
+# The user the server runs as when this script runs as root.
+server_user() {
+    if id postgres >/dev/null 2>&1; then echo postgres; else echo nobody; fi
+}
+
 as_owner() {
     if [ "$(id -u)" = 0 ]; then
-        local user=postgres
-        id "$user" >/dev/null 2>&1 || user=nobody
-        runuser -u "$user" -- "$@"
+        runuser -u "$(server_user)" -- "$@"
     else
         "$@"
     fi
+}
+
+# DIR, made just now, handed to the server's user.
+own_dir() {
+    if [ "$(id -u)" = 0 ]; then chown -R "$(server_user)" "$dir"; fi
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 umask 077
@@ -49,14 +61,10 @@ start)
     fi
     rm -rf "$dir"
     mkdir -p "$dir/run"
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
     printf '%s\n' "$password" > "$dir/password"
-    if [ "$(id -u)" = 0 ]; then
-        owner=postgres
-        id "$owner" >/dev/null 2>&1 || owner=nobody
-        chown -R "$owner" "$dir"
-    fi
+    own_dir
     as_owner "$bin/initdb" -D "$dir/data" -U lethe --pwfile="$dir/password" --auth=scram-sha-256 \
         -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     rm -f "$dir/password"
@@ -80,12 +88,8 @@ standby)
     mkdir -p "$dir/run"
     # (Kept for `stop`, which drops the slot: left, it would hold the server's old versions for ever.)
     (umask 077; printf '%s\n' "$primary" > "$dir/primary"; if [ -n "$slot" ]; then printf '%s\n' "$slot" > "$dir/slot"; fi)
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    if [ "$(id -u)" = 0 ]; then
-        owner=postgres
-        id "$owner" >/dev/null 2>&1 || owner=nobody
-        chown -R "$owner" "$dir"
-    fi
+    port=$(free_port)
+    own_dir
     # (-R: the copy starts as a standby of the server it was taken from.)
     as_owner "$bin/pg_basebackup" -d "$primary" -D "$dir/data" -R -X stream -c fast ${slot:+-C -S "$slot"} >"$dir/basebackup.log" 2>&1 \
         || { cat "$dir/basebackup.log" >&2; exit 1; }

@@ -231,9 +231,8 @@ func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
             return child.wait(until: .distantFuture) == 0
         }
         // A standby of the test server, for its case: its own folder under the build folder, stopped and removed at the end.
-        let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let standbyDir = packageRoot.appendingPathComponent(".build/pg-standby-\(UInt32.random(in: 0 ... .max))").path
-        let pgScript = packageRoot.appendingPathComponent("Tools/pg.sh").path
+        let standbyDir = packageDirectory.appendingPathComponent(".build/pg-standby-\(UInt32.random(in: 0 ... .max))").path
+        let pgScript = packageDirectory.appendingPathComponent("Tools/pg.sh").path
         let slot = "lethe_test_\(UInt32.random(in: 0 ... .max))"
         let onStandby = holder == .standby || holder == .standbyWithSlot
         var sessionURL = url

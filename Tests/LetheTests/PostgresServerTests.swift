@@ -190,7 +190,7 @@ import Testing
     @Test("the PostgreSQL server restarted under load: the writers connect again on their own, and every acknowledged append is there exactly once")
     func serverRestartUnderLoad() throws {
         // A server of the test's own (the suite's is shared with tests running meanwhile).
-        let root = fixturesDirectory.deletingLastPathComponent()
+        let root = packageDirectory
         let dir = root.appendingPathComponent(".build/pg-restart-\(UUID().uuidString.prefix(8))").path
         let pg = root.appendingPathComponent("Tools/pg.sh").path
         let started = try run("/bin/bash", [pg, "start", dir], timeLimit: .seconds(120))

@@ -328,11 +328,13 @@ private final class FirstOutcome<T: Sendable>: Sendable {
     }
 }
 
-/// The package's Fixtures/ folder.
-var fixturesDirectory: URL {
+/// The package's root folder (where `Tools/` and `.build/` are).
+var packageDirectory: URL {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures")
 }
+
+/// The package's Fixtures/ folder.
+var fixturesDirectory: URL { packageDirectory.appendingPathComponent("Fixtures") }
 
 /// The message of the error `body` throws (nil if none), which must be a `JournalError` with
 /// code `.corrupt` (damage to a journal; `.notAJournal` is for a file that is no journal at all).

@@ -371,27 +371,34 @@ public struct Exporter: Sendable {
     /// One line, with its newline.
     public func lineBytes(_ event: StoredEvent) throws -> [UInt8] {
         var w = JSONWriter()
+        // Room for the whole line at once: the header's keys and values, and the payload's JSON,
+        // which its names make longer than its bytes.
+        if case .plaintext(let payload) = event.payload { w.bytes.reserveCapacity(160 + 2 * payload.count) }
         try line(event, into: &w)
         w.bytes.append(0x0A)
         return w.bytes
     }
 
+    private static let seqKey = Array(#"{"seq":"#.utf8)
+    private static let idKey = Array(#","id":"#.utf8)
+    private static let typeKey = Array(#","type":"#.utf8)
+    private static let accountKey = Array(#","account":"#.utf8)
+    private static let atKey = Array(#","at":""#.utf8)
+
     /// One line, without its newline.
     public func line(_ event: StoredEvent, into w: inout JSONWriter) throws {
         let h = event.header
-        w.bytes.append(UInt8(ascii: "{"))
-        w.key("seq", first: true)
-        w.write(.int(h.seq))
+        w.bytes.append(contentsOf: Exporter.seqKey)
+        w.write(int: h.seq)
         if let id = h.id {
-            w.key("id")
+            w.bytes.append(contentsOf: Exporter.idKey)
             w.write(string: id)
         }
-        w.key("type")
+        w.bytes.append(contentsOf: Exporter.typeKey)
         w.write(string: h.type)
-        w.key("account")
+        w.bytes.append(contentsOf: Exporter.accountKey)
         w.write(string: h.account)
-        w.key("at")
-        w.bytes.append(UInt8(ascii: "\""))
+        w.bytes.append(contentsOf: Exporter.atKey)
         h.at.write(rfc3339To: &w.bytes)
         w.bytes.append(UInt8(ascii: "\""))
         switch event.payload {

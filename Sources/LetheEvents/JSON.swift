@@ -448,7 +448,7 @@ public struct JSONWriter {
         switch v {
         case .null: bytes.append(contentsOf: "null".utf8)
         case .bool(let b): bytes.append(contentsOf: (b ? "true" : "false").utf8)
-        case .int(let n): bytes.append(contentsOf: String(n).utf8)
+        case .int(let n): write(int: n)
         case .number(let n): bytes.append(contentsOf: n.text.utf8)
         case .string(let s): write(string: s)
         case .array(let items):
@@ -474,6 +474,22 @@ public struct JSONWriter {
     }
 
     private static let hex = Array("0123456789abcdef".utf8)
+
+    /// An integer in decimal, without making a `String` of it.
+    public mutating func write(int n: Int64) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            // The magnitude as unsigned: `Int64.min` has none as Int64.
+            var m = n.magnitude
+            var k = 20
+            repeat {
+                k -= 1
+                digits[k] = UInt8(48 + m % 10)
+                m /= 10
+            } while m > 0
+            if n < 0 { bytes.append(UInt8(ascii: "-")) }
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[k...]))
+        }
+    }
 
     public mutating func write(string s: String) {
         var s = s

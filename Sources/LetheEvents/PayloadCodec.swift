@@ -266,7 +266,7 @@ public struct PayloadCodec: Sendable {
             return .number(n)
         case let tag where tag >= 0x80:
             let bytes = try r.bytes(Int(tag & 0x7F))
-            guard let s = String(validating: bytes, as: UTF8.self) else { throw DecodingError(description: "string is not UTF-8") }
+            guard let s = String(utf8: bytes) else { throw DecodingError(description: "string is not UTF-8") }
             return .string(s)
         case let tag:
             throw DecodingError(description: "unknown value tag \(tag)")

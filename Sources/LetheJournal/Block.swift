@@ -234,7 +234,7 @@ package struct Block: Equatable {
     private static func readCoded(_ r: inout BinaryReader, count: Int, limit: Int, name: (Int) -> String) throws -> [String] {
         var coding = PrefixCoding()
         return try (0..<count).map { i in
-            guard let text = String(validating: try coding.read(&r, limit: limit), as: UTF8.self) else {
+            guard let text = String(utf8: try coding.read(&r, limit: limit)) else {
                 throw BinaryReader.Malformed(what: "\(name(i)) is not UTF-8")
             }
             return text
@@ -340,7 +340,7 @@ package struct Block: Equatable {
                         ? Array(try r.lengthPrefixed(limit: Journal.maxIDBytes))
                         : try coding.read(&r, limit: Journal.maxIDBytes)
                     guard isWanted(i) else { return "" }
-                    guard let id = String(validating: bytes, as: UTF8.self) else {
+                    guard let id = String(utf8: bytes) else {
                         throw BinaryReader.Malformed(what: "the id of event \(firstSeq + Int64(i)) is not UTF-8")
                     }
                     return id

@@ -206,11 +206,17 @@ public final class JournalReader {
 
     /// Like `scan`, a block (or the tail) at a time.
     package func scanGroups(from: Int64 = 1, through: Int64 = .max, _ body: ([SealedEvent]) throws -> Void) throws {
+        // Events are copied out only at the range's ends: a whole block is passed as decoded.
+        func within(_ events: [SealedEvent]) -> [SealedEvent] {
+            guard let first = events.first, let last = events.last,
+                  first.header.seq < from || last.header.seq > through else { return events }
+            return events.filter { $0.header.seq >= from && $0.header.seq <= through }
+        }
         var blocks = BlockScan(store, from: from, through: through)
         while let row = try wrap({ try blocks.nextBlock() }) {
-            try body(try row.decode().events.filter { $0.header.seq >= from && $0.header.seq <= through })
+            try body(within(try row.decode().events))
         }
-        try body(try wrap { try store.tail().0 }.filter { $0.header.seq >= from && $0.header.seq <= through })
+        try body(within(try wrap { try store.tail().0 }))
     }
 
     /// Calls `body` with the account's stored events, in order.
@@ -317,29 +323,55 @@ public final class JournalReader {
     /// The key of each of a group's payloads, looked up on this thread (the key store's connection
     /// is not shared): once per key and session, whatever the number of events. A
     /// single-use key (a record's, an own key) serves one payload and seals it itself.
+    ///
+    /// Two passes: the payloads under a session key derived already (most of a long read's) take
+    /// it in the first; the key store is asked for the rest in the second, after the keyrings of
+    /// their accounts were read at once.
     private func keys(for events: [SealedEvent]) throws -> [OpeningKey] {
         if try refreshKeys() { sessionKeys.removeAll(keepingCapacity: true) }
+        var keys = [OpeningKey](repeating: .none, count: events.count)
+        var missing: [Int] = []
         var accounts = Set<String>()
         var own = Set<UInt64>()
-        for e in events where !e.isPurged {
-            switch e.key.kind {
-            case .journal: continue
-            case .own: own.insert(e.key.number)
-            case .account, .records: accounts.insert(e.header.account)
+        for k in events.indices where !events[k].isPurged {
+            let ref = events[k].key
+            switch ref.kind {
+            case .own:
+                own.insert(ref.number)
+            case .records:
+                accounts.insert(events[k].header.account)
+            case .journal, .account:
+                if let (lookup, session) = sessionKeys[sessionKeyName(events[k])] {
+                    keys[k] = OpeningKey(lookup, session: session)
+                    continue
+                }
+                if ref.kind == .account { accounts.insert(events[k].header.account) }
             }
+            missing.append(k)
         }
         try prefetchKeys(accounts, own)
-        return try events.map { e in
-            guard !e.isPurged else { return .none }
-            if e.key.kind.isSingleUse { return OpeningKey(try lookup(e.header.account, e.key)) }
-            let name = SessionKeyName(account: e.key.kind == .journal ? "" : e.header.account, key: e.key, session: e.nonce.session)
-            if let (lookup, session) = sessionKeys[name] { return OpeningKey(lookup, session: session) }
+        for k in missing {
+            let e = events[k]
+            if e.key.kind.isSingleUse {
+                keys[k] = OpeningKey(try lookup(e.header.account, e.key))
+                continue
+            }
+            let name = sessionKeyName(e)
+            if let (lookup, session) = sessionKeys[name] {
+                keys[k] = OpeningKey(lookup, session: session)
+                continue
+            }
             let lookup = try lookup(e.header.account, e.key)
-            let session: SymmetricKey? = if case .key(let k) = lookup { KeyDerivation.sessionKey(k, e.nonce.session) } else { nil }
+            let session: SymmetricKey? = if case .key(let key) = lookup { KeyDerivation.sessionKey(key, e.nonce.session) } else { nil }
             if sessionKeys.count >= 200_000 { sessionKeys.removeAll(keepingCapacity: true) }
             sessionKeys[name] = (lookup, session)
-            return OpeningKey(lookup, session: session)
+            keys[k] = OpeningKey(lookup, session: session)
         }
+        return keys
+    }
+
+    private func sessionKeyName(_ e: SealedEvent) -> SessionKeyName {
+        SessionKeyName(account: e.key.kind == .journal ? "" : e.header.account, key: e.key, session: e.nonce.session)
     }
 
     /// A group of events being opened and transformed on other threads (every core when the group

@@ -464,9 +464,8 @@ package final class KeyStore {
             guard let ring = try keyring(account) else { return .none }
             return ring.accountKey.map { .key($0) } ?? .destroyed
         case .records:
-            if keyrings[account] == nil, try keyring(account) == nil { return .none }
-            guard let chain = keyrings[account]?.ring.chains[ref.number] else {
-                guard let ring = keyrings[account]?.ring else { return .none }
+            guard let ring = try keyrings[account]?.ring ?? keyring(account) else { return .none }
+            guard let chain = ring.chains[ref.number] else {
                 return ring.purged || ref.number < ring.nextSlot ? .destroyed : .none
             }
             return recordKey(account, chain, index: ref.index).map { .key($0) } ?? .destroyed
@@ -479,10 +478,17 @@ package final class KeyStore {
         guard index >= chain.base else { return nil }
         let id = ChainID(account: account, slot: chain.slot)
         var (at, key) = (chain.base, ChainKey(chain.key))
-        if let cursor = cursors[id], cursor.index >= chain.base, cursor.index <= index { (at, key) = cursor }
-        (at, key) = (index, key.advanced(by: index - at))
+        // The chain's cursor is found once and moved in place (one hash of the account's name).
+        if let i = cursors.index(forKey: id) {
+            let cursor = cursors.values[i]
+            if cursor.index >= chain.base, cursor.index <= index { (at, key) = cursor }
+            key = key.advanced(by: index - at)
+            cursors.values[i] = (index, key)
+            return key.symmetricKey
+        }
+        key = key.advanced(by: index - at)
         if cursors.count >= cacheLimit { cursors.removeAll(keepingCapacity: true) }
-        cursors[id] = (at, key)
+        cursors[id] = (index, key)
         return key.symmetricKey
     }
 

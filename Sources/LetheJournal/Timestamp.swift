@@ -97,7 +97,7 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Appends the RFC 3339 form to `out`, digit by digit (this runs once per exported event).
+    /// Appends the RFC 3339 form to `out` (this runs once per exported event).
     ///
     /// Total: every `nanoseconds` (years 1677–2262) and every `fractionDigits` print; digit
     /// counts outside 0–9 print the shortest form.
@@ -116,34 +116,42 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         }
         let rem = Int(secondOfDay)
         let (y, m, d) = Timestamp.civilFromDays(Int(days))
-        func digits(_ v: Int, _ width: Int) {
-            var divisor = 1
-            for _ in 1..<width { divisor *= 10 }
-            var v = v
-            while divisor > 0 {
-                out.append(UInt8(48 + v / divisor % 10))
-                v %= divisor * 10
-                divisor /= 10
+        // At most 30 bytes ("YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ"), written into a buffer on the stack
+        // and appended once: one capacity check instead of one per byte.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
+            var n = 0
+            func byte(_ b: UInt8) {
+                buffer[n] = b
+                n += 1
             }
-        }
-        digits(y, 4); out.append(45); digits(m, 2); out.append(45); digits(d, 2); out.append(84)
-        digits(rem / 3600, 2); out.append(58); digits(rem / 60 % 60, 2); out.append(58); digits(rem % 60, 2)
-        let written = (1...9).contains(fractionDigits) ? Int(fractionDigits) : 0
-        var unit = 1
-        for _ in 0..<(9 - written) { unit *= 10 }
-        if written > 0, nanos % unit == 0 {
-            out.append(46)
-            digits(nanos / unit, written)
-        } else if nanos != 0 {
-            var width = 9
-            while nanos % 10 == 0 {
-                nanos /= 10
-                width -= 1
+            func digits(_ v: Int, _ width: Int) {
+                var v = v
+                for k in stride(from: n + width - 1, through: n, by: -1) {
+                    buffer[k] = UInt8(48 + v % 10)
+                    v /= 10
+                }
+                n += width
             }
-            out.append(46)
-            digits(nanos, width)
+            digits(y, 4); byte(45); digits(m, 2); byte(45); digits(d, 2); byte(84)
+            digits(rem / 3600, 2); byte(58); digits(rem / 60 % 60, 2); byte(58); digits(rem % 60, 2)
+            let written = (1...9).contains(fractionDigits) ? Int(fractionDigits) : 0
+            var unit = 1
+            for _ in 0..<(9 - written) { unit *= 10 }
+            if written > 0, nanos % unit == 0 {
+                byte(46)
+                digits(nanos / unit, written)
+            } else if nanos != 0 {
+                var width = 9
+                while nanos % 10 == 0 {
+                    nanos /= 10
+                    width -= 1
+                }
+                byte(46)
+                digits(nanos, width)
+            }
+            byte(90)
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[..<n]))
         }
-        out.append(90)
     }
 
     public var description: String { rfc3339 }

@@ -48,6 +48,34 @@ import Testing
     }
 }
 
+@Suite struct UTF8Tests {
+    @Test func stringsAreMadeOfValidUTF8AloneWhateverTheirStorage() {
+        let valid = ["", "acc_123", "caf\u{E9}", "\u{1F600}", "\u{10FFFF}", String(repeating: "x", count: 40) + "\u{FB01}"]
+        for text in valid {
+            let bytes = Array(text.utf8)
+            #expect(String(utf8: bytes) == text)
+            #expect(String(utf8: bytes[...]) == text)
+            // A collection without contiguous storage goes the generic way.
+            #expect(String(utf8: bytes.lazy.map { $0 }) == text)
+        }
+        // A lone continuation byte, an overlong form, a surrogate, a truncated sequence (the
+        // same length as one replacement character), a byte never used in UTF-8.
+        let invalid: [[UInt8]] = [[0x61, 0x80], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xF0, 0x9F, 0x98], [0x61, 0xFF, 0x62]]
+        for bytes in invalid {
+            #expect(String(utf8: bytes) == nil)
+            #expect(String(utf8: bytes.lazy.map { $0 }) == nil)
+        }
+    }
+
+    @Test func integersAreWrittenInDecimal() {
+        for n: Int64 in [0, 7, -7, 10, 1_000_000, .max, .min, .min + 1] {
+            var w = JSONWriter()
+            w.write(int: n)
+            #expect(String(decoding: w.bytes, as: UTF8.self) == String(n))
+        }
+    }
+}
+
 @Suite struct TimestampTests {
     @Test func parsesAndFormats() throws {
         let t = try #require(Timestamp(rfc3339: "2026-01-05T10:00:00Z"))

@@ -111,12 +111,13 @@ public struct PayloadCodec: Sendable {
     public func writeJSON(type: String, payload: [UInt8], into w: inout JSONWriter) throws {
         let start = w.bytes.count
         var r = BinaryReader(payload)
+        let version = currentVersion(of: type)
         do {
             let first = try r.u8()
-            if first == PayloadCodec.shortHeader + UInt8(truncatingIfNeeded: currentVersion(of: type)), currentVersion(of: type) < 32 {
+            if first == PayloadCodec.shortHeader + UInt8(truncatingIfNeeded: version), version < 32 {
                 try PayloadCodec.transcodeFields(&r, depth: 0, into: &w)
                 if r.isAtEnd { return }
-            } else if first == PayloadCodec.format, try r.count(limit: 1 << 20) == currentVersion(of: type),
+            } else if first == PayloadCodec.format, try r.count(limit: 1 << 20) == version,
                r.remaining > 0, payload[payload.count - r.remaining] == 7 {
                 try PayloadCodec.transcode(&r, depth: 0, into: &w)
                 if r.isAtEnd { return }

@@ -254,7 +254,7 @@ package enum Sealing {
     /// The plaintext payload; throws `.corrupt` naming event `seq` when authentication or decompression fails.
     package static func open(_ sealed: [UInt8], key: SymmetricKey, nonce id: NonceID, kind: KeyRef.Kind, account: String, seq: Int64) throws -> [UInt8] {
         guard sealed.count >= tagBytes + 1 else { throw JournalError(.corrupt, "event \(seq): sealed payload too short") }
-        let framed: [UInt8]
+        var framed: [UInt8]
         do {
             // nonce ‖ ciphertext ‖ tag in one buffer: the cheapest way into swift-crypto.
             let combined = [UInt8](unsafeUninitializedCapacity: 12 + sealed.count) { bytes, count in
@@ -275,7 +275,8 @@ package enum Sealing {
         do {
             switch try r.u8() {
             case raw:
-                return Array(framed[1...])
+                framed.removeFirst()  // (in place: no second buffer)
+                return framed
             case lz4:
                 let size = try r.count(limit: Journal.maxPayloadBytes)
                 return try LZ4.decompressBlock(framed[r.offset...], size: size)

@@ -13,8 +13,8 @@
 #                             script's), streaming from it, with hot_standby_feedback on: what
 #                             keeps old row versions on the server for a query on the standby
 #                             (through a replication slot made on the server when SLOT is given);
-#                             prints its URL (the same user and database); `stop DIR` ends it
-#                             and drops its slot
+#                             prints its URL (the same user and database) once the server has
+#                             the standby's first feedback; `stop DIR` ends it and drops its slot
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user that
 # Debian's package makes (or `nobody`), and owns only DIR's data. The URL names a database
@@ -99,6 +99,21 @@ standby)
         || { cat "$dir/server.log" >&2; exit 1; }
     url=$(printf '%s' "$primary" | sed -E "s#@([^:/]+):[0-9]+/#@\1:$port/#")
     (umask 077; printf '%s\n' "$url" > "$dir/url")
+    # Ready once the server has the standby's first feedback: until then nothing on the server
+    # holds old row versions back for the standby's queries (they may be removed, and a query on
+    # the standby that still sees them is cancelled when the removal is replayed). Through a slot
+    # the feedback is the slot's xmin; without one, the WAL sender's.
+    if [ -n "$slot" ]; then
+        fed="SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot' AND active AND xmin IS NOT NULL"
+    else
+        fed="SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND backend_xmin IS NOT NULL"
+    fi
+    for _ in $(seq 300); do
+        [ "$(psql "$primary" -X -q -At -c "$fed" 2>/dev/null || echo 0)" -ge 1 ] && break
+        sleep 0.2
+    done
+    [ "$(psql "$primary" -X -q -At -c "$fed" 2>/dev/null || echo 0)" -ge 1 ] \
+        || { echo "pg.sh: the standby in $dir sent no feedback to its server within 60 s" >&2; cat "$dir/server.log" >&2; exit 1; }
     echo "$url"
     ;;
 restart)

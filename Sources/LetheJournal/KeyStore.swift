@@ -479,16 +479,15 @@ package final class KeyStore {
         let id = ChainID(account: account, slot: chain.slot)
         var (at, key) = (chain.base, ChainKey(chain.key))
         // The chain's cursor is found once and moved in place (one hash of the account's name).
-        if let i = cursors.index(forKey: id) {
-            let cursor = cursors.values[i]
-            if cursor.index >= chain.base, cursor.index <= index { (at, key) = cursor }
-            key = key.advanced(by: index - at)
-            cursors.values[i] = (index, key)
-            return key.symmetricKey
-        }
+        let found = cursors.index(forKey: id)
+        if let found, case let cursor = cursors.values[found], cursor.index >= chain.base, cursor.index <= index { (at, key) = cursor }
         key = key.advanced(by: index - at)
-        if cursors.count >= cacheLimit { cursors.removeAll(keepingCapacity: true) }
-        cursors[id] = (index, key)
+        if let found {
+            cursors.values[found] = (index, key)
+        } else {
+            if cursors.count >= cacheLimit { cursors.removeAll(keepingCapacity: true) }
+            cursors[id] = (index, key)
+        }
         return key.symmetricKey
     }
 

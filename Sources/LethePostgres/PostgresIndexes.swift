@@ -152,19 +152,26 @@ extension PostgresJournalStore {
             """)
     }
 
+    /// A page of postings comes as two arrays in one row: read row by row, decoding them took
+    /// the writer longer than the merge that reads them.
     func forEachRecentPosting(_ body: (Int64, Int64) throws -> Void) throws {
+        let page = recentPostingsPage
         var after: (Int64, Int64) = (.min, .min)
         while true {
             let rows = try connection.query("""
-                SELECT account_id, block_id FROM recent_account_blocks WHERE (account_id, block_id) > (\(after.0), \(after.1))
-                ORDER BY account_id, block_id LIMIT 10000
+                SELECT coalesce(array_agg(account_id ORDER BY account_id, block_id), '{}'),
+                       coalesce(array_agg(block_id ORDER BY account_id, block_id), '{}')
+                FROM (SELECT account_id, block_id FROM recent_account_blocks WHERE (account_id, block_id) > (\(after.0), \(after.1))
+                      ORDER BY account_id, block_id LIMIT \(page)) AS page
                 """)
-            for row in rows {
-                let posting = try row.columns((Int64, Int64).self, "recent_account_blocks")
-                try body(posting.0, posting.1)
-                after = posting
+            guard let row = rows.first else { return }
+            let (accounts, blocks) = try row.columns(([Int64], [Int64]).self, "recent_account_blocks")
+            guard accounts.count == blocks.count else {
+                throw JournalError(.corrupt, "recent_account_blocks: a page of postings has \(accounts.count) accounts for \(blocks.count) blocks")
             }
-            if rows.count < 10000 { return }
+            for k in accounts.indices { try body(accounts[k], blocks[k]) }
+            guard accounts.count == page else { return }
+            after = (accounts[page - 1], blocks[page - 1])
         }
     }
 

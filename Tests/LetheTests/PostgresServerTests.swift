@@ -31,6 +31,27 @@ import Testing
         #expect(try place.psql("SELECT count(*) FROM t") == "1")
     }
 
+    @Test("the block index's recent postings are read back in account and block order, a page at a time")
+    func recentPostingsAreReadInOrderPageByPage() throws {
+        let place = try TestPlace(.postgres)
+        let store = try #require(try place.journalBackend.openWriter(options: Journal.Options()) as? PostgresJournalStore)
+        defer { store.close() }
+        let postings: [(account: Int64, block: Int64)] = [(3, 1), (1, 2), (2, 1), (1, 1), (3, 4), (1, 7), (2, 9), (.max, .min)]
+        try store.write { try store.addRecentPostings(postings) }
+        let ordered = postings.map { [$0.account, $0.block] }.sorted { $0.lexicographicallyPrecedes($1) }
+        // Pages that end inside an account's postings, at its end, and one page for all.
+        for page in [1, 2, 3, 8, 20_000] {
+            store.recentPostingsPage = page
+            var read: [[Int64]] = []
+            try store.forEachRecentPosting { read.append([$0, $1]) }
+            #expect(read == ordered, "pages of \(page)")
+        }
+        try store.write { try store.clearRecentPostings() }
+        var left = 0
+        try store.forEachRecentPosting { _, _ in left += 1 }
+        #expect(left == 0)
+    }
+
     @Test("several instances append to one PostgreSQL journal at once: no gap, no duplicate, one chain")
     func concurrentInstancesOnPostgres() throws {
         let place = try TestPlace(.postgres)

@@ -341,22 +341,18 @@ final class PostgresJournalStore: JournalStore {
             """)
     }
 
-    /// The rows are updated in one statement, which answers with the first account (in the
-    /// update's order) that has no row, if any: not with every row it updated, whose names the
-    /// writer would read back only to count them.
     func update(accounts: [AccountUpdate]) throws {
         guard !accounts.isEmpty else { return }
+        let names = accounts.map(\.name)
         connection.send("""
-            WITH u(n, v, t, m, c, k) AS MATERIALIZED (
-                SELECT * FROM unnest(\(accounts.map(\.name))::text[], \(accounts.map(\.version))::bigint[], \(accounts.map(\.lastAt))::bigint[],
-                                     \(accounts.map { $0.chains != nil })::boolean[], \(accounts.map { ($0.chains ?? []).buffer })::bytea[])
-                    WITH ORDINALITY),
-            done AS (
-                UPDATE accounts SET version = u.v, last_at = u.t, chains = CASE WHEN u.m THEN u.c ELSE accounts.chains END
-                FROM u WHERE accounts.name = u.n RETURNING accounts.name)
-            SELECT n FROM u WHERE NOT EXISTS (SELECT FROM done WHERE done.name = u.n) ORDER BY k LIMIT 1
-            """) { missing in
-            if let row = missing.first { throw AccountUpdate.missingRow(try row.column(String.self, "accounts")) }
+            UPDATE accounts SET version = u.v, last_at = u.t, chains = CASE WHEN u.m THEN u.c ELSE accounts.chains END
+            FROM unnest(\(names)::text[], \(accounts.map(\.version))::bigint[], \(accounts.map(\.lastAt))::bigint[],
+                        \(accounts.map { $0.chains != nil })::boolean[], \(accounts.map { ($0.chains ?? []).buffer })::bytea[]) AS u(n, v, t, m, c)
+            WHERE accounts.name = u.n RETURNING accounts.name
+            """) { updated in
+            guard updated.count != names.count else { return }
+            let found = Set(try updated.map { try $0.column(String.self, "accounts") })
+            if let missing = names.first(where: { !found.contains($0) }) { throw AccountUpdate.missingRow(missing) }
         }
     }
 

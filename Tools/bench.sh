@@ -154,6 +154,9 @@ if [ "$postgres" = 1 ]; then
     Tools/release-build.sh --with-postgres --product lethe-bench >/dev/null
     "$venv/bin/python" -c "import psycopg" 2>/dev/null || "$venv/bin/pip" install -q "eventsourcing[postgres]==9.5.6"
     pgdir=.build/pg-bench
+    # A fresh server: `start` would reuse one left running there, whose earlier work (tables made
+    # and dropped, WAL, dirty buffers) would be measured along with this run's.
+    Tools/pg.sh stop "$pgdir"
     url=$(Tools/pg.sh start "$pgdir")
     trap 'Tools/pg.sh stop "$pgdir"' EXIT
     pgresults=$work/results-postgres.tsv

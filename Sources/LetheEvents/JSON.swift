@@ -498,16 +498,10 @@ public struct JSONWriter {
 
     /// Writes `utf8` as a JSON string, or returns false (writing nothing) when it is not UTF-8.
     ///
-    /// For a payload's strings on export: no `String` is made. ASCII (most text) is checked in the
-    /// pass that looks for characters to escape; anything else is validated as `String` would.
+    /// For a payload's strings on export: no `String` is made (`isUTF8` checks them).
     public mutating func write(utf8: ArraySlice<UInt8>) -> Bool {
         utf8.withUnsafeBufferPointer { utf8 in
-            var ascii = true
-            for c in utf8 where c >= 0x80 {
-                ascii = false
-                break
-            }
-            guard ascii || String(validating: utf8, as: UTF8.self) != nil else { return false }
+            guard isUTF8(utf8) else { return false }
             write(validUTF8: utf8)
             return true
         }

@@ -144,14 +144,19 @@ package struct BinaryReader {
     }
 }
 
+/// Whether `bytes` are UTF-8. ASCII (most of a journal's names, ids and values) is told by a
+/// check of each byte's high bit, a fifth of the cost of `String(validating:as:)`, which
+/// validates the rest.
+package func isUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+    for b in bytes where b >= 0x80 { return String(validating: bytes, as: UTF8.self) != nil }
+    return true
+}
+
 extension String {
-    /// `bytes` as a string when they are UTF-8, nil when not. ASCII (most of a journal's
-    /// names, ids and values) is taken as it is: a check of each byte's high bit costs a fifth
-    /// of the validation of `String(validating:as:)`, which the rest goes through.
+    /// `bytes` as a string when they are UTF-8 (`isUTF8`), nil when not.
     package init?(utf8 bytes: some Collection<UInt8>) {
         let contiguous: String?? = bytes.withContiguousStorageIfAvailable { buffer in
-            for b in buffer where b >= 0x80 { return String(validating: buffer, as: UTF8.self) }
-            return String(decoding: buffer, as: UTF8.self)
+            isUTF8(buffer) ? String(decoding: buffer, as: UTF8.self) : nil
         }
         guard let made = contiguous ?? String(validating: bytes, as: UTF8.self) else { return nil }
         self = made

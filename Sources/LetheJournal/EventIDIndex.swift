@@ -247,7 +247,7 @@ struct EventIDIndex {
                     }
                     guard order > 0 else { throw corrupt("is out of order at its id \(i + 1)") }
                 }
-                guard coding.previous.allSatisfy({ $0 < 0x80 }) || String(validating: coding.previous, as: UTF8.self) != nil else {
+                guard coding.previous.withUnsafeBufferPointer(isUTF8) else {
                     throw corrupt("has an id that is not UTF-8 at its id \(i + 1)")
                 }
                 run.bytes.append(contentsOf: coding.previous)

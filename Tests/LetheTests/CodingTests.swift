@@ -55,6 +55,7 @@ import Testing
             let bytes = Array(text.utf8)
             #expect(String(utf8: bytes) == text)
             #expect(String(utf8: bytes[...]) == text)
+            #expect(bytes.withUnsafeBufferPointer(isUTF8))
             // A collection without contiguous storage goes the generic way.
             #expect(String(utf8: bytes.lazy.map { $0 }) == text)
         }
@@ -63,6 +64,7 @@ import Testing
         let invalid: [[UInt8]] = [[0x61, 0x80], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xF0, 0x9F, 0x98], [0x61, 0xFF, 0x62]]
         for bytes in invalid {
             #expect(String(utf8: bytes) == nil)
+            #expect(!bytes.withUnsafeBufferPointer(isUTF8))
             #expect(String(utf8: bytes.lazy.map { $0 }) == nil)
         }
     }

@@ -44,6 +44,16 @@ package final class SQLiteDatabase {
         sqlite3_extended_result_codes(db, 1)
         sqlite3_busy_timeout(db, Int32(Self.busyTimeoutMilliseconds))
         _ = lethe_sqlite3_enable_defensive(db)
+        // SQLite's temporary files (a statement's journal when it spills, a large sort) stay in
+        // memory: on disk they would be copies of journal and key-store pages, account names and
+        // wrapped keys, in files of the temporary directory that are unlinked but never
+        // overwritten, out of reach of `secure_delete`, of a purge and of crypto-shredding.
+        do {
+            try execute("PRAGMA temp_store=MEMORY")
+        } catch {
+            close()
+            throw error
+        }
     }
 
     deinit { close() }

@@ -343,6 +343,37 @@ struct NeedleSearch {
         }
     }
 
+    /// A statement that changes more than SQLite keeps of its journal in memory (64 KiB) spills
+    /// it to a temporary file: copies of the pages it changed, in a file that is unlinked at once
+    /// but whose blocks nothing overwrites. The control connection, set to spill to files as
+    /// SQLite does by default, shows that the check sees such a file; the engine's connections
+    /// never make one.
+    @Test func sqliteTemporaryFilesNeverReachTheDisk() throws {
+        let dir = try TempDir()
+        func spilled() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap { fd in
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)")).flatMap { $0.contains("etilqs_") ? $0 : nil }
+            }
+        }
+        for control in [true, false] {
+            let db = try SQLiteDatabase(path: dir.path(control ? "control.db" : "engine.db"))
+            if control { try db.execute("PRAGMA temp_store=FILE") }
+            try db.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB UNIQUE)")
+            try db.transaction {
+                try db.execute("WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 2000) INSERT INTO t SELECT k, randomblob(1000) FROM n")
+                // Changes every page the insert wrote, in a statement that may fail half way (the
+                // unique column): its journal holds them all.
+                try db.execute("UPDATE t SET v = randomblob(1000)")
+                let files = try spilled()
+                if control {
+                    #expect(!files.isEmpty, "the control connection spilled nothing: the check cannot see a temporary file")
+                } else {
+                    #expect(files.isEmpty, "\(files)")
+                }
+            }
+        }
+    }
+
     @Test(arguments: TestBackend.allCases)
     func aKeyDestroyedByAnotherProcessIsNeverUsedAgain(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)

@@ -348,7 +348,15 @@ public final class Journal: Sendable {
         let sealed = Sealer.seal(toSeal, plans)
         // Each event's outcome: sealed, or refused by `check` (in order; no intermediate copies).
         var next = 0
-        return PreparedBatch(items: events.indices.map { k in
+        var accounts: [String] = []
+        var slots: [String: Int] = [:]
+        slots.reserveCapacity(events.count)
+        /// (One lookup per event: `slot` is set in place when the account is new.)
+        func place(_ slot: inout Int) -> Int {
+            if slot < 0 { slot = accounts.count }
+            return slot
+        }
+        let items = events.indices.map { k in
             let outcome: Result<PreparedBatch.Sealed, JournalError>
             if let refusal = checked[k] {
                 outcome = .failure(refusal)
@@ -356,8 +364,11 @@ public final class Journal: Sendable {
                 outcome = sealed[next]
                 next += 1
             }
-            return PreparedBatch.Item(events[k], sealed: outcome, keepPlaintext: keepPlaintext)
-        }, epoch: epoch)
+            let slot = place(&slots[events[k].account, default: -1])
+            if slot == accounts.count { accounts.append(events[k].account) }
+            return PreparedBatch.Item(events[k], slot: slot, sealed: outcome, keepPlaintext: keepPlaintext)
+        }
+        return PreparedBatch(items: items, accounts: accounts, epoch: epoch)
     }
 
     /// Whether `s` holds a control character (Unicode's Cc: U+0000 to U+001F, U+007F to U+009F).

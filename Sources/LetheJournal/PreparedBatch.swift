@@ -14,6 +14,8 @@ public struct PreparedBatch: Sendable {
     final class Item: Sendable {
         let id: String?
         let account: String
+        /// The account's place in the batch's `accounts`.
+        let slot: Int
         let type: String
         let at: Timestamp
         let expectedVersion: Int64?
@@ -23,8 +25,9 @@ public struct PreparedBatch: Sendable {
         /// The plaintext, kept only for the journal's rules and for records.
         let plaintext: [UInt8]?
 
-        init(_ e: NewEvent, sealed: Result<Sealed, JournalError>, keepPlaintext: Bool) {
+        init(_ e: NewEvent, slot: Int, sealed: Result<Sealed, JournalError>, keepPlaintext: Bool) {
             (id, account, type, at, expectedVersion, scope) = (e.id, e.account, e.type, e.at, e.expectedVersion, e.scope)
+            self.slot = slot
             self.sealed = sealed
             let isRecord = if case .records = e.scope { true } else { false }
             plaintext = keepPlaintext || isRecord ? e.payload : nil
@@ -32,11 +35,15 @@ public struct PreparedBatch: Sendable {
     }
 
     var items: [Item]
+    /// The batch's accounts, each once, in the order they first appear (`Item.slot` is the
+    /// place of an item's). The writer keeps what it learns of an account during an append by
+    /// slot: it looks an account's name up once per batch, not at every step for every event.
+    var accounts: [String]
     /// The key store's epoch when the batch was sealed: while it has not moved, no key the batch
     /// was sealed under can have been destroyed since.
     var epoch: Int64?
 
     public var count: Int { items.count }
 
-    public static let empty = PreparedBatch(items: [], epoch: nil)
+    public static let empty = PreparedBatch(items: [], accounts: [], epoch: nil)
 }

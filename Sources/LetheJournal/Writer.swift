@@ -230,15 +230,16 @@ final class Writer {
     }
 
     /// Reads the rows of the batch's accounts this writer does not hold yet, all in one go (one
-    /// statement on a server, not one per account); returns those the journal has no row for.
-    private func prefetchAccounts(of batch: [PreparedBatch.Item]) throws -> Set<String> {
-        var seen = Set<String>()
-        var missing: [String] = []
-        for e in batch where accounts[e.account] == nil && seen.insert(e.account).inserted { missing.append(e.account) }
-        guard !missing.isEmpty else { return [] }
-        let found = try store.accounts(named: missing)
+    /// statement on a server, not one per account); returns, by slot, whether the journal has
+    /// no row for the account.
+    private func prefetchAccounts(_ names: [String]) throws -> [Bool] {
+        var absent = [Bool](repeating: false, count: names.count)
+        let missing = names.indices.filter { accounts[names[$0]] == nil }
+        guard !missing.isEmpty else { return absent }
+        let found = try store.accounts(named: missing.map { names[$0] })
         for (name, stored) in found { remember(name, try AccountRow(name, stored, keys: keys)) }
-        return Set(missing.lazy.filter { found[$0] == nil })
+        for slot in missing where found[names[slot]] == nil { absent[slot] = true }
+        return absent
     }
 
     private func remember(_ name: String, _ row: AccountRow) {
@@ -270,11 +271,11 @@ final class Writer {
                 var closed = try accountsBeingErased()
                 if try batch.epoch.map({ try keys.epochMoved(since: $0) }) ?? true {
                     try keys.refresh()
-                    for account in Set(batch.items.filter({ $0.scope != .journal }).map(\.account)) where try keys.keyring(account)?.purged ?? false {
+                    for account in batch.accounts where try keys.keyring(account)?.purged ?? false {
                         closed.insert(account)
                     }
                 }
-                let outcomes = try appendInTransaction(batch.items, closed: closed, sealer: sealer)
+                let outcomes = try appendInTransaction(batch, closed: closed, sealer: sealer)
                 if allOrNothing {
                     for (item, outcome) in zip(batch.items, outcomes) {
                         if case .rejected(let why) = outcome {
@@ -299,27 +300,30 @@ final class Writer {
         }
     }
 
-    private func appendInTransaction(_ batch: [PreparedBatch.Item], closed: Set<String>, sealer: SealerLock) throws -> [AppendOutcome] {
-        // Accounts of this batch, staged until the commit.
-        var staged: [String: AccountRow] = [:]
-        var newAccounts: [String] = []
+    private func appendInTransaction(_ prepared: PreparedBatch, closed: Set<String>, sealer: SealerLock) throws -> [AppendOutcome] {
+        let (batch, names) = (prepared.items, prepared.accounts)
+        // The rows of this batch's accounts, by slot, staged until the commit; the new ones' slots.
+        var staged = [AccountRow?](repeating: nil, count: names.count)
+        var newAccounts: [Int] = []
+        let isClosed = closed.isEmpty ? nil : names.map { closed.contains($0) }
         // Ids already in the journal are looked up for the whole batch at once (the write lock is
         // held, so none can appear meanwhile); the batch's own ids join them as they are taken,
         // and are recorded after the loop.
         var known = try EventIDIndex(store: store).seqs(of: batch.compactMap { $0.id })
         known.reserveCapacity(known.count + batch.count)
-        staged.reserveCapacity(batch.count)
         var claims: [(id: String, seq: Int64)] = []
         claims.reserveCapacity(batch.count)
         var outcomes: [AppendOutcome] = []
         outcomes.reserveCapacity(batch.count)
         var sealed: [SealedEvent] = []
+        var sealedSlots: [Int] = []
         var digests: [[UInt8]] = []
         sealed.reserveCapacity(batch.count)
+        sealedSlots.reserveCapacity(batch.count)
         digests.reserveCapacity(batch.count)
         var seq = headSeq
-        let absent = try prefetchAccounts(of: batch)
-        try loadHistories(for: batch, absent: absent)
+        let absent = try prefetchAccounts(names)
+        try loadHistories(for: prepared, absent: absent)
         for e in batch {
             var body: PreparedBatch.Sealed
             switch e.sealed {
@@ -335,15 +339,15 @@ final class Writer {
                 continue
             }
             func refuse(_ error: JournalError) { outcomes.append(.rejected(error)) }
-            if e.scope != .journal && closed.contains(e.account) {
+            if e.scope != .journal && isClosed?[e.slot] == true {
                 refuse(JournalError(.accountShredded, "account \(e.account) was erased; it takes no new events"))
                 continue
             }
             var row: AccountRow
             var isNew = false
-            if let s = staged[e.account] {
+            if let s = staged[e.slot] {
                 row = s
-            } else if !absent.contains(e.account), let known = try accountRow(e.account) {
+            } else if !absent[e.slot], let known = try accountRow(e.account) {
                 row = known
             } else {
                 row = AccountRow(id: nextAccountID + Int64(newAccounts.count), version: 0, lastAt: .min)
@@ -379,7 +383,7 @@ final class Writer {
                 row.chains[body.key.number] = body.key.index
                 row.chainsMoved = true
             }
-            if isNew { newAccounts.append(e.account) }
+            if isNew { newAccounts.append(e.slot) }
             seq += 1
             if let id = e.id {
                 known[ExactID(id)] = seq
@@ -387,9 +391,10 @@ final class Writer {
             }
             row.version += 1
             row.lastAt = e.at.nanoseconds
-            staged[e.account] = row
+            staged[e.slot] = row
             let header = EventHeader(seq: seq, version: row.version, account: e.account, type: e.type, at: e.at, id: e.id)
             sealed.append(SealedEvent(header: header, nonce: body.nonce, key: body.key, body: .sealed(body.body)))
+            sealedSlots.append(e.slot)
             digests.append(body.digest)
             outcomes.append(.appended(header))
         }
@@ -403,9 +408,9 @@ final class Writer {
             }
         }
         try EventIDIndex(store: store).add(claims)
-        try writeAccounts(staged, new: newAccounts)
+        try writeAccounts(names, staged, new: newAccounts)
         let links = chain.value()
-        try write(sealed: sealed, links: links, staged: staged, newAccounts: newAccounts)
+        try write(sealed: sealed, slots: sealedSlots, links: links, names: names, staged: staged, newAccounts: newAccounts.count)
         return outcomes
     }
 
@@ -426,13 +431,14 @@ final class Writer {
     /// accounts at a time, reading each block that holds any of them once per group: accounts are
     /// interleaved in blocks, so loading them one by one would decode the same blocks again and
     /// again. (An account whose state is dropped meanwhile is loaded alone when its turn comes.)
-    private func loadHistories(for batch: [PreparedBatch.Item], absent: Set<String>) throws {
+    private func loadHistories(for batch: PreparedBatch, absent: [Bool]) throws {
         guard let rules, let lookupKey else { return }
-        var seen = Set<String>()
-        var missing: [String] = []
-        for e in batch where e.plaintext != nil && seen.insert(e.account).inserted {
+        var seen = [Bool](repeating: false, count: batch.accounts.count)
+        var missing: [Int] = []  // slots
+        for e in batch.items where e.plaintext != nil && !seen[e.slot] {
+            seen[e.slot] = true
             guard case .success = e.sealed, !rules.follows(e.account), rules.needsHistory(type: e.type) else { continue }
-            missing.append(e.account)
+            missing.append(e.slot)
         }
         guard missing.count > 1 else { return }
         rules.makeRoom(for: missing.count)
@@ -444,9 +450,9 @@ final class Writer {
             var names = Set<String>()
             var events: Int64 = 0
             while start < missing.count && events < 500_000 {
-                let account = missing[start]
+                let (slot, account) = (missing[start], batch.accounts[missing[start]])
                 start += 1
-                guard !absent.contains(account), let row = try accountRow(account) else {
+                guard !absent[slot], let row = try accountRow(account) else {
                     try rules.load(account, history: [])  // a new account: no history
                     continue
                 }
@@ -467,23 +473,25 @@ final class Writer {
 
     /// Stores the batch's account rows: the new ones in multi-row inserts (and the highest id
     /// given in meta `account_ids`), and each known one's new version, time and chain marks.
-    private func writeAccounts(_ staged: [String: AccountRow], new: [String]) throws {
-        try store.insert(accounts: new.map { name in
-            let row = staged[name]!
-            return (name, AccountRecord(id: row.id, version: row.version, lastAt: row.lastAt, chains: row.chainsMoved ? row.chains.encode() : nil))
+    private func writeAccounts(_ names: [String], _ staged: [AccountRow?], new: [Int]) throws {
+        try store.insert(accounts: new.map { slot in
+            let row = staged[slot]!
+            return (names[slot], AccountRecord(id: row.id, version: row.version, lastAt: row.lastAt, chains: row.chainsMoved ? row.chains.encode() : nil))
         })
         if let highest = new.lazy.map({ staged[$0]!.id }).max() { try store.setCounter(.accountIDs, to: highest) }
-        let isNew = Set(new)
+        var isNew = [Bool](repeating: false, count: names.count)
+        for slot in new { isNew[slot] = true }
         var updates: [AccountUpdate] = []
-        updates.reserveCapacity(staged.count - new.count)
-        for (name, row) in staged where !isNew.contains(name) {
-            updates.append(AccountUpdate(name: name, version: row.version, lastAt: row.lastAt, chains: row.chainsMoved ? row.chains.encode() : nil))
+        for (slot, row) in staged.enumerated() where !isNew[slot] {
+            guard let row else { continue }
+            updates.append(AccountUpdate(name: names[slot], version: row.version, lastAt: row.lastAt, chains: row.chainsMoved ? row.chains.encode() : nil))
         }
         try store.update(accounts: updates)
     }
 
     /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.
-    private func write(sealed: [SealedEvent], links: [[UInt8]], staged: [String: AccountRow], newAccounts: [String]) throws {
+    /// (`slots` holds each sealed event's account slot, `staged` the rows by slot, as the batch left them.)
+    private func write(sealed: [SealedEvent], slots: [Int], links: [[UInt8]], names: [String], staged: [AccountRow?], newAccounts: Int) throws {
         guard !sealed.isEmpty else { return }
         var blockID = nextBlockID
         let blockSize = options.blockEvents
@@ -492,8 +500,9 @@ final class Writer {
         var newSealedLink = sealedLink
         if tail.count + sealed.count >= blockSize {
             // (An empty tail, the usual case for large batches, costs no copy of the batch.)
-            var pending = tail.isEmpty ? sealed : tail + sealed
-            var pendingLinks = tail.isEmpty ? links : tailLinks + links
+            let unsealed = tail.count  // (events of earlier batches, before the batch's own)
+            let pending = tail.isEmpty ? sealed : tail + sealed
+            let pendingLinks = tail.isEmpty ? links : tailLinks + links
             try store.clearTail()
             // Encoding and compressing are pure work: the batch's blocks are made on every core.
             let starts = Array(stride(from: 0, through: pending.count - blockSize, by: blockSize))
@@ -517,8 +526,8 @@ final class Writer {
                 blocks.append(StoredBlock(
                     id: blockID, first: pending[start].header.seq, last: pending[start + blockSize - 1].header.seq, frame: try frame.get()))
                 var indexed = Set<Int64>()
-                for e in pending[start..<start + blockSize] {
-                    let id = try staged[e.header.account]?.id ?? accountRow(e.header.account)!.id
+                for k in start..<start + blockSize {
+                    let id = try k >= unsealed ? staged[slots[k - unsealed]]!.id : accountRow(pending[k].header.account)!.id
                     if indexed.insert(id).inserted { postings.append((id, blockID)) }
                 }
                 blockID += 1
@@ -533,10 +542,11 @@ final class Writer {
             try index.mergeIfDue(limit: options.recentPostingsLimit)
             try EventIDIndex(store: store).mergeIfDue(limit: options.recentIDsLimit)
             options.logger.trace("sealed blocks", metadata: ["blocks": "\(starts.count)", "last_seq": "\(pending[sealedCount - 1].header.seq)"])
-            pending.removeFirst(sealedCount)
-            pendingLinks.removeFirst(sealedCount)
-            try store.appendTail(pending, links: pendingLinks)
-            (newTail, newTailLinks) = (pending, pendingLinks)
+            // What is left becomes the tail: copied on its own (`pending` shares its storage with
+            // `sealed`, so removing the sealed events from it in place would copy it whole).
+            let rest = Array(pending[sealedCount...]), restLinks = Array(pendingLinks[sealedCount...])
+            try store.appendTail(rest, links: restLinks)
+            (newTail, newTailLinks) = (rest, restLinks)
         } else {
             try store.appendTail(sealed, links: links)
         }
@@ -555,10 +565,11 @@ final class Writer {
         }
         nextBlockID = blockID
         sealedLink = newSealedLink
-        nextAccountID += Int64(newAccounts.count)
-        for (name, var row) in staged {
+        nextAccountID += Int64(newAccounts)
+        for (slot, row) in staged.enumerated() {
+            guard var row else { continue }
             row.chainsMoved = false
-            remember(name, row)
+            remember(names[slot], row)
         }
     }
 

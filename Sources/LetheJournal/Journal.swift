@@ -342,20 +342,29 @@ public final class Journal: Sendable {
         let checked = events.map { Journal.check($0) }
         let valid = events.indices.filter { checked[$0] == nil }
         let toSeal = valid.count == events.count ? events : valid.map { events[$0] }
-        // Keys and nonces under the sealer's lock; the sealing itself, on every core, outside it
-        // (the writer takes that lock too, while this batch is being sealed).
-        let (plans, epoch) = try sealer.withLock { sealer in (try sealer.plan(toSeal, at: options.clock.now()), sealer.keys.seenEpoch) }
-        let sealed = Sealer.seal(toSeal, plans)
-        // Each event's outcome: sealed, or refused by `check` (in order; no intermediate copies).
-        var next = 0
+        // Each event's account's place among the batch's distinct accounts (one lookup per event:
+        // `slot` is set in place when the account is new).
         var accounts: [String] = []
-        var slots: [String: Int] = [:]
-        slots.reserveCapacity(events.count)
-        /// (One lookup per event: `slot` is set in place when the account is new.)
+        var places: [String: Int] = [:]
+        places.reserveCapacity(events.count)
         func place(_ slot: inout Int) -> Int {
             if slot < 0 { slot = accounts.count }
             return slot
         }
+        let slots = events.map { e in
+            let slot = place(&places[e.account, default: -1])
+            if slot == accounts.count { accounts.append(e.account) }
+            return slot
+        }
+        // Keys and nonces under the sealer's lock; the sealing itself, on every core, outside it
+        // (the writer takes that lock too, while this batch is being sealed).
+        let (plans, epoch) = try sealer.withLock { sealer in
+            let sealedSlots = valid.count == events.count ? slots : valid.map { slots[$0] }
+            return (try sealer.plan(toSeal, slots: sealedSlots, accounts: accounts.count, at: options.clock.now()), sealer.keys.seenEpoch)
+        }
+        let sealed = Sealer.seal(toSeal, plans)
+        // Each event's outcome: sealed, or refused by `check` (in order; no intermediate copies).
+        var next = 0
         let items = events.indices.map { k in
             let outcome: Result<PreparedBatch.Sealed, JournalError>
             if let refusal = checked[k] {
@@ -364,9 +373,7 @@ public final class Journal: Sendable {
                 outcome = sealed[next]
                 next += 1
             }
-            let slot = place(&slots[events[k].account, default: -1])
-            if slot == accounts.count { accounts.append(events[k].account) }
-            return PreparedBatch.Item(events[k], slot: slot, sealed: outcome, keepPlaintext: keepPlaintext)
+            return PreparedBatch.Item(events[k], slot: slots[k], sealed: outcome, keepPlaintext: keepPlaintext)
         }
         return PreparedBatch(items: items, accounts: accounts, epoch: epoch)
     }

@@ -214,7 +214,10 @@ final class Sealer {
     /// new account or chain, an event with a key of its own, or a chain this process has not followed) wait for the keys
     /// to be made, in one transaction, and the chains' marks to be read, then take their turn,
     /// in order.
-    func plan(_ events: [NewEvent], at time: Timestamp) throws -> [Result<Plan, JournalError>] {
+    ///
+    /// `slots` gives each event's account a place among the batch's `accounts` distinct ones
+    /// (`PreparedBatch.accounts`): what this process holds for an account is found once per batch.
+    func plan(_ events: [NewEvent], slots: [Int], accounts count: Int, at time: Timestamp) throws -> [Result<Plan, JournalError>] {
         guard !events.isEmpty else { return [] }
         // Keys destroyed since this cache was made (by any process, this one included): forget it.
         try keys.refresh()
@@ -226,13 +229,22 @@ final class Sealer {
         let unplaced = Result<Plan, JournalError>.failure(JournalError(.keys, "not placed"))
         var plans = [Result<Plan, JournalError>](repeating: unplaced, count: events.count)
         var waiting: [Int] = []
-        // The keyrings of the batch's accounts this process does not hold yet, read at once.
+        // What this process holds of each of the batch's accounts, by slot; the keyrings of those
+        // it does not hold yet, read at once.
+        var held = [AccountKeys?](repeating: nil, count: count)
         var uncached = Set<String>()
-        for e in events where e.scope != .journal && accounts[e.account] == nil { uncached.insert(e.account) }
+        for k in events.indices where events[k].scope != .journal && held[slots[k]] == nil {
+            if let a = accounts[events[k].account] { held[slots[k]] = a } else { uncached.insert(events[k].account) }
+        }
         absent = try keys.prefetch(accounts: uncached, own: [UInt64]())
         defer { absent = [] }
+        func keysOf(_ k: Int) throws -> AccountKeys? {
+            if let a = held[slots[k]] { return a }
+            held[slots[k]] = try known(events[k].account)
+            return held[slots[k]]
+        }
         for k in events.indices {
-            if let plan = try place(events, k, nonces[k]) { plans[k] = plan } else { waiting.append(k) }
+            if let plan = try place(events, k, nonces[k], keys: keysOf) { plans[k] = plan } else { waiting.append(k) }
         }
         if !waiting.isEmpty {
             var needs: [String: KeyStore.Needs] = [:]
@@ -267,7 +279,8 @@ final class Sealer {
                     plans[k] = .success(Plan(nonce: nonces[k], ref: KeyRef(.own, number: key.id), key: .sealing(key.key)))
                     continue
                 }
-                plans[k] = try place(events, k, nonces[k], marks: marks) ?? .failure(JournalError(.keys, "no key for an event of \(events[k].account)"))
+                plans[k] = try place(events, k, nonces[k], keys: keysOf, marks: marks)
+                    ?? .failure(JournalError(.keys, "no key for an event of \(events[k].account)"))
             }
         }
         return plans
@@ -279,11 +292,13 @@ final class Sealer {
 
     /// The plan of one event, or nil when its keys are not at hand yet (or, with `marks`, when
     /// there is no key for it at all).
-    private func place(_ events: [NewEvent], _ k: Int, _ nonce: NonceID, marks: Marks? = nil) throws -> Result<Plan, JournalError>? {
+    private func place(
+        _ events: [NewEvent], _ k: Int, _ nonce: NonceID, keys: (Int) throws -> AccountKeys?, marks: Marks? = nil
+    ) throws -> Result<Plan, JournalError>? {
         // (By index: the event is not copied.)
         let scope = events[k].scope
         if case .journal = scope { return .success(Plan(nonce: nonce, ref: .journal, key: .sealing(engineSession))) }
-        guard let a = try known(events[k].account) else { return nil }
+        guard let a = try keys(k) else { return nil }
         guard let accountKey = a.ring.accountKey else {
             return .failure(JournalError(.accountShredded, "account \(events[k].account) was erased; it takes no new events"))
         }

@@ -11,7 +11,7 @@ package struct SQLiteBackend: JournalBackend {
     /// 32,768 events: an import appends a many-account history's accounts in half as many
     /// batches, and so updates each account's row, and looks it and its keys up, half as often.
     /// 336,936 events on 20,000 accounts import in 6% less time than at 16,384 (interleaved
-    /// A/B, six rounds), at a peak of 223 MB against 159; 1,000 accounts in 2% more, as the
+    /// A/B, six rounds), at a peak of 218 MiB against 156; 1,000 accounts in 2% more, as the
     /// first and last batches take longer to pass the pipeline's stages.
     package var importBatchSize: Int { 32_768 }
 

@@ -212,9 +212,16 @@ public final class JournalReader {
                   first.header.seq < from || last.header.seq > through else { return events }
             return events.filter { $0.header.seq >= from && $0.header.seq <= through }
         }
+        // The next block is read, then decompressed and decoded on another core while `body`
+        // takes this one; what went wrong with it is thrown in its turn, after `body` had this one.
         var blocks = BlockScan(store, from: from, through: through)
-        while let row = try wrap({ try blocks.nextBlock() }) {
-            try body(within(try row.decode().events))
+        func readAhead() -> Result<Background<Result<[SealedEvent], any Error>>?, any Error> {
+            Result { try wrap { try blocks.nextBlock() }.map { row in Background { Result { try row.decode().events } } } }
+        }
+        var next = readAhead()
+        while let decoding = try next.get() {
+            next = readAhead()
+            try body(within(try decoding.value().get()))
         }
         try body(within(try wrap { try store.tail().0 }))
     }

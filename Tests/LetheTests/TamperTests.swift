@@ -68,6 +68,28 @@ import Testing
         #expect(try db.scalarInt("SELECT value FROM meta WHERE key='head_seq'") == 40)
     }
 
+    /// A read decodes the next block on another core while it hands out this one: a damaged
+    /// block is named in its turn, after every block before it was handed out, not sooner.
+    @Test func aReadHandsOutWhatPrecedesADamagedBlockAndThenNamesIt() throws {
+        let dir = try TempDir()
+        let path: String
+        do {  // blocks 1 (events 1–4), 2 (5–8) and 3 (9–12), events 13 and 14 unsealed
+            let j = try openJournal(dir, blockEvents: 4)
+            for i in 0..<14 { try j.append(event("acc_\(i % 3)", at: "2026-01-01T00:00:\(10 + i)Z", data: ["path": .string("/p\(i)"), "visitor": "v"])) }
+            path = j.path
+        }
+        try damage(path) { try setFrame($0, 2, [0x04, 0x22, 0x4D, 0x18, 0x00]) }
+        let j = try openJournal(dir, blockEvents: 4)
+        var handedOut: [Int64] = []
+        do {
+            try j.read { reader in try reader.scanGroups { group in handedOut += group.map(\.header.seq) } }
+            Issue.record("the damaged block was read")
+        } catch let e as JournalError {
+            #expect(e.code == .corrupt && e.description.contains("block 2"), "\(e)")
+        }
+        #expect(handedOut == [1, 2, 3, 4])
+    }
+
     @Test func everyFlippedByteOfABlockIsFound() throws {
         let dir = try TempDir()
         let path = try journal(dir)

@@ -35,10 +35,10 @@ package protocol JournalBackend: Sendable {
 extension JournalBackend {
     package func commitFeed(onCommit: @escaping @Sendable (Int64) -> Void, onEnd: @escaping @Sendable () -> Void) throws -> CommitFeed? { nil }
     /// 16,384 events (about 140 MiB at the peak of an import of a many-account history) on a
-    /// server; a file takes twice as many (`SQLiteBackend`). (A server took 65,536 until session 14, when one thread parsed
-    /// and sealed. With parsing, sealing and appending on threads of their own, smaller batches keep
-    /// the three busy at once: 336,936 events on 20,000 accounts import into PostgreSQL in 6.1–6.4 s
-    /// against 7.0–7.6 s, peak 165 MiB against 320.)
+    /// server; a file takes twice as many (`SQLiteBackend`). (A server took 65,536 until session
+    /// 14, when one thread parsed and sealed. With parsing, sealing and appending on threads of
+    /// their own, smaller batches keep the three busy at once: 336,936 events on 20,000 accounts
+    /// import into PostgreSQL in 6.1–6.4 s against 7.0–7.6 s, peak 165 MiB against 320.)
     package var importBatchSize: Int { 16_384 }
     package var database: String? { nil }
 }

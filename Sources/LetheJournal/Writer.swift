@@ -410,7 +410,7 @@ final class Writer {
         try EventIDIndex(store: store).add(claims)
         try writeAccounts(names, staged, new: newAccounts)
         let links = chain.value()
-        try write(sealed: sealed, slots: sealedSlots, links: links, names: names, staged: staged, newAccounts: newAccounts.count)
+        try write(sealed: sealed, slots: sealedSlots, links: links, names: names, staged: staged, newAccountCount: newAccounts.count)
         return outcomes
     }
 
@@ -491,7 +491,7 @@ final class Writer {
 
     /// Writes the accepted events: full blocks are sealed, the rest joins the tail. Then the caches move.
     /// (`slots` holds each sealed event's account slot, `staged` the rows by slot, as the batch left them.)
-    private func write(sealed: [SealedEvent], slots: [Int], links: [[UInt8]], names: [String], staged: [AccountRow?], newAccounts: Int) throws {
+    private func write(sealed: [SealedEvent], slots: [Int], links: [[UInt8]], names: [String], staged: [AccountRow?], newAccountCount: Int) throws {
         guard !sealed.isEmpty else { return }
         var blockID = nextBlockID
         let blockSize = options.blockEvents
@@ -565,7 +565,7 @@ final class Writer {
         }
         nextBlockID = blockID
         sealedLink = newSealedLink
-        nextAccountID += Int64(newAccounts)
+        nextAccountID += Int64(newAccountCount)
         for (slot, row) in staged.enumerated() {
             guard var row else { continue }
             row.chainsMoved = false

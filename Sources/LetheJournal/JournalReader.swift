@@ -432,14 +432,13 @@ public final class JournalReader {
     public func events<T: Sendable>(
         from: Int64 = 1, through: Int64 = .max, transform: @escaping @Sendable (StoredEvent) throws -> T, _ body: (T) throws -> Void
     ) throws {
-        // Pipelined: while `body` takes one group's results, the next group is being opened.
-        var previous: Opening<T>?
+        // Pipelined: while `body` takes one group's results, the next two groups are being opened.
+        var pending: [Opening<T>] = []
         try scanGroups(from: from, through: through) { group in
-            let next = Opening(group, keys: try keys(for: group), keysPath: keysPath, transform: transform)
-            if let previous { for t in try previous.results() { try body(t) } }
-            previous = next
+            pending.append(Opening(group, keys: try keys(for: group), keysPath: keysPath, transform: transform))
+            if pending.count > 2 { for t in try pending.removeFirst().results() { try body(t) } }
         }
-        if let previous { for t in try previous.results() { try body(t) } }
+        while !pending.isEmpty { for t in try pending.removeFirst().results() { try body(t) } }
     }
 
     /// One account's events, decrypted, in order.

@@ -8,13 +8,6 @@ package struct SQLiteBackend: JournalBackend {
 
     package var place: String { path }
     package var dataPaths: [String] { [path] }
-    /// 32,768 events: an import appends a many-account history's accounts in half as many
-    /// batches, and so updates each account's row, and looks it and its keys up, half as often.
-    /// 336,936 events on 20,000 accounts import in 6% less time than at 16,384 (interleaved
-    /// A/B, six rounds), at a peak of 218 MiB against 156; 1,000 accounts in 2% more, as the
-    /// first and last batches take longer to pass the pipeline's stages.
-    package var importBatchSize: Int { 32_768 }
-
     package func openWriter(options: Journal.Options) throws -> any JournalStore {
         SQLiteJournalStore(try Journal.openDatabase(path: path, options: options))
     }

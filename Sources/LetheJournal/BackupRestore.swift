@@ -94,8 +94,9 @@ extension Backup {
                     // (Another process may have begun a journal there meanwhile: never overwritten.)
                     guard try target.headSeq() ?? 0 == 0, try target.blockExtent() == nil else { throw refusal }
                     let mac = Anchor.mac(key: rebuilt.journalKeys.anchor, instance: instance, headSeq: head.seq, headLink: head.link)
-                    try target.replaceMeta(try source.metaEntries().filter { $0.key != "instance" && $0.key != "head_mac" }
-                        + [("instance", .bytes(instance)), ("head_mac", .bytes(mac))])
+                    // The rows are written by this build, in its format, whatever the backup's was.
+                    try target.replaceMeta(try source.metaEntries().filter { !["instance", "head_mac", "format"].contains($0.key) }
+                        + [("instance", .bytes(instance)), ("head_mac", .bytes(mac)), ("format", .integer(Journal.formatVersion))])
                     try copyRows(from: source, to: target)
                 }
             }

@@ -4,11 +4,12 @@ import Foundation
 /// account's history is read from its own blocks, not the whole journal.
 ///
 /// Two tables, like the event id index (`EventIDIndex`). A new block's postings (one per account
-/// in it) go to `recent_account_blocks`, a row each; once enough have gathered they move, in one
-/// pass in account order, to `account_block_runs`: per account, its block ids in order, cut into
-/// runs of at most `runBytes`, keyed by (account, first block), each id after the first coded as
-/// its difference from the one before. An account's new blocks always come after its old ones, so
-/// a merge rewrites only each account's last run.
+/// in it) go to `recent_account_blocks`, a row each (on PostgreSQL, since format 7, a row per
+/// account per append: `PostgresJournalStore.addRecentPostings`); once enough rows have gathered
+/// they move, in one pass in account order, to `account_block_runs`: per account, its block ids
+/// in order, cut into runs of at most `runBytes`, keyed by (account, first block), each id after
+/// the first coded as its difference from the one before. An account's new blocks always come
+/// after its old ones, so a merge rewrites only each account's last run.
 ///
 /// A run's layout: count (varint), the first block id (varint; the row's key), then count − 1
 /// differences (varints, each at least 1).

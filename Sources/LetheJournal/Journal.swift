@@ -136,8 +136,12 @@ public final class Journal: Sendable {
         public init() {}
     }
 
-    public static let formatVersion: Int64 = 6
-    /// What readers read: formats 4 and 5 are read as they are until a writer upgrades them.
+    /// Format 7 (session 21) packs the block index's recent postings on PostgreSQL (a row per
+    /// account per append, `PostgresJournalStore.addRecentPostings`); a file's tables are those
+    /// of format 6, and its upgrade only renumbers it. Older builds refuse format 7: one of them
+    /// would read a packed row as a single posting and miss blocks of the account.
+    public static let formatVersion: Int64 = 7
+    /// What readers read: formats 4 to 6 are read as they are until a writer upgrades them.
     package static let readableFormats: ClosedRange<Int64> = 4...formatVersion
     public static let maxPayloadBytes = 16 << 20
     public static let maxBlockEvents = 1 << 16

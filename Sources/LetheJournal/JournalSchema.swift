@@ -61,7 +61,7 @@ extension Journal {
     /// older journal it changes nothing, and freed pages wait to be reused.
     static let autoVacuum = "PRAGMA auto_vacuum=INCREMENTAL"
 
-    /// Brings a journal of format 4 or 5 to this build's format, in the caller's transaction
+    /// Brings a journal of format 4, 5 or 6 to this build's format, in the caller's transaction
     /// (its first writer does; readers read those formats as they are). The steps look at the
     /// tables, not at the format number, so a file restored from an older backup (whose tables
     /// are new but whose meta says the old format) takes only the steps it needs.
@@ -72,6 +72,7 @@ extension Journal {
     ///   copied into the table keyed by name, and the highest account id goes to meta
     ///   `account_ids` (the writer's counter, which a scan would otherwise find). Chain marks
     ///   named by category stay as they are (`ChainMarks` reads both forms).
+    /// - Format 6 differs from 7 only on PostgreSQL: a file takes the new number alone.
     static func upgrade(_ db: SQLiteDatabase) throws {
         try BlockIndex.upgrade(db)
         let accountsSQL = try db.statement("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'accounts'")

@@ -175,8 +175,9 @@ package protocol JournalStore: AnyObject {
     /// Writes accounts' runs from their last one on: for each account, the run whose first block
     /// `replacing` gives (its last, extended) in place, and the others as new rows.
     func writeBlockRuns(_ runs: [BlockRun], replacing: [Int64: Int64]) throws
-    /// Adds postings (plain inserts: the writer gives each block's accounts once, so a posting
-    /// held already would be a bug, and its error rolls the caller's transaction back).
+    /// Adds postings, in (account, block) order (plain inserts: the writer gives each block's
+    /// accounts once, so a posting held already would be a bug, and its error rolls the caller's
+    /// transaction back). A store may keep an account's postings of one call in one row.
     func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws
     /// Every recent posting, in (account, block) order. `body` may write the runs.
     func forEachRecentPosting(_ body: (Int64, Int64) throws -> Void) throws

@@ -24,6 +24,8 @@ public struct PostgresBackend: JournalBackend {
             try connection.transaction {
                 try connection.query("SELECT pg_advisory_xact_lock(\(lockKey("schema")))")
                 for sql in PostgresJournalStore.schemaSQL(schema) { try connection.execute(sql) }
+                // Format 6 → 7: the tables are as format 7 wants them now (`schemaSQL`).
+                try connection.execute("UPDATE \(schema).meta SET int_value = \(Journal.formatVersion) WHERE key = 'format' AND int_value = 6")
                 let rows = try connection.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(schema).meta"))
                 if try rows.first?.column(Int64.self, "meta") == 0 {
                     for (key, value) in Journal.newMeta(entropy: options.entropy) {

@@ -99,10 +99,46 @@ extension PostgresJournalStore {
 
     // MARK: The per-account block index
 
-    func recentBlocks(ofAccount id: Int64) throws -> [Int64] {
-        try connection.query("SELECT block_id FROM recent_account_blocks WHERE account_id = \(id)").map {
-            try $0.column(Int64.self, "recent_account_blocks")
+    /// A row of recent postings holds all that one call added for one account: its first block
+    /// is the row's key, and the account's further blocks, ascending, are in `more`, each as its
+    /// difference from the one before (a varint, at least 1; NULL for none). With a row per
+    /// posting (format 6), an import of a many-account history inserted about a row per event (an
+    /// account seldom has two events in one block, but has about two blocks in a batch of
+    /// 32,768): 0.6 s of the server's 2.1 s, all of it on the writer's path. Packed, the 20,000-
+    /// account import takes 4.03 s against 4.54 (interleaved A/B), the server 1.65 s of CPU
+    /// against 2.08. Callers add an account's postings in the order of its blocks (a new block
+    /// comes after the account's others), so an account's rows, in key order, give its blocks in
+    /// order.
+    static func packMore(_ postings: ArraySlice<(account: Int64, block: Int64)>, after first: Int64) -> ByteBuffer {
+        var w = BinaryWriter(capacity: postings.count * 2)
+        var previous = first
+        for (_, block) in postings {
+            w.varint(UInt64(block - previous))
+            previous = block
         }
+        return w.bytes.buffer
+    }
+
+    static func unpackMore(_ more: ByteBuffer?, account: Int64, first: Int64, into out: inout [Int64]) throws {
+        out.append(first)
+        guard let more, more.readableBytes > 0 else { return }
+        var r = BinaryReader(more.bytes)
+        var block = first
+        let damaged = JournalError(.corrupt, "block index: the recent postings of account id \(account) from block \(first) are damaged")
+        while !r.isAtEnd {
+            guard let step = try? r.varint(), step > 0, step <= UInt64(Int64.max - block) else { throw damaged }
+            block += Int64(step)
+            out.append(block)
+        }
+    }
+
+    func recentBlocks(ofAccount id: Int64) throws -> [Int64] {
+        var out: [Int64] = []
+        for row in try connection.query("SELECT block_id, \(unescaped: morePostings) FROM recent_account_blocks WHERE account_id = \(id) ORDER BY block_id") {
+            let (first, more) = try row.columns((Int64, ByteBuffer?).self, "recent_account_blocks")
+            try Self.unpackMore(more, account: id, first: first, into: &out)
+        }
+        return out
     }
 
     private static func run(_ row: PostgresRow) throws -> BlockRun {
@@ -141,37 +177,58 @@ extension PostgresJournalStore {
             """)
     }
 
+    /// `postings` in (account, block) order, as `BlockIndex.add` gives them: a row per account.
     func addRecentPostings(_ postings: [(account: Int64, block: Int64)]) throws {
         guard !postings.isEmpty else { return }
+        var (accounts, firsts, mores): ([Int64], [Int64], [ByteBuffer]) = ([], [], [])
+        var start = 0
+        while start < postings.count {
+            // (A block not after the one before starts a row of its own: a posting held twice then
+            // fails on the key, as a row per posting would.)
+            var end = start + 1
+            while end < postings.count && postings[end].account == postings[start].account && postings[end].block > postings[end - 1].block {
+                end += 1
+            }
+            accounts.append(postings[start].account)
+            firsts.append(postings[start].block)
+            mores.append(Self.packMore(postings[start + 1..<end], after: postings[start].block))
+            start = end
+        }
         connection.send("""
             WITH added AS (
-                INSERT INTO recent_account_blocks(account_id, block_id)
-                SELECT * FROM unnest(\(postings.map(\.account))::bigint[], \(postings.map(\.block))::bigint[])
+                INSERT INTO recent_account_blocks(account_id, block_id, more)
+                SELECT a, b, NULLIF(m, ''::bytea) FROM unnest(\(accounts)::bigint[], \(firsts)::bigint[], \(mores)::bytea[]) AS u(a, b, m)
                 RETURNING 1)
             UPDATE counts SET n = n + (SELECT count(*) FROM added) WHERE name = 'recent_account_blocks'
             """)
     }
 
-    /// A page of postings comes as two arrays in one row: read a row each, their decoding was
+    /// A page of rows comes as three arrays in one row: read a row each, their decoding was
     /// about 0.25 s of the appending thread in a 20,000-account import.
     func forEachRecentPosting(_ body: (Int64, Int64) throws -> Void) throws {
         let page = recentPostingsPage
         var after: (Int64, Int64) = (.min, .min)
+        var blocks: [Int64] = []
         while true {
             let rows = try connection.query("""
                 SELECT coalesce(array_agg(account_id ORDER BY account_id, block_id), '{}'),
-                       coalesce(array_agg(block_id ORDER BY account_id, block_id), '{}')
-                FROM (SELECT account_id, block_id FROM recent_account_blocks WHERE (account_id, block_id) > (\(after.0), \(after.1))
+                       coalesce(array_agg(block_id ORDER BY account_id, block_id), '{}'),
+                       coalesce(array_agg(coalesce(more, ''::bytea) ORDER BY account_id, block_id), '{}')
+                FROM (SELECT account_id, block_id, \(unescaped: morePostings) AS more FROM recent_account_blocks WHERE (account_id, block_id) > (\(after.0), \(after.1))
                       ORDER BY account_id, block_id LIMIT \(page)) AS page
                 """)
             guard let row = rows.first else { return }
-            let (accounts, blocks) = try row.columns(([Int64], [Int64]).self, "recent_account_blocks")
-            guard accounts.count == blocks.count else {
-                throw JournalError(.corrupt, "recent_account_blocks: a page of postings has \(accounts.count) accounts for \(blocks.count) blocks")
+            let (accounts, firsts, mores) = try row.columns(([Int64], [Int64], [ByteBuffer]).self, "recent_account_blocks")
+            guard accounts.count == firsts.count, accounts.count == mores.count else {
+                throw JournalError(.corrupt, "recent_account_blocks: a page of rows has \(accounts.count) accounts for \(firsts.count) first blocks and \(mores.count) lists of more")
             }
-            for k in accounts.indices { try body(accounts[k], blocks[k]) }
+            for k in accounts.indices {
+                blocks.removeAll(keepingCapacity: true)
+                try Self.unpackMore(mores[k], account: accounts[k], first: firsts[k], into: &blocks)
+                for block in blocks { try body(accounts[k], block) }
+            }
             guard accounts.count == page else { return }
-            after = (accounts[page - 1], blocks[page - 1])
+            after = (accounts[page - 1], firsts[page - 1])
         }
     }
 

@@ -164,6 +164,61 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(try j.version(of: "acc_1") == 2)
     }
 
+    /// On the server, an append's postings of one account share a row of the block index's
+    /// recent table (format 7). The account's reads, `verify` and a merge see every block of it;
+    /// a damaged row is named; a journal of format 6 (a row per posting, no `more` column) is read
+    /// as it is and taken to format 7 by its next writer, which packs from then on; older builds
+    /// refuse format 7 (a build of format 6 would read a packed row as its first block alone).
+    @Test("on PostgreSQL, an append's postings of one account share a row; a format-6 journal is read as it is and upgraded by its writer")
+    func packedPostingsOnPostgres() throws {
+        let place = try TestPlace(.postgres)
+        let rows = "SELECT string_agg(account_id || ':' || block_id || ':' || coalesce(encode(more, 'hex'), '-'), ' ' ORDER BY account_id, block_id) FROM recent_account_blocks"
+        // acc_0 in every block of 4 (blocks 1 to 3), acc_1 in blocks 1 and 3 only; all in one append.
+        let history = ["acc_0", "acc_1", "acc_2", "acc_2", "acc_0", "acc_2", "acc_2", "acc_2", "acc_0", "acc_1", "acc_2", "acc_2"]
+        let j = try place.open(blockEvents: 4, recentPostingsLimit: 1 << 20)
+        _ = try j.append(history.enumerated().map { event($1, at: "2026-01-01T00:00:00Z", id: "e\($0)") })
+        #expect(try place.psql(rows) == "1:1:0101 2:1:02 3:1:0101")
+        func seqs(_ account: String) throws -> [Int64] {
+            var out: [Int64] = []
+            try j.read { try $0.events(account: account) { out.append($0.header.seq) } }
+            return out
+        }
+        #expect(try seqs("acc_0") == [1, 5, 9])
+        #expect(try seqs("acc_1") == [2, 10])
+        #expect(try place.verify().events == 12)
+
+        // A damaged row is named, by `verify` and by the account's read.
+        try place.psql("UPDATE recent_account_blocks SET more = '\\x00' WHERE account_id = 2")
+        let message = try #require(place.verifyFailure())
+        #expect(message.contains("the recent postings of account id 2 from block 1 are damaged"), "\(message)")
+        #expect(throws: JournalError.self) { try seqs("acc_1") }
+        try place.psql("UPDATE recent_account_blocks SET more = '\\x02' WHERE account_id = 2")
+
+        // As format 6 wrote it: a row per posting, no `more`, format 6 in meta.
+        try place.psql("""
+            CREATE TABLE unpacked AS SELECT account_id, block_id FROM recent_account_blocks WHERE false;
+            INSERT INTO unpacked VALUES (1, 1), (1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2), (3, 3);
+            DELETE FROM recent_account_blocks; ALTER TABLE recent_account_blocks DROP COLUMN more;
+            INSERT INTO recent_account_blocks SELECT * FROM unpacked; DROP TABLE unpacked;
+            UPDATE meta SET int_value = 6 WHERE key = 'format'
+            """)
+        // Read as it is (no writer of this build has opened it since).
+        let store = try place.journalBackend.openReader()
+        #expect(try store.snapshot { try BlockIndex(store: store).blocks(ofAccount: "acc_1") } == [1, 3])
+        store.close()
+        #expect(try place.verify().events == 12)
+        let upgraded = try place.open(blockEvents: 4, recentPostingsLimit: 1 << 20)
+        #expect(try place.psql("SELECT int_value FROM meta WHERE key = 'format'") == "7")
+        _ = try upgraded.append((0..<8).map { event("acc_1", at: "2026-01-02T00:00:00Z", id: "f\($0)") })
+        #expect(try place.psql(rows) == "1:1:- 1:2:- 1:3:- 2:1:- 2:3:- 2:4:01 3:1:- 3:2:- 3:3:-")
+        var after: [Int64] = []
+        try upgraded.read { try $0.events(account: "acc_1") { after.append($0.header.seq) } }
+        #expect(after == [2, 10] + Array(13...20))
+        try upgraded.settle()
+        #expect(try place.psql("SELECT count(*) FROM recent_account_blocks") == "0")
+        #expect(try place.verify().events == 20)
+    }
+
     /// The merge policy asks for the index tables' rows at every append; on the server they are
     /// kept in `counts` by the statements that add and remove rows, where `count(*)` would read
     /// each table whole (a run per account). They must stay exact through appends, merges and a

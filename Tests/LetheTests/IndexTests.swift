@@ -231,7 +231,7 @@ import Testing
 
     /// Journals of formats 4 (both indexes a row per entry, no runs) and 5 (accounts in a rowid
     /// table with a name index, chain marks by category) are read as they are, and taken to
-    /// format 6 by their first writer: the accounts keyed by name, the highest account id in meta,
+    /// format 7 by their first writer: the accounts keyed by name, the highest account id in meta,
     /// the marks honoured through the keyring (the next record takes the index after them).
     @Test(arguments: [4, 5])
     func anOlderJournalIsUpgradedInPlace(format: Int) throws {
@@ -259,7 +259,7 @@ import Testing
         try j.read { try $0.events(account: "acc_1") { history.append($0.header.seq) } }
         #expect(history == [2, 5, 8])
         let upgraded = try openJournal(dir, blockEvents: 4, recentIDsLimit: 1)
-        #expect(try sqliteScalar(j.path, "SELECT value FROM meta WHERE key = 'format'") == 6)
+        #expect(try sqliteScalar(j.path, "SELECT value FROM meta WHERE key = 'format'") == 7)
         #expect(try sqliteScalar(j.path, "SELECT value FROM meta WHERE key = 'account_ids'") == 3)
         #expect(try sqliteScalar(j.path, "SELECT count(*) FROM sqlite_master WHERE name IN ('account_blocks', 'accounts_format5', 'sqlite_autoindex_accounts_1')") == 0)
         #expect(try sqliteScalar(j.path, "SELECT count(*) FROM account_block_runs") == (format == 4 ? 3 : 0))
@@ -281,10 +281,10 @@ import Testing
         // Other formats are refused, by writers and readers alike, with the format named (a
         // reader of an older build found no `account_blocks` table in a format-5 file, and said
         // only that).
-        for other in [3, 7] {
+        for other in [3, 8] {
             try tamper(j.path, "UPDATE meta SET value = \(other) WHERE key = 'format'")
             #expect(throws: JournalError.self) { try openJournal(dir, blockEvents: 4) }
-            #expect(verifyFailure(j.path)?.contains("has journal format \(other); this build reads formats 4 to 6") == true)
+            #expect(verifyFailure(j.path)?.contains("has journal format \(other); this build reads formats 4 to 7") == true)
         }
     }
 }

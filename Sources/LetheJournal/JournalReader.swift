@@ -11,11 +11,20 @@ private struct ResultSlots<T>: @unchecked Sendable {
     let results: UnsafeMutableBufferPointer<Result<T, any Error>>
 }
 
+/// What one thread hands another and then leaves alone until the other is done with it (the
+/// reader and its key caches, given to the keying queue for a read: see `events`).
+private struct Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
 /// Opens a key store on its first use, with the journal's own keys.
 final class LazyKeyStore {
     private let open: () throws -> KeyStore
     private var store: KeyStore?
     private var journalKeys: JournalKeys?
+    /// The journal's id, once read (`lookup` asks for it when it first needs the journal's keys).
+    var journalID: [UInt8]?
 
     init(open: @escaping () throws -> KeyStore) { self.open = open }
 
@@ -25,7 +34,7 @@ final class LazyKeyStore {
 
     func lookup(_ account: String, _ ref: KeyRef, journalID: () throws -> [UInt8]) throws -> KeyStore.Lookup {
         let store = try opened()
-        if journalKeys == nil { journalKeys = try store.journalKeys(try journalID(), create: false) }
+        if journalKeys == nil { journalKeys = try store.journalKeys(try self.journalID ?? journalID(), create: false) }
         return try store.lookup(account, ref, journal: journalKeys!)
     }
 
@@ -381,6 +390,25 @@ public final class JournalReader {
         SessionKeyName(account: e.key.kind == .journal ? "" : e.header.account, key: e.key, session: e.nonce.session)
     }
 
+    /// A group's opening, started by a job on the keying queue once it found the group's keys;
+    /// `opening` waits for the job and throws what it threw.
+    private final class Keyed<T: Sendable>: @unchecked Sendable {
+        private var outcome: Result<Opening<T>, any Error>?
+        private let done = DispatchGroup()
+
+        init(on queue: DispatchQueue, _ work: @escaping () throws -> Opening<T>) {
+            let work = Unchecked(work)
+            queue.async(group: done) { self.outcome = Result { try work.value() } }
+        }
+
+        func wait() { done.wait() }
+
+        func opening() throws -> Opening<T> {
+            done.wait()
+            return try outcome!.get()
+        }
+    }
+
     /// A group of events being opened and transformed on other threads (every core when the group
     /// is large), while the caller goes on; `results` waits for them, in order.
     ///
@@ -432,13 +460,26 @@ public final class JournalReader {
     public func events<T: Sendable>(
         from: Int64 = 1, through: Int64 = .max, transform: @escaping @Sendable (StoredEvent) throws -> T, _ body: (T) throws -> Void
     ) throws {
-        // Pipelined: while `body` takes one group's results, the next two groups are being opened.
-        var pending: [Opening<T>] = []
+        // Pipelined in three: this thread reads the blocks (decoded ahead on another core) and
+        // hands `body` the results in order; a serial queue finds each group's keys, in order,
+        // and starts its opening on every core. Up to three groups are between the two.
+        //
+        // The key store and the key caches are the queue's alone until every job it was given is
+        // done; the journal's store is this thread's (the journal's id, which a first lookup of
+        // the journal's keys reads, is read here first).
+        if let keys { keys.journalID = try wrap { try store.journalID() } }
+        let keying = DispatchQueue(label: "lethe.read.keys")
+        let reader = Unchecked(self)
+        let keysPath = keysPath
+        var pending: [Keyed<T>] = []
+        defer { for job in pending { job.wait() } }
         try scanGroups(from: from, through: through) { group in
-            pending.append(Opening(group, keys: try keys(for: group), keysPath: keysPath, transform: transform))
-            if pending.count > 2 { for t in try pending.removeFirst().results() { try body(t) } }
+            pending.append(Keyed(on: keying) {
+                Opening(group, keys: try reader.value.keys(for: group), keysPath: keysPath, transform: transform)
+            })
+            if pending.count > 3 { for t in try pending.removeFirst().opening().results() { try body(t) } }
         }
-        while !pending.isEmpty { for t in try pending.removeFirst().results() { try body(t) } }
+        while !pending.isEmpty { for t in try pending.removeFirst().opening().results() { try body(t) } }
     }
 
     /// One account's events, decrypted, in order.

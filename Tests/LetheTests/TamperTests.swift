@@ -90,6 +90,34 @@ import Testing
         #expect(handedOut == [1, 2, 3, 4])
     }
 
+    /// A read finds each group's keys on a queue of its own, up to three groups ahead of the
+    /// caller: a group whose keys cannot be read is named in its turn, after every event before
+    /// it was handed out, and the reader reads again as before (the queue is done with the key
+    /// store when the read ends).
+    @Test func aReadHandsOutWhatPrecedesAnUnreadableKeyringAndThenNamesIt() throws {
+        let dir = try TempDir()
+        do {  // blocks 1 (events 1–4), 2 (5–8) and 3 (9–12), events 13 and 14 unsealed; "late" first in block 3
+            let j = try openJournal(dir, blockEvents: 4)
+            for i in 0..<14 {
+                try j.append(event(i == 9 ? "late" : "acc_\(i % 3)", at: "2026-01-01T00:00:\(10 + i)Z", data: ["path": .string("/p\(i)"), "visitor": "v"]))
+            }
+        }
+        let keys = try SQLiteDatabase(path: dir.path("j.lethe.keys"))
+        try keys.execute("UPDATE keyrings SET sealed = (SELECT sealed FROM keyrings WHERE account = 'acc_1') WHERE account = 'late'")
+        keys.close()
+        let j = try openJournal(dir, blockEvents: 4)
+        for _ in 0..<2 {
+            var handedOut: [Int64] = []
+            do {
+                try j.read { reader in try reader.events { handedOut.append($0.header.seq) } }
+                Issue.record("the damaged keyring was used")
+            } catch let e as JournalError {
+                #expect(e.code == .keys && e.description.contains("account late"), "\(e)")
+            }
+            #expect(handedOut == Array(1...8))
+        }
+    }
+
     @Test func everyFlippedByteOfABlockIsFound() throws {
         let dir = try TempDir()
         let path = try journal(dir)

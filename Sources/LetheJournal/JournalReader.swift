@@ -467,7 +467,7 @@ public final class JournalReader {
         // The key store and the key caches are the queue's alone until every job it was given is
         // done; the journal's store is this thread's (the journal's id, which a first lookup of
         // the journal's keys reads, is read here first).
-        if let keys { keys.journalID = try wrap { try store.journalID() } }
+        if let keys, keys.journalID == nil { keys.journalID = try wrap { try store.journalID() } }
         let keying = DispatchQueue(label: "lethe.read.keys")
         let reader = Unchecked(self)
         let keysPath = keysPath

@@ -23,9 +23,8 @@ final class PostgresJournalStore: JournalStore {
         self.connection = connection
         schema = connection.address.schema
         try connection.execute("SET search_path TO \(schema)")
-        let packed = try connection.query(PostgresQuery(unsafeSQL: """
-            SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('\(schema).recent_account_blocks') AND attname = 'more' AND NOT attisdropped)
-            """)).first?.column(Bool.self, "recent_account_blocks") ?? false
+        let packed = try connection.query(PostgresQuery(unsafeSQL: "SELECT \(Self.hasColumn("more", of: "\(schema).recent_account_blocks"))"))
+            .first?.column(Bool.self, "recent_account_blocks") ?? false
         morePostings = packed ? "more" : "NULL::bytea"
     }
 
@@ -85,29 +84,26 @@ final class PostgresJournalStore: JournalStore {
         ]
     }
 
-    /// Adds a nullable column to `table` unless it has it (without the lock of an `ALTER TABLE`
-    /// at every open, as for `fillfactor`).
-    static func column(_ definition: String, of table: String) -> String {
-        let name = definition.prefix { $0 != " " }
-        return """
-            DO $$ BEGIN
-                IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = '\(table)'::regclass AND attname = '\(name)' AND NOT attisdropped) THEN
-                    ALTER TABLE \(table) ADD COLUMN \(definition);
-                END IF;
-            END $$
-            """
+    /// `statement` unless `condition` holds: an `ALTER TABLE` takes a lock that waits for a
+    /// running `VACUUM`, not to be taken at every open.
+    static func alter(unless condition: String, _ statement: String) -> String {
+        "DO $$ BEGIN IF NOT (\(condition)) THEN \(statement); END IF; END $$"
     }
 
-    /// Sets `table`'s fillfactor unless it is set already (an `ALTER TABLE` takes a lock that
-    /// waits for a running `VACUUM`: not at every open).
+    /// Whether `table` has the column `name` (a dropped one does not count), as SQL.
+    static func hasColumn(_ name: String, of table: String) -> String {
+        "EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('\(table)') AND attname = '\(name)' AND NOT attisdropped)"
+    }
+
+    /// Adds a nullable column (`definition`: its name first) to `table` unless it has it.
+    static func column(_ definition: String, of table: String) -> String {
+        alter(unless: hasColumn(String(definition.prefix { $0 != " " }), of: table), "ALTER TABLE \(table) ADD COLUMN \(definition)")
+    }
+
+    /// Sets `table`'s fillfactor unless it is set already.
     static func fillfactor(_ percent: Int, of table: String) -> String {
-        """
-        DO $$ BEGIN
-            IF NOT EXISTS (SELECT FROM pg_class WHERE oid = '\(table)'::regclass AND reloptions @> ARRAY['fillfactor=\(percent)']) THEN
-                ALTER TABLE \(table) SET (fillfactor = \(percent));
-            END IF;
-        END $$
-        """
+        alter(unless: "EXISTS (SELECT FROM pg_class WHERE oid = to_regclass('\(table)') AND reloptions @> ARRAY['fillfactor=\(percent)'])",
+              "ALTER TABLE \(table) SET (fillfactor = \(percent))")
     }
 
     // MARK: Transactions

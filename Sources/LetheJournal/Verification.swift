@@ -2,8 +2,132 @@ import Crypto
 import Foundation
 
 // `lethe verify`'s checks: every block, the chain, the head, and each table the engine reads
-// besides the blocks, compared with the events; on a difference, the first one named.
+// besides the blocks, compared with the events; on a difference, the first one named. The walk
+// along the chain they share with `authenticate` (what a reader that acts on new events checks
+// first) is here too.
 extension JournalReader {
+    public struct VerifyReport: Sendable {
+        public var events: Int64 = 0
+        public var blocks: Int64 = 0
+        public var tailEvents: Int64 = 0
+        public var purgedEvents: Int64 = 0
+        public var accounts: Int64 = 0
+        public var storedBytes: Int64 = 0
+        /// The chain's last link, hex: publish it to pin the journal's history.
+        public var headLink: String = ""
+        /// Whether the head's MAC was checked against the journal's anchor key (and matched).
+        public var anchored = false
+        /// The head the key store remembers for this file, which the journal was checked not to
+        /// be behind nor to have forked from; nil when no key store was read.
+        public var anchoredSeq: Int64?
+        /// Erasures recorded and not carried out yet (each checked against its MAC when `anchored`).
+        public var pendingErasures: Int64 = 0
+        /// The other files of this journal the key store anchors (restores, each a history of
+        /// its own), by instance (hex) and head: a file put in another's place shows here.
+        public var otherFiles: [(instance: String, seq: Int64)] = []
+    }
+
+    /// Walks the stored events from the block that holds event `from` (or the tail) to the end:
+    /// the sequence has no gap, every block continues the chain of the one before and ends on the
+    /// link it stores, and every unsealed event on its stored link. `event` sees each event of
+    /// the walk with the link after it (events before `from` in the first block included);
+    /// `block`, each block. Returns the last link and the last sequence number.
+    ///
+    /// - Complexity: the blocks from `from` on, one in memory at a time.
+    func walkChain(
+        from: Int64, progress: ((Int64) -> Void)? = nil,
+        event: (SealedEvent, _ place: String, _ link: [UInt8]) throws -> Void = { _, _, _ in },
+        block: (_ id: Int64, Block, _ frameBytes: Int) throws -> Void = { _, _, _ in }
+    ) throws -> (link: [UInt8], last: Int64) {
+        var link: [UInt8]?
+        var expectedSeq: Int64? = from == 1 ? 1 : nil
+        var scratch: [UInt8] = []
+        var walked: Int64 = 0
+        var blocks = BlockScan(store, from: from, through: .max)
+        while let row = try wrap({ try blocks.nextBlock() }) {
+            let (id, first, last) = (row.id, row.first, row.last)
+            let place = JournalReader.blockPlace(id: id, first: first, last: last)
+            if let expectedSeq, first != expectedSeq {
+                throw JournalError(.corrupt, "\(place): expected the block to start at event \(expectedSeq) (events removed or reordered)")
+            }
+            if link == nil, first > from {
+                throw JournalError(.corrupt, "\(place): expected a block holding event \(from) (events removed)")
+            }
+            let frame = row.frame
+            let decoded = try row.decode()
+            if let link, decoded.previousLink != link {
+                throw JournalError(.corrupt, "\(place): does not continue the hash chain of the block before it")
+            }
+            if link == nil, first == 1, decoded.previousLink != (try wrap { try store.genesis() }) {
+                throw JournalError(.corrupt, "\(place): does not start from the journal's genesis link")
+            }
+            var running = decoded.previousLink
+            for e in decoded.events {
+                running = Chain.link(previous: running, header: e.header, digest: e.digest, scratch: &scratch)
+                try event(e, place, running)
+            }
+            guard running == decoded.lastLink else {
+                throw JournalError(.corrupt, "\(place): hash chain broken inside the block (contents altered)")
+            }
+            try block(id, decoded, frame.count)
+            link = running
+            expectedSeq = last + 1
+            walked += Int64(decoded.events.count)
+            progress?(walked)
+        }
+        let (tail, tailLinks) = try wrap { try store.tail() }
+        if link == nil {
+            // Nothing sealed from `from` on: the walk starts at the tail, or at the last block's end.
+            link = try wrap { try store.lastSealedLink() }
+            expectedSeq = (try wrap { try store.blockExtent()?.maxLastSeq } ?? 0) + 1
+        }
+        var running = link!
+        var next = expectedSeq!
+        for (e, stored) in zip(tail, tailLinks) {
+            let place = "unsealed event \(e.header.seq)"
+            guard e.header.seq == next else {
+                throw JournalError(.corrupt, "\(place): expected event \(next) (events removed or reordered)")
+            }
+            running = Chain.link(previous: running, header: e.header, digest: e.digest, scratch: &scratch)
+            guard running == stored else { throw JournalError(.corrupt, "\(place): hash chain broken (contents altered)") }
+            try event(e, place, running)
+            next += 1
+            walked += 1
+        }
+        progress?(walked)
+        return (running, next - 1)
+    }
+
+    /// Checks the events after `seq` against the authenticated head, as `Journal.read(authenticated:)`
+    /// set it up: they chain up to the stored head, whose MAC is the anchor key's and which is
+    /// not behind the head the key store remembers (`HeadCheck`). What a reader that acts on
+    /// new events (the read models, and a retention run through them) calls first: content
+    /// that was altered since it was written is refused before anything acts on it.
+    ///
+    /// - Complexity: the blocks after `seq` (and the one holding it).
+    package func authenticate(after seq: Int64) throws {
+        guard let authority else { throw JournalError(.keys, "this reader was not opened to authenticate the journal") }
+        let stored = try wrap { try store.storedHead() }
+        guard seq <= stored.seq else {
+            throw JournalError(.corrupt, "the journal ends at event \(stored.seq), before event \(seq) that was read from it already (rolled back)")
+        }
+        var atAnchor: [UInt8]?
+        let anchorSeq = authority.anchored?.seq ?? -1
+        let walked = try walkChain(from: seq + 1, event: { e, _, link in if e.header.seq == anchorSeq { atAnchor = link } })
+        try JournalReader.checkEnd(walked, stored)
+        try HeadCheck.check(stored, anchorKey: authority.anchorKey, anchored: authority.anchored) { at in
+            if let atAnchor, at == anchorSeq { return atAnchor }
+            return try store.link(at: at)
+        }
+    }
+
+    static func checkEnd(_ walked: (link: [UInt8], last: Int64), _ stored: StoredHead) throws {
+        guard walked.last == stored.seq else {
+            throw JournalError(.corrupt, "the journal ends at event \(walked.last) but its head says \(stored.seq) (events removed or truncated)")
+        }
+        guard walked.link == stored.link else { throw JournalError(.corrupt, "the chain's head link does not match the events (altered)") }
+    }
+
     /// Checks every block's frame and content, the sequence, every account's version and time
     /// order, the hash chain from genesis to the head, the head against `authority`
     /// (`HeadCheck`), and that every table the engine reads besides the blocks agrees with them:

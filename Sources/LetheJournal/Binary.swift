@@ -237,6 +237,20 @@ package func utf8Precedes(_ a: String, _ b: String) -> Bool {
     return a.withUTF8 { x in b.withUTF8 { y in utf8Compare(x, y) < 0 } }
 }
 
+/// A string's first 8 UTF-8 bytes as a big-endian integer, zero-padded: when two strings'
+/// prefixes differ, they order as the strings do in `utf8Precedes` (when they are equal, the
+/// strings may still differ: a tie says nothing).
+package func utf8Prefix(_ s: String) -> UInt64 {
+    func pack(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        var v: UInt64 = 0
+        for i in 0..<8 { v = v << 8 | (i < bytes.count ? UInt64(bytes[i]) : 0) }
+        return v
+    }
+    if let v = s.utf8.withContiguousStorageIfAvailable(pack) { return v }
+    var s = s
+    return s.withUTF8(pack)
+}
+
 /// memcmp order, the shorter first when one is a prefix of the other.
 package func utf8Compare(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Int {
     let n = min(x.count, y.count)

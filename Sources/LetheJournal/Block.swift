@@ -155,11 +155,14 @@ package struct Block: Equatable {
                 return sessionList.count - 1
             }())
         }
-        // The account table in byte order, so that each name is coded against a neighbour.
-        let order = accountNames.indices.sorted { utf8Precedes(accountNames[$0], accountNames[$1]) }
+        // The account table in byte order, so that each name is coded against a neighbour. Sorted
+        // by each name's first 8 bytes as an integer, whole names compared only when those tie:
+        // comparing the strings at every step was about 40% of encoding a many-account block.
+        var order = accountNames.indices.map { (prefix: utf8Prefix(accountNames[$0]), index: $0) }
+        order.sort { $0.prefix != $1.prefix ? $0.prefix < $1.prefix : utf8Precedes(accountNames[$0.index], accountNames[$1.index]) }
         var rank = [Int](repeating: 0, count: accountNames.count)
-        for (r, i) in order.enumerated() { rank[i] = r }
-        accountNames = order.map { accountNames[$0] }
+        for (r, o) in order.enumerated() { rank[o.index] = r }
+        accountNames = order.map { accountNames[$0.index] }
         accountIndex = accountIndex.map { rank[$0] }
         var w = BinaryWriter(capacity: events.count * 96)
         w.raw(Block.magic)

@@ -46,6 +46,21 @@ import Testing
         #expect(rebuilt.sorted(by: utf8Precedes) == byBytes)
         for a in strings { for b in strings { #expect(utf8Precedes(a, b) == Array(a.utf8).lexicographicallyPrecedes(Array(b.utf8))) } }
     }
+
+    /// A block sorts its accounts by `utf8Prefix` first: two different prefixes must order as
+    /// the strings do, including a NUL byte against the padding and a prefix of another.
+    @Test func anEightBytePrefixNeverContradictsTheByteOrder() {
+        let strings = ["", "a", "a\u{0}", "a\u{0}\u{0}b", "ab", "acc_1719", "acc_17194", "acc_1720", "acc_172", "acc_9",
+                       "caf\u{E9}", "cafe\u{301}", "\u{1F600}", "\u{10FFFF}", "\u{FF}", String(repeating: "x", count: 40) + "a",
+                       String(repeating: "x", count: 40) + "b", String(decoding: Array("acc_17199".utf8), as: UTF8.self)]
+        for a in strings {
+            for b in strings where utf8Prefix(a) != utf8Prefix(b) {
+                #expect((utf8Prefix(a) < utf8Prefix(b)) == Array(a.utf8).lexicographicallyPrecedes(Array(b.utf8)), "\(a) vs \(b)")
+            }
+        }
+        #expect(utf8Prefix("acc_1719") == utf8Prefix("acc_17194"))  // a tie: the whole names decide
+        #expect(utf8Prefix("a") == 0x6100_0000_0000_0000)
+    }
 }
 
 @Suite struct UTF8Tests {

@@ -117,12 +117,18 @@ public struct Importer {
 
     public let journal: Journal
     public var codec: PayloadCodec = .standard
-    /// Events appended at a time: by default the journal backend's (`Journal.importBatchSize`).
+    /// Events parsed and sealed at a time: by default the journal backend's (`Journal.importBatchSize`).
     public var batchSize: Int
+    /// Events appended at a time at most: sealed batches waiting for the append are appended
+    /// together up to this many (by default the backend's `Journal.importAppendLimit`).
+    public var appendLimit: Int
+    /// Told the number of events of each append (for tests: which batches were joined).
+    package var onAppend: ((Int) -> Void)?
 
     public init(journal: Journal) {
         self.journal = journal
         batchSize = journal.importBatchSize
+        appendLimit = journal.importAppendLimit
     }
 
     /// Reads `reader` to its end. Rejections and warnings are reported in line order (a line's
@@ -132,7 +138,9 @@ public struct Importer {
     /// part of one overlaps the others: one thread reads lines and has a batch of them parsed,
     /// checked and encoded on every core; a second seals the previous batch (`Journal.prepare`:
     /// keys and nonces in order, the sealing on every core); the calling thread appends the one
-    /// before to the journal. At most one parsed and two sealed batches wait between them.
+    /// before to the journal. At most one parsed and two sealed batches wait between them. When
+    /// the appending falls behind, sealed batches that are waiting are appended together, up to
+    /// `appendLimit` events: one transaction, which writes each account's row once for all.
     public func run(
         _ reader: consuming LineReader, onRejection: (LineRejection) -> Void, progress: ((Int64) -> Void)? = nil,
         onWarning: (LineWarning) -> Void = { _ in }
@@ -155,7 +163,23 @@ public struct Importer {
 
         var summary = Summary()
         var failure: (any Error)?
-        while let batch = sealed.pop() {
+        // A failed batch taken from the queue to join the one before: its turn comes next.
+        var held: ImportBatch?
+        while let first = held ?? sealed.pop() {
+            held = nil
+            // Batches already waiting join this one while any batch (at most `batchSize` events)
+            // would fit: with a limit of one batch, none is ever taken early.
+            var parts = [first]
+            var events = first.prepared.count
+            while first.error == nil, events + batchSize <= appendLimit, let next = sealed.tryPop() {
+                guard next.error == nil else {
+                    held = next
+                    break
+                }
+                parts.append(next)
+                events += next.prepared.count
+            }
+            let batch = parts.count == 1 ? first : ImportBatch(joining: parts)
             if let error = batch.error { failure = failure ?? error }
             guard failure == nil else {
                 sealed.cancel()
@@ -165,6 +189,7 @@ public struct Importer {
             var warnings: [LineWarning] = []
             do {
                 let outcomes = batch.prepared.count == 0 ? [] : try journal.append(batch.prepared)
+                onAppend?(batch.prepared.count)
                 for ((line, masked), outcome) in zip(zip(batch.lines, batch.masked), outcomes) {
                     switch outcome {
                     case .appended: summary.imported += 1
@@ -196,7 +221,8 @@ public struct Importer {
             summary.rejected += rejections.count
             summary.lines += batch.lineCount
             progress?(batch.bytesRead)
-            sealed.recycle(batch)
+            for part in parts { sealed.recycle(part) }
+            if parts.count > 1 { sealed.recycle(batch) }
         }
         if let failure { throw failure }
         // Tidying the indexes is not part of the import: every event is in, and the next due
@@ -299,6 +325,20 @@ struct ImportBatch: Sendable {
     var bytesRead: Int64 = 0
     /// Reading or sealing failed: the import stops.
     var error: JournalError?
+
+    init() {}
+
+    /// Consecutive sealed batches (none failed) as one, their lines in order.
+    init(joining parts: [ImportBatch]) {
+        prepared = PreparedBatch.joined(parts.map(\.prepared))
+        for part in parts {
+            lines += part.lines
+            masked += part.masked
+            rejections += part.rejections
+            lineCount += part.lineCount
+            bytesRead = part.bytesRead
+        }
+    }
 }
 
 /// A bounded hand-over from one stage of the import to the next.
@@ -338,6 +378,18 @@ final class BatchQueue: Sendable {
     func finish() {
         state.withLock { $0.finished = true }
         ready.signal()
+    }
+
+    /// The next batch if one is waiting now, without waiting for one.
+    func tryPop() -> ImportBatch? {
+        guard ready.wait(timeout: .now()) == .success else { return nil }
+        let item = state.withLock { s in s.items.isEmpty ? nil : s.items.removeFirst() }
+        if item != nil {
+            free.signal()
+        } else {
+            ready.signal()  // (a finish or a dropped push: left for `pop`)
+        }
+        return item
     }
 
     /// The next batch, or nil once the producer finished and everything was taken.

@@ -188,6 +188,10 @@ public final class Journal: Sendable {
     /// How many events a bulk import (`Importer`) appends at a time on this journal's backend.
     public var importBatchSize: Int { backend.importBatchSize }
 
+    /// How many events a bulk import (`Importer`) appends at once at most on this journal's
+    /// backend: sealed batches waiting for the append are joined up to this many.
+    public var importAppendLimit: Int { backend.importAppendLimit }
+
     /// `body` with the writer, under its lock, on a live connection (see `Writer.reconnectIfBroken`).
     func withWriter<T>(_ body: (inout sending Writer) throws -> sending T) throws -> sending T {
         try writer.withLock { writer in

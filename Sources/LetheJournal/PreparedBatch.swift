@@ -25,6 +25,13 @@ public struct PreparedBatch: Sendable {
         /// The plaintext, kept only for the journal's rules and for records.
         let plaintext: [UInt8]?
 
+        /// `item` at another place in another batch's `accounts`.
+        init(_ item: Item, slot: Int) {
+            (id, account, type, at, expectedVersion, scope) = (item.id, item.account, item.type, item.at, item.expectedVersion, item.scope)
+            self.slot = slot
+            (sealed, plaintext) = (item.sealed, item.plaintext)
+        }
+
         init(_ e: NewEvent, slot: Int, sealed: Result<Sealed, JournalError>, keepPlaintext: Bool) {
             (id, account, type, at, expectedVersion, scope) = (e.id, e.account, e.type, e.at, e.expectedVersion, e.scope)
             self.slot = slot
@@ -46,4 +53,28 @@ public struct PreparedBatch: Sendable {
     public var count: Int { items.count }
 
     public static let empty = PreparedBatch(items: [], accounts: [], epoch: nil)
+
+    /// The batches as one, their events in order: appended in one transaction, whose work per
+    /// account (its row, its postings) is then done once for all. Its epoch is the oldest.
+    package static func joined(_ batches: [PreparedBatch]) -> PreparedBatch {
+        guard batches.count > 1 else { return batches.first ?? .empty }
+        var accounts = batches[0].accounts
+        var places: [String: Int] = [:]
+        places.reserveCapacity(accounts.count * 2)
+        for (k, a) in accounts.enumerated() { places[a] = k }
+        var items = batches[0].items
+        items.reserveCapacity(batches.reduce(0) { $0 + $1.items.count })
+        var epoch = batches[0].epoch
+        for batch in batches.dropFirst() {
+            let remap = batch.accounts.map { a in
+                if let k = places[a] { return k }
+                places[a] = accounts.count
+                accounts.append(a)
+                return accounts.count - 1
+            }
+            for item in batch.items { items.append(Item(item, slot: remap[item.slot])) }
+            epoch = epoch.flatMap { e in batch.epoch.map { min(e, $0) } }
+        }
+        return PreparedBatch(items: items, accounts: accounts, epoch: epoch)
+    }
 }

@@ -15,6 +15,12 @@ public struct PostgresBackend: JournalBackend {
     /// Nothing of the journal is in a file here.
     package var dataPaths: [String] { [] }
     package var database: String? { address.databaseIdentity() }
+    /// Two batches: on a server, each append writes a row per account it touches (its version,
+    /// its recent postings) and commits, and joining two waiting batches writes the rows of an
+    /// account in both once. 336,936 events on 20,000 accounts (interleaved A/B): 3–6% less time,
+    /// the server's CPU 1.87 → 1.56 s; 1,000 accounts: the same. The price is memory: the writer
+    /// holds twice the events, a peak of about 260 MiB against 220.
+    package var importAppendLimit: Int { 2 * importBatchSize }
 
     package func openWriter(options: Journal.Options) throws -> any JournalStore {
         let connection = try Connection(address)

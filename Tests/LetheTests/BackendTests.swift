@@ -71,6 +71,67 @@ private func appendHistory(_ j: Journal, batches: Range<Int> = 0..<12) throws ->
         #expect(try j.version(of: "acc_3") == Int64(acc3.count))
     }
 
+    @Test("an import appends the sealed batches waiting for it together, up to its limit, with every line's outcome, warning and rejection as a batch at a time gives them",
+          arguments: TestBackend.allCases)
+    func anImportJoinsTheBatchesWaitingForTheAppend(_ backend: TestBackend) throws {
+        // 61 lines over 5 accounts: a blank line, a malformed one, a repeated id, an account that
+        // has not signed up, a visitor with a card number (refused) and support messages with one
+        // in their free text (masked).
+        var lines: [String] = []
+        for k in 0..<60 {
+            let account = "acc_\(k % 5)", at = String(format: "2026-01-01T00:%02d:00Z", k)
+            switch k {
+            case 0..<5: lines.append(#"{"id":"evt_\#(k)","type":"AccountSignedUp","account":"\#(account)","at":"\#(at)","data":{"name":"N\#(k)","email":"n\#(k)@example.com"}}"#)
+            case 17: lines.append("{not json")
+            case 23: lines.append(#"{"id":"evt_9","type":"PageViewed","account":"\#(account)","at":"\#(at)","data":{"path":"/again","visitor":"v"}}"#)
+            case 31: lines.append(#"{"id":"evt_31","type":"PageViewed","account":"acc_none","at":"\#(at)","data":{"path":"/p","visitor":"v"}}"#)
+            case 38: lines.append(#"{"id":"evt_38","type":"PageViewed","account":"\#(account)","at":"\#(at)","data":{"path":"/p","visitor":"4111 1111 1111 1111"}}"#)
+            case 12, 44, 51:
+                lines.append(#"{"id":"evt_\#(k)","type":"SupportMessageReceived","account":"\#(account)","at":"\#(at)","data":{"ticket":"T-\#(k)","from_email":"a@example.com","body":"card 4111 1111 1111 1111 please"}}"#)
+            default: lines.append(#"{"id":"evt_\#(k)","type":"PageViewed","account":"\#(account)","at":"\#(at)","data":{"path":"/p/\#(k)","visitor":"v\#(k)"}}"#)
+            }
+        }
+        lines.insert("", at: 40)  // a blank line: counted by number, not as a line
+        let dir = try TempDir()
+        let input = dir.path("in.ndjson")
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: input))
+
+        /// Imports `input` in batches of 4 events, appending up to `limit` at once; the first
+        /// append waits so that sealed batches queue up behind it.
+        func importing(into place: TestPlace, limit: Int) throws -> (Importer.Summary, [String], [String], [Int], [String]) {
+            let journal = try place.open(blockEvents: 8, rules: ContractRules())
+            var importer = Importer(journal: journal)
+            importer.batchSize = 4
+            importer.appendLimit = limit
+            let appends = Mutex<[Int]>([])
+            importer.onAppend = { n in
+                if appends.withLock({ $0.isEmpty }) { Thread.sleep(forTimeInterval: 0.3) }
+                appends.withLock { $0.append(n) }
+            }
+            let fd = open(input, O_RDONLY)
+            defer { close(fd) }
+            var rejections: [String] = [], warnings: [String] = []
+            let summary = try importer.run(LineReader(fd: fd), onRejection: { rejections.append("\($0)") }, onWarning: { warnings.append("\($0)") })
+            return (summary, rejections, warnings, appends.withLock { $0 }, try contents(journal))
+        }
+        let (alone, aloneRejections, aloneWarnings, aloneAppends, aloneContents) = try importing(into: try TestPlace(backend), limit: 4)
+        let (joined, joinedRejections, joinedWarnings, joinedAppends, joinedContents) = try importing(into: try TestPlace(backend), limit: 12)
+        #expect(aloneAppends.allSatisfy { $0 <= 4 })
+        #expect(joinedAppends.contains { $0 > 4 }, "no batches were joined: \(joinedAppends)")
+        #expect(joinedAppends.allSatisfy { $0 <= 12 })
+        #expect(joinedAppends.reduce(0, +) == aloneAppends.reduce(0, +))
+        #expect(joined == alone)
+        #expect(alone.lines == 60 && alone.imported == 56 && alone.duplicates == 1 && alone.rejected == 3 && alone.masked == 3)
+        #expect(joinedRejections == aloneRejections)
+        #expect(aloneRejections.map { $0.split(separator: ":")[0] } == ["line 18", "line 32", "line 39"])
+        #expect(aloneRejections[1] == "line 32: account acc_none has not signed up: AccountSignedUp comes first")
+        #expect(joinedWarnings == aloneWarnings)
+        #expect(aloneWarnings == ["line 13: warning: field data.body: a card number was masked",
+                                  "line 46: warning: field data.body: a card number was masked",
+                                  "line 53: warning: field data.body: a card number was masked"])
+        #expect(joinedContents == aloneContents)
+    }
+
     @Test("a purge removes an account's payloads and the journal still verifies", arguments: TestBackend.allCases)
     func purgeOnEachBackend(_ backend: TestBackend) throws {
         let place = try TestPlace(backend)

@@ -213,7 +213,7 @@ extension PostgresJournalStore {
     func forEachRecentPosting(_ body: (Int64, Int64) throws -> Void) throws {
         let page = recentPostingsPage
         var after: (Int64, Int64) = (.min, .min)
-        var rows: [(account: Int64, first: Int64, more: ByteBuffer?)] = []
+        var rows: [(account: Int64, first: Int64, more: ByteBuffer)] = []
         var blocks: [Int64] = []
         while true {
             guard let row = try connection.query("""
@@ -231,7 +231,7 @@ extension PostgresJournalStore {
                     throw JournalError(.corrupt, "recent_account_blocks: a page of rows after account id \(after.0), block \(after.1) came back cut short")
                 }
                 if let last = rows.last, (last.account, last.first) >= (account, first) { inOrder = false }
-                rows.append((account, first, length == 0 ? nil : more))
+                rows.append((account, first, more))
             }
             guard rows.count == count else {
                 throw JournalError(.corrupt, "recent_account_blocks: a page of \(count) rows came back with \(rows.count)")

@@ -17,9 +17,9 @@ public struct PostgresBackend: JournalBackend {
     package var database: String? { address.databaseIdentity() }
     /// Two batches: on a server, each append writes a row per account it touches (its version,
     /// its recent postings) and commits, and joining two waiting batches writes the rows of an
-    /// account in both once. 336,936 events on 20,000 accounts (interleaved A/B): 3–6% less time,
-    /// the server's CPU 1.87 → 1.56 s; 1,000 accounts: the same. The price is memory: the writer
-    /// holds twice the events, a peak of about 260 MiB against 220.
+    /// account in both once. 336,936 events on 20,000 accounts (interleaved A/B): 4.29 → 4.09 s,
+    /// the server's CPU 1.73 → 1.53 s; 1,000 accounts: the same. The price is memory: the writer
+    /// holds twice the events, a peak of about 255 MiB against 220.
     package var importAppendLimit: Int { 2 * importBatchSize }
 
     package func openWriter(options: Journal.Options) throws -> any JournalStore {

@@ -9,9 +9,8 @@ package final class FieldKeys: Sendable {
     /// `@unchecked Sendable` is safe: only ever used under `state`'s lock.
     private final class State: @unchecked Sendable {
         let keys: LazyKeyStore
-        let journalID: [UInt8]
         var derived: [Name: SymmetricKey?] = [:]
-        init(keys: LazyKeyStore, journalID: [UInt8]) { (self.keys, self.journalID) = (keys, journalID) }
+        init(keys: LazyKeyStore) { self.keys = keys }
     }
 
     private struct Name: Hashable {
@@ -22,10 +21,10 @@ package final class FieldKeys: Sendable {
     private let state: Mutex<State>
 
     init(journal: Journal) {
-        let keys = LazyKeyStore { [keyStore = journal.keyStore, master = journal.master, options = journal.options, backend = journal.backend] in
+        let keys = LazyKeyStore(open: { [keyStore = journal.keyStore, master = journal.master, options = journal.options, backend = journal.backend] in
             try KeyStore(keyStore, master: master, dataPaths: backend.dataPaths, entropy: options.entropy, synchronous: options.synchronous)
-        }
-        state = Mutex(State(keys: keys, journalID: journal.journalID))
+        }, journalID: { [journalID = journal.journalID] in journalID })
+        state = Mutex(State(keys: keys))
     }
 
     /// Runs `body` with a function giving the field key of (account, key reference), nil when
@@ -37,7 +36,7 @@ package final class FieldKeys: Sendable {
                 let name = Name(account: account, ref: ref)
                 if let known = state.derived[name] { return known }
                 let key: SymmetricKey?
-                switch try state.keys.lookup(account, ref, journalID: { state.journalID }) {
+                switch try state.keys.lookup(account, ref) {
                 case .key(let k): key = KeyDerivation.fieldKey(k)
                 case .destroyed, .none: key = nil
                 }

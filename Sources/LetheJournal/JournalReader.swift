@@ -21,20 +21,33 @@ private struct Unchecked<T>: @unchecked Sendable {
 /// Opens a key store on its first use, with the journal's own keys.
 final class LazyKeyStore {
     private let open: () throws -> KeyStore
+    private let readJournalID: () throws -> [UInt8]
     private var store: KeyStore?
     private var journalKeys: JournalKeys?
-    /// The journal's id, once read (`lookup` asks for it when it first needs the journal's keys).
-    var journalID: [UInt8]?
+    /// The journal's id, once read (`lookup` reads it when it first needs the journal's keys).
+    private var journalID: [UInt8]?
 
-    init(open: @escaping () throws -> KeyStore) { self.open = open }
+    /// `journalID` reads the journal's id, once, when a lookup first needs it or `readJournalIDNow`.
+    init(open: @escaping () throws -> KeyStore, journalID: @escaping () throws -> [UInt8]) {
+        (self.open, readJournalID) = (open, journalID)
+    }
+
+    /// Reads the journal's id now, on the caller's thread, if it was not read yet (a reader reads
+    /// it from its own connection before handing the lookups to another thread).
+    func readJournalIDNow() throws {
+        if journalID == nil { journalID = try readJournalID() }
+    }
 
     func prefetch(accounts: Set<String>, own: Set<UInt64>) throws {
         try opened().prefetch(accounts: accounts, own: own)
     }
 
-    func lookup(_ account: String, _ ref: KeyRef, journalID: () throws -> [UInt8]) throws -> KeyStore.Lookup {
+    func lookup(_ account: String, _ ref: KeyRef) throws -> KeyStore.Lookup {
         let store = try opened()
-        if journalKeys == nil { journalKeys = try store.journalKeys(try self.journalID ?? journalID(), create: false) }
+        if journalKeys == nil {
+            try readJournalIDNow()
+            journalKeys = try store.journalKeys(journalID!, create: false)
+        }
         return try store.lookup(account, ref, journal: journalKeys!)
     }
 
@@ -92,10 +105,10 @@ public final class JournalReader {
         store = try backend.openReader()
         if let openKeys {
             // The key store is opened on first need: a reader of structure never touches it.
-            let lazy = LazyKeyStore(open: openKeys)
-            keys = lazy
             let store = self.store
-            lookupKey = { account, ref in try lazy.lookup(account, ref) { try store.journalID() } }
+            let lazy = LazyKeyStore(open: openKeys, journalID: { try store.journalID() })
+            keys = lazy
+            lookupKey = { account, ref in try lazy.lookup(account, ref) }
             refreshKeys = { try lazy.refresh() }
             prefetchKeys = { accounts, own in try lazy.prefetch(accounts: accounts, own: own) }
         }
@@ -467,7 +480,7 @@ public final class JournalReader {
         // The key store and the key caches are the queue's alone until every job it was given is
         // done; the journal's store is this thread's (the journal's id, which a first lookup of
         // the journal's keys reads, is read here first).
-        if let keys, keys.journalID == nil { keys.journalID = try wrap { try store.journalID() } }
+        if let keys { try wrap { try keys.readJournalIDNow() } }
         let keying = DispatchQueue(label: "lethe.read.keys")
         let reader = Unchecked(self)
         let keysPath = keysPath
